@@ -1,0 +1,380 @@
+import pg from 'pg';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import type { KafkaConfig, PostgresConfig } from '../config.ts';
+import { ConnectorError, errorMessage } from '../errors.ts';
+import { AvroCodec, envelopeSchema, type RegisteredSchema } from '../events/avro-codec.ts';
+import { type ChangeEvent, encodeKey } from '../events/change-event.ts';
+import type { ColumnShape } from '../events/row-codec.ts';
+import { qualifiedName, topicFor } from '../events/topic-router.ts';
+import { createKafka, ensureTopics } from '../kafka/client.ts';
+import { type OutgoingMessage, Publisher } from '../kafka/publisher.ts';
+import { componentLogger } from '../logger.ts';
+import { metrics } from '../ops/metrics.ts';
+import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
+import { formatLsn, type Lsn, parseLsn } from './lsn.ts';
+import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
+import {
+  createSlotWithSnapshot,
+  dropSlot,
+  ensurePublication,
+  preflight,
+  readState,
+  slotInfo,
+  writeState,
+} from './slot-admin.ts';
+import { readSnapshot } from './snapshot-reader.ts';
+import { describeTables, type TableInfo } from './table-catalog.ts';
+
+/**
+ * The source half: PostgreSQL slot -> change events -> Kafka.
+ *
+ * No-loss rule: the slot's confirmed LSN only moves to the end LSN of a transaction whose every
+ * event Kafka has acknowledged (acks=all). pg-logical-replication's own acknowledgement is off
+ * (`auto: false, timeoutSeconds: 0`): its timer would confirm the last *received* LSN.
+ * Streaming always starts at 0/0, which the server reads as "from the slot's confirmed_flush_lsn".
+ */
+
+/** A queued item: an event to publish, or the end of a transaction whose LSN may be confirmed once all before it is acked. */
+type Pending = { event: ChangeEvent; relation: SchemaSource } | { commitEndLsn: Lsn };
+
+interface SchemaSource {
+  schema: string;
+  table: string;
+  columns: ColumnShape[];
+}
+
+const MAX_SEND_BATCH = 5000;
+
+export class CaptureSource {
+  private readonly log = componentLogger('capture.source');
+  private readonly pgConfig: PostgresConfig;
+  private readonly kafkaConfig: KafkaConfig;
+  private readonly codec: AvroCodec;
+  private readonly publisher: Publisher;
+  private readonly kafka;
+  private service: LogicalReplicationService | undefined;
+  private tables = new Map<string, TableInfo>();
+  private readonly schemas = new WeakMap<SchemaSource, Promise<RegisteredSchema>>();
+  private readonly queue: Pending[] = [];
+  private queueWaiters: (() => void)[] = [];
+  private drainWaiters: (() => void)[] = [];
+  private tx: TxContext | undefined;
+  private confirmed: Lsn = 0n;
+  private flushing: Promise<void> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatClient: pg.Client | undefined;
+  private stopped = false;
+  private started = false;
+  private fatal: ((err: Error) => void) | undefined;
+  private streaming = false;
+
+  constructor(pgConfig: PostgresConfig, kafkaConfig: KafkaConfig, onFatal?: (err: Error) => void) {
+    this.pgConfig = pgConfig;
+    this.kafkaConfig = kafkaConfig;
+    this.codec = new AvroCodec(kafkaConfig.schemaRegistry.url);
+    this.kafka = createKafka(kafkaConfig, 'source');
+    this.publisher = new Publisher(this.kafka);
+    this.fatal = onFatal;
+  }
+
+  /** True once the slot is streaming (readiness). */
+  isStreaming(): boolean {
+    return this.streaming;
+  }
+
+  confirmedLsn(): string {
+    return formatLsn(this.confirmed);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const { url, tables, slot, publication } = this.pgConfig;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect().catch((err: unknown) => {
+      throw new ConnectorError('POSTGRES_CONNECT', `cannot connect to PostgreSQL (postgres.url): ${errorMessage(err)}`, {
+        retriable: true,
+        cause: err,
+      });
+    });
+    try {
+      await preflight(admin);
+      this.tables = await describeTables(admin, tables);
+      await ensureTopics(
+        this.kafka,
+        tables.map((t) => this.topicOf(t)),
+        { partitions: this.kafkaConfig.partitions, replicationFactor: this.kafkaConfig.replicationFactor },
+      );
+      await this.publisher.start();
+      await ensurePublication(admin, publication, tables);
+      await this.prepareSlot(admin);
+    } finally {
+      await admin.end();
+    }
+    this.flushing = this.flushLoop();
+    await this.stream();
+    this.startHeartbeats();
+  }
+
+  private topicOf(qualified: string): string {
+    const [schema, table] = qualified.split('.') as [string, string];
+    return topicFor(this.kafkaConfig.topicPrefix, schema, table);
+  }
+
+  /** Creates the slot (snapshotting when the mode asks) or reuses it. */
+  private async prepareSlot(admin: pg.Client): Promise<void> {
+    const { slot, publication, snapshot } = this.pgConfig;
+    let info = await slotInfo(admin, slot);
+    const state = await readState(admin, publication);
+    if (info.exists && snapshot === 'initial' && !state.snapshotDone) {
+      // A snapshot interrupted by a crash cannot resume inside its exported snapshot (it died with
+      // the connection): start over with a fresh slot. Rows already sent are re-sent (at-least-once).
+      this.log.warn({ slot }, 'initial snapshot did not finish; recreating the slot and snapshotting again');
+      await this.waitSlotFree(admin);
+      await dropSlot(admin, slot);
+      info = await slotInfo(admin, slot);
+    }
+    if (info.exists) {
+      await this.waitSlotFree(admin);
+      this.confirmed = info.confirmedFlush ?? 0n;
+      this.log.info({ slot, confirmedLsn: formatLsn(this.confirmed) }, 'resuming replication slot');
+      return;
+    }
+    const created = await createSlotWithSnapshot(this.pgConfig.url, slot);
+    try {
+      this.confirmed = parseLsn(created.consistentPoint);
+      this.log.info({ slot, consistentPoint: created.consistentPoint }, 'created replication slot');
+      if (snapshot === 'never') {
+        await writeState(admin, publication, { snapshotDone: true, snapshotLsn: created.consistentPoint });
+        return;
+      }
+      const tables = [...this.tables.values()];
+      const rows = await readSnapshot(this.pgConfig.url, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, table) => {
+        await this.publishNow(events, table);
+        this.log.info({ table: qualifiedName(table.schema, table.table), rows: events.length }, 'snapshot chunk published');
+      });
+      await writeState(admin, publication, { snapshotDone: true, snapshotLsn: created.consistentPoint });
+      this.log.info({ rows }, 'initial snapshot finished');
+    } finally {
+      await created.close();
+    }
+  }
+
+  /** After a crash the old walsender may hold the slot for a moment; wait for it, then fail clearly. */
+  private async waitSlotFree(admin: pg.Client): Promise<void> {
+    const { slot } = this.pgConfig;
+    for (let i = 0; i < 60; i++) {
+      const info = await slotInfo(admin, slot);
+      if (!info.active) return;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const info = await slotInfo(admin, slot);
+    throw new ConnectorError(
+      'SLOT_IN_USE',
+      `replication slot ${slot} is in use by another process (pid ${info.activePid}); stop the other connector or set postgres.slot to another name`,
+    );
+  }
+
+  private async publishNow(events: ChangeEvent[], table: SchemaSource): Promise<void> {
+    const messages = await Promise.all(events.map((e) => this.toMessages(e, table)));
+    await this.publisher.send(messages.flat());
+    metrics.eventsProduced.inc(events.length);
+  }
+
+  private async toMessages(event: ChangeEvent, table: SchemaSource): Promise<OutgoingMessage[]> {
+    const topic = topicFor(this.kafkaConfig.topicPrefix, event.source.schema, event.source.table);
+    let registered = this.schemas.get(table);
+    if (!registered) {
+      registered = this.codec.register(`${topic}-value`, envelopeSchema(this.kafkaConfig.topicPrefix, table.schema, table.table, table.columns));
+      this.schemas.set(table, registered);
+    }
+    const key = encodeKey(event.key);
+    const out: OutgoingMessage[] = [{ topic, key, value: this.codec.encode(await registered, event) }];
+    // A tombstone lets log compaction drop the key once consumers have seen the delete.
+    if (event.op === 'd' && this.kafkaConfig.tombstones) out.push({ topic, key, value: null });
+    return out;
+  }
+
+  private async stream(): Promise<void> {
+    const service = new LogicalReplicationService(
+      { connectionString: this.pgConfig.url },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.service = service;
+    service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onMessage(msg));
+    service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
+      // Answer with what is durably in Kafka, never with the received position.
+      if (shouldRespond) void service.acknowledge(formatLsn(this.confirmed));
+    });
+    service.on('error', (err: Error) => this.fail(err));
+    service.on('start', () => {
+      this.streaming = true;
+      this.log.info({ slot: this.pgConfig.slot }, 'replication streaming');
+    });
+    service
+      .subscribe(new PgoutputPlugin(this.pgConfig.publication) as never, this.pgConfig.slot, '0/00000000')
+      .then(() => {
+        if (!this.stopped) this.fail(new ConnectorError('REPLICATION_ENDED', 'the replication stream ended unexpectedly', { retriable: true }));
+      })
+      .catch((err: unknown) => {
+        if (!this.stopped) this.fail(err as Error);
+      });
+  }
+
+  private async onMessage(msg: PgoutputMessage): Promise<void> {
+    switch (msg.tag) {
+      case 'begin':
+        this.tx = { lsn: formatLsn(msg.finalLsn), xid: msg.xid, commitTsMicros: msg.commitTimeMicros, seq: 0 };
+        return;
+      case 'commit':
+        this.tx = undefined;
+        this.enqueue({ commitEndLsn: msg.endLsn });
+        break;
+      case 'relation':
+        this.log.debug({ table: `${msg.relation.schema}.${msg.relation.table}` }, 'relation');
+        return;
+      case 'insert':
+        this.enqueue({ event: buildInsert(msg.relation, this.keyOf(msg.relation), msg.after, this.currentTx()), relation: toSource(msg.relation) });
+        break;
+      case 'update':
+        for (const event of buildUpdate(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, msg.after, this.currentTx())) {
+          this.enqueue({ event, relation: toSource(msg.relation) });
+        }
+        break;
+      case 'delete':
+        this.enqueue({ event: buildDelete(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, this.currentTx()), relation: toSource(msg.relation) });
+        break;
+      case 'truncate':
+        // A TRUNCATE carries no rows; replaying it as deletes in a CRM would be destructive, so
+        // it is reported, not applied. Re-snapshot the table if the CRM must follow.
+        this.log.warn({ tables: msg.relations.map((r) => `${r.schema}.${r.table}`) }, 'TRUNCATE captured and not applied to the CRM');
+        return;
+      default:
+        return;
+    }
+    if (this.queue.length >= this.pgConfig.maxBufferedEvents) await this.waitDrain();
+  }
+
+  private currentTx(): TxContext {
+    if (!this.tx) throw new ConnectorError('PGOUTPUT_ORDER', 'row change outside a transaction in the pgoutput stream');
+    return this.tx;
+  }
+
+  private keyOf(relation: Relation): string[] {
+    const info = this.tables.get(qualifiedName(relation.schema, relation.table));
+    if (info) return info.primaryKey;
+    // Only published tables arrive; a miss means the publication holds more than the config says.
+    throw new ConnectorError('UNEXPECTED_TABLE', `change for ${relation.schema}.${relation.table}, which is not in postgres.tables; check the publication`);
+  }
+
+  private enqueue(item: Pending): void {
+    this.queue.push(item);
+    const waiters = this.queueWaiters;
+    this.queueWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private waitDrain(): Promise<void> {
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** Sends what is queued (batching whatever arrived during the previous send), then confirms. */
+  private async flushLoop(): Promise<void> {
+    while (!this.stopped || this.queue.length > 0) {
+      if (this.queue.length === 0) {
+        if (this.stopped) break;
+        await new Promise<void>((resolve) => this.queueWaiters.push(resolve));
+        continue;
+      }
+      const chunk = this.queue.splice(0, MAX_SEND_BATCH);
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+      await this.sendChunk(chunk);
+    }
+  }
+
+  private async sendChunk(chunk: Pending[]): Promise<void> {
+    let lastCommit: Lsn | undefined;
+    const messages: Promise<OutgoingMessage[]>[] = [];
+    let events = 0;
+    for (const item of chunk) {
+      if ('commitEndLsn' in item) lastCommit = item.commitEndLsn;
+      else {
+        messages.push(this.toMessages(item.event, item.relation));
+        events++;
+      }
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.publisher.send((await Promise.all(messages)).flat());
+        break;
+      } catch (err) {
+        if (!(err instanceof ConnectorError && err.retriable) || attempt >= 10) {
+          this.fail(err as Error);
+          return new Promise(() => undefined); // never confirm past a failed send
+        }
+        this.log.warn({ err: errorMessage(err), attempt }, 'Kafka send failed; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
+      }
+    }
+    metrics.eventsProduced.inc(events);
+    if (lastCommit !== undefined && lastCommit > this.confirmed) {
+      this.confirmed = lastCommit;
+      await this.service?.acknowledge(formatLsn(lastCommit));
+    }
+  }
+
+  /** A transactional logical message every few seconds gives an idle slot a commit to confirm. */
+  private startHeartbeats(): void {
+    const seconds = this.pgConfig.heartbeatSeconds;
+    if (seconds <= 0) return;
+    this.heartbeatTimer = setInterval(() => {
+      void this.heartbeat().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'heartbeat failed'));
+    }, seconds * 1000);
+    this.heartbeatTimer.unref();
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!this.heartbeatClient) {
+      const client = new pg.Client({ connectionString: this.pgConfig.url });
+      client.on('error', () => {
+        this.heartbeatClient = undefined;
+      });
+      await client.connect();
+      this.heartbeatClient = client;
+    }
+    await this.heartbeatClient.query("SELECT pg_logical_emit_message(true, 'pg2crm.heartbeat', '')");
+  }
+
+  private fail(err: Error): void {
+    this.log.error({ err: errorMessage(err) }, 'source failed');
+    this.fatal?.(err);
+  }
+
+  /** Publishes what was received, confirms it, then closes the stream. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.heartbeatTimer);
+    for (const w of this.queueWaiters) w();
+    this.queueWaiters = [];
+    await Promise.race([this.flushing, new Promise((r) => setTimeout(r, 15_000))]);
+    this.streaming = false;
+    await this.service?.stop().catch(() => undefined);
+    await this.heartbeatClient?.end().catch(() => undefined);
+    await this.publisher.stop().catch(() => undefined);
+  }
+}
+
+const sources = new WeakMap<Relation, SchemaSource>();
+
+/** One SchemaSource per Relation message, so a new Relation (ALTER TABLE) registers a new schema. */
+function toSource(relation: Relation): SchemaSource {
+  let s = sources.get(relation);
+  if (!s) {
+    s = { schema: relation.schema, table: relation.table, columns: relation.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })) };
+    sources.set(relation, s);
+  }
+  return s;
+}

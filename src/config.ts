@@ -1,0 +1,265 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConnectorError } from './errors.ts';
+
+/**
+ * The connector's configuration: parsed once, here, and handed out in slices. This is the only
+ * module that reads process.env (for `${VAR}` substitution and `*_FILE` secrets).
+ */
+
+const identifier = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]*$/, 'use lower-case letters, digits and underscores, starting with a letter or _');
+
+/** `schema.table` or `table` (schema `public`). */
+const qualifiedTable = z
+  .string()
+  .regex(/^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$/, 'write the table as schema.table, e.g. public.customers')
+  .transform((t) => (t.includes('.') ? t : `public.${t}`));
+
+const brokers = z
+  .union([z.string(), z.array(z.string())])
+  .transform((b) => (Array.isArray(b) ? b : b.split(',')).map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string().regex(/^[^:/\s]+:\d+$/, 'write each broker as host:port')).min(1, 'give at least one broker'));
+
+const postgresSchema = z.strictObject({
+  url: z.string().regex(/^postgres(ql)?:\/\//, 'use a postgresql:// connection URL'),
+  tables: z.array(qualifiedTable).min(1, 'list at least one table to capture'),
+  slot: identifier.optional(),
+  publication: identifier.optional(),
+  snapshot: z.enum(['initial', 'never', 'when_needed']).default('initial'),
+  /** Rows per keyset page of the initial snapshot. */
+  snapshotChunkRows: z.number().int().min(1).max(1_000_000).default(5000),
+  /** Interval of the logical heartbeat message that keeps an idle slot moving (0 = off). */
+  heartbeatSeconds: z.number().min(0).default(10),
+  /** Most change events held between the replication stream and Kafka before it is paused. */
+  maxBufferedEvents: z.number().int().min(100).default(20_000),
+});
+
+const kafkaSchema = z.strictObject({
+  brokers,
+  clientId: z.string().optional(),
+  topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/, 'Kafka topic names allow letters, digits, ".", "_" and "-"'),
+  partitions: z.number().int().min(1).max(10_000).default(3),
+  replicationFactor: z.number().int().min(1).default(1),
+  groupId: z.string().optional(),
+  /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
+  tombstones: z.boolean().default(true),
+  schemaRegistry: z.strictObject({ url: z.url('use an http(s):// URL') }),
+});
+
+const limitsSchema = z.strictObject({
+  /** Requests allowed per window for this credential (all instances together). */
+  requests: z.number().int().min(1),
+  windowSeconds: z.number().min(1),
+  /** Requests in flight at once. */
+  concurrency: z.number().int().min(1).max(100).default(4),
+  /** Fraction of the quota pg2crm may use; keep a little for other tools of the account. */
+  utilisation: z.number().min(0.05).max(1).default(1),
+});
+
+const crmKinds = ['zendesk-sell'] as const;
+
+const crmSchema = z.strictObject({
+  kind: z.enum(crmKinds, { error: `unknown CRM kind; supported: ${crmKinds.join(', ')}` }),
+  baseUrl: z.url('use the CRM API base URL, e.g. https://api.getbase.com'),
+  auth: z.strictObject({ token: z.string().min(1, 'set the API token (or token_FILE)') }),
+  limits: limitsSchema,
+  timeoutMs: z.number().int().min(100).default(30_000),
+});
+
+const mappingSchema = z.strictObject({
+  table: qualifiedTable,
+  object: z.string().min(1),
+  externalId: z.strictObject({ column: z.string().min(1), field: z.string().min(1) }),
+  fields: z.record(z.string(), z.string()).refine((f) => Object.keys(f).length > 0, 'map at least one field'),
+  lookups: z
+    .record(z.string(), z.strictObject({ object: z.string(), column: z.string() }))
+    .default({}),
+  /** What a DELETE in PostgreSQL does in the CRM. */
+  onDelete: z
+    .union([z.enum(['delete', 'ignore']), z.strictObject({ set: z.record(z.string(), z.unknown()) })])
+    .default('delete'),
+  priority: z.number().int().min(0).max(9).default(5),
+});
+
+const sinkSchema = z
+  .strictObject({
+    /** Max time a change waits to be batched with others before it is written. */
+    lingerMs: z.number().int().min(0).default(200),
+    /** Attempts for a transiently failing record before it is dead-lettered. */
+    maxAttempts: z.number().int().min(1).default(8),
+    /** Topic for records the CRM rejected; default `<topicPrefix>.dlq`. */
+    deadLetterTopic: z.string().optional(),
+  })
+  .default({ lingerMs: 200, maxAttempts: 8 });
+
+const opsSchema = z
+  .strictObject({
+    /** Port of /metrics, /healthz, /readyz (0 = off). */
+    port: z.number().int().min(0).max(65535).default(0),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  })
+  .default({ port: 0, logLevel: 'info' });
+
+export const configSchema = z
+  .strictObject({
+    name: identifier,
+    postgres: postgresSchema,
+    kafka: kafkaSchema,
+    crm: crmSchema,
+    mappings: z.array(mappingSchema).min(1, 'add at least one mapping'),
+    sink: sinkSchema,
+    ops: opsSchema,
+  })
+  .superRefine((cfg, ctx) => {
+    const tables = new Set(cfg.postgres.tables);
+    const objects = new Map(cfg.mappings.map((m) => [m.object, m]));
+    cfg.mappings.forEach((m, i) => {
+      if (!tables.has(m.table)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['mappings', i, 'table'],
+          message: `table ${m.table} is not captured; add it to postgres.tables`,
+        });
+      }
+      for (const [field, lookup] of Object.entries(m.lookups)) {
+        if (!objects.has(lookup.object)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['mappings', i, 'lookups', field, 'object'],
+            message: `no mapping writes object ${lookup.object}; add one or remove this lookup`,
+          });
+        }
+      }
+    });
+  })
+  .transform((cfg) => ({
+    ...cfg,
+    postgres: {
+      ...cfg.postgres,
+      slot: cfg.postgres.slot ?? `pg2crm_${cfg.name}`,
+      publication: cfg.postgres.publication ?? `pg2crm_${cfg.name}`,
+    },
+    kafka: {
+      ...cfg.kafka,
+      clientId: cfg.kafka.clientId ?? `pg2crm-${cfg.name}`,
+      groupId: cfg.kafka.groupId ?? `pg2crm-${cfg.name}-sink`,
+    },
+    sink: { ...cfg.sink, deadLetterTopic: cfg.sink.deadLetterTopic ?? `${cfg.kafka.topicPrefix}.dlq` },
+    // A lookup finds the other record by the external-id field its own mapping writes.
+    mappings: cfg.mappings.map((m) => ({
+      ...m,
+      lookups: Object.fromEntries(
+        Object.entries(m.lookups).map(([field, l]) => [
+          field,
+          { ...l, externalIdField: cfg.mappings.find((o) => o.object === l.object)?.externalId.field ?? '' },
+        ]),
+      ),
+    })),
+  }));
+
+export type Config = z.output<typeof configSchema>;
+export type PostgresConfig = Config['postgres'];
+export type KafkaConfig = Config['kafka'];
+export type CrmConfig = Config['crm'];
+export type MappingConfig = Config['mappings'][number];
+export type SinkConfig = Config['sink'];
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every string of the parsed document. A missing
+ * variable without a default is an error naming the variable and where it was used.
+ */
+export function substituteEnv(value: unknown, env: Env, path: string[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g, (_m, name: string, hasDefault, def: string) => {
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (hasDefault !== undefined) return def;
+      throw new ConnectorError(
+        'CONFIG_ENV_MISSING',
+        `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
+      );
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...path, String(i)]));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = substituteEnv(v, env, [...path, k]);
+    return out;
+  }
+  return value;
+}
+
+/**
+ * `<key>_FILE: /run/secrets/x` becomes `<key>: <file contents, trimmed>` (Docker/Kubernetes
+ * secrets convention), so tokens never need to be in the config file or the environment.
+ */
+export function resolveSecretFiles(value: unknown, path: string[] = []): unknown {
+  if (Array.isArray(value)) return value.map((v, i) => resolveSecretFiles(v, [...path, String(i)]));
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k.endsWith('_FILE') && typeof v === 'string') {
+      const key = k.slice(0, -'_FILE'.length);
+      try {
+        out[key] = readFileSync(v, 'utf8').trim();
+      } catch (err) {
+        throw new ConnectorError(
+          'CONFIG_SECRET_FILE',
+          `config ${[...path, k].join('.')}: cannot read secret file ${v}; check that it exists and is readable`,
+          { cause: err },
+        );
+      }
+    } else {
+      out[k] = resolveSecretFiles(v, [...path, k]);
+    }
+  }
+  return out;
+}
+
+export function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const where = issue.path.length ? issue.path.join('.') : '(root)';
+      let msg = issue.message;
+      if (issue.code === 'unrecognized_keys') msg = `unknown key(s) ${issue.keys.join(', ')}: remove them or check the spelling`;
+      if (issue.code === 'invalid_type' && /received undefined/.test(msg)) msg = `missing required key (${issue.expected})`;
+      return `  - ${where}: ${msg}`;
+    })
+    .join('\n');
+}
+
+export function parseConfig(raw: unknown, env: Env = process.env, source = 'config'): Config {
+  const substituted = resolveSecretFiles(substituteEnv(raw, env));
+  const result = configSchema.safeParse(substituted);
+  if (!result.success) {
+    throw new ConnectorError('CONFIG_INVALID', `invalid ${source}:\n${formatIssues(result.error)}`);
+  }
+  return result.data;
+}
+
+export function loadConfig(file: string, env: Env = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConnectorError('CONFIG_NOT_FOUND', `cannot read config file ${file}; check the --config path`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConnectorError('CONFIG_SYNTAX', `config file ${file} is not valid YAML/JSON: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfig(raw, env, `config file ${file}`);
+}
+
+/** Settings taken from the environment by tools (stack, tests); config.ts is their one reader. */
+export function envSetting(name: 'PG_URL' | 'KAFKA_BROKERS' | 'SCHEMA_REGISTRY_URL' | 'LOG_LEVEL' | 'PG2CRM_STACK_DIR' | 'PG2CRM_CACHE_DIR'): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+}

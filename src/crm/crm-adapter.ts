@@ -1,0 +1,55 @@
+/**
+ * What the sink hands a CRM adapter and what it gets back. Adapters map these to the CRM's own
+ * requests; they never retry or sleep themselves: throttles and transient failures surface as
+ * results (per record) or as a retriable ConnectorError (whole call), and the sink decides.
+ */
+
+/** One record to write, already mapped to CRM field names. */
+export interface CrmWrite {
+  op: 'upsert' | 'delete';
+  /** CRM object, e.g. `contacts`. */
+  object: string;
+  /** CRM field that holds the ERP key, e.g. `custom_fields.erp_id`. */
+  externalIdField: string;
+  externalId: string;
+  /** CRM field -> value. Fields named `custom_fields.<name>` are custom fields. */
+  fields: Record<string, unknown>;
+  /**
+   * CRM fields whose value is the CRM id of another record, found by that record's external id
+   * (e.g. a deal's `contact_id` from the order's customer key).
+   */
+  lookups?: Record<string, { object: string; externalIdField: string; externalId: string }>;
+}
+
+export type WriteOutcome =
+  | { status: 'done'; crmId?: string; created?: boolean }
+  /** Transient: try the same record again later (after `retryAfterSeconds` when given). */
+  | { status: 'retry'; code: string; message: string; retryAfterSeconds?: number }
+  /** Permanent: the CRM rejected this record (validation); dead-letter it. */
+  | { status: 'rejected'; code: string; message: string; field?: string };
+
+/** What the CRM told us about its budget on the last response. */
+export interface RateSignal {
+  /** Requests left in the current window, when the CRM says (X-RateLimit-Remaining, ...). */
+  remaining?: number;
+  /** The CRM throttled us; wait this long (seconds) before the next request. */
+  retryAfterSeconds?: number;
+  throttled?: boolean;
+}
+
+export interface CrmAdapter {
+  readonly kind: string;
+  /** Largest number of records one call may carry for `object` (1 = single-record API). */
+  maxBatchSize(object: string): number;
+  /**
+   * Writes the records; returns one outcome per record, in order. Calls `onSignal` with the rate
+   * information of every response. Throws a ConnectorError for failures of the whole call
+   * (retriable: network, 5xx, throttle; permanent: auth).
+   */
+  write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]>;
+  /** Requests that `write(records)` will spend (used by the rate budget before calling). */
+  cost(records: CrmWrite[]): number;
+  /** Verifies the credentials with one cheap request (used by `pg2crm check`). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,149 @@
+import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import avro from 'avsc';
+import { ConnectorError } from '../errors.ts';
+import { avroName, type ColumnShape, rowSchema } from './row-codec.ts';
+import { type ChangeEvent, encodeKey } from './change-event.ts';
+
+/**
+ * Avro encoding of change events through a Confluent-compatible schema registry.
+ * Wire format (https://docs.confluent.io/platform/current/schema-registry/fundamentals/serdes-develop/index.html#wire-format):
+ * byte 0 = magic 0, bytes 1-4 = schema id (big-endian int32), then the Avro binary body.
+ * Subjects follow TopicNameStrategy: `<topic>-value`.
+ */
+const MAGIC = 0;
+const HEADER_BYTES = 5;
+
+/** int8 and timestamps as bigint: a JS number loses precision past 2^53. */
+const BigIntLong = avro.types.LongType.__with({
+  fromBuffer: (buf: Buffer) => buf.readBigInt64LE(),
+  toBuffer: (n: bigint) => {
+    const buf = Buffer.alloc(8);
+    buf.writeBigInt64LE(BigInt(n));
+    return buf;
+  },
+  fromJSON: (v: unknown) => BigInt(v as string),
+  toJSON: (n: bigint) => Number(n),
+  isValid: (n: unknown) => typeof n === 'bigint',
+  compare: (a: bigint, b: bigint) => (a === b ? 0 : a < b ? -1 : 1),
+});
+
+function typeFor(schema: unknown): avro.Type {
+  return avro.Type.forSchema(schema as avro.Schema, { registry: { long: BigIntLong } });
+}
+
+export function envelopeSchema(topicPrefix: string, schema: string, table: string, columns: ColumnShape[]): Record<string, unknown> {
+  return {
+    type: 'record',
+    name: 'Envelope',
+    namespace: ['pg2crm', topicPrefix, schema, table].map(avroName).join('.'),
+    doc: `Change events of ${schema}.${table}, captured by pg2crm`,
+    fields: [
+      { name: 'op', type: { type: 'enum', name: 'Op', symbols: ['c', 'u', 'd', 'r'] } },
+      { name: 'key', type: 'string', doc: 'primary key as canonical JSON' },
+      { name: 'before', type: ['null', rowSchema('Row', columns)], default: null },
+      { name: 'after', type: ['null', 'Row'], default: null },
+      { name: 'changed', type: ['null', { type: 'array', items: 'string' }], default: null },
+      { name: 'unchanged', type: { type: 'array', items: 'string' }, default: [] },
+      {
+        name: 'source',
+        type: {
+          type: 'record',
+          name: 'Source',
+          fields: [
+            { name: 'lsn', type: 'string' },
+            { name: 'seq', type: 'int' },
+            { name: 'xid', type: 'long' },
+            { name: 'commitTsMicros', type: { type: 'long', logicalType: 'timestamp-micros' } },
+            { name: 'schema', type: 'string' },
+            { name: 'table', type: 'string' },
+            { name: 'snapshot', type: 'boolean' },
+          ],
+        },
+      },
+    ],
+  };
+}
+
+/** What an envelope holds on the wire (`key` as JSON text, xid as long). */
+interface WireEvent extends Omit<ChangeEvent, 'key' | 'source'> {
+  key: string;
+  source: Omit<ChangeEvent['source'], 'xid'> & { xid: bigint };
+}
+
+export interface RegisteredSchema {
+  id: number;
+  type: avro.Type;
+}
+
+export class AvroCodec {
+  private readonly registry: SchemaRegistry;
+  private readonly url: string;
+  private readonly byDefinition = new Map<string, Promise<RegisteredSchema>>();
+  private readonly byId = new Map<number, Promise<avro.Type>>();
+
+  constructor(registryUrl: string) {
+    this.url = registryUrl.replace(/\/+$/, '');
+    this.registry = new SchemaRegistry({ host: this.url });
+  }
+
+  /** Registers (or finds) the schema under `subject`; cached, so call it per event freely. */
+  register(subject: string, schema: Record<string, unknown>): Promise<RegisteredSchema> {
+    const definition = JSON.stringify(schema);
+    const cacheKey = `${subject}\n${definition}`;
+    let found = this.byDefinition.get(cacheKey);
+    if (!found) {
+      found = this.registry
+        .register({ type: SchemaType.AVRO, schema: definition }, { subject })
+        .then(({ id }) => ({ id, type: typeFor(schema) }))
+        .catch((err: unknown) => {
+          this.byDefinition.delete(cacheKey);
+          throw new ConnectorError(
+            'SCHEMA_REGISTER',
+            `schema registry refused the schema of subject ${subject}: ${(err as Error).message}; check kafka.schemaRegistry.url and the subject's compatibility setting`,
+            { retriable: true, cause: err },
+          );
+        });
+      this.byDefinition.set(cacheKey, found);
+    }
+    return found;
+  }
+
+  encode(registered: RegisteredSchema, event: ChangeEvent): Buffer {
+    const wire: WireEvent = { ...event, key: encodeKey(event.key), source: { ...event.source, xid: BigInt(event.source.xid) } };
+    const body = registered.type.toBuffer(wire);
+    const header = Buffer.alloc(HEADER_BYTES);
+    header.writeUInt8(MAGIC, 0);
+    header.writeInt32BE(registered.id, 1);
+    return Buffer.concat([header, body]);
+  }
+
+  async decode(buf: Buffer): Promise<ChangeEvent> {
+    if (buf.length < HEADER_BYTES || buf.readUInt8(0) !== MAGIC) {
+      throw new ConnectorError('NOT_AVRO', 'message value is not in the schema-registry Avro wire format (magic byte 0)');
+    }
+    const type = await this.schemaById(buf.readInt32BE(1));
+    const wire = type.fromBuffer(buf.subarray(HEADER_BYTES)) as WireEvent;
+    return { ...wire, key: JSON.parse(wire.key) as ChangeEvent['key'], source: { ...wire.source, xid: Number(wire.source.xid) } };
+  }
+
+  private schemaById(id: number): Promise<avro.Type> {
+    let found = this.byId.get(id);
+    if (!found) {
+      found = fetch(`${this.url}/schemas/ids/${id}`)
+        .then(async (res) => {
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          const body = (await res.json()) as { schema: string };
+          return typeFor(JSON.parse(body.schema));
+        })
+        .catch((err: unknown) => {
+          this.byId.delete(id);
+          throw new ConnectorError('SCHEMA_FETCH', `cannot fetch schema id ${id} from the registry: ${(err as Error).message}`, {
+            retriable: true,
+            cause: err,
+          });
+        });
+      this.byId.set(id, found);
+    }
+    return found;
+  }
+}

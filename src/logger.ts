@@ -1,0 +1,44 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * Paths that may carry secrets anywhere in a log line (config slices, HTTP options, errors).
+ * pino replaces them with "[redacted]" before serialisation.
+ */
+const REDACT = [
+  'password',
+  'token',
+  'apiKey',
+  'secret',
+  'authorization',
+  'auth',
+  'url',
+  '*.password',
+  '*.token',
+  '*.apiKey',
+  '*.secret',
+  '*.authorization',
+  '*.Authorization',
+  '*.auth',
+  '*.*.password',
+  '*.*.token',
+  'headers.authorization',
+  'headers.Authorization',
+];
+
+let root: Logger | undefined;
+
+export function rootLogger(): Logger {
+  root ??= pino({
+    name: 'pg2crm',
+    level: process.env.LOG_LEVEL ?? 'info',
+    redact: { paths: REDACT, censor: '[redacted]' },
+  });
+  return root;
+}
+
+/** One child logger per component, e.g. `componentLogger('sink.batcher')`. */
+export function componentLogger(component: string): Logger {
+  return rootLogger().child({ component });
+}

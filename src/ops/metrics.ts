@@ -1,0 +1,56 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Every Prometheus metric of pg2crm, declared in one place. */
+export const registry = new Registry();
+
+export const metrics = {
+  eventsProduced: new Counter({
+    name: 'pg2crm_events_produced_total',
+    help: 'Change events acknowledged by Kafka (source)',
+    registers: [registry],
+  }),
+  eventsConsumed: new Counter({
+    name: 'pg2crm_events_consumed_total',
+    help: 'Change events read from Kafka by the sink',
+    registers: [registry],
+  }),
+  recordsWritten: new Counter({
+    name: 'pg2crm_records_written_total',
+    help: 'Records the CRM accepted',
+    labelNames: ['object', 'op'] as const,
+    registers: [registry],
+  }),
+  crmRequests: new Counter({
+    name: 'pg2crm_crm_requests_total',
+    help: 'CRM write calls by object and outcome',
+    labelNames: ['object', 'outcome'] as const,
+    registers: [registry],
+  }),
+  throttles: new Counter({
+    name: 'pg2crm_crm_throttles_total',
+    help: 'Responses in which the CRM throttled pg2crm',
+    registers: [registry],
+  }),
+  deadLettered: new Counter({
+    name: 'pg2crm_dead_lettered_total',
+    help: 'Records sent to the dead-letter topic',
+    labelNames: ['object'] as const,
+    registers: [registry],
+  }),
+  pausedPartitions: new Gauge({
+    name: 'pg2crm_paused_partitions',
+    help: 'Partitions paused by backpressure',
+    registers: [registry],
+  }),
+  budgetTokens: new Gauge({
+    name: 'pg2crm_budget_tokens',
+    help: 'Requests left in the rate budget of this instance',
+    registers: [registry],
+  }),
+  endToEndSeconds: new Histogram({
+    name: 'pg2crm_end_to_end_seconds',
+    help: 'PostgreSQL commit -> CRM write accepted',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  }),
+};
