@@ -175,15 +175,14 @@ type Env = Record<string, string | undefined>;
  */
 export function substituteEnv(value: unknown, env: Env, path: string[] = []): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g, (_m, name: string, hasDefault, def: string) => {
-      const v = env[name];
-      if (v !== undefined && v !== '') return v;
-      if (hasDefault !== undefined) return def;
-      throw new ConnectorError(
-        'CONFIG_ENV_MISSING',
-        `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
-      );
-    });
+    const out = substituteString(value, env, path);
+    // A scalar that is one placeholder takes the type its value has in YAML (`${PORT:-8080}` is a
+    // number), as it would had the value been written in place.
+    if (/^\$\{[^}]*\}$/.test(value)) {
+      const typed: unknown = parseYaml(out);
+      if (typeof typed === 'number' || typeof typed === 'boolean') return typed;
+    }
+    return out;
   }
   if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...path, String(i)]));
   if (value !== null && typeof value === 'object') {
@@ -192,6 +191,18 @@ export function substituteEnv(value: unknown, env: Env, path: string[] = []): un
     return out;
   }
   return value;
+}
+
+function substituteString(value: string, env: Env, path: string[]): string {
+  return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g, (_m, name: string, hasDefault, def: string) => {
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (hasDefault !== undefined) return def;
+      throw new ConnectorError(
+        'CONFIG_ENV_MISSING',
+        `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
+    );
+  });
 }
 
 /**

@@ -32,7 +32,7 @@ let root: Logger | undefined;
 export function rootLogger(): Logger {
   root ??= pino({
     name: 'pg2crm',
-    level: process.env.LOG_LEVEL ?? 'info',
+    level: 'info',
     redact: { paths: REDACT, censor: '[redacted]' },
   });
   return root;
@@ -41,4 +41,9 @@ export function rootLogger(): Logger {
 /** One child logger per component, e.g. `componentLogger('sink.batcher')`. */
 export function componentLogger(component: string): Logger {
   return rootLogger().child({ component });
+}
+
+/** Set once from the parsed config (config.ts is the only reader of the environment). */
+export function setLogLevel(level: string): void {
+  rootLogger().level = level;
 }

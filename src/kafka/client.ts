@@ -17,13 +17,13 @@ const toPino: logCreator = () => {
   };
 };
 
-export function createKafka(config: Pick<KafkaConfig, 'brokers' | 'clientId'>, suffix: string): Kafka {
+export function createKafka(config: Pick<KafkaConfig, 'brokers' | 'clientId'>, suffix: string, retries = 8): Kafka {
   return new Kafka({
     clientId: `${config.clientId ?? 'pg2crm'}-${suffix}`,
     brokers: config.brokers,
     logLevel: logLevel.WARN,
     logCreator: toPino,
-    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 10_000 },
+    retry: { retries, initialRetryTime: 200, maxRetryTime: 10_000 },
     connectionTimeout: 5_000,
   });
 }

@@ -1,0 +1,84 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { loadConfig } from '../config.ts';
+import { ConnectorError, errorMessage } from '../errors.ts';
+import { setLogLevel } from '../logger.ts';
+import { printChecks, runChecks } from './check-command.ts';
+import { runConnector, type Role } from './run-command.ts';
+import { runSimulator } from './sim-command.ts';
+
+/**
+ * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.
+ */
+const EXIT_FAILURE = 1;
+const EXIT_CONFIG = 2;
+
+function fail(err: unknown): never {
+  const code = err instanceof ConnectorError && err.code.startsWith('CONFIG') ? EXIT_CONFIG : EXIT_FAILURE;
+  process.stderr.write(`pg2crm: ${errorMessage(err)}\n`);
+  process.exit(code);
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('give a port number 0-65535');
+  return n;
+}
+
+const program = new Command('pg2crm')
+  .description('Change-data-capture from PostgreSQL through Kafka into CRMs, within their API rate limits')
+  .addHelpText('after', '\nExit codes: 0 ok, 1 runtime failure or failed checks, 2 invalid usage or configuration.')
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG));
+
+program
+  .command('run')
+  .description('run the connector (long-lived): capture, publish to Kafka, write to the CRM')
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .addOption(new Option('--role <role>', 'what this process runs; scale sinks out with --role sink').choices(['all', 'source', 'sink']).default('all'))
+  .action(async (opts: { config: string; role: Role }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel(config.ops.logLevel);
+      await runConnector(config, opts.role);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('check')
+  .description('validate the config and check every dependency (PostgreSQL, Kafka, registry, CRM)')
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .action(async (opts: { config: string }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      process.stdout.write('PASS  config: valid\n');
+      const failed = printChecks(await runChecks(config), (l) => process.stdout.write(`${l}\n`));
+      process.exit(failed ? EXIT_FAILURE : 0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('sim')
+  .description('run a CRM simulator with the vendor\'s documented limits and throttling')
+  .argument('<crm>', 'CRM kind, e.g. zendesk-sell')
+  .requiredOption('-p, --port <n>', 'port to listen on (0 = any)', port)
+  .option('--limit <requests/window>', 'rate limit, e.g. 200/60s, 36000/1h')
+  .option('--token <t...>', 'accepted API tokens (all share one bucket)')
+  .option('--retry-after <seconds>', 'Retry-After of throttled responses', (v) => Number(v))
+  .action(async (crm: string, opts: { port: number; limit?: string; token?: string[]; retryAfter?: number }) => {
+    try {
+      await runSimulator(crm, {
+        port: opts.port,
+        ...(opts.limit ? { limit: opts.limit } : {}),
+        ...(opts.token ? { token: opts.token } : {}),
+        ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),
+      });
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+await program.parseAsync(process.argv);

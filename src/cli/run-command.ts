@@ -1,0 +1,60 @@
+import { type Config } from '../config.ts';
+import { CaptureSource } from '../capture/capture-source.ts';
+import { createAdapter } from '../crm/create-adapter.ts';
+import { errorMessage } from '../errors.ts';
+import { componentLogger } from '../logger.ts';
+import { OpsServer } from '../ops/ops-server.ts';
+import { SinkRunner } from '../sink/sink-runner.ts';
+
+export type Role = 'all' | 'source' | 'sink';
+
+/**
+ * `pg2crm run`: the long-lived connector. SIGTERM/SIGINT drain in-flight work: the source
+ * publishes and confirms what it received, the sink finishes its batch and commits what is done.
+ * A fatal error (bad credentials, lost replication stream) stops everything with exit code 1;
+ * nothing unconfirmed is lost, a restart resumes from the slot and the committed offsets.
+ */
+export async function runConnector(config: Config, role: Role): Promise<void> {
+  const log = componentLogger('cli.run');
+  let stopping: Promise<void> | undefined;
+  const components: { stop(): Promise<void> }[] = [];
+  const stopAll = (code: number): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ code }, 'stopping');
+      await Promise.allSettled(components.map((c) => c.stop()));
+      log.info('stopped');
+      process.exit(code);
+    })();
+    return stopping;
+  };
+  const onFatal = (err: Error): void => {
+    log.error({ err: errorMessage(err) }, 'fatal error; stopping');
+    void stopAll(1);
+  };
+  process.once('SIGTERM', () => void stopAll(0));
+  process.once('SIGINT', () => void stopAll(0));
+
+  const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
+  const sink = role !== 'source' ? new SinkRunner(config, createAdapter(config.crm), onFatal) : undefined;
+  const ops = config.ops.port
+    ? new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true))
+    : undefined;
+  if (ops) {
+    components.push(ops);
+    await ops.start();
+  }
+  try {
+    if (sink) {
+      components.push(sink);
+      await sink.start();
+    }
+    if (source) {
+      components.push(source);
+      await source.start();
+    }
+  } catch (err) {
+    onFatal(err as Error);
+    return;
+  }
+  log.info({ role, name: config.name }, 'connector running');
+}

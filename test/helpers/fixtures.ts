@@ -1,0 +1,214 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { AvroCodec } from '../../src/events/avro-codec.ts';
+import type { ChangeEvent } from '../../src/events/change-event.ts';
+
+/** Helpers for integration tests: isolated names, the demo ERP schema, the connector as a real process. */
+export interface StackEnv {
+  PG_URL: string;
+  KAFKA_BROKERS: string;
+  SCHEMA_REGISTRY_URL: string;
+}
+
+const repoRoot = new URL('../../', import.meta.url).pathname;
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/** Creates the demo ERP tables in their own PostgreSQL schema, so tests never share tables. */
+export async function createErpSchema(pgUrl: string, schema: string): Promise<void> {
+  const sql = readFileSync(join(repoRoot, 'scripts/demo/erp-schema.sql'), 'utf8').replaceAll('erp.', `${schema}.`).replace('SCHEMA IF NOT EXISTS erp', `SCHEMA IF NOT EXISTS ${schema}`);
+  await withPg(pgUrl, (c) => c.query(sql));
+}
+
+export async function withPg<T>(pgUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: pgUrl });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Drops what a connector left in PostgreSQL (slot, publication) so the cluster stays clean. */
+export async function dropCapture(pgUrl: string, slot: string, publication: string): Promise<void> {
+  await withPg(pgUrl, async (c) => {
+    for (let i = 0; i < 20; i++) {
+      const r = await c.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      if (!r.rows[0]?.active) break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    await c.query(`DROP PUBLICATION IF EXISTS ${publication}`);
+  });
+}
+
+export interface TestConnector {
+  name: string;
+  schema: string;
+  topicPrefix: string;
+  groupId: string;
+  slot: string;
+  publication: string;
+  configFile: string;
+}
+
+/** A connector config for the demo ERP schema `schema`, written to a temp file. */
+export function writeConnectorConfig(
+  env: StackEnv,
+  schema: string,
+  crmUrl: string,
+  overrides: { limits?: Record<string, unknown>; customersOnDelete?: unknown; snapshot?: string; extra?: Record<string, unknown> } = {},
+): TestConnector {
+  const name = schema;
+  const topicPrefix = `t.${schema}`;
+  const dir = mkdtempSync(join(tmpdir(), 'pg2crm-test-'));
+  const configFile = join(dir, 'connector.json');
+  const config = {
+    name,
+    postgres: { url: env.PG_URL, tables: [`${schema}.customers`, `${schema}.orders`], snapshot: overrides.snapshot ?? 'initial', heartbeatSeconds: 2 },
+    kafka: { brokers: env.KAFKA_BROKERS, topicPrefix, partitions: 3, schemaRegistry: { url: env.SCHEMA_REGISTRY_URL } },
+    crm: {
+      kind: 'zendesk-sell',
+      baseUrl: crmUrl,
+      auth: { token: 'sim-token' },
+      limits: { requests: 100_000, windowSeconds: 60, concurrency: 4, ...overrides.limits },
+    },
+    mappings: [
+      {
+        table: `${schema}.customers`,
+        object: 'contacts',
+        externalId: { column: 'id', field: 'custom_fields.erp_id' },
+        fields: { first_name: 'first_name', last_name: 'last_name', email: 'email', 'custom_fields.company': 'company' },
+        onDelete: overrides.customersOnDelete ?? 'delete',
+      },
+      {
+        table: `${schema}.orders`,
+        object: 'deals',
+        externalId: { column: 'id', field: 'custom_fields.erp_order_id' },
+        fields: { name: 'title', value: 'amount', 'custom_fields.status': 'status' },
+        lookups: { contact_id: { object: 'contacts', column: 'customer_id' } },
+      },
+    ],
+    sink: { lingerMs: 50, maxAttempts: 20 },
+    ...overrides.extra,
+  };
+  writeFileSync(configFile, JSON.stringify(config, null, 2));
+  return { name, schema, topicPrefix, groupId: `pg2crm-${name}-sink`, slot: `pg2crm_${name}`, publication: `pg2crm_${name}`, configFile };
+}
+
+/** `pg2crm <args>` as a child process, the way operators run it. */
+export class CliProcess {
+  readonly child: ChildProcess;
+  output = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(args: string[], env: Record<string, string> = {}) {
+    this.child = spawn(process.execPath, [join(repoRoot, 'bin/pg2crm.js'), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
+export async function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+  const p = new CliProcess(args);
+  const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+  const code = await p.exited;
+  clearTimeout(timer);
+  return { code, output: p.output };
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function simRecords(simUrl: string, object: string): Promise<Record<string, unknown>[]> {
+  const res = await fetch(`${simUrl}/__sim/records/${object}`);
+  return (await res.json()) as Record<string, unknown>[];
+}
+
+function kafkaOf(brokers: string): Kafka {
+  return new Kafka({ clientId: 'pg2crm-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+}
+
+/** Sum over partitions of (end offset - committed offset) for the group: the lag operators watch. */
+export async function groupLag(brokers: string, groupId: string, topics: string[]): Promise<number> {
+  const admin = kafkaOf(brokers).admin();
+  await admin.connect();
+  try {
+    let lag = 0;
+    const committed = await admin.fetchOffsets({ groupId, topics });
+    for (const { topic, partitions } of committed) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      for (const end of ends) {
+        const c = partitions.find((p) => p.partition === end.partition)?.offset ?? '-1';
+        lag += Number(end.high) - Math.max(0, Number(c));
+      }
+    }
+    return lag;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Every change event in `topic`, read from the beginning to the current end offsets. */
+export async function readAllEvents(env: StackEnv, topic: string): Promise<ChangeEvent[]> {
+  const kafka = kafkaOf(env.KAFKA_BROKERS);
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
+  const codec = new AvroCodec(env.SCHEMA_REGISTRY_URL);
+  const events: ChangeEvent[] = [];
+  if (remaining.size === 0) return events;
+  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await new Promise<void>((resolve, reject) => {
+    consumer
+      .run({
+        eachBatch: async ({ batch }) => {
+          for (const m of batch.messages) {
+            if (m.value) events.push(await codec.decode(m.value));
+          }
+          const end = remaining.get(batch.partition);
+          if (end !== undefined && Number(batch.lastOffset()) + 1 >= end) remaining.delete(batch.partition);
+          if (remaining.size === 0) resolve();
+        },
+      })
+      .catch(reject);
+  });
+  await consumer.disconnect();
+  return events;
+}

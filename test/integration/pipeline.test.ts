@@ -1,0 +1,122 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  groupLag,
+  readAllEvents,
+  simRecords,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * The first vertical slice end to end, against the real PostgreSQL, Kafka and registry:
+ * rows in PostgreSQL -> pgoutput -> Avro in Kafka -> Zendesk Sell simulator.
+ */
+const env = inject('stack');
+
+type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+
+interface ContactView {
+  erp_id: string;
+  first_name: unknown;
+  last_name: unknown;
+  email: unknown;
+  company: unknown;
+}
+
+function contactView(r: Record<string, unknown>): ContactView {
+  const cf = (r.custom_fields ?? {}) as Record<string, unknown>;
+  return { erp_id: String(cf.erp_id), first_name: r.first_name, last_name: r.last_name, email: r.email ?? null, company: cf.company ?? null };
+}
+
+async function pgContacts(schema: string): Promise<ContactView[]> {
+  return withPg(env.PG_URL, async (c) => {
+    const r = await c.query<{ id: string; first_name: string; last_name: string; email: string | null; company: string | null }>(
+      `SELECT id::text, first_name, last_name, email, company FROM ${schema}.customers ORDER BY id`,
+    );
+    return r.rows.map((row) => ({ erp_id: row.id, first_name: row.first_name, last_name: row.last_name, email: row.email, company: row.company }));
+  });
+}
+
+async function simContacts(sim: Sim): Promise<ContactView[]> {
+  return (await simRecords(sim.url, 'contacts')).map(contactView).sort((a, b) => Number(a.erp_id) - Number(b.erp_id));
+}
+
+describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
+  let sim: Sim;
+  let conn: TestConnector;
+  const schema = uniqueName('e2e');
+  let proc: CliProcess | undefined;
+
+  beforeAll(async () => {
+    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    await createErpSchema(env.PG_URL, schema);
+    conn = writeConnectorConfig(env, schema, sim.url);
+  });
+
+  afterAll(async () => {
+    await proc?.stop();
+    await sim?.close();
+    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+  });
+
+  it('snapshot, inserts, updates and deletes end equal to PostgreSQL, with lag 0', async () => {
+    // Rows that exist before the connector starts arrive through the initial snapshot.
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email, company)
+         SELECT 'First' || g, 'Last' || g, 'c' || g || '@example.com', 'Co ' || (g % 7) FROM generate_series(1, 200) g`,
+      ),
+    );
+    proc = new CliProcess(['run', '--config', conn.configFile]);
+    await waitFor('snapshot in the CRM', async () => (await simContacts(sim)).length === 200, 90_000);
+
+    await withPg(env.PG_URL, async (c) => {
+      await c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'New' || g, 'Row' || g, NULL FROM generate_series(1, 50) g`,
+      );
+      await c.query(`UPDATE ${schema}.customers SET email = 'changed' || id || '@example.com' WHERE id % 3 = 0`);
+      await c.query(`UPDATE ${schema}.customers SET company = NULL, last_name = last_name || '-x' WHERE id % 5 = 0`);
+      await c.query(`DELETE FROM ${schema}.customers WHERE id % 11 = 0`);
+      // A multi-row transaction whose rows share one commit LSN.
+      await c.query('BEGIN');
+      await c.query(`UPDATE ${schema}.customers SET first_name = 'Tx' WHERE id BETWEEN 20 AND 40`);
+      await c.query(`DELETE FROM ${schema}.customers WHERE id = 21`);
+      await c.query('COMMIT');
+      // An order: a deal whose contact_id is resolved through the customer's external id.
+      await c.query(`INSERT INTO ${schema}.orders (customer_id, title, amount) VALUES (1, 'First order', 1234.56)`);
+    });
+
+    const expected = await pgContacts(schema);
+    await waitFor('CRM equal to PostgreSQL', async () => JSON.stringify(await simContacts(sim)) === JSON.stringify(expected), 90_000);
+    expect(await simContacts(sim)).toEqual(expected);
+    expect(expected.find((c) => c.erp_id === '21')).toBeUndefined();
+
+    const deals = await waitFor('the deal', async () => {
+      const d = await simRecords(sim.url, 'deals');
+      return d.length === 1 ? d : undefined;
+    });
+    const contact = (await simRecords(sim.url, 'contacts')).find((r) => contactView(r).erp_id === '1');
+    expect(deals[0]).toMatchObject({ name: 'First order', contact_id: contact?.id });
+    expect(String(deals[0]?.value)).toBe('1234.56');
+
+    const topics = [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
+    await waitFor('consumer group lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 60_000);
+
+    // Kafka holds typed, field-level events: the update with REPLICA IDENTITY FULL names its changed columns.
+    const events = await readAllEvents(env, topics[0]!);
+    const update = events.find((e) => e.op === 'u' && e.changed?.includes('email'));
+    expect(update?.changed).toEqual(['email']);
+    expect(update?.source.table).toBe('customers');
+    expect(typeof update?.key.id).toBe('string');
+    expect(events.filter((e) => e.op === 'r')).toHaveLength(200);
+
+    expect(await proc.stop()).toBe(0);
+  });
+});

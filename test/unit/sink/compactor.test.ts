@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import type { CrmWrite } from '../../../src/crm/crm-adapter.ts';
+import { compact, type KeyedChange } from '../../../src/sink/compactor.ts';
+
+function upsert(id: string, fields: Record<string, unknown>): CrmWrite {
+  return { op: 'upsert', object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: id, fields };
+}
+function del(id: string): CrmWrite {
+  return { op: 'delete', object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: id, fields: {} };
+}
+function change(offset: number, write: CrmWrite | null, creates = false): KeyedChange {
+  return { offset: BigInt(offset), write, creates };
+}
+
+describe('compact', () => {
+  it('merges updates of one record, later values winning, and keeps every offset', () => {
+    const out = compact([change(1, upsert('a', { x: 1, y: 1 })), change(2, upsert('b', { x: 9 })), change(3, upsert('a', { y: 2 }))]);
+    expect(out).toHaveLength(2);
+    expect(out[0]).toMatchObject({ write: { fields: { x: 1, y: 2 } }, offsets: [1n, 3n], firstOffset: 1n });
+    expect(out[1]).toMatchObject({ write: { externalId: 'b' }, offsets: [2n] });
+  });
+
+  it('lets a delete supersede earlier updates', () => {
+    const out = compact([change(1, upsert('a', { x: 1 })), change(2, del('a'))]);
+    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n], firstOffset: 1n }]);
+  });
+
+  it('writes nothing for a record created and deleted inside the window', () => {
+    const out = compact([change(1, upsert('a', { x: 1 }), true), change(2, upsert('a', { x: 2 })), change(3, del('a'))]);
+    expect(out).toEqual([{ write: null, offsets: [1n, 2n, 3n], firstOffset: 1n }]);
+  });
+
+  it('turns delete then insert into an upsert', () => {
+    const out = compact([change(1, del('a')), change(2, upsert('a', { x: 3 }), true)]);
+    expect(out[0]?.write).toEqual(upsert('a', { x: 3 }));
+  });
+
+  it('keeps changes with nothing to write as their own entries, in offset order', () => {
+    const out = compact([change(5, upsert('a', {})), change(4, null)]);
+    expect(out.map((o) => o.firstOffset)).toEqual([4n, 5n]);
+  });
+});
