@@ -1,4 +1,4 @@
-import { type Config } from '../config.ts';
+import type { Config } from '../config.ts';
 import { CaptureSource } from '../capture/capture-source.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import { errorMessage } from '../errors.ts';
