@@ -270,7 +270,9 @@ export function loadConfig(file: string, env: Env = process.env): Config {
 }
 
 /** Settings taken from the environment by tools (stack, tests); config.ts is their one reader. */
-export function envSetting(name: 'PG_URL' | 'KAFKA_BROKERS' | 'SCHEMA_REGISTRY_URL' | 'LOG_LEVEL' | 'PG2CRM_STACK_DIR' | 'PG2CRM_CACHE_DIR'): string | undefined {
+export function envSetting(
+  name: 'PG_URL' | 'KAFKA_BROKERS' | 'SCHEMA_REGISTRY_URL' | 'PG2CRM_STACK_DIR' | 'PG2CRM_CACHE_DIR' | 'PG2CRM_STACK_PORT_BASE',
+): string | undefined {
   const v = process.env[name];
   return v === undefined || v === '' ? undefined : v;
 }

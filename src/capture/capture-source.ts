@@ -204,7 +204,7 @@ export class CaptureSource {
     service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onMessage(msg));
     service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
       // Answer with what is durably in Kafka, never with the received position.
-      if (shouldRespond) void service.acknowledge(formatLsn(this.confirmed));
+      if (shouldRespond) void this.sendConfirmed();
     });
     service.on('error', (err: Error) => this.fail(err));
     service.on('start', () => {
@@ -321,8 +321,20 @@ export class CaptureSource {
     metrics.eventsProduced.inc(events);
     if (lastCommit !== undefined && lastCommit > this.confirmed) {
       this.confirmed = lastCommit;
-      await this.service?.acknowledge(formatLsn(lastCommit));
+      await this.sendConfirmed();
     }
+  }
+
+  /**
+   * Standby status update with flush = the end LSN of the last transaction fully in Kafka.
+   * pg-logical-replication's acknowledge(lsn) reports lsn + 1, so it is given lsn - 1: reporting
+   * end + 1 could skip a transaction whose commit record starts exactly at `end` (the server
+   * skips commits that start before the confirmed position).
+   * https://www.postgresql.org/docs/15/protocol-replication.html#PROTOCOL-REPLICATION-STANDBY-STATUS-UPDATE
+   */
+  private async sendConfirmed(): Promise<void> {
+    if (this.confirmed === 0n) return;
+    await this.service?.acknowledge(formatLsn(this.confirmed - 1n));
   }
 
   /** A transactional logical message every few seconds gives an idle slot a commit to confirm. */

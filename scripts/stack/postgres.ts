@@ -1,0 +1,90 @@
+import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { run, waitUntil } from './processes.ts';
+
+/**
+ * PostgreSQL 15 from the installed server binaries, in `<stack>/postgres`, with logical
+ * replication on. As root the server must run as the `postgres` user (it refuses root).
+ * fsync and synchronous_commit are off: this cluster is for tests and demos only.
+ */
+const BIN = '/usr/lib/postgresql/15/bin';
+const isRoot = process.getuid?.() === 0;
+
+function asPostgres(cmd: string, args: string[]): Promise<string> {
+  return isRoot ? run('runuser', ['-u', 'postgres', '--', join(BIN, cmd), ...args]) : run(join(BIN, cmd), args);
+}
+
+export function postgresUrl(port: number): string {
+  return `postgresql://pg2crm:pg2crm@127.0.0.1:${port}/pg2crm`;
+}
+
+export async function startPostgres(dir: string, port: number): Promise<void> {
+  if (!existsSync(join(BIN, 'postgres'))) {
+    throw new Error(`PostgreSQL 15 server binaries not found in ${BIN}; install them: apt-get install postgresql-15`);
+  }
+  const data = join(dir, 'data');
+  const fresh = !existsSync(join(data, 'PG_VERSION'));
+  mkdirSync(dir, { recursive: true });
+  if (isRoot) chownSync(dir, ...(await postgresIds()));
+  if (fresh) {
+    await asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']);
+    writeFileSync(
+      join(data, 'postgresql.auto.conf'),
+      [
+        `port = ${port}`,
+        "listen_addresses = '127.0.0.1'",
+        `unix_socket_directories = '${dir}'`,
+        'wal_level = logical',
+        'max_replication_slots = 50',
+        'max_wal_senders = 50',
+        'max_connections = 200',
+        'fsync = off',
+        'synchronous_commit = off',
+        'full_page_writes = off',
+        'shared_buffers = 256MB',
+        '',
+      ].join('\n'),
+    );
+    if (isRoot) chownSync(join(data, 'postgresql.auto.conf'), ...(await postgresIds()));
+  }
+  await asPostgres('pg_ctl', ['-D', data, '-l', join(dir, 'postgres.log'), '-w', '-t', '60', 'start']);
+  if (fresh) {
+    const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+    await admin.connect();
+    await admin.query("CREATE ROLE pg2crm LOGIN SUPERUSER REPLICATION PASSWORD 'pg2crm'");
+    await admin.query('CREATE DATABASE pg2crm OWNER pg2crm');
+    await admin.end();
+  }
+}
+
+export async function postgresReady(port: number): Promise<void> {
+  await waitUntil(
+    'PostgreSQL',
+    async () => {
+      const c = new pg.Client({ connectionString: postgresUrl(port) });
+      await c.connect();
+      try {
+        const r = await c.query<{ wal_level: string }>('SHOW wal_level');
+        if (r.rows[0]?.wal_level !== 'logical') throw new Error(`wal_level is ${r.rows[0]?.wal_level}`);
+        return true;
+      } finally {
+        await c.end();
+      }
+    },
+    60_000,
+    'postgres.log in the stack directory',
+  );
+}
+
+export async function stopPostgres(dir: string): Promise<void> {
+  const data = join(dir, 'data');
+  if (!existsSync(join(data, 'postmaster.pid'))) return;
+  await asPostgres('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']).catch(() => undefined);
+}
+
+async function postgresIds(): Promise<[number, number]> {
+  const uid = Number((await run('id', ['-u', 'postgres'])).trim());
+  const gid = Number((await run('id', ['-g', 'postgres'])).trim());
+  return [uid, gid];
+}
