@@ -28,7 +28,7 @@ export async function describeTables(client: Client, tables: string[]): Promise<
     `SELECT n.nspname AS schema, c.relname AS table, c.relreplident,
             (SELECT json_agg(json_build_object('name', a.attname, 'typeOid', a.atttypid, 'typeName', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
-            (SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+            (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
               WHERE i.indrelid = c.oid AND i.indisprimary) AS pk
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -12,6 +12,13 @@ import { runSimulator } from './sim-command.ts';
 const EXIT_FAILURE = 1;
 const EXIT_CONFIG = 2;
 
+// kafkajs 2.2.4 computes some timer delays from a sentinel of -1 on Node 23+; Node clamps them
+// to 1 ms and warns on every start. Harmless, and noise in operators' logs: drop that one warning.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (w.name !== 'TimeoutNegativeWarning') process.stderr.write(`${w.name}: ${w.message}\n`);
+});
+
 function fail(err: unknown): never {
   const code = err instanceof ConnectorError && err.code.startsWith('CONFIG') ? EXIT_CONFIG : EXIT_FAILURE;
   process.stderr.write(`pg2crm: ${errorMessage(err)}\n`);
@@ -65,13 +72,15 @@ program
   .description('run a CRM simulator with the vendor\'s documented limits and throttling')
   .argument('<crm>', 'CRM kind, e.g. zendesk-sell')
   .requiredOption('-p, --port <n>', 'port to listen on (0 = any)', port)
+  .option('--host <address>', 'address to listen on (0.0.0.0 in containers)', '127.0.0.1')
   .option('--limit <requests/window>', 'rate limit, e.g. 200/60s, 36000/1h')
   .option('--token <t...>', 'accepted API tokens (all share one bucket)')
   .option('--retry-after <seconds>', 'Retry-After of throttled responses', (v) => Number(v))
-  .action(async (crm: string, opts: { port: number; limit?: string; token?: string[]; retryAfter?: number }) => {
+  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number }) => {
     try {
       await runSimulator(crm, {
         port: opts.port,
+        host: opts.host,
         ...(opts.limit ? { limit: opts.limit } : {}),
         ...(opts.token ? { token: opts.token } : {}),
         ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),

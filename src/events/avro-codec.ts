@@ -53,7 +53,7 @@ export function envelopeSchema(topicPrefix: string, schema: string, table: strin
             { name: 'lsn', type: 'string' },
             { name: 'seq', type: 'int' },
             { name: 'xid', type: 'long' },
-            { name: 'commitTsMicros', type: { type: 'long', logicalType: 'timestamp-micros' } },
+            { name: 'commitTsMicros', type: 'long', doc: 'commit time, microseconds since the Unix epoch' },
             { name: 'schema', type: 'string' },
             { name: 'table', type: 'string' },
             { name: 'snapshot', type: 'boolean' },

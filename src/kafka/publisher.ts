@@ -1,5 +1,5 @@
 import type { Kafka, Message, Producer } from 'kafkajs';
-import { CompressionTypes } from 'kafkajs';
+import { CompressionTypes, Partitioners } from 'kafkajs';
 import { ConnectorError } from '../errors.ts';
 
 export interface OutgoingMessage {
@@ -19,8 +19,15 @@ export class Publisher {
   private started = false;
 
   constructor(kafka: Kafka) {
-    // maxInFlightRequests <= 5 keeps per-partition order under idempotence.
-    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 5, allowAutoTopicCreation: false });
+    // maxInFlightRequests <= 5 keeps per-partition order under idempotence; unbounded retries
+    // are what idempotence assumes (a send gives up only through our own timeout and restart).
+    this.producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 5,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 10_000 },
+    });
   }
 
   async start(): Promise<void> {

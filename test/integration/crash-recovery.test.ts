@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import {
   CliProcess,
@@ -46,6 +46,10 @@ describe('crash recovery', () => {
       return p;
     };
     let proc = start();
+    onTestFailed(async () => {
+      for (const p of procs) console.log(`connector output (tail):\n${p.output.slice(-4000)}`);
+      console.log('simulator stats', JSON.stringify(await (await fetch(`${sim.url}/__sim/stats`)).json()));
+    });
     await waitFor('slot created', () =>
       withPg(env.PG_URL, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [conn.slot])).rowCount === 1),
     );
@@ -77,16 +81,13 @@ describe('crash recovery', () => {
     const expected = await withPg(env.PG_URL, async (c) =>
       (await c.query<{ id: string; last_name: string }>(`SELECT id::text, last_name FROM ${schema}.customers ORDER BY id`)).rows,
     );
-    await waitFor(
-      'CRM equal to PostgreSQL after the restart',
-      async () => {
-        const got = (await simRecords(sim.url, 'contacts'))
-          .map((r) => ({ id: String((r.custom_fields as Record<string, unknown>).erp_id), last_name: r.last_name }))
-          .sort((a, b) => Number(a.id) - Number(b.id));
-        return JSON.stringify(got) === JSON.stringify(expected);
-      },
-      120_000,
-    );
+    const crmState = async (): Promise<string[]> =>
+      (await simRecords(sim.url, 'contacts'))
+        .map((r) => `${String((r.custom_fields as Record<string, unknown>).erp_id)}=${String(r.last_name)}`)
+        .sort();
+    const pgState = expected.map((r) => `${r.id}=${r.last_name}`).sort();
+    await waitFor('CRM equal to PostgreSQL after the restart', async () => (await crmState()).join() === pgState.join(), 120_000).catch(() => undefined);
+    expect(await crmState()).toEqual(pgState);
 
     const events = await readAllEvents(env, `${conn.topicPrefix}.${schema}.customers`);
     const seen = new Set(events.map((e) => `${String(e.key.id)}:${String(e.after?.notes)}`));

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import {
   CliProcess,
@@ -44,6 +44,19 @@ async function pgContacts(schema: string): Promise<ContactView[]> {
   });
 }
 
+/** Records that differ between the CRM and PostgreSQL, by external id. */
+function differences(got: ContactView[], want: ContactView[]): { erp_id: string; crm?: ContactView; pg?: ContactView }[] {
+  const byId = new Map(got.map((c) => [c.erp_id, c]));
+  const out: { erp_id: string; crm?: ContactView; pg?: ContactView }[] = [];
+  for (const w of want) {
+    const g = byId.get(w.erp_id);
+    byId.delete(w.erp_id);
+    if (JSON.stringify(g) !== JSON.stringify(w)) out.push({ erp_id: w.erp_id, ...(g ? { crm: g } : {}), pg: w });
+  }
+  for (const [erp_id, g] of byId) out.push({ erp_id, crm: g });
+  return out;
+}
+
 async function simContacts(sim: Sim): Promise<ContactView[]> {
   return (await simRecords(sim.url, 'contacts')).map(contactView).sort((a, b) => Number(a.erp_id) - Number(b.erp_id));
 }
@@ -75,6 +88,10 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
       ),
     );
     proc = new CliProcess(['run', '--config', conn.configFile]);
+    onTestFailed(async () => {
+      console.log(`connector output (tail):\n${proc?.output.slice(-6000)}`);
+      console.log('simulator stats', JSON.stringify(await (await fetch(`${sim.url}/__sim/stats`)).json()));
+    });
     await waitFor('snapshot in the CRM', async () => (await simContacts(sim)).length === 200, 90_000);
 
     await withPg(env.PG_URL, async (c) => {
@@ -94,8 +111,9 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
     });
 
     const expected = await pgContacts(schema);
-    await waitFor('CRM equal to PostgreSQL', async () => JSON.stringify(await simContacts(sim)) === JSON.stringify(expected), 90_000);
-    expect(await simContacts(sim)).toEqual(expected);
+    // On timeout the assertion below names the records that differ.
+    await waitFor('CRM equal to PostgreSQL', async () => differences(await simContacts(sim), expected).length === 0, 90_000).catch(() => undefined);
+    expect(differences(await simContacts(sim), expected)).toEqual([]);
     expect(expected.find((c) => c.erp_id === '21')).toBeUndefined();
 
     const deals = await waitFor('the deal', async () => {

@@ -1,0 +1,235 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * The shared base of the CRM simulators: HTTP plumbing, a record store per object, request
+ * statistics, fault injection and a clock tests can move. Each CRM's simulator supplies its
+ * routes and its throttle response; this base serves the common `/__sim/*` routes:
+ *
+ *   GET  /__sim/records/<object>  stored records (external ids included)
+ *   GET  /__sim/stats             {requests, throttled, byEndpoint, byStatus, recordsWritten, recordsDeleted}
+ *   POST /__sim/faults            {throttle:{requests, retryAfterSeconds}} | {errors5xx:{requests, status}}
+ *                                 | {latencyMs} | {rejectWhen:{field, contains}} | {clear:true}
+ *   POST /__sim/clock             {advanceSeconds}: move the simulator's clock (rate windows,
+ *                                 Retry-After lockouts) forward, so a 3600 s wait passes at once
+ *   POST /__sim/reset             records, stats, faults and clock back to the start
+ */
+export interface SimRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  headers: IncomingMessage['headers'];
+  body: unknown;
+}
+
+export interface SimResponse {
+  status: number;
+  headers?: Record<string, string | number>;
+  body?: unknown;
+}
+
+export type SimRecord = Record<string, unknown> & { id: number };
+
+export interface Faults {
+  throttle?: { requests: number; retryAfterSeconds: number };
+  errors5xx?: { requests: number; status: number };
+  latencyMs?: number;
+  rejectWhen?: { field: string; contains: string };
+}
+
+export interface SimStats {
+  requests: number;
+  throttled: number;
+  byEndpoint: Record<string, number>;
+  byStatus: Record<string, number>;
+  recordsWritten: number;
+  recordsDeleted: number;
+}
+
+/** At most `limit` requests in any rolling window of `windowMs` (how the CRMs count). */
+export class RollingWindow {
+  readonly limit: number;
+  readonly windowMs: number;
+  private readonly times: number[] = [];
+
+  constructor(limit: number, windowMs: number) {
+    this.limit = limit;
+    this.windowMs = windowMs;
+  }
+
+  private prune(now: number): void {
+    while (this.times.length > 0 && this.times[0]! <= now - this.windowMs) this.times.shift();
+  }
+
+  tryAcquire(now: number): boolean {
+    this.prune(now);
+    if (this.times.length >= this.limit) return false;
+    this.times.push(now);
+    return true;
+  }
+
+  remaining(now: number): number {
+    this.prune(now);
+    return this.limit - this.times.length;
+  }
+
+  /** Seconds until the oldest request leaves the window. */
+  resetSeconds(now: number): number {
+    this.prune(now);
+    return this.times.length ? Math.ceil((this.times[0]! + this.windowMs - now) / 1000) : 0;
+  }
+
+  clear(): void {
+    this.times.length = 0;
+  }
+}
+
+export interface CrmSimulator {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export abstract class SimServer {
+  readonly store = new Map<string, Map<number, SimRecord>>();
+  stats: SimStats = SimServer.emptyStats();
+  faults: Faults = {};
+  private clockOffsetMs = 0;
+  private nextId = 1;
+  private server: Server | undefined;
+
+  static emptyStats(): SimStats {
+    return { requests: 0, throttled: 0, byEndpoint: {}, byStatus: {}, recordsWritten: 0, recordsDeleted: 0 };
+  }
+
+  now(): number {
+    return Date.now() + this.clockOffsetMs;
+  }
+
+  newId(): number {
+    return this.nextId++;
+  }
+
+  records(object: string): Map<number, SimRecord> {
+    let m = this.store.get(object);
+    if (!m) this.store.set(object, (m = new Map()));
+    return m;
+  }
+
+  /** The CRM's own routes. */
+  protected abstract handle(req: SimRequest): Promise<SimResponse> | SimResponse;
+  /** The CRM's throttle response (status, body, headers), used by injected throttle storms. */
+  protected abstract throttleResponse(retryAfterSeconds: number): SimResponse;
+  /** Resets CRM-specific state (rate windows). */
+  protected abstract resetLimits(): void;
+
+  /** An injected per-record validation failure, if the record matches `rejectWhen`. */
+  rejected(fields: Record<string, unknown>): { field: string; message: string } | undefined {
+    const rule = this.faults.rejectWhen;
+    if (!rule) return undefined;
+    const v = fields[rule.field];
+    if (v !== undefined && v !== null && String(v).includes(rule.contains)) {
+      return { field: rule.field, message: `${rule.field} is invalid` };
+    }
+    return undefined;
+  }
+
+  private async control(req: SimRequest): Promise<SimResponse> {
+    const [, , what, object] = req.path.split('/');
+    if (req.method === 'GET' && what === 'records' && object) {
+      return { status: 200, body: [...this.records(object).values()] };
+    }
+    if (req.method === 'GET' && what === 'stats') return { status: 200, body: this.stats };
+    if (req.method === 'POST' && what === 'faults') {
+      const body = (req.body ?? {}) as Faults & { clear?: boolean };
+      if (body.clear) this.faults = {};
+      else this.faults = { ...this.faults, ...body };
+      return { status: 200, body: this.faults };
+    }
+    if (req.method === 'POST' && what === 'clock') {
+      const s = Number((req.body as { advanceSeconds?: number } | undefined)?.advanceSeconds ?? 0);
+      this.clockOffsetMs += s * 1000;
+      return { status: 200, body: { now: new Date(this.now()).toISOString() } };
+    }
+    if (req.method === 'POST' && what === 'reset') {
+      this.store.clear();
+      this.stats = SimServer.emptyStats();
+      this.faults = {};
+      this.clockOffsetMs = 0;
+      this.resetLimits();
+      return { status: 200, body: { reset: true } };
+    }
+    return { status: 404, body: { error: 'unknown simulator control route' } };
+  }
+
+  private async dispatch(req: SimRequest): Promise<SimResponse> {
+    if (req.path.startsWith('/__sim/')) return this.control(req);
+    this.stats.requests++;
+    const endpoint = `${req.method} ${req.path.replace(/\/\d+(?=\/|$)/g, '/{id}')}`;
+    this.stats.byEndpoint[endpoint] = (this.stats.byEndpoint[endpoint] ?? 0) + 1;
+    if (this.faults.latencyMs) await new Promise((r) => setTimeout(r, this.faults.latencyMs));
+    let res: SimResponse;
+    const storm = this.faults.throttle;
+    const errors = this.faults.errors5xx;
+    if (storm && storm.requests > 0) {
+      storm.requests--;
+      res = this.throttleResponse(storm.retryAfterSeconds);
+    } else if (errors && errors.requests > 0) {
+      errors.requests--;
+      res = { status: errors.status, body: { error: 'injected server error' } };
+    } else {
+      res = await this.handle(req);
+    }
+    if (res.status === 429 || (res.status === 403 && JSON.stringify(res.body ?? '').includes('REQUEST_LIMIT_EXCEEDED'))) this.stats.throttled++;
+    this.stats.byStatus[res.status] = (this.stats.byStatus[res.status] ?? 0) + 1;
+    return res;
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://sim');
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = raw ? JSON.parse(raw) : undefined;
+      } catch {
+        this.send(res, { status: 400, body: { errors: [{ error: { code: 'invalid_json', message: 'request body is not valid JSON' } }] } });
+        return;
+      }
+      this.dispatch({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body }).then(
+        (r) => this.send(res, r),
+        (err: unknown) => this.send(res, { status: 500, body: { error: String(err) } }),
+      );
+    });
+  }
+
+  private send(res: ServerResponse, r: SimResponse): void {
+    const headers: Record<string, string | number> = { ...r.headers };
+    if (r.body !== undefined) headers['content-type'] = 'application/json';
+    res.writeHead(r.status, headers);
+    res.end(r.body === undefined ? undefined : JSON.stringify(r.body));
+  }
+
+  async listen(port: number, host = '127.0.0.1'): Promise<CrmSimulator> {
+    const server = createServer((req, res) => this.onRequest(req, res));
+    server.keepAliveTimeout = 30_000;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const actual = (server.address() as AddressInfo).port;
+    const shownHost = host === '0.0.0.0' ? '127.0.0.1' : host;
+    return {
+      url: `http://${shownHost}:${actual}`,
+      port: actual,
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    };
+  }
+}

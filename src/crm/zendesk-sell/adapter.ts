@@ -1,0 +1,213 @@
+import { Pool } from 'undici';
+import type { CrmConfig } from '../../config.ts';
+import { ConnectorError, errorMessage } from '../../errors.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+
+/**
+ * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
+ * `POST /v2/<object>/upsert?<externalIdFilter>` (a delete first finds the record by its
+ * external id, then `DELETE /v2/<object>/<id>`). Lookups (a deal's contact_id) resolve the
+ * other record's Sell id by its external id, cached.
+ *
+ * The records of one `write` call are sent one after another in order: they may be several
+ * changes to the same record, whose order matters. The sink runs calls for different records
+ * concurrently, up to `limits.concurrency`.
+ */
+const LOOKUP_CACHE_MAX = 100_000;
+
+interface SellResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+interface SellError {
+  error?: { code?: string; field?: string; message?: string };
+}
+
+/** `custom_fields.erp_id` -> `custom_fields[erp_id]`; a plain attribute stays as it is. */
+function filterParam(field: string, value: string): string {
+  const cf = /^custom_fields\.(.+)$/.exec(field);
+  const name = cf ? `custom_fields[${cf[1]}]` : field;
+  return `${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+}
+
+/** Mapped fields -> Sell's `data`, custom fields nested under `custom_fields`. */
+function toData(fields: Record<string, unknown>): Record<string, unknown> {
+  const data: Record<string, unknown> = {};
+  const custom: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) {
+    if (k.startsWith('custom_fields.')) custom[k.slice('custom_fields.'.length)] = v;
+    else data[k] = v;
+  }
+  if (Object.keys(custom).length) data.custom_fields = custom;
+  return data;
+}
+
+function header(res: SellResponse, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export class ZendeskSellAdapter implements CrmAdapter {
+  readonly kind = 'zendesk-sell';
+  private readonly pool: Pool;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  private readonly ids = new Map<string, number>();
+
+  constructor(config: CrmConfig) {
+    const base = new URL(config.baseUrl);
+    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.token = config.auth.token;
+    this.timeoutMs = config.timeoutMs;
+  }
+
+  maxBatchSize(): number {
+    return 1;
+  }
+
+  cost(records: CrmWrite[]): number {
+    let n = 0;
+    for (const r of records) {
+      if (r.op === 'delete') n += this.ids.has(this.cacheKey(r.object, r.externalId)) ? 1 : 2;
+      else {
+        n += 1;
+        for (const l of Object.values(r.lookups ?? {})) if (!this.ids.has(this.cacheKey(l.object, l.externalId))) n += 1;
+      }
+    }
+    return n;
+  }
+
+  async ping(): Promise<void> {
+    const res = await this.request('GET', '/v2/users/self', undefined, () => undefined);
+    if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zendesk Sell answered HTTP ${res.status} to GET /v2/users/self; check crm.baseUrl`);
+  }
+
+  async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
+    const out: WriteOutcome[] = [];
+    for (const r of records) out.push(await this.writeOne(r, onSignal));
+    return out;
+  }
+
+  private cacheKey(object: string, externalId: string): string {
+    return `${object}\u0000${externalId}`;
+  }
+
+  private remember(object: string, externalId: string, id: number): void {
+    const key = this.cacheKey(object, externalId);
+    this.ids.delete(key);
+    this.ids.set(key, id);
+    // Map iteration order is insertion order: the first key is the least recently used.
+    if (this.ids.size > LOOKUP_CACHE_MAX) this.ids.delete(this.ids.keys().next().value!);
+  }
+
+  private async writeOne(r: CrmWrite, onSignal: (s: RateSignal) => void): Promise<WriteOutcome> {
+    try {
+      if (r.op === 'delete') return await this.deleteOne(r, onSignal);
+      // The external id is written too, so the record can be found by it (filters match data).
+      const data = toData({ ...r.fields, [r.externalIdField]: r.externalId });
+      for (const [field, l] of Object.entries(r.lookups ?? {})) {
+        const id = await this.find(l.object, l.externalIdField, l.externalId, onSignal);
+        if (typeof id !== 'number') {
+          return id ?? { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet` };
+        }
+        data[field] = id;
+      }
+      const res = await this.request('POST', `/v2/${r.object}/upsert?${filterParam(r.externalIdField, r.externalId)}`, { data }, onSignal);
+      if (res.status === 200 || res.status === 201) {
+        const id = (res.body as { data?: { id?: number } }).data?.id;
+        if (typeof id === 'number') this.remember(r.object, r.externalId, id);
+        return { status: 'done', ...(id !== undefined ? { crmId: String(id) } : {}) };
+      }
+      return this.failure(res);
+    } catch (err) {
+      if (err instanceof ConnectorError && !err.retriable) throw err;
+      return { status: 'retry', code: err instanceof ConnectorError ? err.code : 'NETWORK', message: errorMessage(err) };
+    }
+  }
+
+  private async deleteOne(r: CrmWrite, onSignal: (s: RateSignal) => void): Promise<WriteOutcome> {
+    const id = await this.find(r.object, r.externalIdField, r.externalId, onSignal);
+    if (id === undefined) return { status: 'done' }; // already gone
+    if (typeof id !== 'number') return id;
+    const res = await this.request('DELETE', `/v2/${r.object}/${id}`, undefined, onSignal);
+    if (res.status === 204 || res.status === 200 || res.status === 404) {
+      this.ids.delete(this.cacheKey(r.object, r.externalId));
+      return { status: 'done' };
+    }
+    return this.failure(res);
+  }
+
+  /** The Sell id of the record with this external id; undefined when none; an outcome on failure. */
+  private async find(object: string, field: string, externalId: string, onSignal: (s: RateSignal) => void): Promise<number | undefined | WriteOutcome> {
+    const cached = this.ids.get(this.cacheKey(object, externalId));
+    if (cached !== undefined) return cached;
+    const res = await this.request('GET', `/v2/${object}?${filterParam(field, externalId)}`, undefined, onSignal);
+    if (res.status !== 200) return this.failure(res);
+    const items = (res.body as { items?: { data: { id: number } }[] }).items ?? [];
+    const id = items[0]?.data.id;
+    if (id !== undefined) this.remember(object, externalId, id);
+    return id;
+  }
+
+  private failure(res: SellResponse): WriteOutcome {
+    const body = res.body as { errors?: SellError[]; retry_after?: number; message?: string } | undefined;
+    if (res.status === 429) {
+      const retryAfterSeconds = Number(header(res, 'retry-after') ?? body?.retry_after ?? 60);
+      return { status: 'retry', code: 'RATE_LIMITED', message: body?.message ?? 'API rate limit reached', retryAfterSeconds };
+    }
+    const first = body?.errors?.[0]?.error;
+    if (res.status === 422 || res.status === 400 || res.status === 409) {
+      const all = (body?.errors ?? []).map((e) => `${e.error?.field ?? ''} ${e.error?.message ?? ''}`.trim()).join('; ');
+      return { status: 'rejected', code: `HTTP_${res.status}_${first?.code ?? 'invalid'}`, message: all || `HTTP ${res.status}`, ...(first?.field ? { field: first.field } : {}) };
+    }
+    return { status: 'retry', code: `HTTP_${res.status}`, message: first?.message ?? `Zendesk Sell answered HTTP ${res.status}` };
+  }
+
+  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
+    let res;
+    try {
+      res = await this.pool.request({
+        method: method as 'GET',
+        path,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new ConnectorError('CRM_UNREACHABLE', `Zendesk Sell request failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    const text = await res.body.text();
+    const out: SellResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
+    const remaining = header(out, 'x-ratelimit-remaining');
+    const signal: RateSignal = {};
+    if (remaining !== undefined && remaining !== '') signal.remaining = Number(remaining);
+    if (out.status === 429) {
+      signal.throttled = true;
+      signal.retryAfterSeconds = Number(header(out, 'retry-after') ?? (out.body as { retry_after?: number } | undefined)?.retry_after ?? 60);
+    }
+    onSignal(signal);
+    if (out.status === 401 || out.status === 403) {
+      throw new ConnectorError('CRM_AUTH', `Zendesk Sell rejected the API token (HTTP ${out.status}); check crm.auth.token`, { retriable: false });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
