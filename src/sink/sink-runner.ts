@@ -63,7 +63,7 @@ export class SinkRunner {
     this.kafka = createKafka(config.kafka, 'sink');
     this.consumer = this.kafka.consumer({
       groupId: config.kafka.groupId,
-      sessionTimeout: 45_000,
+      sessionTimeout: 30_000,
       heartbeatInterval: 3_000,
       allowAutoTopicCreation: false,
     });

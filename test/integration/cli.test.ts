@@ -1,0 +1,77 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { createErpSchema, runCli, uniqueName, writeConnectorConfig } from '../helpers/fixtures.ts';
+
+/** Bad input exits non-zero with a message naming the problem; a good setup passes `check`. */
+const env = inject('stack');
+
+describe('pg2crm CLI', () => {
+  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  let good: Record<string, unknown>;
+  const dir = mkdtempSync(join(tmpdir(), 'pg2crm-cli-'));
+  const schema = uniqueName('cli');
+
+  beforeAll(async () => {
+    sim = await startZendeskSellSimulator({ port: 0, tokens: ['sim-token'] });
+    await createErpSchema(env.PG_URL, schema);
+    good = JSON.parse(readFileSync(writeConnectorConfig(env, schema, sim.url).configFile, 'utf8')) as Record<string, unknown>;
+  });
+  afterAll(() => sim?.close());
+
+  function configFile(config: unknown): string {
+    const file = join(dir, `${uniqueName('c')}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    return file;
+  }
+
+  it('check passes on a good setup', async () => {
+    const { code, output } = await runCli(['check', '--config', configFile(good)]);
+    expect(output).toContain('all checks passed');
+    expect(code).toBe(0);
+  });
+
+  it('a missing config file exits 2 and names the file', async () => {
+    const { code, output } = await runCli(['run', '--config', join(dir, 'nope.yaml')]);
+    expect(code).toBe(2);
+    expect(output).toMatch(/cannot read config file .*nope\.yaml/);
+  });
+
+  it('a missing key, a wrong type and an unknown CRM kind are each named', async () => {
+    const { crm, ...noCrm } = good as { crm: Record<string, unknown> };
+    const bad = { ...noCrm, kafka: { ...(good.kafka as object), partitions: 'three' }, crm: undefined };
+    let r = await runCli(['run', '--config', configFile(bad)]);
+    expect(r.code).toBe(2);
+    expect(r.output).toMatch(/crm: missing required key/);
+    expect(r.output).toMatch(/kafka\.partitions: .*number/);
+    r = await runCli(['run', '--config', configFile({ ...good, crm: { ...crm, kind: 'sugarcrm' } })]);
+    expect(r.code).toBe(2);
+    expect(r.output).toMatch(/crm\.kind: unknown CRM kind; supported: zendesk-sell/);
+  });
+
+  it('an unreachable broker, a missing table and a bad token fail check with the fix', async () => {
+    const broken = {
+      ...good,
+      postgres: { ...(good.postgres as object), tables: [`${schema}.customers`, `${schema}.orders`, `${schema}.missing`] },
+      kafka: { ...(good.kafka as object), brokers: '127.0.0.1:1' },
+      crm: { ...(good.crm as object), auth: { token: 'wrong-token' } },
+    };
+    const { code, output } = await runCli(['check', '--config', configFile(broken)], 120_000);
+    expect(code).toBe(1);
+    expect(output).toMatch(/FAIL {2}Kafka reachable: .*check kafka\.brokers/);
+    expect(output).toMatch(/FAIL {2}captured tables: table .*missing does not exist; create it or remove it from postgres\.tables/);
+    expect(output).toMatch(/FAIL {2}CRM credentials \(zendesk-sell\): .*check crm\.auth\.token/);
+    expect(output).toMatch(/PASS {2}PostgreSQL ready for logical replication/);
+    expect(output).not.toContain('wrong-token');
+  });
+
+  it('run exits 1 when the broker cannot be reached', async () => {
+    const unreachable = { ...good, kafka: { ...(good.kafka as object), brokers: '127.0.0.1:1' } };
+    const { code, output } = await runCli(['run', '--config', configFile(unreachable)], 180_000);
+    expect(code).toBe(1);
+    expect(output).toMatch(/fatal error/);
+    expect(output).toMatch(/127\.0\.0\.1:1|ECONNREFUSED|Connection/);
+  });
+});
