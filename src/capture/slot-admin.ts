@@ -2,6 +2,7 @@ import pg from 'pg';
 import { ConnectorError } from '../errors.ts';
 import type { Lsn } from './lsn.ts';
 import { parseLsn } from './lsn.ts';
+import { quoteIdent, quoteTable } from './sql-identifiers.ts';
 
 /**
  * Publication and replication slot management, plus the source's small durable state.
@@ -29,15 +30,6 @@ export async function preflight(client: pg.Client): Promise<void> {
     problems.push('the connecting role lacks the REPLICATION attribute; run ALTER ROLE <user> REPLICATION');
   }
   if (problems.length) throw new ConnectorError('POSTGRES_NOT_READY', problems.join('\n'));
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-function quoteTable(qualified: string): string {
-  const [schema, table] = qualified.split('.') as [string, string];
-  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
 }
 
 /** Creates the publication for exactly `tables`, or brings an existing one to that list. */

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { buildSnapshotRow, type TxContext } from './change-builder.ts';
+import { quoteIdent } from './sql-identifiers.ts';
 import type { TableInfo } from './table-catalog.ts';
 
 /**
@@ -10,10 +11,6 @@ import type { TableInfo } from './table-catalog.ts';
  *
  * Keyset paging on the primary key keeps memory at one chunk whatever the table's size.
  */
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
 export async function readSnapshot(
   url: string,
   snapshotName: string,

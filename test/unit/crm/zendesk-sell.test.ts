@@ -1,0 +1,152 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../src/config.ts';
+import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
+import { ZendeskSellAdapter } from '../../../src/crm/zendesk-sell/adapter.ts';
+import { startZendeskSellSimulator } from '../../../src/crm/zendesk-sell/simulator.ts';
+import { parseLimit } from '../../../src/cli/sim-command.ts';
+
+let sim: CrmSimulator | undefined;
+afterEach(async () => {
+  await sim?.close();
+  sim = undefined;
+});
+
+async function start(opts: Partial<Parameters<typeof startZendeskSellSimulator>[0]> = {}): Promise<CrmSimulator> {
+  sim = await startZendeskSellSimulator({ port: 0, ...opts });
+  return sim;
+}
+
+function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
+  return fetch(`${s.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+}
+
+const contact = (last: string) => ({ data: { last_name: last, custom_fields: { erp_id: '1' } } });
+
+describe('Zendesk Sell simulator', () => {
+  it('throttles past the limit with the documented 429 and locks the account for retry_after', async () => {
+    const s = await start({ limit: { requests: 3, windowSeconds: 60 }, tokens: ['a', 'b'], retryAfterSeconds: 3600 });
+    const remaining: (string | null)[] = [];
+    for (const token of ['a', 'b', 'a']) remaining.push((await call(s, 'GET', '/v2/users/self', undefined, token)).headers.get('x-ratelimit-remaining'));
+    expect(remaining).toEqual(['2', '1', '0']);
+    // Token b shares a's bucket: the 4th request of the account is throttled.
+    const res = await call(s, 'GET', '/v2/users/self', undefined, 'b');
+    expect(res.status).toBe(429);
+    expect(res.headers.get('retry-after')).toBe('3600');
+    expect(await res.json()).toEqual({ error: 'rate_limit_exceeded', retry_after: 3600, message: 'API rate limit reached' });
+    // The window frees after 60 s, but the lockout lasts retry_after.
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 120 });
+    expect((await call(s, 'GET', '/v2/users/self', undefined, 'a')).status).toBe(429);
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 3600 });
+    expect((await call(s, 'GET', '/v2/users/self', undefined, 'a')).status).toBe(200);
+    const stats = (await (await fetch(`${s.url}/__sim/stats`)).json()) as { throttled: number; requests: number };
+    expect(stats).toMatchObject({ throttled: 2, requests: 6 });
+  });
+
+  it('upserts by custom-field filter: create, then update the same record', async () => {
+    const s = await start();
+    const first = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('A'))).json()) as { data: { id: number } };
+    const second = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('B'))).json()) as { data: { id: number; last_name: string } };
+    expect(second.data.id).toBe(first.data.id);
+    expect(second.data.last_name).toBe('B');
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
+  });
+
+  it('answers 409 when several records match, 422 with field errors, 401 without a valid token', async () => {
+    const s = await start();
+    await call(s, 'POST', '/v2/contacts/upsert?email=x@y.io', { data: { last_name: 'A', email: 'x@y.io' } });
+    await call(s, 'POST', '/v2/contacts/upsert?last_name=B', { data: { last_name: 'B', email: 'x@y.io' } });
+    expect((await call(s, 'POST', '/v2/contacts/upsert?email=x@y.io', { data: { last_name: 'C' } })).status).toBe(409);
+    const invalid = await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=9', { data: { email: 'nope' } });
+    expect(invalid.status).toBe(422);
+    const body = (await invalid.json()) as { errors: { error: { field: string } }[] };
+    expect(body.errors.map((e) => e.error.field).sort()).toEqual(['email', 'last_name']);
+    expect((await call(s, 'POST', '/v2/deals/upsert?name=D', { data: { name: 'D', contact_id: 999 } })).status).toBe(422);
+    expect((await call(s, 'GET', '/v2/users/self', undefined, 'stolen')).status).toBe(401);
+  });
+
+  it('injects throttle storms, 5xx and per-record rejections', async () => {
+    const s = await start();
+    await call(s, 'POST', '/__sim/faults', { throttle: { requests: 2, retryAfterSeconds: 60 } });
+    expect((await call(s, 'GET', '/v2/users/self')).status).toBe(429);
+    expect((await call(s, 'GET', '/v2/users/self')).headers.get('retry-after')).toBe('60');
+    await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 }, rejectWhen: { field: 'last_name', contains: 'bad' } });
+    expect((await call(s, 'GET', '/v2/users/self')).status).toBe(503);
+    expect((await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('bad'))).status).toBe(422);
+    expect((await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('good'))).status).toBe(200);
+  });
+});
+
+describe('ZendeskSellAdapter', () => {
+  function adapter(s: CrmSimulator, token = 'sim-token'): ZendeskSellAdapter {
+    const config = parseConfig({
+      name: 't',
+      postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
+      kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
+      crm: { kind: 'zendesk-sell', baseUrl: s.url, auth: { token }, limits: { requests: 100, windowSeconds: 60 } },
+      mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'custom_fields.erp_id' }, fields: { last_name: 'l' } }],
+    });
+    return new ZendeskSellAdapter(config.crm);
+  }
+  const upsert = (id: string, fields: Record<string, unknown>, lookups?: CrmWrite['lookups']): CrmWrite => ({
+    op: 'upsert',
+    object: 'contacts',
+    externalIdField: 'custom_fields.erp_id',
+    externalId: id,
+    fields,
+    ...(lookups ? { lookups } : {}),
+  });
+
+  it('writes, rejects with the field, and retries throttles with Retry-After', async () => {
+    const s = await start({ limit: { requests: 3, windowSeconds: 60 }, retryAfterSeconds: 3600 });
+    const a = adapter(s);
+    const signals: RateSignal[] = [];
+    const out = await a.write([upsert('1', { last_name: 'A', 'custom_fields.tier': 'gold' }), upsert('2', { last_name: '' }), upsert('3', { last_name: 'C' }), upsert('4', { last_name: 'D' })], (x) => signals.push(x));
+    expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'done', 'retry']);
+    expect(out[1]).toMatchObject({ field: 'last_name' });
+    expect(out[3]).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 3600 });
+    expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: 3600 });
+    expect(signals[0]).toMatchObject({ remaining: 2 });
+    const stored = (await (await fetch(`${s.url}/__sim/records/contacts`)).json()) as { custom_fields: Record<string, unknown> }[];
+    expect(stored[0]?.custom_fields).toEqual({ tier: 'gold', erp_id: '1' });
+    await a.close();
+  });
+
+  it('retries 5xx, resolves lookups once the other record exists, deletes by external id', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
+    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'HTTP_503' });
+    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } } };
+    expect(a.cost([deal])).toBe(2);
+    expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
+    expect(a.cost([deal])).toBe(1); // the contact's id is cached since its upsert
+    expect((await a.write([deal], () => undefined))[0]?.status).toBe('done');
+    const del: CrmWrite = { ...upsert('5', {}), op: 'delete' };
+    expect((await a.write([del, del], () => undefined)).map((o) => o.status)).toEqual(['done', 'done']);
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
+    await a.close();
+  });
+
+  it('throws a permanent CRM_AUTH error for a bad token', async () => {
+    const s = await start();
+    const a = adapter(s, 'wrong');
+    await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false });
+    await expect(a.write([upsert('1', { last_name: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_AUTH' });
+    await a.close();
+  });
+});
+
+describe('parseLimit', () => {
+  it('reads requests per window', () => {
+    expect(parseLimit('200/60s')).toEqual({ requests: 200, windowSeconds: 60 });
+    expect(parseLimit('36000/1h')).toEqual({ requests: 36000, windowSeconds: 3600 });
+    expect(parseLimit('200/min')).toEqual({ requests: 200, windowSeconds: 60 });
+    expect(() => parseLimit('fast')).toThrow(/write <requests>\/<window>/);
+  });
+});
