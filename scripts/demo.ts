@@ -87,6 +87,14 @@ async function simCount(object: string): Promise<number> {
   return ((await (await fetch(`${sim.url}/__sim/records/${object}`)).json()) as unknown[]).length;
 }
 
+/** Every customer's e-mail in the CRM equals PostgreSQL's (updates arrived, in order). */
+async function emailsMatch(): Promise<boolean> {
+  const crm = (await (await fetch(`${sim.url}/__sim/records/contacts`)).json()) as { email: string | null; custom_fields: { erp_id: string } }[];
+  const byId = new Map(crm.map((c) => [String(c.custom_fields.erp_id), c.email ?? null]));
+  const rows = (await db.query<{ id: string; email: string | null }>('SELECT id::text, email FROM erp.customers')).rows;
+  return rows.every((r) => byId.get(r.id) === r.email);
+}
+
 const started = Date.now();
 let changes = 0;
 const changer = (async () => {
@@ -115,7 +123,7 @@ while (!done) {
   const w = want.rows[0]!;
   const secs = Math.round((Date.now() - started) / 1000);
   say(`[${String(secs).padStart(3)}s] contacts ${contacts}/${w.c}  deals ${deals}/${w.o}  CRM requests ${stats.requests} (throttled ${stats.throttled})  lag ${currentLag}  changes made ${changes}`);
-  done = Date.now() - started > CHANGE_SECONDS * 1000 && contacts === w.c && deals === w.o && currentLag === 0;
+  done = Date.now() - started > CHANGE_SECONDS * 1000 && contacts === w.c && deals === w.o && currentLag === 0 && (await emailsMatch());
   if (Date.now() - started > 600_000) {
     say('demo did not converge within 10 minutes; see the connector output above');
     process.exitCode = 1;
@@ -125,7 +133,8 @@ while (!done) {
 await changer;
 
 say('');
-say('Done: the CRM simulator holds exactly the ERP rows, and consumer lag is 0. Where to look:');
+say('Done: the CRM simulator holds exactly the ERP rows, and consumer lag is 0. Where to look');
+say(keep ? '(everything keeps running until Ctrl-C):' : '(the simulator and connector stop now; `npm run demo -- --keep` keeps them running):');
 say(`  records     curl ${sim.url}/__sim/records/contacts   (and /deals)`);
 say(`  CRM stats   curl ${sim.url}/__sim/stats`);
 say(`  Kafka       topics ${topics.join(', ')} on ${env.KAFKA_BROKERS} (Avro, schemas in ${env.SCHEMA_REGISTRY_URL})`);
