@@ -89,7 +89,7 @@ export class CaptureSource {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const { url, tables, slot, publication } = this.pgConfig;
+    const { url, tables, publication } = this.pgConfig;
     const admin = new pg.Client({ connectionString: url });
     await admin.connect().catch((err: unknown) => {
       throw new ConnectorError('POSTGRES_CONNECT', `cannot connect to PostgreSQL (postgres.url): ${errorMessage(err)}`, {

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -96,7 +96,6 @@ export abstract class SimServer {
   faults: Faults = {};
   private clockOffsetMs = 0;
   private nextId = 1;
-  private server: Server | undefined;
 
   static emptyStats(): SimStats {
     return { requests: 0, throttled: 0, byEndpoint: {}, byStatus: {}, recordsWritten: 0, recordsDeleted: 0 };
@@ -215,7 +214,6 @@ export abstract class SimServer {
   async listen(port: number, host = '127.0.0.1'): Promise<CrmSimulator> {
     const server = createServer((req, res) => this.onRequest(req, res));
     server.keepAliveTimeout = 30_000;
-    this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());

@@ -158,6 +158,7 @@ export class SinkRunner {
     while (queue.length > 0 && !blocked) {
       if (!payload.isRunning() || payload.isStale() || Date.now() - started > MAX_BATCH_MILLIS) break;
       const calls = this.takeCalls(queue);
+      metrics.budgetTokens.set(this.budget.available());
       if (calls.length === 0) {
         // Budget spent: pause until the window frees enough for the next call.
         this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(this.nextCall(queue, 0).map((p) => p.write)))));
