@@ -44,9 +44,25 @@ const kafkaSchema = z.strictObject({
   partitions: z.number().int().min(1).max(10_000).default(3),
   replicationFactor: z.number().int().min(1).default(1),
   groupId: z.string().optional(),
+  /**
+   * `max.message.bytes` of the topics pg2crm creates. One change event carries a whole row, and
+   * Kafka's default (1 MiB) rejects rows with large TOASTed values.
+   */
+  maxMessageBytes: z.number().int().min(1024).default(16 * 1024 * 1024),
   /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
   tombstones: z.boolean().default(true),
-  schemaRegistry: z.strictObject({ url: z.url('use an http(s):// URL') }),
+  schemaRegistry: z.strictObject({
+    url: z.url('use an http(s):// URL'),
+    /**
+     * Compatibility level pg2crm sets on the subjects it creates. pg2crm's sink decodes every
+     * message with the schema it was written with, so NONE lets any ALTER TABLE (even a type
+     * change) through; choose BACKWARD when other consumers need it, and a breaking ALTER TABLE
+     * then stops the source with an error naming the subject.
+     */
+    compatibility: z
+      .enum(['NONE', 'BACKWARD', 'BACKWARD_TRANSITIVE', 'FORWARD', 'FORWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE'])
+      .default('NONE'),
+  }),
 });
 
 const limitsSchema = z.strictObject({

@@ -71,7 +71,7 @@ export class CaptureSource {
   constructor(pgConfig: PostgresConfig, kafkaConfig: KafkaConfig, onFatal?: (err: Error) => void) {
     this.pgConfig = pgConfig;
     this.kafkaConfig = kafkaConfig;
-    this.codec = new AvroCodec(kafkaConfig.schemaRegistry.url);
+    this.codec = new AvroCodec(kafkaConfig.schemaRegistry);
     this.kafka = createKafka(kafkaConfig, 'source');
     this.publisher = new Publisher(this.kafka);
     this.fatal = onFatal;
@@ -103,7 +103,7 @@ export class CaptureSource {
       await ensureTopics(
         this.kafka,
         tables.map((t) => this.topicOf(t)),
-        { partitions: this.kafkaConfig.partitions, replicationFactor: this.kafkaConfig.replicationFactor },
+        { partitions: this.kafkaConfig.partitions, replicationFactor: this.kafkaConfig.replicationFactor, maxMessageBytes: this.kafkaConfig.maxMessageBytes },
       );
       await this.publisher.start();
       await ensurePublication(admin, publication, tables);

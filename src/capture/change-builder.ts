@@ -154,7 +154,7 @@ export function buildDelete(
   };
 }
 
-/** A snapshot row (op `r`), from `col::text` values in table column order. */
+/** A snapshot row (op `r`), from the columns' text output in table column order. */
 export function buildSnapshotRow(
   table: { schema: string; table: string; columns: ColumnShape[]; primaryKey: string[] },
   texts: (string | null)[],

@@ -28,7 +28,9 @@ export async function readSnapshot(
     const tx: TxContext = { lsn: consistentPoint, xid: 0, commitTsMicros: BigInt(Date.now()) * 1000n, seq: 0 };
     for (const table of tables) {
       const from = `${quoteIdent(table.schema)}.${quoteIdent(table.table)}`;
-      const select = table.columns.map((c) => `${quoteIdent(c.name)}::text`).join(', ');
+      // format('%s') renders with the type's output function, exactly as pgoutput sends values;
+      // `::text` would not (bool::text is 'true', inet::text adds the netmask).
+      const select = table.columns.map((c) => `CASE WHEN ${quoteIdent(c.name)} IS NULL THEN NULL ELSE format('%s', ${quoteIdent(c.name)}) END`).join(', ');
       const pk = table.primaryKey.map(quoteIdent);
       const pkTypes = table.primaryKey.map((k) => table.columns.find((c) => c.name === k)?.typeName ?? 'text');
       const pkIndexes = table.primaryKey.map((k) => table.columns.findIndex((c) => c.name === k));

@@ -1,4 +1,4 @@
-import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import { COMPATIBILITY, SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import avro from 'avsc';
 import { ConnectorError } from '../errors.ts';
 import { avroName, type ColumnShape, rowSchema } from './row-codec.ts';
@@ -81,9 +81,12 @@ export class AvroCodec {
   private readonly byDefinition = new Map<string, Promise<RegisteredSchema>>();
   private readonly byId = new Map<number, Promise<avro.Type>>();
 
-  constructor(registryUrl: string) {
-    this.url = registryUrl.replace(/\/+$/, '');
+  private readonly compatibility: COMPATIBILITY;
+
+  constructor(registry: { url: string; compatibility?: keyof typeof COMPATIBILITY }) {
+    this.url = registry.url.replace(/\/+$/, '');
     this.registry = new SchemaRegistry({ host: this.url });
+    this.compatibility = COMPATIBILITY[registry.compatibility ?? 'NONE'];
   }
 
   /** Registers (or finds) the schema under `subject`; cached, so call it per event freely. */
@@ -93,14 +96,21 @@ export class AvroCodec {
     let found = this.byDefinition.get(cacheKey);
     if (!found) {
       found = this.registry
-        .register({ type: SchemaType.AVRO, schema: definition }, { subject })
+        .register({ type: SchemaType.AVRO, schema: definition }, { subject, compatibility: this.compatibility })
         .then(({ id }) => ({ id, type: typeFor(schema) }))
         .catch((err: unknown) => {
           this.byDefinition.delete(cacheKey);
+          // 409: the new version breaks the subject's compatibility rule; other failures
+          // (registry down, 5xx) may pass when tried again.
+          const status = (err as { status?: number }).status;
+          const permanent = status === 409 || status === 422 || (err as Error).name === 'ConfluentSchemaRegistryCompatibilityError';
           throw new ConnectorError(
             'SCHEMA_REGISTER',
-            `schema registry refused the schema of subject ${subject}: ${(err as Error).message}; check kafka.schemaRegistry.url and the subject's compatibility setting`,
-            { retriable: true, cause: err },
+            `schema registry refused the schema of subject ${subject}: ${(err as Error).message}; ` +
+              (permanent
+                ? "the table's change breaks the subject's compatibility level: set kafka.schemaRegistry.compatibility (or the subject's config) to allow it"
+                : 'check kafka.schemaRegistry.url and that the registry runs'),
+            { retriable: !permanent, cause: err },
           );
         });
       this.byDefinition.set(cacheKey, found);

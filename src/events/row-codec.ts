@@ -2,8 +2,8 @@ import { ConnectorError } from '../errors.ts';
 
 /**
  * PostgreSQL column types -> Avro types, and PostgreSQL's text output -> typed values.
- * Text is the one input format: pgoutput sends it, and the snapshot selects `col::text`,
- * so a value is converted the same way whichever path it took. Conversions are exact:
+ * Text is the one input format: pgoutput sends it, and the snapshot selects each column's
+ * output-function text, so a value is converted the same way whichever path it took. Conversions are exact:
  * int8 stays a bigint, numeric stays its decimal text, timestamps keep microseconds.
  *
  * Type OIDs are fixed for built-in types (src/include/catalog/pg_type.dat); user types

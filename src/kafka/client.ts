@@ -32,7 +32,7 @@ export function createKafka(config: Pick<KafkaConfig, 'brokers' | 'clientId'>, s
 export async function ensureTopics(
   kafka: Kafka,
   topics: string[],
-  opts: { partitions: number; replicationFactor: number; compacted?: boolean },
+  opts: { partitions: number; replicationFactor: number; compacted?: boolean; maxMessageBytes?: number },
 ): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
@@ -46,7 +46,10 @@ export async function ensureTopics(
         topic,
         numPartitions: opts.partitions,
         replicationFactor: opts.replicationFactor,
-        configEntries: opts.compacted ? [{ name: 'cleanup.policy', value: 'compact' }] : [],
+        configEntries: [
+          ...(opts.compacted ? [{ name: 'cleanup.policy', value: 'compact' }] : []),
+          ...(opts.maxMessageBytes ? [{ name: 'max.message.bytes', value: String(opts.maxMessageBytes) }] : []),
+        ],
       })),
     });
   } finally {

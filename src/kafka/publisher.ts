@@ -52,6 +52,15 @@ export class Publisher {
         topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
       });
     } catch (err) {
+      if ((err as { type?: string }).type === 'MESSAGE_TOO_LARGE') {
+        // No retry can fix this: the row is larger than the topic accepts.
+        const largest = Math.max(...messages.map((m) => m.value?.length ?? 0));
+        throw new ConnectorError(
+          'KAFKA_MESSAGE_TOO_LARGE',
+          `Kafka rejected a change event of ${largest} bytes as too large; raise kafka.maxMessageBytes (new topics) or the topic's max.message.bytes (existing topics)`,
+          { cause: err },
+        );
+      }
       throw new ConnectorError('KAFKA_PRODUCE', `Kafka did not acknowledge ${messages.length} message(s): ${(err as Error).message}`, {
         retriable: true,
         cause: err,

@@ -59,7 +59,7 @@ export class SinkRunner {
     this.config = config;
     this.adapter = adapter;
     this.onFatal = onFatal;
-    this.codec = new AvroCodec(config.kafka.schemaRegistry.url);
+    this.codec = new AvroCodec(config.kafka.schemaRegistry);
     this.kafka = createKafka(config.kafka, 'sink');
     this.consumer = this.kafka.consumer({
       groupId: config.kafka.groupId,
@@ -84,9 +84,10 @@ export class SinkRunner {
     if (this.started) return;
     this.started = true;
     const topics = [...this.mappingByTopic.keys()];
-    const { partitions, replicationFactor } = this.config.kafka;
-    await ensureTopics(this.kafka, topics, { partitions, replicationFactor });
-    await ensureTopics(this.kafka, [this.config.sink.deadLetterTopic], { partitions: 1, replicationFactor });
+    const { partitions, replicationFactor, maxMessageBytes } = this.config.kafka;
+    await ensureTopics(this.kafka, topics, { partitions, replicationFactor, maxMessageBytes });
+    // A dead letter carries the original value base64-encoded (4/3 of its size) plus the error.
+    await ensureTopics(this.kafka, [this.config.sink.deadLetterTopic], { partitions: 1, replicationFactor, maxMessageBytes: Math.ceil(maxMessageBytes * 1.4) });
     await this.dlq.start();
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {

@@ -115,7 +115,7 @@ function percentile(sorted: number[], p: number): number {
 
 /** Commit -> append latency of every message in the topic. */
 async function latencies(topic: string, expected: number): Promise<number[]> {
-  const codec = new AvroCodec(env.SCHEMA_REGISTRY_URL);
+  const codec = new AvroCodec({ url: env.SCHEMA_REGISTRY_URL });
   const out: number[] = [];
   const consumer = kafka.consumer({ groupId: `bench-${topic}` });
   await consumer.connect();

@@ -189,7 +189,7 @@ export async function readAllEvents(env: StackEnv, topic: string): Promise<Chang
   const ends = await admin.fetchTopicOffsets(topic);
   await admin.disconnect();
   const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
-  const codec = new AvroCodec(env.SCHEMA_REGISTRY_URL);
+  const codec = new AvroCodec({ url: env.SCHEMA_REGISTRY_URL });
   const events: ChangeEvent[] = [];
   if (remaining.size === 0) return events;
   const consumer = kafka.consumer({ groupId: uniqueName('reader') });
