@@ -1,0 +1,107 @@
+import { Kafka, logLevel } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import type { DeadLetter } from '../../src/sink/dead-letter.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  groupLag,
+  simRecords,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * The sink under CRM faults, through real Kafka: records the CRM rejects go to the dead-letter
+ * topic and the rest is written; a throttle storm with a Retry-After longer than the session
+ * timeout pauses the partitions, the consumer stays in its group, and resumes by itself.
+ */
+const env = inject('stack');
+
+async function deadLetters(topic: string, expected: number): Promise<DeadLetter[]> {
+  const kafka = new Kafka({ clientId: 'dlq-reader', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: uniqueName('dlq') });
+  const out: DeadLetter[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({ eachMessage: async ({ message }) => void out.push(JSON.parse(String(message.value)) as DeadLetter) });
+  await waitFor('dead letters', async () => out.length >= expected, 60_000, 500);
+  await consumer.disconnect();
+  return out;
+}
+
+describe('sink under CRM faults', () => {
+  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  let conn: TestConnector;
+  let proc: CliProcess;
+  const schema = uniqueName('faults');
+  const topics = (): string[] => [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
+
+  beforeAll(async () => {
+    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    await createErpSchema(env.PG_URL, schema);
+    conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
+    proc = new CliProcess(['run', '--config', conn.configFile]);
+    await waitFor('slot streaming', () =>
+      withPg(env.PG_URL, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [conn.slot])).rowCount === 1),
+    );
+  });
+
+  afterAll(async () => {
+    await proc?.stop();
+    await sim?.close();
+    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+  });
+
+  it('dead-letters the records the CRM rejects and writes the rest', async () => {
+    onTestFailed(() => console.log(proc.output.slice(-5000)));
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: 'email', contains: '@rejected.' } }) });
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email)
+         SELECT 'F' || g, 'L' || g, CASE WHEN g % 10 = 0 THEN 'c' || g || '@rejected.example' ELSE 'c' || g || '@ok.example' END
+         FROM generate_series(1, 100) g`,
+      ),
+    );
+    await waitFor('90 contacts written', async () => (await simRecords(sim.url, 'contacts')).length === 90);
+    const letters = await deadLetters(`${conn.topicPrefix}.dlq`, 10);
+    expect(letters.map((l) => Number(l.externalId)).sort((a, b) => a - b)).toEqual([10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+    expect(letters[0]).toMatchObject({ object: 'contacts', error: { field: 'email' }, attempts: 1, topic: topics()[0] });
+    expect(letters[0]?.value).toBeTruthy(); // the original Avro message, for `dlq replay`
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics())) === 0);
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+  });
+
+  it('pauses on a throttle storm longer than the session timeout, stays in the group, resumes', async () => {
+    onTestFailed(() => console.log(proc.output.slice(-5000)));
+    const kafka = new Kafka({ clientId: 'group-watch', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    const membersBefore = (await admin.describeGroups([conn.groupId])).groups[0]?.members.map((m) => m.memberId);
+    expect(membersBefore).toHaveLength(1);
+
+    // 40 s > the 30 s session timeout: only a consumer that keeps heartbeating while paused survives.
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 1, retryAfterSeconds: 40 } }) });
+    const throttledAt = Date.now();
+    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'after-storm' WHERE id <= 5`));
+    await waitFor('the throttle', async () => ((await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number }).throttled === 1);
+
+    await new Promise((r) => setTimeout(r, 35_000));
+    const during = (await admin.describeGroups([conn.groupId])).groups[0];
+    expect(during?.state).toBe('Stable');
+    expect(during?.members.map((m) => m.memberId)).toEqual(membersBefore);
+    const stillOld = (await simRecords(sim.url, 'contacts')).filter((r) => r.first_name === 'after-storm');
+    expect(stillOld).toHaveLength(0); // paused: nothing sent before Retry-After passed
+
+    await waitFor('writes after the Retry-After', async () => (await simRecords(sim.url, 'contacts')).filter((r) => r.first_name === 'after-storm').length === 5, 60_000);
+    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(40_000);
+    const stats = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    expect(stats.throttled).toBe(1); // no request was sent into the storm while paused
+    expect((await admin.describeGroups([conn.groupId])).groups[0]?.members.map((m) => m.memberId)).toEqual(membersBefore);
+    await admin.disconnect();
+  });
+});
