@@ -5,6 +5,7 @@ import { setLogLevel } from '../logger.ts';
 import { printChecks, runChecks } from './check-command.ts';
 import { runConnector, type Role } from './run-command.ts';
 import { runSimulator } from './sim-command.ts';
+import { formatStatus, readStatus } from '../ops/status.ts';
 
 /**
  * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.
@@ -62,6 +63,28 @@ program
       process.stdout.write('PASS  config: valid\n');
       const failed = printChecks(await runChecks(config), (l) => process.stdout.write(`${l}\n`));
       process.exit(failed ? EXIT_FAILURE : 0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('status')
+  .description('consumer lag per topic-partition, replication slot lag, dead-letter count')
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .option('--json', 'machine-readable output')
+  .option('--watch <seconds>', 'refresh every N seconds', (v) => Number(v))
+  .action(async (opts: { config: string; json?: boolean; watch?: number }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      for (;;) {
+        const status = await readStatus(config);
+        process.stdout.write(opts.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
+        if (!opts.watch) break;
+        await new Promise((r) => setTimeout(r, opts.watch! * 1000));
+        if (!opts.json) process.stdout.write('\n');
+      }
     } catch (err) {
       fail(err);
     }

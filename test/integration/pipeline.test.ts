@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import type { ConnectorStatus } from '../../src/ops/status.ts';
 import {
   CliProcess,
   createErpSchema,
   dropCapture,
   groupLag,
   readAllEvents,
+  runCli,
   simRecords,
   type TestConnector,
   uniqueName,
@@ -134,6 +136,16 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
     expect(update?.source.table).toBe('customers');
     expect(typeof update?.key.id).toBe('string');
     expect(events.filter((e) => e.op === 'r')).toHaveLength(200);
+
+    // `pg2crm status` reports the same lag as Kafka's admin API, per partition.
+    const status = JSON.parse((await runCli(['status', '--config', conn.configFile, '--json'])).output) as ConnectorStatus;
+    expect(status.partitions).toHaveLength(6);
+    expect(status.totalLag).toBe(await groupLag(env.KAFKA_BROKERS, conn.groupId, topics));
+    expect(status.slot).toMatchObject({ exists: true, active: true });
+    expect(status.deadLetters.count).toBe(0);
+    const table = await runCli(['status', '--config', conn.configFile]);
+    expect(table.output).toMatch(/TOPIC +PARTITION +COMMITTED +END +LAG/);
+    expect(table.code).toBe(0);
 
     expect(await proc.stop()).toBe(0);
   });
