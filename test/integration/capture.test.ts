@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CaptureSource } from '../../src/capture/capture-source.ts';
 import { parseConfig } from '../../src/config.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
+import { setLogLevel } from '../../src/logger.ts';
 import { readAllEvents, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
@@ -25,6 +26,7 @@ async function eventsOf(table: string, count: number): Promise<ChangeEvent[]> {
 }
 
 beforeAll(async () => {
+  setLogLevel('warn'); // the source runs in the test process: keep its info lines out of the report
   await withPg(env.PG_URL, (c) =>
     c.query(`
       CREATE SCHEMA ${schema};
