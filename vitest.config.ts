@@ -14,7 +14,7 @@ export default defineConfig({
       {
         test: {
           name: 'integration',
-          include: ['test/integration/**/*.test.ts'],
+          include: ['test/integration/**/*.test.ts', 'test/chaos/**/*.test.ts'],
           environment: 'node',
           // Real PostgreSQL, Kafka and schema registry, started once per run (or taken from env).
           globalSetup: ['test/integration/global-setup.ts'],
