@@ -116,8 +116,12 @@ const opsSchema = z
     /** Port of /metrics, /healthz, /readyz (0 = off). */
     port: z.number().int().min(0).max(65535).default(0),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+    /** How often consumer lag and slot lag are sampled into /metrics. */
+    lagIntervalSeconds: z.number().min(1).default(10),
+    /** Warn when the replication slot holds more WAL than this. */
+    slotLagWarnBytes: z.number().int().min(0).default(1024 ** 3),
   })
-  .default({ port: 0, logLevel: 'info' });
+  .default({ port: 0, logLevel: 'info', lagIntervalSeconds: 10, slotLagWarnBytes: 1024 ** 3 });
 
 export const configSchema = z
   .strictObject({

@@ -3,6 +3,7 @@ import { CaptureSource } from '../capture/capture-source.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
+import { LagMonitor } from '../ops/lag-monitor.ts';
 import { OpsServer } from '../ops/ops-server.ts';
 import { SinkRunner } from '../sink/sink-runner.ts';
 
@@ -42,6 +43,9 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   if (ops) {
     components.push(ops);
     await ops.start();
+    const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
+    components.push(lag);
+    void lag.start();
   }
   try {
     if (sink) {

@@ -47,6 +47,18 @@ export const metrics = {
     help: 'Requests left in the rate budget of this instance',
     registers: [registry],
   }),
+  consumerLag: new Gauge({
+    name: 'pg2crm_consumer_lag',
+    help: 'Sink consumer group lag per topic-partition: end offset - committed offset',
+    labelNames: ['topic', 'partition'] as const,
+    registers: [registry],
+  }),
+  slotLagBytes: new Gauge({
+    name: 'pg2crm_replication_slot_lag_bytes',
+    help: 'WAL the replication slot holds: current WAL LSN - confirmed_flush_lsn',
+    labelNames: ['slot'] as const,
+    registers: [registry],
+  }),
   endToEndSeconds: new Histogram({
     name: 'pg2crm_end_to_end_seconds',
     help: 'PostgreSQL commit -> CRM write accepted',

@@ -1,3 +1,4 @@
+import type { Kafka } from 'kafkajs';
 import pg from 'pg';
 import type { Config } from '../config.ts';
 import { topicFor } from '../events/topic-router.ts';
@@ -25,30 +26,39 @@ export interface ConnectorStatus {
   deadLetters: { topic: string; count: number };
 }
 
+type Admin = ReturnType<Kafka['admin']>;
+
+/** Lag of the sink group on every partition of the mapped tables' topics. */
+export async function readConsumerLag(admin: Admin, config: Pick<Config, 'kafka' | 'mappings'>): Promise<PartitionStatus[]> {
+  const topics = config.mappings.map((m) => {
+    const [schema, table] = m.table.split('.') as [string, string];
+    return topicFor(config.kafka.topicPrefix, schema, table);
+  });
+  const existing = new Set(await admin.listTopics());
+  const present = topics.filter((t) => existing.has(t));
+  const committed = present.length ? await admin.fetchOffsets({ groupId: config.kafka.groupId, topics: present }) : [];
+  const partitions: PartitionStatus[] = [];
+  for (const topic of present) {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const group = committed.find((c) => c.topic === topic)?.partitions ?? [];
+    for (const end of ends.sort((a, b) => a.partition - b.partition)) {
+      const c = Number(group.find((p) => p.partition === end.partition)?.offset ?? -1);
+      const high = Number(end.high);
+      // No committed offset yet: the group starts from the beginning, so all of it is lag.
+      const from = c >= 0 ? c : Number(end.low);
+      partitions.push({ topic, partition: end.partition, committed: c >= 0 ? c : null, end: high, lag: Math.max(0, high - from) });
+    }
+  }
+  return partitions;
+}
+
 export async function readStatus(config: Config): Promise<ConnectorStatus> {
   const kafka = createKafka(config.kafka, 'status', 2);
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const topics = config.mappings.map((m) => {
-      const [schema, table] = m.table.split('.') as [string, string];
-      return topicFor(config.kafka.topicPrefix, schema, table);
-    });
+    const partitions = await readConsumerLag(admin, config);
     const existing = new Set(await admin.listTopics());
-    const present = topics.filter((t) => existing.has(t));
-    const committed = present.length ? await admin.fetchOffsets({ groupId: config.kafka.groupId, topics: present }) : [];
-    const partitions: PartitionStatus[] = [];
-    for (const topic of present) {
-      const ends = await admin.fetchTopicOffsets(topic);
-      const group = committed.find((c) => c.topic === topic)?.partitions ?? [];
-      for (const end of ends.sort((a, b) => a.partition - b.partition)) {
-        const c = Number(group.find((p) => p.partition === end.partition)?.offset ?? -1);
-        const high = Number(end.high);
-        // No committed offset yet: the group starts from the beginning, so all of it is lag.
-        const from = c >= 0 ? c : Number(end.low);
-        partitions.push({ topic, partition: end.partition, committed: c >= 0 ? c : null, end: high, lag: Math.max(0, high - from) });
-      }
-    }
     let deadLetters = 0;
     if (existing.has(config.sink.deadLetterTopic)) {
       for (const p of await admin.fetchTopicOffsets(config.sink.deadLetterTopic)) deadLetters += Number(p.high) - Number(p.low);
@@ -66,7 +76,7 @@ export async function readStatus(config: Config): Promise<ConnectorStatus> {
   }
 }
 
-async function slotStatus(config: Config): Promise<ConnectorStatus['slot']> {
+export async function slotStatus(config: Pick<Config, 'postgres'>): Promise<ConnectorStatus['slot']> {
   const client = new pg.Client({ connectionString: config.postgres.url, connectionTimeoutMillis: 5000 });
   await client.connect();
   try {

@@ -68,11 +68,12 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
   let conn: TestConnector;
   const schema = uniqueName('e2e');
   let proc: CliProcess | undefined;
+  const opsPort = 20_000 + Math.floor(Math.random() * 20_000);
 
   beforeAll(async () => {
     sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
-    conn = writeConnectorConfig(env, schema, sim.url);
+    conn = writeConnectorConfig(env, schema, sim.url, { extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
   });
 
   afterAll(async () => {
@@ -143,6 +144,17 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
     expect(status.totalLag).toBe(await groupLag(env.KAFKA_BROKERS, conn.groupId, topics));
     expect(status.slot).toMatchObject({ exists: true, active: true });
     expect(status.deadLetters.count).toBe(0);
+    // /metrics exposes the same per-partition lag (sampled every second here), and readiness.
+    const metricLag = await waitFor('lag gauges for every partition', async () => {
+      const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+      const lines = text.split('\n').filter((l) => l.startsWith('pg2crm_consumer_lag{'));
+      return lines.length === 6 && lines.every((l) => l.endsWith(' 0')) ? lines : undefined;
+    }, 30_000);
+    expect(metricLag.map((l) => /partition="(\d+)"/.exec(l)?.[1]).sort()).toEqual(['0', '0', '1', '1', '2', '2']);
+    const metricsText = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    expect(metricsText).toMatch(new RegExp(`pg2crm_replication_slot_lag_bytes\\{slot="${conn.slot}"\\} \\d+`));
+    expect(metricsText).toMatch(/pg2crm_records_written_total\{object="contacts",op="upsert"\} \d+/);
+    expect((await fetch(`http://127.0.0.1:${opsPort}/readyz`)).status).toBe(200);
     const table = await runCli(['status', '--config', conn.configFile]);
     expect(table.output).toMatch(/TOPIC +PARTITION +COMMITTED +END +LAG/);
     expect(table.code).toBe(0);
