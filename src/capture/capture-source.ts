@@ -149,9 +149,15 @@ export class CaptureSource {
         return;
       }
       const tables = [...this.tables.values()];
-      const rows = await readSnapshot(this.pgConfig.url, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, table) => {
-        await this.publishNow(events, table);
-        this.log.info({ table: qualifiedName(table.schema, table.table), rows: events.length }, 'snapshot chunk published');
+      const started = Date.now();
+      const rows = await readSnapshot(this.pgConfig.url, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, p) => {
+        await this.publishNow(events, p.table);
+        const elapsed = (Date.now() - started) / 1000;
+        const etaSeconds = p.done > 0 ? Math.round((elapsed / p.done) * (p.estimatedTotal - p.done)) : null;
+        this.log.info(
+          { table: qualifiedName(p.table.schema, p.table.table), rows: p.done, estimatedTotal: p.estimatedTotal, rowsPerSecond: Math.round(p.done / Math.max(elapsed, 0.001)), etaSeconds },
+          'snapshot progress',
+        );
       });
       await writeState(admin, publication, { snapshotDone: true, snapshotLsn: created.consistentPoint });
       this.log.info({ rows }, 'initial snapshot finished');

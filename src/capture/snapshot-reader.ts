@@ -11,13 +11,21 @@ import type { TableInfo } from './table-catalog.ts';
  *
  * Keyset paging on the primary key keeps memory at one chunk whatever the table's size.
  */
+export interface SnapshotProgress {
+  table: TableInfo;
+  rows: number;
+  /** Rows of all tables as estimated by the planner statistics (pg_class.reltuples). */
+  estimatedTotal: number;
+  done: number;
+}
+
 export async function readSnapshot(
   url: string,
   snapshotName: string,
   consistentPoint: string,
   tables: TableInfo[],
   chunkRows: number,
-  onChunk: (events: ChangeEvent[], table: TableInfo) => Promise<void>,
+  onChunk: (events: ChangeEvent[], progress: SnapshotProgress) => Promise<void>,
 ): Promise<number> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -26,6 +34,11 @@ export async function readSnapshot(
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await client.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
     const tx: TxContext = { lsn: consistentPoint, xid: 0, commitTsMicros: BigInt(Date.now()) * 1000n, seq: 0 };
+    const estimate = await client.query<{ n: string }>(
+      `SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint::text AS n FROM pg_class WHERE oid = ANY ($1::regclass[])`,
+      [tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`)],
+    );
+    const estimatedTotal = Number(estimate.rows[0]?.n ?? 0);
     for (const table of tables) {
       const from = `${quoteIdent(table.schema)}.${quoteIdent(table.table)}`;
       // format('%s') renders with the type's output function, exactly as pgoutput sends values;
@@ -44,8 +57,8 @@ export async function readSnapshot(
         });
         if (res.rows.length === 0) break;
         const events = res.rows.map((texts) => buildSnapshotRow(table, texts, tx));
-        await onChunk(events, table);
         total += events.length;
+        await onChunk(events, { table, rows: events.length, estimatedTotal: Math.max(estimatedTotal, total), done: total });
         const lastRow = res.rows[res.rows.length - 1]!;
         last = pkIndexes.map((i) => lastRow[i] ?? null);
         if (res.rows.length < chunkRows) break;

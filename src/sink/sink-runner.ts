@@ -162,7 +162,7 @@ export class SinkRunner {
       metrics.budgetTokens.set(this.budget.available());
       if (calls.length === 0) {
         // Budget spent: pause until the window frees enough for the next call.
-        this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(this.nextCall(queue, 0).map((p) => p.write)))));
+        this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(this.nextCall(queue).map((p) => p.write)))));
         break;
       }
       const results = await Promise.all(calls.map((c) => this.writeCall(c)));
@@ -203,7 +203,7 @@ export class SinkRunner {
   private takeCalls(queue: Pending[]): Pending[][] {
     const calls: Pending[][] = [];
     while (queue.length > 0 && calls.length < this.config.crm.limits.concurrency) {
-      const call = this.nextCall(queue, 0);
+      const call = this.nextCall(queue);
       if (!this.budget.tryTake(this.adapter.cost(call.map((p) => p.write)))) break;
       queue.splice(0, call.length);
       calls.push(call);
@@ -211,11 +211,12 @@ export class SinkRunner {
     return calls;
   }
 
-  private nextCall(queue: Pending[], from: number): Pending[] {
-    const object = queue[from]!.write.object;
+  /** The writes at the head of the queue that one call can carry: same object, up to the API's batch size. */
+  private nextCall(queue: Pending[]): Pending[] {
+    const object = queue[0]!.write.object;
     const max = this.adapter.maxBatchSize(object);
     const call: Pending[] = [];
-    for (let i = from; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
+    for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
     return call;
   }
 
