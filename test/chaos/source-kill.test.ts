@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { CliProcess, readAllEvents, uniqueName, waitFor, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { CliProcess, dropCapture, readAllEvents, uniqueName, waitFor, waitSlotActive, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
 
 /**
  * Chaos: the source is SIGKILLed at random moments, at least 5 times, while 50,000 changes are
@@ -34,14 +34,7 @@ describe('source under repeated SIGKILL', () => {
 
   afterAll(async () => {
     for (const p of procs) await p.stop();
-    await withPg(env.PG_URL, async (c) => {
-      for (let i = 0; i < 40; i++) {
-        if (!(await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rowCount) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-      await c.query(`DROP PUBLICATION IF EXISTS ${slot}`);
-    });
+    await dropCapture(env.PG_URL, slot, slot);
   });
 
   it(`loses no change over ${KILLS} kills during ${CHANGES} changes`, async () => {
@@ -52,9 +45,7 @@ describe('source under repeated SIGKILL', () => {
     };
     onTestFailed(() => console.log(procs.map((p) => p.output.slice(-2000)).join('\n---\n')));
     let proc = start();
-    await waitFor('slot streaming', () =>
-      withPg(env.PG_URL, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rowCount === 1),
-    );
+    await waitSlotActive(env.PG_URL, slot);
 
     let done = false;
     const writer = withPg(env.PG_URL, async (c) => {

@@ -36,6 +36,13 @@ export async function withPg<T>(pgUrl: string, fn: (client: pg.Client) => Promis
   }
 }
 
+/** Resolves once a connector streams from `slot`. */
+export async function waitSlotActive(pgUrl: string, slot: string): Promise<void> {
+  await waitFor(`slot ${slot} streaming`, () =>
+    withPg(pgUrl, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rowCount === 1),
+  );
+}
+
 /** Drops what a connector left in PostgreSQL (slot, publication) so the cluster stays clean. */
 export async function dropCapture(pgUrl: string, slot: string, publication: string): Promise<void> {
   await withPg(pgUrl, async (c) => {

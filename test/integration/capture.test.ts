@@ -3,7 +3,7 @@ import { CaptureSource } from '../../src/capture/capture-source.ts';
 import { parseConfig } from '../../src/config.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
 import { setLogLevel } from '../../src/logger.ts';
-import { readAllEvents, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
+import { dropCapture, readAllEvents, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * The source half alone (PostgreSQL -> Kafka), against the real services: exact values for
@@ -61,10 +61,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await source?.stop();
-  await withPg(env.PG_URL, async (c) => {
-    await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [`pg2crm_${schema}`]);
-    await c.query(`DROP PUBLICATION IF EXISTS pg2crm_${schema}`);
-  });
+  await dropCapture(env.PG_URL, `pg2crm_${schema}`, `pg2crm_${schema}`);
 });
 
 /** The event value as PostgreSQL's text output, to compare with `col::text`. */

@@ -9,6 +9,7 @@ import {
   type TestConnector,
   uniqueName,
   waitFor,
+  waitSlotActive,
   withPg,
   writeConnectorConfig,
 } from '../helpers/fixtures.ts';
@@ -50,9 +51,7 @@ describe('crash recovery', () => {
       for (const p of procs) console.log(`connector output (tail):\n${p.output.slice(-4000)}`);
       console.log('simulator stats', JSON.stringify(await (await fetch(`${sim.url}/__sim/stats`)).json()));
     });
-    await waitFor('slot created', () =>
-      withPg(env.PG_URL, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [conn.slot])).rowCount === 1),
-    );
+    await waitSlotActive(env.PG_URL, conn.slot);
 
     const customers = 100;
     const rounds = 30;

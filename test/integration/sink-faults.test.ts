@@ -11,6 +11,7 @@ import {
   type TestConnector,
   uniqueName,
   waitFor,
+  waitSlotActive,
   withPg,
   writeConnectorConfig,
 } from '../helpers/fixtures.ts';
@@ -46,9 +47,7 @@ describe('sink under CRM faults', () => {
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
     proc = new CliProcess(['run', '--config', conn.configFile]);
-    await waitFor('slot streaming', () =>
-      withPg(env.PG_URL, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [conn.slot])).rowCount === 1),
-    );
+    await waitSlotActive(env.PG_URL, conn.slot);
   });
 
   afterAll(async () => {
