@@ -2,11 +2,10 @@ import pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { KafkaConfig, PostgresConfig } from '../config.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
-import { AvroCodec, envelopeSchema, type RegisteredSchema } from '../events/avro-codec.ts';
-import { type ChangeEvent, encodeKey } from '../events/change-event.ts';
-import type { ColumnShape } from '../events/row-codec.ts';
+import type { ChangeEvent } from '../events/change-event.ts';
 import { qualifiedName, topicFor } from '../events/topic-router.ts';
 import { createKafka, ensureTopics } from '../kafka/client.ts';
+import { EventEncoder, type SchemaSource } from '../kafka/event-encoder.ts';
 import { type OutgoingMessage, Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../ops/metrics.ts';
@@ -37,24 +36,17 @@ import { describeTables, type TableInfo } from './table-catalog.ts';
 /** A queued item: an event to publish, or the end of a transaction whose LSN may be confirmed once all before it is acked. */
 type Pending = { event: ChangeEvent; relation: SchemaSource } | { commitEndLsn: Lsn };
 
-interface SchemaSource {
-  schema: string;
-  table: string;
-  columns: ColumnShape[];
-}
-
 const MAX_SEND_BATCH = 5000;
 
 export class CaptureSource {
   private readonly log = componentLogger('capture.source');
   private readonly pgConfig: PostgresConfig;
   private readonly kafkaConfig: KafkaConfig;
-  private readonly codec: AvroCodec;
+  private readonly encoder: EventEncoder;
   private readonly publisher: Publisher;
   private readonly kafka;
   private service: LogicalReplicationService | undefined;
   private tables = new Map<string, TableInfo>();
-  private readonly schemas = new WeakMap<SchemaSource, Promise<RegisteredSchema>>();
   private readonly queue: Pending[] = [];
   private queueWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
@@ -71,7 +63,7 @@ export class CaptureSource {
   constructor(pgConfig: PostgresConfig, kafkaConfig: KafkaConfig, onFatal?: (err: Error) => void) {
     this.pgConfig = pgConfig;
     this.kafkaConfig = kafkaConfig;
-    this.codec = new AvroCodec(kafkaConfig.schemaRegistry);
+    this.encoder = new EventEncoder(kafkaConfig);
     this.kafka = createKafka(kafkaConfig, 'source');
     this.publisher = new Publisher(this.kafka);
     this.fatal = onFatal;
@@ -182,23 +174,9 @@ export class CaptureSource {
   }
 
   private async publishNow(events: ChangeEvent[], table: SchemaSource): Promise<void> {
-    const messages = await Promise.all(events.map((e) => this.toMessages(e, table)));
+    const messages = await Promise.all(events.map((e) => this.encoder.encode(e, table)));
     await this.publisher.send(messages.flat());
     metrics.eventsProduced.inc(events.length);
-  }
-
-  private async toMessages(event: ChangeEvent, table: SchemaSource): Promise<OutgoingMessage[]> {
-    const topic = topicFor(this.kafkaConfig.topicPrefix, event.source.schema, event.source.table);
-    let registered = this.schemas.get(table);
-    if (!registered) {
-      registered = this.codec.register(`${topic}-value`, envelopeSchema(this.kafkaConfig.topicPrefix, table.schema, table.table, table.columns));
-      this.schemas.set(table, registered);
-    }
-    const key = encodeKey(event.key);
-    const out: OutgoingMessage[] = [{ topic, key, value: this.codec.encode(await registered, event) }];
-    // A tombstone lets log compaction drop the key once consumers have seen the delete.
-    if (event.op === 'd' && this.kafkaConfig.tombstones) out.push({ topic, key, value: null });
-    return out;
   }
 
   private async stream(): Promise<void> {
@@ -307,7 +285,7 @@ export class CaptureSource {
     for (const item of chunk) {
       if ('commitEndLsn' in item) lastCommit = item.commitEndLsn;
       else {
-        messages.push(this.toMessages(item.event, item.relation));
+        messages.push(this.encoder.encode(item.event, item.relation));
         events++;
       }
     }

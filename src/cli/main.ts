@@ -6,6 +6,7 @@ import { printChecks, runChecks } from './check-command.ts';
 import { runConnector, type Role } from './run-command.ts';
 import { runSimulator } from './sim-command.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
+import { replayDeadLetters } from '../sink/dlq-replay.ts';
 
 /**
  * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.
@@ -85,6 +86,28 @@ program
         await new Promise((r) => setTimeout(r, opts.watch! * 1000));
         if (!opts.json) process.stdout.write('\n');
       }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('dlq')
+  .description('dead-letter topic tools')
+  .command('replay')
+  .description("re-drive dead-lettered records: publishes each record's current PostgreSQL row (or its deletion) again")
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .action(async (opts: { config: string }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      const r = await replayDeadLetters(config);
+      process.stdout.write(
+        r.letters === 0
+          ? `no dead letters to replay in ${config.sink.deadLetterTopic}\n`
+          : `replayed ${r.letters} dead letter(s): ${r.records} record(s) re-published from PostgreSQL (${r.deleted} as deletions)\n`,
+      );
+      process.exit(0);
     } catch (err) {
       fail(err);
     }

@@ -7,6 +7,7 @@ import {
   createErpSchema,
   dropCapture,
   groupLag,
+  runCli,
   simRecords,
   type TestConnector,
   uniqueName,
@@ -73,6 +74,16 @@ describe('sink under CRM faults', () => {
     expect(letters[0]?.value).toBeTruthy(); // the original Avro message, for `dlq replay`
     await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics())) === 0);
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+
+    // The CRM-side cause is fixed: `dlq replay` re-drives the 10 records from PostgreSQL's current rows.
+    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'changed-later' WHERE id = 20`));
+    const replay = await runCli(['dlq', 'replay', '--config', conn.configFile]);
+    expect(replay.output).toContain('replayed 10 dead letter(s): 10 record(s) re-published');
+    expect(replay.code).toBe(0);
+    await waitFor('all 100 contacts', async () => (await simRecords(sim.url, 'contacts')).length === 100);
+    const twenty = (await simRecords(sim.url, 'contacts')).find((r) => (r.custom_fields as Record<string, unknown>).erp_id === '20');
+    expect(twenty?.first_name).toBe('changed-later'); // the current row, not the dead-lettered one
+    expect((await runCli(['dlq', 'replay', '--config', conn.configFile])).output).toContain('no dead letters to replay');
   });
 
   it('pauses on a throttle storm longer than the session timeout, stays in the group, resumes', async () => {
