@@ -74,10 +74,6 @@ export class CaptureSource {
     return this.streaming;
   }
 
-  confirmedLsn(): string {
-    return formatLsn(this.confirmed);
-  }
-
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
