@@ -19,7 +19,7 @@ export function postgresUrl(port: number): string {
   return `postgresql://pg2crm:pg2crm@127.0.0.1:${port}/pg2crm`;
 }
 
-export async function startPostgres(dir: string, port: number): Promise<void> {
+export async function startPostgres(dir: string, port: number, opts: { walLevel?: 'logical' | 'replica' } = {}): Promise<void> {
   if (!existsSync(join(BIN, 'postgres'))) {
     throw new Error(`PostgreSQL 15 server binaries not found in ${BIN}; install them: apt-get install postgresql-15`);
   }
@@ -35,7 +35,7 @@ export async function startPostgres(dir: string, port: number): Promise<void> {
         `port = ${port}`,
         "listen_addresses = '127.0.0.1'",
         `unix_socket_directories = '${dir}'`,
-        'wal_level = logical',
+        `wal_level = ${opts.walLevel ?? 'logical'}`,
         'max_replication_slots = 50',
         'max_wal_senders = 50',
         'max_connections = 200',

@@ -1,9 +1,10 @@
 import pg from 'pg';
 import type { Config } from '../config.ts';
 import { describeTables } from '../capture/table-catalog.ts';
-import { preflight } from '../capture/slot-admin.ts';
+import { preflight, slotInfo } from '../capture/slot-admin.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import { errorMessage } from '../errors.ts';
+import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
 
 /**
@@ -52,6 +53,8 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
       const tables = await describeTables(client, config.postgres.tables);
       return [...tables.values()].map((t) => `${t.schema}.${t.table} (key ${t.primaryKey.join(', ')})`).join('; ');
     }));
+    results.push(await attempt(`replication slot ${config.postgres.slot}`, () => checkSlot(client, config.postgres.slot)));
+    results.push(await attempt(`publication ${config.postgres.publication}`, () => checkPublication(client, config.postgres.publication, config.postgres.tables)));
     await client.end().catch(() => undefined);
   }
   const kafka = createKafka(config.kafka, 'check', 0);
@@ -63,6 +66,20 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
   });
   if (!kafkaUp.ok) kafkaUp.detail += '; check kafka.brokers and that the brokers run';
   results.push(kafkaUp);
+  if (kafkaUp.ok) {
+    results.push(await attempt('Kafka topics', async () => {
+      const existing = new Set(await admin.listTopics());
+      const wanted = config.postgres.tables.map((t) => {
+        const [schema, table] = t.split('.') as [string, string];
+        return topicFor(config.kafka.topicPrefix, schema, table);
+      });
+      const missing = wanted.filter((t) => !existing.has(t));
+      const present = wanted.filter((t) => existing.has(t));
+      const parts = present.length ? [`${present.join(', ')} exist`] : [];
+      if (missing.length) parts.push(`${missing.join(', ')} will be created with ${config.kafka.partitions} partitions`);
+      return parts.join('; ');
+    }));
+  }
   await admin.disconnect().catch(() => undefined);
   results.push(await attempt('schema registry reachable', async () => {
     const url = `${config.kafka.schemaRegistry.url.replace(/\/+$/, '')}/subjects`;
@@ -86,4 +103,27 @@ export function printChecks(results: CheckResult[], out: (line: string) => void)
   const failed = results.filter((r) => !r.ok).length;
   out(failed ? `${failed} check(s) failed` : 'all checks passed');
   return failed;
+}
+
+async function checkSlot(client: pg.Client, slot: string): Promise<string> {
+  const info = await slotInfo(client, slot);
+  if (info.exists) return info.active ? `exists, in use by pid ${info.activePid} (a running connector)` : 'exists; the connector resumes from it';
+  const r = await client.query<{ used: number; max: number }>(
+    "SELECT (SELECT count(*) FROM pg_replication_slots)::int AS used, current_setting('max_replication_slots')::int AS max",
+  );
+  const { used, max } = r.rows[0]!;
+  if (used >= max) throw new Error(`all ${max} replication slots are taken; raise max_replication_slots or drop an unused slot`);
+  return `will be created (${max - used} of ${max} slots free)`;
+}
+
+async function checkPublication(client: pg.Client, publication: string, tables: string[]): Promise<string> {
+  const r = await client.query<{ t: string }>(
+    "SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1",
+    [publication],
+  );
+  const exists = (await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publication])).rowCount === 1;
+  if (!exists) return `will be created for ${tables.join(', ')}`;
+  const have = new Set(r.rows.map((row) => row.t));
+  const same = have.size === tables.length && tables.every((t) => have.has(t));
+  return same ? 'publishes exactly the captured tables' : `will be set to ${tables.join(', ')} (now: ${[...have].join(', ') || 'none'})`;
 }

@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { postgresUrl, startPostgres, stopPostgres } from '../../scripts/stack/postgres.ts';
 import { createErpSchema, runCli, uniqueName, writeConnectorConfig } from '../helpers/fixtures.ts';
 
 /** Bad input exits non-zero with a message naming the problem; a good setup passes `check`. */
@@ -30,6 +31,9 @@ describe('pg2crm CLI', () => {
   it('check passes on a good setup', async () => {
     const { code, output } = await runCli(['check', '--config', configFile(good)]);
     expect(output).toContain('all checks passed');
+    expect(output).toMatch(/PASS {2}replication slot pg2crm_cli_\w+: will be created \(\d+ of 50 slots free\)/);
+    expect(output).toMatch(/PASS {2}publication pg2crm_cli_\w+: will be created for /);
+    expect(output).toMatch(/PASS {2}Kafka topics: .* will be created with 3 partitions/);
     expect(code).toBe(0);
   });
 
@@ -65,6 +69,24 @@ describe('pg2crm CLI', () => {
     expect(output).toMatch(/FAIL {2}CRM credentials \(zendesk-sell\): .*check crm\.auth\.token/);
     expect(output).toMatch(/PASS {2}PostgreSQL ready for logical replication/);
     expect(output).not.toContain('wrong-token');
+  });
+
+  it('check names wal_level=replica with its fix, on a real cluster so configured', async () => {
+    // A second, throwaway PostgreSQL 15 with the server's default wal_level.
+    const pgDir = mkdtempSync(join(tmpdir(), 'pg2crm-replica-'));
+    const port = 54_330 + Math.floor(Math.random() * 500);
+    await startPostgres(pgDir, port, { walLevel: 'replica' });
+    try {
+      await createErpSchema(postgresUrl(port), schema);
+      const onReplica = { ...good, postgres: { ...(good.postgres as object), url: postgresUrl(port) } };
+      const { code, output } = await runCli(['check', '--config', configFile(onReplica)]);
+      expect(code).toBe(1);
+      expect(output).toMatch(/FAIL {2}PostgreSQL ready for logical replication: wal_level is replica; set wal_level = logical in postgresql\.conf and restart PostgreSQL/);
+      expect(output).toMatch(/PASS {2}captured tables/);
+    } finally {
+      await stopPostgres(pgDir);
+      rmSync(pgDir, { recursive: true, force: true });
+    }
   });
 
   it('run exits 1 when the broker cannot be reached', async () => {
