@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { buildSnapshotRow, type TxContext } from './change-builder.ts';
-import { quoteIdent } from './sql-identifiers.ts';
+import { quoteIdent, selectAsText } from './sql-identifiers.ts';
 import type { TableInfo } from './table-catalog.ts';
 
 /**
@@ -41,9 +41,7 @@ export async function readSnapshot(
     const estimatedTotal = Number(estimate.rows[0]?.n ?? 0);
     for (const table of tables) {
       const from = `${quoteIdent(table.schema)}.${quoteIdent(table.table)}`;
-      // format('%s') renders with the type's output function, exactly as pgoutput sends values;
-      // `::text` would not (bool::text is 'true', inet::text adds the netmask).
-      const select = table.columns.map((c) => `CASE WHEN ${quoteIdent(c.name)} IS NULL THEN NULL ELSE format('%s', ${quoteIdent(c.name)}) END`).join(', ');
+      const select = selectAsText(table.columns);
       const pk = table.primaryKey.map(quoteIdent);
       const pkTypes = table.primaryKey.map((k) => table.columns.find((c) => c.name === k)?.typeName ?? 'text');
       const pkIndexes = table.primaryKey.map((k) => table.columns.findIndex((c) => c.name === k));

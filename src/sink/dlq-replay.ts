@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Config } from '../config.ts';
 import { buildSnapshotRow, type TxContext } from '../capture/change-builder.ts';
-import { quoteIdent } from '../capture/sql-identifiers.ts';
+import { quoteIdent, selectAsText } from '../capture/sql-identifiers.ts';
 import { describeTables, type TableInfo } from '../capture/table-catalog.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { avroName } from '../events/row-codec.ts';
@@ -127,7 +127,7 @@ async function republish(config: Config, letters: DeadLetter[]): Promise<Omit<Re
 }
 
 async function currentRow(db: pg.Client, table: TableInfo, key: Row, tx: TxContext): Promise<ChangeEvent | undefined> {
-  const select = table.columns.map((c) => `CASE WHEN ${quoteIdent(c.name)} IS NULL THEN NULL ELSE format('%s', ${quoteIdent(c.name)}) END`).join(', ');
+  const select = selectAsText(table.columns);
   const where = table.primaryKey
     .map((k, i) => `${quoteIdent(k)} = $${i + 1}::${table.columns.find((c) => c.name === k)?.typeName ?? 'text'}`)
     .join(' AND ');
