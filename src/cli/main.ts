@@ -5,6 +5,7 @@ import { setLogLevel } from '../logger.ts';
 import { printChecks, runChecks } from './check-command.ts';
 import { runConnector, type Role } from './run-command.ts';
 import { runSimulator } from './sim-command.ts';
+import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
 import { replayDeadLetters } from '../sink/dlq-replay.ts';
 
@@ -13,6 +14,8 @@ import { replayDeadLetters } from '../sink/dlq-replay.ts';
  */
 const EXIT_FAILURE = 1;
 const EXIT_CONFIG = 2;
+
+installStopSignals(); // already done by bin/pg2crm.js; here for `node src/cli/main.ts`
 
 // kafkajs 2.2.4 computes some timer delays from a sentinel of -1 on Node 23+; Node clamps them
 // to 1 ms and warns on every start. Harmless, and noise in operators' logs: drop that one warning.

@@ -6,6 +6,7 @@ import { componentLogger } from '../logger.ts';
 import { LagMonitor } from '../ops/lag-monitor.ts';
 import { OpsServer } from '../ops/ops-server.ts';
 import { SinkRunner } from '../sink/sink-runner.ts';
+import { onStopSignal } from './stop-signals.ts';
 
 export type Role = 'all' | 'source' | 'sink';
 
@@ -32,8 +33,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
     log.error({ err: errorMessage(err) }, 'fatal error; stopping');
     void stopAll(1);
   };
-  process.once('SIGTERM', () => void stopAll(0));
-  process.once('SIGINT', () => void stopAll(0));
+  onStopSignal(() => void stopAll(0));
 
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
   const sink = role !== 'source' ? new SinkRunner(config, createAdapter(config.crm), onFatal) : undefined;

@@ -1,6 +1,7 @@
 import { ConnectorError } from '../errors.ts';
 import type { CrmSimulator } from '../crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../crm/zendesk-sell/simulator.ts';
+import { onStopSignal } from './stop-signals.ts';
 
 /** `pg2crm sim <crm>`: a CRM simulator in the foreground until SIGINT/SIGTERM. */
 export const SIMULATORS = ['zendesk-sell'] as const;
@@ -36,9 +37,6 @@ export async function runSimulator(
       throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
   }
   process.stdout.write(`simulator ${kind} listening on ${sim.url}\n`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await new Promise<void>((resolve) => onStopSignal(() => resolve()));
   await sim.close();
 }

@@ -72,6 +72,7 @@ describe('source under repeated SIGKILL', () => {
     }
     await writer;
     expect(kills).toBeGreaterThanOrEqual(KILLS);
+    await waitSlotActive(env.PG_URL, slot); // the last incarnation streams: it has changes to finish
 
     const final = await withPg(env.PG_URL, async (c) => (await c.query<{ id: number; v: number }>(`SELECT id, v FROM ${schema}.customers`)).rows);
     const expected = final.reduce((n, r) => n + r.v + 1, 0);
