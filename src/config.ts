@@ -69,13 +69,18 @@ const limitsSchema = z.strictObject({
   /** Requests allowed per window for this credential (all instances together). */
   requests: z.number().int().min(1),
   windowSeconds: z.number().min(1),
+  /**
+   * Quota over a rolling 24 h, in the CRM's own unit: API calls (Salesforce, HubSpot) or credits
+   * (Zoho: 1 per 10 records upserted, 500 per Bulk Write job). Unset = no daily cap.
+   */
+  daily: z.number().int().min(1).optional(),
   /** Requests in flight at once. */
   concurrency: z.number().int().min(1).max(100).default(4),
   /** Fraction of the quota pg2crm may use; keep a little for other tools of the account. */
   utilisation: z.number().min(0.05).max(1).default(1),
 });
 
-const crmKinds = ['zendesk-sell'] as const;
+const crmKinds = ['zendesk-sell', 'salesforce', 'hubspot', 'dynamics', 'zoho'] as const;
 
 const crmSchema = z.strictObject({
   kind: z.enum(crmKinds, { error: `unknown CRM kind; supported: ${crmKinds.join(', ')}` }),
@@ -83,6 +88,14 @@ const crmSchema = z.strictObject({
   auth: z.strictObject({ token: z.string().min(1, 'set the API token (or token_FILE)') }),
   limits: limitsSchema,
   timeoutMs: z.number().int().min(100).default(30_000),
+  /**
+   * Records in one call from which the adapter uses the CRM's asynchronous bulk API instead of
+   * the regular batch API (Salesforce Bulk API 2.0, Zoho Bulk Write); 0 = never. Ignored by CRMs
+   * without one.
+   */
+  bulkThreshold: z.number().int().min(0).default(2000),
+  /** API version path segment where the CRM has one (e.g. Salesforce `v62.0`, Zoho `v7`). */
+  apiVersion: z.string().optional(),
 });
 
 const mappingSchema = z.strictObject({

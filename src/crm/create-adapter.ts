@@ -1,4 +1,5 @@
 import type { CrmConfig } from '../config.ts';
+import { ConnectorError } from '../errors.ts';
 import type { CrmAdapter } from './crm-adapter.ts';
 import { ZendeskSellAdapter } from './zendesk-sell/adapter.ts';
 
@@ -7,5 +8,7 @@ export function createAdapter(config: CrmConfig): CrmAdapter {
   switch (config.kind) {
     case 'zendesk-sell':
       return new ZendeskSellAdapter(config);
+    default:
+      throw new ConnectorError('CONFIG_CRM_KIND', `crm.kind ${config.kind} has no adapter in this build; use one of: zendesk-sell`);
   }
 }

@@ -32,6 +32,8 @@ export type WriteOutcome =
 export interface RateSignal {
   /** Requests left in the current window, when the CRM says (X-RateLimit-Remaining, ...). */
   remaining?: number;
+  /** Left of the daily quota, when the CRM says (Sforce-Limit-Info, X-HubSpot-RateLimit-Daily-Remaining, X-API-CREDITS-REMAINING). */
+  dailyRemaining?: number;
   /** The CRM throttled us; wait this long (seconds) before the next request. */
   retryAfterSeconds?: number;
   throttled?: boolean;
@@ -49,6 +51,11 @@ export interface CrmAdapter {
   write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]>;
   /** Requests that `write(records)` will spend (used by the rate budget before calling). */
   cost(records: CrmWrite[]): number;
+  /**
+   * What `write(records)` spends of the daily quota (`limits.daily`), in the CRM's unit: Zoho
+   * credits (1 per 10 records, 500 per Bulk Write job); calls elsewhere. Default: `cost`.
+   */
+  dailyCost?(records: CrmWrite[]): number;
   /** Verifies the credentials with one cheap request (used by `pg2crm check`). */
   ping(): Promise<void>;
   close(): Promise<void>;
