@@ -28,8 +28,16 @@ const postgresSchema = z.strictObject({
   tables: z.array(qualifiedTable).min(1, 'list at least one table to capture'),
   slot: identifier.optional(),
   publication: identifier.optional(),
+  /**
+   * When tables are read in full (op 'r' events), besides `pg2crm snapshot --table` requests, which run in every mode:
+   * - `initial`: when the connector creates its replication slot (first start), inside the slot's exported snapshot;
+   *   a snapshot cut short by a crash resumes after the last chunk Kafka acknowledged. A slot that lost WAL it
+   *   needed (wal_status = lost) stops the connector with an error.
+   * - `never`: stream only; no snapshot even when the slot is created.
+   * - `when_needed`: as `initial`, and a slot that lost WAL is dropped, recreated and everything snapshotted again.
+   */
   snapshot: z.enum(['initial', 'never', 'when_needed']).default('initial'),
-  /** Rows per keyset page of the initial snapshot. */
+  /** Rows per keyset page (chunk) of the initial and incremental snapshots; progress is saved per chunk. */
   snapshotChunkRows: z.number().int().min(1).max(1_000_000).default(5000),
   /** Interval of the logical heartbeat message that keeps an idle slot moving (0 = off). */
   heartbeatSeconds: z.number().min(0).default(10),
@@ -121,8 +129,14 @@ const sinkSchema = z
     maxAttempts: z.number().int().min(1).default(8),
     /** Topic for records the CRM rejected; default `<topicPrefix>.dlq`. */
     deadLetterTopic: z.string().optional(),
+    /**
+     * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
+     * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
+     */
+    noopSkip: z.boolean().default(true),
+    hashTopic: z.string().optional(),
   })
-  .default({ lingerMs: 200, maxAttempts: 8 });
+  .default({ lingerMs: 200, maxAttempts: 8, noopSkip: true });
 
 const opsSchema = z
   .strictObject({
@@ -180,7 +194,11 @@ export const configSchema = z
       clientId: cfg.kafka.clientId ?? `pg2crm-${cfg.name}`,
       groupId: cfg.kafka.groupId ?? `pg2crm-${cfg.name}-sink`,
     },
-    sink: { ...cfg.sink, deadLetterTopic: cfg.sink.deadLetterTopic ?? `${cfg.kafka.topicPrefix}.dlq` },
+    sink: {
+      ...cfg.sink,
+      deadLetterTopic: cfg.sink.deadLetterTopic ?? `${cfg.kafka.topicPrefix}.dlq`,
+      hashTopic: cfg.sink.hashTopic ?? `${cfg.kafka.topicPrefix}.sink-hashes`,
+    },
     // A lookup finds the other record by the external-id field its own mapping writes.
     mappings: cfg.mappings.map((m) => ({
       ...m,

@@ -47,6 +47,46 @@ export const metrics = {
     help: 'Requests left in the rate budget of this instance',
     registers: [registry],
   }),
+  budgetLimit: new Gauge({
+    name: 'pg2crm_budget_limit',
+    help: 'Requests per window: scope=quota is the credential (all instances), scope=instance is what this instance may use now (share x adaptive scale)',
+    labelNames: ['scope'] as const,
+    registers: [registry],
+  }),
+  budgetUsed: new Gauge({
+    name: 'pg2crm_budget_used',
+    help: 'Requests this instance spent in the current rolling window',
+    labelNames: ['scope'] as const,
+    registers: [registry],
+  }),
+  budgetShare: new Gauge({
+    name: 'pg2crm_budget_share',
+    help: "This instance's fraction of the credential's quota (follows its partitions' lag and priority)",
+    registers: [registry],
+  }),
+  circuitState: new Gauge({
+    name: 'pg2crm_circuit_state',
+    help: 'CRM circuit breaker: 0 closed, 1 half-open, 2 open',
+    registers: [registry],
+  }),
+  inFlight: new Gauge({
+    name: 'pg2crm_crm_in_flight',
+    help: 'CRM calls in flight',
+    registers: [registry],
+  }),
+  batchSize: new Histogram({
+    name: 'pg2crm_crm_batch_size',
+    help: 'Records per CRM call',
+    labelNames: ['object'] as const,
+    buckets: [1, 5, 10, 25, 50, 100, 200, 500, 1000, 5000, 25000],
+    registers: [registry],
+  }),
+  noopSkipped: new Counter({
+    name: 'pg2crm_noop_skipped_total',
+    help: 'Changes not sent because the mapped CRM fields were unchanged since the last successful write',
+    labelNames: ['object'] as const,
+    registers: [registry],
+  }),
   consumerLag: new Gauge({
     name: 'pg2crm_consumer_lag',
     help: 'Sink consumer group lag per topic-partition: end offset - committed offset',

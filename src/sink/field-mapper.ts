@@ -2,6 +2,7 @@ import type { MappingConfig } from '../config.ts';
 import type { CrmWrite } from '../crm/crm-adapter.ts';
 import { ConnectorError } from '../errors.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
+import { PgDate, PgDecimal, PgTime, PgTimestamp } from '../events/pg-values.ts';
 import { avroName } from '../events/row-codec.ts';
 
 /**
@@ -9,9 +10,29 @@ import { avroName } from '../events/row-codec.ts';
  * to do nothing (a delete with `onDelete: ignore`). Columns an update left untouched (unchanged
  * TOAST values) are left out of the write: sending them would overwrite the CRM with null.
  */
+
+/**
+ * A column value as CRM APIs take it in JSON:
+ * - int8: a number when within ±2^53 (exact in every JSON parser), else its decimal string;
+ * - numeric: a number when it has at most 15 significant digits (DBL_DIG: every such decimal
+ *   survives the CRM's parse into a double and back), else the exact decimal string, e.g.
+ *   1234.56 -> 1234.56 but 12345678901234567.89 -> "12345678901234567.89"; NaN stays "NaN";
+ * - date: "YYYY-MM-DD"; timestamp: "YYYY-MM-DDTHH:MM:SS.ffffff", timestamptz the same in UTC
+ *   with "Z"; time: "HH:MM:SS.ffffff" (ISO 8601, microseconds kept; years outside 0000-9999 in
+ *   the expanded ±YYYYYY form);
+ * - ±infinity dates and timestamps: null, as a CRM date field has no infinity and an empty
+ *   field is the nearest meaning of "no end"; float NaN and ±Infinity: null (JSON has none);
+ * - bytea: base64; everything else (text, uuid, json, enums, arrays, intervals) as it is.
+ */
 export function toCrmValue(v: unknown): unknown {
   if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
   if (Buffer.isBuffer(v)) return v.toString('base64');
+  if (v instanceof PgDecimal) {
+    const n = Number(v.toString());
+    return v.significantDigits() <= 15 && Number.isFinite(n) && (n !== 0 || v.unscaled === 0n) ? n : v.toString();
+  }
+  if (v instanceof PgDate || v instanceof PgTimestamp || v instanceof PgTime) return v.toIso();
   return v;
 }
 
@@ -24,6 +45,18 @@ function column(row: Row, name: string, mapping: MappingConfig, what: string): u
     );
   }
   return row[key];
+}
+
+/**
+ * False for an update that, by PostgreSQL's own account (REPLICA IDENTITY FULL lists the changed
+ * columns), changed none of the columns the mapping reads: there is nothing to send. Without
+ * FULL the changed columns are unknown and every update counts.
+ */
+export function touchesMapping(event: ChangeEvent, mapping: MappingConfig): boolean {
+  if (event.op !== 'u' || event.changed === null) return true;
+  const changed = new Set(event.changed);
+  const read = [mapping.externalId.column, ...Object.values(mapping.fields), ...Object.values(mapping.lookups).map((l) => l.column)];
+  return read.some((c) => changed.has(avroName(c)));
 }
 
 export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite | null {

@@ -1,10 +1,30 @@
 import type { RateSignal } from '../crm/crm-adapter.ts';
 
 /**
- * A rolling-window request budget: at most `requests` calls in any `windowSeconds` span,
- * which is how Zendesk Sell, HubSpot and Dynamics count (a token bucket refilled at the average
- * rate would allow a full bucket plus refill inside one window, i.e. more than the limit).
- * A Retry-After from the CRM blocks the budget until it has passed.
+ * The request budget of one sink instance for one CRM credential.
+ *
+ * Window: at most `limit` calls in any rolling `windowSeconds` span, which is how Zendesk Sell,
+ * HubSpot and Dynamics count (a token bucket refilled at the average rate would allow a full
+ * bucket plus refill inside one window, i.e. more than the limit).
+ *
+ * Share: the instance may use `quota × share` of the window (see budget-share.ts). A smaller
+ * share applies at once; a larger one only after a whole window has passed since it was granted,
+ * because the instance that gave the difference up may already have spent it in the current
+ * window. Formally: the calls an instance makes in any window are at most the smallest share it
+ * held during that window, so the instances' calls sum to at most the quota as long as the
+ * shares they hold at any one moment do.
+ *
+ * Adaptive: a throttle from the CRM (429/403 or a remaining count below ours) means someone else
+ * spends from the bucket or the configured limit is wrong: the usable fraction drops to 0.7×
+ * (at most once per second, so one burst of parallel throttles counts once) and then recovers
+ * additively, 5% of the limit every tenth of a window (AIMD; AWS's adaptive retry uses the same
+ * 0.7 factor). A Retry-After blocks the budget until it has passed, however long.
+ *
+ * Daily: an optional rolling-24 h quota in the CRM's own unit (calls or Zoho credits), counted in
+ * one-minute buckets so memory does not grow with the quota; shared by the same fraction.
+ *
+ * Priorities: a caller that could not get budget registers its demand with its priority; callers
+ * of lower priority then leave that much budget for it.
  */
 export interface Clock {
   now(): number;
@@ -12,61 +32,227 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+const DAY_MS = 86_400_000;
+const MINUTE_MS = 60_000;
+const DECREASE = 0.7;
+const MIN_SCALE = 0.05;
+const INCREASE = 0.05;
+
+interface Grant {
+  at: number;
+  limit: number;
+}
+
+export interface BudgetOptions {
+  requests: number;
+  windowSeconds: number;
+  utilisation?: number;
+  daily?: number | undefined;
+}
+
 export class RateBudget {
-  private readonly limit: number;
+  /** The credential's quota per window (all instances together), after `utilisation`. */
+  readonly quota: number;
+  readonly dailyQuota: number | undefined;
   private readonly windowMs: number;
   private readonly clock: Clock;
-  /** Send times of the calls inside the current window, oldest first. */
-  private readonly sent: number[] = [];
+  /** Send times (and costs) of the calls inside the current window, oldest first. */
+  private readonly sent: { at: number; n: number }[] = [];
+  private sentCount = 0;
   private blockedUntil = 0;
+  /** Share limits granted, newest last; entries older than a window are dropped but the newest of them. */
+  private grants: Grant[];
+  private share = 1;
+  private scale = 1;
+  private lastDecrease = -Infinity;
+  private lastIncrease = 0;
+  private readonly daily = new Map<number, number>();
+  private dailySpent = 0;
+  private dailyCorrection = 0;
+  private readonly demand = new Map<string, { n: number; priority: number; at: number }>();
+  throttles = 0;
 
-  constructor(opts: { requests: number; windowSeconds: number; utilisation?: number }, clock: Clock = systemClock) {
-    this.limit = Math.max(1, Math.floor(opts.requests * (opts.utilisation ?? 1)));
+  constructor(opts: BudgetOptions, clock: Clock = systemClock) {
+    const utilisation = opts.utilisation ?? 1;
+    this.quota = Math.max(1, Math.floor(opts.requests * utilisation));
+    this.dailyQuota = opts.daily === undefined ? undefined : Math.max(1, Math.floor(opts.daily * utilisation));
     this.windowMs = opts.windowSeconds * 1000;
     this.clock = clock;
+    this.grants = [{ at: -Infinity, limit: this.quota }];
+    this.lastIncrease = clock.now();
+  }
+
+  get windowSeconds(): number {
+    return this.windowMs / 1000;
+  }
+
+  /** This instance's fraction of the quota (0..1). */
+  get fraction(): number {
+    return this.share;
+  }
+
+  /**
+   * Sets this instance's fraction of the quota. `immediate` skips the one-window delay of a
+   * raise; only for an instance that knows nobody else holds a share (the sole group member).
+   */
+  setShare(fraction: number, immediate = false): void {
+    const now = this.clock.now();
+    this.share = Math.min(1, Math.max(0, fraction));
+    const limit = Math.floor(this.quota * this.share);
+    if (immediate) this.grants = [{ at: -Infinity, limit }];
+    else this.grants.push({ at: now, limit });
+  }
+
+  /** The share limit in force: the smallest granted within the last window. */
+  private shareLimit(now: number): number {
+    const from = now - this.windowMs;
+    let keep = 0;
+    for (let i = 0; i < this.grants.length; i++) if (this.grants[i]!.at <= from) keep = i;
+    if (keep > 0) this.grants = this.grants.slice(keep);
+    let limit = Infinity;
+    for (const g of this.grants) limit = Math.min(limit, g.limit);
+    return limit;
+  }
+
+  private recover(now: number): void {
+    const step = this.windowMs / 10;
+    while (this.scale < 1 && now - this.lastIncrease >= step && now - this.lastDecrease >= step) {
+      this.scale = Math.min(1, this.scale + INCREASE);
+      this.lastIncrease += step;
+    }
+    if (this.scale >= 1 || now - this.lastIncrease > this.windowMs) this.lastIncrease = now;
+  }
+
+  /** Calls this instance may make per window right now (share × adaptive scale). */
+  limit(): number {
+    const now = this.clock.now();
+    this.recover(now);
+    return Math.floor(this.shareLimit(now) * this.scale);
   }
 
   private prune(now: number): void {
-    while (this.sent.length > 0 && this.sent[0]! <= now - this.windowMs) this.sent.shift();
+    while (this.sent.length > 0 && this.sent[0]!.at <= now - this.windowMs) this.sentCount -= this.sent.shift()!.n;
+    const oldest = Math.floor((now - DAY_MS) / MINUTE_MS);
+    for (const [minute, n] of this.daily) {
+      if (minute > oldest) break;
+      this.daily.delete(minute);
+      this.dailySpent -= n;
+    }
   }
 
-  /** Requests that may be sent right now. */
+  /** Calls spent in the current window. */
+  used(): number {
+    this.prune(this.clock.now());
+    return this.sentCount;
+  }
+
+  /** Requests that may be sent right now (before priorities). */
   available(): number {
     const now = this.clock.now();
     if (now < this.blockedUntil) return 0;
     this.prune(now);
-    return this.limit - this.sent.length;
+    return Math.max(0, this.limit() - this.sentCount);
   }
 
-  /** Takes `n` requests if all are available now. */
-  tryTake(n: number): boolean {
-    if (this.available() < n) return false;
+  private dailyAvailable(): number {
+    if (this.dailyQuota === undefined) return Infinity;
+    this.prune(this.clock.now());
+    return Math.floor(this.dailyQuota * this.share) - this.dailySpent - this.dailyCorrection;
+  }
+
+  private reservedAbove(priority: number, who: string | undefined): number {
     const now = this.clock.now();
-    for (let i = 0; i < n; i++) this.sent.push(now);
+    let n = 0;
+    for (const [key, d] of this.demand) {
+      if (now - d.at > 2 * this.windowMs) this.demand.delete(key);
+      else if (d.priority > priority && key !== who) n += d.n;
+    }
+    return n;
+  }
+
+  /**
+   * Takes `n` requests (and `daily` units of the daily quota) if all are available now and
+   * higher-priority callers waiting for budget are left enough. `who` identifies the caller
+   * (a partition) for its demand record.
+   */
+  tryTake(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): boolean {
+    const priority = opts.priority ?? 5;
+    const daily = opts.daily ?? n;
+    const ok = this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
+    if (!ok) {
+      if (opts.who !== undefined) this.demand.set(opts.who, { n, priority, at: this.clock.now() });
+      return false;
+    }
+    if (opts.who !== undefined) this.demand.delete(opts.who);
+    const now = this.clock.now();
+    this.sent.push({ at: now, n });
+    this.sentCount += n;
+    if (this.dailyQuota !== undefined) {
+      const minute = Math.floor(now / MINUTE_MS);
+      this.daily.set(minute, (this.daily.get(minute) ?? 0) + daily);
+      this.dailySpent += daily;
+    }
     return true;
   }
 
-  /** Milliseconds until `n` requests will be available (0 = now). */
-  waitMs(n: number): number {
+  /** Forgets a caller's demand (its partition was revoked or it has nothing left). */
+  withdraw(who: string): void {
+    this.demand.delete(who);
+  }
+
+  /** Milliseconds until `n` requests (and `daily` daily units) will be available (0 = now). */
+  waitMs(n: number, daily = n): number {
     const now = this.clock.now();
     const blocked = Math.max(0, this.blockedUntil - now);
     this.prune(now);
-    const excess = this.sent.length + n - this.limit;
-    const windowWait = excess <= 0 ? 0 : this.sent[Math.min(excess, this.sent.length) - 1]! + this.windowMs - now;
-    return Math.max(blocked, windowWait);
+    const limit = this.limit();
+    let windowWait = 0;
+    if (limit < n) {
+      // The share or the adaptive scale is below one call: wait for it to grow back.
+      windowWait = this.windowMs / 10;
+    } else {
+      let excess = this.sentCount + n - limit;
+      for (const s of this.sent) {
+        if (excess <= 0) break;
+        excess -= s.n;
+        windowWait = s.at + this.windowMs - now;
+      }
+    }
+    let dailyWait = 0;
+    if (this.dailyAvailable() < daily) {
+      const first = this.daily.keys().next();
+      dailyWait = first.done ? MINUTE_MS : (first.value + 1) * MINUTE_MS + DAY_MS - now;
+    }
+    return Math.max(blocked, windowWait, dailyWait);
   }
 
-  /** Applies what the CRM said: a Retry-After blocks; a lower remaining count than ours wins. */
+  /** Applies what the CRM said: a Retry-After blocks; a throttle or a lower remaining count than ours shrinks. */
   observe(signal: RateSignal): void {
     const now = this.clock.now();
     if (signal.retryAfterSeconds !== undefined) {
       this.blockedUntil = Math.max(this.blockedUntil, now + signal.retryAfterSeconds * 1000);
     }
+    if (signal.throttled) {
+      this.throttles++;
+      if (now - this.lastDecrease >= 1000) {
+        this.scale = Math.max(MIN_SCALE, this.scale * DECREASE);
+        this.lastDecrease = now;
+        this.lastIncrease = now;
+      }
+    }
     if (signal.remaining !== undefined) {
       this.prune(now);
-      const ours = this.limit - this.sent.length;
-      // Someone else (another tool of the account) spends from the same bucket: count it.
-      for (let i = signal.remaining; i < ours; i++) this.sent.push(now);
+      const ours = this.limit() - this.sentCount;
+      // Someone else (another tool of the account, a previous incarnation) spends from the same
+      // bucket: count it as spent here too, so this window ends where the CRM's does.
+      if (signal.remaining < ours) {
+        this.sent.push({ at: now, n: ours - signal.remaining });
+        this.sentCount += ours - signal.remaining;
+      }
+    }
+    if (signal.dailyRemaining !== undefined && this.dailyQuota !== undefined) {
+      const ours = Math.floor(this.dailyQuota * this.share) - this.dailySpent;
+      this.dailyCorrection = Math.max(0, ours - signal.dailyRemaining);
     }
   }
 }

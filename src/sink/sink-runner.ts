@@ -11,8 +11,12 @@ import { componentLogger } from '../logger.ts';
 import { metrics } from '../ops/metrics.ts';
 import { compact, type CompactedWrite, type KeyedChange } from './compactor.ts';
 import { type DeadLetter, deadLetterOf, sendDeadLetters } from './dead-letter.ts';
-import { mapEvent } from './field-mapper.ts';
+import { BatchSizer } from './batch-sizer.ts';
+import { BudgetShare } from './budget-share.ts';
+import { CircuitBreaker } from './circuit-breaker.ts';
+import { mapEvent, touchesMapping } from './field-mapper.ts';
 import { RateBudget } from './rate-budget.ts';
+import { WrittenHashes } from './written-hashes.ts';
 
 /**
  * The sink half: Kafka change topics -> compaction -> CRM writes under the rate budget.
@@ -23,8 +27,13 @@ import { RateBudget } from './rate-budget.ts';
  * finished is delivered again: at-least-once, and a later change of a record never overtakes
  * an earlier one that is still being retried.
  *
- * Backpressure: nothing waits inside eachBatch for budget or Retry-After; the partition is
- * paused and a timer resumes it (a paused consumer keeps heartbeating and stays in the group).
+ * Backpressure: nothing waits inside eachBatch for budget, Retry-After, an open circuit or a
+ * free in-flight slot; the partition is paused and a timer resumes it (a paused consumer keeps
+ * heartbeating and stays in the group). Memory stays bounded by what one fetch returns.
+ *
+ * Budget: one RateBudget per process, its share of the credential's quota set by BudgetShare
+ * from the group's assignment and lag (see budget-share.ts); mapping priorities order who gets
+ * scarce budget. A CircuitBreaker stops all calls while the CRM keeps failing.
  */
 const MAX_BATCH_MILLIS = 10_000;
 const BACKOFF_BASE_MS = 500;
@@ -47,6 +56,12 @@ export class SinkRunner {
   private readonly consumer: Consumer;
   private readonly dlq: Publisher;
   private readonly budget: RateBudget;
+  private readonly share: BudgetShare;
+  private readonly breaker = new CircuitBreaker();
+  private readonly sizer: BatchSizer;
+  private readonly hashes: WrittenHashes | undefined;
+  private hashPartitions = 1;
+  private inFlight = 0;
   private readonly mappingByTopic = new Map<string, MappingConfig>();
   private readonly attempts = new Map<string, number>();
   private readonly resumeTimers = new Map<string, NodeJS.Timeout>();
@@ -69,10 +84,25 @@ export class SinkRunner {
     });
     this.dlq = new Publisher(this.kafka);
     this.budget = new RateBudget(config.crm.limits);
+    this.sizer = new BatchSizer((object) => adapter.maxBatchSize(object), config.crm.timeoutMs / 3);
     for (const m of config.mappings) {
       const [schema, table] = m.table.split('.') as [string, string];
       this.mappingByTopic.set(topicFor(config.kafka.topicPrefix, schema, table), m);
     }
+    this.share = new BudgetShare(this.kafka, this.budget, {
+      groupId: config.kafka.groupId,
+      topics: [...this.mappingByTopic.keys()],
+      priority: (topic) => this.mappingByTopic.get(topic)?.priority ?? 5,
+      // Well under the window, so views of different instances agree within one window.
+      intervalMs: Math.min(5_000, Math.max(500, (config.crm.limits.windowSeconds * 1000) / 5)),
+    });
+    this.hashes = config.sink.noopSkip ? new WrittenHashes(this.kafka, config.sink.hashTopic, config.kafka.groupId) : undefined;
+    metrics.budgetLimit.set({ scope: 'quota' }, this.budget.quota);
+  }
+
+  /** `topic/partition` of every partition paused by backpressure right now (status page). */
+  pausedPartitions(): string[] {
+    return [...this.resumeTimers.keys()];
   }
 
   /** True once the consumer joined its group (readiness). */
@@ -88,10 +118,22 @@ export class SinkRunner {
     await ensureTopics(this.kafka, topics, { partitions, replicationFactor, maxMessageBytes });
     // A dead letter carries the original value base64-encoded (4/3 of its size) plus the error.
     await ensureTopics(this.kafka, [this.config.sink.deadLetterTopic], { partitions: 1, replicationFactor, maxMessageBytes: Math.ceil(maxMessageBytes * 1.4) });
+    if (this.hashes) {
+      await ensureTopics(this.kafka, [this.config.sink.hashTopic], { partitions, replicationFactor, compacted: true });
+      await this.hashes.start();
+      const admin = this.kafka.admin();
+      await admin.connect();
+      this.hashPartitions = (await admin.fetchTopicOffsets(this.config.sink.hashTopic)).length;
+      await admin.disconnect();
+    }
     await this.dlq.start();
+    await this.share.start();
     await this.consumer.connect();
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       this.joined = true;
+      this.share.joined(e.payload.memberId);
+      // Partitions may have moved here from another instance, which wrote meanwhile.
+      this.hashes?.reload();
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       if (!e.payload.restart) this.onFatal?.(e.payload.error);
@@ -124,6 +166,12 @@ export class SinkRunner {
       try {
         const event = await this.codec.decode(message.value);
         events.set(offset, event);
+        if (!touchesMapping(event, mapping)) {
+          // An update of columns the CRM does not get (REPLICA IDENTITY FULL says which changed).
+          metrics.noopSkipped.inc({ object: mapping.object });
+          changes.push({ offset, write: null, creates: false });
+          continue;
+        }
         changes.push({ offset, write: mapEvent(event, mapping), creates: event.op === 'c' || event.op === 'r' });
       } catch (err) {
         if (err instanceof ConnectorError && err.retriable) {
@@ -150,19 +198,34 @@ export class SinkRunner {
     const done = new Set<bigint>();
     const deadOffsets = new Set(letters.map((l) => BigInt(l.offset)));
     const queue: Pending[] = [];
+    const allFields = Object.keys(mapping.fields).length;
     for (const group of compact(changes)) {
-      if (group.write) queue.push({ group, write: group.write, event: events.get(group.firstOffset) });
+      if (group.write && this.hashes?.unchanged(group.write, allFields)) {
+        // The CRM already holds exactly these values (written earlier by pg2crm).
+        metrics.noopSkipped.inc({ object: mapping.object }, group.offsets.length);
+        for (const o of group.offsets) done.add(o);
+      } else if (group.write) queue.push({ group, write: group.write, event: events.get(group.firstOffset) });
       else for (const o of group.offsets) if (!deadOffsets.has(o)) done.add(o);
     }
 
+    const who = `${batch.topic}/${batch.partition}`;
+    const written: { write: CrmWrite; full: boolean }[] = [];
     let blocked = false;
     while (queue.length > 0 && !blocked) {
       if (!payload.isRunning() || payload.isStale() || Date.now() - started > MAX_BATCH_MILLIS) break;
-      const calls = this.takeCalls(queue);
-      metrics.budgetTokens.set(this.budget.available());
+      const circuitWait = this.breaker.waitMs();
+      if (circuitWait > 0) {
+        this.pauseFor(payload, circuitWait);
+        break;
+      }
+      const calls = this.takeCalls(queue, mapping.priority, who);
+      this.updateBudgetMetrics();
       if (calls.length === 0) {
-        // Budget spent: pause until the window frees enough for the next call.
-        this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(this.nextCall(queue).map((p) => p.write)))));
+        // Budget spent, circuit half-open with its probe out, or every in-flight slot taken:
+        // pause until the window frees enough for the next call.
+        const next = this.nextCall(queue).map((p) => p.write);
+        const daily = this.adapter.dailyCost ? this.adapter.dailyCost(next) : this.adapter.cost(next);
+        this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(next), daily), this.breaker.waitMs()));
         break;
       }
       const results = await Promise.all(calls.map((c) => this.writeCall(c)));
@@ -171,6 +234,7 @@ export class SinkRunner {
         const outcomes = results[i]!;
         call.forEach((p, j) => {
           const outcome = outcomes[j]!;
+          if (outcome.status === 'done') written.push({ write: p.write, full: p.write.op === 'upsert' && Object.keys(p.write.fields).length >= allFields });
           if (this.settle(batch.topic, batch.partition, p, outcome, done, letters, messages)) return;
           blocked = true;
           const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset);
@@ -180,6 +244,10 @@ export class SinkRunner {
       }
       await payload.heartbeat();
     }
+    if (queue.length === 0) this.budget.withdraw(who);
+    this.updateBudgetMetrics();
+    // The hashes must be durable before the offsets that produced them are committed.
+    if (this.hashes && written.length) await this.hashes.remember(batch.partition % this.hashPartitions, written);
 
     if (letters.length) {
       await sendDeadLetters(this.dlq, this.config.sink.deadLetterTopic, letters);
@@ -200,21 +268,35 @@ export class SinkRunner {
    * Removes from the queue up to `concurrency` calls the budget can pay for now, each of
    * consecutive writes to one object and at most the API's batch size.
    */
-  private takeCalls(queue: Pending[]): Pending[][] {
+  private takeCalls(queue: Pending[], priority: number, who: string): Pending[][] {
     const calls: Pending[][] = [];
-    while (queue.length > 0 && calls.length < this.config.crm.limits.concurrency) {
+    // In-flight calls for the whole process: this instance's share of the CRM's concurrency,
+    // scaled down while the circuit breaker ramps back up.
+    const share = Math.max(this.budget.fraction, 1 / this.config.crm.limits.concurrency);
+    const slots = Math.max(1, Math.floor(this.config.crm.limits.concurrency * share * this.breaker.restore()));
+    while (queue.length > 0 && this.inFlight + calls.length < slots) {
       const call = this.nextCall(queue);
-      if (!this.budget.tryTake(this.adapter.cost(call.map((p) => p.write)))) break;
+      const writes = call.map((p) => p.write);
+      const daily = this.adapter.dailyCost ? this.adapter.dailyCost(writes) : this.adapter.cost(writes);
+      if (!this.budget.tryTake(this.adapter.cost(writes), { priority, who, daily })) break;
+      if (!this.breaker.tryAcquire()) break;
       queue.splice(0, call.length);
       calls.push(call);
     }
     return calls;
   }
 
+  private updateBudgetMetrics(): void {
+    metrics.budgetTokens.set(this.budget.available());
+    metrics.budgetLimit.set({ scope: 'instance' }, this.budget.limit());
+    metrics.budgetUsed.set({ scope: 'instance' }, this.budget.used());
+    metrics.circuitState.set({ closed: 0, 'half-open': 1, open: 2 }[this.breaker.state]);
+  }
+
   /** The writes at the head of the queue that one call can carry: same object, up to the API's batch size. */
   private nextCall(queue: Pending[]): Pending[] {
     const object = queue[0]!.write.object;
-    const max = this.adapter.maxBatchSize(object);
+    const max = this.sizer.size(object);
     const call: Pending[] = [];
     for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
     return call;
@@ -222,24 +304,46 @@ export class SinkRunner {
 
   private async writeCall(call: Pending[]): Promise<WriteOutcome[]> {
     const object = call[0]!.write.object;
+    const t0 = Date.now();
+    this.inFlight++;
+    metrics.inFlight.set(this.inFlight);
+    metrics.batchSize.observe({ object }, call.length);
+    let throttled = false;
     try {
       const outcomes = await this.adapter.write(
         call.map((p) => p.write),
         (signal) => {
-          if (signal.throttled) metrics.throttles.inc();
+          if (signal.throttled) {
+            throttled = true;
+            metrics.throttles.inc();
+          }
           this.budget.observe(signal);
         },
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });
+      // A throttle is not the CRM failing: the budget handles it; the breaker only sees health.
+      if (!throttled) this.breaker.onSuccess();
+      this.sizer.observe(object, call.length, Date.now() - t0, false);
       return outcomes;
     } catch (err) {
       metrics.crmRequests.inc({ object, outcome: 'error' });
+      const code = err instanceof ConnectorError ? err.code : '';
+      const tooLarge = /TOO_LARGE|413/.test(code);
+      this.sizer.observe(object, call.length, Date.now() - t0, tooLarge);
+      if (!throttled && err instanceof ConnectorError && err.retriable && !tooLarge) {
+        if (this.breaker.onFailure(/TIMEOUT/.test(code) ? 'timeout' : 'error')) {
+          this.log.warn({ object, err: errorMessage(err), retryTokens: this.breaker.retryTokens }, 'CRM failing; circuit open, all partitions pause');
+        }
+      }
       if (err instanceof ConnectorError && !err.retriable) {
         // Bad credentials and the like: no retry can fix them; stop with a clear message.
         this.onFatal?.(err);
       }
       const e = err instanceof ConnectorError ? err : new ConnectorError('CRM_CALL', errorMessage(err), { retriable: true });
       return call.map(() => ({ status: 'retry', code: e.code, message: e.message, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) }));
+    } finally {
+      this.inFlight--;
+      metrics.inFlight.set(this.inFlight);
     }
   }
 
@@ -312,6 +416,8 @@ export class SinkRunner {
     for (const t of this.resumeTimers.values()) clearTimeout(t);
     this.resumeTimers.clear();
     await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
+    await this.share.stop();
+    await this.hashes?.stop();
     await this.dlq.stop().catch(() => undefined);
     await this.adapter.close().catch(() => undefined);
   }

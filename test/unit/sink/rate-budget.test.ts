@@ -38,3 +38,83 @@ describe('RateBudget', () => {
     expect(new RateBudget({ requests: 200, windowSeconds: 60, utilisation: 0.9 }, clock()).available()).toBe(180);
   });
 });
+
+describe('RateBudget shares, adaptation, priorities and daily quota', () => {
+  it('applies a smaller share at once and a larger one only a window later', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 100, windowSeconds: 10 }, c);
+    b.setShare(0.5, true);
+    expect(b.limit()).toBe(50);
+    b.setShare(0.2);
+    expect(b.limit()).toBe(20);
+    c.t = 1_000;
+    b.setShare(0.8);
+    expect(b.limit()).toBe(20); // the instance that gave it up may still be spending it
+    c.t = 10_999;
+    expect(b.limit()).toBe(20);
+    c.t = 11_000;
+    expect(b.limit()).toBe(80);
+  });
+
+  it('two instances that trade shares never exceed the quota in any window', () => {
+    const c = clock();
+    const a = new RateBudget({ requests: 100, windowSeconds: 10 }, c);
+    const b = new RateBudget({ requests: 100, windowSeconds: 10 }, c);
+    a.setShare(0.9, true);
+    b.setShare(0.1, true);
+    const sends: number[] = [];
+    for (let t = 0; t < 60_000; t += 50) {
+      c.t = t;
+      if (t === 5_000) {
+        // the shares swap: a lowers at once, b's raise waits a window
+        a.setShare(0.1);
+        b.setShare(0.9);
+      }
+      if (t === 30_000) {
+        b.setShare(0.5);
+        a.setShare(0.5);
+      }
+      for (const x of [a, b]) while (x.tryTake(1)) sends.push(t);
+    }
+    for (const t of sends) {
+      const inWindow = sends.filter((s) => s > t - 10_000 && s <= t).length;
+      expect(inWindow).toBeLessThanOrEqual(100);
+    }
+    expect(sends.length).toBeGreaterThan(400);
+  });
+
+  it('cuts to 0.7x on a throttle and recovers additively', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 100, windowSeconds: 10 }, c);
+    b.observe({ throttled: true });
+    b.observe({ throttled: true }); // same burst: counted once
+    expect(b.limit()).toBe(70);
+    c.t = 1_000;
+    expect(b.limit()).toBe(75);
+    c.t = 6_000;
+    expect(b.limit()).toBe(100);
+  });
+
+  it('leaves scarce budget to a waiting higher-priority caller', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 3, windowSeconds: 10 }, c);
+    expect(b.tryTake(1, { priority: 2, who: 'notes' })).toBe(true);
+    expect(b.tryTake(3, { priority: 8, who: 'deals' })).toBe(false); // registers its demand
+    expect(b.tryTake(1, { priority: 2, who: 'notes' })).toBe(false);
+    expect(b.tryTake(2, { priority: 8, who: 'deals' })).toBe(true);
+    b.withdraw('deals');
+  });
+
+  it('counts a daily quota in its own unit and trusts a lower remaining count from the CRM', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 1000, windowSeconds: 10, daily: 25 }, c);
+    expect(b.tryTake(1, { daily: 10 })).toBe(true);
+    expect(b.tryTake(1, { daily: 10 })).toBe(true);
+    expect(b.tryTake(1, { daily: 10 })).toBe(false);
+    expect(b.waitMs(1, 10)).toBeGreaterThan(86_000_000);
+    c.t = 86_400_000 + 60_000;
+    expect(b.tryTake(1, { daily: 10 })).toBe(true);
+    b.observe({ dailyRemaining: 0 });
+    expect(b.tryTake(1, { daily: 1 })).toBe(false);
+  });
+});

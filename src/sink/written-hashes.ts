@@ -1,0 +1,152 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Kafka, Producer } from 'kafkajs';
+import type { CrmWrite } from '../crm/crm-adapter.ts';
+import { errorMessage } from '../errors.ts';
+import { componentLogger } from '../logger.ts';
+
+/**
+ * What pg2crm last wrote to each CRM record, as a hash, so a change that leaves every mapped
+ * field as the CRM already has it is not sent (a no-op skip saves a call of the quota).
+ *
+ * Durable as a changelog, the way Kafka Streams keeps state stores: a compacted topic keyed by
+ * `object\0externalId` whose value is the 16-byte hash (a delete writes a tombstone). Entries
+ * go to the partition number of the change that produced them, so the topic is co-partitioned
+ * with the change topics. The hash is produced before the change's offset is committed; the
+ * store is (re)loaded from the topic on every rebalance, because a partition that moved here
+ * was written by another instance meanwhile. Until a load finishes nothing is skipped — sending
+ * a write twice is safe, skipping one that was needed is not.
+ *
+ * A hash is kept only for writes that carried every mapped field (an update that left a
+ * TOASTed column unchanged does not say what the CRM holds for it): such a write removes it.
+ *
+ * Memory: one Map entry per CRM record, key (object name + external id, ~20-40 chars) plus a
+ * 16-byte hash as a 22-character string: about 150 bytes per key in V8 (measured with
+ * `npm run bench:hashes`: see README), i.e. ~150 MB per million records.
+ */
+export function writeHash(write: CrmWrite): string {
+  const h = createHash('sha256');
+  const fields = Object.keys(write.fields).sort();
+  for (const f of fields) h.update(`${f}\u0000${JSON.stringify(write.fields[f])}\u0001`);
+  for (const f of Object.keys(write.lookups ?? {}).sort()) h.update(`@${f}\u0000${write.lookups![f]!.externalId}\u0001`);
+  return h.digest().subarray(0, 16).toString('base64url');
+}
+
+export function recordKey(object: string, externalId: string): string {
+  return `${object}\u0000${externalId}`;
+}
+
+export class WrittenHashes {
+  private readonly log = componentLogger('sink.hashes');
+  private readonly kafka: Kafka;
+  private readonly topic: string;
+  private readonly groupId: string;
+  private readonly producer: Producer;
+  private map = new Map<string, string>();
+  /** Changes made while a load runs; applied over the loaded state. */
+  private pending: Map<string, string | null> | undefined;
+  private loaded = false;
+  private generation = 0;
+
+  constructor(kafka: Kafka, topic: string, groupId: string) {
+    this.kafka = kafka;
+    this.topic = topic;
+    this.groupId = groupId;
+    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 5 });
+  }
+
+  async start(): Promise<void> {
+    await this.producer.connect();
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** True when `write` is exactly what the CRM already holds (and the store is loaded). */
+  unchanged(write: CrmWrite, allFields: number): boolean {
+    if (!this.loaded || write.op !== 'upsert' || Object.keys(write.fields).length < allFields) return false;
+    return this.map.get(recordKey(write.object, write.externalId)) === writeHash(write);
+  }
+
+  /** Records what the CRM holds after successful writes; resolves once Kafka has them. */
+  async remember(partition: number, writes: { write: CrmWrite; full: boolean }[]): Promise<void> {
+    if (writes.length === 0) return;
+    const messages = writes.map(({ write, full }) => {
+      const key = recordKey(write.object, write.externalId);
+      const value = write.op === 'upsert' && full ? writeHash(write) : null;
+      if (value === null) this.map.delete(key);
+      else this.map.set(key, value);
+      this.pending?.set(key, value);
+      return { key, value, partition };
+    });
+    await this.producer.send({ topic: this.topic, acks: -1, messages });
+  }
+
+  /** Reloads the whole changelog (called after each rebalance). */
+  reload(): void {
+    const generation = ++this.generation;
+    this.loaded = false;
+    this.pending = new Map();
+    this.load()
+      .then((map) => {
+        if (generation !== this.generation) return;
+        for (const [k, v] of this.pending ?? []) {
+          if (v === null) map.delete(k);
+          else map.set(k, v);
+        }
+        this.map = map;
+        this.pending = undefined;
+        this.loaded = true;
+        this.log.info({ keys: map.size }, 'written-hash store loaded');
+      })
+      .catch((err: unknown) => {
+        if (generation === this.generation) this.log.warn({ err: errorMessage(err) }, 'cannot load the written-hash store; no-op skipping is off until the next rebalance');
+      });
+  }
+
+  private async load(): Promise<Map<string, string>> {
+    const map = new Map<string, string>();
+    const admin = this.kafka.admin();
+    await admin.connect();
+    const group = `${this.groupId}-hashes-${randomUUID()}`;
+    try {
+      const offsets = await admin.fetchTopicOffsets(this.topic);
+      const ends = new Map(offsets.map((p) => [p.partition, BigInt(p.high)]));
+      const open = new Set(offsets.filter((p) => BigInt(p.high) > BigInt(p.low)).map((p) => p.partition));
+      if (open.size === 0) return map;
+      const consumer = this.kafka.consumer({ groupId: group, sessionTimeout: 30_000 });
+      await consumer.connect();
+      try {
+        await consumer.subscribe({ topics: [this.topic], fromBeginning: true });
+        await new Promise<void>((resolve, reject) => {
+          setTimeout(() => reject(new Error(`reading ${this.topic} took more than 120 s`)), 120_000).unref();
+          consumer
+            .run({
+              eachBatch: async ({ batch }) => {
+                for (const m of batch.messages) {
+                  const key = m.key?.toString() ?? '';
+                  if (m.value === null) map.delete(key);
+                  else map.set(key, m.value.toString());
+                }
+                const last = BigInt(batch.lastOffset());
+                if (last + 1n >= (ends.get(batch.partition) ?? 0n)) open.delete(batch.partition);
+                if (open.size === 0) resolve();
+              },
+            })
+            .catch(reject);
+        });
+      } finally {
+        await consumer.disconnect();
+      }
+      await admin.deleteGroups([group]).catch(() => undefined);
+      return map;
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.generation++;
+    await this.producer.disconnect().catch(() => undefined);
+  }
+}
