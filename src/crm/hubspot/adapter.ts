@@ -1,0 +1,408 @@
+import { Pool } from 'undici';
+import type { CrmConfig } from '../../config.ts';
+import { ConnectorError, errorMessage } from '../../errors.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
+
+/**
+ * HubSpot CRM v3 adapter. One `write` call (records of one object) becomes:
+ *   1. `POST /crm/v3/objects/{type}/batch/read` with `idProperty` for the HubSpot ids not cached
+ *      yet: lookup targets (an order's contact) and records to delete, per object, 100 ids a call;
+ *   2. `POST /crm/v3/objects/{type}/batch/upsert` for the upserts, 100 inputs a call, each with
+ *      an `objectWriteTraceId` (its position) so a validation error of one input comes back as
+ *      a 207 naming that input instead of failing the whole batch
+ *      (https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors);
+ *   3. `POST /crm/v4/associations/{type}/{toType}/batch/create` for lookups: the upsert input has
+ *      no `associations` field (only batch/create takes one, and it cannot upsert), so links are a
+ *      follow-up call, skipped when this adapter already created the same link;
+ *   4. `POST /crm/v3/objects/{type}/batch/archive` for the deletes.
+ * A 429 (HubSpot sends no Retry-After: the wait is the 10 s interval, or until midnight for
+ * the DAILY policy) turns every undecided record into a `retry`. Lookups name the association:
+ * the HUBSPOT_DEFINED type for the object pair (deals -> contacts = 3, ...).
+ */
+const MAX_BATCH = 100;
+const MAX_ASSOCIATION_BATCH = 2000;
+const CACHE_MAX = 100_000;
+const TEN_SECONDS = 10;
+/** Per-record error categories no retry can fix. */
+const PERMANENT = new Set(['VALIDATION_ERROR', 'OBJECT_NOT_FOUND', 'INVALID_EMAIL', 'PROPERTY_DOESNT_EXIST', 'CONFLICT', 'INVALID_OPTION', 'INVALID_INTEGER', 'INVALID_DATE']);
+
+interface HubSpotResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+interface BatchError {
+  status?: string;
+  category?: string;
+  message?: string;
+  context?: Record<string, string[] | undefined>;
+}
+
+interface BatchBody {
+  results?: { id: string; properties?: Record<string, string | null>; new?: boolean; objectWriteTraceId?: string }[];
+  errors?: BatchError[];
+  message?: string;
+  category?: string;
+  policyName?: string;
+}
+
+interface Association {
+  index: number;
+  toObject: string;
+  toIdField: string;
+  toExternalId: string;
+  toId: string;
+  typeId: number;
+}
+
+function header(res: HubSpotResponse, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function numberHeader(res: HubSpotResponse, name: string): number | undefined {
+  const v = header(res, name);
+  return v === undefined || v === '' || !Number.isFinite(Number(v)) ? undefined : Number(v);
+}
+
+/** Seconds to wait after a 429: HubSpot sends no Retry-After, its body names the policy hit. */
+export function retryAfterOf(res: HubSpotResponse, now = Date.now()): number {
+  const explicit = numberHeader(res, 'retry-after');
+  if (explicit !== undefined) return explicit;
+  if ((res.body as BatchBody | undefined)?.policyName === 'DAILY') {
+    // The daily limit resets at midnight of the account's time zone; UTC is the guess we can make.
+    const midnight = (Math.floor(now / 86_400_000) + 1) * 86_400_000;
+    return Math.max(1, Math.ceil((midnight - now) / 1000));
+  }
+  const interval = numberHeader(res, 'x-hubspot-ratelimit-interval-milliseconds');
+  return interval !== undefined ? Math.max(1, Math.ceil(interval / 1000)) : TEN_SECONDS;
+}
+
+/** `Property values were not valid: [{...name, error, message}]` -> the first invalid property. */
+function propertyProblem(message: string | undefined): { name?: string; error?: string } {
+  const json = /Property values were not valid: (\[.*\])$/s.exec(message ?? '')?.[1];
+  if (!json) return {};
+  try {
+    const list = JSON.parse(json) as { name?: string; error?: string }[];
+    return list[0] ?? {};
+  } catch {
+    return {};
+  }
+}
+
+/** HubSpot clears a property given an empty string (null is not a documented property value). */
+function toProperties(fields: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) out[k] = v === null || v === undefined ? '' : v;
+  return out;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function lru<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  // Map iteration order is insertion order: the first key is the least recently used.
+  if (map.size > CACHE_MAX) map.delete(map.keys().next().value!);
+}
+
+export class HubSpotAdapter implements CrmAdapter {
+  readonly kind = 'hubspot';
+  private readonly pool: Pool;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  /** object, idProperty, external id -> HubSpot record id. */
+  private readonly ids = new Map<string, string>();
+  /** from object, from id, to object -> the to id this adapter last associated. */
+  private readonly links = new Map<string, string>();
+
+  constructor(config: CrmConfig) {
+    const base = new URL(config.baseUrl);
+    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.token = config.auth.token;
+    this.timeoutMs = config.timeoutMs;
+  }
+
+  maxBatchSize(): number {
+    return MAX_BATCH;
+  }
+
+  private key(object: string, field: string, externalId: string): string {
+    return `${object}\u0000${field}\u0000${externalId}`;
+  }
+
+  private linkKey(object: string, fromId: string, toObject: string): string {
+    return `${object}\u0000${fromId}\u0000${toObject}`;
+  }
+
+  /** Requests `write(records)` spends: an upper bound (a lookup that finds nothing saves a call). */
+  cost(records: CrmWrite[]): number {
+    const reads = new Map<string, Set<string>>();
+    const toRead = (object: string, field: string, externalId: string): void => {
+      if (this.ids.has(this.key(object, field, externalId))) return;
+      const group = `${object}\u0000${field}`;
+      let set = reads.get(group);
+      if (!set) reads.set(group, (set = new Set()));
+      set.add(externalId);
+    };
+    let upserts = 0;
+    let deletes = 0;
+    const links = new Map<string, number>();
+    for (const r of records) {
+      if (r.op === 'delete') {
+        deletes++;
+        toRead(r.object, r.externalIdField, r.externalId);
+        continue;
+      }
+      upserts++;
+      const selfId = this.ids.get(this.key(r.object, r.externalIdField, r.externalId));
+      for (const l of Object.values(r.lookups ?? {})) {
+        toRead(l.object, l.externalIdField, l.externalId);
+        const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
+        const known = selfId !== undefined && toId !== undefined && this.links.get(this.linkKey(r.object, selfId, l.object)) === toId;
+        if (!known) links.set(l.object, (links.get(l.object) ?? 0) + 1);
+      }
+    }
+    let n = 0;
+    for (const set of reads.values()) n += Math.ceil(set.size / MAX_BATCH);
+    n += Math.ceil(upserts / MAX_BATCH) + Math.ceil(deletes / MAX_BATCH);
+    for (const count of links.values()) n += Math.ceil(count / MAX_ASSOCIATION_BATCH);
+    return n;
+  }
+
+  async ping(): Promise<void> {
+    const res = await this.request('GET', '/crm/v3/objects/contacts?limit=1', undefined, () => undefined);
+    if (res.status !== 200) throw new ConnectorError('CRM_PING', `HubSpot answered HTTP ${res.status} to GET /crm/v3/objects/contacts; check crm.baseUrl`);
+  }
+
+  async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
+    const out: (WriteOutcome | undefined)[] = new Array(records.length);
+    try {
+      await this.resolveIds(records, onSignal);
+      const upserts: number[] = [];
+      const associations: Association[] = [];
+      records.forEach((r, i) => {
+        if (r.op !== 'upsert') return;
+        for (const l of Object.values(r.lookups ?? {})) {
+          const typeId = HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`];
+          if (typeId === undefined) {
+            out[i] = { status: 'rejected', code: 'HUBSPOT_NO_ASSOCIATION_TYPE', message: `HubSpot defines no association type from ${r.object} to ${l.object}; remove this lookup from the mapping` };
+            return;
+          }
+          const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
+          if (toId === undefined) {
+            out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
+            return;
+          }
+          associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
+        }
+        upserts.push(i);
+      });
+      for (const chunk of chunks(upserts, MAX_BATCH)) await this.upsert(records, chunk, out, onSignal);
+      await this.associate(records, associations.filter((a) => out[a.index]?.status === 'done'), out, onSignal);
+      const deletes = records.flatMap((r, i) => (r.op === 'delete' ? [i] : []));
+      await this.archive(records, deletes, out, onSignal);
+    } catch (err) {
+      if (!(err instanceof ConnectorError && err.code === 'RATE_LIMITED')) throw err;
+      // Throttled part-way: what was written stays done; the rest waits for the window.
+      const retry: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+      for (let i = 0; i < out.length; i++) if (out[i] === undefined) out[i] = retry;
+    }
+    return out.map((o) => o ?? { status: 'retry', code: 'HUBSPOT_NO_RESULT', message: 'HubSpot returned no result for this record' });
+  }
+
+  /** Fills the id cache for lookup targets and records to delete, by their external ids. */
+  private async resolveIds(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
+    const want = (object: string, field: string, externalId: string): void => {
+      if (this.ids.has(this.key(object, field, externalId))) return;
+      const g = `${object}\u0000${field}`;
+      let group = groups.get(g);
+      if (!group) groups.set(g, (group = { object, field, ids: new Set() }));
+      group.ids.add(externalId);
+    };
+    for (const r of records) {
+      if (r.op === 'delete') want(r.object, r.externalIdField, r.externalId);
+      else for (const l of Object.values(r.lookups ?? {})) want(l.object, l.externalIdField, l.externalId);
+    }
+    for (const { object, field, ids } of groups.values()) {
+      for (const chunk of chunks([...ids], MAX_BATCH)) {
+        const res = await this.request('POST', `/crm/v3/objects/${object}/batch/read`, { idProperty: field, properties: [field], inputs: chunk.map((id) => ({ id })) }, onSignal);
+        // 207: some ids have no record (OBJECT_NOT_FOUND); they stay unresolved.
+        if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/read of ${object}`);
+        for (const result of (res.body as BatchBody).results ?? []) {
+          const value = result.properties?.[field];
+          if (value !== undefined && value !== null) lru(this.ids, this.key(object, field, value), result.id);
+        }
+      }
+    }
+  }
+
+  private async upsert(records: CrmWrite[], chunk: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const object = records[chunk[0]!]!.object;
+    const inputs = chunk.map((i) => {
+      const r = records[i]!;
+      return { id: r.externalId, idProperty: r.externalIdField, objectWriteTraceId: String(i), properties: toProperties(r.fields) };
+    });
+    const res = await this.request('POST', `/crm/v3/objects/${object}/batch/upsert`, { inputs }, onSignal);
+    const body = res.body as BatchBody | undefined;
+    if (res.status === 400) {
+      // The whole batch refused (too many inputs, duplicate ids, unknown object): no record can pass as sent.
+      const problem = propertyProblem(body?.message);
+      for (const i of chunk) {
+        out[i] = { status: 'rejected', code: `HUBSPOT_${problem.error ?? body?.category ?? 'HTTP_400'}`, message: body?.message ?? 'HubSpot answered HTTP 400', ...(problem.name ? { field: problem.name } : {}) };
+      }
+      return;
+    }
+    if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/upsert of ${object}`);
+    for (const e of body?.errors ?? []) {
+      const problem = propertyProblem(e.message);
+      const category = e.category ?? 'ERROR';
+      const outcome: WriteOutcome = PERMANENT.has(category)
+        ? { status: 'rejected', code: `HUBSPOT_${problem.error ?? category}`, message: e.message ?? category, ...(problem.name ? { field: problem.name } : {}) }
+        : { status: 'retry', code: `HUBSPOT_${category}`, message: e.message ?? category };
+      for (const trace of e.context?.objectWriteTraceId ?? []) if (chunk.includes(Number(trace))) out[Number(trace)] = outcome;
+    }
+    // Results echo the objectWriteTraceId; should one not, its idProperty value names the input.
+    const byExternalId = new Map(chunk.map((i) => [records[i]!.externalId, i]));
+    for (const result of body?.results ?? []) {
+      const i = result.objectWriteTraceId !== undefined ? Number(result.objectWriteTraceId) : byExternalId.get(result.properties?.[records[chunk[0]!]!.externalIdField] ?? '');
+      if (i === undefined || !chunk.includes(i)) continue;
+      const r = records[i]!;
+      lru(this.ids, this.key(r.object, r.externalIdField, r.externalId), result.id);
+      out[i] = { status: 'done', crmId: result.id, ...(result.new !== undefined ? { created: result.new } : {}) };
+    }
+  }
+
+  private async associate(records: CrmWrite[], wanted: Association[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const byTarget = new Map<string, (Association & { fromId: string })[]>();
+    for (const a of wanted) {
+      const fromId = (out[a.index] as { crmId?: string }).crmId;
+      if (fromId === undefined) continue;
+      if (this.links.get(this.linkKey(records[a.index]!.object, fromId, a.toObject)) === a.toId) continue;
+      let list = byTarget.get(a.toObject);
+      if (!list) byTarget.set(a.toObject, (list = []));
+      list.push({ ...a, fromId });
+    }
+    for (const [toObject, list] of byTarget) {
+      const object = records[list[0]!.index]!.object;
+      for (const chunk of chunks(list, MAX_ASSOCIATION_BATCH)) {
+        const inputs = chunk.map((a) => ({ from: { id: a.fromId }, to: { id: a.toId }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: a.typeId }] }));
+        let res: HubSpotResponse;
+        try {
+          res = await this.request('POST', `/crm/v4/associations/${object}/${toObject}/batch/create`, { inputs }, onSignal);
+        } catch (err) {
+          // The records are written; only their links wait. Re-upserting them later is harmless.
+          if (err instanceof ConnectorError && err.code === 'RATE_LIMITED') for (const a of chunk) out[a.index] = undefined;
+          throw err;
+        }
+        if (res.status >= 300 && res.status !== 207) {
+          const body = res.body as BatchBody | undefined;
+          for (const a of chunk) out[a.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status}` };
+          continue;
+        }
+        const failed = new Map<string, BatchError>();
+        for (const e of (res.body as BatchBody | undefined)?.errors ?? []) for (const id of e.context?.fromObjectId ?? []) failed.set(id, e);
+        for (const a of chunk) {
+          const e = failed.get(a.fromId);
+          if (e) {
+            // Most likely the target was deleted meanwhile: the next attempt looks it up again.
+            this.ids.delete(this.key(toObject, a.toIdField, a.toExternalId));
+            out[a.index] = { status: 'retry', code: `HUBSPOT_ASSOCIATION_${e.category ?? 'ERROR'}`, message: e.message ?? 'association failed' };
+          } else {
+            lru(this.links, this.linkKey(object, a.fromId, toObject), a.toId);
+          }
+        }
+      }
+    }
+  }
+
+  private async archive(records: CrmWrite[], deletes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const known: { index: number; id: string }[] = [];
+    for (const i of deletes) {
+      const r = records[i]!;
+      const id = this.ids.get(this.key(r.object, r.externalIdField, r.externalId));
+      if (id === undefined) out[i] = { status: 'done' }; // not in HubSpot: already gone
+      else known.push({ index: i, id });
+    }
+    for (const chunk of chunks(known, MAX_BATCH)) {
+      const object = records[chunk[0]!.index]!.object;
+      const res = await this.request('POST', `/crm/v3/objects/${object}/batch/archive`, { inputs: chunk.map((k) => ({ id: k.id })) }, onSignal);
+      if (res.status !== 204 && res.status !== 200) this.fail(res, `batch/archive of ${object}`);
+      for (const k of chunk) {
+        const r = records[k.index]!;
+        this.ids.delete(this.key(r.object, r.externalIdField, r.externalId));
+        out[k.index] = { status: 'done', crmId: k.id };
+      }
+    }
+  }
+
+  /** A failure of a whole request: retriable for 5xx and unknown answers, permanent for 403. */
+  private fail(res: HubSpotResponse, what: string): never {
+    const body = res.body as BatchBody | undefined;
+    const detail = body?.message ?? `HTTP ${res.status}`;
+    if (res.status === 403) {
+      throw new ConnectorError('CRM_FORBIDDEN', `HubSpot refused ${what} (HTTP 403: ${detail}); grant the private app the crm.objects.*.read/write scopes`, { retriable: false });
+    }
+    throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, { retriable: true });
+  }
+
+  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<HubSpotResponse> {
+    let res;
+    try {
+      res = await this.pool.request({
+        method: method as 'GET',
+        path,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new ConnectorError('CRM_UNREACHABLE', `HubSpot request ${method} ${path} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    const text = await res.body.text();
+    const out: HubSpotResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
+    const signal: RateSignal = {};
+    const remaining = numberHeader(out, 'x-hubspot-ratelimit-remaining');
+    const dailyRemaining = numberHeader(out, 'x-hubspot-ratelimit-daily-remaining');
+    if (remaining !== undefined) signal.remaining = remaining;
+    if (dailyRemaining !== undefined) signal.dailyRemaining = dailyRemaining;
+    if (out.status === 429) {
+      signal.throttled = true;
+      signal.retryAfterSeconds = retryAfterOf(out);
+    }
+    onSignal(signal);
+    if (out.status === 401) {
+      throw new ConnectorError('CRM_AUTH', 'HubSpot rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
+    }
+    if (out.status === 429) {
+      const policy = (out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING';
+      throw new ConnectorError('RATE_LIMITED', `HubSpot rate limit reached (${policy})`, { retriable: true, retryAfterSeconds: signal.retryAfterSeconds! });
+    }
+    if (out.status >= 500) this.fail(out, `${method} ${path}`);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}

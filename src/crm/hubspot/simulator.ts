@@ -1,0 +1,418 @@
+import { randomUUID } from 'node:crypto';
+import { HUBSPOT_ASSOCIATION_TYPES, HUBSPOT_PRIMARY_ASSOCIATION_TYPES } from './association-types.ts';
+import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
+
+/**
+ * HubSpot CRM v3 objects + v4 associations, as documented (reference/crm-apis.md and
+ * https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines):
+ * - Burst limit: 100 requests per rolling 10 s (Free/Starter; 190 Pro/Enterprise); daily limit
+ *   250,000 (625k / 1M), reset at midnight of the account's time zone (UTC here).
+ * - Past a limit: 429 `{status:"error", message:"You have reached your ten_secondly_rolling limit.",
+ *   errorType:"RATE_LIMIT", correlationId, policyName:"TEN_SECONDLY_ROLLING"|"DAILY", requestId}`,
+ *   WITHOUT Retry-After. `X-HubSpot-RateLimit-Max/-Remaining/-Interval-Milliseconds/-Daily/
+ *   -Daily-Remaining` on every authenticated response. HubSpot documents no concurrency limit for
+ *   these endpoints, so none is enforced.
+ * - 401 `{status:"error", message:"Authentication credentials not found. ...", category:"INVALID_AUTHENTICATION"}`.
+ * - `POST /crm/v3/objects/{type}/batch/upsert` `{inputs:[{id, idProperty, properties, objectWriteTraceId?}]}`,
+ *   at most 100 inputs, duplicate ids rejected. A validation error fails the whole batch (400)
+ *   unless EVERY input carries an `objectWriteTraceId`: then the valid inputs are written and
+ *   the answer is 207 with `errors:[{status, category, message, context:{objectWriteTraceId:[..]}}]`
+ *   (https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors).
+ * - `POST .../batch/read` `{idProperty?, inputs:[{id}], properties}`: 200, or 207 with an
+ *   OBJECT_NOT_FOUND error listing the missing ids in `context.ids`.
+ * - `POST .../batch/archive` `{inputs:[{id}]}`: 204 (unknown ids are not an error).
+ * - `POST /crm/v4/associations/{from}/{to}/batch/create` `{inputs:[{from:{id}, to:{id}, types:[{associationCategory, associationTypeId}]}]}`:
+ *   201; at most 2,000 inputs; the upsert API takes no associations, only batch/create does.
+ * - `GET /crm/v3/objects/{type}?limit=n`: a page of records (the adapter's ping).
+ *
+ * Records are stored flat as the adapter sends them: `{id, <idProperty>: value, ...properties,
+ * createdAt, updatedAt}`; associations under the object `associations`.
+ */
+export interface HubSpotSimOptions {
+  port: number;
+  host?: string;
+  /** Burst limit; default 100 per 10 s. */
+  limit?: { requests: number; windowSeconds: number };
+  /** Requests per day (UTC); default 250,000. */
+  daily?: number;
+  tokens?: string[];
+  /**
+   * HubSpot sends no Retry-After. When set, throttle responses carry one anyway (seconds until the
+   * limit frees), to rehearse clients that rely on it; leave unset for the documented behaviour.
+   */
+  retryAfterSeconds?: number;
+}
+
+const MAX_BATCH = 100;
+const MAX_ASSOCIATION_BATCH = 2000;
+const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+const STANDARD_OBJECTS = new Set(['contacts', 'companies', 'deals', 'tickets', 'line_items', 'products', 'quotes', 'calls', 'emails', 'meetings', 'notes', 'tasks']);
+/** Object type ids the v4 association results name objects by. */
+const OBJECT_TYPE_IDS: Record<string, string> = { contacts: '0-1', companies: '0-2', deals: '0-3', tickets: '0-5', line_items: '0-8', products: '0-7' };
+
+interface PropertyProblem {
+  isValid: false;
+  message: string;
+  error: string;
+  name: string;
+}
+
+interface BatchError {
+  status: 'error';
+  category: string;
+  message: string;
+  context?: Record<string, string[]>;
+}
+
+function singular(object: string): string {
+  return object.replace(/ies$/, 'y').replace(/s$/, '').toUpperCase();
+}
+
+function error(status: number, message: string, category: string, extra: Record<string, unknown> = {}): SimResponse {
+  return { status, body: { status: 'error', message, correlationId: randomUUID(), category, ...extra } };
+}
+
+function propertiesMessage(problems: PropertyProblem[]): string {
+  return `Property values were not valid: ${JSON.stringify(problems.map((p) => ({ ...p, localizedErrorMessage: p.message })))}`;
+}
+
+/** HubSpot answers property values as strings. */
+function asStrings(record: SimRecord, only?: string[]): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  const skip = new Set(['id', 'createdAt', 'updatedAt']);
+  for (const [k, v] of Object.entries(record)) {
+    if (skip.has(k) || (only && !only.includes(k))) continue;
+    out[k] = v === null || v === undefined ? null : String(v);
+  }
+  out.hs_object_id = String(record.id);
+  out.createdate = String(record.createdAt);
+  out.hs_lastmodifieddate = String(record.updatedAt);
+  return out;
+}
+
+function view(record: SimRecord, only?: string[]): Record<string, unknown> {
+  return {
+    id: String(record.id),
+    properties: asStrings(record, only),
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+    archived: false,
+  };
+}
+
+/** Calendar day (UTC) of a timestamp: the daily limit resets at midnight. */
+function dayOf(now: number): number {
+  return Math.floor(now / 86_400_000);
+}
+
+class HubSpotSim extends SimServer {
+  private readonly window: RollingWindow;
+  private readonly dailyLimit: number;
+  private readonly tokens: Set<string>;
+  private readonly retryAfterHeader: boolean;
+  private day = -1;
+  private usedToday = 0;
+  /** object -> idProperty -> value -> record id. */
+  private readonly index = new Map<string, Map<string, Map<string, number>>>();
+  /** `from/fromId/to/toId/typeId` of every stored association. */
+  private readonly linkKeys = new Set<string>();
+
+  constructor(opts: HubSpotSimOptions) {
+    super();
+    const limit = opts.limit ?? { requests: 100, windowSeconds: 10 };
+    this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
+    this.dailyLimit = opts.daily ?? 250_000;
+    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.retryAfterHeader = opts.retryAfterSeconds !== undefined;
+  }
+
+  protected resetLimits(): void {
+    this.window.clear();
+    this.day = -1;
+    this.usedToday = 0;
+    this.index.clear();
+    this.linkKeys.clear();
+  }
+
+  private dailyRemaining(now: number): number {
+    if (dayOf(now) !== this.day) {
+      this.day = dayOf(now);
+      this.usedToday = 0;
+    }
+    return this.dailyLimit - this.usedToday;
+  }
+
+  private rateHeaders(now: number): Record<string, number> {
+    return {
+      'X-HubSpot-RateLimit-Max': this.window.limit,
+      'X-HubSpot-RateLimit-Remaining': this.window.remaining(now),
+      'X-HubSpot-RateLimit-Interval-Milliseconds': this.window.windowMs,
+      'X-HubSpot-RateLimit-Daily': this.dailyLimit,
+      'X-HubSpot-RateLimit-Daily-Remaining': Math.max(0, this.dailyRemaining(now)),
+    };
+  }
+
+  /** The ten-secondly 429 (also what injected throttle storms answer). */
+  protected throttleResponse(retryAfterSeconds: number, policy: 'TEN_SECONDLY_ROLLING' | 'DAILY' = 'TEN_SECONDLY_ROLLING'): SimResponse {
+    const now = this.now();
+    return {
+      status: 429,
+      headers: { ...this.rateHeaders(now), 'X-HubSpot-RateLimit-Remaining': 0, ...(this.retryAfterHeader ? { 'Retry-After': retryAfterSeconds } : {}) },
+      body: {
+        status: 'error',
+        message: `You have reached your ${policy === 'DAILY' ? 'daily' : 'ten_secondly_rolling'} limit.`,
+        errorType: 'RATE_LIMIT',
+        correlationId: randomUUID(),
+        policyName: policy,
+        requestId: randomUUID(),
+      },
+    };
+  }
+
+  protected handle(req: SimRequest): SimResponse {
+    const auth = req.headers.authorization ?? '';
+    const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
+    if (!this.tokens.has(token)) {
+      return error(
+        401,
+        'Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview',
+        'INVALID_AUTHENTICATION',
+      );
+    }
+    const now = this.now();
+    if (this.dailyRemaining(now) <= 0) {
+      const midnight = (dayOf(now) + 1) * 86_400_000;
+      return this.throttleResponse(Math.ceil((midnight - now) / 1000), 'DAILY');
+    }
+    if (!this.window.tryAcquire(now)) return this.throttleResponse(Math.max(1, this.window.resetSeconds(now)));
+    this.usedToday++;
+    const res = this.route(req);
+    return { ...res, headers: { ...this.rateHeaders(now), ...res.headers } };
+  }
+
+  private route(req: SimRequest): SimResponse {
+    const parts = req.path.split('/').filter(Boolean);
+    if (parts[0] !== 'crm') return error(404, `no route ${req.path}`, 'OBJECT_NOT_FOUND');
+    if (parts[1] === 'v3' && parts[2] === 'objects' && parts[3]) {
+      const object = parts[3];
+      if (!this.knownObject(object)) return error(400, `Unable to infer object type from: ${object}`, 'VALIDATION_ERROR');
+      if (parts.length === 4 && req.method === 'GET') return this.list(object, req.query);
+      if (parts[4] === 'batch' && req.method === 'POST' && parts.length === 6) {
+        const inputs = (req.body as { inputs?: unknown } | undefined)?.inputs;
+        if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
+        if (inputs.length > MAX_BATCH) return error(400, `Batch input must not exceed ${MAX_BATCH} inputs (got ${inputs.length})`, 'VALIDATION_ERROR');
+        if (parts[5] === 'upsert') return this.upsert(object, inputs as UpsertInput[]);
+        if (parts[5] === 'read') return this.read(object, req.body as ReadBody);
+        if (parts[5] === 'archive') return this.archive(object, inputs as { id?: string }[]);
+      }
+    }
+    if (parts[1] === 'v4' && parts[2] === 'associations' && parts[5] === 'batch' && parts[6] === 'create' && req.method === 'POST') {
+      return this.associate(parts[3] ?? '', parts[4] ?? '', (req.body as { inputs?: AssociationInput[] } | undefined)?.inputs);
+    }
+    return error(404, `no route ${req.method} ${req.path}`, 'OBJECT_NOT_FOUND');
+  }
+
+  private knownObject(object: string): boolean {
+    return STANDARD_OBJECTS.has(object) || /^p_[a-z0-9_]+$/.test(object) || /^2-\d+$/.test(object);
+  }
+
+  private indexOf(object: string, property: string): Map<string, number> {
+    let byProperty = this.index.get(object);
+    if (!byProperty) this.index.set(object, (byProperty = new Map()));
+    let byValue = byProperty.get(property);
+    if (!byValue) {
+      byProperty.set(property, (byValue = new Map()));
+      for (const r of this.records(object).values()) if (r[property] !== undefined && r[property] !== null) byValue.set(String(r[property]), r.id);
+    }
+    return byValue;
+  }
+
+  private find(object: string, property: string | undefined, value: string): SimRecord | undefined {
+    if (!property || property === 'hs_object_id') return this.records(object).get(Number(value));
+    const id = this.indexOf(object, property).get(value);
+    return id === undefined ? undefined : this.records(object).get(id);
+  }
+
+  private reindex(object: string, before: SimRecord | undefined, after: SimRecord | undefined): void {
+    for (const [property, byValue] of this.index.get(object) ?? []) {
+      if (before && before[property] !== undefined && before[property] !== null) byValue.delete(String(before[property]));
+      if (after && after[property] !== undefined && after[property] !== null) byValue.set(String(after[property]), after.id);
+    }
+  }
+
+  private list(object: string, query: URLSearchParams): SimResponse {
+    const limit = Math.min(100, Math.max(1, Number(query.get('limit') ?? 10)));
+    const results = [...this.records(object).values()].slice(0, limit).map((r) => view(r));
+    return { status: 200, body: { results } };
+  }
+
+  private validate(object: string, merged: Record<string, unknown>, creating: boolean): PropertyProblem[] {
+    const problems: PropertyProblem[] = [];
+    const email = merged.email;
+    if (email !== undefined && email !== null && email !== '' && !EMAIL.test(String(email))) {
+      problems.push({ isValid: false, message: `Email address ${String(email)} is invalid`, error: 'INVALID_EMAIL', name: 'email' });
+    }
+    if (object === 'deals' && creating && (merged.dealname === undefined || merged.dealname === null || String(merged.dealname).trim() === '')) {
+      problems.push({ isValid: false, message: 'dealname is required', error: 'REQUIRED_PROPERTY', name: 'dealname' });
+    }
+    const injected = this.rejected(merged);
+    if (injected) problems.push({ isValid: false, message: injected.message, error: 'INVALID_PROPERTY_VALUE', name: injected.field });
+    return problems;
+  }
+
+  private upsert(object: string, inputs: UpsertInput[]): SimResponse {
+    const started = new Date(this.now()).toISOString();
+    const seen = new Set<string>();
+    for (const input of inputs) {
+      if (typeof input?.id !== 'string' || input.id === '' || typeof input.idProperty !== 'string' || input.idProperty === '') {
+        return error(400, 'Invalid input JSON: every input needs a non-empty string id and idProperty', 'VALIDATION_ERROR');
+      }
+      const key = `${input.idProperty}\u0000${input.id}`;
+      if (seen.has(key)) return error(400, `Duplicate IDs found in batch input: [${input.id}]. IDs must be unique`, 'VALIDATION_ERROR');
+      seen.add(key);
+    }
+    // Multi-status only when every input is traceable; otherwise the batch is all or nothing.
+    const traced = inputs.every((i) => typeof i.objectWriteTraceId === 'string' && i.objectWriteTraceId !== '');
+    const checked = inputs.map((input) => {
+      const existing = this.find(object, input.idProperty, input.id);
+      // An empty string clears a property: it reads back as null.
+      const given = Object.fromEntries(Object.entries(input.properties ?? {}).map(([k, v]) => [k, v === '' ? null : v]));
+      const merged = { ...existing, ...given, [input.idProperty]: input.id };
+      return { input, existing, merged, problems: this.validate(object, merged, !existing) };
+    });
+    const invalid = checked.filter((c) => c.problems.length > 0);
+    if (invalid.length && !traced) {
+      return error(400, propertiesMessage(invalid.flatMap((c) => c.problems)), 'VALIDATION_ERROR');
+    }
+    const now = new Date(this.now()).toISOString();
+    const results: Record<string, unknown>[] = [];
+    const errors: BatchError[] = [];
+    for (const c of checked) {
+      if (c.problems.length) {
+        errors.push({ status: 'error', category: 'VALIDATION_ERROR', message: propertiesMessage(c.problems), context: { objectWriteTraceId: [c.input.objectWriteTraceId!] } });
+        continue;
+      }
+      const record: SimRecord = { ...c.merged, id: c.existing?.id ?? this.newId(), createdAt: c.existing?.createdAt ?? now, updatedAt: now };
+      this.records(object).set(record.id, record);
+      this.reindex(object, c.existing, record);
+      this.stats.recordsWritten++;
+      results.push({ ...view(record), new: !c.existing, ...(c.input.objectWriteTraceId ? { objectWriteTraceId: c.input.objectWriteTraceId } : {}) });
+    }
+    const completed = new Date(this.now()).toISOString();
+    if (errors.length) {
+      return { status: 207, body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed } };
+    }
+    return { status: 200, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
+  }
+
+  private read(object: string, body: ReadBody): SimResponse {
+    const started = new Date(this.now()).toISOString();
+    const results: Record<string, unknown>[] = [];
+    const missing: string[] = [];
+    for (const input of body.inputs) {
+      const record = typeof input?.id === 'string' ? this.find(object, body.idProperty, input.id) : undefined;
+      if (record) results.push(view(record, body.properties ?? []));
+      else missing.push(String(input?.id));
+    }
+    const completed = new Date(this.now()).toISOString();
+    if (missing.length) {
+      const errors: BatchError[] = [
+        {
+          status: 'error',
+          category: 'OBJECT_NOT_FOUND',
+          message: `Could not get some ${singular(object)} objects, they may be deleted or not exist. Check that ids are valid.`,
+          context: { ids: missing },
+        },
+      ];
+      return { status: 207, body: { status: 'COMPLETE', results, numErrors: 1, errors, startedAt: started, completedAt: completed } };
+    }
+    return { status: 200, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
+  }
+
+  private archive(object: string, inputs: { id?: string }[]): SimResponse {
+    for (const input of inputs) {
+      const id = Number(input?.id);
+      const record = this.records(object).get(id);
+      if (!record) continue;
+      this.records(object).delete(id);
+      this.reindex(object, record, undefined);
+      this.stats.recordsDeleted++;
+      // Archiving a record removes its associations.
+      const associations = this.records('associations');
+      for (const a of [...associations.values()]) {
+        if ((a.fromObjectType === object && a.fromObjectId === String(id)) || (a.toObjectType === object && a.toObjectId === String(id))) {
+          associations.delete(a.id);
+          this.linkKeys.delete(`${String(a.fromObjectType)}/${String(a.fromObjectId)}/${String(a.toObjectType)}/${String(a.toObjectId)}/${String(a.associationTypeId)}`);
+        }
+      }
+    }
+    return { status: 204 };
+  }
+
+  private associate(from: string, to: string, inputs: AssociationInput[] | undefined): SimResponse {
+    if (!this.knownObject(from) || !this.knownObject(to)) return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
+    if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
+    if (inputs.length > MAX_ASSOCIATION_BATCH) return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
+    const started = new Date(this.now()).toISOString();
+    const pair = `${from}/${to}`;
+    const valid = new Set([HUBSPOT_ASSOCIATION_TYPES[pair], HUBSPOT_PRIMARY_ASSOCIATION_TYPES[pair]].filter((t) => t !== undefined));
+    const results: Record<string, unknown>[] = [];
+    const errors: BatchError[] = [];
+    const store = this.records('associations');
+    for (const input of inputs) {
+      const fromId = String(input?.from?.id ?? '');
+      const toId = String(input?.to?.id ?? '');
+      const types = input?.types ?? [];
+      const bad = types.find((t) => t.associationCategory === 'HUBSPOT_DEFINED' && !valid.has(t.associationTypeId));
+      if (!types.length || bad) {
+        return error(400, `${bad?.associationTypeId ?? 'no'} is not a valid association type from ${from} to ${to}`, 'VALIDATION_ERROR');
+      }
+      if (!this.records(from).has(Number(fromId)) || !this.records(to).has(Number(toId))) {
+        const which = this.records(from).has(Number(fromId)) ? `${singular(to)} ${toId}` : `${singular(from)} ${fromId}`;
+        errors.push({ status: 'error', category: 'VALIDATION_ERROR', message: `No ${which} exists`, context: { fromObjectId: [fromId], toObjectId: [toId] } });
+        continue;
+      }
+      for (const t of types) {
+        const key = `${from}/${fromId}/${to}/${toId}/${t.associationTypeId}`;
+        if (!this.linkKeys.has(key)) {
+          this.linkKeys.add(key);
+          const id = this.newId();
+          store.set(id, { id, fromObjectType: from, fromObjectId: fromId, toObjectType: to, toObjectId: toId, associationCategory: t.associationCategory, associationTypeId: t.associationTypeId });
+        }
+      }
+      results.push({
+        fromObjectTypeId: OBJECT_TYPE_IDS[from] ?? from,
+        fromObjectId: Number(fromId),
+        toObjectTypeId: OBJECT_TYPE_IDS[to] ?? to,
+        toObjectId: Number(toId),
+        labels: [],
+      });
+    }
+    const completed = new Date(this.now()).toISOString();
+    if (errors.length) return { status: 207, body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed } };
+    return { status: 201, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
+  }
+}
+
+interface UpsertInput {
+  id: string;
+  idProperty: string;
+  properties?: Record<string, unknown>;
+  objectWriteTraceId?: string;
+}
+
+interface ReadBody {
+  idProperty?: string;
+  inputs: { id?: string }[];
+  properties?: string[];
+}
+
+interface AssociationInput {
+  from?: { id?: string };
+  to?: { id?: string };
+  types?: { associationCategory: string; associationTypeId: number }[];
+}
+
+export function startHubSpotSimulator(opts: HubSpotSimOptions): Promise<CrmSimulator> {
+  return new HubSpotSim(opts).listen(opts.port, opts.host);
+}

@@ -1,0 +1,324 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../src/config.ts';
+import type { CrmAdapter, CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import { HubSpotAdapter, retryAfterOf } from '../../../src/crm/hubspot/adapter.ts';
+import { type HubSpotSimOptions, startHubSpotSimulator } from '../../../src/crm/hubspot/simulator.ts';
+import type { CrmSimulator, SimStats } from '../../../src/crm/sim-server.ts';
+
+let sim: CrmSimulator | undefined;
+let adapters: HubSpotAdapter[] = [];
+afterEach(async () => {
+  for (const a of adapters) await a.close();
+  adapters = [];
+  await sim?.close();
+  sim = undefined;
+});
+
+async function start(opts: Partial<HubSpotSimOptions> = {}): Promise<CrmSimulator> {
+  sim = await startHubSpotSimulator({ port: 0, ...opts });
+  return sim;
+}
+
+function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
+  return fetch(`${s.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+}
+
+const records = async (s: CrmSimulator, object: string) => (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as Record<string, unknown>[];
+const stats = async (s: CrmSimulator) => (await (await fetch(`${s.url}/__sim/stats`)).json()) as SimStats;
+const advance = (s: CrmSimulator, seconds: number) => call(s, 'POST', '/__sim/clock', { advanceSeconds: seconds });
+const ping = (s: CrmSimulator, token?: string) => call(s, 'GET', '/crm/v3/objects/contacts?limit=1', undefined, token);
+
+const upsertBody = (inputs: { id: string; properties: Record<string, unknown>; trace?: string }[]) => ({
+  inputs: inputs.map((i) => ({ id: i.id, idProperty: 'erp_id', properties: i.properties, ...(i.trace ? { objectWriteTraceId: i.trace } : {}) })),
+});
+
+describe('HubSpot simulator', () => {
+  it('throttles past 100 requests per rolling 10 s with the documented 429 and no Retry-After', async () => {
+    const s = await start({ limit: { requests: 3, windowSeconds: 10 } });
+    const remaining: (string | null)[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await ping(s);
+      expect(res.status).toBe(200);
+      remaining.push(res.headers.get('x-hubspot-ratelimit-remaining'));
+    }
+    expect(remaining).toEqual(['2', '1', '0']);
+    const res = await ping(s);
+    expect(res.status).toBe(429);
+    expect(res.headers.get('retry-after')).toBeNull();
+    expect(res.headers.get('x-hubspot-ratelimit-max')).toBe('3');
+    expect(res.headers.get('x-hubspot-ratelimit-interval-milliseconds')).toBe('10000');
+    expect(res.headers.get('x-hubspot-ratelimit-daily')).toBe('250000');
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({ status: 'error', message: 'You have reached your ten_secondly_rolling limit.', errorType: 'RATE_LIMIT', policyName: 'TEN_SECONDLY_ROLLING' });
+    expect(typeof body.correlationId).toBe('string');
+    // The window rolls: 10 s later the requests are allowed again.
+    await advance(s, 10);
+    expect((await ping(s)).status).toBe(200);
+    expect(await stats(s)).toMatchObject({ requests: 5, throttled: 1 });
+  });
+
+  it('defaults to the documented limits: 100 per 10 s and 250,000 a day', async () => {
+    const s = await start();
+    const res = await ping(s);
+    expect(res.headers.get('x-hubspot-ratelimit-max')).toBe('100');
+    expect(res.headers.get('x-hubspot-ratelimit-remaining')).toBe('99');
+    expect(res.headers.get('x-hubspot-ratelimit-daily-remaining')).toBe('249999');
+  });
+
+  it('enforces the daily limit with policy DAILY until midnight', async () => {
+    const s = await start({ daily: 2 });
+    expect((await ping(s)).headers.get('x-hubspot-ratelimit-daily-remaining')).toBe('1');
+    expect((await ping(s)).status).toBe(200);
+    await advance(s, 20); // a fresh 10 s window does not help
+    const res = await ping(s);
+    expect(res.status).toBe(429);
+    expect(await res.json()).toMatchObject({ message: 'You have reached your daily limit.', errorType: 'RATE_LIMIT', policyName: 'DAILY' });
+    await advance(s, 86_400);
+    expect((await ping(s)).status).toBe(200);
+  });
+
+  it('batch/upsert creates, then updates the record found by its idProperty', async () => {
+    const s = await start();
+    const first = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A', email: 'a@x.io' } }]));
+    expect(first.status).toBe(200);
+    const created = (await first.json()) as { status: string; results: { id: string; new: boolean; properties: Record<string, string> }[] };
+    expect(created.status).toBe('COMPLETE');
+    expect(created.results[0]).toMatchObject({ new: true, properties: { lastname: 'A', erp_id: '1' } });
+    const second = (await (await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'B' } }]))).json()) as typeof created;
+    expect(second.results[0]).toMatchObject({ id: created.results[0]!.id, new: false, properties: { lastname: 'B', email: 'a@x.io' } });
+    const stored = await records(s, 'contacts');
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({ erp_id: '1', lastname: 'B', email: 'a@x.io' });
+    expect((await stats(s)).recordsWritten).toBe(2);
+  });
+
+  it('partial failure: 207 with errors naming objectWriteTraceId; all-or-nothing 400 without trace ids', async () => {
+    const s = await start();
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
+    const inputs = [
+      { id: '1', properties: { lastname: 'ok' }, trace: 'a' },
+      { id: '2', properties: { lastname: 'x', email: 'nope' }, trace: 'b' },
+      { id: '3', properties: { lastname: 'bad' }, trace: 'c' },
+    ];
+    const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody(inputs));
+    expect(res.status).toBe(207);
+    const body = (await res.json()) as { numErrors: number; results: { objectWriteTraceId: string }[]; errors: { status: string; category: string; message: string; context: { objectWriteTraceId: string[] } }[] };
+    expect(body.numErrors).toBe(2);
+    expect(body.results.map((r) => r.objectWriteTraceId)).toEqual(['a']);
+    expect(body.errors.map((e) => e.context.objectWriteTraceId)).toEqual([['b'], ['c']]);
+    expect(body.errors[0]).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
+    expect(body.errors[0]!.message).toMatch(/^Property values were not valid: .*INVALID_EMAIL/);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['1']);
+    // Without objectWriteTraceId one bad input fails the whole batch and nothing is written.
+    const atomic = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '4', properties: { lastname: 'y' } }, { id: '5', properties: { lastname: 'bad' } }]));
+    expect(atomic.status).toBe(400);
+    expect(await atomic.json()).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
+    expect(await records(s, 'contacts')).toHaveLength(1);
+    // Deals require a name; more than 100 inputs or duplicate ids are refused.
+    expect((await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { amount: 1 } }] })).status).toBe(400);
+    const many = upsertBody(Array.from({ length: 101 }, (_, i) => ({ id: String(i), properties: { lastname: 'z' } })));
+    expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', many)).status).toBe(400);
+    expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '7', properties: {} }, { id: '7', properties: {} }]))).status).toBe(400);
+  });
+
+  it('batch/read by idProperty answers 207 OBJECT_NOT_FOUND for missing ids; batch/archive answers 204', async () => {
+    const s = await start();
+    await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A' } }]));
+    const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', { idProperty: 'erp_id', properties: ['erp_id'], inputs: [{ id: '1' }, { id: '2' }] });
+    expect(res.status).toBe(207);
+    const body = (await res.json()) as { results: { id: string; properties: Record<string, string> }[]; errors: { category: string; context: { ids: string[] } }[] };
+    expect(body.results[0]!.properties.erp_id).toBe('1');
+    expect(body.results[0]!.properties.lastname).toBeUndefined(); // only the properties asked for
+    expect(body.errors[0]).toMatchObject({ category: 'OBJECT_NOT_FOUND', context: { ids: ['2'] } });
+    const archived = await call(s, 'POST', '/crm/v3/objects/contacts/batch/archive', { inputs: [{ id: body.results[0]!.id }, { id: '999' }] });
+    expect(archived.status).toBe(204);
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    expect((await stats(s)).recordsDeleted).toBe(1);
+  });
+
+  it('rejects unknown tokens with 401 INVALID_AUTHENTICATION, uncounted by the rate limit', async () => {
+    const s = await start({ limit: { requests: 1, windowSeconds: 10 } });
+    const res = await ping(s, 'stolen');
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ status: 'error', category: 'INVALID_AUTHENTICATION', message: expect.stringMatching(/^Authentication credentials not found/) });
+    expect((await ping(s)).status).toBe(200);
+  });
+
+  it('injected throttle storms answer HubSpot 429s; 5xx storms too', async () => {
+    const s = await start();
+    await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 30 }, errors5xx: { requests: 1, status: 502 } });
+    const res = await ping(s);
+    expect(res.status).toBe(429);
+    expect(await res.json()).toMatchObject({ policyName: 'TEN_SECONDLY_ROLLING', errorType: 'RATE_LIMIT' });
+    expect((await ping(s)).status).toBe(502);
+    expect((await ping(s)).status).toBe(200);
+  });
+});
+
+describe('HubSpotAdapter', () => {
+  function adapter(s: CrmSimulator, token = 'sim-token'): HubSpotAdapter {
+    const config = parseConfig({
+      name: 't',
+      postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
+      kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
+      crm: { kind: 'hubspot', baseUrl: s.url, auth: { token }, limits: { requests: 100, windowSeconds: 10, daily: 250000 } },
+      mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { lastname: 'l' } }],
+    });
+    const a = new HubSpotAdapter(config.crm);
+    adapters.push(a);
+    return a;
+  }
+  const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields });
+  const removeContact = (id: string): CrmWrite => ({ op: 'delete', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields: {} });
+  const deal = (id: string, customer: string, fields: Record<string, unknown> = { dealname: `Order ${id}`, amount: 10 }): CrmWrite => ({
+    op: 'upsert',
+    object: 'deals',
+    externalIdField: 'erp_order_id',
+    externalId: id,
+    fields,
+    lookups: { contact: { object: 'contacts', externalIdField: 'erp_id', externalId: customer } },
+  });
+
+  it('round trip: N records written in one call equal /__sim/records; cost equals the requests counted', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const writes = Array.from({ length: 150 }, (_, i) => contact(String(i + 1), { firstname: `F${i}`, lastname: `L${i}`, email: `u${i}@example.com` }));
+    expect((a as CrmAdapter).maxBatchSize('contacts')).toBe(100);
+    const expected = a.cost(writes);
+    expect(expected).toBe(2);
+    const out = await a.write(writes, () => undefined);
+    expect(out.every((o) => o.status === 'done' && o.created === true && o.crmId)).toBe(true);
+    const stored = await records(s, 'contacts');
+    const strip = (r: Record<string, unknown>) => ({ erp_id: r.erp_id, firstname: r.firstname, lastname: r.lastname, email: r.email });
+    expect(stored.map(strip)).toEqual(writes.map((w) => ({ erp_id: w.externalId, ...w.fields })));
+    expect((await stats(s)).requests).toBe(expected);
+    // An update of the same records reports created: false.
+    expect((await a.write([contact('1', { lastname: 'New' })], () => undefined))[0]).toMatchObject({ status: 'done', created: false });
+  });
+
+  it('maps a 207 partial failure to per-record outcomes in order, with the field', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
+    const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B', email: 'nope' }), contact('3', { lastname: 'C', email: null }), contact('4', { lastname: 'bad' })], () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'done', 'rejected']);
+    expect(out[1]).toMatchObject({ code: 'HUBSPOT_INVALID_EMAIL', field: 'email' });
+    expect(out[3]).toMatchObject({ code: 'HUBSPOT_INVALID_PROPERTY_VALUE', field: 'lastname' });
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['1', '3']);
+    // null is sent as HubSpot's empty string, which clears the property (read back as null).
+    expect((await records(s, 'contacts'))[1]).toMatchObject({ lastname: 'C', email: null });
+  });
+
+  it('parses the rate headers of every response into signals', async () => {
+    const s = await start({ limit: { requests: 5, windowSeconds: 10 }, daily: 1000 });
+    const a = adapter(s);
+    const signals: RateSignal[] = [];
+    await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x));
+    await a.write([contact('2', { lastname: 'B' })], (x) => signals.push(x));
+    expect(signals).toEqual([
+      { remaining: 4, dailyRemaining: 999 },
+      { remaining: 3, dailyRemaining: 998 },
+    ]);
+  });
+
+  it('throttled: signals throttled with the 10 s interval and returns RATE_LIMITED retries', async () => {
+    const s = await start({ limit: { requests: 1, windowSeconds: 10 } });
+    const a = adapter(s);
+    await a.ping();
+    const signals: RateSignal[] = [];
+    const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], (x) => signals.push(x));
+    expect(out).toEqual([
+      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
+      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
+    ]);
+    expect(signals).toEqual([{ remaining: 0, dailyRemaining: 249_999, throttled: true, retryAfterSeconds: 10 }]);
+    await advance(s, 10);
+    expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]?.status).toBe('done');
+  });
+
+  it('daily limit: waits until midnight (UTC)', async () => {
+    const s = await start({ daily: 1 });
+    const a = adapter(s);
+    await a.ping();
+    const signals: RateSignal[] = [];
+    const before = Date.now();
+    const [outcome] = await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x));
+    const toMidnight = Math.ceil(((Math.floor(before / 86_400_000) + 1) * 86_400_000 - before) / 1000);
+    expect(outcome).toMatchObject({ status: 'retry', code: 'RATE_LIMITED' });
+    const wait = (outcome as { retryAfterSeconds: number }).retryAfterSeconds;
+    expect(Math.abs(wait - toMidnight)).toBeLessThanOrEqual(2);
+    expect(signals[0]).toMatchObject({ throttled: true, dailyRemaining: 0, retryAfterSeconds: wait });
+    expect(retryAfterOf({ status: 429, headers: {}, body: { policyName: 'DAILY' } }, Date.UTC(2026, 0, 1, 23, 59, 0))).toBe(60);
+    expect(retryAfterOf({ status: 429, headers: { 'retry-after': '7' }, body: {} })).toBe(7);
+  });
+
+  it('deletes by external id (read ids, then archive), mixed with upserts in one call; unknown ids are done', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
+    // A fresh adapter has no cached ids: it reads them by idProperty first.
+    const b = adapter(s);
+    const writes = [removeContact('1'), contact('3', { lastname: 'C' }), removeContact('404')];
+    const cost = b.cost(writes);
+    expect(cost).toBe(3); // batch/read + batch/upsert + batch/archive
+    const before = (await stats(s)).requests;
+    const out = await b.write(writes, () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+    expect((await stats(s)).requests - before).toBe(cost);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id).sort()).toEqual(['2', '3']);
+    // The adapter that wrote record 2 knows its id: deleting it costs one call.
+    expect(a.cost([removeContact('2')])).toBe(1);
+    expect((await a.write([removeContact('2')], () => undefined))[0]?.status).toBe('done');
+    expect((await stats(s)).recordsDeleted).toBe(2);
+  });
+
+  it('lookups: a deal waits for its contact, then is upserted and associated (deal -> contact, type 3)', async () => {
+    const s = await start();
+    const a = adapter(s);
+    expect(a.cost([deal('7', '5')])).toBe(3); // read contact id + upsert + association
+    expect((await a.write([deal('7', '5')], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    expect(await records(s, 'deals')).toHaveLength(0);
+    await a.write([contact('5', { lastname: 'E' })], () => undefined);
+    const contactId = String((await records(s, 'contacts'))[0]!.id);
+    const cost = a.cost([deal('7', '5'), deal('8', '5')]);
+    expect(cost).toBe(2); // the contact id is cached since its upsert
+    const before = (await stats(s)).requests;
+    const out = await a.write([deal('7', '5'), deal('8', '5')], () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'done']);
+    expect((await stats(s)).requests - before).toBe(cost);
+    const deals = await records(s, 'deals');
+    expect(deals.map((d) => ({ erp_order_id: d.erp_order_id, dealname: d.dealname }))).toEqual([
+      { erp_order_id: '7', dealname: 'Order 7' },
+      { erp_order_id: '8', dealname: 'Order 8' },
+    ]);
+    const links = await records(s, 'associations');
+    expect(links.map((l) => ({ from: l.fromObjectId, to: l.toObjectId, type: l.associationTypeId, category: l.associationCategory }))).toEqual(
+      deals.map((d) => ({ from: String(d.id), to: contactId, type: 3, category: 'HUBSPOT_DEFINED' })),
+    );
+    // Updating a deal whose link exists already costs one upsert, no association call.
+    expect(a.cost([deal('7', '5', { amount: 20 })])).toBe(1);
+    const n = (await stats(s)).requests;
+    expect((await a.write([deal('7', '5', { amount: 20 })], () => undefined))[0]?.status).toBe('done');
+    expect((await stats(s)).requests - n).toBe(1);
+    // A lookup HubSpot has no association type for is rejected with a clear message.
+    const odd: CrmWrite = { ...deal('9', '5'), lookups: { x: { object: 'products', externalIdField: 'sku', externalId: '1' } } };
+    expect((await a.write([odd], () => undefined))[0]).toMatchObject({ status: 'rejected', code: 'HUBSPOT_NO_ASSOCIATION_TYPE' });
+    // Archiving the contact removes its associations, as in HubSpot.
+    expect((await a.write([removeContact('5')], () => undefined))[0]?.status).toBe('done');
+    expect(await records(s, 'associations')).toHaveLength(0);
+  });
+
+  it('throws a retriable error for 5xx and a permanent CRM_AUTH for a bad token', async () => {
+    const s = await start();
+    await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
+    const a = adapter(s);
+    await expect(a.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'HTTP_503', retriable: true });
+    const bad = adapter(s, 'wrong');
+    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false, message: 'HubSpot rejected the token (HTTP 401); check crm.auth.token' });
+    await expect(bad.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false });
+  });
+});
