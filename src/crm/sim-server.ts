@@ -19,7 +19,10 @@ export interface SimRequest {
   path: string;
   query: URLSearchParams;
   headers: IncomingMessage['headers'];
+  /** Parsed JSON for JSON (or untyped) bodies; the text for other content types (CSV, multipart). */
   body: unknown;
+  /** The body's bytes, for binary uploads (e.g. Zoho's zipped CSV). */
+  raw?: Buffer;
 }
 
 export interface SimResponse {
@@ -134,6 +137,14 @@ export abstract class SimServer {
   }
 
   private async control(req: SimRequest): Promise<SimResponse> {
+    // Control bodies are JSON however the client labels them (`curl -d` sends form encoding, fetch text/plain).
+    if (typeof req.body === 'string') {
+      try {
+        req = { ...req, body: JSON.parse(req.body) };
+      } catch {
+        return { status: 400, body: { error: 'simulator control bodies are JSON' } };
+      }
+    }
     const [, , what, object] = req.path.split('/');
     if (req.method === 'GET' && what === 'records' && object) {
       return { status: 200, body: [...this.records(object).values()] };
@@ -189,15 +200,18 @@ export abstract class SimServer {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://sim');
-      const raw = Buffer.concat(chunks).toString('utf8');
+      const bytes = Buffer.concat(chunks);
+      const raw = bytes.toString('utf8');
+      const type = req.headers['content-type'] ?? '';
+      const isJson = type === '' || type.includes('json');
       let body: unknown;
       try {
-        body = raw ? JSON.parse(raw) : undefined;
+        body = raw ? (isJson ? JSON.parse(raw) : raw) : undefined;
       } catch {
         this.send(res, { status: 400, body: { errors: [{ error: { code: 'invalid_json', message: 'request body is not valid JSON' } }] } });
         return;
       }
-      this.dispatch({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body }).then(
+      this.dispatch({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body, raw: bytes }).then(
         (r) => this.send(res, r),
         (err: unknown) => this.send(res, { status: 500, body: { error: String(err) } }),
       );
@@ -206,9 +220,11 @@ export abstract class SimServer {
 
   private send(res: ServerResponse, r: SimResponse): void {
     const headers: Record<string, string | number> = { ...r.headers };
-    if (r.body !== undefined) headers['content-type'] = 'application/json';
+    // A text or binary body with its own content type (multipart $batch, CSV, zip) goes out as is.
+    const verbatim = (typeof r.body === 'string' || Buffer.isBuffer(r.body)) && Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
+    if (r.body !== undefined && !verbatim) headers['content-type'] = 'application/json';
     res.writeHead(r.status, headers);
-    res.end(r.body === undefined ? undefined : JSON.stringify(r.body));
+    res.end(r.body === undefined ? undefined : verbatim ? (r.body as string | Buffer) : JSON.stringify(r.body));
   }
 
   async listen(port: number, host = '127.0.0.1'): Promise<CrmSimulator> {

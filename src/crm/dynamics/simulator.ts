@@ -1,0 +1,494 @@
+import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
+import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, boundaryOf, buildBatchResponse, newBoundary, parseBatchRequest } from './multipart.ts';
+
+/**
+ * Microsoft Dataverse (Dynamics 365) Web API v9.x as documented:
+ *
+ * Service protection limits, per user, 5-minute sliding window
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits):
+ * - 6,000 requests; each operation inside a `$batch` counts as one request.
+ * - 1,200 s of combined execution time.
+ * - 52 concurrent requests.
+ * Past a limit: 429 with `Retry-After` (seconds) and an OData error whose code names the limit
+ * (0x80072322 requests, 0x80072321 execution time, 0x80072326 concurrency). A client that keeps
+ * sending while throttled is throttled for longer: each request during the lockout doubles it
+ * (capped at the window). Every response carries `x-ms-ratelimit-burst-remaining-xrm-requests`
+ * and `x-ms-ratelimit-time-remaining-xrm-requests` (Microsoft says not to pace on them).
+ *
+ * Writes: upsert is `PATCH /api/data/v9.2/<entityset>(<altkey>='<value>')` (create when no
+ * record has that key, update otherwise; `If-None-Match: *` = create only, `If-Match: *` =
+ * update only), 204 with `OData-EntityId`. `DELETE` by key or GUID: 204, or 404 when absent.
+ * Lookups bind with `"<navprop>@odata.bind": "/<entityset>(<altkey>='<value>')"`; the record
+ * stores `<navprop>: <target GUID>`. `$batch` (multipart/mixed, at most 1,000 operations,
+ * change sets atomic) runs the operations in order; without `Prefer: odata.continue-on-error` it
+ * stops at the first failure and answers 400 with the responses so far and that failure;
+ * with it, 200 and one response per operation
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api).
+ *
+ * Validation (400 OData errors): unknown or non-lower-case attribute names (0x80060888), values
+ * longer than the column (0x80044331), malformed e-mail addresses and the business-required
+ * columns of the stock forms (contact `lastname`, account/opportunity `name`) on create — the
+ * last is stricter than the Web API, which enforces only system-required columns, so partial
+ * failures show up in load tests. Bind targets that do not exist: 404 (0x80040217).
+ *
+ * Auth: `Authorization: Bearer <token>`; anything else is 401 with `WWW-Authenticate: Bearer
+ * authorization_uri=...` (Dataverse's 401 body is not documented; this one is an OData error).
+ */
+export interface DynamicsSimOptions {
+  port: number;
+  host?: string;
+  /** Requests per sliding window (default 6000 per 300 s). */
+  limit?: { requests: number; windowSeconds: number };
+  tokens?: string[];
+  /** First Retry-After of a throttle; default: seconds until the window has room again. */
+  retryAfterSeconds?: number;
+  /** Combined execution time per window, seconds (default 1200). */
+  executionSeconds?: number;
+  /** Concurrent requests (default 52). */
+  concurrency?: number;
+  /** Server execution time each operation is charged, ms (default 100). */
+  executionMsPerOperation?: number;
+  /** Wall-clock time each request is held in flight, ms (default 0), to exercise the concurrency limit. */
+  holdMs?: number;
+}
+
+const API = /^\/api\/data\/v9\.\d\/?/;
+const MAX_BATCH = 1000;
+const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+const ATTRIBUTE = /^[a-z_][a-z0-9_]*$/;
+const NAVIGATION = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Entity set -> logical name, primary key and the stock forms' business-required column. */
+const ENTITIES: Record<string, { logical: string; required?: string }> = {
+  contacts: { logical: 'contact', required: 'lastname' },
+  accounts: { logical: 'account', required: 'name' },
+  leads: { logical: 'lead', required: 'lastname' },
+  opportunities: { logical: 'opportunity', required: 'name' },
+};
+
+/** Column lengths of the stock schema (Single line of text). */
+const MAX_LENGTH: Record<string, number> = {
+  firstname: 50,
+  lastname: 50,
+  fullname: 160,
+  name: 300,
+  emailaddress1: 100,
+  emailaddress2: 100,
+  emailaddress3: 100,
+  telephone1: 50,
+  jobtitle: 100,
+};
+
+const THROTTLE = {
+  requests: { code: '0x80072322', message: (n: number, w: number) => `Number of requests exceeded the limit of ${n} over time window of ${w} seconds.` },
+  time: {
+    code: '0x80072321',
+    message: (n: number, w: number) =>
+      `Combined execution time of incoming requests exceeded limit of ${n * 1000} milliseconds over time window of ${w} seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later.`,
+  },
+  concurrency: { code: '0x80072326', message: (n: number) => `Number of concurrent requests exceeded the limit of ${n}.` },
+};
+
+type Limit = keyof typeof THROTTLE;
+
+interface OpResult {
+  status: number;
+  headers: Record<string, string>;
+  body?: unknown;
+}
+
+function odataError(status: number, code: string, message: string, headers: Record<string, string> = {}): OpResult {
+  return { status, headers, body: { error: { code, message } } };
+}
+
+/** `00000000-0000-0000-0000-00000000002a` from record id 42: a stable GUID per record. */
+function guid(id: number): string {
+  return `00000000-0000-0000-0000-${id.toString(16).padStart(12, '0')}`;
+}
+
+/** A `(...)` key segment: a GUID, or `name='value'` pairs (OData literals, `''` = `'`). */
+function parseKey(segment: string): { guid: string } | { keys: Record<string, string> } | undefined {
+  const text = decodeURIComponent(segment);
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text)) return { guid: text.toLowerCase() };
+  const keys: Record<string, string> = {};
+  const re = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'((?:[^']|'')*)'|([^,'\s]+))\s*(,|$)/y;
+  let pos = 0;
+  while (pos < text.length) {
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (!m) return undefined;
+    keys[m[1]!] = m[2] !== undefined ? m[2].replace(/''/g, "'") : m[3]!;
+    pos = re.lastIndex;
+  }
+  return Object.keys(keys).length ? { keys } : undefined;
+}
+
+/** Minimal sum over a sliding window, for the execution-time limit (RollingWindow counts only). */
+class SlidingSum {
+  private readonly entries: { at: number; amount: number }[] = [];
+  private sum = 0;
+  readonly windowMs: number;
+
+  constructor(windowMs: number) {
+    this.windowMs = windowMs;
+  }
+
+  private prune(now: number): void {
+    while (this.entries.length && this.entries[0]!.at <= now - this.windowMs) this.sum -= this.entries.shift()!.amount;
+  }
+
+  add(now: number, amount: number): void {
+    this.entries.push({ at: now, amount });
+    this.sum += amount;
+  }
+
+  total(now: number): number {
+    this.prune(now);
+    return this.sum;
+  }
+
+  /** Seconds until the total drops below `limit`. */
+  secondsUntilBelow(now: number, limit: number): number {
+    this.prune(now);
+    let sum = this.sum;
+    for (const e of this.entries) {
+      if (sum < limit) break;
+      sum -= e.amount;
+      if (sum < limit) return Math.max(1, Math.ceil((e.at + this.windowMs - now) / 1000));
+    }
+    return 1;
+  }
+
+  clear(): void {
+    this.entries.length = 0;
+    this.sum = 0;
+  }
+}
+
+class DynamicsSim extends SimServer {
+  private readonly window: RollingWindow;
+  private readonly execution: SlidingSum;
+  private readonly executionLimitMs: number;
+  private readonly concurrency: number;
+  private readonly tokens: Set<string>;
+  private readonly retryAfterSeconds: number | undefined;
+  private readonly opMs: number;
+  private readonly holdMs: number;
+  private inFlight = 0;
+  private lock: { until: number; penaltySeconds: number; limit: Limit } | undefined;
+
+  constructor(opts: DynamicsSimOptions) {
+    super();
+    const limit = opts.limit ?? { requests: 6000, windowSeconds: 300 };
+    this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
+    this.execution = new SlidingSum(limit.windowSeconds * 1000);
+    this.executionLimitMs = (opts.executionSeconds ?? 1200) * 1000;
+    this.concurrency = opts.concurrency ?? 52;
+    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+    this.opMs = opts.executionMsPerOperation ?? 100;
+    this.holdMs = opts.holdMs ?? 0;
+  }
+
+  protected resetLimits(): void {
+    this.window.clear();
+    this.execution.clear();
+    this.lock = undefined;
+  }
+
+  private throttled(limit: Limit, retryAfterSeconds: number): SimResponse {
+    const w = this.window.windowMs / 1000;
+    const message =
+      limit === 'requests' ? THROTTLE.requests.message(this.window.limit, w) : limit === 'time' ? THROTTLE.time.message(this.executionLimitMs / 1000, w) : THROTTLE.concurrency.message(this.concurrency);
+    return {
+      status: 429,
+      headers: { 'Retry-After': retryAfterSeconds, 'OData-Version': '4.0', ...this.rateHeaders(this.now()) },
+      body: { error: { code: THROTTLE[limit].code, message } },
+    };
+  }
+
+  protected throttleResponse(retryAfterSeconds: number): SimResponse {
+    return this.throttled('requests', retryAfterSeconds);
+  }
+
+  private rateHeaders(now: number): Record<string, string | number> {
+    return {
+      'x-ms-ratelimit-burst-remaining-xrm-requests': Math.max(0, this.window.remaining(now)),
+      'x-ms-ratelimit-time-remaining-xrm-requests': (Math.max(0, this.executionLimitMs - this.execution.total(now)) / 1000).toFixed(2),
+    };
+  }
+
+  /** Throttles a request that arrives while locked out, lengthening the lockout. */
+  private stillLocked(now: number): SimResponse | undefined {
+    if (!this.lock || now >= this.lock.until) return undefined;
+    const cap = this.window.windowMs / 1000;
+    this.lock.penaltySeconds = Math.min(cap, this.lock.penaltySeconds * 2);
+    this.lock.until = now + this.lock.penaltySeconds * 1000;
+    return this.throttled(this.lock.limit, this.lock.penaltySeconds);
+  }
+
+  private lockOut(now: number, limit: Limit, computedSeconds: number): SimResponse {
+    const seconds = Math.max(1, this.retryAfterSeconds ?? computedSeconds);
+    this.lock = { until: now + seconds * 1000, penaltySeconds: seconds, limit };
+    return this.throttled(limit, seconds);
+  }
+
+  /** Service protection for a request carrying `operations` operations; undefined = admitted. */
+  private admit(now: number, operations: number): SimResponse | undefined {
+    const locked = this.stillLocked(now);
+    if (locked) return locked;
+    if (this.inFlight >= this.concurrency) return this.throttled('concurrency', Math.max(1, this.retryAfterSeconds ?? 1));
+    const n = Math.max(1, operations);
+    if (this.window.remaining(now) < Math.min(n, this.window.limit)) return this.lockOut(now, 'requests', Math.max(1, this.window.resetSeconds(now)));
+    if (this.execution.total(now) >= this.executionLimitMs) return this.lockOut(now, 'time', this.execution.secondsUntilBelow(now, this.executionLimitMs));
+    this.lock = undefined;
+    for (let i = 0; i < n; i++) this.window.tryAcquire(now);
+    // Each operation is one request toward the 6,000 (the base counted the HTTP request once).
+    this.stats.requests += n - 1;
+    this.execution.add(now, n * this.opMs);
+    return undefined;
+  }
+
+  protected async handle(req: SimRequest): Promise<SimResponse> {
+    const auth = req.headers.authorization ?? '';
+    const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
+    if (!this.tokens.has(token)) {
+      return {
+        status: 401,
+        headers: { 'WWW-Authenticate': 'Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://org.crm.dynamics.com/' },
+        body: { error: { code: 'Unauthorized', message: 'The user is not authenticated: the access token is missing, expired or not issued for this environment.' } },
+      };
+    }
+    if (!API.test(req.path)) return this.json(odataError(404, '0x8006088a', `Resource not found for the segment '${req.path.split('/').filter(Boolean)[0] ?? ''}'.`));
+    const rel = req.path.replace(API, '');
+    const isBatch = rel === '$batch' && req.method === 'POST';
+    let batch: ReturnType<typeof parseBatchRequest> | undefined;
+    if (isBatch) {
+      const boundary = boundaryOf(String(req.headers['content-type'] ?? ''));
+      if (!boundary || typeof req.body !== 'string') return this.json(odataError(400, '0x80048d19', 'The batch request must have a Content-Type multipart/mixed header with a boundary.'));
+      try {
+        batch = parseBatchRequest(req.body, boundary);
+      } catch (err) {
+        return this.json(odataError(400, '0x80048d19', `The batch request body is malformed: ${(err as Error).message}`));
+      }
+      const count = batch.reduce((n, item) => n + ('changeset' in item ? item.changeset.length : 1), 0);
+      if (count > MAX_BATCH) return this.json(odataError(400, '0x80040203', `The number of requests in a batch exceeds the limit of ${MAX_BATCH}; it contains ${count}.`));
+    }
+    const now = this.now();
+    const operations = batch ? batch.reduce((n, item) => n + ('changeset' in item ? item.changeset.length : 1), 0) : 1;
+    const refused = this.admit(now, operations);
+    if (refused) return refused;
+    this.inFlight++;
+    try {
+      if (this.holdMs > 0) await new Promise((r) => setTimeout(r, this.holdMs));
+      const res = batch ? this.runBatch(batch, req) : this.json(this.execute(origin(req), { method: req.method, url: req.path, headers: flatHeaders(req.headers), ...(req.body !== undefined ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}) }));
+      return { ...res, headers: { ...this.rateHeaders(now), ...res.headers } };
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private json(r: OpResult): SimResponse {
+    return { status: r.status, headers: { 'OData-Version': '4.0', ...r.headers }, ...(r.body !== undefined ? { body: r.body } : {}) };
+  }
+
+  private runBatch(items: ReturnType<typeof parseBatchRequest>, req: SimRequest): SimResponse {
+    const prefer = String(req.headers.prefer ?? '');
+    const continueOnError = /\bodata\.continue-on-error\b/.test(prefer);
+    const out: BatchResponseItem[] = [];
+    let failed = false;
+    for (const item of items) {
+      if ('changeset' in item) {
+        // A change set is one transaction: on the first failure its writes are undone and only
+        // that failure is answered.
+        const saved = this.snapshot();
+        const results: BatchItemResponse[] = [];
+        let error: BatchItemResponse | undefined;
+        for (const op of item.changeset) {
+          const r = toPart(this.execute(origin(req), op), op);
+          if (r.status >= 400) {
+            error = r;
+            break;
+          }
+          results.push(r);
+        }
+        if (error) {
+          this.restore(saved);
+          out.push(error);
+          failed = true;
+        } else out.push({ changeset: results });
+      } else {
+        const r = toPart(this.execute(origin(req), item), item);
+        out.push(r);
+        if (r.status >= 400) failed = true;
+      }
+      if (failed && !continueOnError) break;
+    }
+    const boundary = newBoundary('batchresponse');
+    return {
+      status: failed && !continueOnError ? 400 : 200,
+      headers: {
+        'Content-Type': `multipart/mixed; boundary=${boundary}`,
+        'OData-Version': '4.0',
+        ...(continueOnError ? { 'Preference-Applied': 'odata.continue-on-error' } : {}),
+      },
+      body: buildBatchResponse(boundary, out),
+    };
+  }
+
+  private snapshot(): { store: Map<string, Map<number, SimRecord>>; written: number; deleted: number } {
+    const store = new Map([...this.store].map(([k, m]) => [k, new Map(m)] as const));
+    return { store, written: this.stats.recordsWritten, deleted: this.stats.recordsDeleted };
+  }
+
+  private restore(s: ReturnType<DynamicsSim['snapshot']>): void {
+    this.store.clear();
+    for (const [k, m] of s.store) this.store.set(k, m);
+    this.stats.recordsWritten = s.written;
+    this.stats.recordsDeleted = s.deleted;
+  }
+
+  /** One operation (top-level or inside a batch). */
+  private execute(root: string, op: BatchOperation): OpResult {
+    let path = op.url;
+    try {
+      path = new URL(op.url, 'http://sim/api/data/v9.2/').pathname;
+    } catch {
+      return odataError(400, '0x80060888', `Invalid request URL ${op.url}.`);
+    }
+    const rel = path.replace(API, '');
+    if (rel === 'WhoAmI' && op.method === 'GET') {
+      return {
+        status: 200,
+        headers: {},
+        body: { '@odata.context': '/api/data/v9.2/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse', BusinessUnitId: 'b0000000-0000-0000-0000-000000000001', UserId: 'a0000000-0000-0000-0000-000000000001', OrganizationId: 'c0000000-0000-0000-0000-000000000001' },
+      };
+    }
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$/.exec(rel);
+    const set = m?.[1] ?? '';
+    const entity = ENTITIES[set] ?? (/^[a-z]+_[a-z0-9_]+s$/.test(set) ? { logical: set.slice(0, -1) } : undefined);
+    if (!m || !entity) return odataError(404, '0x8006088a', `Resource not found for the segment '${rel.split('(')[0]}'.`);
+    if (m[2] === undefined) {
+      if (op.method === 'GET') return { status: 200, headers: {}, body: { value: [...this.records(set).values()] } };
+      return odataError(405, '0x80060888', `${op.method} on the ${set} collection is not supported by this simulator; upsert with PATCH ${set}(<key>=<value>).`);
+    }
+    const key = parseKey(m[2]);
+    if (!key) return odataError(400, '0x80060888', `Bad key segment (${m[2]}).`);
+    const existing = this.find(set, key);
+    const absent = odataError(404, '0x80040217', 'guid' in key ? `${entity.logical} With Id = ${key.guid} Does Not Exist` : `A record with the specified key values does not exist in ${entity.logical} entity`);
+    if (op.method === 'GET') return existing ? { status: 200, headers: {}, body: existing } : absent;
+    if (op.method === 'DELETE') {
+      if (!existing) return absent;
+      this.records(set).delete(existing.id);
+      this.stats.recordsDeleted++;
+      return { status: 204, headers: {} };
+    }
+    if (op.method !== 'PATCH') return odataError(405, '0x80060888', `${op.method} is not supported on ${set}(...).`);
+    const h = op.headers ?? {};
+    if (h['if-none-match'] === '*' && existing) return odataError(412, '0x80040237', `A record with matching key values already exists.`);
+    if (h['if-match'] === '*' && !existing) return absent;
+    if (!existing && 'guid' in key) return absent; // a create needs the alternate key (or a POST)
+    let data: Record<string, unknown>;
+    try {
+      data = op.body ? (JSON.parse(op.body) as Record<string, unknown>) : {};
+    } catch {
+      return odataError(400, '0x80060888', 'The request body is not valid JSON.');
+    }
+    return this.upsert(root, set, entity, existing, 'keys' in key ? key.keys : {}, data);
+  }
+
+  private find(set: string, key: { guid: string } | { keys: Record<string, string> }): SimRecord | undefined {
+    for (const r of this.records(set).values()) {
+      if ('guid' in key ? guid(r.id) === key.guid : Object.entries(key.keys).every(([k, v]) => r[k] !== undefined && String(r[k]) === v)) return r;
+    }
+    return undefined;
+  }
+
+  private upsert(root: string, set: string, entity: { logical: string; required?: string }, existing: SimRecord | undefined, keys: Record<string, string>, data: Record<string, unknown>): OpResult {
+    const fields: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(data)) {
+      const bind = /^(.+)@odata\.bind$/.exec(name);
+      if (bind) {
+        const nav = bind[1]!;
+        if (!NAVIGATION.test(nav)) return odataError(400, '0x80060888', `Could not find a property named '${nav}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`);
+        if (value === null) {
+          fields[nav] = null;
+          continue;
+        }
+        const target = /^\/?(?:.*\/api\/data\/v9\.\d\/)?([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$/.exec(String(value));
+        const targetKey = target ? parseKey(target[2]!) : undefined;
+        if (!target || !targetKey) return odataError(400, '0x80060888', `The value '${String(value)}' of '${name}' is not a valid entity reference.`);
+        const found = this.find(target[1]!, targetKey);
+        const logical = ENTITIES[target[1]!]?.logical ?? target[1]!;
+        if (!found) return odataError(404, '0x80040217', `A record with the specified key values does not exist in ${logical} entity`);
+        fields[nav] = guid(found.id);
+        continue;
+      }
+      if (name.startsWith('@') || name.includes('@')) continue; // instance annotations
+      if (!ATTRIBUTE.test(name)) return odataError(400, '0x80060888', `Could not find a property named '${name}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`);
+      fields[name] = value;
+    }
+    for (const [k, v] of Object.entries(keys)) {
+      if (fields[k] !== undefined && fields[k] !== null && String(fields[k]) !== v) {
+        return odataError(400, '0x80060888', `The key attribute '${k}' in the body (${String(fields[k])}) differs from the URL (${v}).`);
+      }
+    }
+    const merged: Record<string, unknown> = { ...existing, ...keys, ...fields };
+    const problem = this.validate(entity, merged, existing === undefined);
+    if (problem) return problem;
+    const now = new Date(this.now()).toISOString();
+    const id = existing?.id ?? this.newId();
+    const record: SimRecord = { ...merged, id, [`${entity.logical}id`]: guid(id), createdon: existing?.createdon ?? now, modifiedon: now };
+    this.records(set).set(id, record);
+    this.stats.recordsWritten++;
+    const entityId = `${root}/api/data/v9.2/${set}(${guid(id)})`;
+    return { status: 204, headers: { 'OData-EntityId': entityId, ...(existing ? {} : { Location: entityId }) } };
+  }
+
+  private validate(entity: { logical: string; required?: string }, r: Record<string, unknown>, creating: boolean): OpResult | undefined {
+    const blank = (v: unknown): boolean => v === undefined || v === null || String(v).trim() === '';
+    const invalid = (message: string): OpResult => odataError(400, '0x80044331', `A validation error occurred. ${message}`);
+    if (entity.required && (creating || entity.required in r) && blank(r[entity.required])) {
+      return invalid(`The value of the '${entity.required}' attribute of the '${entity.logical}' entity is required.`);
+    }
+    for (const [name, max] of Object.entries(MAX_LENGTH)) {
+      const v = r[name];
+      if (typeof v === 'string' && v.length > max) {
+        return invalid(`The length of the '${name}' attribute of the '${entity.logical}' entity exceeded the maximum allowed length of '${max}'.`);
+      }
+    }
+    for (const name of ['emailaddress1', 'emailaddress2', 'emailaddress3']) {
+      const v = r[name];
+      if (!blank(v) && !EMAIL.test(String(v))) return invalid(`The value of the '${name}' attribute of the '${entity.logical}' entity is not a valid e-mail address.`);
+    }
+    const injected = this.rejected(r);
+    if (injected) return invalid(`The value of the '${injected.field}' attribute of the '${entity.logical}' entity is invalid: ${injected.message}.`);
+    return undefined;
+  }
+}
+
+/** The organization URL as the client addressed it, for `OData-EntityId`. */
+function origin(req: SimRequest): string {
+  return `http://${req.headers.host ?? '127.0.0.1'}`;
+}
+
+function flatHeaders(headers: SimRequest['headers']): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
+}
+
+function toPart(r: OpResult, op: BatchOperation): BatchItemResponse {
+  const headers: Record<string, string> = { 'OData-Version': '4.0', ...r.headers };
+  if (r.body !== undefined) headers['Content-Type'] = 'application/json; odata.metadata=minimal';
+  return {
+    status: r.status,
+    headers,
+    body: r.body === undefined ? '' : JSON.stringify(r.body),
+    ...(op.contentId !== undefined ? { contentId: op.contentId } : {}),
+  };
+}
+
+export function startDynamicsSimulator(opts: DynamicsSimOptions): Promise<CrmSimulator> {
+  return new DynamicsSim(opts).listen(opts.port, opts.host);
+}

@@ -1,0 +1,390 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
+import type { CrmConfig } from '../../config.ts';
+import { ConnectorError, errorMessage } from '../../errors.ts';
+import { componentLogger } from '../../logger.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
+
+/**
+ * Salesforce REST API adapter (reference/crm-apis.md).
+ *
+ * Upserts: below `crm.bulkThreshold` records, sObject Collections upsert by external id,
+ * 200 records a request, `allOrNone:false` so one bad record does not sink its batch
+ * (PATCH /services/data/{v}/composite/sobjects/{Object}/{ExternalIdField}). From the threshold
+ * on, one Bulk API 2.0 ingest job: create (operation upsert, externalIdFieldName) -> PUT CSV ->
+ * PATCH UploadComplete -> poll the job (the only waiting this adapter does, bounded by
+ * `crm.timeoutMs`) -> GET successfulResults / failedResults / unprocessedrecords, matched back
+ * to the records by external id (Salesforce does not keep row order).
+ *
+ * Deletes (always through the REST API; CDC deletes are few, and Bulk delete also needs Ids):
+ * one SOQL query finds the Ids of up to 200 external ids, then one
+ * DELETE /composite/sobjects?ids=...&allOrNone=false removes them.
+ *
+ * Lookups need no request: Salesforce resolves a parent by its external id inside the write.
+ * A mapping names the lookup field, e.g. `lookups: {Customer__c: {object: Contact, column: customer_id}}`
+ * or `AccountId`; the adapter sends the relationship `Customer__r: {attributes:{type:"Contact"}, ERP_Id__c:"42"}`
+ * (`Account: {...}` for `AccountId`), and in Bulk CSV the column `Customer__r.ERP_Id__c`.
+ * Naming the relationship itself (`Customer__r`, `Account`) works too.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+ *
+ * Quota: a rolling 24 h count of API calls; `Sforce-Limit-Info: api-usage=used/limit` becomes
+ * `dailyRemaining`. Past it Salesforce answers 403 REQUEST_LIMIT_EXCEEDED without Retry-After:
+ * the signal is `throttled` without `retryAfterSeconds` and the sink backs off on its own.
+ */
+const COLLECTION_MAX = 200;
+/** Largest Bulk API 2.0 job this adapter builds (a job may hold 150 MB of CSV; 10k rows stays far below). */
+const BULK_JOB_MAX = 10_000;
+/** Waits between job polls: quick for small jobs, then every 10 s. */
+const POLL_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 10_000];
+/**
+ * What `cost()` assumes of a job's run time (Salesforce documents none): a queueing delay plus
+ * a processing rate. The simulator's defaults are the same numbers.
+ */
+const ASSUMED_JOB_START_MS = 1000;
+const ASSUMED_ROWS_PER_SECOND = 2000;
+/** Per-record errors that can pass when the record is sent again. */
+const TRANSIENT = new Set(['UNABLE_TO_LOCK_ROW', 'REQUEST_RUNNING_TOO_LONG', 'SERVER_UNAVAILABLE', 'ALL_OR_NONE_OPERATION_ROLLED_BACK', 'TXN_SECURITY_METERING_ERROR']);
+
+const log = componentLogger('crm.salesforce');
+
+interface SfResponse {
+  status: number;
+  body: unknown;
+  text: string;
+}
+
+interface SfError {
+  statusCode?: string;
+  errorCode?: string;
+  message?: string;
+  fields?: string[];
+}
+
+/** The relationship name of a lookup field: `Customer__c` -> `Customer__r`, `AccountId` -> `Account`. */
+export function relationshipName(field: string): string {
+  if (field.endsWith('__c')) return `${field.slice(0, -3)}__r`;
+  if (field.length > 2 && field.endsWith('Id')) return field.slice(0, -2);
+  return field;
+}
+
+function pollDelay(attempt: number): number {
+  return POLL_DELAYS_MS[Math.min(attempt, POLL_DELAYS_MS.length - 1)]!;
+}
+
+/** Polls a job of `rows` rows is expected to need under the assumed run time. */
+export function estimatedPolls(rows: number): number {
+  const expected = ASSUMED_JOB_START_MS + (rows / ASSUMED_ROWS_PER_SECOND) * 1000;
+  let waited = 0;
+  let polls = 0;
+  while (waited < expected) waited += pollDelay(polls++);
+  return Math.max(1, polls);
+}
+
+function soqlString(v: string): string {
+  return `'${v.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+}
+
+/** A cell of Bulk CSV: empty keeps the field, `#N/A` clears it (an empty string clears it too, as in the REST API). */
+function csvCell(v: unknown): string {
+  if (v === undefined) return '';
+  if (v === null || v === '') return CSV_NULL;
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/** `REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --` -> its parts. */
+export function parseBulkError(text: string): SfError {
+  const t = text.replace(/\s*--\s*$/, '');
+  const first = t.indexOf(':');
+  const last = t.lastIndexOf(':');
+  if (first < 0) return { statusCode: 'BULK_ERROR', message: text };
+  const statusCode = t.slice(0, first);
+  if (last === first) return { statusCode, message: t.slice(first + 1) };
+  const fields = t.slice(last + 1).split(',').map((f) => f.trim()).filter(Boolean);
+  return { statusCode, message: t.slice(first + 1, last), fields };
+}
+
+/** One `write` call in progress: the outcomes so far and whether Salesforce throttled it. */
+interface Call {
+  records: CrmWrite[];
+  out: (WriteOutcome | undefined)[];
+  onSignal: (s: RateSignal) => void;
+  throttled: boolean;
+}
+
+const RATE_LIMITED: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', message: 'Salesforce API request limit exceeded (403 REQUEST_LIMIT_EXCEEDED)' };
+
+export class SalesforceAdapter implements CrmAdapter {
+  readonly kind = 'salesforce';
+  private readonly pool: Pool;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  private readonly bulkThreshold: number;
+  private readonly prefix: string;
+
+  constructor(config: CrmConfig) {
+    const base = new URL(config.baseUrl);
+    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.token = config.auth.token;
+    this.timeoutMs = config.timeoutMs;
+    this.bulkThreshold = config.bulkThreshold;
+    this.prefix = `${base.pathname.replace(/\/+$/, '')}/services/data/${config.apiVersion ?? 'v62.0'}`;
+  }
+
+  maxBatchSize(_object: string): number {
+    return this.bulkThreshold > 0 ? Math.max(COLLECTION_MAX, BULK_JOB_MAX, this.bulkThreshold) : COLLECTION_MAX;
+  }
+
+  private useBulk(upserts: number): boolean {
+    return this.bulkThreshold > 0 && upserts >= this.bulkThreshold;
+  }
+
+  cost(records: CrmWrite[]): number {
+    let n = 0;
+    for (const group of this.groups(records).values()) {
+      const upserts = group.filter((i) => records[i]!.op === 'upsert').length;
+      const deletes = group.length - upserts;
+      // Bulk: create + upload + UploadComplete + polls + three result downloads.
+      if (this.useBulk(upserts)) n += 3 + estimatedPolls(upserts) + 3;
+      else n += Math.ceil(upserts / COLLECTION_MAX);
+      n += 2 * Math.ceil(deletes / COLLECTION_MAX);
+    }
+    return n;
+  }
+
+  async ping(): Promise<void> {
+    const res = await this.request('GET', `${this.prefix}/limits`, undefined, () => undefined);
+    if (res.status !== 200) {
+      throw new ConnectorError('CRM_PING', `Salesforce answered HTTP ${res.status} to GET ${this.prefix}/limits; check crm.baseUrl (the instance URL) and crm.apiVersion`);
+    }
+  }
+
+  async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
+    const call: Call = { records, out: new Array<WriteOutcome | undefined>(records.length), onSignal, throttled: false };
+    for (const group of this.groups(records).values()) {
+      const upserts = group.filter((i) => records[i]!.op === 'upsert');
+      const deletes = group.filter((i) => records[i]!.op === 'delete');
+      if (this.useBulk(upserts.length)) await this.bulkUpsert(call, upserts);
+      else for (let i = 0; i < upserts.length; i += COLLECTION_MAX) await this.collectionUpsert(call, upserts.slice(i, i + COLLECTION_MAX));
+      for (let i = 0; i < deletes.length; i += COLLECTION_MAX) await this.deleteChunk(call, deletes.slice(i, i + COLLECTION_MAX));
+    }
+    return call.out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent to Salesforce' });
+  }
+
+  /** Record indexes by (object, external-id field): one URL (or job) each. */
+  private groups(records: CrmWrite[]): Map<string, number[]> {
+    const groups = new Map<string, number[]>();
+    records.forEach((r, i) => {
+      const key = `${r.object}\u0000${r.externalIdField}`;
+      const g = groups.get(key);
+      if (g) g.push(i);
+      else groups.set(key, [i]);
+    });
+    return groups;
+  }
+
+  /** The record as Salesforce reads it: fields, the external id, lookups as relationships. */
+  private body(r: CrmWrite): Record<string, unknown> {
+    const out: Record<string, unknown> = { attributes: { type: r.object } };
+    for (const [k, v] of Object.entries(r.fields)) if (v !== undefined) out[k] = v;
+    out[r.externalIdField] = r.externalId;
+    for (const [field, l] of Object.entries(r.lookups ?? {})) {
+      out[relationshipName(field)] = { attributes: { type: l.object }, [l.externalIdField]: l.externalId };
+    }
+    return out;
+  }
+
+  private settle(call: Call, indexes: number[], outcome: WriteOutcome): void {
+    for (const i of indexes) call.out[i] ??= outcome;
+  }
+
+  private async collectionUpsert(call: Call, idx: number[]): Promise<void> {
+    if (call.throttled) return this.settle(call, idx, RATE_LIMITED);
+    const first = call.records[idx[0]!]!;
+    const path = `${this.prefix}/composite/sobjects/${encodeURIComponent(first.object)}/${encodeURIComponent(first.externalIdField)}`;
+    const res = await this.request('PATCH', path, { allOrNone: false, records: idx.map((i) => this.body(call.records[i]!)) }, call.onSignal);
+    if (!this.checkWhole(call, idx, res, path)) return;
+    const results = Array.isArray(res.body) ? (res.body as { id?: string; success?: boolean; created?: boolean; errors?: SfError[] }[]) : [];
+    idx.forEach((i, k) => {
+      const r = results[k];
+      if (!r) call.out[i] = { status: 'retry', code: 'NO_RESULT', message: `Salesforce returned ${results.length} results for ${idx.length} records` };
+      else if (r.success) call.out[i] = { status: 'done', ...(r.id ? { crmId: r.id } : {}), ...(r.created !== undefined ? { created: r.created } : {}) };
+      else call.out[i] = this.recordError(r.errors ?? []);
+    });
+  }
+
+  private async deleteChunk(call: Call, idx: number[]): Promise<void> {
+    if (call.throttled) return this.settle(call, idx, RATE_LIMITED);
+    const first = call.records[idx[0]!]!;
+    const field = first.externalIdField;
+    const soql = `SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')})`;
+    const q = await this.request('GET', `${this.prefix}/query?q=${encodeURIComponent(soql)}`, undefined, call.onSignal);
+    if (!this.checkWhole(call, idx, q, 'query')) return;
+    const found = ((q.body as { records?: Record<string, unknown>[] }).records ?? []).filter((r) => typeof r.Id === 'string');
+    const idsByExt = new Map<string, string[]>();
+    for (const r of found) {
+      const ext = String(r[field]);
+      idsByExt.set(ext, [...(idsByExt.get(ext) ?? []), r.Id as string]);
+    }
+    const ids = found.map((r) => r.Id as string);
+    // Not there (any more): the delete is done already.
+    for (const i of idx) if (!idsByExt.has(call.records[i]!.externalId)) call.out[i] = { status: 'done' };
+    if (ids.length === 0) return;
+    const waiting = idx.filter((i) => call.out[i] === undefined);
+    const res = await this.request('DELETE', `${this.prefix}/composite/sobjects?ids=${ids.map(encodeURIComponent).join(',')}&allOrNone=false`, undefined, call.onSignal);
+    if (!this.checkWhole(call, waiting, res, 'composite/sobjects')) return;
+    const byId = new Map(((res.body as { id?: string; success?: boolean; errors?: SfError[] }[]) ?? []).map((r) => [r.id, r]));
+    for (const i of waiting) {
+      const failures = (idsByExt.get(call.records[i]!.externalId) ?? [])
+        .map((id) => byId.get(id))
+        .filter((r) => !r || (!r.success && r.errors?.[0]?.statusCode !== 'ENTITY_IS_DELETED'));
+      if (failures.length === 0) call.out[i] = { status: 'done' };
+      else call.out[i] = failures[0] ? this.recordError(failures[0].errors ?? []) : { status: 'retry', code: 'NO_RESULT', message: 'Salesforce returned no result for the delete' };
+    }
+  }
+
+  private async bulkUpsert(call: Call, idx: number[]): Promise<void> {
+    const first = call.records[idx[0]!]!;
+    const extField = first.externalIdField;
+    const columns = new Map<string, (r: CrmWrite) => unknown>([[extField, (r) => r.externalId]]);
+    for (const i of idx) {
+      const r = call.records[i]!;
+      for (const k of Object.keys(r.fields)) if (!columns.has(k)) columns.set(k, (x) => x.fields[k]);
+      for (const [field, l] of Object.entries(r.lookups ?? {})) {
+        const col = `${relationshipName(field)}.${l.externalIdField}`;
+        if (!columns.has(col)) columns.set(col, (x) => x.lookups?.[field]?.externalId);
+      }
+    }
+    const header = [...columns.keys()];
+    const csv = toCsv(header, idx.map((i) => [...columns.values()].map((get) => csvCell(get(call.records[i]!)))));
+    const jobs = `${this.prefix}/jobs/ingest`;
+    const created = await this.request('POST', jobs, { object: first.object, externalIdFieldName: extField, contentType: 'CSV', operation: 'upsert', lineEnding: 'LF' }, call.onSignal);
+    if (!this.checkWhole(call, idx, created, 'jobs/ingest')) return;
+    const jobId = (created.body as { id?: string }).id ?? '';
+    const uploaded = await this.request('PUT', `${jobs}/${jobId}/batches`, csv, call.onSignal, 'text/csv');
+    if (!this.checkWhole(call, idx, uploaded, 'jobs/ingest batches')) return;
+    const closed = await this.request('PATCH', `${jobs}/${jobId}`, { state: 'UploadComplete' }, call.onSignal);
+    if (!this.checkWhole(call, idx, closed, 'jobs/ingest UploadComplete')) return;
+    log.debug({ jobId, object: first.object, records: idx.length }, 'bulk job uploaded');
+
+    const deadline = Date.now() + this.timeoutMs;
+    let state = '';
+    let errorText = '';
+    for (let attempt = 0; ; attempt++) {
+      const wait = pollDelay(attempt);
+      if (Date.now() + wait > deadline) {
+        // Abort, so a late finish cannot overwrite the newer values the retry will write.
+        await this.request('PATCH', `${jobs}/${jobId}`, { state: 'Aborted' }, call.onSignal).catch(() => undefined);
+        throw new ConnectorError('CRM_BULK_TIMEOUT', `Salesforce Bulk API job ${jobId} (${idx.length} ${first.object} records) did not finish within crm.timeoutMs=${this.timeoutMs}; it was aborted. Raise crm.timeoutMs or lower crm.bulkThreshold`, { retriable: true });
+      }
+      await sleep(wait);
+      const polled = await this.request('GET', `${jobs}/${jobId}`, undefined, call.onSignal);
+      if (!this.checkWhole(call, idx, polled, 'jobs/ingest poll')) return;
+      const info = polled.body as { state?: string; errorMessage?: string };
+      state = info.state ?? '';
+      errorText = info.errorMessage ?? '';
+      if (state === 'JobComplete' || state === 'Failed' || state === 'Aborted') break;
+    }
+    const byExt = new Map<string, number>(idx.map((i) => [call.records[i]!.externalId, i]));
+    for (const kind of ['successfulResults', 'failedResults', 'unprocessedrecords'] as const) {
+      const res = await this.request('GET', `${jobs}/${jobId}/${kind}/`, undefined, call.onSignal, undefined, 'text/csv');
+      if (!this.checkWhole(call, idx, res, `jobs/ingest ${kind}`)) return;
+      for (const row of parseCsv(res.text).rows) {
+        const i = byExt.get(row[extField] ?? '');
+        if (i === undefined || call.out[i] !== undefined) continue;
+        if (kind === 'successfulResults') call.out[i] = { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' };
+        else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
+        else call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
+      }
+    }
+    const missing: WriteOutcome = state === 'Failed'
+      ? { status: 'rejected', code: 'BULK_JOB_FAILED', message: `Salesforce Bulk API job ${jobId} failed: ${errorText || 'no reason given'}` }
+      : { status: 'retry', code: 'BULK_NO_RESULT', message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record` };
+    this.settle(call, idx, missing);
+    if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
+  }
+
+  /**
+   * Handles what is wrong with a response as a whole; true when the caller should read it.
+   * Throttle -> retry for these records (and every later one of the call); a request error
+   * Salesforce explains (400: bad field, bad SOQL) -> rejected.
+   */
+  private checkWhole(call: Call, idx: number[], res: SfResponse, what: string): boolean {
+    if (res.status >= 200 && res.status < 300) return true;
+    const e = (Array.isArray(res.body) ? (res.body as SfError[])[0] : undefined) ?? {};
+    if (res.status === 403 && e.errorCode === 'REQUEST_LIMIT_EXCEEDED') {
+      call.throttled = true;
+      this.settle(call, idx, RATE_LIMITED);
+      return false;
+    }
+    if (res.status === 403) {
+      throw new ConnectorError('CRM_FORBIDDEN', `Salesforce refused ${what} (HTTP 403 ${e.errorCode ?? ''}: ${e.message ?? res.text.slice(0, 200)}); check the integration user's object and field permissions`, { retriable: false });
+    }
+    if (res.status === 404) {
+      throw new ConnectorError('CRM_NOT_FOUND', `Salesforce answered HTTP 404 to ${what} (${e.message ?? 'not found'}); check crm.baseUrl, crm.apiVersion and mappings[].object / externalId.field`, { retriable: false });
+    }
+    if (res.status === 400 && e.errorCode) {
+      this.settle(call, idx, { status: 'rejected', code: e.errorCode, message: e.message ?? `Salesforce rejected ${what}` });
+      return false;
+    }
+    this.settle(call, idx, { status: 'retry', code: `HTTP_${res.status}`, message: `Salesforce answered HTTP ${res.status} to ${what}: ${res.text.slice(0, 200)}` });
+    return false;
+  }
+
+  private recordError(errors: SfError[]): WriteOutcome {
+    const first = errors[0] ?? {};
+    const code = first.statusCode ?? first.errorCode ?? 'UNKNOWN';
+    const message = errors.map((e) => e.message ?? '').filter(Boolean).join('; ') || code;
+    if (TRANSIENT.has(code)) return { status: 'retry', code, message };
+    // The parent is not in Salesforce yet (its change may still be on the way): try again later.
+    if (code === 'INVALID_FIELD' && /Foreign key external ID: .* not found/.test(message)) return { status: 'retry', code: 'LOOKUP_PENDING', message };
+    const field = first.fields?.[0];
+    return { status: 'rejected', code, message, ...(field ? { field } : {}) };
+  }
+
+  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, contentType = 'application/json', accept = 'application/json'): Promise<SfResponse> {
+    let res;
+    try {
+      res = await this.pool.request({
+        method: method as 'GET',
+        path,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept,
+          ...(body !== undefined ? { 'content-type': contentType } : {}),
+        },
+        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new ConnectorError('CRM_UNREACHABLE', `Salesforce request ${method} ${path.split('?')[0]} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    const text = await res.body.text();
+    let parsed: unknown = text;
+    if (String(res.headers['content-type'] ?? '').includes('json') && text) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text;
+      }
+    }
+    const out: SfResponse = { status: res.statusCode, body: parsed, text };
+    const signal: RateSignal = {};
+    const usage = /api-usage=(\d+)\/(\d+)/.exec(String(res.headers['sforce-limit-info'] ?? ''));
+    if (usage) signal.dailyRemaining = Math.max(0, Number(usage[2]) - Number(usage[1]));
+    if (out.status === 403 && Array.isArray(parsed) && (parsed as SfError[]).some((e) => e.errorCode === 'REQUEST_LIMIT_EXCEEDED')) signal.throttled = true;
+    onSignal(signal);
+    if (out.status === 401) {
+      throw new ConnectorError('CRM_AUTH', 'Salesforce rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
+    }
+    if (out.status >= 500) {
+      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`, { retriable: true });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

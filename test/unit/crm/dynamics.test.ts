@@ -1,0 +1,315 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../src/config.ts';
+import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import { DynamicsAdapter, keySegment } from '../../../src/crm/dynamics/adapter.ts';
+import { type BatchOperation, boundaryOf, buildBatchRequest, buildBatchResponse, parseBatchRequest, parseBatchResponse, splitMultipart } from '../../../src/crm/dynamics/multipart.ts';
+import { startDynamicsSimulator } from '../../../src/crm/dynamics/simulator.ts';
+import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
+
+let sim: CrmSimulator | undefined;
+afterEach(async () => {
+  await sim?.close();
+  sim = undefined;
+});
+
+async function start(opts: Partial<Parameters<typeof startDynamicsSimulator>[0]> = {}): Promise<CrmSimulator> {
+  sim = await startDynamicsSimulator({ port: 0, ...opts });
+  return sim;
+}
+
+const API = '/api/data/v9.2';
+
+function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
+  return fetch(`${s.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+}
+
+/** A raw `$batch` as a client would send it; returns the status, headers and parsed parts. */
+async function batch(s: CrmSimulator, ops: Parameters<typeof buildBatchRequest>[1], continueOnError = true) {
+  const boundary = 'batch_test';
+  const res = await fetch(`${s.url}${API}/$batch`, {
+    method: 'POST',
+    headers: {
+      authorization: 'Bearer sim-token',
+      'content-type': `multipart/mixed; boundary=${boundary}`,
+      ...(continueOnError ? { prefer: 'odata.continue-on-error' } : {}),
+    },
+    body: buildBatchRequest(boundary, ops),
+  });
+  const text = await res.text();
+  const inner = boundaryOf(res.headers.get('content-type') ?? '');
+  return { status: res.status, headers: res.headers, parts: inner ? parseBatchResponse(text, inner) : [], text };
+}
+
+const upsertOp = (erpId: string, body: Record<string, unknown>, set = 'contacts'): BatchOperation => ({
+  method: 'PATCH',
+  url: `${API}/${set}(${keySegment('erp_id', erpId)})`,
+  headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
+const records = async (s: CrmSimulator, object: string) => (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as Record<string, unknown>[];
+const stats = async (s: CrmSimulator) => (await (await fetch(`${s.url}/__sim/stats`)).json()) as { requests: number; throttled: number; byEndpoint: Record<string, number>; recordsWritten: number; recordsDeleted: number };
+
+describe('Dataverse $batch multipart', () => {
+  it('builds and parses requests with change sets, quotes and LF-only line ends', () => {
+    const ops: Parameters<typeof buildBatchRequest>[1] = [
+      upsertOp("O'Brien", { lastname: 'a\r\n--batch_x is only text' }),
+      { changeset: [{ method: 'DELETE', url: `${API}/contacts(erp_id='2')`, contentId: '1' }, upsertOp('3', { lastname: 'C' })] },
+      { method: 'GET', url: 'WhoAmI' },
+    ];
+    const text = buildBatchRequest('batch_x', ops);
+    expect(text).toContain('\r\n--batch_x--\r\n');
+    expect(text.startsWith('--batch_x\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nPATCH ')).toBe(true);
+    const parsed = parseBatchRequest(text, 'batch_x');
+    expect(parsed).toHaveLength(3);
+    expect(parsed[0]).toMatchObject({ method: 'PATCH', url: `${API}/contacts(erp_id='O''Brien')`, body: JSON.stringify({ lastname: 'a\r\n--batch_x is only text' }) });
+    expect(parsed[0]).toMatchObject({ headers: { 'content-type': 'application/json' } });
+    expect(parsed[1]).toMatchObject({ changeset: [{ method: 'DELETE', contentId: '1' }, { method: 'PATCH', body: '{"lastname":"C"}' }] });
+    expect(parsed[2]).toEqual({ method: 'GET', url: 'WhoAmI', headers: {} });
+    // Hand-written batches often use bare LF.
+    const lf = parseBatchRequest(text.replace(/\r\n/g, '\n'), 'batch_x');
+    expect(lf.map((p) => ('changeset' in p ? 'cs' : p.method))).toEqual(['PATCH', 'cs', 'GET']);
+  });
+
+  it('round-trips responses, flattening change sets, and rejects truncated bodies', () => {
+    const text = buildBatchResponse('batchresponse_1', [
+      { status: 204, headers: { 'OData-EntityId': 'http://x/contacts(1)' }, body: '' },
+      { changeset: [{ status: 201, headers: {}, body: '{"a":1}' }] },
+      { status: 400, headers: { 'Content-Type': 'application/json' }, body: '{"error":{"code":"0x1","message":"m"}}' },
+    ]);
+    expect(text).toContain('HTTP/1.1 204 No Content\r\n');
+    const parts = parseBatchResponse(text, 'batchresponse_1');
+    expect(parts.map((p) => p.status)).toEqual([204, 201, 400]);
+    expect(parts[0]!.headers['odata-entityid']).toBe('http://x/contacts(1)');
+    expect(JSON.parse(parts[2]!.body)).toEqual({ error: { code: '0x1', message: 'm' } });
+    expect(boundaryOf('multipart/mixed; boundary="batchresponse_q"')).toBe('batchresponse_q');
+    expect(boundaryOf('application/json')).toBeUndefined();
+    expect(() => splitMultipart(text.slice(0, text.lastIndexOf('--batchresponse_1--')), 'batchresponse_1')).toThrow(/close delimiter/);
+  });
+});
+
+describe('Dataverse simulator', () => {
+  it('throttles past the request limit with 0x80072322, Retry-After and remaining-request headers', async () => {
+    const s = await start({ limit: { requests: 3, windowSeconds: 300 } });
+    const remaining: (string | null)[] = [];
+    for (let i = 0; i < 3; i++) remaining.push((await call(s, 'GET', `${API}/WhoAmI`)).headers.get('x-ms-ratelimit-burst-remaining-xrm-requests'));
+    expect(remaining).toEqual(['2', '1', '0']);
+    const res = await call(s, 'GET', `${API}/WhoAmI`);
+    expect(res.status).toBe(429);
+    expect(Number(res.headers.get('retry-after'))).toBe(300);
+    expect(await res.json()).toEqual({ error: { code: '0x80072322', message: 'Number of requests exceeded the limit of 3 over time window of 300 seconds.' } });
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 301 });
+    expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(200);
+    expect(await stats(s)).toMatchObject({ requests: 5, throttled: 1 });
+  });
+
+  it('grows Retry-After while the client keeps sending, capped at the window', async () => {
+    const s = await start({ limit: { requests: 1, windowSeconds: 60 }, retryAfterSeconds: 10 });
+    expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(200);
+    const waits: (string | null)[] = [];
+    for (let i = 0; i < 4; i++) waits.push((await call(s, 'GET', `${API}/WhoAmI`)).headers.get('retry-after'));
+    expect(waits).toEqual(['10', '20', '40', '60']);
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 59 });
+    expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(429); // still locked: sending again extends it
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 61 });
+    expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(200);
+  });
+
+  it('counts each $batch operation toward the request limit', async () => {
+    const s = await start({ limit: { requests: 5, windowSeconds: 300 } });
+    const first = await batch(s, [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: 'B' }), upsertOp('3', { lastname: 'C' })]);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('x-ms-ratelimit-burst-remaining-xrm-requests')).toBe('2');
+    expect((await stats(s)).requests).toBe(3);
+    const second = await batch(s, [upsertOp('4', { lastname: 'D' }), upsertOp('5', { lastname: 'E' }), upsertOp('6', { lastname: 'F' })]);
+    expect(second.status).toBe(429);
+    expect(JSON.parse(second.text)).toMatchObject({ error: { code: '0x80072322' } });
+    expect(await records(s, 'contacts')).toHaveLength(3);
+  });
+
+  it('throttles on combined execution time (0x80072321) and on concurrency (0x80072326)', async () => {
+    const s = await start({ executionSeconds: 1, executionMsPerOperation: 600 });
+    expect((await batch(s, [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: 'B' })])).status).toBe(200);
+    const res = await call(s, 'GET', `${API}/WhoAmI`);
+    expect(res.status).toBe(429);
+    expect(res.headers.get('retry-after')).toBe('300');
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('0x80072321');
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 301 });
+    expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(200);
+    await s.close();
+
+    const c = await start({ concurrency: 2, holdMs: 1000 });
+    const all = await Promise.all([0, 1, 2].map(() => call(c, 'GET', `${API}/WhoAmI`)));
+    const statuses = all.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 200, 429]);
+    const throttled = all.find((r) => r.status === 429)!;
+    expect(throttled.headers.get('retry-after')).toBe('1');
+    expect(await throttled.json()).toEqual({ error: { code: '0x80072326', message: 'Number of concurrent requests exceeded the limit of 2.' } });
+  });
+
+  it('upserts by alternate key: create, then update the same record', async () => {
+    const s = await start();
+    const a = await batch(s, [upsertOp('1', { lastname: 'A', firstname: 'Ann' })]);
+    const b = await batch(s, [upsertOp('1', { lastname: 'B' })]);
+    expect([a.parts[0]!.status, b.parts[0]!.status]).toEqual([204, 204]);
+    expect(b.parts[0]!.headers['odata-entityid']).toBe(a.parts[0]!.headers['odata-entityid']);
+    expect(a.parts[0]!.headers['odata-entityid']).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/api\/data\/v9\.2\/contacts\([0-9a-f-]{36}\)$/);
+    const stored = await records(s, 'contacts');
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({ erp_id: '1', lastname: 'B', firstname: 'Ann' });
+    const direct = await call(s, 'GET', `${API}/contacts(erp_id='1')`);
+    expect(((await direct.json()) as { lastname: string }).lastname).toBe('B');
+  });
+
+  it('stops at the first failure without continue-on-error (400) and goes on with it (200)', async () => {
+    const s = await start();
+    const ops = [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: '' }), upsertOp('3', { lastname: 'C' })];
+    const stop = await batch(s, ops, false);
+    expect(stop.status).toBe(400);
+    expect(stop.parts.map((p) => p.status)).toEqual([204, 400]);
+    expect(JSON.parse(stop.parts[1]!.body)).toMatchObject({ error: { code: '0x80044331' } });
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['1']);
+    const go = await batch(s, ops, true);
+    expect(go.status).toBe(200);
+    expect(go.headers.get('preference-applied')).toBe('odata.continue-on-error');
+    expect(go.parts.map((p) => p.status)).toEqual([204, 400, 204]);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id).sort()).toEqual(['1', '3']);
+  });
+
+  it('undoes a change set when one of its operations fails', async () => {
+    const s = await start();
+    const res = await batch(s, [{ changeset: [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: 'B', emailaddress1: 'nope' })] }, upsertOp('3', { lastname: 'C' })]);
+    expect(res.status).toBe(200);
+    expect(res.parts.map((p) => p.status)).toEqual([400, 204]);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['3']);
+  });
+
+  it('rejects unknown tokens with 401 and WWW-Authenticate; applies rejectWhen to every record of a batch', async () => {
+    const s = await start();
+    const res = await call(s, 'GET', `${API}/WhoAmI`, undefined, 'stolen');
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer authorization_uri=/);
+    expect(await res.json()).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
+    const b = await batch(s, [upsertOp('1', { lastname: 'bad1' }), upsertOp('2', { lastname: 'ok' }), upsertOp('3', { lastname: 'bad3' })]);
+    expect(b.parts.map((p) => p.status)).toEqual([400, 204, 400]);
+  });
+});
+
+describe('DynamicsAdapter', () => {
+  function adapter(s: CrmSimulator, token = 'sim-token'): DynamicsAdapter {
+    const config = parseConfig({
+      name: 't',
+      postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
+      kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
+      crm: { kind: 'dynamics', baseUrl: s.url, auth: { token }, limits: { requests: 6000, windowSeconds: 300 } },
+      mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { lastname: 'last_name' } }],
+    });
+    return new DynamicsAdapter(config.crm);
+  }
+  const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields });
+  const del = (id: string, object = 'contacts'): CrmWrite => ({ op: 'delete', object, externalIdField: object === 'contacts' ? 'erp_id' : 'erp_order_id', externalId: id, fields: {} });
+  const opportunity = (id: string, customer: string): CrmWrite => ({
+    op: 'upsert',
+    object: 'opportunities',
+    externalIdField: 'erp_order_id',
+    externalId: id,
+    fields: { name: `Order ${id}`, estimatedvalue: 12.5 },
+    lookups: { customerid_contact: { object: 'contacts', externalIdField: 'erp_id', externalId: customer } },
+  });
+
+  it('writes N records in growing batches; the store equals them and cost() equals the requests counted', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const input = Array.from({ length: 25 }, (_, i) => contact(`${i + 1}`, { firstname: `F${i}`, lastname: `L${i}`, emailaddress1: `u${i}@example.com` }));
+    input.push(contact("O'Brien & Co/7", { lastname: 'Quote' }));
+    expect(a.maxBatchSize()).toBe(1000);
+    const signals: RateSignal[] = [];
+    const out = await a.write(input, (x) => signals.push(x));
+    expect(out.every((o) => o.status === 'done')).toBe(true);
+    expect(out[0]).toMatchObject({ crmId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    const stored = await records(s, 'contacts');
+    const view = (r: Record<string, unknown>) => ({ erp_id: r.erp_id, firstname: r.firstname, lastname: r.lastname, emailaddress1: r.emailaddress1 });
+    expect(stored.map(view).sort((x, y) => String(x.erp_id).localeCompare(String(y.erp_id)))).toEqual(
+      input.map((r) => view({ erp_id: r.externalId, ...r.fields })).sort((x, y) => String(x.erp_id).localeCompare(String(y.erp_id))),
+    );
+    const st = await stats(s);
+    expect(st.requests).toBe(a.cost(input));
+    expect(st.byEndpoint[`POST ${API}/$batch`]).toBe(2); // 10, then 16 of the grown 20
+    expect(a.batchSize).toBe(20);
+    expect(signals.at(-1)).toMatchObject({ remaining: 6000 - 26 });
+    await a.close();
+  });
+
+  it('reports partial failures in order with the field, and deletes by external id', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await fetch(`${s.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: 'lastname', contains: 'poison' } }) });
+    const out = await a.write(
+      [contact('1', { lastname: 'A' }), contact('2', { lastname: 'B', emailaddress1: 'not-an-email' }), contact('3', { lastname: 'x'.repeat(51) }), contact('4', { lastname: 'poison' }), contact('5', { lastname: 'E' })],
+      () => undefined,
+    );
+    expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'rejected', 'rejected', 'done']);
+    expect(out[1]).toMatchObject({ code: 'HTTP_400_0x80044331', field: 'emailaddress1' });
+    expect(out[2]).toMatchObject({ field: 'lastname', message: expect.stringMatching(/maximum allowed length of '50'/) });
+    expect(out[3]).toMatchObject({ field: 'lastname' });
+    const deleted = await a.write([del('1'), contact('6', { lastname: 'F' }), del('404')], () => undefined);
+    expect(deleted.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id).sort()).toEqual(['5', '6']);
+    expect((await stats(s)).recordsDeleted).toBe(1);
+    await a.close();
+  });
+
+  it('binds lookups by alternate key in the same operation; a missing target is retried', async () => {
+    const s = await start();
+    const a = adapter(s);
+    expect(a.cost([opportunity('7', '5')])).toBe(1);
+    const early = await a.write([opportunity('7', '5')], () => undefined);
+    expect(early[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    const out = await a.write([contact('5', { lastname: 'E' })], () => undefined);
+    const later = await a.write([opportunity('7', '5')], () => undefined);
+    expect(later[0]?.status).toBe('done');
+    const [opp] = await records(s, 'opportunities');
+    expect(opp).toMatchObject({ erp_order_id: '7', name: 'Order 7', customerid_contact: (out[0] as { crmId: string }).crmId });
+    expect((await stats(s)).requests).toBe(3);
+    await a.close();
+  });
+
+  it('turns a throttle into retry outcomes with Retry-After, keeps what was written, and halves the batch', async () => {
+    const s = await start({ limit: { requests: 12, windowSeconds: 300 } });
+    const a = adapter(s);
+    const signals: RateSignal[] = [];
+    const out = await a.write(Array.from({ length: 30 }, (_, i) => contact(`${i}`, { lastname: 'L' })), (x) => signals.push(x));
+    expect(out.slice(0, 10).every((o) => o.status === 'done')).toBe(true);
+    expect(out.slice(10).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300)).toBe(true);
+    expect(signals[0]).toMatchObject({ remaining: 2 });
+    expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: 300 });
+    expect(a.batchSize).toBe(10);
+    // An injected storm is answered the same way.
+    await fetch(`${s.url}/__sim/reset`, { method: 'POST' });
+    await fetch(`${s.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 1, retryAfterSeconds: 7 } }) });
+    const storm = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
+    expect(storm).toEqual([0, 1].map(() => expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', retryAfterSeconds: 7 })));
+    await a.close();
+  });
+
+  it('throws retriable errors for 5xx and a permanent CRM_AUTH for a bad token', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await a.ping();
+    await fetch(`${s.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ errors5xx: { requests: 1, status: 503 } }) });
+    await expect(a.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({ retriable: true });
+    await a.close();
+    const bad = adapter(s, 'wrong');
+    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false });
+    await expect(bad.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({
+      code: 'CRM_AUTH',
+      message: 'Dynamics 365 rejected the token (HTTP 401); check crm.auth.token',
+    });
+    await bad.close();
+  });
+});

@@ -1,0 +1,335 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../src/config.ts';
+import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import { SalesforceAdapter, estimatedPolls, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
+import { parseCsv } from '../../../src/crm/salesforce/csv.ts';
+import { type SalesforceSimOptions, startSalesforceSimulator } from '../../../src/crm/salesforce/simulator.ts';
+import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
+
+let sim: CrmSimulator | undefined;
+let adapters: SalesforceAdapter[] = [];
+afterEach(async () => {
+  for (const a of adapters) await a.close();
+  adapters = [];
+  await sim?.close();
+  sim = undefined;
+});
+
+async function start(opts: Partial<SalesforceSimOptions> = {}): Promise<CrmSimulator> {
+  sim = await startSalesforceSimulator({ port: 0, ...opts });
+  return sim;
+}
+
+const V = '/services/data/v62.0';
+
+function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token', contentType = 'application/json') {
+  return fetch(`${s.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': contentType },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+}
+
+async function json<T>(s: CrmSimulator, path: string): Promise<T> {
+  return (await (await fetch(`${s.url}${path}`)).json()) as T;
+}
+
+interface Stats {
+  requests: number;
+  throttled: number;
+  byEndpoint: Record<string, number>;
+  recordsWritten: number;
+  recordsDeleted: number;
+}
+const stats = (s: CrmSimulator) => json<Stats>(s, '/__sim/stats');
+const stored = (s: CrmSimulator, object: string) => json<Record<string, unknown>[]>(s, `/__sim/records/${object}`);
+
+const contact = (ext: string, fields: Record<string, unknown>) => ({ attributes: { type: 'Contact' }, ERP_Id__c: ext, ...fields });
+
+describe('Salesforce simulator', () => {
+  it('counts API calls over the rolling window, reports them in Sforce-Limit-Info and throttles with 403 REQUEST_LIMIT_EXCEEDED', async () => {
+    const s = await start({ limit: { requests: 3, windowSeconds: 86_400 } });
+    const usage: (string | null)[] = [];
+    for (let i = 0; i < 3; i++) usage.push((await call(s, 'GET', `${V}/limits`)).headers.get('sforce-limit-info'));
+    expect(usage).toEqual(['api-usage=1/3', 'api-usage=2/3', 'api-usage=3/3']);
+    // The versions list needs no session and does not count.
+    expect((await call(s, 'GET', '/services/data')).status).toBe(200);
+    const res = await call(s, 'GET', `${V}/limits`);
+    expect(res.status).toBe(403);
+    expect(res.headers.get('retry-after')).toBeNull();
+    expect(res.headers.get('sforce-limit-info')).toBe('api-usage=3/3');
+    expect(await res.json()).toEqual([{ message: 'TotalRequests Limit exceeded.', errorCode: 'REQUEST_LIMIT_EXCEEDED' }]);
+    // The window is rolling: a day later the calls have left it.
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 86_401 });
+    const later = await call(s, 'GET', `${V}/limits`);
+    expect(later.status).toBe(200);
+    expect(((await later.json()) as { DailyApiRequests: unknown }).DailyApiRequests).toEqual({ Max: 3, Remaining: 2 });
+    expect(await stats(s)).toMatchObject({ throttled: 1, requests: 6 });
+  });
+
+  it('rejects unknown session ids with 401 INVALID_SESSION_ID', async () => {
+    const s = await start({ tokens: ['good'] });
+    const res = await call(s, 'GET', `${V}/limits`, undefined, 'stolen');
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual([{ message: 'Session expired or invalid', errorCode: 'INVALID_SESSION_ID' }]);
+    expect((await call(s, 'GET', `${V}/limits`, undefined, 'good')).status).toBe(200);
+  });
+
+  it('upserts a collection by external id: created, then updated in place, stored flat', async () => {
+    const s = await start();
+    const path = `${V}/composite/sobjects/Contact/ERP_Id__c`;
+    const first = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A' }), contact('2', { LastName: 'B' })] })).json()) as { id: string; success: boolean; created: boolean }[];
+    expect(first.map((r) => [r.success, r.created])).toEqual([[true, true], [true, true]]);
+    expect(first[0]!.id).toMatch(/^003[0-9A-Za-z]{15}$/);
+    const second = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A2', Email: 'a@x.io' })] })).json()) as { id: string; created: boolean }[];
+    expect(second[0]).toMatchObject({ id: first[0]!.id, created: false, success: true, errors: [] });
+    const records = await stored(s, 'Contact');
+    expect(records).toHaveLength(2);
+    expect(records[0]).toMatchObject({ Id: first[0]!.id, ERP_Id__c: '1', LastName: 'A2', Email: 'a@x.io' });
+    expect((await stats(s)).recordsWritten).toBe(3);
+  });
+
+  it('answers partial failures per record, in order, in the documented error shape', async () => {
+    const s = await start();
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'LastName', contains: 'blocked' } });
+    const res = await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, {
+      allOrNone: false,
+      records: [contact('1', { LastName: 'ok' }), contact('2', { FirstName: 'no last name' }), contact('3', { LastName: 'x', Email: 'nope' }), contact('4', { LastName: 'blocked' }), contact('5', { LastName: 'ok too' })],
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { success: boolean; errors: { statusCode: string; message: string; fields: string[] }[] }[];
+    expect(body.map((r) => r.success)).toEqual([true, false, false, false, true]);
+    expect(body[1]!.errors).toEqual([{ statusCode: 'REQUIRED_FIELD_MISSING', message: 'Required fields are missing: [LastName]', fields: ['LastName'] }]);
+    expect(body[2]!.errors[0]).toMatchObject({ statusCode: 'INVALID_EMAIL_ADDRESS', fields: ['Email'] });
+    expect(body[3]!.errors[0]).toMatchObject({ statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', fields: ['LastName'] });
+    expect((await stored(s, 'Contact')).map((r) => r.ERP_Id__c)).toEqual(['1', '5']);
+    // allOrNone:true rolls the good ones back too; more than 200 records is a request error.
+    const all = (await (await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: true, records: [contact('6', { LastName: 'ok' }), contact('7', {})] })).json()) as { errors: { statusCode: string }[] }[];
+    expect(all.map((r) => r.errors[0]?.statusCode)).toEqual(['ALL_OR_NONE_OPERATION_ROLLED_BACK', 'REQUIRED_FIELD_MISSING']);
+    const tooMany = await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: false, records: Array.from({ length: 201 }, (_, i) => contact(String(i), { LastName: 'x' })) });
+    expect(tooMany.status).toBe(400);
+    expect(((await tooMany.json()) as { errorCode: string }[])[0]?.errorCode).toBe('EXCEEDED_ID_LIMIT');
+  });
+
+  it('runs a Bulk API 2.0 ingest job on the simulator clock and returns CSV results', async () => {
+    const s = await start({ bulkStartSeconds: 60, bulkRecordsPerSecond: 1 });
+    const job = (await (await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert', contentType: 'CSV', lineEnding: 'LF' })).json()) as { id: string; state: string };
+    expect(job.state).toBe('Open');
+    const put = await call(s, 'PUT', `${V}/jobs/ingest/${job.id}/batches`, 'ERP_Id__c,LastName,Email\n1,"Doe, Jane",\n2,,x@y.io\n3,Roe,#N/A\n', 'sim-token', 'text/csv');
+    expect(put.status).toBe(201);
+    expect(((await (await call(s, 'PATCH', `${V}/jobs/ingest/${job.id}`, { state: 'UploadComplete' })).json()) as { state: string }).state).toBe('UploadComplete');
+    expect(((await (await call(s, 'GET', `${V}/jobs/ingest/${job.id}`)).json()) as { state: string }).state).toBe('InProgress');
+    expect(await stored(s, 'Contact')).toHaveLength(0);
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 63 });
+    const done = (await (await call(s, 'GET', `${V}/jobs/ingest/${job.id}`)).json()) as Record<string, unknown>;
+    expect(done).toMatchObject({ state: 'JobComplete', numberRecordsProcessed: 3, numberRecordsFailed: 1, jobType: 'V2Ingest' });
+    const ok = await call(s, 'GET', `${V}/jobs/ingest/${job.id}/successfulResults/`);
+    expect(ok.headers.get('content-type')).toContain('text/csv');
+    const okRows = parseCsv(await ok.text());
+    expect(okRows.header).toEqual(['sf__Id', 'sf__Created', 'ERP_Id__c', 'LastName', 'Email']);
+    expect(okRows.rows.map((r) => r.ERP_Id__c).sort()).toEqual(['1', '3']);
+    const failed = parseCsv(await (await call(s, 'GET', `${V}/jobs/ingest/${job.id}/failedResults/`)).text());
+    expect(failed.rows).toEqual([{ sf__Id: '', sf__Error: 'REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --', ERP_Id__c: '2', LastName: '', Email: 'x@y.io' }]);
+    const records = await stored(s, 'Contact');
+    expect(records.find((r) => r.ERP_Id__c === '1')).toMatchObject({ LastName: 'Doe, Jane' });
+    expect(records.find((r) => r.ERP_Id__c === '3')).toMatchObject({ LastName: 'Roe', Email: null });
+  });
+});
+
+describe('SalesforceAdapter', () => {
+  function adapter(s: CrmSimulator, crm: Record<string, unknown> = {}): SalesforceAdapter {
+    const config = parseConfig({
+      name: 't',
+      postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
+      kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
+      crm: { kind: 'salesforce', baseUrl: s.url, auth: { token: 'sim-token' }, limits: { requests: 100_000, windowSeconds: 86_400 }, bulkThreshold: 0, ...crm },
+      mappings: [{ table: 'erp.customers', object: 'Contact', externalId: { column: 'id', field: 'ERP_Id__c' }, fields: { LastName: 'l' } }],
+    });
+    const a = new SalesforceAdapter(config.crm);
+    adapters.push(a);
+    return a;
+  }
+  const upsert = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'Contact', externalIdField: 'ERP_Id__c', externalId: id, fields });
+  const del = (id: string): CrmWrite => ({ op: 'delete', object: 'Contact', externalIdField: 'ERP_Id__c', externalId: id, fields: {} });
+  const people = (n: number, from = 1) => Array.from({ length: n }, (_, i) => upsert(String(from + i), { FirstName: `F${from + i}`, LastName: `L${from + i}`, Email: `p${from + i}@example.com` }));
+
+  it('round-trips records through sObject Collections (200 a request), spending exactly cost() requests', async () => {
+    const s = await start();
+    const a = adapter(s);
+    expect(a.maxBatchSize('Contact')).toBe(200);
+    const records = people(250);
+    const signals: RateSignal[] = [];
+    expect(a.cost(records)).toBe(2);
+    const out = await a.write(records, (x) => signals.push(x));
+    expect(out.every((o) => o.status === 'done' && o.created === true && /^003/.test(o.crmId ?? ''))).toBe(true);
+    const st = await stats(s);
+    expect(st.requests).toBe(2);
+    expect(st.byEndpoint[`PATCH ${V}/composite/sobjects/Contact/ERP_Id__c`]).toBe(2);
+    expect(signals).toEqual([{ dailyRemaining: 99_999 }, { dailyRemaining: 99_998 }]);
+    const crm = await stored(s, 'Contact');
+    const pick = (r: Record<string, unknown>) => ({ ERP_Id__c: r.ERP_Id__c, FirstName: r.FirstName, LastName: r.LastName, Email: r.Email });
+    expect(crm.map(pick)).toEqual(records.map((r) => ({ ERP_Id__c: r.externalId, ...r.fields })));
+    // Updates keep the record: created is false and the Id is the same.
+    const again = await a.write([upsert('7', { LastName: 'Changed' })], () => undefined);
+    expect(again[0]).toMatchObject({ status: 'done', created: false, crmId: out[6]!.status === 'done' ? out[6]!.crmId : '' });
+  });
+
+  it('returns per-record outcomes in order: rejected with the field, lookups pending as retry', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'LastName', contains: 'blocked' } });
+    const out = await a.write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: '' }), upsert('3', { LastName: 'C', Email: 'bad' }), upsert('4', { LastName: 'blocked' }), upsert('5', { LastName: 'E' })], () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'rejected', 'rejected', 'done']);
+    expect(out[1]).toMatchObject({ code: 'REQUIRED_FIELD_MISSING', field: 'LastName' });
+    expect(out[2]).toMatchObject({ code: 'INVALID_EMAIL_ADDRESS', field: 'Email' });
+    expect(out[3]).toMatchObject({ code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', field: 'LastName' });
+  });
+
+  it('resolves lookups by external id inside the write, without extra requests', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const opp: CrmWrite = {
+      op: 'upsert',
+      object: 'Opportunity',
+      externalIdField: 'ERP_Order_Id__c',
+      externalId: '70',
+      fields: { Name: 'Deal', StageName: 'Prospecting', CloseDate: '2026-12-01', Amount: '12.50' },
+      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: '5' } },
+    };
+    expect(a.cost([opp])).toBe(1);
+    expect((await a.write([opp], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
+    expect((await a.write([opp], () => undefined))[0]?.status).toBe('done');
+    const [deal] = await stored(s, 'Opportunity');
+    expect(deal).toMatchObject({ ERP_Order_Id__c: '70', Name: 'Deal', Customer__c: c?.status === 'done' ? c.crmId : 'missing' });
+    expect(deal).not.toHaveProperty('Customer__r');
+    // A standard lookup named by its field (AccountId) goes as the relationship `Account`.
+    const acct: CrmWrite = { op: 'upsert', object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1', fields: { Name: 'Acme' } };
+    const [acctOut] = await a.write([acct], () => undefined);
+    await a.write([{ ...upsert('5', {}), lookups: { AccountId: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1' } } }], () => undefined);
+    expect((await stored(s, 'Contact'))[0]).toMatchObject({ AccountId: acctOut?.status === 'done' ? acctOut.crmId : 'missing', LastName: 'E' });
+    expect((await stats(s)).requests).toBe(5);
+  });
+
+  it('deletes by external id: one query and one collection delete per 200, already-gone records are done', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await a.write(people(3), () => undefined);
+    const before = (await stats(s)).requests;
+    const batch = [del('1'), upsert('4', { LastName: 'New' }), del('3'), del('99')];
+    const cost = a.cost(batch);
+    expect(cost).toBe(3);
+    const out = await a.write(batch, () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done']);
+    const st = await stats(s);
+    expect(st.requests - before).toBe(cost);
+    expect(st.recordsDeleted).toBe(2);
+    expect((await stored(s, 'Contact')).map((r) => r.ERP_Id__c)).toEqual(['2', '4']);
+    // Nothing left to delete: the query alone answers.
+    expect((await a.write([del('1')], () => undefined))[0]?.status).toBe('done');
+  });
+
+  it('maps 403 REQUEST_LIMIT_EXCEEDED to throttled signals and RATE_LIMITED retries without Retry-After', async () => {
+    const s = await start({ limit: { requests: 1, windowSeconds: 86_400 } });
+    const a = adapter(s);
+    const signals: RateSignal[] = [];
+    const out = await a.write(people(250), (x) => signals.push(x));
+    expect(out.slice(0, 200).every((o) => o.status === 'done')).toBe(true);
+    expect(out.slice(200).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === undefined)).toBe(true);
+    expect(signals).toEqual([{ dailyRemaining: 0 }, { dailyRemaining: 0, throttled: true }]);
+    // An injected storm looks the same and is counted as throttled.
+    await call(s, 'POST', '/__sim/reset');
+    await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 60 } });
+    const storm = await a.write([upsert('1', { LastName: 'A' }), del('2')], () => undefined);
+    expect(storm.map((o) => o.status === 'retry' && o.code)).toEqual(['RATE_LIMITED', 'RATE_LIMITED']);
+    expect(await stats(s)).toMatchObject({ requests: 1, throttled: 1 });
+  });
+
+  it('throws retriable errors for 5xx and a permanent CRM_AUTH error for a bad token', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
+    await expect(a.write([upsert('1', { LastName: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_HTTP_503', retriable: true });
+    await a.ping();
+    const bad = adapter(s, { auth: { token: 'wrong' } });
+    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false, message: 'Salesforce rejected the token (HTTP 401); check crm.auth.token' });
+    await expect(bad.write([upsert('1', { LastName: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_AUTH' });
+  });
+
+  it('switches to a Bulk API 2.0 job at bulkThreshold and matches shuffled results by external id', async () => {
+    const s = await start();
+    const a = adapter(s, { bulkThreshold: 5 });
+    expect(a.maxBatchSize('Contact')).toBe(10_000);
+    const records = [...people(6), upsert('7', { LastName: '' }), upsert('8', { LastName: 'x', Email: 'broken' }), upsert('9', { LastName: 'Null email', Email: null })];
+    const cost = a.cost(records);
+    expect(cost).toBe(6 + estimatedPolls(records.length));
+    const signals: RateSignal[] = [];
+    const out = await a.write(records, (x) => signals.push(x));
+    expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done', 'done', 'rejected', 'rejected', 'done']);
+    expect(out[6]).toMatchObject({ code: 'REQUIRED_FIELD_MISSING', field: 'LastName' });
+    expect(out[7]).toMatchObject({ code: 'INVALID_EMAIL_ADDRESS', field: 'Email' });
+    const crm = await stored(s, 'Contact');
+    // Every outcome carries the Id of the record with its own external id.
+    records.forEach((r, i) => {
+      const o = out[i]!;
+      if (o.status === 'done') expect(crm.find((c) => c.ERP_Id__c === r.externalId)?.Id).toBe(o.crmId);
+    });
+    expect(crm.find((c) => c.ERP_Id__c === '9')).toMatchObject({ LastName: 'Null email', Email: null });
+    const st = await stats(s);
+    expect(st.byEndpoint[`POST ${V}/jobs/ingest`]).toBe(1);
+    expect(st.byEndpoint[`PATCH ${V}/composite/sobjects/Contact/ERP_Id__c`]).toBeUndefined();
+    expect(st.requests).toBe(cost);
+    expect(signals).toHaveLength(cost);
+  });
+
+  it('sends lookups in Bulk CSV as Relationship__r.ExternalId__c columns; a missing parent is a retry', async () => {
+    const s = await start();
+    const a = adapter(s, { bulkThreshold: 2 });
+    const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
+    const opp = (ext: string, customer: string): CrmWrite => ({
+      op: 'upsert',
+      object: 'Opportunity',
+      externalIdField: 'ERP_Order_Id__c',
+      externalId: ext,
+      fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
+      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: customer } },
+    });
+    const out = await a.write([opp('70', '5'), opp('71', '404'), opp('72', '5')], () => undefined);
+    expect(out.map((o) => (o.status === 'done' ? 'done' : o.code))).toEqual(['done', 'LOOKUP_PENDING', 'done']);
+    const deals = await stored(s, 'Opportunity');
+    expect(deals.map((d) => [d.ERP_Order_Id__c, d.Customer__c])).toEqual(
+      expect.arrayContaining([['70', c?.status === 'done' ? c.crmId : 'missing'], ['72', c?.status === 'done' ? c.crmId : 'missing']]),
+    );
+    expect(deals).toHaveLength(2);
+  });
+
+  it('turns a throttled job poll into retries and aborts a job that outlives timeoutMs', async () => {
+    const s = await start({ limit: { requests: 4, windowSeconds: 86_400 } });
+    const a = adapter(s, { bulkThreshold: 2 });
+    // create, upload, UploadComplete and the first poll pass; the next poll is throttled.
+    const out = await a.write(people(3), () => undefined);
+    expect(out.every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED')).toBe(true);
+    expect(await stats(s)).toMatchObject({ throttled: 1 });
+    await call(s, 'POST', '/__sim/reset');
+    const hasty = adapter(s, { bulkThreshold: 2, timeoutMs: 100 });
+    await expect(hasty.write(people(3), () => undefined)).rejects.toMatchObject({ code: 'CRM_BULK_TIMEOUT', retriable: true });
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 60 });
+    const st = await stats(s);
+    // create, upload, UploadComplete, Aborted: no poll, and the aborted job never writes.
+    expect(st.requests).toBe(4);
+    expect(Object.entries(st.byEndpoint).filter(([k]) => k.startsWith('PATCH')).map(([, n]) => n)).toEqual([2]);
+    expect(await stored(s, 'Contact')).toHaveLength(0);
+  });
+});
+
+describe('Salesforce helpers', () => {
+  it('names relationships after their lookup fields and parses Bulk API errors', () => {
+    expect(relationshipName('Customer__c')).toBe('Customer__r');
+    expect(relationshipName('AccountId')).toBe('Account');
+    expect(relationshipName('Customer__r')).toBe('Customer__r');
+    expect(parseBulkError('INVALID_EMAIL_ADDRESS:Email: invalid email address: bad:Email --')).toEqual({ statusCode: 'INVALID_EMAIL_ADDRESS', message: 'Email: invalid email address: bad', fields: ['Email'] });
+    expect(parseBulkError('UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--')).toEqual({ statusCode: 'UNABLE_TO_LOCK_ROW', message: 'unable to obtain exclusive access to this record', fields: [] });
+    expect(estimatedPolls(10)).toBe(2);
+    expect(estimatedPolls(10_000)).toBeGreaterThan(estimatedPolls(10));
+  });
+});
