@@ -203,7 +203,8 @@ export abstract class SimServer {
       const bytes = Buffer.concat(chunks);
       const raw = bytes.toString('utf8');
       const type = req.headers['content-type'] ?? '';
-      const isJson = type === '' || type.includes('json');
+      // Control routes take JSON whatever the content type (fetch sends a string as text/plain).
+      const isJson = type === '' || type.includes('json') || url.pathname.startsWith('/__sim/');
       let body: unknown;
       try {
         body = raw ? (isJson ? JSON.parse(raw) : raw) : undefined;

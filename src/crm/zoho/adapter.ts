@@ -1,0 +1,598 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool, request as undiciRequest } from 'undici';
+import type { CrmConfig } from '../../config.ts';
+import { ConnectorError, errorMessage } from '../../errors.ts';
+import { componentLogger } from '../../logger.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { parseCsv, toCsv } from './csv.ts';
+import { unzip, zip } from './zip.ts';
+
+/**
+ * Zoho CRM REST API adapter (https://www.zoho.com/crm/developer/docs/api/v7/).
+ *
+ * - Upserts go 100 at a time to `POST /crm/{v}/{Module}/upsert` with the external-id field as
+ *   `duplicate_check_fields` (it must be a unique field in Zoho); one result per record, in order.
+ * - Deletes find the Zoho ids by searching the external-id field, then `DELETE ?ids=` (100 a call).
+ * - Lookups (a deal's `Contact_Name`) take `{id}` of the other record: ids come from earlier
+ *   upsert results or from a search by external id (10 ids per search with `or`), cached.
+ * - A call with at least `bulkThreshold` upserts of the same field set goes through Bulk Write:
+ *   zipped CSV upload -> job -> poll -> zipped result CSV matched by external id. Lookups there
+ *   use the field mapping's `find_by`, so they cost no searches.
+ *
+ * The budget unit is API CREDITS (`limits.requests` per `limits.windowSeconds`, and
+ * `limits.daily`): an upsert call costs ceil(records/10), a Bulk Write job 500, every other call 1.
+ * Zoho sends no Retry-After: a 429 with `X-API-CREDITS-REMAINING` below the call's cost means the
+ * credits ran out (they come back as the 24 h window rolls: wait long), any other 429 is the
+ * concurrency limit (it clears as calls finish: retry soon).
+ */
+const UPSERT_MAX = 100;
+const DELETE_MAX = 100;
+const SEARCH_CRITERIA_MAX = 10;
+/** Bulk Write takes up to 25,000 records per file (crm-apis.md). */
+const BULK_MAX = 25_000;
+const CREDITS_PER_BULK_JOB = 500;
+const CREDITS_EXHAUSTED_WAIT_SECONDS = 300;
+const CONCURRENCY_WAIT_SECONDS = 1;
+const LOOKUP_CACHE_MAX = 100_000;
+/** Poll schedule of a Bulk Write job: 250 ms, doubling, at most 5 s apart. */
+const POLL_FIRST_MS = 250;
+const POLL_MAX_MS = 5000;
+/** For cost estimates only: a job starts after ~0.1 s and writes ~5,000 rows/s. */
+const BULK_START_SECONDS = 0.1;
+const BULK_ROWS_PER_SECOND = 5000;
+const PERMANENT_CODES = new Set(['INVALID_DATA', 'MANDATORY_NOT_FOUND', 'DUPLICATE_DATA', 'DEPENDENT_MISMATCH', 'EXPECTED_FIELD_MISSING', 'DEPENDENT_FIELD_MISSING', 'LIMIT_EXCEEDED', 'NO_PERMISSION', 'INVALID_MODULE']);
+
+const log = componentLogger('crm.zoho');
+
+interface ZohoResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+interface ZohoResult {
+  code?: string;
+  action?: string;
+  details?: { id?: string; api_name?: string; [k: string]: unknown };
+  message?: string;
+  status?: string;
+}
+
+/** The whole call was throttled: every record not finished yet gets this outcome. */
+class Throttled {
+  readonly outcome: WriteOutcome;
+  constructor(outcome: WriteOutcome) {
+    this.outcome = outcome;
+  }
+}
+
+/** A request failed for every record that depends on it (e.g. a search the CRM refused). */
+class CallFailed {
+  readonly outcome: WriteOutcome;
+  constructor(outcome: WriteOutcome) {
+    this.outcome = outcome;
+  }
+}
+
+function header(res: ZohoResponse, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Search criteria values escape `(`, `)`, `,` and `\` with a backslash. */
+function criterionValue(v: string): string {
+  return v.replace(/[\\(),]/g, (c) => `\\${c}`);
+}
+
+function upsertCredits(n: number): number {
+  return Math.max(1, Math.ceil(n / 10));
+}
+
+/** The lookup's target record, or undefined for a lookup the mapping left empty. */
+function lookupEntries(r: CrmWrite): [string, NonNullable<CrmWrite['lookups']>[string]][] {
+  return Object.entries(r.lookups ?? {});
+}
+
+/** Records with the same fields (and lookups) can share one Bulk Write file. */
+function signature(r: CrmWrite): string {
+  return JSON.stringify([Object.keys(r.fields).sort(), Object.keys(r.lookups ?? {}).sort()]);
+}
+
+export class ZohoAdapter implements CrmAdapter {
+  readonly kind = 'zoho';
+  private readonly pool: Pool;
+  private readonly contentPool: Pool;
+  private readonly origin: string;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  private readonly version: string;
+  private readonly bulkThreshold: number;
+  /** `<Module>\0<externalId>` -> Zoho record id. */
+  private readonly ids = new Map<string, string>();
+  private orgId: string | undefined;
+
+  constructor(config: CrmConfig) {
+    const base = new URL(config.baseUrl);
+    this.origin = base.origin;
+    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    // Uploads go to the content host (www.zohoapis.com -> content.zohoapis.com); a simulator or
+    // proxy serves both on one origin.
+    const content = new URL(base.origin);
+    if (/^(www\.)?zohoapis\./.test(content.hostname)) content.hostname = content.hostname.replace(/^(www\.)?/, 'content.');
+    this.contentPool = content.origin === base.origin ? this.pool : new Pool(content.origin, { connections: 2, keepAliveTimeout: 30_000 });
+    this.token = config.auth.token;
+    this.timeoutMs = config.timeoutMs;
+    this.version = config.apiVersion ?? 'v7';
+    this.bulkThreshold = config.bulkThreshold;
+  }
+
+  maxBatchSize(): number {
+    // With Bulk Write on, the sink must be able to hand over enough records to cross the threshold.
+    return this.bulkThreshold > 0 ? BULK_MAX : UPSERT_MAX;
+  }
+
+  private key(object: string, externalId: string): string {
+    return `${object}\u0000${externalId}`;
+  }
+
+  private remember(object: string, externalId: string, id: string): void {
+    const k = this.key(object, externalId);
+    this.ids.delete(k);
+    this.ids.set(k, id);
+    // Map iteration order is insertion order: the first key is the least recently used.
+    if (this.ids.size > LOOKUP_CACHE_MAX) this.ids.delete(this.ids.keys().next().value!);
+  }
+
+  /** Which records go through Bulk Write (the largest group of one field set, if big enough). */
+  private plan(records: CrmWrite[]): { bulk: number[]; upserts: number[]; deletes: number[] } {
+    const deletes: number[] = [];
+    const upserts: number[] = [];
+    records.forEach((r, i) => (r.op === 'delete' ? deletes : upserts).push(i));
+    if (this.bulkThreshold <= 0 || upserts.length < this.bulkThreshold) return { bulk: [], upserts, deletes };
+    const groups = new Map<string, number[]>();
+    for (const i of upserts) {
+      const s = `${records[i]!.object}|${signature(records[i]!)}`;
+      groups.set(s, [...(groups.get(s) ?? []), i]);
+    }
+    const largest = [...groups.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+    if (largest.length < this.bulkThreshold) return { bulk: [], upserts, deletes };
+    const inBulk = new Set(largest.slice(0, BULK_MAX));
+    return { bulk: [...inBulk], upserts: upserts.filter((i) => !inBulk.has(i)), deletes };
+  }
+
+  /** Searches needed for these external ids (10 per search), counting the cache. */
+  private searchCredits(targets: { object: string; field: string; externalId: string }[]): number {
+    const uncached = new Map<string, Set<string>>();
+    for (const t of targets) {
+      if (this.ids.has(this.key(t.object, t.externalId))) continue;
+      const g = `${t.object}\u0000${t.field}`;
+      if (!uncached.has(g)) uncached.set(g, new Set());
+      uncached.get(g)!.add(t.externalId);
+    }
+    let n = 0;
+    for (const s of uncached.values()) n += Math.ceil(s.size / SEARCH_CRITERIA_MAX);
+    return n;
+  }
+
+  /** Polls a job of `rows` rows is expected to need with the poll schedule (an estimate). */
+  static estimatedPolls(rows: number): number {
+    const done = BULK_START_SECONDS + rows / BULK_ROWS_PER_SECOND;
+    let t = POLL_FIRST_MS / 1000;
+    let wait = POLL_FIRST_MS / 1000;
+    let polls = 1;
+    while (t < done) {
+      wait = Math.min(wait * 2, POLL_MAX_MS / 1000);
+      t += wait;
+      polls++;
+    }
+    return polls;
+  }
+
+  cost(records: CrmWrite[]): number {
+    const { bulk, upserts, deletes } = this.plan(records);
+    let credits = 0;
+    if (bulk.length) {
+      // org id (once), upload, the job, its polls, the result download
+      credits += (this.orgId ? 0 : 1) + 1 + CREDITS_PER_BULK_JOB + ZohoAdapter.estimatedPolls(bulk.length) + 1;
+    }
+    for (let i = 0; i < upserts.length; i += UPSERT_MAX) credits += upsertCredits(Math.min(UPSERT_MAX, upserts.length - i));
+    credits += this.searchCredits(
+      upserts.flatMap((i) => lookupEntries(records[i]!).map(([, l]) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId }))),
+    );
+    if (deletes.length) {
+      const targets = deletes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId }));
+      credits += this.searchCredits(targets);
+      // Records already gone cost no delete call; without a search we cannot know: count the calls.
+      credits += Math.ceil(deletes.length / DELETE_MAX);
+    }
+    return credits;
+  }
+
+  dailyCost(records: CrmWrite[]): number {
+    // Zoho's one quota is the rolling 24 h credit count: the same unit as `cost`.
+    return this.cost(records);
+  }
+
+  async ping(): Promise<void> {
+    const res = await this.request('GET', `/crm/${this.version}/users?type=CurrentUser`, { onSignal: () => undefined, credits: 1 });
+    if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zoho CRM answered HTTP ${res.status} to GET /crm/${this.version}/users; check crm.baseUrl and crm.apiVersion`);
+  }
+
+  async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
+    const out: (WriteOutcome | undefined)[] = new Array(records.length);
+    const { bulk, upserts, deletes } = this.plan(records);
+    try {
+      if (bulk.length) await this.bulkWrite(records, bulk, out, onSignal);
+      if (upserts.length) await this.upsert(records, upserts, out, onSignal);
+      if (deletes.length) await this.delete(records, deletes, out, onSignal);
+    } catch (err) {
+      let outcome: WriteOutcome;
+      if (err instanceof Throttled || err instanceof CallFailed) outcome = err.outcome;
+      else if (err instanceof ConnectorError && err.retriable && out.some((o) => o !== undefined)) {
+        // Part of the call is already written (say a Bulk Write job): keep those outcomes, so a
+        // retry does not pay for them again.
+        outcome = { status: 'retry', code: err.code, message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+      } else throw err;
+      for (let i = 0; i < out.length; i++) out[i] ??= outcome;
+    }
+    return out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent' });
+  }
+
+  // ---- upsert ----------------------------------------------------------------------------
+
+  private async upsert(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    await this.resolveLookups(indexes.map((i) => records[i]!), onSignal);
+    const ready: number[] = [];
+    for (const i of indexes) {
+      const r = records[i]!;
+      const missing = lookupEntries(r).find(([, l]) => !this.ids.has(this.key(l.object, l.externalId)));
+      if (missing) {
+        const [, l] = missing;
+        out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+      } else ready.push(i);
+    }
+    for (let c = 0; c < ready.length; c += UPSERT_MAX) {
+      const chunk = ready.slice(c, c + UPSERT_MAX);
+      const object = records[chunk[0]!]!.object;
+      const data = chunk.map((i) => {
+        const r = records[i]!;
+        const d: Record<string, unknown> = { ...r.fields, [r.externalIdField]: r.externalId };
+        for (const [field, l] of lookupEntries(r)) d[field] = { id: this.ids.get(this.key(l.object, l.externalId)) };
+        return d;
+      });
+      const fields = [...new Set(chunk.map((i) => records[i]!.externalIdField))];
+      const res = await this.request('POST', `/crm/${this.version}/${object}/upsert`, {
+        body: { data, duplicate_check_fields: fields },
+        onSignal,
+        credits: upsertCredits(chunk.length),
+      });
+      const results = (res.body as { data?: ZohoResult[] } | undefined)?.data;
+      if (!Array.isArray(results) || results.length !== chunk.length) {
+        const outcome = this.callFailure(res, `upsert of ${chunk.length} ${object}`);
+        for (const i of chunk) out[i] = outcome;
+        continue;
+      }
+      chunk.forEach((i, k) => {
+        const r = records[i]!;
+        const result = results[k]!;
+        if (result.status === 'success' && result.details?.id) this.remember(r.object, r.externalId, String(result.details.id));
+        out[i] = this.recordOutcome(result);
+      });
+    }
+  }
+
+  private recordOutcome(result: ZohoResult): WriteOutcome {
+    if (result.status === 'success') {
+      return { status: 'done', ...(result.details?.id ? { crmId: String(result.details.id) } : {}), ...(result.action ? { created: result.action === 'insert' } : {}) };
+    }
+    const code = result.code ?? 'UNKNOWN';
+    const field = result.details?.api_name;
+    const message = `${result.message ?? code}${field ? ` (${field})` : ''}`;
+    if (PERMANENT_CODES.has(code)) return { status: 'rejected', code, message, ...(field ? { field } : {}) };
+    return { status: 'retry', code, message };
+  }
+
+  /** A whole request answered without per-record results: 4xx other than 401/429. */
+  private callFailure(res: ZohoResponse, what: string): WriteOutcome {
+    const b = res.body as ZohoResult | undefined;
+    const code = b?.code ?? `HTTP_${res.status}`;
+    const message = `Zoho CRM refused the ${what} (HTTP ${res.status}): ${b?.message ?? 'no message'}`;
+    if (res.status >= 400 && res.status < 500) return { status: 'rejected', code, message, ...(b?.details?.api_name ? { field: b.details.api_name } : {}) };
+    return { status: 'retry', code, message };
+  }
+
+  // ---- lookups and ids -------------------------------------------------------------------
+
+  private async resolveLookups(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const targets = records.flatMap((r) => lookupEntries(r).map(([, l]) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })));
+    await this.resolveIds(targets, onSignal);
+  }
+
+  /** Finds Zoho ids of external ids not cached yet: one search per 10 ids (criteria joined by `or`). */
+  private async resolveIds(targets: { object: string; field: string; externalId: string }[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
+    for (const t of targets) {
+      if (this.ids.has(this.key(t.object, t.externalId))) continue;
+      const g = `${t.object}\u0000${t.field}`;
+      if (!groups.has(g)) groups.set(g, { object: t.object, field: t.field, ids: new Set() });
+      groups.get(g)!.ids.add(t.externalId);
+    }
+    for (const { object, field, ids } of groups.values()) {
+      const list = [...ids];
+      for (let c = 0; c < list.length; c += SEARCH_CRITERIA_MAX) {
+        const part = list.slice(c, c + SEARCH_CRITERIA_MAX).map((v) => `(${field}:equals:${criterionValue(v)})`);
+        const criteria = part.length === 1 ? part[0]! : `(${part.join('or')})`;
+        const res = await this.request('GET', `/crm/${this.version}/${object}/search?criteria=${encodeURIComponent(criteria)}`, { onSignal, credits: 1 });
+        if (res.status === 204) continue; // nothing matched
+        if (res.status !== 200) throw new CallFailed(this.callFailure(res, `search of ${object} by ${field}`));
+        for (const row of (res.body as { data?: Record<string, unknown>[] }).data ?? []) {
+          const v = row[field];
+          if (v !== undefined && v !== null && row.id !== undefined) this.remember(object, String(v), String(row.id));
+        }
+      }
+    }
+  }
+
+  // ---- delete ----------------------------------------------------------------------------
+
+  private async delete(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    await this.resolveIds(
+      indexes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId })),
+      onSignal,
+    );
+    const byObject = new Map<string, { index: number; id: string }[]>();
+    for (const i of indexes) {
+      const r = records[i]!;
+      const id = this.ids.get(this.key(r.object, r.externalId));
+      if (id === undefined) {
+        out[i] = { status: 'done' }; // not in Zoho: already gone
+        continue;
+      }
+      if (!byObject.has(r.object)) byObject.set(r.object, []);
+      byObject.get(r.object)!.push({ index: i, id });
+    }
+    for (const [object, list] of byObject) {
+      for (let c = 0; c < list.length; c += DELETE_MAX) {
+        const chunk = list.slice(c, c + DELETE_MAX);
+        const res = await this.request('DELETE', `/crm/${this.version}/${object}?ids=${chunk.map((x) => x.id).join(',')}`, { onSignal, credits: 1 });
+        const results = (res.body as { data?: ZohoResult[] } | undefined)?.data;
+        if (!Array.isArray(results)) {
+          const outcome = this.callFailure(res, `delete of ${chunk.length} ${object}`);
+          for (const x of chunk) out[x.index] = outcome;
+          continue;
+        }
+        const byId = new Map(results.map((r) => [String(r.details?.id), r]));
+        for (const x of chunk) {
+          const r = records[x.index]!;
+          const result = byId.get(x.id);
+          // "record not deleted" for an id that no longer exists: someone deleted it first.
+          if (result?.status === 'success' || result?.code === 'INVALID_DATA') {
+            this.ids.delete(this.key(r.object, r.externalId));
+            out[x.index] = { status: 'done' };
+          } else out[x.index] = result ? this.recordOutcome(result) : { status: 'retry', code: 'NO_RESULT', message: `Zoho CRM returned no result for ${object} ${x.id}` };
+        }
+      }
+    }
+  }
+
+  // ---- Bulk Write ------------------------------------------------------------------------
+
+  private async bulkWrite(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const first = records[indexes[0]!]!;
+    const object = first.object;
+    const idField = first.externalIdField;
+    const fields = Object.keys(first.fields).filter((f) => f !== idField).sort();
+    const lookups = lookupEntries(first).sort(([a], [b]) => a.localeCompare(b));
+    const header = [idField, ...fields, ...lookups.map(([f]) => f)];
+    const rows: unknown[][] = [header];
+    for (const i of indexes) {
+      const r = records[i]!;
+      rows.push([r.externalId, ...fields.map((f) => r.fields[f]), ...lookups.map(([f]) => r.lookups?.[f]?.externalId)]);
+    }
+    const file = zip([{ name: `${object}.csv`, data: Buffer.from(toCsv(rows), 'utf8') }]);
+
+    const org = await this.org(onSignal);
+    const boundary = `----pg2crm${randomUUID()}`;
+    const multipart = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${object}.zip"\r\nContent-Type: application/zip\r\n\r\n`),
+      file,
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const uploaded = await this.request('POST', `/crm/${this.version}/upload`, {
+      raw: multipart,
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, feature: 'bulk-write', 'x-crm-org': org },
+      onSignal,
+      credits: 1,
+      pool: this.contentPool,
+    });
+    const fileId = (uploaded.body as { details?: { file_id?: string } } | undefined)?.details?.file_id;
+    if (uploaded.status !== 200 || !fileId) throw this.bulkError(uploaded, `upload of ${indexes.length} ${object}`);
+
+    const created = await this.request('POST', `/crm/bulk/${this.version}/write`, {
+      body: {
+        operation: 'upsert',
+        ignore_empty: false,
+        resource: [
+          {
+            type: 'data',
+            module: { api_name: object },
+            file_id: fileId,
+            find_by: idField,
+            field_mappings: header.map((api_name, index) => {
+              const l = first.lookups?.[api_name];
+              return l ? { api_name, index, find_by: l.externalIdField } : { api_name, index };
+            }),
+          },
+        ],
+      },
+      onSignal,
+      credits: CREDITS_PER_BULK_JOB,
+    });
+    const jobId = (created.body as { details?: { id?: string } } | undefined)?.details?.id;
+    if (created.status !== 201 || !jobId) throw this.bulkError(created, `job for ${indexes.length} ${object}`);
+    log.debug({ jobId, object, records: indexes.length }, 'bulk write job created');
+
+    const url = await this.poll(jobId, onSignal);
+    const result = await this.download(url, onSignal);
+    const entry = unzip(result).find((e) => e.name.toLowerCase().endsWith('.csv'));
+    if (!entry) throw new ConnectorError('CRM_BULK_RESULT', `Bulk Write job ${jobId}: the result zip holds no CSV`, { retriable: true });
+    const [cols = [], ...lines] = parseCsv(entry.data.toString('utf8'));
+    const at = (name: string): number => cols.indexOf(name);
+    const [idCol, statusCol, recordCol, errorsCol] = [at(idField), at('STATUS'), at('RECORD_ID'), at('ERRORS')];
+    if (idCol < 0 || statusCol < 0) throw new ConnectorError('CRM_BULK_RESULT', `Bulk Write job ${jobId}: the result CSV lacks ${idField} or STATUS`, { retriable: true });
+    // Row order is not promised: match rows by external id.
+    const byExternalId = new Map(lines.map((l) => [l[idCol] ?? '', l]));
+    for (const i of indexes) {
+      const r = records[i]!;
+      const line = byExternalId.get(r.externalId);
+      const status = line?.[statusCol]?.toLowerCase();
+      const crmId = recordCol >= 0 ? line?.[recordCol] : undefined;
+      if (status === 'added' || status === 'updated') {
+        if (crmId) this.remember(object, r.externalId, crmId);
+        out[i] = { status: 'done', ...(crmId ? { crmId } : {}), created: status === 'added' };
+      } else if (status === 'skipped') {
+        const errors = (errorsCol >= 0 ? line?.[errorsCol] : '') || 'skipped';
+        const [code = 'SKIPPED', field] = errors.split(':');
+        if (field && r.lookups?.[field]) {
+          const l = r.lookups[field]!;
+          out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+        } else out[i] = PERMANENT_CODES.has(code) ? { status: 'rejected', code, message: `Bulk Write skipped the record: ${errors}`, ...(field ? { field } : {}) } : { status: 'retry', code, message: `Bulk Write skipped the record: ${errors}` };
+      } else {
+        out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Bulk Write job ${jobId} did not process the record (${status ?? 'no result row'})` };
+      }
+    }
+  }
+
+  /** A Bulk Write step failed: the whole call is retried (the records themselves were not judged). */
+  private bulkError(res: ZohoResponse, what: string): ConnectorError {
+    const b = res.body as ZohoResult | undefined;
+    return new ConnectorError('CRM_BULK_WRITE', `Zoho CRM refused the Bulk Write ${what} (HTTP ${res.status} ${b?.code ?? ''}): ${b?.message ?? 'no message'}`, { retriable: true });
+  }
+
+  private async org(onSignal: (s: RateSignal) => void): Promise<string> {
+    if (this.orgId) return this.orgId;
+    const res = await this.request('GET', `/crm/${this.version}/org`, { onSignal, credits: 1 });
+    const org = (res.body as { org?: { zgid?: string; id?: string }[] } | undefined)?.org?.[0];
+    const id = org?.zgid ?? org?.id;
+    if (res.status !== 200 || !id) throw this.bulkError(res, 'org lookup (GET /org)');
+    this.orgId = String(id);
+    return this.orgId;
+  }
+
+  /** The one wait inside the adapter: polling the job, bounded by `timeoutMs`. */
+  private async poll(jobId: string, onSignal: (s: RateSignal) => void): Promise<string> {
+    const deadline = Date.now() + this.timeoutMs;
+    let wait = POLL_FIRST_MS;
+    for (;;) {
+      await sleep(Math.max(0, Math.min(wait, deadline - Date.now())));
+      const res = await this.request('GET', `/crm/bulk/${this.version}/write/${jobId}`, { onSignal, credits: 1, polling: true });
+      const body = res.body as { status?: string; result?: { download_url?: string } } | undefined;
+      if (res.status === 200 && body?.status === 'COMPLETED' && body.result?.download_url) return body.result.download_url;
+      if (res.status === 200 && body?.status === 'FAILED') throw new ConnectorError('CRM_BULK_FAILED', `Zoho Bulk Write job ${jobId} failed`, { retriable: true });
+      if (res.status !== 200 && res.status !== 429) throw this.bulkError(res, `status of job ${jobId}`);
+      if (Date.now() >= deadline) {
+        throw new ConnectorError('CRM_BULK_TIMEOUT', `Zoho Bulk Write job ${jobId} did not complete within crm.timeoutMs (${this.timeoutMs} ms); raise crm.timeoutMs or lower crm.bulkThreshold`, { retriable: true });
+      }
+      wait = Math.min(wait * 2, POLL_MAX_MS);
+    }
+  }
+
+  private async download(url: string, onSignal: (s: RateSignal) => void): Promise<Buffer> {
+    const u = new URL(url, this.origin);
+    const headers = { authorization: `Zoho-oauthtoken ${this.token}` };
+    let status: number;
+    let body: Buffer;
+    let resHeaders: ZohoResponse['headers'];
+    try {
+      const res = u.origin === this.origin
+        ? await this.pool.request({ method: 'GET', path: u.pathname + u.search, headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+        : await undiciRequest(u, { method: 'GET', headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+      status = res.statusCode;
+      resHeaders = res.headers;
+      body = Buffer.from(await res.body.arrayBuffer());
+    } catch (err) {
+      throw new ConnectorError('CRM_UNREACHABLE', `Zoho CRM result download failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    this.signal({ status, headers: resHeaders, body: undefined }, 1, onSignal);
+    if (status === 401) throw this.authError();
+    if (status !== 200) throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${status} to the Bulk Write result download`, { retriable: true });
+    return body;
+  }
+
+  // ---- HTTP ------------------------------------------------------------------------------
+
+  private authError(): ConnectorError {
+    return new ConnectorError('CRM_AUTH', 'Zoho CRM rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
+  }
+
+  /** Reports the response's rate information; returns the throttle outcome for a 429. */
+  private signal(res: ZohoResponse, credits: number, onSignal: (s: RateSignal) => void): WriteOutcome | undefined {
+    const s: RateSignal = {};
+    const remaining = header(res, 'x-api-credits-remaining');
+    if (remaining !== undefined && remaining !== '' && Number.isFinite(Number(remaining))) {
+      // The credit window is Zoho's only quota: it is both the window and the daily budget.
+      s.remaining = Number(remaining);
+      s.dailyRemaining = Number(remaining);
+    }
+    let outcome: WriteOutcome | undefined;
+    if (res.status === 429) {
+      const retryAfter = Number(header(res, 'retry-after'));
+      const creditsOut = s.remaining !== undefined && s.remaining < credits;
+      s.throttled = true;
+      s.retryAfterSeconds = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
+      const message = (res.body as ZohoResult | undefined)?.message ?? 'Too many requests';
+      outcome = { status: 'retry', code: 'RATE_LIMITED', message: `Zoho CRM: ${message}`, retryAfterSeconds: s.retryAfterSeconds };
+    }
+    onSignal(s);
+    return outcome;
+  }
+
+  private async request(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    opts: { body?: unknown; raw?: Buffer; headers?: Record<string, string>; onSignal: (s: RateSignal) => void; credits: number; polling?: boolean; pool?: Pool },
+  ): Promise<ZohoResponse> {
+    const payload = opts.raw ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
+    let res;
+    try {
+      res = await (opts.pool ?? this.pool).request({
+        method,
+        path,
+        headers: {
+          authorization: `Zoho-oauthtoken ${this.token}`,
+          accept: 'application/json',
+          ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...opts.headers,
+        },
+        ...(payload !== undefined ? { body: payload } : {}),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new ConnectorError('CRM_UNREACHABLE', `Zoho CRM request ${method} ${path.split('?')[0]} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    const text = await res.body.text();
+    const out: ZohoResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
+    const throttled = this.signal(out, opts.credits, opts.onSignal);
+    if (out.status === 401) throw this.authError();
+    if (throttled && !opts.polling) throw new Throttled(throttled);
+    if (out.status >= 500) {
+      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Zoho CRM answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; retrying later`, { retriable: true });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.contentPool !== this.pool) await this.contentPool.close();
+    await this.pool.close();
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}

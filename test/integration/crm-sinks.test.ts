@@ -1,0 +1,213 @@
+import { Kafka, logLevel } from 'kafkajs';
+import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { type Config, loadConfig } from '../../src/config.ts';
+import { startDynamicsSimulator } from '../../src/crm/dynamics/simulator.ts';
+import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
+import { startSalesforceSimulator } from '../../src/crm/salesforce/simulator.ts';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  groupLag,
+  simRecords,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  waitSlotActive,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * Every CRM through real PostgreSQL, Kafka and the registry, with the mapping of its ready
+ * config in connectors/: 10,000 changes (2,000 inserts, 8,000 updates in 1,000-row statements,
+ * many hitting the same records) end with the simulator equal to the table; with injected
+ * per-record rejections the bad records are in the dead-letter topic and the rest written; a
+ * throttle storm pauses the consumer, which stays in its group (same member) and resumes.
+ */
+const env = inject('stack');
+
+type SimStart = (opts: { port: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
+
+// Limits high enough for the 10k changes to go through in seconds; the limits themselves are
+// tested in the unit tests and measured by `npm run bench:sink`.
+const CRMS: { kind: string; start: SimStart; limit: { requests: number; windowSeconds: number } }[] = [
+  { kind: 'zendesk-sell', start: startZendeskSellSimulator, limit: { requests: 100_000, windowSeconds: 60 } },
+  { kind: 'salesforce', start: startSalesforceSimulator, limit: { requests: 100_000, windowSeconds: 86_400 } },
+  { kind: 'hubspot', start: startHubSpotSimulator, limit: { requests: 10_000, windowSeconds: 10 } },
+  { kind: 'dynamics', start: startDynamicsSimulator, limit: { requests: 100_000, windowSeconds: 300 } },
+  { kind: 'zoho', start: startZohoSimulator, limit: { requests: 1_000_000, windowSeconds: 86_400 } },
+];
+
+/** `custom_fields.erp_id` is nested in Zendesk Sell's records; other CRMs store fields flat. */
+function field(record: Record<string, unknown>, name: string): unknown {
+  if (name in record) return record[name];
+  return name.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), record);
+}
+
+const norm = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+async function dlqCount(topic: string): Promise<number> {
+  const admin = new Kafka({ clientId: 'dlq-count', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const topics = await admin.listTopics();
+    if (!topics.includes(topic)) return 0;
+    return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function memberIds(groupId: string): Promise<string[]> {
+  const admin = new Kafka({ clientId: 'members', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const { groups } = await admin.describeGroups([groupId]);
+    return (groups[0]?.members ?? []).map((m) => m.memberId).sort();
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
+  let sim: CrmSimulator;
+  let conn: TestConnector;
+  let proc: CliProcess;
+  let mapping: Config['mappings'][number];
+  const schema = uniqueName(kind.replace('-', '_').slice(0, 8));
+
+  afterAll(async () => {
+    await proc?.stop();
+    await sim?.close();
+    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+  });
+
+  async function tableRows(): Promise<Record<string, unknown>[]> {
+    return withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
+  }
+
+  /** Differences between the simulator's records and the table (customers in `skip` must be absent). */
+  function differences(records: Record<string, unknown>[], rows: Record<string, unknown>[], skip: Set<string>): string[] {
+    const byId = new Map(records.map((r) => [norm(field(r, mapping.externalId.field)), r]));
+    const out: string[] = [];
+    for (const row of rows) {
+      const id = String(row.id);
+      const rec = byId.get(id);
+      if (skip.has(id)) {
+        if (rec) out.push(`${id}: present but should have been rejected`);
+        continue;
+      }
+      if (!rec) {
+        out.push(`${id}: missing`);
+        continue;
+      }
+      for (const [crmField, column] of Object.entries(mapping.fields)) {
+        if (norm(field(rec, crmField)) !== norm(row[column])) out.push(`${id}.${crmField}: ${norm(field(rec, crmField))} != ${norm(row[column])}`);
+      }
+    }
+    if (records.length !== rows.length - skip.size) out.push(`${records.length} records for ${rows.length - skip.size} rows`);
+    return out;
+  }
+
+  /** Waits until lag is 0 and the CRM equals the table, then asserts it. */
+  async function converged(skip = new Set<string>()): Promise<Record<string, unknown>[]> {
+    const topic = `${conn.topicPrefix}.${schema}.customers`;
+    let last: string[] = [];
+    let records: Record<string, unknown>[] = [];
+    try {
+      await waitFor(
+        `${kind} equal to the table`,
+        async () => {
+          if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
+          records = await simRecords(sim.url, mapping.object);
+          last = differences(records, await tableRows(), skip);
+          return last.length === 0;
+        },
+        150_000,
+        500,
+      );
+    } finally {
+      expect(last.slice(0, 10)).toEqual([]);
+    }
+    return records;
+  }
+
+  it('writes 10,000 changes so the CRM equals the table', async () => {
+    onTestFailed(() => console.log(proc?.output.slice(-6000)));
+    sim = await start({ port: 0, limit });
+    await createErpSchema(env.PG_URL, schema);
+    const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
+    const customers = ready.mappings.find((m) => m.table === 'erp.customers');
+    if (!customers) throw new Error(`connectors/${kind}.yaml maps no erp.customers`);
+    mapping = customers;
+    conn = writeConnectorConfig(env, schema, sim.url, {
+      snapshot: 'never',
+      extra: {
+        crm: { ...ready.crm, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...ready.crm.limits, ...limit } },
+        mappings: [{ ...customers, table: `${schema}.customers`, lookups: {}, onDelete: 'delete' }],
+      },
+    });
+    proc = new CliProcess(['run', '--config', conn.configFile]);
+    await waitSlotActive(env.PG_URL, conn.slot);
+    await withPg(env.PG_URL, async (c) => {
+      await c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email, company)
+         SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example', CASE WHEN g % 3 = 0 THEN NULL ELSE 'Co ' || (g % 50) END
+         FROM generate_series(1, 2000) g`,
+      );
+      // Skewed: half of each round hits the first 100 customers, the rest spread over all.
+      for (let round = 1; round <= 8; round++) {
+        await c.query(
+          `UPDATE ${schema}.customers SET last_name = 'L' || id || '-r${round}', email = 'u${round}.' || id || '@ok.example'
+           WHERE id IN (SELECT g FROM generate_series(1, 100) g UNION ALL SELECT 100 + ((g * 7919 + ${round} * 104729) % 1900) FROM generate_series(1, 900) g)`,
+        );
+      }
+    });
+    expect(await converged()).toHaveLength(2000);
+  });
+
+  it('dead-letters the records the CRM rejects and writes the rest', async () => {
+    onTestFailed(() => console.log(proc?.output.slice(-6000)));
+    const emailField = Object.entries(mapping.fields).find(([, col]) => col === 'email')?.[0];
+    expect(emailField).toBeDefined();
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }) });
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email)
+         SELECT 'N' || g, 'M' || g, CASE WHEN g % 10 = 0 THEN 'n' || g || '@rejected.example' ELSE 'n' || g || '@ok.example' END
+         FROM generate_series(1, 100) g`,
+      ),
+    );
+    const rejected = new Set(
+      await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id)),
+    );
+    expect(rejected.size).toBe(10);
+    expect(await converged(rejected)).toHaveLength(2090);
+    await waitFor('10 dead letters', async () => (await dlqCount(`${conn.topicPrefix}.dlq`)) === 10, 60_000);
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+  });
+
+  it('pauses on a throttle storm, stays in the group and resumes', async () => {
+    onTestFailed(() => console.log(proc?.output.slice(-6000)));
+    const before = await memberIds(conn.groupId);
+    expect(before).toHaveLength(1);
+    const stats0 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 3, retryAfterSeconds: 5 } }) });
+    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'after-storm-' || id WHERE id <= 300 AND email NOT LIKE '%@rejected.%'`));
+    const rejected = new Set(
+      await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id)),
+    );
+    const firstName = Object.entries(mapping.fields).find(([, c]) => c === 'first_name')![0];
+    const storm = (records: Record<string, unknown>[]) => records.filter((r) => String(field(r, firstName)).startsWith('after-storm-'));
+    const records = await converged(rejected);
+    const stats1 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    expect(stats1.throttled - stats0.throttled).toBeGreaterThanOrEqual(1);
+    expect(stats1.throttled - stats0.throttled).toBeLessThanOrEqual(3);
+    expect(await memberIds(conn.groupId)).toEqual(before);
+    expect(storm(records)).toHaveLength(300);
+  });
+});
