@@ -29,6 +29,15 @@ const postgresSchema = z.strictObject({
   slot: identifier.optional(),
   publication: identifier.optional(),
   /**
+   * Which operations the publication sends (CREATE PUBLICATION ... WITH (publish = ...)); an
+   * existing publication is altered to match. Leave out `delete` and deletes never reach the CRM.
+   */
+  publish: z
+    .array(z.enum(['insert', 'update', 'delete', 'truncate']))
+    .min(1, 'publish at least one of insert, update, delete, truncate')
+    .refine((ops) => new Set(ops).size === ops.length, 'list each operation once')
+    .default(['insert', 'update', 'delete', 'truncate']),
+  /**
    * When tables are read in full (op 'r' events), besides `pg2crm snapshot --table` requests, which run in every mode:
    * - `initial`: when the connector creates its replication slot (first start), inside the slot's exported snapshot;
    *   a snapshot cut short by a crash resumes after the last chunk Kafka acknowledged. A slot that lost WAL it

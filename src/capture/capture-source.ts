@@ -12,17 +12,12 @@ import { metrics } from '../ops/metrics.ts';
 import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
 import { formatLsn, type Lsn, parseLsn } from './lsn.ts';
 import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
-import {
-  createSlotWithSnapshot,
-  dropSlot,
-  ensurePublication,
-  preflight,
-  readState,
-  slotInfo,
-  writeState,
-} from './slot-admin.ts';
+import { INITIAL, IncrementalSnapshot, newTask } from './incremental-snapshot.ts';
+import { createSlotWithSnapshot, dropSlot, ensurePublication, preflight, slotInfo } from './slot-admin.ts';
 import { readSnapshot } from './snapshot-reader.ts';
+import { SourceStateStore } from './source-state-store.ts';
 import { describeTables, type TableInfo } from './table-catalog.ts';
+import { DomainResolver } from './type-resolver.ts';
 
 /**
  * The source half: PostgreSQL slot -> change events -> Kafka.
@@ -31,10 +26,21 @@ import { describeTables, type TableInfo } from './table-catalog.ts';
  * event Kafka has acknowledged (acks=all). pg-logical-replication's own acknowledgement is off
  * (`auto: false, timeoutSeconds: 0`): its timer would confirm the last *received* LSN.
  * Streaming always starts at 0/0, which the server reads as "from the slot's confirmed_flush_lsn".
+ *
+ * Snapshot modes (postgres.snapshot), decided when the source starts:
+ * - a new slot is created when there is none (or, under `when_needed`, when the old one lost WAL
+ *   it needed); `initial` and `when_needed` then read every table inside the slot's exported
+ *   snapshot, `never` streams only;
+ * - an existing slot whose state says the initial snapshot did not finish (a crash) resumes it
+ *   after the last chunk Kafka acknowledged, as an incremental snapshot (incremental-snapshot.ts);
+ * - requests of `pg2crm snapshot --table` run as incremental snapshots whatever the mode.
  */
 
-/** A queued item: an event to publish, or the end of a transaction whose LSN may be confirmed once all before it is acked. */
-type Pending = { event: ChangeEvent; relation: SchemaSource } | { commitEndLsn: Lsn };
+/**
+ * A queued item: an event to publish, the end of a transaction whose LSN may be confirmed once
+ * all before it is acked, or a callback to run once all before it is acked.
+ */
+type Pending = { event: ChangeEvent; relation: SchemaSource } | { commitEndLsn: Lsn } | { acked: () => void };
 
 const MAX_SEND_BATCH = 5000;
 
@@ -43,6 +49,7 @@ export class CaptureSource {
   private readonly pgConfig: PostgresConfig;
   private readonly kafkaConfig: KafkaConfig;
   private readonly encoder: EventEncoder;
+  private readonly domains: DomainResolver;
   private readonly publisher: Publisher;
   private readonly kafka;
   private service: LogicalReplicationService | undefined;
@@ -59,11 +66,14 @@ export class CaptureSource {
   private started = false;
   private fatal: ((err: Error) => void) | undefined;
   private streaming = false;
+  private store: SourceStateStore | undefined;
+  private incremental: IncrementalSnapshot | undefined;
 
   constructor(pgConfig: PostgresConfig, kafkaConfig: KafkaConfig, onFatal?: (err: Error) => void) {
     this.pgConfig = pgConfig;
     this.kafkaConfig = kafkaConfig;
     this.encoder = new EventEncoder(kafkaConfig);
+    this.domains = new DomainResolver(pgConfig.url);
     this.kafka = createKafka(kafkaConfig, 'source');
     this.publisher = new Publisher(this.kafka);
     this.fatal = onFatal;
@@ -94,14 +104,17 @@ export class CaptureSource {
         { partitions: this.kafkaConfig.partitions, replicationFactor: this.kafkaConfig.replicationFactor, maxMessageBytes: this.kafkaConfig.maxMessageBytes },
       );
       await this.publisher.start();
-      await ensurePublication(admin, publication, tables);
-      await this.prepareSlot(admin);
+      await ensurePublication(admin, publication, tables, this.pgConfig.publish);
+      this.store = await SourceStateStore.open(url, publication);
+      await this.prepareSlot(admin, this.store);
     } finally {
       await admin.end();
     }
+    this.incremental = new IncrementalSnapshot({ url, slot: this.pgConfig.slot, chunkRows: this.pgConfig.snapshotChunkRows, tables, store: this.store });
     this.flushing = this.flushLoop();
     await this.stream();
     this.startHeartbeats();
+    this.incremental.start((err) => this.fail(err));
   }
 
   private topicOf(qualified: string): string {
@@ -109,45 +122,91 @@ export class CaptureSource {
     return topicFor(this.kafkaConfig.topicPrefix, schema, table);
   }
 
-  /** Creates the slot (snapshotting when the mode asks) or reuses it. */
-  private async prepareSlot(admin: pg.Client): Promise<void> {
-    const { slot, publication, snapshot } = this.pgConfig;
+  /** Creates the slot (snapshotting when the mode asks) or reuses it (resuming an unfinished snapshot). */
+  private async prepareSlot(admin: pg.Client, store: SourceStateStore): Promise<void> {
+    const { slot, snapshot } = this.pgConfig;
     let info = await slotInfo(admin, slot);
-    const state = await readState(admin, publication);
-    if (info.exists && snapshot === 'initial' && !state.snapshotDone) {
-      // A snapshot interrupted by a crash cannot resume inside its exported snapshot (it died with
-      // the connection): start over with a fresh slot. Rows already sent are re-sent (at-least-once).
-      this.log.warn({ slot }, 'initial snapshot did not finish; recreating the slot and snapshotting again');
+    if (info.exists && info.walStatus === 'lost') {
+      // https://www.postgresql.org/docs/15/view-pg-replication-slots.html: 'lost' = required WAL
+      // was removed (max_slot_wal_keep_size). Streaming from it would silently skip changes.
+      if (snapshot !== 'when_needed') {
+        throw new ConnectorError(
+          'SLOT_LOST',
+          `replication slot ${slot} lost WAL it still needed (wal_status = lost), so changes are missing; set postgres.snapshot: when_needed to recreate it and snapshot again, or drop it (SELECT pg_drop_replication_slot('${slot}')) and restart`,
+        );
+      }
+      this.log.warn({ slot }, 'replication slot lost WAL it needed; recreating it and snapshotting again (snapshot: when_needed)');
       await this.waitSlotFree(admin);
       await dropSlot(admin, slot);
       info = await slotInfo(admin, slot);
     }
+    const configured = this.pgConfig.tables;
     if (info.exists) {
       await this.waitSlotFree(admin);
       this.confirmed = info.confirmedFlush ?? 0n;
       this.log.info({ slot, confirmedLsn: formatLsn(this.confirmed) }, 'resuming replication slot');
+      const state = store.get();
+      const onDemand = (state.tasks ?? []).filter((t) => t.id !== INITIAL);
+      if (snapshot === 'never') {
+        if (state.tasks?.some((t) => t.id === INITIAL)) await store.update((s) => (s.tasks = onDemand));
+      } else if (!state.snapshotDone) {
+        // The exported snapshot died with the crashed process: finish as an incremental snapshot
+        // (see incremental-snapshot.ts for why that is exact), from the last acked chunk.
+        let initial = (state.tasks ?? []).filter((t) => t.id === INITIAL);
+        if (initial.length === 0) initial = configured.map((t) => newTask(INITIAL, t));
+        await store.update((s) => (s.tasks = [...initial, ...onDemand]));
+        this.log.warn({ slot, table: initial[0]?.table, fromKey: initial[0]?.lastKey ?? null }, 'initial snapshot did not finish; resuming it after the last acknowledged chunk');
+      }
       return;
     }
     const created = await createSlotWithSnapshot(this.pgConfig.url, slot);
     try {
       this.confirmed = parseLsn(created.consistentPoint);
       this.log.info({ slot, consistentPoint: created.consistentPoint }, 'created replication slot');
+      // A new slot starts a new history: earlier unfinished tasks are void (a full snapshot follows, or `never`).
       if (snapshot === 'never') {
-        await writeState(admin, publication, { snapshotDone: true, snapshotLsn: created.consistentPoint });
+        await store.update((s) => {
+          s.snapshotDone = true;
+          s.snapshotLsn = created.consistentPoint;
+          s.tasks = [];
+        });
         return;
       }
-      const tables = [...this.tables.values()];
+      await store.update((s) => {
+        s.snapshotDone = false;
+        s.snapshotLsn = created.consistentPoint;
+        s.tasks = configured.map((t) => newTask(INITIAL, t));
+      });
+      const tables = configured.map((t) => this.tables.get(t)!);
       const started = Date.now();
       const rows = await readSnapshot(this.pgConfig.url, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, p) => {
         await this.publishNow(events, p.table);
+        // Durable progress after Kafka acked the chunk: a crash resumes after it (tables before
+        // the current one are complete, so they leave the task list).
+        const name = qualifiedName(p.table.schema, p.table.table);
+        metrics.snapshotRows.inc({ table: name, kind: 'initial' }, p.rows);
+        await store.update((s) => {
+          const tasks = s.tasks ?? [];
+          const at = tasks.findIndex((t) => t.id === INITIAL && t.table === name);
+          s.tasks = at >= 0 ? tasks.slice(at) : tasks;
+          const task = s.tasks[0];
+          if (task && at >= 0) {
+            task.lastKey = p.lastKey;
+            task.rows += p.rows;
+            task.startedAt ||= started;
+          }
+        });
         const elapsed = (Date.now() - started) / 1000;
         const etaSeconds = p.done > 0 ? Math.round((elapsed / p.done) * (p.estimatedTotal - p.done)) : null;
         this.log.info(
-          { table: qualifiedName(p.table.schema, p.table.table), rows: p.done, estimatedTotal: p.estimatedTotal, rowsPerSecond: Math.round(p.done / Math.max(elapsed, 0.001)), etaSeconds },
+          { table: name, lastKey: p.lastKey, rows: p.done, estimatedTotal: p.estimatedTotal, rowsPerSecond: Math.round(p.done / Math.max(elapsed, 0.001)), etaSeconds },
           'snapshot progress',
         );
       });
-      await writeState(admin, publication, { snapshotDone: true, snapshotLsn: created.consistentPoint });
+      await store.update((s) => {
+        s.snapshotDone = true;
+        s.tasks = [];
+      });
       this.log.info({ rows }, 'initial snapshot finished');
     } finally {
       await created.close();
@@ -212,18 +271,29 @@ export class CaptureSource {
         break;
       case 'relation':
         this.log.debug({ table: `${msg.relation.schema}.${msg.relation.table}` }, 'relation');
+        // Domain columns take their base type's encoding; the handler is awaited before the next message.
+        await this.domains.annotate(msg.relation.columns);
         return;
       case 'insert':
-        this.enqueue({ event: buildInsert(msg.relation, this.keyOf(msg.relation), msg.after, this.currentTx()), relation: toSource(msg.relation) });
+        this.enqueueChange(buildInsert(msg.relation, this.keyOf(msg.relation), msg.after, this.currentTx()), toSource(msg.relation));
         break;
       case 'update':
         for (const event of buildUpdate(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, msg.after, this.currentTx())) {
-          this.enqueue({ event, relation: toSource(msg.relation) });
+          this.enqueueChange(event, toSource(msg.relation));
         }
         break;
       case 'delete':
-        this.enqueue({ event: buildDelete(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, this.currentTx()), relation: toSource(msg.relation) });
+        this.enqueueChange(buildDelete(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, this.currentTx()), toSource(msg.relation));
         break;
+      case 'message': {
+        // Watermarks and signals of incremental snapshots; heartbeats fall through unused.
+        if (!msg.transactional || !this.incremental) return;
+        const out = await this.incremental.onMessage(msg.prefix, msg.content, this.currentTx());
+        if (!out) return;
+        for (const event of out.events) this.enqueue({ event, relation: out.table });
+        this.enqueue({ acked: out.onAcked });
+        break;
+      }
       case 'truncate':
         // A TRUNCATE carries no rows; replaying it as deletes in a CRM would be destructive, so
         // it is reported, not applied. Re-snapshot the table if the CRM must follow.
@@ -245,6 +315,11 @@ export class CaptureSource {
     if (info) return info.primaryKey;
     // Only published tables arrive; a miss means the publication holds more than the config says.
     throw new ConnectorError('UNEXPECTED_TABLE', `change for ${relation.schema}.${relation.table}, which is not in postgres.tables; check the publication`);
+  }
+
+  private enqueueChange(event: ChangeEvent, relation: SchemaSource): void {
+    this.incremental?.onChange(event);
+    this.enqueue({ event, relation });
   }
 
   private enqueue(item: Pending): void {
@@ -278,8 +353,10 @@ export class CaptureSource {
     let lastCommit: Lsn | undefined;
     const messages: Promise<OutgoingMessage[]>[] = [];
     let events = 0;
+    const acked: (() => void)[] = [];
     for (const item of chunk) {
       if ('commitEndLsn' in item) lastCommit = item.commitEndLsn;
+      else if ('acked' in item) acked.push(item.acked);
       else {
         messages.push(this.encoder.encode(item.event, item.relation));
         events++;
@@ -299,6 +376,7 @@ export class CaptureSource {
       }
     }
     metrics.eventsProduced.inc(events);
+    for (const done of acked) done();
     if (lastCommit !== undefined && lastCommit > this.confirmed) {
       this.confirmed = lastCommit;
       await this.sendConfirmed();
@@ -349,6 +427,7 @@ export class CaptureSource {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.heartbeatTimer);
+    await this.incremental?.stop();
     for (const w of this.queueWaiters) w();
     this.queueWaiters = [];
     await Promise.race([this.flushing, new Promise((r) => setTimeout(r, 15_000))]);
@@ -356,6 +435,7 @@ export class CaptureSource {
     await this.service?.stop().catch(() => undefined);
     await this.heartbeatClient?.end().catch(() => undefined);
     await this.publisher.stop().catch(() => undefined);
+    await this.store?.close();
   }
 }
 
@@ -365,7 +445,7 @@ const sources = new WeakMap<Relation, SchemaSource>();
 function toSource(relation: Relation): SchemaSource {
   let s = sources.get(relation);
   if (!s) {
-    s = { schema: relation.schema, table: relation.table, columns: relation.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })) };
+    s = { schema: relation.schema, table: relation.table, columns: relation.columns.map(({ isKey: _isKey, ...c }) => c) };
     sources.set(relation, s);
   }
   return s;

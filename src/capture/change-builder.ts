@@ -1,4 +1,5 @@
 import type { ChangeEvent, ChangeSource, Row } from '../events/change-event.ts';
+import { sameValue } from '../events/pg-values.ts';
 import { avroName, convertValue, type ColumnShape } from '../events/row-codec.ts';
 import { ConnectorError } from '../errors.ts';
 import { type Relation, type Tuple, UNCHANGED_TOAST } from './pgoutput-decoder.ts';
@@ -114,7 +115,7 @@ export function buildUpdate(
   let changed: string[] | null = null;
   if (prev && !beforeIsKeyOnly) {
     changed = Object.keys(next.row).filter(
-      (c) => !next.unchanged.includes(c) && !valuesEqual(prev.row[c], next.row[c]),
+      (c) => !next.unchanged.includes(c) && !sameValue(prev.row[c], next.row[c]),
     );
   }
   return [
@@ -173,7 +174,3 @@ export function buildSnapshotRow(
   };
 }
 
-function valuesEqual(a: unknown, b: unknown): boolean {
-  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
-  return a === b;
-}

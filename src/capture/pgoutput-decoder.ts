@@ -1,4 +1,5 @@
 import type { Client } from 'pg';
+import type { ColumnShape } from '../events/row-codec.ts';
 import { type Lsn, readLsn } from './lsn.ts';
 
 /**
@@ -16,11 +17,10 @@ export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
 export type ColumnValue = string | null | typeof UNCHANGED_TOAST;
 export type Tuple = ColumnValue[];
 
-export interface RelationColumn {
-  name: string;
+/** A column as the Relation message describes it (domains: see capture/type-resolver.ts). */
+export interface RelationColumn extends ColumnShape {
   /** Part of the replica identity (primary key, or every column under REPLICA IDENTITY FULL). */
   isKey: boolean;
-  typeOid: number;
   typeMod: number;
 }
 

@@ -1,6 +1,7 @@
 import type { Client } from 'pg';
 import { ConnectorError } from '../errors.ts';
 import type { ColumnShape } from '../events/row-codec.ts';
+import { resolveDomains } from './type-resolver.ts';
 
 /** What pg2crm needs to know of a captured table, read from pg_catalog. */
 export interface TableInfo {
@@ -22,11 +23,11 @@ export async function describeTables(client: Client, tables: string[]): Promise<
     schema: string;
     table: string;
     relreplident: string;
-    columns: { name: string; typeOid: number; typeName: string }[] | null;
+    columns: { name: string; typeOid: number; typeMod: number; typeName: string }[] | null;
     pk: string[] | null;
   }>(
     `SELECT n.nspname AS schema, c.relname AS table, c.relreplident,
-            (SELECT json_agg(json_build_object('name', a.attname, 'typeOid', a.atttypid, 'typeName', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+            (SELECT json_agg(json_build_object('name', a.attname, 'typeOid', a.atttypid::int8, 'typeMod', a.atttypmod, 'typeName', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
             (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -45,6 +46,7 @@ export async function describeTables(client: Client, tables: string[]): Promise<
       replicaIdentity: row.relreplident,
     });
   }
+  await resolveDomains(client, [...found.values()].flatMap((t) => t.columns));
   const problems: string[] = [];
   for (const t of tables) {
     const info = found.get(t);

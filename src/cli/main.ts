@@ -5,6 +5,8 @@ import { setLogLevel } from '../logger.ts';
 import { printChecks, runChecks } from './check-command.ts';
 import { runConnector, type Role } from './run-command.ts';
 import { runSimulator } from './sim-command.ts';
+import { dropSlotCommand } from './slot-command.ts';
+import { requestSnapshot } from './snapshot-command.ts';
 import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
 import { replayDeadLetters } from '../sink/dlq-replay.ts';
@@ -89,6 +91,45 @@ program
         await new Promise((r) => setTimeout(r, opts.watch! * 1000));
         if (!opts.json) process.stdout.write('\n');
       }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('snapshot')
+  .description('re-snapshot one table while streaming continues (incremental, deduplicated against concurrent changes), e.g. after a CRM was wiped or a mapping changed; shows progress until done')
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON) of the running connector')
+  .requiredOption('-t, --table <schema.table>', 'table to snapshot again; one of postgres.tables')
+  .addHelpText('after', '\nThe running connector (pg2crm run) does the work; a request made while it is down runs when it resumes.')
+  .action(async (opts: { config: string; table: string }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      await requestSnapshot(config, opts.table, (l) => process.stdout.write(`${l}\n`));
+      process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('slot')
+  .description('replication slot tools')
+  .command('drop')
+  .description("decommission: drop the connector's replication slot (so PostgreSQL stops keeping WAL for it) and its publication")
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .option('-y, --yes', 'really drop; without it, only print what would be dropped')
+  .addHelpText(
+    'after',
+    '\nRefuses while a connector streams from the slot: stop it first. Kafka topics and the consumer group are kept.\n' +
+      'Exit codes: 0 dropped or nothing to drop, 1 refused (slot in use) or failed, 2 --yes missing (nothing dropped) or invalid config.',
+  )
+  .action(async (opts: { config: string; yes?: boolean }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      process.exit(await dropSlotCommand(config, opts.yes === true, (l) => process.stdout.write(`${l}\n`)));
     } catch (err) {
       fail(err);
     }

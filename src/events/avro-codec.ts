@@ -1,6 +1,7 @@
 import { COMPATIBILITY, SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
-import avro from 'avsc';
+import type avro from 'avsc';
 import { ConnectorError } from '../errors.ts';
+import { avroType } from './avro-types.ts';
 import { avroName, type ColumnShape, rowSchema } from './row-codec.ts';
 import { type ChangeEvent, encodeKey } from './change-event.ts';
 
@@ -12,24 +13,6 @@ import { type ChangeEvent, encodeKey } from './change-event.ts';
  */
 const MAGIC = 0;
 const HEADER_BYTES = 5;
-
-/** int8 and timestamps as bigint: a JS number loses precision past 2^53. */
-const BigIntLong = avro.types.LongType.__with({
-  fromBuffer: (buf: Buffer) => buf.readBigInt64LE(),
-  toBuffer: (n: bigint) => {
-    const buf = Buffer.alloc(8);
-    buf.writeBigInt64LE(BigInt(n));
-    return buf;
-  },
-  fromJSON: (v: unknown) => BigInt(v as string),
-  toJSON: (n: bigint) => Number(n),
-  isValid: (n: unknown) => typeof n === 'bigint',
-  compare: (a: bigint, b: bigint) => (a === b ? 0 : a < b ? -1 : 1),
-});
-
-function typeFor(schema: unknown): avro.Type {
-  return avro.Type.forSchema(schema as avro.Schema, { registry: { long: BigIntLong } });
-}
 
 export function envelopeSchema(topicPrefix: string, schema: string, table: string, columns: ColumnShape[]): Record<string, unknown> {
   return {
@@ -97,7 +80,7 @@ export class AvroCodec {
     if (!found) {
       found = this.registry
         .register({ type: SchemaType.AVRO, schema: definition }, { subject, compatibility: this.compatibility })
-        .then(({ id }) => ({ id, type: typeFor(schema) }))
+        .then(({ id }) => ({ id, type: avroType(schema) }))
         .catch((err: unknown) => {
           this.byDefinition.delete(cacheKey);
           // 409: the new version breaks the subject's compatibility rule; other failures
@@ -143,7 +126,7 @@ export class AvroCodec {
         .then(async (res) => {
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
           const body = (await res.json()) as { schema: string };
-          return typeFor(JSON.parse(body.schema));
+          return avroType(JSON.parse(body.schema));
         })
         .catch((err: unknown) => {
           this.byId.delete(id);
