@@ -38,6 +38,11 @@ const DECREASE = 0.7;
 const MIN_SCALE = 0.05;
 const INCREASE = 0.05;
 
+export interface Spent {
+  at: number;
+  n: number;
+}
+
 interface Grant {
   at: number;
   limit: number;
@@ -131,6 +136,7 @@ export class RateBudget {
   }
 
   private prune(now: number): void {
+    // Completed calls may move behind younger ones; the head then waits for them (conservative).
     while (this.sent.length > 0 && this.sent[0]!.at <= now - this.windowMs) this.sentCount -= this.sent.shift()!.n;
     const oldest = Math.floor((now - DAY_MS) / MINUTE_MS);
     for (const [minute, n] of this.daily) {
@@ -176,23 +182,45 @@ export class RateBudget {
    * (a partition) for its demand record.
    */
   tryTake(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): boolean {
+    return this.take(n, opts) !== undefined;
+  }
+
+  /** As `tryTake`; returns the spending, to be passed to `complete` when the call returns. */
+  take(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): Spent | undefined {
     const priority = opts.priority ?? 5;
     const daily = opts.daily ?? n;
     const ok = this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
     if (!ok) {
       if (opts.who !== undefined) this.demand.set(opts.who, { n, priority, at: this.clock.now() });
-      return false;
+      return undefined;
     }
     if (opts.who !== undefined) this.demand.delete(opts.who);
     const now = this.clock.now();
-    this.sent.push({ at: now, n });
+    const spent = { at: now, n };
+    this.sent.push(spent);
     this.sentCount += n;
     if (this.dailyQuota !== undefined) {
       const minute = Math.floor(now / MINUTE_MS);
       this.daily.set(minute, (this.daily.get(minute) ?? 0) + daily);
       this.dailySpent += daily;
     }
-    return true;
+    return spent;
+  }
+
+  /**
+   * The call returned: its requests count in the window from now on. The CRM counted them when
+   * they arrived, somewhere between sending and now; counting from the later moment keeps this
+   * window ending after the CRM's, so jitter between the two clocks never lets a call through
+   * that the CRM would count in the previous window.
+   */
+  complete(spent: Spent): void {
+    spent.at = Math.max(spent.at, this.clock.now());
+  }
+
+  /** The call was not sent after all: its requests are free again. */
+  refund(spent: Spent): void {
+    this.sentCount -= spent.n;
+    spent.n = 0;
   }
 
   /** Forgets a caller's demand (its partition was revoked or it has nothing left). */

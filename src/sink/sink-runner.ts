@@ -15,7 +15,7 @@ import { BatchSizer } from './batch-sizer.ts';
 import { BudgetShare } from './budget-share.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
 import { mapEvent, touchesMapping } from './field-mapper.ts';
-import { RateBudget } from './rate-budget.ts';
+import { RateBudget, type Spent } from './rate-budget.ts';
 import { WrittenHashes } from './written-hashes.ts';
 
 /**
@@ -46,6 +46,8 @@ interface Pending {
   write: CrmWrite;
   event: ChangeEvent | undefined;
 }
+
+type Call = Pending[] & { spent?: Spent };
 
 export class SinkRunner {
   private readonly log = componentLogger('sink.runner');
@@ -268,18 +270,25 @@ export class SinkRunner {
    * Removes from the queue up to `concurrency` calls the budget can pay for now, each of
    * consecutive writes to one object and at most the API's batch size.
    */
-  private takeCalls(queue: Pending[], priority: number, who: string): Pending[][] {
-    const calls: Pending[][] = [];
+  private takeCalls(queue: Pending[], priority: number, who: string): Call[] {
+    const calls: Call[] = [];
     // In-flight calls for the whole process: this instance's share of the CRM's concurrency,
     // scaled down while the circuit breaker ramps back up.
     const share = Math.max(this.budget.fraction, 1 / this.config.crm.limits.concurrency);
     const slots = Math.max(1, Math.floor(this.config.crm.limits.concurrency * share * this.breaker.restore()));
     while (queue.length > 0 && this.inFlight + calls.length < slots) {
-      const call = this.nextCall(queue);
+      const call: Call = this.nextCall(queue);
       const writes = call.map((p) => p.write);
       const daily = this.adapter.dailyCost ? this.adapter.dailyCost(writes) : this.adapter.cost(writes);
-      if (!this.budget.tryTake(this.adapter.cost(writes), { priority, who, daily })) break;
-      if (!this.breaker.tryAcquire()) break;
+      if (this.breaker.state !== 'closed' && this.breaker.waitMs() > 0) break;
+      const spent = this.budget.take(this.adapter.cost(writes), { priority, who, daily });
+      if (!spent) break;
+      if (!this.breaker.tryAcquire()) {
+        // Half-open with its probe out: the call is not sent.
+        this.budget.refund(spent);
+        break;
+      }
+      call.spent = spent;
       queue.splice(0, call.length);
       calls.push(call);
     }
@@ -302,7 +311,7 @@ export class SinkRunner {
     return call;
   }
 
-  private async writeCall(call: Pending[]): Promise<WriteOutcome[]> {
+  private async writeCall(call: Call): Promise<WriteOutcome[]> {
     const object = call[0]!.write.object;
     const t0 = Date.now();
     this.inFlight++;
@@ -342,6 +351,7 @@ export class SinkRunner {
       const e = err instanceof ConnectorError ? err : new ConnectorError('CRM_CALL', errorMessage(err), { retriable: true });
       return call.map(() => ({ status: 'retry', code: e.code, message: e.message, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) }));
     } finally {
+      if (call.spent) this.budget.complete(call.spent);
       this.inFlight--;
       metrics.inFlight.set(this.inFlight);
     }
