@@ -144,6 +144,8 @@ const sinkSchema = z
      */
     noopSkip: z.boolean().default(true),
     hashTopic: z.string().optional(),
+    /** Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`. */
+    statusTopic: z.string().optional(),
   })
   .default({ lingerMs: 200, maxAttempts: 8, noopSkip: true });
 
@@ -207,6 +209,7 @@ export const configSchema = z
       ...cfg.sink,
       deadLetterTopic: cfg.sink.deadLetterTopic ?? `${cfg.kafka.topicPrefix}.dlq`,
       hashTopic: cfg.sink.hashTopic ?? `${cfg.kafka.topicPrefix}.sink-hashes`,
+      statusTopic: cfg.sink.statusTopic ?? `${cfg.kafka.topicPrefix}.sink-status`,
     },
     // A lookup finds the other record by the external-id field its own mapping writes.
     mappings: cfg.mappings.map((m) => ({

@@ -4,7 +4,9 @@ import { createAdapter } from '../crm/create-adapter.ts';
 import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import { LagMonitor } from '../ops/lag-monitor.ts';
+import { registry } from '../ops/metrics.ts';
 import { OpsServer } from '../ops/ops-server.ts';
+import { TimeseriesSampler } from '../ops/timeseries.ts';
 import { SinkRunner } from '../sink/sink-runner.ts';
 import { onStopSignal } from './stop-signals.ts';
 
@@ -37,15 +39,26 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
 
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
   const sink = role !== 'source' ? new SinkRunner(config, createAdapter(config.crm), onFatal) : undefined;
-  const ops = config.ops.port
-    ? new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true))
-    : undefined;
-  if (ops) {
-    components.push(ops);
-    await ops.start();
+  if (config.ops.port) {
     const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
-    components.push(lag);
+    const timeseries = new TimeseriesSampler({
+      name: config.name,
+      registry,
+      ...(sink ? { quota: { requests: config.crm.limits.requests, windowSeconds: config.crm.limits.windowSeconds } } : {}),
+      details: () => {
+        const { partitions, slot } = lag.latest();
+        const paused = new Set(sink?.pausedPartitions() ?? []);
+        return {
+          ...(partitions ? { partitions: partitions.map((p) => ({ ...p, paused: paused.has(`${p.topic}/${p.partition}`) })) } : {}),
+          ...(slot ? { slot } : {}),
+        };
+      },
+    });
+    const ops = new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true), timeseries);
+    components.push(ops, lag, timeseries);
+    await ops.start();
     void lag.start();
+    timeseries.start();
   }
   try {
     if (sink) {

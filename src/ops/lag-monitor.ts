@@ -3,7 +3,7 @@ import { errorMessage } from '../errors.ts';
 import { createKafka } from '../kafka/client.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from './metrics.ts';
-import { readConsumerLag, slotStatus } from './status.ts';
+import { type ConnectorStatus, type PartitionStatus, readConsumerLag, slotStatus } from './status.ts';
 
 /**
  * Publishes the numbers operators alert on as gauges, every `ops.lagIntervalSeconds`: consumer
@@ -19,6 +19,9 @@ export class LagMonitor {
   private readonly admin;
   private timer: NodeJS.Timeout | undefined;
   private connected = false;
+  /** The last sample, for the status page's table (the gauges carry only the lag). */
+  private lastPartitions: PartitionStatus[] | undefined;
+  private lastSlot: ConnectorStatus['slot'] | undefined;
 
   constructor(config: Pick<Config, 'kafka' | 'mappings' | 'postgres' | 'ops'>, watch: { slot: boolean; group: boolean }) {
     this.config = config;
@@ -41,12 +44,14 @@ export class LagMonitor {
           await this.admin.connect();
           this.connected = true;
         }
-        for (const p of await readConsumerLag(this.admin, this.config)) {
+        this.lastPartitions = await readConsumerLag(this.admin, this.config);
+        for (const p of this.lastPartitions) {
           metrics.consumerLag.set({ topic: p.topic, partition: String(p.partition) }, p.lag);
         }
       }
       if (this.watchSlot) {
         const slot = await slotStatus(this.config);
+        this.lastSlot = slot;
         if (slot.lagBytes !== null) {
           metrics.slotLagBytes.set({ slot: slot.name }, slot.lagBytes);
           if (slot.lagBytes > this.config.ops.slotLagWarnBytes) {
@@ -57,6 +62,10 @@ export class LagMonitor {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'lag sample failed');
     }
+  }
+
+  latest(): { partitions?: PartitionStatus[]; slot?: ConnectorStatus['slot'] } {
+    return { ...(this.lastPartitions ? { partitions: this.lastPartitions } : {}), ...(this.lastSlot ? { slot: this.lastSlot } : {}) };
   }
 
   async stop(): Promise<void> {

@@ -9,6 +9,12 @@ export const metrics = {
     help: 'Change events acknowledged by Kafka (source)',
     registers: [registry],
   }),
+  snapshotRows: new Counter({
+    name: 'pg2crm_snapshot_rows_total',
+    help: 'Rows read by snapshots: kind=initial (inside the slot\'s exported snapshot) or incremental (watermark chunks: resumed or pg2crm snapshot)',
+    labelNames: ['table', 'kind'] as const,
+    registers: [registry],
+  }),
   eventsConsumed: new Counter({
     name: 'pg2crm_events_consumed_total',
     help: 'Change events read from Kafka by the sink',

@@ -3,6 +3,8 @@ import pg from 'pg';
 import type { Config } from '../config.ts';
 import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
+import { readTopic } from '../kafka/read-topic.ts';
+import { type InstanceReport, REPORT_INTERVAL_MS } from '../sink/instance-status.ts';
 
 /**
  * What `pg2crm status` reports, read from outside the connector (any machine with access):
@@ -15,6 +17,8 @@ export interface PartitionStatus {
   committed: number | null;
   end: number;
   lag: number;
+  /** Paused by a sink's backpressure (from the instances' reports); null when no instance reports the partition. */
+  paused?: boolean | null;
 }
 
 export interface ConnectorStatus {
@@ -24,6 +28,23 @@ export interface ConnectorStatus {
   totalLag: number;
   slot: { name: string; exists: boolean; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null };
   deadLetters: { topic: string; count: number };
+  /** Live sink instances (reported within the last 15 s) and their budget use. */
+  instances: InstanceReport[];
+}
+
+/** The latest report of every sink instance that is still alive. */
+export async function readInstances(kafka: Kafka, config: Pick<Config, 'sink' | 'kafka'>, now = Date.now()): Promise<InstanceReport[]> {
+  const latest = new Map<string, InstanceReport | null>();
+  await readTopic(
+    kafka,
+    config.sink.statusTopic,
+    (m) => {
+      const key = m.key?.toString() ?? '';
+      latest.set(key, m.value ? (JSON.parse(m.value.toString()) as InstanceReport) : null);
+    },
+    { groupPrefix: `${config.kafka.groupId}-status-reader`, timeoutMs: 15_000 },
+  );
+  return [...latest.values()].filter((r): r is InstanceReport => r !== null && now - Date.parse(r.at) < 3 * REPORT_INTERVAL_MS);
 }
 
 type Admin = ReturnType<Kafka['admin']>;
@@ -58,6 +79,10 @@ export async function readStatus(config: Config): Promise<ConnectorStatus> {
   await admin.connect();
   try {
     const partitions = await readConsumerLag(admin, config);
+    const instances = await readInstances(kafka, config);
+    const paused = new Set(instances.flatMap((i) => i.paused));
+    const reported = instances.length > 0;
+    for (const p of partitions) p.paused = reported ? paused.has(`${p.topic}/${p.partition}`) : null;
     const existing = new Set(await admin.listTopics());
     let deadLetters = 0;
     if (existing.has(config.sink.deadLetterTopic)) {
@@ -70,6 +95,7 @@ export async function readStatus(config: Config): Promise<ConnectorStatus> {
       totalLag: partitions.reduce((n, p) => n + p.lag, 0),
       slot: await slotStatus(config),
       deadLetters: { topic: config.sink.deadLetterTopic, count: deadLetters },
+      instances,
     };
   } finally {
     await admin.disconnect();
@@ -100,10 +126,11 @@ export async function slotStatus(config: Pick<Config, 'postgres'>): Promise<Conn
 
 export function formatStatus(s: ConnectorStatus): string {
   const lines = [`connector ${s.name}   group ${s.group}`, ''];
-  const header = ['TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG'];
-  const rows = s.partitions.map((p) => [p.topic, String(p.partition), p.committed === null ? '-' : String(p.committed), String(p.end), String(p.lag)]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  table(
+    lines,
+    ['TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG', 'PAUSED'],
+    s.partitions.map((p) => [p.topic, String(p.partition), p.committed === null ? '-' : String(p.committed), String(p.end), String(p.lag), p.paused == null ? '?' : p.paused ? 'yes' : 'no']),
+  );
   lines.push('', `total lag ${s.totalLag}`);
   lines.push(
     s.slot.exists
@@ -111,5 +138,21 @@ export function formatStatus(s: ConnectorStatus): string {
       : `slot ${s.slot.name}: does not exist (the source has not run yet)`,
   );
   lines.push(`dead letters ${s.deadLetters.count} in ${s.deadLetters.topic}`);
+  lines.push('');
+  if (s.instances.length === 0) lines.push('sink instances: none reporting (no sink running, or started before this version)');
+  else {
+    const quota = s.instances[0]!.budget;
+    lines.push(`budget: ${quota.quota} requests per ${quota.windowSeconds} s for the credential${quota.dailyQuota ? `, ${quota.dailyQuota} per day` : ''}`);
+    table(
+      lines,
+      ['INSTANCE', 'SHARE', 'LIMIT', 'USED', 'CIRCUIT', 'IN FLIGHT', 'PAUSED'],
+      s.instances.map((i) => [i.instance, `${(i.budget.share * 100).toFixed(1)}%`, String(i.budget.limit), String(i.budget.used), i.circuit, String(i.inFlight), String(i.paused.length)]),
+    );
+  }
   return lines.join('\n');
+}
+
+function table(lines: string[], header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
 }

@@ -14,6 +14,7 @@ import { type DeadLetter, deadLetterOf, sendDeadLetters } from './dead-letter.ts
 import { BatchSizer } from './batch-sizer.ts';
 import { BudgetShare } from './budget-share.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
+import { InstanceStatus } from './instance-status.ts';
 import { mapEvent, touchesMapping } from './field-mapper.ts';
 import { RateBudget, type Spent } from './rate-budget.ts';
 import { WrittenHashes } from './written-hashes.ts';
@@ -63,7 +64,10 @@ export class SinkRunner {
   private readonly sizer: BatchSizer;
   private readonly hashes: WrittenHashes | undefined;
   private hashPartitions = 1;
+  private readonly status: InstanceStatus;
+  private memberId: string | null = null;
   private inFlight = 0;
+  private readonly slotWaiters = new Set<() => void>();
   private readonly mappingByTopic = new Map<string, MappingConfig>();
   private readonly attempts = new Map<string, number>();
   private readonly resumeTimers = new Map<string, NodeJS.Timeout>();
@@ -82,6 +86,9 @@ export class SinkRunner {
       groupId: config.kafka.groupId,
       sessionTimeout: 30_000,
       heartbeatInterval: 3_000,
+      // A partition resumed after a pause is fetched only with the next fetch request; with
+      // kafkajs' default 5 s wait, an idle partition elsewhere would hold it back that long.
+      maxWaitTimeInMs: 250,
       allowAutoTopicCreation: false,
     });
     this.dlq = new Publisher(this.kafka);
@@ -100,6 +107,20 @@ export class SinkRunner {
     });
     this.hashes = config.sink.noopSkip ? new WrittenHashes(this.kafka, config.sink.hashTopic, config.kafka.groupId) : undefined;
     metrics.budgetLimit.set({ scope: 'quota' }, this.budget.quota);
+    this.status = new InstanceStatus(this.kafka, config.sink.statusTopic, () => ({
+      memberId: this.memberId,
+      paused: this.pausedPartitions(),
+      budget: {
+        quota: this.budget.quota,
+        windowSeconds: this.budget.windowSeconds,
+        share: Number(this.budget.fraction.toFixed(4)),
+        limit: this.budget.limit(),
+        used: this.budget.used(),
+        dailyQuota: this.budget.dailyQuota ?? null,
+      },
+      circuit: this.breaker.state,
+      inFlight: this.inFlight,
+    }));
   }
 
   /** `topic/partition` of every partition paused by backpressure right now (status page). */
@@ -128,11 +149,14 @@ export class SinkRunner {
       this.hashPartitions = (await admin.fetchTopicOffsets(this.config.sink.hashTopic)).length;
       await admin.disconnect();
     }
+    await ensureTopics(this.kafka, [this.config.sink.statusTopic], { partitions: 1, replicationFactor, compacted: true });
     await this.dlq.start();
     await this.share.start();
+    await this.status.start();
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       this.joined = true;
+      this.memberId = e.payload.memberId;
       this.share.joined(e.payload.memberId);
       // Partitions may have moved here from another instance, which wrote meanwhile.
       this.hashes?.reload();
@@ -220,6 +244,13 @@ export class SinkRunner {
         this.pauseFor(payload, circuitWait);
         break;
       }
+      if (this.inFlight >= this.slots()) {
+        // Every in-flight slot is taken by other partitions' calls, which take milliseconds to
+        // seconds: wait for one here (heartbeating) rather than pause, which costs a fetch.
+        await this.slotFreed(1_000);
+        await payload.heartbeat();
+        continue;
+      }
       const calls = this.takeCalls(queue, mapping.priority, who);
       this.updateBudgetMetrics();
       if (calls.length === 0) {
@@ -272,10 +303,7 @@ export class SinkRunner {
    */
   private takeCalls(queue: Pending[], priority: number, who: string): Call[] {
     const calls: Call[] = [];
-    // In-flight calls for the whole process: this instance's share of the CRM's concurrency,
-    // scaled down while the circuit breaker ramps back up.
-    const share = Math.max(this.budget.fraction, 1 / this.config.crm.limits.concurrency);
-    const slots = Math.max(1, Math.floor(this.config.crm.limits.concurrency * share * this.breaker.restore()));
+    const slots = this.slots();
     while (queue.length > 0 && this.inFlight + calls.length < slots) {
       const call: Call = this.nextCall(queue);
       const writes = call.map((p) => p.write);
@@ -293,6 +321,28 @@ export class SinkRunner {
       calls.push(call);
     }
     return calls;
+  }
+
+  /**
+   * In-flight calls allowed for the whole process: this instance's share of the CRM's
+   * concurrency limit, scaled down while the circuit breaker ramps back up.
+   */
+  private slots(): number {
+    const share = Math.max(this.budget.fraction, 1 / this.config.crm.limits.concurrency);
+    return Math.max(1, Math.floor(this.config.crm.limits.concurrency * share * this.breaker.restore()));
+  }
+
+  private slotFreed(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const waiters = this.slotWaiters;
+      function done(): void {
+        clearTimeout(timer);
+        waiters.delete(done);
+        resolve();
+      }
+      waiters.add(done);
+    });
   }
 
   private updateBudgetMetrics(): void {
@@ -354,6 +404,7 @@ export class SinkRunner {
       if (call.spent) this.budget.complete(call.spent);
       this.inFlight--;
       metrics.inFlight.set(this.inFlight);
+      for (const wake of [...this.slotWaiters]) wake();
     }
   }
 
@@ -427,6 +478,7 @@ export class SinkRunner {
     this.resumeTimers.clear();
     await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
     await this.share.stop();
+    await this.status.stop();
     await this.hashes?.stop();
     await this.dlq.stop().catch(() => undefined);
     await this.adapter.close().catch(() => undefined);

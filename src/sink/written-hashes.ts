@@ -1,7 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Kafka, Producer } from 'kafkajs';
 import type { CrmWrite } from '../crm/crm-adapter.ts';
 import { errorMessage } from '../errors.ts';
+import { readTopic } from '../kafka/read-topic.ts';
 import { componentLogger } from '../logger.ts';
 
 /**
@@ -106,43 +107,17 @@ export class WrittenHashes {
 
   private async load(): Promise<Map<string, string>> {
     const map = new Map<string, string>();
-    const admin = this.kafka.admin();
-    await admin.connect();
-    const group = `${this.groupId}-hashes-${randomUUID()}`;
-    try {
-      const offsets = await admin.fetchTopicOffsets(this.topic);
-      const ends = new Map(offsets.map((p) => [p.partition, BigInt(p.high)]));
-      const open = new Set(offsets.filter((p) => BigInt(p.high) > BigInt(p.low)).map((p) => p.partition));
-      if (open.size === 0) return map;
-      const consumer = this.kafka.consumer({ groupId: group, sessionTimeout: 30_000 });
-      await consumer.connect();
-      try {
-        await consumer.subscribe({ topics: [this.topic], fromBeginning: true });
-        await new Promise<void>((resolve, reject) => {
-          setTimeout(() => reject(new Error(`reading ${this.topic} took more than 120 s`)), 120_000).unref();
-          consumer
-            .run({
-              eachBatch: async ({ batch }) => {
-                for (const m of batch.messages) {
-                  const key = m.key?.toString() ?? '';
-                  if (m.value === null) map.delete(key);
-                  else map.set(key, m.value.toString());
-                }
-                const last = BigInt(batch.lastOffset());
-                if (last + 1n >= (ends.get(batch.partition) ?? 0n)) open.delete(batch.partition);
-                if (open.size === 0) resolve();
-              },
-            })
-            .catch(reject);
-        });
-      } finally {
-        await consumer.disconnect();
-      }
-      await admin.deleteGroups([group]).catch(() => undefined);
-      return map;
-    } finally {
-      await admin.disconnect();
-    }
+    await readTopic(
+      this.kafka,
+      this.topic,
+      (m) => {
+        const key = m.key?.toString() ?? '';
+        if (m.value === null) map.delete(key);
+        else map.set(key, m.value.toString());
+      },
+      { groupPrefix: `${this.groupId}-hashes` },
+    );
+    return map;
   }
 
   async stop(): Promise<void> {
