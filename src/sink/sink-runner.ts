@@ -177,6 +177,12 @@ export class SinkRunner {
     const { batch } = payload;
     const mapping = this.mappingByTopic.get(batch.topic);
     if (!mapping || batch.messages.length === 0) return;
+    if (this.hashes && !this.hashes.ready()) {
+      // The written-hash store is (re)loading after a rebalance: skipping against stale hashes
+      // could drop a needed write.
+      this.pauseFor(payload, 200);
+      return;
+    }
     const started = Date.now();
     const letters: DeadLetter[] = [];
     const events = new Map<bigint, ChangeEvent>();

@@ -14,15 +14,16 @@ import { componentLogger } from '../logger.ts';
  * go to the partition number of the change that produced them, so the topic is co-partitioned
  * with the change topics. The hash is produced before the change's offset is committed; the
  * store is (re)loaded from the topic on every rebalance, because a partition that moved here
- * was written by another instance meanwhile. Until a load finishes nothing is skipped — sending
- * a write twice is safe, skipping one that was needed is not.
+ * was written by another instance meanwhile. Partitions wait for the load (seconds); if it fails,
+ * nothing is skipped until the next rebalance — sending a write twice is safe, skipping one
+ * that was needed is not.
  *
  * A hash is kept only for writes that carried every mapped field (an update that left a
  * TOASTed column unchanged does not say what the CRM holds for it): such a write removes it.
  *
- * Memory: one Map entry per CRM record, key (object name + external id, ~20-40 chars) plus a
- * 16-byte hash as a 22-character string: about 150 bytes per key in V8 (measured with
- * `npm run bench:hashes`: see README), i.e. ~150 MB per million records.
+ * Memory: one Map entry per CRM record, key (object name + external id) and the 16-byte hash
+ * as a 22-character string: 125 bytes per key in V8, i.e. ~125 MB per million records
+ * (`npm run bench:hashes`). The topic holds ~60 bytes per key after compaction.
  */
 export function writeHash(write: CrmWrite): string {
   const h = createHash('sha256');
@@ -46,6 +47,8 @@ export class WrittenHashes {
   /** Changes made while a load runs; applied over the loaded state. */
   private pending: Map<string, string | null> | undefined;
   private loaded = false;
+  /** A load failed: the store stays unused (nothing skipped) until the next rebalance. */
+  private failed = false;
   private generation = 0;
 
   constructor(kafka: Kafka, topic: string, groupId: string) {
@@ -61,6 +64,11 @@ export class WrittenHashes {
 
   get size(): number {
     return this.map.size;
+  }
+
+  /** Loaded, or given up on: the sink may process (a partition waits for this after a rebalance). */
+  ready(): boolean {
+    return this.loaded || this.failed;
   }
 
   /** True when `write` is exactly what the CRM already holds (and the store is loaded). */
@@ -87,6 +95,7 @@ export class WrittenHashes {
   reload(): void {
     const generation = ++this.generation;
     this.loaded = false;
+    this.failed = false;
     this.pending = new Map();
     this.load()
       .then((map) => {
@@ -101,7 +110,9 @@ export class WrittenHashes {
         this.log.info({ keys: map.size }, 'written-hash store loaded');
       })
       .catch((err: unknown) => {
-        if (generation === this.generation) this.log.warn({ err: errorMessage(err) }, 'cannot load the written-hash store; no-op skipping is off until the next rebalance');
+        if (generation !== this.generation) return;
+        this.failed = true;
+        this.log.warn({ err: errorMessage(err) }, 'cannot load the written-hash store; no-op skipping is off until the next rebalance');
       });
   }
 
