@@ -102,7 +102,22 @@ const crmKinds = ['zendesk-sell', 'salesforce', 'hubspot', 'dynamics', 'zoho'] a
 const crmSchema = z.strictObject({
   kind: z.enum(crmKinds, { error: `unknown CRM kind; supported: ${crmKinds.join(', ')}` }),
   baseUrl: z.url('use the CRM API base URL, e.g. https://api.getbase.com'),
-  auth: z.strictObject({ token: z.string().min(1, 'set the API token (or token_FILE)') }),
+  /** One credential. */
+  auth: z.strictObject({ token: z.string().min(1, 'set the API token (or token_FILE)') }).optional(),
+  /**
+   * Several credentials instead of `auth`. Tokens with the same `quotaGroup` spend from one bucket
+   * (e.g. tokens of one Zendesk Sell account) and share one budget of `limits`; each separate
+   * group is a separate bucket with its own `limits`, i.e. more capacity.
+   */
+  credentials: z
+    .array(
+      z.strictObject({
+        token: z.string().min(1, 'set the API token (or token_FILE)'),
+        quotaGroup: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-"').default('default'),
+      }),
+    )
+    .min(1, 'list at least one credential')
+    .optional(),
   limits: limitsSchema,
   timeoutMs: z.number().int().min(100).default(30_000),
   /**
@@ -172,6 +187,15 @@ export const configSchema = z
     ops: opsSchema,
   })
   .superRefine((cfg, ctx) => {
+    if (!cfg.crm.auth === !cfg.crm.credentials) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['crm', cfg.crm.auth ? 'credentials' : 'auth'],
+        message: cfg.crm.auth
+          ? 'set either crm.auth (one token) or crm.credentials (several), not both'
+          : 'set crm.auth.token (one credential) or crm.credentials (several tokens and their quota groups)',
+      });
+    }
     const tables = new Set(cfg.postgres.tables);
     const objects = new Map(cfg.mappings.map((m) => [m.object, m]));
     cfg.mappings.forEach((m, i) => {
@@ -200,6 +224,10 @@ export const configSchema = z
       slot: cfg.postgres.slot ?? `pg2crm_${cfg.name}`,
       publication: cfg.postgres.publication ?? `pg2crm_${cfg.name}`,
     },
+    // Every credential as a list; `auth.token` is the first, for what needs one (check, dlq replay).
+    crm: ((credentials) => ({ ...cfg.crm, credentials, auth: { token: credentials[0]?.token ?? '' } }))(
+      cfg.crm.credentials ?? (cfg.crm.auth ? [{ token: cfg.crm.auth.token, quotaGroup: 'default' }] : []),
+    ),
     kafka: {
       ...cfg.kafka,
       clientId: cfg.kafka.clientId ?? `pg2crm-${cfg.name}`,

@@ -89,12 +89,16 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
     if (!res.ok) throw new Error(`GET /subjects answered HTTP ${res.status}; check kafka.schemaRegistry.url (Confluent-compatible API)`);
     return 'answers the Confluent API';
   }));
-  const adapter = createAdapter(config.crm);
-  results.push(await attempt(`CRM credentials (${config.crm.kind})`, async () => {
-    await withTimeout(adapter.ping(), 15_000, `CRM at ${config.crm.baseUrl}`);
-    return 'token accepted';
-  }));
-  await adapter.close().catch(() => undefined);
+  const several = config.crm.credentials.length > 1;
+  for (const [i, { token, quotaGroup }] of config.crm.credentials.entries()) {
+    const adapter = createAdapter({ ...config.crm, auth: { token } });
+    const which = several ? ` crm.credentials[${i}] (quota group ${quotaGroup})` : '';
+    results.push(await attempt(`CRM credentials (${config.crm.kind})${which}`, async () => {
+      await withTimeout(adapter.ping(), 15_000, `CRM at ${config.crm.baseUrl}`);
+      return 'token accepted';
+    }));
+    await adapter.close().catch(() => undefined);
+  }
   return results;
 }
 

@@ -38,7 +38,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   onStopSignal(() => void stopAll(0));
 
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
-  const sink = role !== 'source' ? new SinkRunner(config, createAdapter(config.crm), onFatal) : undefined;
+  const sink = role !== 'source' ? new SinkRunner(config, (token) => createAdapter({ ...config.crm, auth: { token } }), onFatal) : undefined;
   if (config.ops.port) {
     const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
     const timeseries = new TimeseriesSampler({

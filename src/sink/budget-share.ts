@@ -2,7 +2,12 @@ import { AssignerProtocol, type Kafka } from 'kafkajs';
 import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../ops/metrics.ts';
-import type { RateBudget } from './rate-budget.ts';
+/** What the share is applied to: a RateBudget, or every quota group of a sink (QuotaLanes). */
+export interface Shareable {
+  readonly quota: number;
+  readonly fraction: number;
+  setShare(fraction: number, immediate?: boolean): void;
+}
 
 /**
  * Splits one credential's quota between the instances of a consumer group without a
@@ -75,7 +80,7 @@ export function shareOf(view: GroupView, memberId: string, priority: (topic: str
 export class BudgetShare {
   private readonly log = componentLogger('sink.share');
   private readonly admin: Admin;
-  private readonly budget: RateBudget;
+  private readonly budget: Shareable;
   private readonly opts: ShareOptions;
   private memberId: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -84,7 +89,7 @@ export class BudgetShare {
   private stopped = false;
   private granted = false;
 
-  constructor(kafka: Kafka, budget: RateBudget, opts: ShareOptions) {
+  constructor(kafka: Kafka, budget: Shareable, opts: ShareOptions) {
     this.admin = kafka.admin();
     this.budget = budget;
     this.opts = opts;

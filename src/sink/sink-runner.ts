@@ -16,7 +16,8 @@ import { BudgetShare } from './budget-share.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
 import { InstanceStatus } from './instance-status.ts';
 import { mapEvent, touchesMapping } from './field-mapper.ts';
-import { RateBudget, type Spent } from './rate-budget.ts';
+import { type Lane, QuotaLanes } from './quota-lanes.ts';
+import type { Spent } from './rate-budget.ts';
 import { WrittenHashes } from './written-hashes.ts';
 
 /**
@@ -48,17 +49,18 @@ interface Pending {
   event: ChangeEvent | undefined;
 }
 
-type Call = Pending[] & { spent?: Spent };
+type Call = Pending[] & { spent?: Spent; lane?: Lane; adapter?: CrmAdapter };
 
 export class SinkRunner {
   private readonly log = componentLogger('sink.runner');
   private readonly config: SinkSlices;
+  /** Any of the credentials' adapters, for batch sizes and costs. */
   private readonly adapter: CrmAdapter;
   private readonly codec: AvroCodec;
   private readonly kafka;
   private readonly consumer: Consumer;
   private readonly dlq: Publisher;
-  private readonly budget: RateBudget;
+  private readonly budget: QuotaLanes;
   private readonly share: BudgetShare;
   private readonly breaker = new CircuitBreaker();
   private readonly sizer: BatchSizer;
@@ -76,8 +78,10 @@ export class SinkRunner {
   private stopped = false;
   private joined = false;
 
-  constructor(config: SinkSlices, adapter: CrmAdapter, onFatal?: (err: Error) => void) {
+  constructor(config: SinkSlices, adapterFor: (token: string) => CrmAdapter, onFatal?: (err: Error) => void) {
     this.config = config;
+    this.budget = new QuotaLanes(config.crm, adapterFor);
+    const adapter = this.budget.adapter;
     this.adapter = adapter;
     this.onFatal = onFatal;
     this.codec = new AvroCodec(config.kafka.schemaRegistry);
@@ -92,7 +96,6 @@ export class SinkRunner {
       allowAutoTopicCreation: false,
     });
     this.dlq = new Publisher(this.kafka);
-    this.budget = new RateBudget(config.crm.limits);
     this.sizer = new BatchSizer((object) => adapter.maxBatchSize(object), config.crm.timeoutMs / 3);
     for (const m of config.mappings) {
       const [schema, table] = m.table.split('.') as [string, string];
@@ -263,8 +266,7 @@ export class SinkRunner {
         // Budget spent, circuit half-open with its probe out, or every in-flight slot taken:
         // pause until the window frees enough for the next call.
         const next = this.nextCall(queue).map((p) => p.write);
-        const daily = this.adapter.dailyCost ? this.adapter.dailyCost(next) : this.adapter.cost(next);
-        this.pauseFor(payload, Math.max(50, this.budget.waitMs(this.adapter.cost(next), daily), this.breaker.waitMs()));
+        this.pauseFor(payload, Math.max(50, this.budget.waitMs(next), this.breaker.waitMs()));
         break;
       }
       const results = await Promise.all(calls.map((c) => this.writeCall(c)));
@@ -312,17 +314,17 @@ export class SinkRunner {
     const slots = this.slots();
     while (queue.length > 0 && this.inFlight + calls.length < slots) {
       const call: Call = this.nextCall(queue);
-      const writes = call.map((p) => p.write);
-      const daily = this.adapter.dailyCost ? this.adapter.dailyCost(writes) : this.adapter.cost(writes);
       if (this.breaker.state !== 'closed' && this.breaker.waitMs() > 0) break;
-      const spent = this.budget.take(this.adapter.cost(writes), { priority, who, daily });
-      if (!spent) break;
+      const taken = this.budget.take(call.map((p) => p.write), { priority, who });
+      if (!taken) break;
       if (!this.breaker.tryAcquire()) {
         // Half-open with its probe out: the call is not sent.
-        this.budget.refund(spent);
+        taken.lane.budget.refund(taken.spent);
         break;
       }
-      call.spent = spent;
+      call.spent = taken.spent;
+      call.lane = taken.lane;
+      call.adapter = taken.adapter;
       queue.splice(0, call.length);
       calls.push(call);
     }
@@ -375,14 +377,14 @@ export class SinkRunner {
     metrics.batchSize.observe({ object }, call.length);
     let throttled = false;
     try {
-      const outcomes = await this.adapter.write(
+      const outcomes = await (call.adapter ?? this.adapter).write(
         call.map((p) => p.write),
         (signal) => {
           if (signal.throttled) {
             throttled = true;
             metrics.throttles.inc();
           }
-          this.budget.observe(signal);
+          if (call.lane) this.budget.observe(call.lane, signal);
         },
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });
@@ -407,7 +409,7 @@ export class SinkRunner {
       const e = err instanceof ConnectorError ? err : new ConnectorError('CRM_CALL', errorMessage(err), { retriable: true });
       return call.map(() => ({ status: 'retry', code: e.code, message: e.message, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) }));
     } finally {
-      if (call.spent) this.budget.complete(call.spent);
+      if (call.spent) call.lane?.budget.complete(call.spent);
       this.inFlight--;
       metrics.inFlight.set(this.inFlight);
       for (const wake of [...this.slotWaiters]) wake();
@@ -487,6 +489,6 @@ export class SinkRunner {
     await this.status.stop();
     await this.hashes?.stop();
     await this.dlq.stop().catch(() => undefined);
-    await this.adapter.close().catch(() => undefined);
+    await this.budget.close();
   }
 }

@@ -1,0 +1,118 @@
+import type { CrmConfig } from '../config.ts';
+import type { CrmAdapter, CrmWrite, RateSignal } from '../crm/crm-adapter.ts';
+import { RateBudget, type Spent } from './rate-budget.ts';
+
+/**
+ * The credentials of one CRM, grouped into quota groups. Tokens of one group spend from one
+ * bucket (several Zendesk Sell tokens of one account, several users of one HubSpot app), so they
+ * share one RateBudget and take turns; separate groups are separate buckets, i.e. more capacity,
+ * each with `crm.limits`. A call goes to the group with the most budget left now.
+ */
+export interface Lane {
+  group: string;
+  budget: RateBudget;
+  adapters: CrmAdapter[];
+  next: number;
+}
+
+export interface Taken {
+  lane: Lane;
+  adapter: CrmAdapter;
+  spent: Spent;
+}
+
+export class QuotaLanes {
+  readonly lanes: Lane[];
+
+  constructor(crm: CrmConfig, adapterFor: (token: string) => CrmAdapter) {
+    const groups = new Map<string, string[]>();
+    for (const c of crm.credentials) groups.set(c.quotaGroup, [...(groups.get(c.quotaGroup) ?? []), c.token]);
+    this.lanes = [...groups].map(([group, tokens]) => ({
+      group,
+      budget: new RateBudget(crm.limits),
+      adapters: tokens.map(adapterFor),
+      next: 0,
+    }));
+  }
+
+  /** Any adapter: they differ only in their token (batch sizes, costs). */
+  get adapter(): CrmAdapter {
+    return this.lanes[0]!.adapters[0]!;
+  }
+
+  cost(writes: CrmWrite[]): { requests: number; daily: number } {
+    const a = this.adapter;
+    const requests = a.cost(writes);
+    return { requests, daily: a.dailyCost ? a.dailyCost(writes) : requests };
+  }
+
+  /** Takes the budget for a call from the group with the most left; undefined when none can pay. */
+  take(writes: CrmWrite[], opts: { priority: number; who: string }): Taken | undefined {
+    const { requests, daily } = this.cost(writes);
+    const order = [...this.lanes].sort((a, b) => b.budget.available() - a.budget.available());
+    for (const lane of order) {
+      const spent = lane.budget.take(requests, { ...opts, daily });
+      if (!spent) continue;
+      for (const other of this.lanes) if (other !== lane) other.budget.withdraw(opts.who);
+      const adapter = lane.adapters[lane.next++ % lane.adapters.length]!;
+      return { lane, adapter, spent };
+    }
+    return undefined;
+  }
+
+  /** Milliseconds until some group can pay for `writes`. */
+  waitMs(writes: CrmWrite[]): number {
+    const { requests, daily } = this.cost(writes);
+    return Math.min(...this.lanes.map((l) => l.budget.waitMs(requests, daily)));
+  }
+
+  withdraw(who: string): void {
+    for (const l of this.lanes) l.budget.withdraw(who);
+  }
+
+  // The instance's share of the group's quota is the same fraction in every quota group.
+  setShare(fraction: number, immediate = false): void {
+    for (const l of this.lanes) l.budget.setShare(fraction, immediate);
+  }
+
+  get fraction(): number {
+    return this.lanes[0]!.budget.fraction;
+  }
+
+  get quota(): number {
+    return this.sum((b) => b.quota);
+  }
+
+  get windowSeconds(): number {
+    return this.lanes[0]!.budget.windowSeconds;
+  }
+
+  get dailyQuota(): number | undefined {
+    const d = this.lanes.map((l) => l.budget.dailyQuota);
+    return d.some((x) => x === undefined) ? undefined : d.reduce((n, x) => n! + x!, 0);
+  }
+
+  limit(): number {
+    return this.sum((b) => b.limit());
+  }
+
+  used(): number {
+    return this.sum((b) => b.used());
+  }
+
+  available(): number {
+    return this.sum((b) => b.available());
+  }
+
+  observe(lane: Lane, signal: RateSignal): void {
+    lane.budget.observe(signal);
+  }
+
+  private sum(f: (b: RateBudget) => number): number {
+    return this.lanes.reduce((n, l) => n + f(l.budget), 0);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.lanes.flatMap((l) => l.adapters.map((a) => a.close().catch(() => undefined))));
+  }
+}
