@@ -40,6 +40,8 @@ import { WrittenHashes } from './written-hashes.ts';
 const MAX_BATCH_MILLIS = 10_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 60_000;
+/** Per-record retry codes that mean the CRM itself is failing (not a throttle, not the record). */
+const SERVER_FAILURE = /^HTTP_5\d\d$|UNREACHABLE|TIMEOUT/;
 
 type SinkSlices = Pick<Config, 'kafka' | 'crm' | 'mappings' | 'sink'>;
 
@@ -180,6 +182,14 @@ export class SinkRunner {
     const { batch } = payload;
     const mapping = this.mappingByTopic.get(batch.topic);
     if (!mapping || batch.messages.length === 0) return;
+    const max = this.sizer.size(mapping.object);
+    const age = Date.now() - Number(batch.messages[0]!.timestamp);
+    if (max > 1 && batch.messages.length < max && age < this.config.sink.lingerMs) {
+      // Linger: fewer changes than one call can carry, and the oldest is younger than lingerMs:
+      // let more arrive so the call is fuller (quota is spent per call, not per record).
+      this.pauseFor(payload, this.config.sink.lingerMs - age);
+      return;
+    }
     if (this.hashes && !this.hashes.ready()) {
       // The written-hash store is (re)loading after a rebalance: skipping against stale hashes
       // could drop a needed write.
@@ -280,6 +290,12 @@ export class SinkRunner {
           blocked = true;
           const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset);
           const wait = outcome.status === 'retry' && outcome.retryAfterSeconds !== undefined ? outcome.retryAfterSeconds * 1000 : this.backoff(attempt);
+          if (!this.resumeTimers.has(`${batch.topic}/${batch.partition}`)) {
+            this.log.info(
+              { topic: batch.topic, partition: batch.partition, offset: String(p.group.firstOffset), attempt, code: outcome.status === 'retry' ? outcome.code : undefined, ms: Math.round(wait) },
+              'record to be retried; partition paused',
+            );
+          }
           this.pauseFor(payload, wait);
         });
       }
@@ -389,7 +405,15 @@ export class SinkRunner {
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });
       // A throttle is not the CRM failing: the budget handles it; the breaker only sees health.
-      if (!throttled) this.breaker.onSuccess();
+      // Single-record APIs report a server error per record: all records failing so counts as
+      // the call failing.
+      if (!throttled) {
+        if (outcomes.length > 0 && outcomes.every((o) => o.status === 'retry' && SERVER_FAILURE.test(o.code))) {
+          if (this.breaker.onFailure(outcomes.some((o) => o.status === 'retry' && /TIMEOUT/.test(o.code)) ? 'timeout' : 'error')) {
+            this.log.warn({ object, code: (outcomes[0] as { code: string }).code, retryTokens: this.breaker.retryTokens }, 'CRM failing; circuit open, all partitions pause');
+          }
+        } else this.breaker.onSuccess();
+      }
       this.sizer.observe(object, call.length, Date.now() - t0, false);
       return outcomes;
     } catch (err) {
@@ -436,6 +460,10 @@ export class SinkRunner {
     }
     const attempts = (this.attempts.get(attemptKey) ?? 0) + 1;
     if (outcome.status === 'retry' && attempts < this.config.sink.maxAttempts) return false;
+    // During an outage (circuit not closed) a server failure is not the record's fault: keep it
+    // until the CRM is back rather than dead-letter everything in flight. A record that keeps
+    // failing while other calls succeed is dead-lettered as usual.
+    if (outcome.status === 'retry' && SERVER_FAILURE.test(outcome.code) && this.breaker.state !== 'closed') return false;
     this.attempts.delete(attemptKey);
     // Rejected by the CRM (or out of attempts): every message folded into this write goes to
     // the dead-letter topic, so a replay re-drives each original change.
@@ -469,7 +497,7 @@ export class SinkRunner {
     if (this.resumeTimers.has(id)) return;
     const resume = payload.pause();
     metrics.pausedPartitions.inc();
-    this.log.info({ topic: payload.batch.topic, partition: payload.batch.partition, ms: Math.round(ms) }, 'partition paused');
+    this.log.debug({ topic: payload.batch.topic, partition: payload.batch.partition, ms: Math.round(ms) }, 'partition paused');
     const timer = setTimeout(() => {
       this.resumeTimers.delete(id);
       metrics.pausedPartitions.dec();

@@ -1,0 +1,77 @@
+import { createServer } from 'node:net';
+import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  simRecords,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  waitSlotActive,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * A CRM that answers 503 to everything: after a few failures the circuit opens and pg2crm stops
+ * calling (one probe per cooldown, the cooldown doubling), instead of every partition retrying
+ * on its own; /metrics shows the circuit open. When the CRM recovers, the probe closes the
+ * circuit and every record arrives.
+ */
+const env = inject('stack');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe('circuit breaker', () => {
+  let sim: CrmSimulator;
+  let conn: TestConnector;
+  let proc: CliProcess;
+  const schema = uniqueName('circuit');
+
+  afterAll(async () => {
+    await proc?.stop();
+    await sim?.close();
+    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+  });
+
+  it('opens on a failing CRM, probes, and closes when it recovers', async () => {
+    onTestFailed(() => console.log(proc?.output.slice(-5000)));
+    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    await createErpSchema(env.PG_URL, schema);
+    const port = await freePort();
+    conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never', extra: { ops: { port, lagIntervalSeconds: 1 } } });
+    proc = new CliProcess(['run', '--config', conn.configFile]);
+    await waitSlotActive(env.PG_URL, conn.slot);
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ errors5xx: { requests: 1_000_000, status: 503 } }) });
+    await withPg(env.PG_URL, (c) =>
+      c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example' FROM generate_series(1, 30) g`),
+    );
+    const circuit = async (): Promise<number | undefined> => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const m = /^pg2crm_circuit_state (\d+)/m.exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    await waitFor('the circuit open', async () => (await circuit()) === 2, 60_000, 200);
+    const stats = async () => (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { requests: number };
+    const atOpen = (await stats()).requests;
+    await new Promise((r) => setTimeout(r, 12_000));
+    const during = (await stats()).requests - atOpen;
+    // Open for 5 s, then one probe; it fails, open for 10 s: at most a couple of probes in 12 s.
+    expect(during).toBeLessThanOrEqual(3);
+    expect(proc.output).toMatch(/circuit open/);
+
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+    await waitFor('all 30 contacts after recovery', async () => (await simRecords(sim.url, 'contacts')).length === 30, 90_000, 500);
+    expect(await circuit()).toBe(0);
+  });
+});
