@@ -41,7 +41,7 @@ const MAX_BATCH_MILLIS = 10_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 60_000;
 /** Per-record retry codes that mean the CRM itself is failing (not a throttle, not the record). */
-const SERVER_FAILURE = /^HTTP_5\d\d$|UNREACHABLE|TIMEOUT/;
+const SERVER_FAILURE = /^(CRM_)?HTTP_5\d\d$|UNREACHABLE|UNAVAILABLE|TIMEOUT/;
 
 type SinkSlices = Pick<Config, 'kafka' | 'crm' | 'mappings' | 'sink'>;
 
