@@ -12,7 +12,11 @@ import type { RateSignal } from '../crm/crm-adapter.ts';
  * because the instance that gave the difference up may already have spent it in the current
  * window. Formally: the calls an instance makes in any window are at most the smallest share it
  * held during that window, so the instances' calls sum to at most the quota as long as the
- * shares they hold at any one moment do.
+ * shares they hold at any one moment do. For windows longer than a minute (Salesforce's and
+ * Zoho's rolling 24 h) the delay is capped at 60 s — a day's delay would leave a new instance
+ * idle for a day — and the CRM's remaining-quota headers (Sforce-Limit-Info,
+ * X-API-CREDITS-REMAINING), which count every instance's calls, keep each instance under what
+ * is really left.
  *
  * Adaptive: a throttle from the CRM (429/403 or a remaining count below ours) means someone else
  * spends from the bucket or the configured limit is wrong: the usable fraction drops to 0.7×
@@ -37,6 +41,7 @@ const MINUTE_MS = 60_000;
 const DECREASE = 0.7;
 const MIN_SCALE = 0.05;
 const INCREASE = 0.05;
+const MAX_RAISE_DELAY_MS = 60_000;
 
 export interface Spent {
   at: number;
@@ -108,9 +113,9 @@ export class RateBudget {
     else this.grants.push({ at: now, limit });
   }
 
-  /** The share limit in force: the smallest granted within the last window. */
+  /** The share limit in force: the smallest granted within the last window (at most 60 s). */
   private shareLimit(now: number): number {
-    const from = now - this.windowMs;
+    const from = now - Math.min(this.windowMs, MAX_RAISE_DELAY_MS);
     let keep = 0;
     for (let i = 0; i < this.grants.length; i++) if (this.grants[i]!.at <= from) keep = i;
     if (keep > 0) this.grants = this.grants.slice(keep);

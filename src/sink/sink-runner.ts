@@ -75,6 +75,7 @@ export class SinkRunner {
   private readonly mappingByTopic = new Map<string, MappingConfig>();
   private readonly attempts = new Map<string, number>();
   private readonly resumeTimers = new Map<string, NodeJS.Timeout>();
+  private readonly lingering = new Set<string>();
   private readonly onFatal: ((err: Error) => void) | undefined;
   private started = false;
   private stopped = false;
@@ -130,7 +131,7 @@ export class SinkRunner {
 
   /** `topic/partition` of every partition paused by backpressure right now (status page). */
   pausedPartitions(): string[] {
-    return [...this.resumeTimers.keys()];
+    return [...this.resumeTimers.keys()].filter((id) => !this.lingering.has(id));
   }
 
   /** True once the consumer joined its group (readiness). */
@@ -187,7 +188,7 @@ export class SinkRunner {
     if (max > 1 && batch.messages.length < max && age < this.config.sink.lingerMs) {
       // Linger: fewer changes than one call can carry, and the oldest is younger than lingerMs:
       // let more arrive so the call is fuller (quota is spent per call, not per record).
-      this.pauseFor(payload, this.config.sink.lingerMs - age);
+      this.pauseFor(payload, this.config.sink.lingerMs - age, 'linger');
       return;
     }
     if (this.hashes && !this.hashes.ready()) {
@@ -492,15 +493,20 @@ export class SinkRunner {
     return Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
   }
 
-  private pauseFor(payload: EachBatchPayload, ms: number): void {
+  /** Pauses the partition for `ms`; a linger pause (waiting for fuller calls) is not backpressure and is not reported as paused. */
+  private pauseFor(payload: EachBatchPayload, ms: number, why: 'backpressure' | 'linger' = 'backpressure'): void {
     const id = `${payload.batch.topic}/${payload.batch.partition}`;
     if (this.resumeTimers.has(id)) return;
     const resume = payload.pause();
-    metrics.pausedPartitions.inc();
-    this.log.debug({ topic: payload.batch.topic, partition: payload.batch.partition, ms: Math.round(ms) }, 'partition paused');
+    const counted = why === 'backpressure';
+    if (counted) {
+      metrics.pausedPartitions.inc();
+      this.log.debug({ topic: payload.batch.topic, partition: payload.batch.partition, ms: Math.round(ms) }, 'partition paused');
+    } else this.lingering.add(id);
     const timer = setTimeout(() => {
       this.resumeTimers.delete(id);
-      metrics.pausedPartitions.dec();
+      if (counted) metrics.pausedPartitions.dec();
+      else this.lingering.delete(id);
       if (!this.stopped) resume();
     }, Math.max(10, ms));
     this.resumeTimers.set(id, timer);

@@ -118,3 +118,17 @@ describe('RateBudget shares, adaptation, priorities and daily quota', () => {
     expect(b.tryTake(1, { daily: 1 })).toBe(false);
   });
 });
+
+describe('RateBudget with a day-long window', () => {
+  it('applies a raise after at most 60 s and lets the remaining-quota header bound it', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 100_000, windowSeconds: 86_400 }, c);
+    b.setShare(0, true);
+    b.setShare(0.5);
+    expect(b.limit()).toBe(0);
+    c.t = 60_000;
+    expect(b.limit()).toBe(50_000);
+    b.observe({ remaining: 10 });
+    expect(b.available()).toBe(10);
+  });
+});

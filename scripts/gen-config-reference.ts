@@ -1,0 +1,204 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { z } from 'zod';
+import { configSchema } from '../src/config.ts';
+
+/**
+ * Writes the configuration reference of README.md (between the markers below) from the JSON
+ * Schema of src/config.ts: every key path with its type, default and allowed values. Keys, types
+ * and defaults come from the schema, so they cannot drift; the descriptions come from the
+ * schema's `description` (zod `.describe()` / `.meta()`) when it has one, else from DESCRIPTIONS
+ * here. A unit test fails when the README section is stale or a key has no description.
+ */
+export const START = '<!-- config-reference:start -->';
+export const END = '<!-- config-reference:end -->';
+
+/** Key path (`[]` = every array item, `<name>` = any record key) -> what an operator needs to know. */
+export const DESCRIPTIONS: Record<string, string> = {
+  name: 'Connector name; derives the slot and publication `pg2crm_<name>`, the client id `pg2crm-<name>` and the sink group `pg2crm-<name>-sink`.',
+  postgres: 'The source database.',
+  'postgres.url': 'Connection URL of a role with the REPLICATION attribute (and SELECT on the tables).',
+  'postgres.tables': '`schema.table` to capture (`table` alone means `public.table`); each needs a primary key.',
+  'postgres.slot': 'Replication slot name; default `pg2crm_<name>`.',
+  'postgres.publication': 'Publication name; default `pg2crm_<name>`.',
+  'postgres.publish': 'Operations the publication sends; an existing publication whose operations or tables differ is altered to match (logged). Leave out `delete` and deletes never reach the CRM.',
+  'postgres.snapshot':
+    '`initial`: snapshot every table when the connector creates its slot (first start); a snapshot cut short by a crash resumes after the last chunk Kafka acknowledged; a slot that lost WAL (`wal_status = lost`) stops the connector with an error. `never`: stream only. `when_needed`: as `initial`, and a lost slot is dropped, recreated and everything snapshotted again. `pg2crm snapshot --table` works in every mode.',
+  'postgres.snapshotChunkRows': 'Rows per keyset chunk of the initial and incremental snapshots; progress is saved after each chunk.',
+  'postgres.heartbeatSeconds': 'Interval of the logical heartbeat message that lets an idle slot confirm and release WAL (0 = off).',
+  'postgres.maxBufferedEvents': 'Change events held between the replication stream and Kafka before the stream is paused.',
+  kafka: 'The Kafka cluster and the schema registry.',
+  'kafka.brokers': '`host:port` list, or one comma-separated string.',
+  'kafka.clientId': 'Kafka client id; default `pg2crm-<name>`.',
+  'kafka.topicPrefix': 'Change topics are `<topicPrefix>.<schema>.<table>`; also the prefix of the default dead-letter, hash and status topics.',
+  'kafka.partitions': 'Partitions of the change topics pg2crm creates (and of the hash topic); the most sink replicas that get work.',
+  'kafka.replicationFactor': 'Replication factor of the topics pg2crm creates.',
+  'kafka.groupId': 'Sink consumer group; default `pg2crm-<name>-sink`.',
+  'kafka.maxMessageBytes': '`max.message.bytes` of the change topics pg2crm creates: one event carries a whole row, and Kafka\'s 1 MiB default rejects rows with large TOASTed values.',
+  'kafka.tombstones': 'Emit a null-value tombstone after each delete, so compacted topics drop the key.',
+  'kafka.schemaRegistry': 'Confluent-compatible schema registry (Apicurio: `/apis/ccompat/v7`).',
+  'kafka.schemaRegistry.url': 'Registry base URL.',
+  'kafka.schemaRegistry.compatibility':
+    'Level set on the subjects pg2crm creates. The sink decodes each message with its writer schema, so `NONE` lets any ALTER TABLE through; with `BACKWARD` etc. a breaking ALTER TABLE stops the source with an error naming the subject.',
+  crm: 'The target CRM.',
+  'crm.kind': 'Which CRM adapter to use (see the CRM support matrix).',
+  'crm.baseUrl': 'CRM API base URL (the simulator\'s URL for load tests).',
+  'crm.auth': 'One credential; set either `auth` or `credentials`.',
+  'crm.auth.token': 'API / OAuth access token; never logged. Use `token_FILE: /run/secrets/x` to read it from a file.',
+  'crm.credentials': 'Several credentials instead of `auth`. Tokens with the same `quotaGroup` spend from one bucket and share one budget of `limits`; each separate group is a separate bucket with its own `limits`, i.e. more capacity.',
+  'crm.credentials[].token': 'API / OAuth access token; never logged (`token_FILE` reads it from a file).',
+  'crm.credentials[].quotaGroup': 'Tokens that the CRM counts in one bucket get the same group (e.g. all tokens of one Zendesk Sell account).',
+  'crm.limits': 'Rate limits of one quota group (one credential with `auth`), in the CRM\'s unit (Zoho: credits); all sink instances share them.',
+  'crm.limits.requests': 'Requests (Zoho: credits) per window for the credential, all instances together.',
+  'crm.limits.windowSeconds': 'Length of the rolling window the CRM counts `requests` in.',
+  'crm.limits.daily': 'Quota over a rolling 24 h in the CRM\'s unit: API calls (Salesforce, HubSpot) or credits (Zoho: 1 per 10 records upserted, 500 per Bulk Write job). Unset = no daily cap.',
+  'crm.limits.concurrency': 'CRM calls in flight at once, per instance.',
+  'crm.limits.utilisation': 'Fraction of the quota pg2crm may use; keep some for the account\'s other tools.',
+  'crm.timeoutMs': 'Timeout of one CRM call, including polling an asynchronous bulk job.',
+  'crm.bulkThreshold': 'Records in one call from which the adapter uses the CRM\'s asynchronous bulk API (Salesforce Bulk API 2.0, Zoho Bulk Write) instead of its batch API; 0 = never. Ignored by CRMs without one.',
+  'crm.apiVersion': 'API version path segment where the CRM has one (Salesforce `v62.0`, Dynamics `v9.2`, Zoho `v7`).',
+  mappings: 'One entry per captured table: which CRM object its rows become.',
+  'mappings[].table': '`schema.table`; must be one of `postgres.tables`.',
+  'mappings[].object': 'CRM object (Salesforce sObject, HubSpot object type, Dataverse entity set, Zoho module, Sell resource).',
+  'mappings[].externalId': 'How the CRM record is found: the CRM field that holds the ERP key.',
+  'mappings[].externalId.column': 'Column whose value is the external id (usually the primary key).',
+  'mappings[].externalId.field': 'CRM field holding it (unique / external-id / alternate-key field; Sell: `custom_fields.<name>`).',
+  'mappings[].fields': '`crmField: column` for every field written.',
+  'mappings[].lookups': '`crmField: {object, column}`: the field references the record of another mapping (`object`) whose external id is in `column`.',
+  'mappings[].lookups.<field>.object': 'CRM object of the referenced record; another mapping must write it.',
+  'mappings[].lookups.<field>.column': 'Column of this table holding the referenced record\'s external id.',
+  'mappings[].onDelete': 'What a DELETE in PostgreSQL does in the CRM: `delete`, `ignore`, or `{set: {field: value}}` (an upsert of those fields, e.g. a status).',
+  'mappings[].priority': 'When budget is scarce, higher priority goes first: callers of lower priority leave budget for it, and the budget share weighs its partitions by 2^(priority/3).',
+  sink: 'Kafka -> CRM.',
+  'sink.lingerMs': 'Longest a change waits to be batched with others before it is written.',
+  'sink.maxAttempts': 'Attempts for a transiently failing record before it is dead-lettered.',
+  'sink.deadLetterTopic': 'Topic for records the CRM rejected or that ran out of attempts; default `<topicPrefix>.dlq`.',
+  'sink.noopSkip': 'Skip a change whose mapped CRM fields equal what pg2crm last wrote to that record (saves quota).',
+  'sink.hashTopic': 'Compacted topic of the written-field hashes for the no-op skip; default `<topicPrefix>.sink-hashes`.',
+  'sink.statusTopic': 'Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`.',
+  ops: 'Monitoring.',
+  'ops.port': 'Port of `/metrics`, `/healthz`, `/readyz`, the status page `/` and `/api/timeseries` (0 = off).',
+  'ops.logLevel': 'Log level (JSON logs on stdout).',
+  'ops.lagIntervalSeconds': 'How often consumer lag and slot lag are sampled into `/metrics`.',
+  'ops.slotLagWarnBytes': 'Log a warning when the replication slot holds more WAL than this.',
+};
+
+type Json = Record<string, unknown>;
+
+export interface KeyRow {
+  path: string;
+  type: string;
+  required: boolean;
+  default: unknown;
+  allowed: string;
+  description: string | undefined;
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+function typeOf(s: Json): string {
+  if (Array.isArray(s.anyOf)) return [...new Set((s.anyOf as Json[]).map(typeOf))].join(' | ');
+  if (s.type === 'array') return `${typeOf((s.items as Json | undefined) ?? {})}[]`;
+  if (s.type === 'object' && !s.properties && s.additionalProperties && typeof s.additionalProperties === 'object') {
+    const v = s.additionalProperties as Json;
+    return Object.keys(v).length === 0 ? 'map' : v.properties ? 'map of object' : `map of ${typeOf(v)}`;
+  }
+  if (typeof s.type === 'string') return s.type;
+  return 'any';
+}
+
+function allowedOf(s: Json): string {
+  const parts: string[] = [];
+  const enums = (x: Json): unknown[] => (Array.isArray(x.enum) ? (x.enum as unknown[]) : []);
+  const values = [...enums(s), ...(Array.isArray(s.items as unknown) ? [] : enums((s.items as Json | undefined) ?? {}))];
+  for (const alt of (s.anyOf as Json[] | undefined) ?? []) values.push(...enums(alt));
+  if (values.length) parts.push(values.map((v) => `\`${String(v)}\``).join(', '));
+  const min = s.minimum as number | undefined;
+  const max = s.maximum as number | undefined;
+  if (min !== undefined && max !== undefined && max < MAX_SAFE) parts.push(`${min}–${max}`);
+  else if (min !== undefined) parts.push(`≥ ${min}`);
+  else if (max !== undefined && max < MAX_SAFE) parts.push(`≤ ${max}`);
+  if (typeof s.minItems === 'number' && s.minItems > 0) parts.push(`at least ${s.minItems}`);
+  if (typeof s.minLength === 'number' && s.minLength > 0) parts.push('non-empty');
+  if (typeof s.pattern === 'string') parts.push(`\`${s.pattern}\``);
+  if (s.format === 'uri') parts.push('URL');
+  return parts.join('; ');
+}
+
+function walk(s: Json, path: string, required: boolean, rows: KeyRow[], emit = true): void {
+  if (path && emit) {
+    rows.push({
+      path,
+      type: typeOf(s),
+      required,
+      default: s.default,
+      allowed: allowedOf(s),
+      description: (typeof s.description === 'string' ? s.description : undefined) ?? DESCRIPTIONS[path],
+    });
+  }
+  const props = s.properties as Record<string, Json> | undefined;
+  if (props) {
+    const req = new Set((s.required as string[] | undefined) ?? []);
+    for (const [k, v] of Object.entries(props)) walk(v, path ? `${path}.${k}` : k, req.has(k), rows);
+    return;
+  }
+  if (s.type === 'array' && s.items && typeof s.items === 'object' && (s.items as Json).properties) {
+    // The item itself is no key of its own: its keys follow as `<path>[].<key>`.
+    walk(s.items as Json, `${path}[]`, true, rows, false);
+    return;
+  }
+  const values = s.additionalProperties as Json | undefined;
+  if (s.type === 'object' && values && typeof values === 'object' && values.properties) {
+    const req = new Set((values.required as string[] | undefined) ?? []);
+    for (const [k, v] of Object.entries(values.properties as Record<string, Json>)) walk(v, `${path}.<field>.${k}`, req.has(k), rows);
+  }
+}
+
+/** Every key of the config, in schema order. */
+export function configKeys(): KeyRow[] {
+  const schema = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as Json;
+  const rows: KeyRow[] = [];
+  walk(schema, '', true, rows);
+  return rows;
+}
+
+function cell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+function defaultText(v: unknown): string {
+  if (v === undefined) return '';
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) return Object.keys(v).length === 0 ? '`{}`' : '(see keys)';
+  if (Array.isArray(v)) return `\`[${v.join(', ')}]\``;
+  return `\`${String(v)}\``;
+}
+
+/** The markdown table (without markers). */
+export function configReference(): string {
+  const lines = [
+    '| key | type | default | allowed | description |',
+    '|---|---|---|---|---|',
+    ...configKeys().map((r) =>
+      [`\`${r.path}\``, `${r.type}${r.required ? ', **required**' : ''}`, defaultText(r.default), r.allowed, r.description ?? '']
+        .map(cell)
+        .join(' | ')
+        .replace(/^/, '| ')
+        .replace(/$/, ' |'),
+    ),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** `readme` with the text between the markers replaced by the current reference. */
+export function withConfigReference(readme: string): string {
+  const from = readme.indexOf(START);
+  const to = readme.indexOf(END);
+  if (from < 0 || to < from) throw new Error(`README.md has no ${START} ... ${END} section; add the two markers where the reference goes`);
+  return `${readme.slice(0, from + START.length)}\n${configReference()}${readme.slice(to)}`;
+}
+
+export const README_URL = new URL('../README.md', import.meta.url);
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  writeFileSync(README_URL, withConfigReference(readFileSync(README_URL, 'utf8')));
+  process.stdout.write('wrote the configuration reference into README.md\n');
+}
