@@ -72,6 +72,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   'sink.lingerMs': 'Longest a change waits to be batched with others before it is written.',
   'sink.maxAttempts': 'Attempts for a transiently failing record before it is dead-lettered.',
   'sink.deadLetterTopic': 'Topic for records the CRM rejected or that ran out of attempts; default `<topicPrefix>.dlq`.',
+  'sink.fetchMaxBytesPerPartition': 'Most bytes fetched per partition at once: the compaction window (more changes per record fold into one write, calls fill up); decoded memory is about 5x this for up to 4 partitions at once.',
   'sink.noopSkip': 'Skip a change whose mapped CRM fields equal what pg2crm last wrote to that record (saves quota).',
   'sink.hashTopic': 'Compacted topic of the written-field hashes for the no-op skip; default `<topicPrefix>.sink-hashes`.',
   'sink.statusTopic': 'Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`.',

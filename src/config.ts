@@ -157,12 +157,18 @@ const sinkSchema = z
      * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
      * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
      */
+    /**
+     * Most bytes fetched per partition at once. A fetch is the compaction window: more changes
+     * to one record fold into one write and calls fill up; memory grows with it (about 5x in
+     * decoded form, for up to 4 partitions at once).
+     */
+    fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).default(8 * 1024 * 1024),
     noopSkip: z.boolean().default(true),
     hashTopic: z.string().optional(),
     /** Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`. */
     statusTopic: z.string().optional(),
   })
-  .default({ lingerMs: 200, maxAttempts: 8, noopSkip: true });
+  .default({ lingerMs: 200, maxAttempts: 8, noopSkip: true, fetchMaxBytesPerPartition: 8 * 1024 * 1024 });
 
 const opsSchema = z
   .strictObject({

@@ -96,6 +96,11 @@ export class QuotaLanes {
     return this.sum((b) => b.limit());
   }
 
+  /** The largest call (in requests) one group can pay for in a window right now. */
+  maxLimit(): number {
+    return Math.max(...this.lanes.map((l) => l.budget.limit()));
+  }
+
   used(): number {
     return this.sum((b) => b.used());
   }

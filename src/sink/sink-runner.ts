@@ -38,6 +38,13 @@ import { WrittenHashes } from './written-hashes.ts';
  * scarce budget. A CircuitBreaker stops all calls while the CRM keeps failing.
  */
 const MAX_BATCH_MILLIS = 10_000;
+/**
+ * Budget waits up to this long happen inside eachBatch (heartbeating); longer ones pause the
+ * partition. A rolling window frees calls one by one as old ones age out, often every few
+ * milliseconds: a pause costs a resume, a fetch and a decode each time, which at full load is
+ * the difference between using the quota and leaving a tenth of it unused.
+ */
+const SHORT_WAIT_MS = 1_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 60_000;
 /** Per-record retry codes that mean the CRM itself is failing (not a throttle, not the record). */
@@ -96,6 +103,9 @@ export class SinkRunner {
       // A partition resumed after a pause is fetched only with the next fetch request; with
       // kafkajs' default 5 s wait, an idle partition elsewhere would hold it back that long.
       maxWaitTimeInMs: 250,
+      // Larger fetches compact more changes per key into one write and fill calls.
+      maxBytesPerPartition: config.sink.fetchMaxBytesPerPartition,
+      maxBytes: Math.max(10 * 1024 * 1024, 4 * config.sink.fetchMaxBytesPerPartition),
       allowAutoTopicCreation: false,
     });
     this.dlq = new Publisher(this.kafka);
@@ -274,10 +284,16 @@ export class SinkRunner {
       const calls = this.takeCalls(queue, mapping.priority, who);
       this.updateBudgetMetrics();
       if (calls.length === 0) {
-        // Budget spent, circuit half-open with its probe out, or every in-flight slot taken:
-        // pause until the window frees enough for the next call.
+        // Budget spent or circuit half-open with its probe out: wait for the window to free
+        // enough for the next call — here when that is soon, else paused.
         const next = this.nextCall(queue).map((p) => p.write);
-        this.pauseFor(payload, Math.max(50, this.budget.waitMs(next), this.breaker.waitMs()));
+        const wait = Math.max(this.budget.waitMs(next), this.breaker.waitMs());
+        if (wait <= SHORT_WAIT_MS && Date.now() - started + wait < MAX_BATCH_MILLIS) {
+          await new Promise((r) => setTimeout(r, Math.max(5, wait)));
+          await payload.heartbeat();
+          continue;
+        }
+        this.pauseFor(payload, Math.max(50, wait));
         break;
       }
       const results = await Promise.all(calls.map((c) => this.writeCall(c)));
@@ -381,8 +397,17 @@ export class SinkRunner {
   private nextCall(queue: Pending[]): Pending[] {
     const object = queue[0]!.write.object;
     const max = this.sizer.size(object);
-    const call: Pending[] = [];
+    let call: Pending[] = [];
     for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
+    // A call must fit in this instance's window limit, or it could never be paid for (Dynamics
+    // counts every $batch operation; a small share of a small quota is less than a full batch).
+    const limit = this.budget.maxLimit();
+    if (limit >= 1) {
+      for (let cost = this.budget.cost(call.map((p) => p.write)).requests; call.length > 1 && cost > limit; ) {
+        call = call.slice(0, Math.max(1, Math.floor((call.length * limit) / cost)));
+        cost = this.budget.cost(call.map((p) => p.write)).requests;
+      }
+    }
     return call;
   }
 

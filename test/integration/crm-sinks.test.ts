@@ -147,7 +147,7 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
     conn = writeConnectorConfig(env, schema, sim.url, {
       snapshot: 'never',
       extra: {
-        crm: { ...ready.crm, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...ready.crm.limits, ...limit } },
+        crm: { ...ready.crm, credentials: undefined, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...ready.crm.limits, ...limit } },
         mappings: [{ ...customers, table: `${schema}.customers`, lookups: {}, onDelete: 'delete' }],
       },
     });

@@ -63,7 +63,7 @@ describe('scaling sinks out from 1 to 3 processes', () => {
     conn = writeConnectorConfig(env, schema, sim.url, {
       snapshot: 'never',
       extra: {
-        crm: { ...ready.crm, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...LIMIT, concurrency: 4 } },
+        crm: { ...ready.crm, credentials: undefined, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...LIMIT, concurrency: 4 } },
         mappings: [{ ...customers, table: `${schema}.customers`, lookups: {} }],
       },
     });
