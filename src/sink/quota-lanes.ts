@@ -8,6 +8,9 @@ import { RateBudget, type Spent } from './rate-budget.ts';
  * share one RateBudget and take turns; separate groups are separate buckets, i.e. more capacity,
  * each with `crm.limits`. A call goes to the group with the most budget left now.
  */
+/** A quarter of the window may go at once; the rest is paced evenly (see rate-budget.ts). */
+const PACING_BURST = 0.25;
+
 export interface Lane {
   group: string;
   budget: RateBudget;
@@ -29,7 +32,7 @@ export class QuotaLanes {
     for (const c of crm.credentials) groups.set(c.quotaGroup, [...(groups.get(c.quotaGroup) ?? []), c.token]);
     this.lanes = [...groups].map(([group, tokens]) => ({
       group,
-      budget: new RateBudget(crm.limits),
+      budget: new RateBudget({ ...crm.limits, burst: PACING_BURST }),
       adapters: tokens.map(adapterFor),
       next: 0,
     }));
@@ -96,9 +99,13 @@ export class QuotaLanes {
     return this.sum((b) => b.limit());
   }
 
-  /** The largest call (in requests) one group can pay for in a window right now. */
-  maxLimit(): number {
-    return Math.max(...this.lanes.map((l) => l.budget.limit()));
+  /**
+   * The largest call (in requests) worth making: what one group's pacing bucket holds. Bigger
+   * calls could never be paid for when they exceed the window limit (Dynamics counts every $batch
+   * operation) and would wait for a whole window's refill otherwise.
+   */
+  maxCallCost(): number {
+    return Math.max(...this.lanes.map((l) => l.budget.paceCapacity()));
   }
 
   used(): number {

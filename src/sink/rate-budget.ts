@@ -29,6 +29,12 @@ import type { RateSignal } from '../crm/crm-adapter.ts';
  *
  * Priorities: a caller that could not get budget registers its demand with its priority; callers
  * of lower priority then leave that much budget for it.
+ *
+ * Pacing (`burst` < 1): a rolling window hands calls back in the pattern they were spent, so a
+ * burst of a whole window stays a burst — and the sink, with nothing to send for most of the
+ * window, pauses and pays a refetch before the next burst. A token bucket of `burst × limit`
+ * refilled at limit/window spreads the calls evenly (same total: the window still rules), so
+ * the wait for the next call is short enough to wait for.
  */
 export interface Clock {
   now(): number;
@@ -58,6 +64,8 @@ export interface BudgetOptions {
   windowSeconds: number;
   utilisation?: number;
   daily?: number | undefined;
+  /** Fraction of the window limit that may be sent at once (1 = no pacing). */
+  burst?: number;
 }
 
 export class RateBudget {
@@ -80,6 +88,9 @@ export class RateBudget {
   private dailySpent = 0;
   private dailyCorrection = 0;
   private readonly demand = new Map<string, { n: number; priority: number; at: number }>();
+  private readonly burst: number;
+  private paceTokens = Infinity;
+  private paceAt = 0;
   throttles = 0;
 
   constructor(opts: BudgetOptions, clock: Clock = systemClock) {
@@ -90,6 +101,21 @@ export class RateBudget {
     this.clock = clock;
     this.grants = [{ at: -Infinity, limit: this.quota }];
     this.lastIncrease = clock.now();
+    this.burst = opts.burst ?? 1;
+  }
+
+  /** The pacing bucket's size in requests (0 when the limit is 0). */
+  paceCapacity(): number {
+    return this.limit() * this.burst;
+  }
+
+  private pace(now: number): { tokens: number; capacity: number; ratePerMs: number } {
+    const limit = this.limit();
+    const capacity = limit * this.burst;
+    const ratePerMs = limit / this.windowMs;
+    this.paceTokens = Math.min(capacity, this.paceTokens + Math.max(0, now - this.paceAt) * ratePerMs);
+    this.paceAt = now;
+    return { tokens: this.paceTokens, capacity, ratePerMs };
   }
 
   get windowSeconds(): number {
@@ -194,13 +220,15 @@ export class RateBudget {
   take(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): Spent | undefined {
     const priority = opts.priority ?? 5;
     const daily = opts.daily ?? n;
-    const ok = this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
+    const paced = this.burst >= 1 || this.pace(this.clock.now()).tokens >= Math.min(n, this.paceCapacity());
+    const ok = paced && this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
     if (!ok) {
       if (opts.who !== undefined) this.demand.set(opts.who, { n, priority, at: this.clock.now() });
       return undefined;
     }
     if (opts.who !== undefined) this.demand.delete(opts.who);
     const now = this.clock.now();
+    if (this.burst < 1) this.paceTokens -= n;
     const spent = { at: now, n };
     this.sent.push(spent);
     this.sentCount += n;
@@ -250,6 +278,11 @@ export class RateBudget {
         excess -= s.n;
         windowWait = s.at + this.windowMs - now;
       }
+    }
+    if (this.burst < 1 && limit >= n) {
+      const p = this.pace(now);
+      const need = Math.min(n, p.capacity);
+      if (p.tokens < need && p.ratePerMs > 0) windowWait = Math.max(windowWait, (need - p.tokens) / p.ratePerMs);
     }
     let dailyWait = 0;
     if (this.dailyAvailable() < daily) {

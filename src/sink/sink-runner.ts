@@ -37,14 +37,22 @@ import { WrittenHashes } from './written-hashes.ts';
  * from the group's assignment and lag (see budget-share.ts); mapping priorities order who gets
  * scarce budget. A CircuitBreaker stops all calls while the CRM keeps failing.
  */
-const MAX_BATCH_MILLIS = 10_000;
+/**
+ * A fetched batch is worked on while it has work, up to this long (the next fetch and decode
+ * cost a pause in writing), committing what is done every CHECKPOINT_MS; a rebalance or stop
+ * ends it at once.
+ */
+const MAX_BATCH_MILLIS = 120_000;
+const CHECKPOINT_MS = 2_000;
 /**
  * Budget waits up to this long happen inside eachBatch (heartbeating); longer ones pause the
  * partition. A rolling window frees calls one by one as old ones age out, often every few
  * milliseconds: a pause costs a resume, a fetch and a decode each time, which at full load is
  * the difference between using the quota and leaving a tenth of it unused.
  */
-const SHORT_WAIT_MS = 1_000;
+const SHORT_WAIT_MS = 5_000;
+/** Longest sleep between heartbeats while waiting inside eachBatch (heartbeat interval is 3 s). */
+const HEARTBEAT_SLICE_MS = 2_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 60_000;
 /** Per-record retry codes that mean the CRM itself is failing (not a throttle, not the record). */
@@ -184,6 +192,8 @@ export class SinkRunner {
     await this.consumer.run({
       eachBatchAutoResolve: false,
       autoCommit: true,
+      // commitOffsetsIfNecessary() commits only when an interval is set; a long batch commits as it goes.
+      autoCommitInterval: CHECKPOINT_MS,
       partitionsConsumedConcurrently: Math.max(1, Math.min(4, this.config.crm.limits.concurrency)),
       eachBatch: (payload) => this.onBatch(payload),
     });
@@ -266,6 +276,30 @@ export class SinkRunner {
 
     const who = `${batch.topic}/${batch.partition}`;
     const written: { write: CrmWrite; full: boolean }[] = [];
+    let resolvedUpTo = 0;
+    let lastCheckpoint = Date.now();
+    // Makes what is done durable and commits it: hashes and dead letters first, then offsets up
+    // to the first unfinished message. Runs every few seconds of a long batch and at its end.
+    const checkpoint = async (): Promise<void> => {
+      lastCheckpoint = Date.now();
+      // The hashes must be durable before the offsets that produced them are committed.
+      if (this.hashes && written.length) await this.hashes.remember(batch.partition % this.hashPartitions, written.splice(0));
+      if (letters.length) {
+        const sent = letters.splice(0);
+        await sendDeadLetters(this.dlq, this.config.sink.deadLetterTopic, sent);
+        for (const l of sent) {
+          done.add(BigInt(l.offset));
+          metrics.deadLettered.inc({ object: l.object ?? 'unknown' });
+        }
+        this.log.warn({ count: sent.length, topic: batch.topic, partition: batch.partition }, 'records dead-lettered');
+      }
+      for (; resolvedUpTo < batch.messages.length; resolvedUpTo++) {
+        const message = batch.messages[resolvedUpTo]!;
+        if (!done.has(BigInt(message.offset))) break;
+        payload.resolveOffset(message.offset);
+      }
+      await payload.commitOffsetsIfNecessary();
+    };
     let blocked = false;
     while (queue.length > 0 && !blocked) {
       if (!payload.isRunning() || payload.isStale() || Date.now() - started > MAX_BATCH_MILLIS) break;
@@ -289,8 +323,11 @@ export class SinkRunner {
         const next = this.nextCall(queue).map((p) => p.write);
         const wait = Math.max(this.budget.waitMs(next), this.breaker.waitMs());
         if (wait <= SHORT_WAIT_MS && Date.now() - started + wait < MAX_BATCH_MILLIS) {
-          await new Promise((r) => setTimeout(r, Math.max(5, wait)));
-          await payload.heartbeat();
+          const until = Date.now() + Math.max(5, wait);
+          while (Date.now() < until && payload.isRunning() && !payload.isStale()) {
+            await new Promise((r) => setTimeout(r, Math.min(HEARTBEAT_SLICE_MS, until - Date.now())));
+            await payload.heartbeat();
+          }
           continue;
         }
         this.pauseFor(payload, Math.max(50, wait));
@@ -317,25 +354,11 @@ export class SinkRunner {
         });
       }
       await payload.heartbeat();
+      if (Date.now() - lastCheckpoint > CHECKPOINT_MS) await checkpoint();
     }
     if (queue.length === 0) this.budget.withdraw(who);
     this.updateBudgetMetrics();
-    // The hashes must be durable before the offsets that produced them are committed.
-    if (this.hashes && written.length) await this.hashes.remember(batch.partition % this.hashPartitions, written);
-
-    if (letters.length) {
-      await sendDeadLetters(this.dlq, this.config.sink.deadLetterTopic, letters);
-      for (const l of letters) {
-        done.add(BigInt(l.offset));
-        metrics.deadLettered.inc({ object: l.object ?? 'unknown' });
-      }
-      this.log.warn({ count: letters.length, topic: batch.topic, partition: batch.partition }, 'records dead-lettered');
-    }
-    for (const message of batch.messages) {
-      if (!done.has(BigInt(message.offset))) break;
-      payload.resolveOffset(message.offset);
-    }
-    await payload.commitOffsetsIfNecessary();
+    await checkpoint();
   }
 
   /**
@@ -399,9 +422,9 @@ export class SinkRunner {
     const max = this.sizer.size(object);
     let call: Pending[] = [];
     for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
-    // A call must fit in this instance's window limit, or it could never be paid for (Dynamics
+    // A call must fit what the budget can pay at once, or it could never be paid for (Dynamics
     // counts every $batch operation; a small share of a small quota is less than a full batch).
-    const limit = this.budget.maxLimit();
+    const limit = Math.floor(this.budget.maxCallCost());
     if (limit >= 1) {
       for (let cost = this.budget.cost(call.map((p) => p.write)).requests; call.length > 1 && cost > limit; ) {
         call = call.slice(0, Math.max(1, Math.floor((call.length * limit) / cost)));

@@ -132,3 +132,22 @@ describe('RateBudget with a day-long window', () => {
     expect(b.available()).toBe(10);
   });
 });
+
+describe('RateBudget pacing', () => {
+  it('lets a quarter of the window go at once and spreads the rest evenly, same total', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 100, windowSeconds: 10, burst: 0.25 }, c);
+    let sent = 0;
+    while (b.tryTake(1)) sent++;
+    expect(sent).toBe(25);
+    expect(b.waitMs(1)).toBe(100); // one every 100 ms
+    const times: number[] = [];
+    for (let t = 0; t <= 30_000; t += 10) {
+      c.t = t;
+      while (b.tryTake(1)) times.push(t);
+    }
+    // steady state: the window's limit, never more in any 10 s
+    for (const t of times) expect(times.filter((s) => s > t - 10_000 && s <= t).length).toBeLessThanOrEqual(100);
+    expect(times.filter((t) => t > 20_000).length).toBeGreaterThanOrEqual(99);
+  });
+});
