@@ -37,14 +37,14 @@ import { distinctKeys, hotShare, zipfExponentFor, zipfKeys } from './zipf-worklo
  * against a freshly reset simulator (`POST /__sim/reset`), for the same measured interval.
  * Prints one JSON line per (crm, contender), then a summary table and the goal verdicts.
  * Options: --crm a,b (default: every CRM whose adapter exists), --seconds N (30, rounded up to
- * whole windows of the CRM's limit), --changes M (200,000 updates), --records N (20,000), --warmup S (5), --seed n (1).
+ * whole windows of the CRM's limit), --changes M (400,000 updates), --records N (200,000: enough distinct records that no CRM drains the compacted backlog within the interval), --warmup S (5), --seed n (1).
  */
 const { values: args } = parseArgs({
   options: {
     crm: { type: 'string' },
     seconds: { type: 'string', default: '30' },
-    changes: { type: 'string', default: '200000' },
-    records: { type: 'string', default: '20000' },
+    changes: { type: 'string', default: '400000' },
+    records: { type: 'string', default: '200000' },
     warmup: { type: 'string', default: '5' },
     seed: { type: 'string', default: '1' },
   },
