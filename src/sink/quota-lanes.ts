@@ -10,6 +10,7 @@ import { RateBudget, type Spent } from './rate-budget.ts';
  */
 /** A quarter of the window may go at once; the rest is paced evenly (see rate-budget.ts). */
 const PACING_BURST = 0.25;
+const CALL_SHARE_OF_LIMIT = 0.1;
 
 export interface Lane {
   group: string;
@@ -100,12 +101,13 @@ export class QuotaLanes {
   }
 
   /**
-   * The largest call (in requests) worth making: what one group's pacing bucket holds. Bigger
-   * calls could never be paid for when they exceed the window limit (Dynamics counts every $batch
-   * operation) and would wait for a whole window's refill otherwise.
+   * The largest call (in requests) worth making: a tenth of one group's window limit. Where a
+   * call costs one request this never binds; where every record costs (Dynamics counts each
+   * $batch operation, Zoho 1 credit per 10 records), a call bigger than the limit could never be
+   * paid for, and one near it would leave the quota idle while it waits for a large refill.
    */
   maxCallCost(): number {
-    return Math.max(...this.lanes.map((l) => l.budget.paceCapacity()));
+    return Math.max(...this.lanes.map((l) => l.budget.limit() * CALL_SHARE_OF_LIMIT));
   }
 
   used(): number {
