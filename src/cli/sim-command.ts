@@ -22,65 +22,42 @@ export function parseLimit(text: string): { requests: number; windowSeconds: num
   return { requests, windowSeconds };
 }
 
+interface SimOptions {
+  port: number;
+  host?: string;
+  limit?: { requests: number; windowSeconds: number };
+  tokens?: string[];
+  retryAfterSeconds?: number;
+}
+
+/**
+ * The simulators by kind. `--limit` is each CRM's own unit: requests per window (Zendesk Sell
+ * default 200/60s, HubSpot 100/10s, Dynamics 6000/300s, Salesforce 100000/1d) or API credits
+ * (Zoho, 50000/1d). `--retry-after`: the lockout after a throttle (Zendesk Sell), the first
+ * Retry-After (Dynamics); HubSpot and Zoho send none and add one only when it is given;
+ * Salesforce never sends one (403 REQUEST_LIMIT_EXCEEDED) and ignores it.
+ */
+const STARTERS: Record<(typeof SIMULATORS)[number], (opts: SimOptions) => Promise<CrmSimulator>> = {
+  'zendesk-sell': startZendeskSellSimulator,
+  hubspot: startHubSpotSimulator,
+  dynamics: startDynamicsSimulator,
+  zoho: startZohoSimulator,
+  salesforce: startSalesforceSimulator,
+};
+
 export async function runSimulator(
   kind: string,
   opts: { port: number; host?: string; limit?: string; token?: string[]; retryAfter?: number },
 ): Promise<void> {
-  let sim: CrmSimulator;
-  switch (kind) {
-    case 'zendesk-sell':
-      sim = await startZendeskSellSimulator({
-        port: opts.port,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
-        ...(opts.token ? { tokens: opts.token } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
-      });
-      break;
-    case 'hubspot':
-      // HubSpot sends no Retry-After; --retry-after makes the simulator add one anyway.
-      sim = await startHubSpotSimulator({
-        port: opts.port,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
-        ...(opts.token ? { tokens: opts.token } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
-      });
-      break;
-    case 'dynamics':
-      // --limit sets the request window (default 6000/300s); --retry-after the first Retry-After.
-      sim = await startDynamicsSimulator({
-        port: opts.port,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
-        ...(opts.token ? { tokens: opts.token } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
-      });
-      break;
-    case 'zoho':
-      // --limit is in API credits (default 50000/1d); Zoho sends no Retry-After, --retry-after adds one.
-      sim = await startZohoSimulator({
-        port: opts.port,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
-        ...(opts.token ? { tokens: opts.token } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
-      });
-      break;
-    case 'salesforce':
-      // --limit is API requests per rolling window (default 100000/1d); Salesforce sends no
-      // Retry-After (403 REQUEST_LIMIT_EXCEEDED), so --retry-after is ignored.
-      sim = await startSalesforceSimulator({
-        port: opts.port,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
-        ...(opts.token ? { tokens: opts.token } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
-      });
-      break;
-    default:
-      throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
-  }
+  const start = STARTERS[kind as (typeof SIMULATORS)[number]];
+  if (!start) throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
+  const sim = await start({
+    port: opts.port,
+    ...(opts.host ? { host: opts.host } : {}),
+    ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
+    ...(opts.token ? { tokens: opts.token } : {}),
+    ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
+  });
   process.stdout.write(`simulator ${kind} listening on ${sim.url}\n`);
   await new Promise<void>((resolve) => onStopSignal(() => resolve()));
   await sim.close();
