@@ -33,7 +33,7 @@ import type { RateSignal } from '../crm/crm-adapter.ts';
  * Pacing (`burst` < 1): a rolling window hands calls back in the pattern they were spent, so a
  * burst of a whole window stays a burst — and the sink, with nothing to send for most of the
  * window, pauses and pays a refetch before the next burst. A token bucket of `burst × limit`
- * refilled at limit/window spreads the calls evenly (same total: the window still rules), so
+ * refilled at limit/window spreads the calls evenly (the sink uses burst 0.1) (same total: the window still rules), so
  * the wait for the next call is short enough to wait for.
  */
 export interface Clock {

@@ -9,8 +9,8 @@ const base = {
   kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
   mappings: [{ table: 'public.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { email: 'email' } }],
 };
-// 12 per minute per group, of which a quarter (3) may go at once: the rest is paced.
-const limits = { requests: 12, windowSeconds: 60 };
+// 30 per minute per group, of which a tenth (3) may go at once: the rest is paced.
+const limits = { requests: 30, windowSeconds: 60 };
 
 /** A fake adapter (pure logic: which token a call would use), one request per call. */
 function fake(token: string): CrmAdapter {
@@ -50,7 +50,7 @@ describe('credentials and quota groups', () => {
     );
     expect(cfg.crm.auth.token).toBe('a1');
     const lanes = new QuotaLanes(cfg.crm, fake);
-    expect(lanes.quota).toBe(24);
+    expect(lanes.quota).toBe(60);
     const used: string[] = [];
     for (let i = 0; i < 7; i++) {
       const t = lanes.take(write, { priority: 5, who: 'p' });
@@ -59,8 +59,8 @@ describe('credentials and quota groups', () => {
     expect(used).toHaveLength(6); // 3 per group at once, then paced
     expect(used.filter((u) => u.startsWith('a:')).sort()).toEqual(['a:a1', 'a:a1', 'a:a2']);
     expect(used.filter((u) => u.startsWith('b:'))).toEqual(['b:b1', 'b:b1', 'b:b1']);
-    // the next call is paced: 12 per minute = one every 5 s
-    expect(lanes.waitMs(write)).toBeGreaterThan(4_000);
-    expect(lanes.waitMs(write)).toBeLessThanOrEqual(5_000);
+    // the next call is paced: 30 per minute = one every 2 s
+    expect(lanes.waitMs(write)).toBeGreaterThan(1_500);
+    expect(lanes.waitMs(write)).toBeLessThanOrEqual(2_000);
   });
 });
