@@ -2,6 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
+import { header, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequest, newBoundary, parseBatchResponse } from './multipart.ts';
 
@@ -36,11 +37,6 @@ interface HttpResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   text: string;
-}
-
-function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** `erp_id='O''Brien'` with the value percent-encoded for the URL (quotes doubled per OData). */
@@ -202,32 +198,20 @@ export class DynamicsAdapter implements CrmAdapter {
   }
 
   private async request(method: 'GET' | 'POST', path: string, headers: Record<string, string>, body: string | undefined, onSignal: (s: RateSignal) => void): Promise<HttpResponse> {
-    let res;
-    try {
-      res = await this.pool.request({
-        method,
-        path,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          accept: 'application/json',
-          'odata-version': '4.0',
-          'odata-maxversion': '4.0',
-          ...headers,
-        },
-        ...(body !== undefined ? { body } : {}),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Dynamics 365 request failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    let text: string;
-    try {
-      text = await res.body.text();
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Dynamics 365 response was cut off: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    const out: HttpResponse = { status: res.statusCode, headers: res.headers, text };
+    const out: HttpResponse = await send(this.pool, {
+      method,
+      path,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        accept: 'application/json',
+        'odata-version': '4.0',
+        'odata-maxversion': '4.0',
+        ...headers,
+      },
+      body,
+      timeoutMs: this.timeoutMs,
+      what: 'Dynamics 365 request',
+    });
     const signal: RateSignal = {};
     const remaining = header(out.headers, 'x-ms-ratelimit-burst-remaining-xrm-requests');
     if (remaining !== undefined && remaining !== '' && Number.isFinite(Number(remaining))) signal.remaining = Number(remaining);

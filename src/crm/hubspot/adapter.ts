@@ -1,6 +1,7 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
-import { ConnectorError, errorMessage } from '../../errors.ts';
+import { ConnectorError } from '../../errors.ts';
+import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
 
@@ -57,13 +58,9 @@ interface Association {
   typeId: number;
 }
 
-function header(res: HubSpotResponse, name: string): string | undefined {
-  const v = res.headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
-}
 
 function numberHeader(res: HubSpotResponse, name: string): number | undefined {
-  const v = header(res, name);
+  const v = header(res.headers, name);
   return v === undefined || v === '' || !Number.isFinite(Number(v)) ? undefined : Number(v);
 }
 
@@ -354,25 +351,19 @@ export class HubSpotAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<HubSpotResponse> {
-    let res;
-    try {
-      res = await this.pool.request({
-        method: method as 'GET',
-        path,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          accept: 'application/json',
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `HubSpot request ${method} ${path} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    const text = await res.body.text();
-    const out: HubSpotResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
+    const res = await send(this.pool, {
+      method,
+      path,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        accept: 'application/json',
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      timeoutMs: this.timeoutMs,
+      what: `HubSpot request ${method} ${path}`,
+    });
+    const out: HubSpotResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
     const signal: RateSignal = {};
     const remaining = numberHeader(out, 'x-hubspot-ratelimit-remaining');
     const dailyRemaining = numberHeader(out, 'x-hubspot-ratelimit-daily-remaining');
@@ -396,13 +387,5 @@ export class HubSpotAdapter implements CrmAdapter {
 
   async close(): Promise<void> {
     await this.pool.close();
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
   }
 }

@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
-import { ConnectorError, errorMessage } from '../../errors.ts';
+import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
+import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
 
@@ -343,33 +344,22 @@ export class SalesforceAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, contentType = 'application/json', accept = 'application/json'): Promise<SfResponse> {
-    let res;
-    try {
-      res = await this.pool.request({
-        method: method as 'GET',
-        path,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          accept,
-          ...(body !== undefined ? { 'content-type': contentType } : {}),
-        },
-        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Salesforce request ${method} ${path.split('?')[0]} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    const text = await res.body.text();
-    let parsed: unknown = text;
-    if (String(res.headers['content-type'] ?? '').includes('json') && text) {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = text;
-      }
-    }
-    const out: SfResponse = { status: res.statusCode, body: parsed, text };
+    const res = await send(this.pool, {
+      method,
+      path,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        accept,
+        ...(body !== undefined ? { 'content-type': contentType } : {}),
+      },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      timeoutMs: this.timeoutMs,
+      what: `Salesforce request ${method} ${path.split('?')[0]}`,
+    });
+    const text = res.text;
+    // Bulk API results are CSV: only a JSON answer is parsed.
+    const parsed = String(header(res.headers, 'content-type') ?? '').includes('json') && text ? safeJson(text) : text;
+    const out: SfResponse = { status: res.status, body: parsed, text };
     const signal: RateSignal = {};
     const usage = /api-usage=(\d+)\/(\d+)/.exec(String(res.headers['sforce-limit-info'] ?? ''));
     if (usage) signal.dailyRemaining = Math.max(0, Number(usage[2]) - Number(usage[1]));

@@ -2,6 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { header, safeJson, send } from '../http.ts';
 
 /**
  * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
@@ -42,11 +43,6 @@ function toData(fields: Record<string, unknown>): Record<string, unknown> {
   }
   if (Object.keys(custom).length) data.custom_fields = custom;
   return data;
-}
-
-function header(res: SellResponse, name: string): string | undefined {
-  const v = res.headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 export class ZendeskSellAdapter implements CrmAdapter {
@@ -154,7 +150,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
   private failure(res: SellResponse): WriteOutcome {
     const body = res.body as { errors?: SellError[]; retry_after?: number; message?: string } | undefined;
     if (res.status === 429) {
-      const retryAfterSeconds = Number(header(res, 'retry-after') ?? body?.retry_after ?? 60);
+      const retryAfterSeconds = Number(header(res.headers, 'retry-after') ?? body?.retry_after ?? 60);
       return { status: 'retry', code: 'RATE_LIMITED', message: body?.message ?? 'API rate limit reached', retryAfterSeconds };
     }
     const first = body?.errors?.[0]?.error;
@@ -166,31 +162,25 @@ export class ZendeskSellAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
-    let res;
-    try {
-      res = await this.pool.request({
-        method: method as 'GET',
-        path,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          accept: 'application/json',
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Zendesk Sell request failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    const text = await res.body.text();
-    const out: SellResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
-    const remaining = header(out, 'x-ratelimit-remaining');
+    const res = await send(this.pool, {
+      method,
+      path,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        accept: 'application/json',
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      timeoutMs: this.timeoutMs,
+      what: 'Zendesk Sell request',
+    });
+    const out: SellResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+    const remaining = header(out.headers, 'x-ratelimit-remaining');
     const signal: RateSignal = {};
     if (remaining !== undefined && remaining !== '') signal.remaining = Number(remaining);
     if (out.status === 429) {
       signal.throttled = true;
-      signal.retryAfterSeconds = Number(header(out, 'retry-after') ?? (out.body as { retry_after?: number } | undefined)?.retry_after ?? 60);
+      signal.retryAfterSeconds = Number(header(out.headers, 'retry-after') ?? (out.body as { retry_after?: number } | undefined)?.retry_after ?? 60);
     }
     onSignal(signal);
     if (out.status === 401 || out.status === 403) {
@@ -201,13 +191,5 @@ export class ZendeskSellAdapter implements CrmAdapter {
 
   async close(): Promise<void> {
     await this.pool.close();
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
   }
 }

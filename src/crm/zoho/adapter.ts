@@ -4,6 +4,7 @@ import { Pool, request as undiciRequest } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
+import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { parseCsv, toCsv } from './csv.ts';
 import { unzip, zip } from './zip.ts';
@@ -75,10 +76,6 @@ class CallFailed {
   }
 }
 
-function header(res: ZohoResponse, name: string): string | undefined {
-  const v = res.headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
-}
 
 /** Search criteria values escape `(`, `)`, `,` and `\` with a backslash. */
 function criterionValue(v: string): string {
@@ -384,8 +381,8 @@ export class ZohoAdapter implements CrmAdapter {
     const idField = first.externalIdField;
     const fields = Object.keys(first.fields).filter((f) => f !== idField).sort();
     const lookups = lookupEntries(first).sort(([a], [b]) => a.localeCompare(b));
-    const header = [idField, ...fields, ...lookups.map(([f]) => f)];
-    const rows: unknown[][] = [header];
+    const columns = [idField, ...fields, ...lookups.map(([f]) => f)];
+    const rows: unknown[][] = [columns];
     for (const i of indexes) {
       const r = records[i]!;
       rows.push([r.externalId, ...fields.map((f) => r.fields[f]), ...lookups.map(([f]) => r.lookups?.[f]?.externalId)]);
@@ -419,7 +416,7 @@ export class ZohoAdapter implements CrmAdapter {
             module: { api_name: object },
             file_id: fileId,
             find_by: idField,
-            field_mappings: header.map((api_name, index) => {
+            field_mappings: columns.map((api_name, index) => {
               const l = first.lookups?.[api_name];
               return l ? { api_name, index, find_by: l.externalIdField } : { api_name, index };
             }),
@@ -529,7 +526,7 @@ export class ZohoAdapter implements CrmAdapter {
   /** Reports the response's rate information; returns the throttle outcome for a 429. */
   private signal(res: ZohoResponse, credits: number, onSignal: (s: RateSignal) => void): WriteOutcome | undefined {
     const s: RateSignal = {};
-    const remaining = header(res, 'x-api-credits-remaining');
+    const remaining = header(res.headers, 'x-api-credits-remaining');
     if (remaining !== undefined && remaining !== '' && Number.isFinite(Number(remaining))) {
       // The credit window is Zoho's only quota: it is both the window and the daily budget.
       s.remaining = Number(remaining);
@@ -537,7 +534,7 @@ export class ZohoAdapter implements CrmAdapter {
     }
     let outcome: WriteOutcome | undefined;
     if (res.status === 429) {
-      const retryAfter = Number(header(res, 'retry-after'));
+      const retryAfter = Number(header(res.headers, 'retry-after'));
       const creditsOut = s.remaining !== undefined && s.remaining < credits;
       s.throttled = true;
       s.retryAfterSeconds = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
@@ -554,26 +551,20 @@ export class ZohoAdapter implements CrmAdapter {
     opts: { body?: unknown; raw?: Buffer; headers?: Record<string, string>; onSignal: (s: RateSignal) => void; credits: number; polling?: boolean; pool?: Pool },
   ): Promise<ZohoResponse> {
     const payload = opts.raw ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
-    let res;
-    try {
-      res = await (opts.pool ?? this.pool).request({
-        method,
-        path,
-        headers: {
-          authorization: `Zoho-oauthtoken ${this.token}`,
-          accept: 'application/json',
-          ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...opts.headers,
-        },
-        ...(payload !== undefined ? { body: payload } : {}),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Zoho CRM request ${method} ${path.split('?')[0]} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    const text = await res.body.text();
-    const out: ZohoResponse = { status: res.statusCode, headers: res.headers, body: text ? safeJson(text) : undefined };
+    const res = await send(opts.pool ?? this.pool, {
+      method,
+      path,
+      headers: {
+        authorization: `Zoho-oauthtoken ${this.token}`,
+        accept: 'application/json',
+        ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...opts.headers,
+      },
+      body: payload,
+      timeoutMs: this.timeoutMs,
+      what: `Zoho CRM request ${method} ${path.split('?')[0]}`,
+    });
+    const out: ZohoResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
     const throttled = this.signal(out, opts.credits, opts.onSignal);
     if (out.status === 401) throw this.authError();
     if (throttled && !opts.polling) throw new Throttled(throttled);
@@ -586,13 +577,5 @@ export class ZohoAdapter implements CrmAdapter {
   async close(): Promise<void> {
     if (this.contentPool !== this.pool) await this.contentPool.close();
     await this.pool.close();
-  }
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
   }
 }
