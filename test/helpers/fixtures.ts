@@ -2,7 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
+import { createServer } from 'node:net';
+import { AssignerProtocol, Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
@@ -168,11 +169,50 @@ function kafkaOf(brokers: string): Kafka {
   return new Kafka({ clientId: 'pg2crm-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
 }
 
-/** Sum over partitions of (end offset - committed offset) for the group: the lag operators watch. */
-export async function groupLag(brokers: string, groupId: string, topics: string[]): Promise<number> {
+/** A TCP port free on loopback now (for a connector's ops endpoints). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function withAdmin<T>(brokers: string, fn: (admin: ReturnType<Kafka['admin']>) => Promise<T>): Promise<T> {
   const admin = kafkaOf(brokers).admin();
   await admin.connect();
   try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Messages a topic holds now (0 when it does not exist). */
+export function topicSize(brokers: string, topic: string): Promise<number> {
+  return withAdmin(brokers, async (admin) => {
+    if (!(await admin.listTopics()).includes(topic)) return 0;
+    return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
+  });
+}
+
+/** The group's members, sorted by id, with how many partitions each is assigned. */
+export function groupMembers(brokers: string, groupId: string): Promise<{ memberId: string; partitions: number }[]> {
+  return withAdmin(brokers, async (admin) => {
+    const { groups } = await admin.describeGroups([groupId]);
+    return (groups[0]?.members ?? [])
+      .map((m) => {
+        const a = m.memberAssignment.length ? AssignerProtocol.MemberAssignment.decode(m.memberAssignment) : null;
+        return { memberId: m.memberId, partitions: Object.values(a?.assignment ?? {}).reduce((n, ps) => n + ps.length, 0) };
+      })
+      .sort((x, y) => x.memberId.localeCompare(y.memberId));
+  });
+}
+
+/** Sum over partitions of (end offset - committed offset) for the group: the lag operators watch. */
+export function groupLag(brokers: string, groupId: string, topics: string[]): Promise<number> {
+  return withAdmin(brokers, async (admin) => {
     let lag = 0;
     const committed = await admin.fetchOffsets({ groupId, topics });
     for (const { topic, partitions } of committed) {
@@ -183,9 +223,7 @@ export async function groupLag(brokers: string, groupId: string, topics: string[
       }
     }
     return lag;
-  } finally {
-    await admin.disconnect();
-  }
+  });
 }
 
 /** Every change event in `topic`, read from the beginning to the current end offsets. */

@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
@@ -6,6 +5,7 @@ import {
   CliProcess,
   createErpSchema,
   dropCapture,
+  freePort,
   simRecords,
   type TestConnector,
   uniqueName,
@@ -22,15 +22,6 @@ import {
  * circuit and every record arrives.
  */
 const env = inject('stack');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('circuit breaker', () => {
   let sim: CrmSimulator;

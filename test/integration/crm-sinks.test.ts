@@ -1,4 +1,3 @@
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { startDynamicsSimulator } from '../../src/crm/dynamics/simulator.ts';
@@ -12,7 +11,9 @@ import {
   createErpSchema,
   dropCapture,
   groupLag,
+  groupMembers,
   simRecords,
+  topicSize,
   type TestConnector,
   uniqueName,
   waitFor,
@@ -49,29 +50,6 @@ function field(record: Record<string, unknown>, name: string): unknown {
 }
 
 const norm = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
-
-async function dlqCount(topic: string): Promise<number> {
-  const admin = new Kafka({ clientId: 'dlq-count', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    const topics = await admin.listTopics();
-    if (!topics.includes(topic)) return 0;
-    return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-async function memberIds(groupId: string): Promise<string[]> {
-  const admin = new Kafka({ clientId: 'members', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    const { groups } = await admin.describeGroups([groupId]);
-    return (groups[0]?.members ?? []).map((m) => m.memberId).sort();
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
   let sim: CrmSimulator;
@@ -187,13 +165,13 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
     );
     expect(rejected.size).toBe(10);
     expect(await converged(rejected)).toHaveLength(2090);
-    await waitFor('10 dead letters', async () => (await dlqCount(`${conn.topicPrefix}.dlq`)) === 10, 60_000);
+    await waitFor('10 dead letters', async () => (await topicSize(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`)) === 10, 60_000);
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
   });
 
   it('pauses on a throttle storm, stays in the group and resumes', async () => {
     onTestFailed(() => console.log(proc?.output.slice(-6000)));
-    const before = await memberIds(conn.groupId);
+    const before = await groupMembers(env.KAFKA_BROKERS, conn.groupId);
     expect(before).toHaveLength(1);
     const stats0 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 3, retryAfterSeconds: 5 } }) });
@@ -207,7 +185,7 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
     const stats1 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
     expect(stats1.throttled - stats0.throttled).toBeGreaterThanOrEqual(1);
     expect(stats1.throttled - stats0.throttled).toBeLessThanOrEqual(3);
-    expect(await memberIds(conn.groupId)).toEqual(before);
+    expect((await groupMembers(env.KAFKA_BROKERS, conn.groupId)).map((m) => m.memberId)).toEqual(before.map((m) => m.memberId));
     expect(storm(records)).toHaveLength(300);
   });
 });

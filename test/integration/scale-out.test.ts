@@ -1,4 +1,3 @@
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
@@ -8,6 +7,7 @@ import {
   CliProcess,
   createErpSchema,
   dropCapture,
+  groupMembers,
   runCli,
   simRecords,
   type TestConnector,
@@ -26,21 +26,6 @@ import {
  */
 const env = inject('stack');
 const LIMIT = { requests: 20, windowSeconds: 10 };
-
-async function members(groupId: string): Promise<{ memberId: string; partitions: number }[]> {
-  const admin = new Kafka({ clientId: 'members', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
-  await admin.connect();
-  try {
-    const { groups } = await admin.describeGroups([groupId]);
-    const { AssignerProtocol } = await import('kafkajs');
-    return (groups[0]?.members ?? []).map((m) => {
-      const a = m.memberAssignment.length ? AssignerProtocol.MemberAssignment.decode(m.memberAssignment) : null;
-      return { memberId: m.memberId, partitions: Object.values(a?.assignment ?? {}).reduce((n, ps) => n + ps.length, 0) };
-    });
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 describe('scaling sinks out from 1 to 3 processes', () => {
   let sim: CrmSimulator;
@@ -89,7 +74,7 @@ describe('scaling sinks out from 1 to 3 processes', () => {
     procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
     procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
     const spread = await waitFor('3 members with a partition each', async () => {
-      const m = await members(conn.groupId);
+      const m = await groupMembers(env.KAFKA_BROKERS, conn.groupId);
       return m.length === 3 && m.every((x) => x.partitions === 1) ? m : false;
     }, 90_000, 500);
     expect(spread).toHaveLength(3);
