@@ -1,5 +1,5 @@
 import type { CrmConfig } from '../config.ts';
-import type { CrmAdapter, CrmWrite, RateSignal } from '../crm/crm-adapter.ts';
+import type { CrmAdapter, CrmWrite } from '../crm/crm-adapter.ts';
 import { RateBudget, type Spent } from './rate-budget.ts';
 
 /**
@@ -121,10 +121,6 @@ export class QuotaLanes {
 
   available(): number {
     return this.sum((b) => b.available());
-  }
-
-  observe(lane: Lane, signal: RateSignal): void {
-    lane.budget.observe(signal);
   }
 
   private sum(f: (b: RateBudget) => number): number {

@@ -91,7 +91,6 @@ export class RateBudget {
   private readonly burst: number;
   private paceTokens = Infinity;
   private paceAt = 0;
-  throttles = 0;
 
   constructor(opts: BudgetOptions, clock: Clock = systemClock) {
     const utilisation = opts.utilisation ?? 1;
@@ -102,11 +101,6 @@ export class RateBudget {
     this.grants = [{ at: -Infinity, limit: this.quota }];
     this.lastIncrease = clock.now();
     this.burst = opts.burst ?? 1;
-  }
-
-  /** The pacing bucket's size in requests (0 when the limit is 0). */
-  paceCapacity(): number {
-    return this.limit() * this.burst;
   }
 
   private pace(now: number): { tokens: number; capacity: number; ratePerMs: number } {
@@ -220,7 +214,8 @@ export class RateBudget {
   take(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): Spent | undefined {
     const priority = opts.priority ?? 5;
     const daily = opts.daily ?? n;
-    const paced = this.burst >= 1 || this.pace(this.clock.now()).tokens >= Math.min(n, this.paceCapacity());
+    const bucket = this.burst < 1 ? this.pace(this.clock.now()) : undefined;
+    const paced = !bucket || bucket.tokens >= Math.min(n, bucket.capacity);
     const ok = paced && this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
     if (!ok) {
       if (opts.who !== undefined) this.demand.set(opts.who, { n, priority, at: this.clock.now() });
@@ -299,7 +294,6 @@ export class RateBudget {
       this.blockedUntil = Math.max(this.blockedUntil, now + signal.retryAfterSeconds * 1000);
     }
     if (signal.throttled) {
-      this.throttles++;
       if (now - this.lastDecrease >= 1000) {
         this.scale = Math.max(MIN_SCALE, this.scale * DECREASE);
         this.lastDecrease = now;

@@ -449,7 +449,7 @@ export class SinkRunner {
             throttled = true;
             metrics.throttles.inc();
           }
-          if (call.lane) this.budget.observe(call.lane, signal);
+          call.lane?.budget.observe(signal);
         },
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });

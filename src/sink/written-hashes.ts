@@ -62,10 +62,6 @@ export class WrittenHashes {
     await this.producer.connect();
   }
 
-  get size(): number {
-    return this.map.size;
-  }
-
   /** Loaded, or given up on: the sink may process (a partition waits for this after a rebalance). */
   ready(): boolean {
     return this.loaded || this.failed;
