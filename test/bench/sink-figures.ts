@@ -3,7 +3,7 @@
  * the verdict does not depend on how fast this machine is:
  *   capacityUsed   = recordsPerSecond / theoretical (limit / window × records per unit of budget)
  *   throttledShare = throttled calls / calls (as the simulator counted them)
- *   callsPerChange = CRM calls / changes consumed (1 = one call per change)
+ *   callsPerChange = CRM calls / changes committed (1 = one call per change)
  */
 export type Contender = 'pg2crm' | 'naive' | 'theoretical';
 
@@ -74,13 +74,38 @@ export interface GoalVerdict {
   met: boolean;
 }
 
-/** The issue's three goals for pg2crm's figures of one CRM. */
-export function goalsOf(pg2crm: SinkFigures): GoalVerdict[] {
-  const reduction = pg2crm.callsPerChange === null ? null : round(1 - pg2crm.callsPerChange, 4);
+/**
+ * The issue's three goals for pg2crm's figures of one CRM: capacity and throttling on the
+ * capacity workload (a backlog no CRM drains in the interval); calls per change on the
+ * hourly-sync backlog, drained to its end. On a slice of a backlog too large to drain, calls per
+ * change measure only how many distinct records the slice holds (bench:sink prints that floor).
+ */
+export function goalsOf(pg2crm: SinkFigures, drained: SinkFigures): GoalVerdict[] {
+  const reduction = drained.callsPerChange === null ? null : round(1 - drained.callsPerChange, 4);
   return [
     { goal: `capacityUsed >= ${GOALS.capacityUsed}`, value: pg2crm.capacityUsed, met: pg2crm.capacityUsed >= GOALS.capacityUsed },
-    { goal: `throttledShare <= ${GOALS.throttledShare}`, value: pg2crm.throttledShare, met: pg2crm.throttledShare <= GOALS.throttledShare },
+    { goal: `throttledShare <= ${GOALS.throttledShare}`, value: pg2crm.throttledShare, met: pg2crm.throttledShare <= GOALS.throttledShare && drained.throttledShare <= GOALS.throttledShare },
     // One call per change is callsPerChange = 1 by definition; "90% fewer" is <= 0.1.
-    { goal: `calls vs one-call-per-change >= ${1 - GOALS.callsPerChange} fewer`, value: reduction, met: reduction !== null && reduction >= 1 - GOALS.callsPerChange },
+    { goal: `calls vs one-call-per-change >= ${1 - GOALS.callsPerChange} fewer (hourly sync)`, value: reduction, met: reduction !== null && reduction >= 1 - GOALS.callsPerChange },
   ];
+}
+
+/**
+ * The fewest record writes per change with which ANY sink could have committed the ranges
+ * [from, to) of each partition's keys (indexes into `keys`, the message keys in offset order):
+ * every record changed in a range needs a write, unless it also changed before `from` (then an
+ * ideal sink, seeing the whole backlog at once, already wrote it with all its changes). A
+ * single-record API cannot make fewer calls than this, whatever its compaction.
+ */
+export function writesPerChangeFloor(partitions: { keys: string[]; from: number; to: number }[]): number | null {
+  let writes = 0;
+  let changes = 0;
+  for (const { keys, from, to } of partitions) {
+    const a = Math.max(0, Math.min(from, keys.length));
+    const b = Math.max(a, Math.min(to, keys.length));
+    const seen = new Set(keys.slice(0, a));
+    writes += new Set(keys.slice(a, b).filter((k) => !seen.has(k))).size;
+    changes += b - a;
+  }
+  return changes > 0 ? round(writes / changes, 4) : null;
 }

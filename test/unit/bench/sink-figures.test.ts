@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { figuresOf, goalsOf, theoreticalFigures, theoreticalRecordsPerSecond } from '../../bench/sink-figures.ts';
+import { figuresOf, goalsOf, theoreticalFigures, theoreticalRecordsPerSecond, writesPerChangeFloor } from '../../bench/sink-figures.ts';
 
 describe('bench:sink figures', () => {
   it('theoretical capacity is limit / window x records per call, divided by what a full call costs', () => {
@@ -19,12 +19,30 @@ describe('bench:sink figures', () => {
     expect(figuresOf('x', 'pg2crm', { records: 0, calls: 0, throttled: 0, changes: 0, seconds: 30 }, 5).callsPerChange).toBeNull();
   });
 
-  it('judges the three goals: capacity, throttled share, calls saved', () => {
+  it('judges capacity and throttling on the capacity interval, calls saved on the drained hourly sync', () => {
     const good = figuresOf('hubspot', 'pg2crm', { records: 28_800, calls: 300, throttled: 1, changes: 120_000, seconds: 30 }, 1000);
-    expect(goalsOf(good).map((g) => g.met)).toEqual([true, true, true]);
+    const drained = figuresOf('hubspot', 'pg2crm', { records: 500, calls: 5, throttled: 0, changes: 10_000, seconds: 12 }, 1000);
+    expect(goalsOf(good, drained).map((g) => g.met)).toEqual([true, true, true]);
     const bad = figuresOf('zendesk-sell', 'pg2crm', { records: 120, calls: 150, throttled: 30, changes: 400, seconds: 30 }, 5);
-    const verdicts = goalsOf(bad);
+    const badDrain = figuresOf('zendesk-sell', 'pg2crm', { records: 500, calls: 2_500, throttled: 0, changes: 10_000, seconds: 500 }, 5);
+    const verdicts = goalsOf(bad, badDrain);
     expect(verdicts.map((g) => g.met)).toEqual([false, false, false]);
-    expect(verdicts[2]!.value).toBe(0.625);
+    expect(verdicts[2]!.value).toBe(0.75);
+    // Calls saved are judged on the drain, not on the interval's slice of a backlog.
+    expect(goalsOf(good, badDrain)[2]!.met).toBe(false);
+    // A throttled drain fails the throttling goal even when the capacity interval was clean.
+    const throttledDrain = figuresOf('hubspot', 'pg2crm', { records: 500, calls: 100, throttled: 5, changes: 10_000, seconds: 12 }, 1000);
+    expect(goalsOf(good, throttledDrain)[1]!.met).toBe(false);
+  });
+
+  it('floors writes per change at the records first changed in the committed range', () => {
+    // Partition 0: a b a c a | b d -- committing [2, 5) needs only c (a was seen before);
+    // partition 1: x x x x -- committing [0, 4) needs one write of x.
+    const p0 = { keys: ['a', 'b', 'a', 'c', 'a', 'b', 'd'], from: 2, to: 5 };
+    const p1 = { keys: ['x', 'x', 'x', 'x'], from: 0, to: 4 };
+    expect(writesPerChangeFloor([p0, p1])).toBe(Number((2 / 7).toFixed(4)));
+    // The whole of p0 from the start: a, b, c, d for 7 changes.
+    expect(writesPerChangeFloor([{ ...p0, from: 0, to: 7 }])).toBe(Number((4 / 7).toFixed(4)));
+    expect(writesPerChangeFloor([{ ...p0, from: 3, to: 3 }])).toBeNull();
   });
 });
