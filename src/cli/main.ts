@@ -38,6 +38,12 @@ function port(value: string): number {
   return n;
 }
 
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('give a number of seconds greater than 0');
+  return n;
+}
+
 const program = new Command('pg2crm')
   .description('Change-data-capture from PostgreSQL through Kafka into CRMs, within their API rate limits')
   .addHelpText('after', '\nExit codes: 0 ok, 1 runtime failure or failed checks, 2 invalid usage or configuration.')
@@ -101,12 +107,13 @@ program
   .description('re-snapshot one table while streaming continues (incremental, deduplicated against concurrent changes), e.g. after a CRM was wiped or a mapping changed; shows progress until done')
   .requiredOption('-c, --config <file>', 'connector config (YAML or JSON) of the running connector')
   .requiredOption('-t, --table <schema.table>', 'table to snapshot again; one of postgres.tables')
+  .option('--timeout <seconds>', 'stop waiting after this long (exit 1); the request stays queued', seconds)
   .addHelpText('after', '\nThe running connector (pg2crm run) does the work; a request made while it is down runs when it resumes.')
-  .action(async (opts: { config: string; table: string }) => {
+  .action(async (opts: { config: string; table: string; timeout?: number }) => {
     try {
       const config = loadConfig(opts.config);
       setLogLevel('warn');
-      await requestSnapshot(config, opts.table, (l) => process.stdout.write(`${l}\n`));
+      await requestSnapshot(config, opts.table, (l) => process.stdout.write(`${l}\n`), opts.timeout ? { timeoutSeconds: opts.timeout } : {});
       process.exit(0);
     } catch (err) {
       fail(err);

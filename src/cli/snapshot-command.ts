@@ -22,8 +22,10 @@ export async function requestSnapshot(
   config: Config,
   tableArg: string,
   print: (line: string) => void,
-  pollMs = 1000,
+  options: { pollMs?: number; timeoutSeconds?: number } = {},
 ): Promise<SnapshotRequestResult> {
+  const pollMs = options.pollMs ?? 1000;
+  const deadline = options.timeoutSeconds ? Date.now() + options.timeoutSeconds * 1000 : Infinity;
   const table = tableArg.includes('.') ? tableArg : `public.${tableArg}`;
   const { url, slot, publication, tables } = config.postgres;
   if (!tables.includes(table)) {
@@ -69,6 +71,13 @@ export async function requestSnapshot(
         const eta = rate > 0 ? `${Math.round((total - task.rows) / rate)} s` : 'unknown';
         const pct = total > 0 ? Math.floor((task.rows / total) * 100) : 0;
         say(`snapshot ${table}: ${task.rows}/${total} rows (${pct}%), ${Math.round(rate)} rows/s, ETA ${eta}`);
+      }
+      if (Date.now() >= deadline) {
+        // The request is in the WAL: it runs whenever a connector reads the slot, waited for or not.
+        throw new ConnectorError(
+          'SNAPSHOT_WAIT_TIMEOUT',
+          `stopped waiting after --timeout ${options.timeoutSeconds} s; the request ${id} for ${table} stays queued and runs when the connector reads slot ${slot} (pg2crm run with the source role); its progress shows in pg2crm status`,
+        );
       }
       await new Promise((r) => setTimeout(r, pollMs));
     }

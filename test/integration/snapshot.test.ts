@@ -189,5 +189,22 @@ describe('snapshots', () => {
     const help = await runCli(['snapshot', '--help']);
     expect(help.code).toBe(0);
     expect(help.output).toContain('--table <schema.table>');
+    expect(help.output).toContain('--timeout <seconds>');
+  });
+
+  it('pg2crm snapshot --timeout stops waiting for a connector that is not running and says the request stays queued', async () => {
+    const conn = writeConnectorConfig(env, uniqueName('snapwait'), 'http://127.0.0.1:1', { snapshot: 'never' });
+    captures.push(conn);
+    // A slot nobody streams from: the connector is down (or runs only sink processes).
+    await withPg(env.PG_URL, (c) => c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [conn.slot]));
+    const started = Date.now();
+    const result = await runCli(['snapshot', '--config', conn.configFile, '--table', `${conn.schema}.customers`, '--timeout', '2'], 30_000);
+    expect(result.code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(result.output).toContain(`slot ${conn.slot} is not streaming`);
+    expect(result.output).toMatch(/stopped waiting after --timeout 2 s; the request [0-9a-f-]+ for \S+ stays queued/);
+    const bad = await runCli(['snapshot', '--config', conn.configFile, '--table', `${conn.schema}.customers`, '--timeout', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.output).toContain('greater than 0');
   });
 });
