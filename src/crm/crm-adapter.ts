@@ -18,7 +18,21 @@ export interface CrmWrite {
    * CRM fields whose value is the CRM id of another record, found by that record's external id
    * (e.g. a deal's `contact_id` from the order's customer key).
    */
-  lookups?: Record<string, { object: string; externalIdField: string; externalId: string }>;
+  lookups?: Record<string, CrmLookup>;
+}
+
+/** A lookup: the CRM record another record points to, named by its external id. */
+export interface CrmLookup {
+  object: string;
+  externalIdField: string;
+  externalId: string;
+  /**
+   * The external id this lookup pointed to in the CRM before this write, when known (the change
+   * carried the old row, i.e. REPLICA IDENTITY FULL) and different from `externalId`. CRMs whose
+   * links are many-to-many (HubSpot associations) need it to remove the old link; CRMs that
+   * overwrite a single-valued lookup field ignore it.
+   */
+  previousExternalId?: string;
 }
 
 export type WriteOutcome =

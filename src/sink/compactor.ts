@@ -1,9 +1,10 @@
-import type { CrmWrite } from '../crm/crm-adapter.ts';
+import type { CrmLookup, CrmWrite } from '../crm/crm-adapter.ts';
 
 /**
  * Per-key compaction inside one flush window: all changes to one CRM record become one write.
  * Rules, applied in offset order:
- *  - upsert + upsert -> one upsert with the fields merged (later values win);
+ *  - upsert + upsert -> one upsert with the fields merged (later values win); a lookup keeps, as
+ *    `previousExternalId`, the target the CRM held before the window (see mergeLookups);
  *  - anything + delete -> delete;
  *  - a record created inside the window and deleted inside it -> nothing to write;
  *  - delete + upsert -> upsert (the insert that follows a delete carries every mapped field).
@@ -49,7 +50,7 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
       prev.write = {
         ...w,
         fields: { ...before.fields, ...w.fields },
-        ...(before.lookups || w.lookups ? { lookups: { ...before.lookups, ...w.lookups } } : {}),
+        ...(before.lookups || w.lookups ? { lookups: mergeLookups(before.lookups ?? {}, w.lookups ?? {}) } : {}),
       };
     } else {
       prev.write = w;
@@ -59,4 +60,21 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
   const out: CompactedWrite[] = [...noop];
   for (const { createdHere: _c, ...rest } of byKey.values()) out.push(rest);
   return out.sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
+}
+
+/**
+ * The lookups of two upserts of one record, merged: the later target wins, and the previous
+ * target is what the CRM holds before the window, since the earlier write is never sent. That
+ * is the earlier write's own previous target, or, when it did not change the lookup, its
+ * target. A lookup moved back to where it started has nothing to remove.
+ */
+export function mergeLookups(earlier: Record<string, CrmLookup>, later: Record<string, CrmLookup>): Record<string, CrmLookup> {
+  const out: Record<string, CrmLookup> = { ...earlier };
+  for (const [field, l] of Object.entries(later)) {
+    const e = earlier[field];
+    const { previousExternalId: _p, ...target } = l;
+    const held = e ? (e.previousExternalId ?? e.externalId) : l.previousExternalId;
+    out[field] = held !== undefined && held !== l.externalId ? { ...target, previousExternalId: held } : target;
+  }
+  return out;
 }

@@ -59,6 +59,16 @@ export function touchesMapping(event: ChangeEvent, mapping: MappingConfig): bool
   return read.some((c) => changed.has(avroName(c)));
 }
 
+/**
+ * The lookup column's value in the old row, as an external id: only an update whose event
+ * carries the old row (REPLICA IDENTITY FULL) knows it. A null old value means there was no link.
+ */
+function previousRef(event: ChangeEvent, col: string): string | undefined {
+  if (event.op !== 'u' || !event.before) return undefined;
+  const old = event.before[avroName(col)];
+  return old === null || old === undefined ? undefined : String(toCrmValue(old));
+}
+
 export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite | null {
   const source = event.after ?? event.before ?? event.key;
   const idValue = column({ ...event.key, ...source }, mapping.externalId.column, mapping, 'externalId');
@@ -89,7 +99,10 @@ export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite |
     for (const [field, lookup] of lookups) {
       const ref = column(after, lookup.column, mapping, 'lookups');
       if (ref === null) continue;
-      write.lookups[field] = { object: lookup.object, externalIdField: lookup.externalIdField, externalId: String(toCrmValue(ref)) };
+      const externalId = String(toCrmValue(ref));
+      write.lookups[field] = { object: lookup.object, externalIdField: lookup.externalIdField, externalId };
+      const previous = previousRef(event, lookup.column);
+      if (previous !== undefined && previous !== externalId) write.lookups[field].previousExternalId = previous;
     }
   }
   return write;

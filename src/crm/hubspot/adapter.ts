@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { header, safeJson, send } from '../http.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import type { CrmAdapter, CrmLookup, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
 
 /**
@@ -16,7 +16,11 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  *   3. `POST /crm/v4/associations/{type}/{toType}/batch/create` for lookups: the upsert input has
  *      no `associations` field (only batch/create takes one, and it cannot upsert), so links are a
  *      follow-up call, skipped when this adapter already created the same link;
- *   4. `POST /crm/v3/objects/{type}/batch/archive` for the deletes.
+ *   4. `POST /crm/v4/associations/{type}/{toType}/batch/archive` for lookups that moved
+ *      (`previousExternalId`, e.g. a deal moved to another company): associations are
+ *      many-to-many, so creating the new link leaves the old one unless it is removed. Only the
+ *      pair record -> previous target is archived; other links of the record stay;
+ *   5. `POST /crm/v3/objects/{type}/batch/archive` for the deletes.
  * A 429 (HubSpot sends no Retry-After: the wait is the 10 s interval, or until midnight for
  * the DAILY policy) turns every undecided record into a `retry`. Lookups name the association:
  * the HUBSPOT_DEFINED type for the object pair (deals -> contacts = 3, ...).
@@ -56,6 +60,18 @@ interface Association {
   toExternalId: string;
   toId: string;
   typeId: number;
+}
+
+/** A link to remove: the record `index` and the HubSpot id of the lookup's previous target. */
+interface Unlink {
+  index: number;
+  toObject: string;
+  toId: string;
+}
+
+/** The previous target of a lookup when it moved (and so has a link to remove), else undefined. */
+function movedFrom(l: CrmLookup): string | undefined {
+  return l.previousExternalId !== undefined && l.previousExternalId !== l.externalId ? l.previousExternalId : undefined;
 }
 
 
@@ -151,6 +167,7 @@ export class HubSpotAdapter implements CrmAdapter {
     let upserts = 0;
     let deletes = 0;
     const links = new Map<string, number>();
+    const unlinks = new Map<string, number>();
     for (const r of records) {
       if (r.op === 'delete') {
         deletes++;
@@ -164,12 +181,19 @@ export class HubSpotAdapter implements CrmAdapter {
         const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
         const known = selfId !== undefined && toId !== undefined && this.links.get(this.linkKey(r.object, selfId, l.object)) === toId;
         if (!known) links.set(l.object, (links.get(l.object) ?? 0) + 1);
+        const previous = movedFrom(l);
+        if (previous !== undefined) {
+          // Upper bound: a previous target that is gone, or a record created now, saves the call.
+          toRead(l.object, l.externalIdField, previous);
+          unlinks.set(l.object, (unlinks.get(l.object) ?? 0) + 1);
+        }
       }
     }
     let n = 0;
     for (const set of reads.values()) n += Math.ceil(set.size / MAX_BATCH);
     n += Math.ceil(upserts / MAX_BATCH) + Math.ceil(deletes / MAX_BATCH);
     for (const count of links.values()) n += Math.ceil(count / MAX_ASSOCIATION_BATCH);
+    for (const count of unlinks.values()) n += Math.ceil(count / MAX_ASSOCIATION_BATCH);
     return n;
   }
 
@@ -184,9 +208,11 @@ export class HubSpotAdapter implements CrmAdapter {
       await this.resolveIds(records, onSignal);
       const upserts: number[] = [];
       const associations: Association[] = [];
+      const unlinks: Unlink[] = [];
       records.forEach((r, i) => {
         if (r.op !== 'upsert') return;
-        for (const l of Object.values(r.lookups ?? {})) {
+        const lookups = Object.values(r.lookups ?? {});
+        for (const l of lookups) {
           const typeId = HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`];
           if (typeId === undefined) {
             out[i] = { status: 'rejected', code: 'HUBSPOT_NO_ASSOCIATION_TYPE', message: `HubSpot defines no association type from ${r.object} to ${l.object}; remove this lookup from the mapping` };
@@ -198,11 +224,19 @@ export class HubSpotAdapter implements CrmAdapter {
             return;
           }
           associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
+          const previous = movedFrom(l);
+          // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
+          const previousId = previous === undefined ? undefined : this.ids.get(this.key(l.object, l.externalIdField, previous));
+          // Never unlink a target another lookup of the same record points to now.
+          const stillWanted = lookups.some((o) => o.object === l.object && this.ids.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
+          if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
         }
         upserts.push(i);
       });
       for (const chunk of chunks(upserts, MAX_BATCH)) await this.upsert(records, chunk, out, onSignal);
       await this.associate(records, associations.filter((a) => out[a.index]?.status === 'done'), out, onSignal);
+      // Only once the new link is made (a record HubSpot just created has no old links).
+      await this.unlink(records, unlinks.filter((u) => out[u.index]?.status === 'done' && (out[u.index] as { created?: boolean }).created !== true), out, onSignal);
       const deletes = records.flatMap((r, i) => (r.op === 'delete' ? [i] : []));
       await this.archive(records, deletes, out, onSignal);
     } catch (err) {
@@ -214,7 +248,7 @@ export class HubSpotAdapter implements CrmAdapter {
     return out.map((o) => o ?? { status: 'retry', code: 'HUBSPOT_NO_RESULT', message: 'HubSpot returned no result for this record' });
   }
 
-  /** Fills the id cache for lookup targets and records to delete, by their external ids. */
+  /** Fills the id cache for lookup targets (current and previous) and records to delete, by their external ids. */
   private async resolveIds(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
     const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
     const want = (object: string, field: string, externalId: string): void => {
@@ -226,7 +260,13 @@ export class HubSpotAdapter implements CrmAdapter {
     };
     for (const r of records) {
       if (r.op === 'delete') want(r.object, r.externalIdField, r.externalId);
-      else for (const l of Object.values(r.lookups ?? {})) want(l.object, l.externalIdField, l.externalId);
+      else {
+        for (const l of Object.values(r.lookups ?? {})) {
+          want(l.object, l.externalIdField, l.externalId);
+          const previous = movedFrom(l);
+          if (previous !== undefined) want(l.object, l.externalIdField, previous);
+        }
+      }
     }
     for (const { object, field, ids } of groups.values()) {
       for (const chunk of chunks([...ids], MAX_BATCH)) {
@@ -315,6 +355,46 @@ export class HubSpotAdapter implements CrmAdapter {
           } else {
             lru(this.links, this.linkKey(object, a.fromId, toObject), a.toId);
           }
+        }
+      }
+    }
+  }
+
+  /**
+   * Removes the links to lookups' previous targets: `POST /crm/v4/associations/{from}/{to}/batch/archive`
+   * `{inputs:[{from:{id}, to:[{id}]}]}`, 204
+   * (https://developers.hubspot.com/docs/api-reference/crm-associations-v4/batch/post-crm-v4-associations-fromObjectType-toObjectType-batch-archive).
+   * It removes every association type between that pair only, so links to other records stay.
+   */
+  private async unlink(records: CrmWrite[], wanted: Unlink[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const byTarget = new Map<string, (Unlink & { fromId: string })[]>();
+    for (const u of wanted) {
+      const fromId = (out[u.index] as { crmId?: string }).crmId;
+      if (fromId === undefined) continue;
+      let list = byTarget.get(u.toObject);
+      if (!list) byTarget.set(u.toObject, (list = []));
+      list.push({ ...u, fromId });
+    }
+    for (const [toObject, list] of byTarget) {
+      const object = records[list[0]!.index]!.object;
+      for (const chunk of chunks(list, MAX_ASSOCIATION_BATCH)) {
+        const inputs = chunk.map((u) => ({ from: { id: u.fromId }, to: [{ id: u.toId }] }));
+        let res: HubSpotResponse;
+        try {
+          res = await this.request('POST', `/crm/v4/associations/${object}/${toObject}/batch/archive`, { inputs }, onSignal);
+        } catch (err) {
+          // The records and their new links are written; the old links wait for the retry.
+          if (err instanceof ConnectorError && err.code === 'RATE_LIMITED') for (const u of chunk) out[u.index] = undefined;
+          throw err;
+        }
+        if (res.status >= 300 && res.status !== 207) {
+          const body = res.body as BatchBody | undefined;
+          for (const u of chunk) out[u.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status} removing the old association` };
+          continue;
+        }
+        for (const u of chunk) {
+          const link = this.linkKey(object, u.fromId, toObject);
+          if (this.links.get(link) === u.toId) this.links.delete(link);
         }
       }
     }

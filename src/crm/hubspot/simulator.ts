@@ -23,6 +23,10 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  * - `POST .../batch/archive` `{inputs:[{id}]}`: 204 (unknown ids are not an error).
  * - `POST /crm/v4/associations/{from}/{to}/batch/create` `{inputs:[{from:{id}, to:{id}, types:[{associationCategory, associationTypeId}]}]}`:
  *   201; at most 2,000 inputs; the upsert API takes no associations, only batch/create does.
+ * - `POST /crm/v4/associations/{from}/{to}/batch/archive` `{inputs:[{from:{id}, to:[{id}]}]}`: 204,
+ *   every association (of any type, in either direction) between each pair removed; pairs with
+ *   no association are not an error
+ *   (https://developers.hubspot.com/docs/api-reference/crm-associations-v4/batch/post-crm-v4-associations-fromObjectType-toObjectType-batch-archive).
  * - `GET /crm/v3/objects/{type}?limit=n`: a page of records (the adapter's ping).
  *
  * Records are stored flat as the adapter sends them: `{id, <idProperty>: value, ...properties,
@@ -209,6 +213,9 @@ class HubSpotSim extends SimServer {
     if (parts[1] === 'v4' && parts[2] === 'associations' && parts[5] === 'batch' && parts[6] === 'create' && req.method === 'POST') {
       return this.associate(parts[3] ?? '', parts[4] ?? '', (req.body as { inputs?: AssociationInput[] } | undefined)?.inputs);
     }
+    if (parts[1] === 'v4' && parts[2] === 'associations' && parts[5] === 'batch' && parts[6] === 'archive' && req.method === 'POST') {
+      return this.unassociate(parts[3] ?? '', parts[4] ?? '', (req.body as { inputs?: AssociationArchiveInput[] } | undefined)?.inputs);
+    }
     return error(404, `no route ${req.method} ${req.path}`, 'OBJECT_NOT_FOUND');
   }
 
@@ -392,6 +399,37 @@ class HubSpotSim extends SimServer {
     if (errors.length) return { status: 207, body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed } };
     return { status: 201, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
   }
+
+  private unassociate(from: string, to: string, inputs: AssociationArchiveInput[] | undefined): SimResponse {
+    if (!this.knownObject(from) || !this.knownObject(to)) return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
+    if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
+    if (inputs.length > MAX_ASSOCIATION_BATCH) return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
+    const pairs = new Set<string>();
+    for (const input of inputs) {
+      const fromId = input?.from?.id;
+      if (typeof fromId !== 'string' || !Array.isArray(input.to) || input.to.some((t) => typeof t?.id !== 'string')) {
+        return error(400, 'Invalid input JSON: every input needs from.id and a to array of {id}', 'VALIDATION_ERROR');
+      }
+      // An association is one link seen from both ends: removing it from one side removes both.
+      for (const t of input.to) {
+        pairs.add(`${from}/${fromId}/${to}/${t.id!}`);
+        pairs.add(`${to}/${t.id!}/${from}/${fromId}`);
+      }
+    }
+    const store = this.records('associations');
+    for (const a of [...store.values()]) {
+      const pair = `${String(a.fromObjectType)}/${String(a.fromObjectId)}/${String(a.toObjectType)}/${String(a.toObjectId)}`;
+      if (!pairs.has(pair)) continue;
+      store.delete(a.id);
+      this.linkKeys.delete(`${pair}/${String(a.associationTypeId)}`);
+    }
+    return { status: 204 };
+  }
+}
+
+interface AssociationArchiveInput {
+  from?: { id?: string };
+  to?: { id?: string }[];
 }
 
 interface UpsertInput {

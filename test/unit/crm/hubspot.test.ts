@@ -140,6 +140,26 @@ describe('HubSpot simulator', () => {
     expect((await stats(s)).recordsDeleted).toBe(1);
   });
 
+  it('v4 associations batch/archive answers 204 and removes only the named pairs, both directions', async () => {
+    const s = await start();
+    await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A' } }, { id: '2', properties: { lastname: 'B' } }]));
+    await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { dealname: 'D' } }] });
+    const [c1, c2] = (await records(s, 'contacts')).map((r) => String(r.id));
+    const dealId = String((await records(s, 'deals'))[0]!.id);
+    const link = (from: string, fromId: string, to: string, toId: string, type: number) =>
+      call(s, 'POST', `/crm/v4/associations/${from}/${to}/batch/create`, { inputs: [{ from: { id: fromId }, to: { id: toId }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: type }] }] });
+    await link('deals', dealId, 'contacts', c1!, 3);
+    await link('contacts', c1!, 'deals', dealId, 4);
+    await link('deals', dealId, 'contacts', c2!, 3);
+    const res = await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', { inputs: [{ from: { id: dealId }, to: [{ id: c1 }, { id: '999' }] }] });
+    expect(res.status).toBe(204);
+    expect((await records(s, 'associations')).map((l) => [l.fromObjectType, l.toObjectId])).toEqual([['deals', c2]]);
+    // The link removed can be made again; a malformed body is a 400.
+    expect((await link('deals', dealId, 'contacts', c1!, 3)).status).toBe(201);
+    expect(await records(s, 'associations')).toHaveLength(2);
+    expect((await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', { inputs: [{ from: { id: dealId }, to: { id: c1 } }] })).status).toBe(400);
+  });
+
   it('rejects unknown tokens with 401 INVALID_AUTHENTICATION, uncounted by the rate limit', async () => {
     const s = await start({ limit: { requests: 1, windowSeconds: 10 } });
     const res = await ping(s, 'stolen');
@@ -310,6 +330,53 @@ describe('HubSpotAdapter', () => {
     // Archiving the contact removes its associations, as in HubSpot.
     expect((await a.write([removeContact('5')], () => undefined))[0]?.status).toBe('done');
     expect(await records(s, 'associations')).toHaveLength(0);
+  });
+
+  it('a lookup that moved (previousExternalId) removes the old association only, once the new one exists', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
+    const order = (customer: string, previous?: string): CrmWrite => ({
+      op: 'upsert',
+      object: 'deals',
+      externalIdField: 'erp_order_id',
+      externalId: '7',
+      fields: { dealname: 'Order 7' },
+      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
+    });
+    await a.write([company('A'), company('B'), company('C')], () => undefined);
+    const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
+    expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
+    const dealId = String((await records(s, 'deals'))[0]!.id);
+    // A link made by hand in HubSpot (deal -> company C) is not pg2crm's to remove.
+    expect((await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', { inputs: [{ from: { id: dealId }, to: { id: companyId.get('C') }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }] }] })).status).toBe(201);
+    const linked = async () => (await records(s, 'associations')).map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`).sort();
+    const dealTo = (c: string) => `deals:${dealId}->companies:${companyId.get(c)!}`;
+    expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
+
+    // A fresh adapter (nothing cached) reads both companies' ids in one call, then upsert, create, archive.
+    const b = adapter(s);
+    const moved = order('B', 'A');
+    const cost = b.cost([moved]);
+    expect(cost).toBe(4);
+    const before = (await stats(s)).requests;
+    expect((await b.write([moved], () => undefined))[0]).toMatchObject({ status: 'done', crmId: dealId, created: false });
+    expect((await stats(s)).requests - before).toBe(cost);
+    expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
+
+    // Delivered again: the archive is repeated (HubSpot answers 204 for a pair with no link) and changes nothing.
+    expect((await b.write([moved], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
+
+    // A previous target that is not in HubSpot has no link to remove: no archive call.
+    const n = (await stats(s)).requests;
+    expect((await b.write([order('A', 'gone')], () => undefined))[0]?.status).toBe('done');
+    expect((await stats(s)).requests - n).toBe(3); // read of 'gone' + upsert + create deal -> A
+    expect(await linked()).toEqual([dealTo('A'), dealTo('B'), dealTo('C')].sort());
+    // The adapter's link cache follows the moves: back to B costs upsert + create + archive.
+    expect(b.cost([order('B', 'A')])).toBe(3);
+    expect((await b.write([order('B', 'A')], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
   });
 
   it('throws a retriable error for 5xx and a permanent CRM_AUTH for a bad token', async () => {

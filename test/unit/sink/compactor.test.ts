@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { CrmWrite } from '../../../src/crm/crm-adapter.ts';
+import type { CrmLookup, CrmWrite } from '../../../src/crm/crm-adapter.ts';
 import { compact, type KeyedChange } from '../../../src/sink/compactor.ts';
 
 function upsert(id: string, fields: Record<string, unknown>): CrmWrite {
@@ -38,5 +38,31 @@ describe('compact', () => {
   it('keeps changes with nothing to write as their own entries, in offset order', () => {
     const out = compact([change(5, upsert('a', {})), change(4, null)]);
     expect(out.map((o) => o.firstOffset)).toEqual([4n, 5n]);
+  });
+
+  describe('lookups: the merged write names the target the CRM held before the window', () => {
+    const company = (externalId: string, previousExternalId?: string): CrmLookup => ({
+      object: 'companies',
+      externalIdField: 'erp_company_id',
+      externalId,
+      ...(previousExternalId !== undefined ? { previousExternalId } : {}),
+    });
+    const deal = (lookup: CrmLookup): CrmWrite => ({ ...upsert('d', {}), object: 'deals', lookups: { company: lookup } });
+    const merged = (...lookups: CrmLookup[]) => compact(lookups.map((l, i) => change(i + 1, deal(l))))[0]?.write?.lookups?.company;
+
+    it('A->B then B->C: previous A, target C', () => {
+      expect(merged(company('B', 'A'), company('C', 'B'))).toEqual(company('C', 'A'));
+    });
+
+    it('A->B then B->A: back where it started, nothing to remove', () => {
+      expect(merged(company('B', 'A'), company('A', 'B'))).toEqual(company('A'));
+      // ... and a third move still knows the CRM holds A.
+      expect(merged(company('B', 'A'), company('A', 'B'), company('C', 'A'))).toEqual(company('C', 'A'));
+    });
+
+    it('unchanged A then A->B: previous A', () => {
+      expect(merged(company('A'), company('B', 'A'))).toEqual(company('B', 'A'));
+      expect(merged(company('A', 'X'), company('A'))).toEqual(company('A', 'X'));
+    });
   });
 });
