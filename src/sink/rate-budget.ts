@@ -48,6 +48,8 @@ const DECREASE = 0.7;
 const MIN_SCALE = 0.05;
 const INCREASE = 0.05;
 const MAX_RAISE_DELAY_MS = 60_000;
+/** How soon to look again when the share is below one call: BudgetShare samples at most every 5 s. */
+const SHARE_RECHECK_MS = 5_000;
 
 export interface Spent {
   at: number;
@@ -264,8 +266,11 @@ export class RateBudget {
     const limit = this.limit();
     let windowWait = 0;
     if (limit < n) {
-      // The share or the adaptive scale is below one call: wait for it to grow back.
-      windowWait = this.windowMs / 10;
+      // The share or the adaptive scale is below one call: wait for it to grow back. The scale
+      // grows a step every tenth of the window; the share is resampled every few seconds
+      // (budget-share.ts), and a sink has share 0 until its first view of the group: a tenth of
+      // a 24 h window (2.4 h, Salesforce and Zoho) would stall a sink started on a backlog.
+      windowWait = Math.floor(this.shareLimit(now)) < n ? Math.min(this.windowMs / 10, SHARE_RECHECK_MS) : this.windowMs / 10;
     } else {
       let excess = this.sentCount + n - limit;
       for (const s of this.sent) {
@@ -282,7 +287,10 @@ export class RateBudget {
     let dailyWait = 0;
     if (this.dailyAvailable() < daily) {
       const first = this.daily.keys().next();
-      dailyWait = first.done ? MINUTE_MS : (first.value + 1) * MINUTE_MS + DAY_MS - now;
+      // Below one call by the share alone (e.g. share 0 before the first view): spending ageing
+      // out cannot help, a new share can.
+      if (Math.floor((this.dailyQuota ?? 0) * this.share) < daily) dailyWait = SHARE_RECHECK_MS;
+      else dailyWait = first.done ? MINUTE_MS : (first.value + 1) * MINUTE_MS + DAY_MS - now;
     }
     return Math.max(blocked, windowWait, dailyWait);
   }

@@ -131,6 +131,16 @@ describe('RateBudget with a day-long window', () => {
     b.observe({ remaining: 10 });
     expect(b.available()).toBe(10);
   });
+
+  it('looks again within seconds while the share is below one call (no first view of the group yet)', () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 100_000, windowSeconds: 86_400, daily: 100_000 }, c);
+    b.setShare(0, true);
+    expect(b.tryTake(8)).toBe(false);
+    expect(b.waitMs(8)).toBe(5_000);
+    b.setShare(1, true);
+    expect(b.tryTake(8)).toBe(true);
+  });
 });
 
 describe('RateBudget pacing', () => {

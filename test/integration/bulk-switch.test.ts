@@ -1,0 +1,235 @@
+import { Kafka, logLevel } from 'kafkajs';
+import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { type Config, loadConfig } from '../../src/config.ts';
+import type { CrmSimulator, SimStats } from '../../src/crm/sim-server.ts';
+import { startSalesforceSimulator } from '../../src/crm/salesforce/simulator.ts';
+import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
+import { readTopic } from '../../src/kafka/read-topic.ts';
+import type { DeadLetter } from '../../src/sink/dead-letter.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  groupLag,
+  simRecords,
+  topicSize,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  waitSlotActive,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * The switch between a CRM's regular batch API and its asynchronous bulk API, in the real
+ * pipeline (PostgreSQL -> Kafka -> `pg2crm run --role sink`): a backlog of 3,000 changes, already
+ * in Kafka when the sink starts, reaches the adapter in calls above `crm.bulkThreshold` and goes
+ * through bulk jobs (Salesforce Bulk API 2.0, Zoho Bulk Write), with the records the CRM rejects
+ * inside a job dead-lettered with its error; then 20 updates go through the regular API
+ * (sObject Collections, Zoho upsert) and no new bulk job is created.
+ */
+const env = inject('stack');
+
+/** Low, so the test stays small; the ready configs use 2,000 (Salesforce) and 10,000 (Zoho). */
+const BULK_THRESHOLD = 500;
+const BACKLOG = 3000;
+/** Every REJECT_EVERY-th backlog row carries an e-mail the simulator's validation rule rejects. */
+const REJECT_EVERY = 300;
+
+type SimStart = (opts: { port: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
+
+interface Crm {
+  kind: string;
+  start: SimStart;
+  limit: { requests: number; windowSeconds: number };
+  /** Simulator endpoints (`__sim/stats` byEndpoint keys) that create a bulk job / make a regular upsert call. */
+  bulkJob: RegExp;
+  regularUpsert: RegExp;
+  /** What the CRM answers for a record its validation rule rejects inside a bulk job. */
+  rejection: { code: string; message: RegExp };
+}
+
+// Limits far above what 3,000 records need, so nothing is throttled.
+const CRMS: Crm[] = [
+  {
+    kind: 'salesforce',
+    start: startSalesforceSimulator,
+    limit: { requests: 100_000, windowSeconds: 86_400 },
+    bulkJob: /^POST \/services\/data\/v[\d.]+\/jobs\/ingest$/,
+    regularUpsert: /^PATCH \/services\/data\/v[\d.]+\/composite\/sobjects\/Contact\/ERP_Id__c$/,
+    rejection: { code: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', message: /^Email is invalid$/ },
+  },
+  {
+    kind: 'zoho',
+    start: startZohoSimulator,
+    limit: { requests: 1_000_000, windowSeconds: 86_400 },
+    bulkJob: /^POST \/crm\/bulk\/v\d+\/write$/,
+    regularUpsert: /^POST \/crm\/v\d+\/Contacts\/upsert$/,
+    rejection: { code: 'INVALID_DATA', message: /^Bulk Write skipped the record: INVALID_DATA:Email$/ },
+  },
+];
+
+const norm = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+/** Calls made to the endpoints matching `pattern`. */
+function calls(stats: SimStats, pattern: RegExp): number {
+  return Object.entries(stats.byEndpoint).reduce((n, [endpoint, count]) => (pattern.test(endpoint) ? n + count : n), 0);
+}
+
+describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limit, bulkJob, regularUpsert, rejection }) => {
+  let sim: CrmSimulator;
+  let conn: TestConnector;
+  let mapping: Config['mappings'][number];
+  let emailField: string;
+  const procs: CliProcess[] = [];
+  const schema = uniqueName(`bulk_${kind.slice(0, 4)}`);
+  const rejected = new Set<string>();
+
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.stop()));
+    await sim?.close();
+    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+  });
+
+  const stats = async (): Promise<SimStats> => (await (await fetch(`${sim.url}/__sim/stats`)).json()) as SimStats;
+  const logs = async (): Promise<void> => {
+    procs.forEach((p, i) => console.log(`--- process ${i}\n${p.output.slice(-5000)}`));
+    console.log(JSON.stringify(await stats()));
+  };
+
+  /** Differences between the simulator's records and the table, on every mapped column. */
+  function differences(records: Record<string, unknown>[], rows: Record<string, unknown>[]): string[] {
+    const byId = new Map(records.map((r) => [norm(r[mapping.externalId.field]), r]));
+    const out: string[] = [];
+    for (const row of rows) {
+      const id = String(row.id);
+      const rec = byId.get(id);
+      if (rejected.has(id)) {
+        if (rec) out.push(`${id}: present but should have been rejected`);
+        continue;
+      }
+      if (!rec) {
+        out.push(`${id}: missing`);
+        continue;
+      }
+      for (const [crmField, column] of Object.entries(mapping.fields)) {
+        if (norm(rec[crmField]) !== norm(row[column])) out.push(`${id}.${crmField}: ${norm(rec[crmField])} != ${norm(row[column])}`);
+      }
+    }
+    if (records.length !== rows.length - rejected.size) out.push(`${records.length} records for ${rows.length - rejected.size} rows`);
+    return out;
+  }
+
+  /** Waits until the group's lag is 0 and the CRM equals the table, then asserts it. */
+  async function converged(): Promise<void> {
+    const topic = `${conn.topicPrefix}.${schema}.customers`;
+    let last: string[] = ['not compared yet'];
+    try {
+      await waitFor(
+        `${kind} equal to the table`,
+        async () => {
+          if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
+          const rows = await withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
+          last = differences(await simRecords(sim.url, mapping.object), rows);
+          return last.length === 0;
+        },
+        40_000,
+        250,
+      );
+    } finally {
+      expect(last.slice(0, 10)).toEqual([]);
+    }
+  }
+
+  async function deadLetters(): Promise<DeadLetter[]> {
+    const kafka = new Kafka({ clientId: 'pg2crm-test', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const letters: DeadLetter[] = [];
+    await readTopic(kafka, `${conn.topicPrefix}.dlq`, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), { groupPrefix: 'bulk-switch-dlq', timeoutMs: 30_000 });
+    return letters;
+  }
+
+  it(`writes a backlog of ${BACKLOG} changes through bulk jobs and dead-letters what the CRM rejects`, async () => {
+    onTestFailed(logs);
+    sim = await start({ port: 0, limit });
+    await createErpSchema(env.PG_URL, schema);
+    const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
+    const customers = ready.mappings.find((m) => m.table === 'erp.customers');
+    if (!customers) throw new Error(`connectors/${kind}.yaml maps no erp.customers`);
+    mapping = customers;
+    emailField = Object.entries(mapping.fields).find(([, col]) => col === 'email')![0];
+    conn = writeConnectorConfig(env, schema, sim.url, {
+      snapshot: 'never',
+      extra: {
+        crm: {
+          ...ready.crm,
+          credentials: undefined,
+          baseUrl: sim.url,
+          auth: { token: 'sim-token' },
+          limits: { ...ready.crm.limits, ...limit },
+          bulkThreshold: BULK_THRESHOLD,
+        },
+        mappings: [{ ...customers, table: `${schema}.customers`, lookups: {}, onDelete: 'delete' }],
+      },
+    });
+    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }) });
+
+    // The source alone first: the whole backlog is in Kafka before the sink fetches, so a fetch
+    // carries ~1,000 changes per partition, above the threshold.
+    procs.push(new CliProcess(['run', '--role', 'source', '--config', conn.configFile]));
+    await waitSlotActive(env.PG_URL, conn.slot);
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email, company)
+         SELECT 'F' || g, 'L' || g, CASE WHEN g % ${REJECT_EVERY} = 0 THEN 'b' || g || '@rejected.example' ELSE 'c' || g || '@ok.example' END,
+                CASE WHEN g % 3 = 0 THEN NULL ELSE 'Co ' || (g % 50) END
+         FROM generate_series(1, ${BACKLOG}) g`,
+      ),
+    );
+    for (const id of await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id))) {
+      rejected.add(id);
+    }
+    expect(rejected.size).toBe(BACKLOG / REJECT_EVERY);
+    const topic = `${conn.topicPrefix}.${schema}.customers`;
+    await waitFor(`${BACKLOG} changes in ${topic}`, async () => (await topicSize(env.KAFKA_BROKERS, topic)) === BACKLOG, 30_000);
+    expect(calls(await stats(), /./)).toBe(0);
+
+    procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
+    await converged();
+    const after = await stats();
+    const bulkJobs = calls(after, bulkJob);
+    // The backlog went through bulk jobs: at least one, and the regular API carried too few calls
+    // to have written it (collections take 200 records, Zoho's upsert 100).
+    expect(bulkJobs).toBeGreaterThanOrEqual(1);
+    expect(calls(after, regularUpsert) * 200).toBeLessThan(BACKLOG - rejected.size);
+    expect(after.throttled).toBe(0);
+
+    // Exactly the rejected rows are dead letters, each with the CRM's own error for the record.
+    await waitFor('the dead letters', async () => (await topicSize(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`)) >= rejected.size, 20_000);
+    const letters = await deadLetters();
+    expect(letters.map((l) => l.externalId).sort()).toEqual([...rejected].sort());
+    for (const l of letters) {
+      expect(l.object).toBe(mapping.object);
+      expect(l.error.code).toBe(rejection.code);
+      expect(l.error.message).toMatch(rejection.message);
+      expect(l.error.field).toBe(emailField);
+    }
+    console.log(`${kind}: ${bulkJobs} bulk job(s), ${calls(after, regularUpsert)} regular upsert call(s) for the backlog`);
+  });
+
+  it('sends a call below the threshold through the regular API, not a bulk job', async () => {
+    onTestFailed(logs);
+    const before = await stats();
+    expect(calls(before, bulkJob)).toBeGreaterThanOrEqual(1);
+    await withPg(env.PG_URL, (c) =>
+      c.query(`UPDATE ${schema}.customers SET first_name = 'upd-' || id, company = 'Updated Co' WHERE id IN (SELECT id FROM ${schema}.customers WHERE email NOT LIKE '%@rejected.%' ORDER BY id LIMIT 20)`),
+    );
+    await converged();
+    const after = await stats();
+    expect(calls(after, regularUpsert)).toBeGreaterThan(calls(before, regularUpsert));
+    expect(calls(after, bulkJob)).toBe(calls(before, bulkJob));
+    expect(after.recordsWritten - before.recordsWritten).toBe(20);
+    // No new dead letters: the updated rows were all valid.
+    expect(await topicSize(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`)).toBe(rejected.size);
+  });
+});
