@@ -165,6 +165,46 @@ export async function simRecords(simUrl: string, object: string): Promise<Record
   return (await res.json()) as Record<string, unknown>[];
 }
 
+/** A field of a simulator record; Zendesk Sell nests some (`custom_fields.erp_id`), the others store fields flat. */
+export function recordField(record: Record<string, unknown>, name: string): unknown {
+  if (name in record) return record[name];
+  return name.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), record);
+}
+
+const text = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+/**
+ * Differences between a simulator's records and the table's rows on every mapped column, by
+ * external id (rows whose id is in `skip` must be absent: the CRM rejected them). Empty = equal.
+ */
+export function crmDifferences(
+  records: Record<string, unknown>[],
+  rows: Record<string, unknown>[],
+  mapping: { externalId: { field: string }; fields: Record<string, string> },
+  skip: Set<string> = new Set(),
+): string[] {
+  const byId = new Map(records.map((r) => [text(recordField(r, mapping.externalId.field)), r]));
+  const out: string[] = [];
+  for (const row of rows) {
+    const id = String(row.id);
+    const rec = byId.get(id);
+    if (skip.has(id)) {
+      if (rec) out.push(`${id}: present but should have been rejected`);
+      continue;
+    }
+    if (!rec) {
+      out.push(`${id}: missing`);
+      continue;
+    }
+    for (const [crmField, column] of Object.entries(mapping.fields)) {
+      const have = text(recordField(rec, crmField));
+      if (have !== text(row[column])) out.push(`${id}.${crmField}: ${have} != ${text(row[column])}`);
+    }
+  }
+  if (records.length !== rows.length - skip.size) out.push(`${records.length} records for ${rows.length - skip.size} rows`);
+  return out;
+}
+
 function kafkaOf(brokers: string): Kafka {
   return new Kafka({ clientId: 'pg2crm-test', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
 }

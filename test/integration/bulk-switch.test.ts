@@ -9,6 +9,7 @@ import type { DeadLetter } from '../../src/sink/dead-letter.ts';
 import {
   CliProcess,
   createErpSchema,
+  crmDifferences,
   dropCapture,
   groupLag,
   simRecords,
@@ -70,8 +71,6 @@ const CRMS: Crm[] = [
   },
 ];
 
-const norm = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
-
 /** Calls made to the endpoints matching `pattern`. */
 function calls(stats: SimStats, pattern: RegExp): number {
   return Object.entries(stats.byEndpoint).reduce((n, [endpoint, count]) => (pattern.test(endpoint) ? n + count : n), 0);
@@ -98,28 +97,6 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
     console.log(JSON.stringify(await stats()));
   };
 
-  /** Differences between the simulator's records and the table, on every mapped column. */
-  function differences(records: Record<string, unknown>[], rows: Record<string, unknown>[]): string[] {
-    const byId = new Map(records.map((r) => [norm(r[mapping.externalId.field]), r]));
-    const out: string[] = [];
-    for (const row of rows) {
-      const id = String(row.id);
-      const rec = byId.get(id);
-      if (rejected.has(id)) {
-        if (rec) out.push(`${id}: present but should have been rejected`);
-        continue;
-      }
-      if (!rec) {
-        out.push(`${id}: missing`);
-        continue;
-      }
-      for (const [crmField, column] of Object.entries(mapping.fields)) {
-        if (norm(rec[crmField]) !== norm(row[column])) out.push(`${id}.${crmField}: ${norm(rec[crmField])} != ${norm(row[column])}`);
-      }
-    }
-    if (records.length !== rows.length - rejected.size) out.push(`${records.length} records for ${rows.length - rejected.size} rows`);
-    return out;
-  }
 
   /** Waits until the group's lag is 0 and the CRM equals the table, then asserts it. */
   async function converged(): Promise<void> {
@@ -131,7 +108,7 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
         async () => {
           if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
           const rows = await withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
-          last = differences(await simRecords(sim.url, mapping.object), rows);
+          last = crmDifferences(await simRecords(sim.url, mapping.object), rows, mapping, rejected);
           return last.length === 0;
         },
         40_000,

@@ -9,9 +9,11 @@ import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
 import {
   CliProcess,
   createErpSchema,
+  crmDifferences,
   dropCapture,
   groupLag,
   groupMembers,
+  recordField,
   simRecords,
   topicSize,
   type TestConnector,
@@ -43,13 +45,6 @@ const CRMS: { kind: string; start: SimStart; limit: { requests: number; windowSe
   { kind: 'zoho', start: startZohoSimulator, limit: { requests: 1_000_000, windowSeconds: 86_400 } },
 ];
 
-/** `custom_fields.erp_id` is nested in Zendesk Sell's records; other CRMs store fields flat. */
-function field(record: Record<string, unknown>, name: string): unknown {
-  if (name in record) return record[name];
-  return name.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), record);
-}
-
-const norm = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
 
 describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
   let sim: CrmSimulator;
@@ -68,28 +63,6 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
     return withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
   }
 
-  /** Differences between the simulator's records and the table (customers in `skip` must be absent). */
-  function differences(records: Record<string, unknown>[], rows: Record<string, unknown>[], skip: Set<string>): string[] {
-    const byId = new Map(records.map((r) => [norm(field(r, mapping.externalId.field)), r]));
-    const out: string[] = [];
-    for (const row of rows) {
-      const id = String(row.id);
-      const rec = byId.get(id);
-      if (skip.has(id)) {
-        if (rec) out.push(`${id}: present but should have been rejected`);
-        continue;
-      }
-      if (!rec) {
-        out.push(`${id}: missing`);
-        continue;
-      }
-      for (const [crmField, column] of Object.entries(mapping.fields)) {
-        if (norm(field(rec, crmField)) !== norm(row[column])) out.push(`${id}.${crmField}: ${norm(field(rec, crmField))} != ${norm(row[column])}`);
-      }
-    }
-    if (records.length !== rows.length - skip.size) out.push(`${records.length} records for ${rows.length - skip.size} rows`);
-    return out;
-  }
 
   /** Waits until lag is 0 and the CRM equals the table, then asserts it. */
   async function converged(skip = new Set<string>()): Promise<Record<string, unknown>[]> {
@@ -102,7 +75,7 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
         async () => {
           if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
           records = await simRecords(sim.url, mapping.object);
-          last = differences(records, await tableRows(), skip);
+          last = crmDifferences(records, await tableRows(), mapping, skip);
           return last.length === 0;
         },
         150_000,
@@ -180,7 +153,7 @@ describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
       await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id)),
     );
     const firstName = Object.entries(mapping.fields).find(([, c]) => c === 'first_name')![0];
-    const storm = (records: Record<string, unknown>[]) => records.filter((r) => String(field(r, firstName)).startsWith('after-storm-'));
+    const storm = (records: Record<string, unknown>[]) => records.filter((r) => String(recordField(r, firstName)).startsWith('after-storm-'));
     const records = await converged(rejected);
     const stats1 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
     expect(stats1.throttled - stats0.throttled).toBeGreaterThanOrEqual(1);
