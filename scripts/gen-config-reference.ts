@@ -65,7 +65,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   'mappings[].fields': '`crmField: column` for every field written.',
   'mappings[].lookups': '`crmField: {object, column}`: the field references the record of another mapping (`object`) whose external id is in `column`.',
   'mappings[].lookups.<field>.object': 'CRM object of the referenced record; another mapping must write it.',
-  'mappings[].lookups.<field>.column': 'Column of this table holding the referenced record\'s external id.',
+  'mappings[].lookups.<field>.column': 'Column of this table holding the referenced record\'s external id; NULL clears the CRM\'s lookup (a CRM that requires it, e.g. a Zendesk Sell deal\'s contact, rejects that write to the dead-letter topic).',
   'mappings[].onDelete': 'What a DELETE in PostgreSQL does in the CRM: `delete`, `ignore`, or `{set: {field: value}}` (an upsert of those fields, e.g. a status).',
   'mappings[].priority': 'When budget is scarce, higher priority goes first: callers of lower priority leave budget for it, and the budget share weighs its partitions by 2^(priority/3).',
   sink: 'Kafka -> CRM.',

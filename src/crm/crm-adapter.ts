@@ -25,7 +25,11 @@ export interface CrmWrite {
 export interface CrmLookup {
   object: string;
   externalIdField: string;
-  externalId: string;
+  /**
+   * null: the lookup column is NULL, so the record points to nothing and the CRM's lookup must
+   * be cleared (a lookup left out of the write would keep pointing to the old target).
+   */
+  externalId: string | null;
   /**
    * The external id this lookup pointed to in the CRM before this write, when known (the change
    * carried the old row, i.e. REPLICA IDENTITY FULL) and different from `externalId`. CRMs whose

@@ -73,7 +73,7 @@ export function mergeLookups(earlier: Record<string, CrmLookup>, later: Record<s
   for (const [field, l] of Object.entries(later)) {
     const e = earlier[field];
     const { previousExternalId: _p, ...target } = l;
-    const held = e ? (e.previousExternalId ?? e.externalId) : l.previousExternalId;
+    const held = (e ? (e.previousExternalId ?? e.externalId) : l.previousExternalId) ?? undefined;
     out[field] = held !== undefined && held !== l.externalId ? { ...target, previousExternalId: held } : target;
   }
   return out;

@@ -98,8 +98,8 @@ export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite |
     write.lookups = {};
     for (const [field, lookup] of lookups) {
       const ref = column(after, lookup.column, mapping, 'lookups');
-      if (ref === null) continue;
-      const externalId = String(toCrmValue(ref));
+      // A NULL column clears the lookup: the CRM must equal the row, whatever it pointed to before.
+      const externalId = ref === null ? null : String(toCrmValue(ref));
       write.lookups[field] = { object: lookup.object, externalIdField: lookup.externalIdField, externalId };
       const previous = previousRef(event, lookup.column);
       if (previous !== undefined && previous !== externalId) write.lookups[field].previousExternalId = previous;

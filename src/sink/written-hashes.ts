@@ -29,7 +29,8 @@ export function writeHash(write: CrmWrite): string {
   const h = createHash('sha256');
   const fields = Object.keys(write.fields).sort();
   for (const f of fields) h.update(`${f}\u0000${JSON.stringify(write.fields[f])}\u0001`);
-  for (const f of Object.keys(write.lookups ?? {}).sort()) h.update(`@${f}\u0000${write.lookups![f]!.externalId}\u0001`);
+  // A cleared lookup (null) hashes apart from any external id, "null" included.
+  for (const f of Object.keys(write.lookups ?? {}).sort()) h.update(`@${f}\u0000${write.lookups![f]!.externalId ?? '\u0002'}\u0001`);
   return h.digest().subarray(0, 16).toString('base64url');
 }
 

@@ -1,11 +1,6 @@
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.ts';
-import { startDynamicsSimulator } from '../../src/crm/dynamics/simulator.ts';
-import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
-import { startSalesforceSimulator } from '../../src/crm/salesforce/simulator.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
 import {
   CliProcess,
   createErpSchema,
@@ -23,6 +18,7 @@ import {
   withPg,
   writeConnectorConfig,
 } from '../helpers/fixtures.ts';
+import { TEST_CRMS } from '../helpers/crm-sims.ts';
 
 /**
  * Every CRM through real PostgreSQL, Kafka and the registry, with the mapping of its ready
@@ -33,20 +29,7 @@ import {
  */
 const env = inject('stack');
 
-type SimStart = (opts: { port: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
-
-// Limits high enough for the 10k changes to go through in seconds; the limits themselves are
-// tested in the unit tests and measured by `npm run bench:sink`.
-const CRMS: { kind: string; start: SimStart; limit: { requests: number; windowSeconds: number } }[] = [
-  { kind: 'zendesk-sell', start: startZendeskSellSimulator, limit: { requests: 100_000, windowSeconds: 60 } },
-  { kind: 'salesforce', start: startSalesforceSimulator, limit: { requests: 100_000, windowSeconds: 86_400 } },
-  { kind: 'hubspot', start: startHubSpotSimulator, limit: { requests: 10_000, windowSeconds: 10 } },
-  { kind: 'dynamics', start: startDynamicsSimulator, limit: { requests: 100_000, windowSeconds: 300 } },
-  { kind: 'zoho', start: startZohoSimulator, limit: { requests: 1_000_000, windowSeconds: 86_400 } },
-];
-
-
-describe.each(CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
+describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
   let sim: CrmSimulator;
   let conn: TestConnector;
   let proc: CliProcess;

@@ -18,7 +18,9 @@ import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequ
  *   `"<navprop>@odata.bind": "/<entity set>(<its externalId.field>='<value>')"`, so Dataverse
  *   resolves the reference by alternate key in the same operation, no extra request. Name the
  *   single-valued navigation property, e.g. `parentcontactid` or, for the polymorphic customer
- *   lookup of an opportunity, `customerid_contact`.
+ *   lookup of an opportunity, `customerid_contact`. A lookup whose column is NULL disassociates:
+ *   `"<navprop>@odata.bind": null` in the same PATCH (no lookup of a target, so never pending)
+ *   (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api#disassociate-with-a-single-valued-navigation-property).
  *
  * The batch carries `Prefer: odata.continue-on-error`, so one invalid record does not stop the
  * others and the response has one part per operation, in order. Each operation counts as one
@@ -123,7 +125,9 @@ export class DynamicsAdapter implements CrmAdapter {
     const url = `${this.apiPath}/${r.object}(${keySegment(r.externalIdField, r.externalId)})`;
     if (r.op === 'delete') return { method: 'DELETE', url };
     const body: Record<string, unknown> = { ...r.fields };
-    for (const [nav, l] of Object.entries(r.lookups ?? {})) body[`${nav}@odata.bind`] = `/${l.object}(${keySegment(l.externalIdField, l.externalId)})`;
+    for (const [nav, l] of Object.entries(r.lookups ?? {})) {
+      body[`${nav}@odata.bind`] = l.externalId === null ? null : `/${l.object}(${keySegment(l.externalIdField, l.externalId)})`;
+    }
     return { method: 'PATCH', url, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
   }
 
@@ -184,7 +188,8 @@ export class DynamicsAdapter implements CrmAdapter {
     if (part.status === 404 && r.op === 'delete') return { status: 'done' };
     const err = odataError(part.body);
     const message = err.message ?? `HTTP ${part.status}`;
-    if (part.status === 404 && r.lookups && Object.keys(r.lookups).length > 0) {
+    // Only a bind to a record can miss its target; a null bind (disassociate) looks nothing up.
+    if (part.status === 404 && Object.values(r.lookups ?? {}).some((l) => l.externalId !== null)) {
       return { status: 'retry', code: 'LOOKUP_PENDING', message: `${message} (a referenced record is not in Dynamics 365 yet)` };
     }
     if (part.status === 429) {

@@ -21,6 +21,10 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  *      many-to-many, so creating the new link leaves the old one unless it is removed. Only the
  *      pair record -> previous target is archived; other links of the record stay;
  *   5. `POST /crm/v3/objects/{type}/batch/archive` for the deletes.
+ * A lookup whose column became NULL (`externalId: null`) is a move to nothing: no read, no link,
+ * only step 4 for its `previousExternalId`. Without one (the table lacks REPLICA IDENTITY FULL,
+ * as for moves) the adapter cannot tell which association was pg2crm's, so it removes none and
+ * the old link stays: set REPLICA IDENTITY FULL on tables whose lookups may become NULL.
  * A 429 (HubSpot sends no Retry-After: the wait is the 10 s interval, or until midnight for
  * the DAILY policy) turns every undecided record into a `retry`. Lookups name the association:
  * the HUBSPOT_DEFINED type for the object pair (deals -> contacts = 3, ...).
@@ -177,10 +181,12 @@ export class HubSpotAdapter implements CrmAdapter {
       upserts++;
       const selfId = this.ids.get(this.key(r.object, r.externalIdField, r.externalId));
       for (const l of Object.values(r.lookups ?? {})) {
-        toRead(l.object, l.externalIdField, l.externalId);
-        const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
-        const known = selfId !== undefined && toId !== undefined && this.links.get(this.linkKey(r.object, selfId, l.object)) === toId;
-        if (!known) links.set(l.object, (links.get(l.object) ?? 0) + 1);
+        if (l.externalId !== null) {
+          toRead(l.object, l.externalIdField, l.externalId);
+          const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
+          const known = selfId !== undefined && toId !== undefined && this.links.get(this.linkKey(r.object, selfId, l.object)) === toId;
+          if (!known) links.set(l.object, (links.get(l.object) ?? 0) + 1);
+        }
         const previous = movedFrom(l);
         if (previous !== undefined) {
           // Upper bound: a previous target that is gone, or a record created now, saves the call.
@@ -218,17 +224,20 @@ export class HubSpotAdapter implements CrmAdapter {
             out[i] = { status: 'rejected', code: 'HUBSPOT_NO_ASSOCIATION_TYPE', message: `HubSpot defines no association type from ${r.object} to ${l.object}; remove this lookup from the mapping` };
             return;
           }
-          const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
-          if (toId === undefined) {
-            out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
-            return;
+          // null: the record points to nothing now; only the link to the previous target goes.
+          if (l.externalId !== null) {
+            const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
+            if (toId === undefined) {
+              out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
+              return;
+            }
+            associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
           }
-          associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
           const previous = movedFrom(l);
           // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
           const previousId = previous === undefined ? undefined : this.ids.get(this.key(l.object, l.externalIdField, previous));
           // Never unlink a target another lookup of the same record points to now.
-          const stillWanted = lookups.some((o) => o.object === l.object && this.ids.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
+          const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && this.ids.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
           if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
         }
         upserts.push(i);
@@ -262,7 +271,7 @@ export class HubSpotAdapter implements CrmAdapter {
       if (r.op === 'delete') want(r.object, r.externalIdField, r.externalId);
       else {
         for (const l of Object.values(r.lookups ?? {})) {
-          want(l.object, l.externalIdField, l.externalId);
+          if (l.externalId !== null) want(l.object, l.externalIdField, l.externalId);
           const previous = movedFrom(l);
           if (previous !== undefined) want(l.object, l.externalIdField, previous);
         }

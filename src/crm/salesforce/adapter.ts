@@ -29,6 +29,16 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  * Naming the relationship itself (`Customer__r`, `Account`) works too.
  * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
  *
+ * A lookup whose column is NULL clears the field: the lookup ID field set to JSON null
+ * (`"Customer__c": null`, `"AccountId": null`; a JSON null sets a nillable field to null, the
+ * REST counterpart of SOAP's fieldsToNull), never the relationship, which names a parent to find.
+ * Such a record always goes through sObject Collections, even past `crm.bulkThreshold`: the
+ * Bulk CSV form would be `#N/A` in an `AccountId` column beside the `Account.ERP_Id__c` column of
+ * the other rows, and Salesforce refuses a record that names both the relationship and the Id
+ * field (INVALID_FIELD "Cannot specify both an external ID reference ... and a salesforce id");
+ * the documentation does not say whether an empty cell counts, so the job is not risked on it.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/datafiles_csv_valid_record_rows.htm
+ *
  * Quota: a rolling 24 h count of API calls; `Sforce-Limit-Info: api-usage=used/limit` becomes
  * `dailyRemaining`. Past it Salesforce answers 403 REQUEST_LIMIT_EXCEEDED without Retry-After:
  * the signal is `throttled` without `retryAfterSeconds` and the sink backs off on its own.
@@ -67,6 +77,19 @@ export function relationshipName(field: string): string {
   if (field.endsWith('__c')) return `${field.slice(0, -3)}__r`;
   if (field.length > 2 && field.endsWith('Id')) return field.slice(0, -2);
   return field;
+}
+
+/** The Id field of a lookup: `Customer__r` -> `Customer__c`, `Account` -> `AccountId` (ID fields stay). */
+export function lookupIdField(field: string): string {
+  if (field.endsWith('__c')) return field;
+  if (field.endsWith('__r')) return `${field.slice(0, -3)}__c`;
+  if (field.length > 2 && field.endsWith('Id')) return field;
+  return `${field}Id`;
+}
+
+/** A record that clears a lookup: it cannot go through a Bulk job (see the class comment). */
+function clearsLookup(r: CrmWrite): boolean {
+  return Object.values(r.lookups ?? {}).some((l) => l.externalId === null);
 }
 
 function pollDelay(attempt: number): number {
@@ -143,12 +166,11 @@ export class SalesforceAdapter implements CrmAdapter {
   cost(records: CrmWrite[]): number {
     let n = 0;
     for (const group of this.groups(records).values()) {
-      const upserts = group.filter((i) => records[i]!.op === 'upsert').length;
-      const deletes = group.length - upserts;
+      const { bulk, collection, deletes } = this.plan(records, group);
       // Bulk: create + upload + UploadComplete + polls + three result downloads.
-      if (this.useBulk(upserts)) n += 3 + estimatedPolls(upserts) + 3;
-      else n += Math.ceil(upserts / COLLECTION_MAX);
-      n += 2 * Math.ceil(deletes / COLLECTION_MAX);
+      if (bulk.length > 0) n += 3 + estimatedPolls(bulk.length) + 3;
+      n += Math.ceil(collection.length / COLLECTION_MAX);
+      n += 2 * Math.ceil(deletes.length / COLLECTION_MAX);
     }
     return n;
   }
@@ -163,13 +185,24 @@ export class SalesforceAdapter implements CrmAdapter {
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
     const call: Call = { records, out: new Array<WriteOutcome | undefined>(records.length), onSignal, throttled: false };
     for (const group of this.groups(records).values()) {
-      const upserts = group.filter((i) => records[i]!.op === 'upsert');
-      const deletes = group.filter((i) => records[i]!.op === 'delete');
-      if (this.useBulk(upserts.length)) await this.bulkUpsert(call, upserts);
-      else for (let i = 0; i < upserts.length; i += COLLECTION_MAX) await this.collectionUpsert(call, upserts.slice(i, i + COLLECTION_MAX));
+      const { bulk, collection, deletes } = this.plan(records, group);
+      if (bulk.length > 0) await this.bulkUpsert(call, bulk);
+      for (let i = 0; i < collection.length; i += COLLECTION_MAX) await this.collectionUpsert(call, collection.slice(i, i + COLLECTION_MAX));
       for (let i = 0; i < deletes.length; i += COLLECTION_MAX) await this.deleteChunk(call, deletes.slice(i, i + COLLECTION_MAX));
     }
     return call.out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent to Salesforce' });
+  }
+
+  /**
+   * How one group is sent: upserts in a Bulk job from `crm.bulkThreshold` on, except those that
+   * clear a lookup, which go through sObject Collections with the rest below the threshold.
+   */
+  private plan(records: CrmWrite[], group: number[]): { bulk: number[]; collection: number[]; deletes: number[] } {
+    const upserts = group.filter((i) => records[i]!.op === 'upsert');
+    const deletes = group.filter((i) => records[i]!.op === 'delete');
+    const bulkable = upserts.filter((i) => !clearsLookup(records[i]!));
+    if (!this.useBulk(bulkable.length)) return { bulk: [], collection: upserts, deletes };
+    return { bulk: bulkable, collection: upserts.filter((i) => clearsLookup(records[i]!)), deletes };
   }
 
   /** Record indexes by (object, external-id field): one URL (or job) each. */
@@ -190,7 +223,8 @@ export class SalesforceAdapter implements CrmAdapter {
     for (const [k, v] of Object.entries(r.fields)) if (v !== undefined) out[k] = v;
     out[r.externalIdField] = r.externalId;
     for (const [field, l] of Object.entries(r.lookups ?? {})) {
-      out[relationshipName(field)] = { attributes: { type: l.object }, [l.externalIdField]: l.externalId };
+      if (l.externalId === null) out[lookupIdField(field)] = null;
+      else out[relationshipName(field)] = { attributes: { type: l.object }, [l.externalIdField]: l.externalId };
     }
     return out;
   }

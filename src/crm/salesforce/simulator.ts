@@ -18,6 +18,8 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  *   200 with one UpsertResult `{id, success, created, errors:[{statusCode, message, fields}]}`
  *   per record, in request order. Lookups by the parent's external id: `Rel__r: {Ext__c: "42"}`
  *   (optionally `attributes:{type}`), stored as the lookup field `Rel__c` = the parent's Id.
+ *   The lookup field itself set to null (`"Rel__c": null`) clears it; a record that names both
+ *   `Rel__r` and `Rel__c` is refused (INVALID_FIELD "Cannot specify both an external ID reference").
  *   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm
  * - sObject Collections delete: `DELETE /services/data/vXX.X/composite/sobjects?ids=a,b&allOrNone=false`,
  *   at most 200 ids; 200 with `{id, success, errors}` per id.
@@ -93,6 +95,8 @@ function errorBody(status: number, errorCode: string, message: string, headers?:
   return { status, body: [{ message, errorCode }], ...(headers ? { headers } : {}) };
 }
 
+/** The lookup field a relationship sets: `Rel__r` -> `Rel__c`, `Account` -> `AccountId`. */
+const lookupField = (relationship: string): string => (relationship.endsWith('__r') ? `${relationship.slice(0, -3)}__c` : `${relationship}Id`);
 const notFound = (): SimResponse => errorBody(404, 'NOT_FOUND', 'The requested resource does not exist');
 const blank = (v: unknown): boolean => v === undefined || v === null || String(v).trim() === '';
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -357,7 +361,12 @@ class SalesforceSim extends SimServer {
         errors.push({ statusCode: 'INVALID_FIELD', message, fields: [] });
         continue;
       }
-      out[k.endsWith('__r') ? `${k.slice(0, -3)}__c` : `${k}Id`] = parents[0]!.Id;
+      out[lookupField(k)] = parents[0]!.Id;
+    }
+    for (const [k, v] of Object.entries(fields)) {
+      if (isObject(v) && lookupField(k) in fields) {
+        errors.push({ statusCode: 'INVALID_FIELD', message: `Cannot specify both an external ID reference ${k} and a salesforce id, ${lookupField(k)}`, fields: [] });
+      }
     }
     return { fields: out, errors };
   }

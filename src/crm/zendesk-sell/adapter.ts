@@ -69,7 +69,8 @@ export class ZendeskSellAdapter implements CrmAdapter {
       if (r.op === 'delete') n += this.ids.has(this.cacheKey(r.object, r.externalId)) ? 1 : 2;
       else {
         n += 1;
-        for (const l of Object.values(r.lookups ?? {})) if (!this.ids.has(this.cacheKey(l.object, l.externalId))) n += 1;
+        // A cleared lookup (null) is sent as null: no id lookup to pay for.
+        for (const l of Object.values(r.lookups ?? {})) if (l.externalId !== null && !this.ids.has(this.cacheKey(l.object, l.externalId))) n += 1;
       }
     }
     return n;
@@ -104,6 +105,15 @@ export class ZendeskSellAdapter implements CrmAdapter {
       // The external id is written too, so the record can be found by it (filters match data).
       const data = toData({ ...r.fields, [r.externalIdField]: r.externalId });
       for (const [field, l] of Object.entries(r.lookups ?? {})) {
+        if (l.externalId === null) {
+          // An upsert changes only the attributes in `data`, so an omitted lookup keeps pointing
+          // to the old record; Sell's optional id attributes (a contact's `contact_id`, its
+          // organization) are cleared by sending them as null
+          // (https://developer.zendesk.com/api-reference/sales-crm/resources/contacts/). A deal's
+          // `contact_id` is required, so Sell answers 422 there and the record is dead-lettered.
+          data[field] = null;
+          continue;
+        }
         const id = await this.find(l.object, l.externalIdField, l.externalId, onSignal);
         if (typeof id !== 'number') {
           return id ?? { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet` };

@@ -17,6 +17,7 @@ import { unzip, zip } from './zip.ts';
  * - Deletes find the Zoho ids by searching the external-id field, then `DELETE ?ids=` (100 a call).
  * - Lookups (a deal's `Contact_Name`) take `{id}` of the other record: ids come from earlier
  *   upsert results or from a search by external id (10 ids per search with `or`), cached.
+ *   A lookup whose column became NULL is sent as null (no search), never through Bulk Write.
  * - A call with at least `bulkThreshold` upserts of the same field set goes through Bulk Write:
  *   zipped CSV upload -> job -> poll -> zipped result CSV matched by external id. Lookups there
  *   use the field mapping's `find_by`, so they cost no searches.
@@ -86,9 +87,17 @@ function upsertCredits(n: number): number {
   return Math.max(1, Math.ceil(n / 10));
 }
 
-/** The lookup's target record, or undefined for a lookup the mapping left empty. */
 function lookupEntries(r: CrmWrite): [string, NonNullable<CrmWrite['lookups']>[string]][] {
   return Object.entries(r.lookups ?? {});
+}
+
+/** The records a write's lookups point to; a cleared (null) lookup points to none, so needs no search. */
+function lookupTargets(r: CrmWrite): { object: string; externalIdField: string; externalId: string }[] {
+  return lookupEntries(r).flatMap(([, l]) => (l.externalId === null ? [] : [{ object: l.object, externalIdField: l.externalIdField, externalId: l.externalId }]));
+}
+
+function clearsLookup(r: CrmWrite): boolean {
+  return lookupEntries(r).some(([, l]) => l.externalId === null);
 }
 
 /** Records with the same fields (and lookups) can share one Bulk Write file. */
@@ -148,7 +157,13 @@ export class ZohoAdapter implements CrmAdapter {
     records.forEach((r, i) => (r.op === 'delete' ? deletes : upserts).push(i));
     if (this.bulkThreshold <= 0 || upserts.length < this.bulkThreshold) return { bulk: [], upserts, deletes };
     const groups = new Map<string, number[]>();
+    // A record that clears a lookup always takes the regular upsert (null in the record JSON).
+    // The Bulk Write docs describe ignore_empty only by what true does (empty cells are skipped)
+    // and say nothing of what an empty cell of a find_by lookup column does, so a job is not
+    // trusted to unlink
+    // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/create-job.html).
     for (const i of upserts) {
+      if (clearsLookup(records[i]!)) continue;
       const s = `${records[i]!.object}|${signature(records[i]!)}`;
       groups.set(s, [...(groups.get(s) ?? []), i]);
     }
@@ -195,7 +210,7 @@ export class ZohoAdapter implements CrmAdapter {
     }
     for (let i = 0; i < upserts.length; i += UPSERT_MAX) credits += upsertCredits(Math.min(UPSERT_MAX, upserts.length - i));
     credits += this.searchCredits(
-      upserts.flatMap((i) => lookupEntries(records[i]!).map(([, l]) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId }))),
+      upserts.flatMap((i) => lookupTargets(records[i]!).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId }))),
     );
     if (deletes.length) {
       const targets = deletes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId }));
@@ -243,9 +258,8 @@ export class ZohoAdapter implements CrmAdapter {
     const ready: number[] = [];
     for (const i of indexes) {
       const r = records[i]!;
-      const missing = lookupEntries(r).find(([, l]) => !this.ids.has(this.key(l.object, l.externalId)));
-      if (missing) {
-        const [, l] = missing;
+      const l = lookupTargets(r).find((t) => !this.ids.has(this.key(t.object, t.externalId)));
+      if (l) {
         out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
       } else ready.push(i);
     }
@@ -255,7 +269,12 @@ export class ZohoAdapter implements CrmAdapter {
       const data = chunk.map((i) => {
         const r = records[i]!;
         const d: Record<string, unknown> = { ...r.fields, [r.externalIdField]: r.externalId };
-        for (const [field, l] of lookupEntries(r)) d[field] = { id: this.ids.get(this.key(l.object, l.externalId)) };
+        for (const [field, l] of lookupEntries(r)) {
+          // A field left out of the record JSON keeps its value; a lookup is cleared by sending it
+          // as null instead of `{id}` (record JSON of
+          // https://www.zoho.com/crm/developer/docs/api/v7/upsert-records.html).
+          d[field] = l.externalId === null ? null : { id: this.ids.get(this.key(l.object, l.externalId)) };
+        }
         return d;
       });
       const fields = [...new Set(chunk.map((i) => records[i]!.externalIdField))];
@@ -302,7 +321,7 @@ export class ZohoAdapter implements CrmAdapter {
   // ---- lookups and ids -------------------------------------------------------------------
 
   private async resolveLookups(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
-    const targets = records.flatMap((r) => lookupEntries(r).map(([, l]) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })));
+    const targets = records.flatMap((r) => lookupTargets(r).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })));
     await this.resolveIds(targets, onSignal);
   }
 

@@ -165,6 +165,21 @@ describe('Dataverse simulator', () => {
     expect(((await direct.json()) as { lastname: string }).lastname).toBe('B');
   });
 
+  it('disassociates a single-valued navigation property bound to null in a $batch operation', async () => {
+    const s = await start();
+    await batch(s, [upsertOp('A1', { name: 'Acme' }, 'accounts')]);
+    const bound = await batch(s, [upsertOp('1', { lastname: 'A', 'parentcustomerid_account@odata.bind': `/accounts(${keySegment('erp_id', 'A1')})` })]);
+    expect(bound.parts[0]?.status).toBe(204);
+    const [account] = await records(s, 'accounts');
+    expect((await records(s, 'contacts'))[0]).toMatchObject({ erp_id: '1', parentcustomerid_account: account?.accountid });
+    // Documented disassociate: the navigation property's @odata.bind set to null; on a create it is a no-op.
+    const cleared = await batch(s, [upsertOp('1', { 'parentcustomerid_account@odata.bind': null }), upsertOp('2', { lastname: 'B', 'parentcustomerid_account@odata.bind': null })]);
+    expect(cleared.parts.map((p) => p.status)).toEqual([204, 204]);
+    const contacts = await records(s, 'contacts');
+    expect(contacts.find((r) => r.erp_id === '1')).toMatchObject({ lastname: 'A', parentcustomerid_account: null });
+    expect(contacts.find((r) => r.erp_id === '2')).toMatchObject({ lastname: 'B', parentcustomerid_account: null });
+  });
+
   it('stops at the first failure without continue-on-error (400) and goes on with it (200)', async () => {
     const s = await start();
     const ops = [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: '' }), upsertOp('3', { lastname: 'C' })];
@@ -213,7 +228,7 @@ describe('DynamicsAdapter', () => {
   }
   const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields });
   const del = (id: string, object = 'contacts'): CrmWrite => ({ op: 'delete', object, externalIdField: object === 'contacts' ? 'erp_id' : 'erp_order_id', externalId: id, fields: {} });
-  const opportunity = (id: string, customer: string): CrmWrite => ({
+  const opportunity = (id: string, customer: string | null): CrmWrite => ({
     op: 'upsert',
     object: 'opportunities',
     externalIdField: 'erp_order_id',
@@ -276,6 +291,29 @@ describe('DynamicsAdapter', () => {
     const [opp] = await records(s, 'opportunities');
     expect(opp).toMatchObject({ erp_order_id: '7', name: 'Order 7', customerid_contact: (out[0] as { crmId: string }).crmId });
     expect((await stats(s)).requests).toBe(3);
+    await a.close();
+  });
+
+  it('clears a lookup whose column became NULL with a null @odata.bind: no target looked up, never pending', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const [c] = await a.write([contact('5', { lastname: 'E' })], () => undefined);
+    await a.write([opportunity('7', '5')], () => undefined);
+    expect((await records(s, 'opportunities'))[0]).toMatchObject({ erp_order_id: '7', customerid_contact: (c as { crmId: string }).crmId });
+    const moved: CrmWrite = { ...opportunity('7', null), lookups: { customerid_contact: { object: 'contacts', externalIdField: 'erp_id', externalId: null, previousExternalId: '5' } } };
+    const before = (await stats(s)).requests;
+    expect(a.cost([moved])).toBe(1);
+    expect(await a.write([moved], () => undefined)).toEqual([expect.objectContaining({ status: 'done' })]);
+    expect((await stats(s)).requests - before).toBe(1);
+    expect((await records(s, 'opportunities'))[0]).toMatchObject({ erp_order_id: '7', name: 'Order 7', customerid_contact: null });
+    // Creates with a null lookup succeed; one $batch mixes null, bound and not-yet-there targets.
+    const mixed = [opportunity('8', null), opportunity('9', '5'), opportunity('10', '404'), opportunity('7', '5')];
+    const sent = (await stats(s)).requests;
+    const out = await a.write(mixed, () => undefined);
+    expect(out.map((o) => (o.status === 'done' ? 'done' : o.code))).toEqual(['done', 'done', 'LOOKUP_PENDING', 'done']);
+    expect((await stats(s)).requests - sent).toBe(a.cost(mixed));
+    const opps = Object.fromEntries((await records(s, 'opportunities')).map((r) => [r.erp_order_id, r.customerid_contact]));
+    expect(opps).toEqual({ '7': (c as { crmId: string }).crmId, '8': null, '9': (c as { crmId: string }).crmId });
     await a.close();
   });
 

@@ -379,6 +379,61 @@ describe('HubSpotAdapter', () => {
     expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
   });
 
+  it('a lookup whose column became NULL archives the link to its previous target only; without previousExternalId no call', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
+    const order = (id: string, customer: string | null, previous?: string): CrmWrite => ({
+      op: 'upsert',
+      object: 'deals',
+      externalIdField: 'erp_order_id',
+      externalId: id,
+      fields: { dealname: `Order ${id}` },
+      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
+    });
+    await a.write([company('A'), company('C')], () => undefined);
+    const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
+    expect((await a.write([order('7', 'A')], () => undefined))[0]?.status).toBe('done');
+    const dealId = String((await records(s, 'deals'))[0]!.id);
+    // A link made by hand in HubSpot (deal -> company C) is not pg2crm's to remove.
+    await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', { inputs: [{ from: { id: dealId }, to: { id: companyId.get('C') }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }] }] });
+    const linked = async () => (await records(s, 'associations')).map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`).sort();
+    const dealTo = (c: string) => `deals:${dealId}->companies:${companyId.get(c)!}`;
+    expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
+
+    // Fresh adapter: read the previous target's id, upsert, archive deal -> A. No read of a
+    // target, no association create, no LOOKUP_PENDING.
+    const b = adapter(s);
+    const cleared = order('7', null, 'A');
+    expect(b.cost([cleared])).toBe(3);
+    let before = (await stats(s)).requests;
+    expect((await b.write([cleared], () => undefined))[0]).toMatchObject({ status: 'done', crmId: dealId, created: false });
+    expect((await stats(s)).requests - before).toBe(3);
+    expect(await linked()).toEqual([dealTo('C')]);
+
+    // Without previousExternalId nothing can be told apart from hand-made links: the upsert only,
+    // and the old link stays (REPLICA IDENTITY FULL is what avoids this).
+    expect((await b.write([order('7', 'A')], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
+    expect(b.cost([order('7', null)])).toBe(1);
+    before = (await stats(s)).requests;
+    expect((await b.write([order('7', null)], () => undefined))[0]?.status).toBe('done');
+    expect((await stats(s)).requests - before).toBe(1);
+    expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
+
+    // One batch: a create with a null lookup (even with a previous target: a new record has no
+    // links), deal 7 cleared from A, and deal 9 -> A. One upsert, one create, one archive.
+    const c = adapter(s);
+    const batch = [order('8', null, 'A'), order('7', null, 'A'), order('9', 'A')];
+    expect(c.cost(batch)).toBe(4); // + the read of A, shared by all three
+    before = (await stats(s)).requests;
+    const out = await c.write(batch, () => undefined);
+    expect(out.map((o) => [o.status, o.status === 'done' ? o.created : undefined])).toEqual([['done', true], ['done', false], ['done', true]]);
+    expect((await stats(s)).requests - before).toBe(4);
+    const deals = new Map((await records(s, 'deals')).map((d) => [String(d.erp_order_id), String(d.id)]));
+    expect(await linked()).toEqual([dealTo('C'), `deals:${deals.get('9')!}->companies:${companyId.get('A')!}`].sort());
+  });
+
   it('throws a retriable error for 5xx and a permanent CRM_AUTH for a bad token', async () => {
     const s = await start();
     await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });

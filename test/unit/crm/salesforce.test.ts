@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
-import { SalesforceAdapter, estimatedPolls, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
+import { SalesforceAdapter, estimatedPolls, lookupIdField, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
 import { parseCsv } from '../../../src/crm/salesforce/csv.ts';
 import { type SalesforceSimOptions, startSalesforceSimulator } from '../../../src/crm/salesforce/simulator.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
@@ -111,6 +111,20 @@ describe('Salesforce simulator', () => {
     expect(((await tooMany.json()) as { errorCode: string }[])[0]?.errorCode).toBe('EXCEEDED_ID_LIMIT');
   });
 
+  it('clears a lookup set to null and refuses a record naming both the relationship and the lookup field', async () => {
+    const s = await start();
+    const path = `${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`;
+    await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: false, records: [contact('5', { LastName: 'E' })] });
+    const deal = (fields: Record<string, unknown>) => ({ attributes: { type: 'Opportunity' }, ERP_Order_Id__c: '70', Name: 'D', StageName: 'Prospecting', CloseDate: '2026-12-01', ...fields });
+    await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__r: { ERP_Id__c: '5' } })] });
+    expect((await stored(s, 'Opportunity'))[0]?.Customer__c).toMatch(/^003/);
+    const both = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__r: { ERP_Id__c: '5' }, Customer__c: null })] })).json()) as { success: boolean; errors: { statusCode: string; message: string }[] }[];
+    expect(both[0]).toMatchObject({ success: false, errors: [{ statusCode: 'INVALID_FIELD', message: 'Cannot specify both an external ID reference Customer__r and a salesforce id, Customer__c' }] });
+    const cleared = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__c: null })] })).json()) as { success: boolean }[];
+    expect(cleared[0]?.success).toBe(true);
+    expect((await stored(s, 'Opportunity'))[0]).toMatchObject({ ERP_Order_Id__c: '70', Customer__c: null });
+  });
+
   it('runs a Bulk API 2.0 ingest job on the simulator clock and returns CSV results', async () => {
     const s = await start({ bulkStartSeconds: 60, bulkRecordsPerSecond: 1 });
     const job = (await (await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert', contentType: 'CSV', lineEnding: 'LF' })).json()) as { id: string; state: string };
@@ -209,6 +223,80 @@ describe('SalesforceAdapter', () => {
     await a.write([{ ...upsert('5', {}), lookups: { AccountId: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1' } } }], () => undefined);
     expect((await stored(s, 'Contact'))[0]).toMatchObject({ AccountId: acctOut?.status === 'done' ? acctOut.crmId : 'missing', LastName: 'E' });
     expect((await stats(s)).requests).toBe(5);
+  });
+
+  it('clears a lookup whose column became NULL with the lookup field set to null, creates with a null lookup, mixes both in one request', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const opp = (ext: string, customer: string | null): CrmWrite => ({
+      op: 'upsert',
+      object: 'Opportunity',
+      externalIdField: 'ERP_Order_Id__c',
+      externalId: ext,
+      fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
+      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: customer, ...(customer === null ? { previousExternalId: '5' } : {}) } },
+    });
+    const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
+    const contactId = c?.status === 'done' ? c.crmId : 'missing';
+    await a.write([opp('70', '5')], () => undefined);
+    expect((await stored(s, 'Opportunity'))[0]).toMatchObject({ ERP_Order_Id__c: '70', Customer__c: contactId });
+    // Moved to NULL: the lookup is cleared, not kept pointing to contact 5, and nothing is looked up.
+    const before = (await stats(s)).requests;
+    expect(a.cost([opp('70', null)])).toBe(1);
+    expect(await a.write([opp('70', null)], () => undefined)).toEqual([expect.objectContaining({ status: 'done', created: false })]);
+    expect((await stats(s)).requests - before).toBe(1);
+    const [deal] = await stored(s, 'Opportunity');
+    expect(deal).toMatchObject({ ERP_Order_Id__c: '70', Name: 'Deal 70', Customer__c: null });
+    expect(deal).not.toHaveProperty('Customer__r');
+    // A new record with a NULL lookup is simply created without one; one request mixes null and non-null.
+    const mixed = [opp('71', null), opp('72', '5'), opp('73', '404'), opp('70', '5')];
+    expect(a.cost(mixed)).toBe(1);
+    const out = await a.write(mixed, () => undefined);
+    expect(out.map((o) => (o.status === 'done' ? `done${o.created ? '+' : ''}` : o.code))).toEqual(['done+', 'done+', 'LOOKUP_PENDING', 'done']);
+    const deals = Object.fromEntries((await stored(s, 'Opportunity')).map((d) => [d.ERP_Order_Id__c, d.Customer__c]));
+    expect(deals).toEqual({ '70': contactId, '71': null, '72': contactId });
+    // A standard lookup, whether named by its field (AccountId) or its relationship (Account), clears AccountId.
+    await a.write([{ op: 'upsert', object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1', fields: { Name: 'Acme' } }], () => undefined);
+    const withAccount = (ext: string | null, field = 'AccountId'): CrmWrite => ({ ...upsert('5', {}), lookups: { [field]: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: ext } } });
+    await a.write([withAccount('A1')], () => undefined);
+    expect((await stored(s, 'Contact'))[0]?.AccountId).toMatch(/^001/);
+    expect((await a.write([withAccount(null, 'Account')], () => undefined))[0]?.status).toBe('done');
+    expect((await stored(s, 'Contact'))[0]).toMatchObject({ LastName: 'E', AccountId: null });
+  });
+
+  it('sends records that clear a lookup through sObject Collections, never in a Bulk job, and counts that in cost()', async () => {
+    const s = await start();
+    const a = adapter(s, { bulkThreshold: 3 });
+    const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
+    const contactId = c?.status === 'done' ? c.crmId : 'missing';
+    const opp = (ext: string, customer: string | null): CrmWrite => ({
+      op: 'upsert',
+      object: 'Opportunity',
+      externalIdField: 'ERP_Order_Id__c',
+      externalId: ext,
+      fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
+      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: customer } },
+    });
+    await a.write([opp('80', '5'), opp('81', '5')], () => undefined);
+    // 3 that set the lookup go as a job, the 2 that clear it as one collection request.
+    const records = [opp('80', null), opp('82', '5'), opp('83', '5'), opp('81', null), opp('84', '5')];
+    const cost = a.cost(records);
+    expect(cost).toBe(6 + estimatedPolls(3) + 1);
+    const before = await stats(s);
+    const out = await a.write(records, () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
+    const after = await stats(s);
+    expect(after.requests - before.requests).toBe(cost);
+    expect((after.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0) - (before.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0)).toBe(1);
+    expect((after.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0) - (before.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0)).toBe(1);
+    const deals = Object.fromEntries((await stored(s, 'Opportunity')).map((d) => [d.ERP_Order_Id__c, d.Customer__c]));
+    expect(deals).toEqual({ '80': null, '81': null, '82': contactId, '83': contactId, '84': contactId });
+    // Fewer than bulkThreshold records left to set lookups: everything goes in one collection request.
+    const small = [opp('85', '5'), opp('86', null), opp('87', '5')];
+    expect(a.cost(small)).toBe(1);
+    const mid = (await stats(s)).requests;
+    expect((await a.write(small, () => undefined)).every((o) => o.status === 'done')).toBe(true);
+    expect((await stats(s)).requests - mid).toBe(1);
   });
 
   it('deletes by external id: one query and one collection delete per 200, already-gone records are done', async () => {
@@ -327,6 +415,7 @@ describe('Salesforce helpers', () => {
     expect(relationshipName('Customer__c')).toBe('Customer__r');
     expect(relationshipName('AccountId')).toBe('Account');
     expect(relationshipName('Customer__r')).toBe('Customer__r');
+    expect([lookupIdField('Customer__c'), lookupIdField('Customer__r'), lookupIdField('AccountId'), lookupIdField('Account')]).toEqual(['Customer__c', 'Customer__c', 'AccountId', 'AccountId']);
     expect(parseBulkError('INVALID_EMAIL_ADDRESS:Email: invalid email address: bad:Email --')).toEqual({ statusCode: 'INVALID_EMAIL_ADDRESS', message: 'Email: invalid email address: bad', fields: ['Email'] });
     expect(parseBulkError('UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--')).toEqual({ statusCode: 'UNABLE_TO_LOCK_ROW', message: 'unable to obtain exclusive access to this record', fields: [] });
     expect(estimatedPolls(10)).toBe(2);

@@ -133,6 +133,40 @@ describe('ZendeskSellAdapter', () => {
     await a.close();
   });
 
+  it('clears a lookup whose column became NULL, on update and on create, without an id lookup', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const org = (id: string): CrmWrite => upsert(id, { name: `Org ${id}`, is_organization: true });
+    const person = (id: string, orgId: string | null): CrmWrite =>
+      upsert(id, { last_name: `P${id}` }, { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: orgId, ...(orgId === null ? { previousExternalId: 'O1' } : {}) } });
+    expect((await a.write([org('O1'), person('1', 'O1')], () => undefined)).map((o) => o.status)).toEqual(['done', 'done']);
+    const stored = async (): Promise<Map<string, unknown>> => {
+      const all = (await (await fetch(`${s.url}/__sim/records/contacts`)).json()) as { contact_id?: unknown; custom_fields: { erp_id: string } }[];
+      return new Map(all.map((r) => [r.custom_fields.erp_id, r.contact_id]));
+    };
+    const orgId = (await stored()).get('1');
+    expect(typeof orgId).toBe('number');
+    // A null lookup costs no id lookup, even when the target is not cached.
+    const cleared = person('1', null);
+    const fresh = adapter(s); // empty id cache
+    expect(fresh.cost([cleared])).toBe(1);
+    await fresh.close();
+    const before = ((await (await fetch(`${s.url}/__sim/stats`)).json()) as { requests: number }).requests;
+    // A batch mixing a cleared lookup (update of 1, create of 2) and a set one (create of 3).
+    const out = await a.write([cleared, person('2', null), person('3', 'O1')], () => undefined);
+    expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+    const after = ((await (await fetch(`${s.url}/__sim/stats`)).json()) as { requests: number }).requests;
+    expect(after - before).toBe(3); // one upsert each: O1's id is cached, null needs no lookup
+    const now = await stored();
+    expect(now.get('1')).toBeNull();
+    expect(now.get('2')).toBeNull();
+    expect(now.get('3')).toBe(orgId);
+    // A deal's contact_id is required in Sell: clearing it is a validation error naming the field.
+    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: null } } };
+    expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'rejected', field: 'contact_id' });
+    await a.close();
+  });
+
   it('throws a permanent CRM_AUTH error for a bad token', async () => {
     const s = await start();
     const a = adapter(s, 'wrong');

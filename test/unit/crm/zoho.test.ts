@@ -67,6 +67,11 @@ const deal = (id: string, customer: string): CrmWrite => ({
   lookups: { Contact_Name: { object: 'Contacts', externalIdField: 'ERP_Id', externalId: customer } },
 });
 const ok = (): void => undefined;
+/** A deal whose customer column is NULL now (it pointed to `previous` before, when given). */
+const orphanDeal = (id: string, previous?: string): CrmWrite => ({
+  ...deal(id, 'unused'),
+  lookups: { Contact_Name: { object: 'Contacts', externalIdField: 'ERP_Id', externalId: null, ...(previous ? { previousExternalId: previous } : {}) } },
+});
 
 describe('Zoho CRM simulator', () => {
   it('counts credits over the rolling window, shows X-API-CREDITS-REMAINING from 50% used, then 429s', async () => {
@@ -268,6 +273,29 @@ describe('ZohoAdapter', () => {
     expect((await d.write([contact('5', { Last_Name: 'E' }), remove('404')], ok)).map((o) => o.status)).toEqual(['done', 'done']);
   });
 
+  it('clears a lookup whose column became NULL with null in the upsert, without a search', async () => {
+    const s = await start();
+    const writer = adapter(s);
+    await writer.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok);
+    expect((await writer.write([deal('7', '1')], ok))[0]?.status).toBe('done');
+    const contacts = await records(s, 'Contacts');
+
+    // A fresh adapter (empty cache): clearing 7, creating 8 with no contact, and 9 -> contact 2
+    // cost one search (for 2 only) and one upsert.
+    const a = adapter(s);
+    const batch = [orphanDeal('7', '1'), orphanDeal('8'), deal('9', '2')];
+    const before = (await stats(s)).requests;
+    expect(a.cost(batch)).toBe(2);
+    expect((await a.write(batch, ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+    expect((await stats(s)).requests - before).toBe(2);
+    const stored = new Map((await records(s, 'Deals')).map((d) => [d.ERP_Order_Id, d]));
+    expect(stored.get('7')).toMatchObject({ Contact_Name: null });
+    expect(stored.get('8')).toMatchObject({ Contact_Name: null, Deal_Name: 'Order 8' });
+    expect(stored.get('9')).toMatchObject({ Contact_Name: { id: String(contacts[1]!.id) } });
+    // Only cleared lookups: the upsert alone.
+    expect(adapter(s).cost([orphanDeal('7'), orphanDeal('8')])).toBe(1);
+  });
+
   it('turns a throttled call into retry outcomes: 1 s for the concurrency limit, 300 s when credits ran out', async () => {
     const s = await start({ limit: { requests: 4, windowSeconds: 86_400 } });
     const a = adapter(s);
@@ -328,5 +356,26 @@ describe('ZohoAdapter', () => {
     expect(dealOut.slice(1).every((o) => o.status === 'done')).toBe(true);
     const storedDeals = await records(s, 'Deals');
     expect(storedDeals[0]).toMatchObject({ ERP_Order_Id: '101', Deal_Name: 'Order 101', Contact_Name: { id: String(stored[1]!.id) } });
+  });
+
+  it('keeps records that clear a lookup out of Bulk Write: they go through the regular upsert', async () => {
+    const s = await start();
+    const a = adapter(s, { bulkThreshold: 3 });
+    await a.write([contact('1', { Last_Name: 'A' })], ok);
+    expect((await a.write([deal('1', '1'), deal('2', '1')], ok)).map((o) => o.status)).toEqual(['done', 'done']);
+    // Three deals keep their contact (a Bulk Write job), two lose it (one upsert call).
+    const batch = [deal('3', '1'), orphanDeal('1', '1'), deal('4', '1'), orphanDeal('2', '1'), deal('5', '1')];
+    const mark = await stats(s);
+    const cost = a.cost(batch);
+    expect(cost).toBe(1 + 1 + 500 + 1 + 1 + 1); // org, upload, job, one poll, download; the upsert
+    expect((await a.write(batch, ok)).map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
+    const st = await stats(s);
+    expect((st.byEndpoint['POST /crm/v7/Deals/upsert'] ?? 0) - (mark.byEndpoint['POST /crm/v7/Deals/upsert'] ?? 0)).toBe(1);
+    expect(st.byEndpoint['POST /crm/bulk/v7/write']).toBe(1);
+    const contactId = String((await records(s, 'Contacts'))[0]!.id);
+    const stored = new Map((await records(s, 'Deals')).map((d) => [d.ERP_Order_Id, d.Contact_Name]));
+    expect(Object.fromEntries(stored)).toEqual({ '1': null, '2': null, '3': { id: contactId }, '4': { id: contactId }, '5': { id: contactId } });
+    // Only cleared lookups, above the threshold: no job at all.
+    expect(a.cost([orphanDeal('1'), orphanDeal('2'), orphanDeal('3')])).toBe(1);
   });
 });

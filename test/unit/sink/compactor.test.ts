@@ -41,7 +41,7 @@ describe('compact', () => {
   });
 
   describe('lookups: the merged write names the target the CRM held before the window', () => {
-    const company = (externalId: string, previousExternalId?: string): CrmLookup => ({
+    const company = (externalId: string | null, previousExternalId?: string): CrmLookup => ({
       object: 'companies',
       externalIdField: 'erp_company_id',
       externalId,
@@ -63,6 +63,13 @@ describe('compact', () => {
     it('unchanged A then A->B: previous A', () => {
       expect(merged(company('A'), company('B', 'A'))).toEqual(company('B', 'A'));
       expect(merged(company('A', 'X'), company('A'))).toEqual(company('A', 'X'));
+    });
+
+    it('cleared lookups (null): A->B then B->null clears with previous A; null then ->B has nothing to remove', () => {
+      expect(merged(company('B', 'A'), company(null, 'B'))).toEqual(company(null, 'A'));
+      expect(merged(company(null, 'A'), company('A'))).toEqual(company('A'));
+      expect(merged(company(null), company('B'))).toEqual(company('B'));
+      expect(merged(company(null, 'A'), company(null))).toEqual(company(null, 'A'));
     });
   });
 });

@@ -41,4 +41,12 @@ describe('mapEvent lookups', () => {
     const insert: ChangeEvent = { ...update(null, { id: 8, title: 'O', customer_id: 2n }), op: 'c' };
     expect(mapEvent(insert, mapping)?.lookups?.company).toEqual(plain);
   });
+
+  it('a NULL lookup column clears the lookup (externalId null), naming the old target when the old row shows it', () => {
+    const cleared = { object: 'companies', externalIdField: 'erp_company_id', externalId: null };
+    expect(mapEvent(update({ id: 7, title: 'O', customer_id: 1n }, { id: 7, title: 'O', customer_id: null }), mapping)?.lookups?.company).toEqual({ ...cleared, previousExternalId: '1' });
+    expect(mapEvent(update(null, { id: 7, title: 'O', customer_id: null }), mapping)?.lookups?.company).toEqual(cleared);
+    const insert: ChangeEvent = { ...update(null, { id: 8, title: 'O', customer_id: null }), op: 'c' };
+    expect(mapEvent(insert, mapping)?.lookups?.company).toEqual(cleared);
+  });
 });
