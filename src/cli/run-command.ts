@@ -1,6 +1,7 @@
 import type { Config } from '../config.ts';
 import { CaptureSource } from '../capture/capture-source.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
+import { CrmCaches } from '../crm/crm-caches.ts';
 import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import { LagMonitor } from '../ops/lag-monitor.ts';
@@ -38,7 +39,9 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   onStopSignal(() => void stopAll(0));
 
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
-  const sink = role !== 'source' ? new SinkRunner(config, (token) => createAdapter({ ...config.crm, auth: { token } }), onFatal) : undefined;
+  // One cache of CRM ids and links for all credentials' adapters (see crm-caches.ts).
+  const caches = new CrmCaches();
+  const sink = role !== 'source' ? new SinkRunner(config, (token) => createAdapter({ ...config.crm, auth: { token } }, caches), onFatal) : undefined;
   if (config.ops.port) {
     const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
     const timeseries = new TimeseriesSampler({

@@ -74,6 +74,11 @@ export interface CrmAdapter {
    * credits (1 per 10 records, 500 per Bulk Write job); calls elsewhere. Default: `cost`.
    */
   dailyCost?(records: CrmWrite[]): number;
+  /**
+   * Drops what the adapter remembers of the CRM (ids, links; see crm-caches.ts). The sink calls
+   * it on every rebalance: another instance may have written these partitions' records meanwhile.
+   */
+  forget?(): void;
   /** Verifies the credentials with one cheap request (used by `pg2crm check`). */
   ping(): Promise<void>;
   close(): Promise<void>;

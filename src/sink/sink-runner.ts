@@ -182,8 +182,10 @@ export class SinkRunner {
       this.joined = true;
       this.memberId = e.payload.memberId;
       this.share.joined(e.payload.memberId);
-      // Partitions may have moved here from another instance, which wrote meanwhile.
+      // Partitions may have moved here from another instance, which wrote meanwhile: what this
+      // process remembers of those records (hashes, CRM ids, links) may be stale.
       this.hashes?.reload();
+      for (const lane of this.budget.lanes) for (const a of lane.adapters) a.forget?.();
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       if (!e.payload.restart) this.onFatal?.(e.payload.error);

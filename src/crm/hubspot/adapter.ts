@@ -3,6 +3,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmLookup, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { CrmCaches } from '../crm-caches.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
 
 /**
@@ -134,16 +135,24 @@ export class HubSpotAdapter implements CrmAdapter {
   private readonly pool: Pool;
   private readonly token: string;
   private readonly timeoutMs: number;
+  private readonly caches: CrmCaches;
   /** object, idProperty, external id -> HubSpot record id. */
-  private readonly ids = new Map<string, string>();
-  /** from object, from id, to object -> the to id this adapter last associated. */
-  private readonly links = new Map<string, string>();
+  private readonly ids: Map<string, string>;
+  /** from object, from id, to object -> the to id last associated (by any adapter sharing `caches`). */
+  private readonly links: Map<string, string>;
 
-  constructor(config: CrmConfig) {
+  constructor(config: CrmConfig, caches: CrmCaches = new CrmCaches()) {
+    this.caches = caches;
+    this.ids = caches.map('hubspot.ids');
+    this.links = caches.map('hubspot.links');
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.token = config.auth.token;
     this.timeoutMs = config.timeoutMs;
+  }
+
+  forget(): void {
+    this.caches.clear();
   }
 
   maxBatchSize(): number {

@@ -2,6 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { CrmCaches } from '../crm-caches.ts';
 import { header, safeJson, send } from '../http.ts';
 
 /**
@@ -50,13 +51,21 @@ export class ZendeskSellAdapter implements CrmAdapter {
   private readonly pool: Pool;
   private readonly token: string;
   private readonly timeoutMs: number;
-  private readonly ids = new Map<string, number>();
+  private readonly caches: CrmCaches;
+  /** object, external id -> Sell id (shared by the process's adapters, see crm-caches.ts). */
+  private readonly ids: Map<string, number>;
 
-  constructor(config: CrmConfig) {
+  constructor(config: CrmConfig, caches: CrmCaches = new CrmCaches()) {
+    this.caches = caches;
+    this.ids = caches.map('zendesk-sell.ids');
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.token = config.auth.token;
     this.timeoutMs = config.timeoutMs;
+  }
+
+  forget(): void {
+    this.caches.clear();
   }
 
   maxBatchSize(): number {

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, request as undiciRequest } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
+import { CrmCaches } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
 import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
@@ -114,11 +115,14 @@ export class ZohoAdapter implements CrmAdapter {
   private readonly timeoutMs: number;
   private readonly version: string;
   private readonly bulkThreshold: number;
-  /** `<Module>\0<externalId>` -> Zoho record id. */
-  private readonly ids = new Map<string, string>();
+  private readonly caches: CrmCaches;
+  /** `<Module>\0<externalId>` -> Zoho record id (shared by the process's adapters, see crm-caches.ts). */
+  private readonly ids: Map<string, string>;
   private orgId: string | undefined;
 
-  constructor(config: CrmConfig) {
+  constructor(config: CrmConfig, caches: CrmCaches = new CrmCaches()) {
+    this.caches = caches;
+    this.ids = caches.map('zoho.ids');
     const base = new URL(config.baseUrl);
     this.origin = base.origin;
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
@@ -131,6 +135,10 @@ export class ZohoAdapter implements CrmAdapter {
     this.timeoutMs = config.timeoutMs;
     this.version = config.apiVersion ?? 'v7';
     this.bulkThreshold = config.bulkThreshold;
+  }
+
+  forget(): void {
+    this.caches.clear();
   }
 
   maxBatchSize(): number {

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmAdapter, CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import { CrmCaches } from '../../../src/crm/crm-caches.ts';
 import { HubSpotAdapter, retryAfterOf } from '../../../src/crm/hubspot/adapter.ts';
 import { type HubSpotSimOptions, startHubSpotSimulator } from '../../../src/crm/hubspot/simulator.ts';
 import type { CrmSimulator, SimStats } from '../../../src/crm/sim-server.ts';
@@ -180,7 +181,7 @@ describe('HubSpot simulator', () => {
 });
 
 describe('HubSpotAdapter', () => {
-  function adapter(s: CrmSimulator, token = 'sim-token'): HubSpotAdapter {
+  function adapter(s: CrmSimulator, token = 'sim-token', caches?: CrmCaches): HubSpotAdapter {
     const config = parseConfig({
       name: 't',
       postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
@@ -188,7 +189,7 @@ describe('HubSpotAdapter', () => {
       crm: { kind: 'hubspot', baseUrl: s.url, auth: { token }, limits: { requests: 100, windowSeconds: 10, daily: 250000 } },
       mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { lastname: 'l' } }],
     });
-    const a = new HubSpotAdapter(config.crm);
+    const a = new HubSpotAdapter(config.crm, caches);
     adapters.push(a);
     return a;
   }
@@ -330,6 +331,36 @@ describe('HubSpotAdapter', () => {
     // Archiving the contact removes its associations, as in HubSpot.
     expect((await a.write([removeContact('5')], () => undefined))[0]?.status).toBe('done');
     expect(await records(s, 'associations')).toHaveLength(0);
+  });
+
+  it('adapters of one process (one per credential) share what they know of links and ids; forget() drops it', async () => {
+    const s = await start();
+    const caches = new CrmCaches();
+    const [a, b] = [adapter(s, 'sim-token', caches), adapter(s, 'sim-token', caches)];
+    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
+    const order = (customer: string, previous?: string): CrmWrite => ({
+      op: 'upsert',
+      object: 'deals',
+      externalIdField: 'erp_order_id',
+      externalId: '9',
+      fields: { dealname: 'Order 9' },
+      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
+    });
+    await a.write([company('A'), company('B')], () => undefined);
+    const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
+    const linked = async () => (await records(s, 'associations')).map((l) => companyId.get('A') === String(l.toObjectId) ? 'A' : 'B').sort();
+    expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
+    // The sink spreads calls over the credentials: the move to B goes through the other adapter,
+    expect((await b.write([order('B', 'A')], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual(['B']);
+    // ... and the move back through the first, which must not take deal -> A as still linked.
+    expect((await a.write([order('A', 'B')], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual(['A']);
+    // Known link and ids: an unchanged write is the upsert alone; after forget() (a rebalance)
+    // the target is read and the link made again.
+    expect(a.cost([order('A')])).toBe(1);
+    b.forget();
+    expect(a.cost([order('A')])).toBe(3);
   });
 
   it('a lookup that moved (previousExternalId) removes the old association only, once the new one exists', async () => {
