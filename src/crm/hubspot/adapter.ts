@@ -220,7 +220,10 @@ export class HubSpotAdapter implements CrmAdapter {
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
     const out: (WriteOutcome | undefined)[] = new Array(records.length);
     try {
-      await this.resolveIds(records, onSignal);
+      // This call's ids come from `found`, not from the shared cache, which a rebalance may drop
+      // while the call runs: a delete must not then pass for "not in HubSpot".
+      const found = await this.resolveIds(records, onSignal);
+      const deletes = records.flatMap((r, i) => (r.op === 'delete' ? [{ index: i, id: found.get(this.key(r.object, r.externalIdField, r.externalId)) }] : []));
       const upserts: number[] = [];
       const associations: Association[] = [];
       const unlinks: Unlink[] = [];
@@ -235,7 +238,7 @@ export class HubSpotAdapter implements CrmAdapter {
           }
           // null: the record points to nothing now; only the link to the previous target goes.
           if (l.externalId !== null) {
-            const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
+            const toId = found.get(this.key(l.object, l.externalIdField, l.externalId));
             if (toId === undefined) {
               out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
               return;
@@ -244,9 +247,9 @@ export class HubSpotAdapter implements CrmAdapter {
           }
           const previous = movedFrom(l);
           // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
-          const previousId = previous === undefined ? undefined : this.ids.get(this.key(l.object, l.externalIdField, previous));
+          const previousId = previous === undefined ? undefined : found.get(this.key(l.object, l.externalIdField, previous));
           // Never unlink a target another lookup of the same record points to now.
-          const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && this.ids.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
+          const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && found.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
           if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
         }
         upserts.push(i);
@@ -255,7 +258,6 @@ export class HubSpotAdapter implements CrmAdapter {
       await this.associate(records, associations.filter((a) => out[a.index]?.status === 'done'), out, onSignal);
       // Only once the new link is made (a record HubSpot just created has no old links).
       await this.unlink(records, unlinks.filter((u) => out[u.index]?.status === 'done' && (out[u.index] as { created?: boolean }).created !== true), out, onSignal);
-      const deletes = records.flatMap((r, i) => (r.op === 'delete' ? [i] : []));
       await this.archive(records, deletes, out, onSignal);
     } catch (err) {
       if (!(err instanceof ConnectorError && err.code === 'RATE_LIMITED')) throw err;
@@ -266,11 +268,19 @@ export class HubSpotAdapter implements CrmAdapter {
     return out.map((o) => o ?? { status: 'retry', code: 'HUBSPOT_NO_RESULT', message: 'HubSpot returned no result for this record' });
   }
 
-  /** Fills the id cache for lookup targets (current and previous) and records to delete, by their external ids. */
-  private async resolveIds(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
+  /**
+   * The HubSpot ids of lookup targets (current and previous) and records to delete, by their
+   * external ids: cached ones, and the others read (and cached). Absent = no such record.
+   */
+  private async resolveIds(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
     const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
     const want = (object: string, field: string, externalId: string): void => {
-      if (this.ids.has(this.key(object, field, externalId))) return;
+      const cached = this.ids.get(this.key(object, field, externalId));
+      if (cached !== undefined) {
+        found.set(this.key(object, field, externalId), cached);
+        return;
+      }
       const g = `${object}\u0000${field}`;
       let group = groups.get(g);
       if (!group) groups.set(g, (group = { object, field, ids: new Set() }));
@@ -293,10 +303,13 @@ export class HubSpotAdapter implements CrmAdapter {
         if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/read of ${object}`);
         for (const result of (res.body as BatchBody).results ?? []) {
           const value = result.properties?.[field];
-          if (value !== undefined && value !== null) lru(this.ids, this.key(object, field, value), result.id);
+          if (value === undefined || value === null) continue;
+          found.set(this.key(object, field, value), result.id);
+          lru(this.ids, this.key(object, field, value), result.id);
         }
       }
     }
+    return found;
   }
 
   private async upsert(records: CrmWrite[], chunk: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
@@ -418,13 +431,12 @@ export class HubSpotAdapter implements CrmAdapter {
     }
   }
 
-  private async archive(records: CrmWrite[], deletes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  /** Deletes the records by the HubSpot ids resolveIds found (none: not in HubSpot, already gone). */
+  private async archive(records: CrmWrite[], deletes: { index: number; id: string | undefined }[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
     const known: { index: number; id: string }[] = [];
-    for (const i of deletes) {
-      const r = records[i]!;
-      const id = this.ids.get(this.key(r.object, r.externalIdField, r.externalId));
-      if (id === undefined) out[i] = { status: 'done' }; // not in HubSpot: already gone
-      else known.push({ index: i, id });
+    for (const { index, id } of deletes) {
+      if (id === undefined) out[index] = { status: 'done' };
+      else known.push({ index, id });
     }
     for (const chunk of chunks(known, MAX_BATCH)) {
       const object = records[chunk[0]!.index]!.object;

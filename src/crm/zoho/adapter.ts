@@ -262,28 +262,32 @@ export class ZohoAdapter implements CrmAdapter {
   // ---- upsert ----------------------------------------------------------------------------
 
   private async upsert(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
-    await this.resolveLookups(indexes.map((i) => records[i]!), onSignal);
+    // This call's ids come from `found`, not from the shared cache, which a rebalance may drop
+    // while the call runs.
+    const found = await this.resolveLookups(indexes.map((i) => records[i]!), onSignal);
     const ready: number[] = [];
+    const lookupData = new Map<number, Record<string, unknown>>();
     for (const i of indexes) {
       const r = records[i]!;
-      const l = lookupTargets(r).find((t) => !this.ids.has(this.key(t.object, t.externalId)));
+      const l = lookupTargets(r).find((t) => !found.has(this.key(t.object, t.externalId)));
       if (l) {
         out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
-      } else ready.push(i);
+        continue;
+      }
+      ready.push(i);
+      const d: Record<string, unknown> = {};
+      // A field left out of the record JSON keeps its value; a lookup is cleared by sending it
+      // as null instead of `{id}` (record JSON of
+      // https://www.zoho.com/crm/developer/docs/api/v7/upsert-records.html).
+      for (const [field, t] of lookupEntries(r)) d[field] = t.externalId === null ? null : { id: found.get(this.key(t.object, t.externalId)) };
+      lookupData.set(i, d);
     }
     for (let c = 0; c < ready.length; c += UPSERT_MAX) {
       const chunk = ready.slice(c, c + UPSERT_MAX);
       const object = records[chunk[0]!]!.object;
       const data = chunk.map((i) => {
         const r = records[i]!;
-        const d: Record<string, unknown> = { ...r.fields, [r.externalIdField]: r.externalId };
-        for (const [field, l] of lookupEntries(r)) {
-          // A field left out of the record JSON keeps its value; a lookup is cleared by sending it
-          // as null instead of `{id}` (record JSON of
-          // https://www.zoho.com/crm/developer/docs/api/v7/upsert-records.html).
-          d[field] = l.externalId === null ? null : { id: this.ids.get(this.key(l.object, l.externalId)) };
-        }
-        return d;
+        return { ...r.fields, [r.externalIdField]: r.externalId, ...lookupData.get(i) };
       });
       const fields = [...new Set(chunk.map((i) => records[i]!.externalIdField))];
       const res = await this.request('POST', `/crm/${this.version}/${object}/upsert`, {
@@ -328,16 +332,24 @@ export class ZohoAdapter implements CrmAdapter {
 
   // ---- lookups and ids -------------------------------------------------------------------
 
-  private async resolveLookups(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async resolveLookups(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<Map<string, string>> {
     const targets = records.flatMap((r) => lookupTargets(r).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })));
-    await this.resolveIds(targets, onSignal);
+    return this.resolveIds(targets, onSignal);
   }
 
-  /** Finds Zoho ids of external ids not cached yet: one search per 10 ids (criteria joined by `or`). */
-  private async resolveIds(targets: { object: string; field: string; externalId: string }[], onSignal: (s: RateSignal) => void): Promise<void> {
+  /**
+   * The Zoho ids of `targets`: cached ones, and the others found by one search per 10 ids
+   * (criteria joined by `or`) and cached. Absent = no such record.
+   */
+  private async resolveIds(targets: { object: string; field: string; externalId: string }[], onSignal: (s: RateSignal) => void): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
     const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
     for (const t of targets) {
-      if (this.ids.has(this.key(t.object, t.externalId))) continue;
+      const cached = this.ids.get(this.key(t.object, t.externalId));
+      if (cached !== undefined) {
+        found.set(this.key(t.object, t.externalId), cached);
+        continue;
+      }
       const g = `${t.object}\u0000${t.field}`;
       if (!groups.has(g)) groups.set(g, { object: t.object, field: t.field, ids: new Set() });
       groups.get(g)!.ids.add(t.externalId);
@@ -352,23 +364,26 @@ export class ZohoAdapter implements CrmAdapter {
         if (res.status !== 200) throw new CallFailed(this.callFailure(res, `search of ${object} by ${field}`));
         for (const row of (res.body as { data?: Record<string, unknown>[] }).data ?? []) {
           const v = row[field];
-          if (v !== undefined && v !== null && row.id !== undefined) this.remember(object, String(v), String(row.id));
+          if (v === undefined || v === null || row.id === undefined) continue;
+          found.set(this.key(object, String(v)), String(row.id));
+          this.remember(object, String(v), String(row.id));
         }
       }
     }
+    return found;
   }
 
   // ---- delete ----------------------------------------------------------------------------
 
   private async delete(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
-    await this.resolveIds(
+    const found = await this.resolveIds(
       indexes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId })),
       onSignal,
     );
     const byObject = new Map<string, { index: number; id: string }[]>();
     for (const i of indexes) {
       const r = records[i]!;
-      const id = this.ids.get(this.key(r.object, r.externalId));
+      const id = found.get(this.key(r.object, r.externalId));
       if (id === undefined) {
         out[i] = { status: 'done' }; // not in Zoho: already gone
         continue;

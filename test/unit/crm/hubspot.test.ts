@@ -363,6 +363,16 @@ describe('HubSpotAdapter', () => {
     expect(a.cost([order('A')])).toBe(3);
   });
 
+  it('a rebalance dropping the id cache in the middle of a call does not turn a delete into "already gone"', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await a.write([contact('1', { lastname: 'One' })], () => undefined);
+    // Upsert 2, then delete 1 by its cached id: the cache is dropped when the upsert answers.
+    const outcomes = await a.write([contact('2', { lastname: 'Two' }), removeContact('1')], () => a.forget());
+    expect(outcomes.map((o) => o.status)).toEqual(['done', 'done']);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['2']);
+  });
+
   it('a lookup that moved (previousExternalId) removes the old association only, once the new one exists', async () => {
     const s = await start();
     const a = adapter(s);

@@ -296,6 +296,18 @@ describe('ZohoAdapter', () => {
     expect(adapter(s).cost([orphanDeal('7'), orphanDeal('8')])).toBe(1);
   });
 
+  it('a rebalance dropping the id cache in the middle of a call does not turn a delete into "already gone"', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await a.write([contact('1', { Last_Name: 'One' }), contact('2', { Last_Name: 'Two' })], () => undefined);
+    const b = adapter(s); // another credential's adapter wrote contact 2; a knows only its own writes
+    await b.write([contact('3', { Last_Name: 'Three' })], () => undefined);
+    // Deleting 1 (cached) and 3 (searched): the cache is dropped while the search is out.
+    const outcomes = await a.write([remove('1'), remove('3')], () => a.forget());
+    expect(outcomes.map((o) => o.status)).toEqual(['done', 'done']);
+    expect((await records(s, 'Contacts')).map((r) => r.ERP_Id)).toEqual(['2']);
+  });
+
   it('turns a throttled call into retry outcomes: 1 s for the concurrency limit, 300 s when credits ran out', async () => {
     const s = await start({ limit: { requests: 4, windowSeconds: 86_400 } });
     const a = adapter(s);
