@@ -91,7 +91,13 @@ export class RateBudget {
   private dailyCorrection = 0;
   private readonly demand = new Map<string, { n: number; priority: number; at: number }>();
   private readonly burst: number;
-  private paceTokens = Infinity;
+  /**
+   * The pacing bucket's fill as a fraction of its capacity (1 = full). Kept as a fraction, not a
+   * token count, so a limit that was 0 for a moment (share 0 before the first view of the group)
+   * does not leave the bucket empty once the share arrives: refilled at limit/window, an empty
+   * bucket would hold back a 500-credit Zoho Bulk Write job for 45 s at 1,000,000 credits a day.
+   */
+  private paceLevel = 1;
   private paceAt = 0;
 
   constructor(opts: BudgetOptions, clock: Clock = systemClock) {
@@ -109,9 +115,10 @@ export class RateBudget {
     const limit = this.limit();
     const capacity = limit * this.burst;
     const ratePerMs = limit / this.windowMs;
-    this.paceTokens = Math.min(capacity, this.paceTokens + Math.max(0, now - this.paceAt) * ratePerMs);
+    // capacity / (window × burst) = limit / window: the fill rises by ratePerMs tokens per ms.
+    this.paceLevel = Math.min(1, this.paceLevel + Math.max(0, now - this.paceAt) / (this.windowMs * this.burst));
     this.paceAt = now;
-    return { tokens: this.paceTokens, capacity, ratePerMs };
+    return { tokens: this.paceLevel * capacity, capacity, ratePerMs };
   }
 
   get windowSeconds(): number {
@@ -217,7 +224,7 @@ export class RateBudget {
     const priority = opts.priority ?? 5;
     const daily = opts.daily ?? n;
     const bucket = this.burst < 1 ? this.pace(this.clock.now()) : undefined;
-    const paced = !bucket || bucket.tokens >= Math.min(n, bucket.capacity);
+    const paced = !bucket || bucket.tokens + 1e-9 >= Math.min(n, bucket.capacity);
     const ok = paced && this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
     if (!ok) {
       if (opts.who !== undefined) this.demand.set(opts.who, { n, priority, at: this.clock.now() });
@@ -225,7 +232,11 @@ export class RateBudget {
     }
     if (opts.who !== undefined) this.demand.delete(opts.who);
     const now = this.clock.now();
-    if (this.burst < 1) this.paceTokens -= n;
+    if (bucket && bucket.capacity > 0) {
+      this.paceLevel -= n / bucket.capacity;
+      // Fractions round: 25 takes of 1/25 must leave the bucket exactly empty, not 1e-16 short.
+      if (Math.abs(this.paceLevel) < 1e-9) this.paceLevel = 0;
+    }
     const spent = { at: now, n };
     this.sent.push(spent);
     this.sentCount += n;
@@ -282,7 +293,7 @@ export class RateBudget {
     if (this.burst < 1 && limit >= n) {
       const p = this.pace(now);
       const need = Math.min(n, p.capacity);
-      if (p.tokens < need && p.ratePerMs > 0) windowWait = Math.max(windowWait, (need - p.tokens) / p.ratePerMs);
+      if (p.tokens + 1e-9 < need && p.ratePerMs > 0) windowWait = Math.max(windowWait, (need - p.tokens) / p.ratePerMs);
     }
     let dailyWait = 0;
     if (this.dailyAvailable() < daily) {

@@ -144,6 +144,19 @@ describe('RateBudget with a day-long window', () => {
 });
 
 describe('RateBudget pacing', () => {
+  it('a share of 0 before the first view of the group does not leave the pacing bucket empty', () => {
+    // Zoho-like: credits per 24 h, a Bulk Write job costs ~505 credits, paced by a tenth of the window.
+    const c = clock();
+    const b = new RateBudget({ requests: 1_000_000, windowSeconds: 86_400, burst: 0.1 }, c);
+    b.setShare(0, true);
+    expect(b.tryTake(505)).toBe(false); // a batch that arrives before the share
+    c.t += 200;
+    b.setShare(1, true);
+    // At once, not after 505 credits refilled at 1,000,000 per day (44 s).
+    expect(b.waitMs(505)).toBe(0);
+    expect(b.tryTake(505)).toBe(true);
+  });
+
   it('lets a quarter of the window go at once and spreads the rest evenly, same total', () => {
     const c = clock();
     const b = new RateBudget({ requests: 100, windowSeconds: 10, burst: 0.25 }, c);
