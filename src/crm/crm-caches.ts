@@ -6,6 +6,17 @@
  * skipping a link another adapter removed. Dropped on every rebalance (`CrmAdapter.forget`),
  * since partitions that come back may have been written by another instance meanwhile.
  */
+/** Entries per cache: ~100 bytes each, so a cache stays around 10 MB however many records pass. */
+const CACHE_MAX = 100_000;
+
+/** Sets `key` as the most recently used entry of `map`, evicting the least recently used past CACHE_MAX. */
+export function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  // Map iteration order is insertion order: the first key is the least recently used.
+  if (map.size > CACHE_MAX) map.delete(map.keys().next().value!);
+}
+
 export class CrmCaches {
   private readonly maps = new Map<string, Map<string, unknown>>();
 

@@ -38,6 +38,33 @@ export async function send(
   }
 }
 
+/** A JSON API's answer: the body parsed (`safeJson`), undefined when empty. */
+export interface JsonAnswer {
+  status: number;
+  headers: HttpHeaders;
+  body: unknown;
+}
+
+/** `send` for JSON APIs with a bearer token: the body serialized, the answer parsed. */
+export async function sendJson(
+  pool: Pool,
+  req: { method: string; path: string; token: string; body: unknown; timeoutMs: number; what: string },
+): Promise<JsonAnswer> {
+  const res = await send(pool, {
+    method: req.method,
+    path: req.path,
+    headers: {
+      authorization: `Bearer ${req.token}`,
+      accept: 'application/json',
+      ...(req.body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    body: req.body !== undefined ? JSON.stringify(req.body) : undefined,
+    timeoutMs: req.timeoutMs,
+    what: req.what,
+  });
+  return { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+}
+
 /** A response header (undici lower-cases names; a repeated header counts by its first value). */
 export function header(headers: HttpHeaders, name: string): string | undefined {
   const v = headers[name.toLowerCase()];

@@ -39,6 +39,11 @@ export const GOALS = { capacityUsed: 0.95, throttledShare: 0.005, callsPerChange
 
 const round = (v: number, digits: number): number => Number(v.toFixed(digits));
 
+/** The quota is spent per record (Zendesk Sell's single-record API, Dynamics' $batch operations): only compaction saves it. */
+export function chargedPerRecord(c: Capacity): boolean {
+  return c.maxBatch === 1 || c.costOfFullBatch >= c.maxBatch;
+}
+
 /** Records per second if every unit of the budget is spent on full batches. */
 export function theoreticalRecordsPerSecond(c: Capacity): number {
   return (c.requests / c.windowSeconds) * (c.maxBatch / Math.max(1, c.costOfFullBatch));

@@ -19,7 +19,7 @@ import { topicFor } from '../../src/events/topic-router.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { mapEvent } from '../../src/sink/field-mapper.ts';
 import { type SinkBenchCrm, sinkBenchCrms } from './sink-bench-crms.ts';
-import { type Capacity, figuresOf, goalsOf, type SinkFigures, theoreticalFigures, theoreticalRecordsPerSecond, writesPerChangeFloor } from './sink-figures.ts';
+import { type Capacity, chargedPerRecord, figuresOf, goalsOf, type SinkFigures, theoreticalFigures, theoreticalRecordsPerSecond, writesPerChangeFloor } from './sink-figures.ts';
 import { distinctKeys, hotShare, zipfExponentFor, zipfKeys } from './zipf-workload.ts';
 
 /**
@@ -389,7 +389,7 @@ async function runPg2crm(crm: SinkBenchCrm, sim: CrmSimulator, w: Workload, inte
     const [s1, c1] = await Promise.all([simStats(sim), committed(sink.groupId, w)]);
     const seconds = (performance.now() - t0) / 1000;
     sink.check('during the interval');
-    const end = [...w.ends.values()].reduce((a, b) => a + b, 0);
+    const end = total(w.ends);
     return {
       ...delta(s0, s1),
       changes: total(c1) - total(c0),
@@ -568,7 +568,7 @@ function floorFields(f: SinkFigures, i: Interval, capacity: Capacity): Record<st
   const callsFloor = capacity.maxBatch > 1 ? Number((floor / capacity.maxBatch).toFixed(6)) : floor;
   return {
     writesPerChangeFloor: floor,
-    ...(capacity.maxBatch === 1 || capacity.costOfFullBatch >= capacity.maxBatch
+    ...(chargedPerRecord(capacity)
       ? { callsPerChangeVsFloor: f.callsPerChange === null || floor === 0 ? null : Number((f.callsPerChange / floor).toFixed(3)) }
       : { callsPerChangeFloor: callsFloor }),
   };
@@ -660,7 +660,7 @@ function summary(results: CrmResult[]): void {
     const drained = r.backlogLeft === 0 ? '; NOTE backlog drained: pg2crm ran out of work, not at the limit (raise --changes)' : '';
     const problem = r.problem ? `; PROBLEM ${r.problem}` : '';
     console.log(`${r.crm.kind}: ${verdicts.join('; ')}; ${vsNaive}${drained}${problem}`);
-    if (r.capacity.maxBatch === 1 || r.capacity.costOfFullBatch >= r.capacity.maxBatch) {
+    if (chargedPerRecord(r.capacity)) {
       console.log(`  every record costs one unit of quota: calls/change on the capacity interval ${num(pf.callsPerChange, 4)} vs ${num(r.floors[0], 4)} for any sink (writes/change floor)`);
     }
     console.log(`  limits: ${r.crm.scaling}`);

@@ -7,6 +7,8 @@ import { AssignerProtocol, Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
+import { readTopic } from '../../src/kafka/read-topic.ts';
+import type { DeadLetter } from '../../src/sink/dead-letter.ts';
 
 /** Helpers for integration tests: isolated names, the demo ERP schema, the connector as a real process. */
 export interface StackEnv {
@@ -203,6 +205,13 @@ export function crmDifferences(
   }
   if (records.length !== rows.length - skip.size) out.push(`${records.length} records for ${rows.length - skip.size} rows`);
   return out;
+}
+
+/** Every dead letter in `topic` (read to its current end). */
+export async function readDeadLetters(brokers: string, topic: string): Promise<DeadLetter[]> {
+  const letters: DeadLetter[] = [];
+  await readTopic(kafkaOf(brokers), topic, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), { groupPrefix: 'test-dlq', timeoutMs: 30_000 });
+  return letters;
 }
 
 function kafkaOf(brokers: string): Kafka {

@@ -1,10 +1,8 @@
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.ts';
 import type { CrmSimulator, SimStats } from '../../src/crm/sim-server.ts';
 import { startSalesforceSimulator } from '../../src/crm/salesforce/simulator.ts';
 import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
-import { readTopic } from '../../src/kafka/read-topic.ts';
 import type { DeadLetter } from '../../src/sink/dead-letter.ts';
 import {
   CliProcess,
@@ -12,6 +10,7 @@ import {
   crmDifferences,
   dropCapture,
   groupLag,
+  readDeadLetters,
   simRecords,
   topicSize,
   type TestConnector,
@@ -119,12 +118,7 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
     }
   }
 
-  async function deadLetters(): Promise<DeadLetter[]> {
-    const kafka = new Kafka({ clientId: 'pg2crm-test', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
-    const letters: DeadLetter[] = [];
-    await readTopic(kafka, `${conn.topicPrefix}.dlq`, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), { groupPrefix: 'bulk-switch-dlq', timeoutMs: 30_000 });
-    return letters;
-  }
+  const deadLetters = (): Promise<DeadLetter[]> => readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
 
   it(`writes a backlog of ${BACKLOG} changes through bulk jobs and dead-letters what the CRM rejects`, async () => {
     onTestFailed(logs);

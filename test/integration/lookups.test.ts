@@ -1,15 +1,13 @@
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { type Config, loadConfig } from '../../src/config.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
-import { readTopic } from '../../src/kafka/read-topic.ts';
-import type { DeadLetter } from '../../src/sink/dead-letter.ts';
 import { TEST_CRMS } from '../helpers/crm-sims.ts';
 import {
   CliProcess,
   createErpSchema,
   dropCapture,
   groupLag,
+  readDeadLetters,
   recordField,
   simRecords,
   type TestConnector,
@@ -154,9 +152,7 @@ describe.each(TEST_CRMS)('$kind lookups through Kafka', ({ kind, start, limit })
     // The CRM refuses a deal without its contact: the clears are dead-lettered with its error,
     // the deals keep the contact they had, and the moves went through.
     await linked(new Map([...table].map(([order, customer]) => [order, customer ?? '1'])));
-    const kafka = new Kafka({ clientId: 'pg2crm-test', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
-    const letters: DeadLetter[] = [];
-    await readTopic(kafka, `${conn.topicPrefix}.dlq`, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), { groupPrefix: 'lookups-dlq', timeoutMs: 30_000 });
+    const letters = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
     expect([...new Set(letters.map((l) => l.externalId))].sort()).toEqual(['3', '4', '5']);
     for (const l of letters) expect(`${l.error.code} ${l.error.message} ${l.error.field ?? ''}`).toMatch(/contact_id/);
   });

@@ -1,9 +1,9 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { header, safeJson, send } from '../http.ts';
+import { header, sendJson } from '../http.ts';
 import type { CrmAdapter, CrmLookup, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
-import { CrmCaches } from '../crm-caches.ts';
+import { CrmCaches, remember } from '../crm-caches.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
 
 /**
@@ -32,7 +32,6 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  */
 const MAX_BATCH = 100;
 const MAX_ASSOCIATION_BATCH = 2000;
-const CACHE_MAX = 100_000;
 const TEN_SECONDS = 10;
 /** Per-record error categories no retry can fix. */
 const PERMANENT = new Set(['VALIDATION_ERROR', 'OBJECT_NOT_FOUND', 'INVALID_EMAIL', 'PROPERTY_DOESNT_EXIST', 'CONFLICT', 'INVALID_OPTION', 'INVALID_INTEGER', 'INVALID_DATE']);
@@ -121,13 +120,6 @@ function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
-}
-
-function lru<K, V>(map: Map<K, V>, key: K, value: V): void {
-  map.delete(key);
-  map.set(key, value);
-  // Map iteration order is insertion order: the first key is the least recently used.
-  if (map.size > CACHE_MAX) map.delete(map.keys().next().value!);
 }
 
 export class HubSpotAdapter implements CrmAdapter {
@@ -305,7 +297,7 @@ export class HubSpotAdapter implements CrmAdapter {
           const value = result.properties?.[field];
           if (value === undefined || value === null) continue;
           found.set(this.key(object, field, value), result.id);
-          lru(this.ids, this.key(object, field, value), result.id);
+          remember(this.ids, this.key(object, field, value), result.id);
         }
       }
     }
@@ -343,7 +335,7 @@ export class HubSpotAdapter implements CrmAdapter {
       const i = result.objectWriteTraceId !== undefined ? Number(result.objectWriteTraceId) : byExternalId.get(result.properties?.[records[chunk[0]!]!.externalIdField] ?? '');
       if (i === undefined || !chunk.includes(i)) continue;
       const r = records[i]!;
-      lru(this.ids, this.key(r.object, r.externalIdField, r.externalId), result.id);
+      remember(this.ids, this.key(r.object, r.externalIdField, r.externalId), result.id);
       out[i] = { status: 'done', crmId: result.id, ...(result.new !== undefined ? { created: result.new } : {}) };
     }
   }
@@ -384,7 +376,7 @@ export class HubSpotAdapter implements CrmAdapter {
             this.ids.delete(this.key(toObject, a.toIdField, a.toExternalId));
             out[a.index] = { status: 'retry', code: `HUBSPOT_ASSOCIATION_${e.category ?? 'ERROR'}`, message: e.message ?? 'association failed' };
           } else {
-            lru(this.links, this.linkKey(object, a.fromId, toObject), a.toId);
+            remember(this.links, this.linkKey(object, a.fromId, toObject), a.toId);
           }
         }
       }
@@ -461,19 +453,7 @@ export class HubSpotAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<HubSpotResponse> {
-    const res = await send(this.pool, {
-      method,
-      path,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        accept: 'application/json',
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-      timeoutMs: this.timeoutMs,
-      what: `HubSpot request ${method} ${path}`,
-    });
-    const out: HubSpotResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+    const out: HubSpotResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` });
     const signal: RateSignal = {};
     const remaining = numberHeader(out, 'x-hubspot-ratelimit-remaining');
     const dailyRemaining = numberHeader(out, 'x-hubspot-ratelimit-daily-remaining');

@@ -2,8 +2,8 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
-import { CrmCaches } from '../crm-caches.ts';
-import { header, safeJson, send } from '../http.ts';
+import { CrmCaches, remember } from '../crm-caches.ts';
+import { header, sendJson } from '../http.ts';
 
 /**
  * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
@@ -15,7 +15,6 @@ import { header, safeJson, send } from '../http.ts';
  * changes to the same record, whose order matters. The sink runs calls for different records
  * concurrently, up to `limits.concurrency`.
  */
-const LOOKUP_CACHE_MAX = 100_000;
 
 interface SellResponse {
   status: number;
@@ -101,11 +100,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
   }
 
   private remember(object: string, externalId: string, id: number): void {
-    const key = this.cacheKey(object, externalId);
-    this.ids.delete(key);
-    this.ids.set(key, id);
-    // Map iteration order is insertion order: the first key is the least recently used.
-    if (this.ids.size > LOOKUP_CACHE_MAX) this.ids.delete(this.ids.keys().next().value!);
+    remember(this.ids, this.cacheKey(object, externalId), id);
   }
 
   private async writeOne(r: CrmWrite, onSignal: (s: RateSignal) => void): Promise<WriteOutcome> {
@@ -181,19 +176,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
-    const res = await send(this.pool, {
-      method,
-      path,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        accept: 'application/json',
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-      timeoutMs: this.timeoutMs,
-      what: 'Zendesk Sell request',
-    });
-    const out: SellResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+    const out: SellResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: 'Zendesk Sell request' });
     const remaining = header(out.headers, 'x-ratelimit-remaining');
     const signal: RateSignal = {};
     if (remaining !== undefined && remaining !== '') signal.remaining = Number(remaining);

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, request as undiciRequest } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
-import { CrmCaches } from '../crm-caches.ts';
+import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
 import { header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
@@ -37,7 +37,6 @@ const BULK_MAX = 25_000;
 const CREDITS_PER_BULK_JOB = 500;
 const CREDITS_EXHAUSTED_WAIT_SECONDS = 300;
 const CONCURRENCY_WAIT_SECONDS = 1;
-const LOOKUP_CACHE_MAX = 100_000;
 /** Poll schedule of a Bulk Write job: 250 ms, doubling, at most 5 s apart. */
 const POLL_FIRST_MS = 250;
 const POLL_MAX_MS = 5000;
@@ -151,11 +150,7 @@ export class ZohoAdapter implements CrmAdapter {
   }
 
   private remember(object: string, externalId: string, id: string): void {
-    const k = this.key(object, externalId);
-    this.ids.delete(k);
-    this.ids.set(k, id);
-    // Map iteration order is insertion order: the first key is the least recently used.
-    if (this.ids.size > LOOKUP_CACHE_MAX) this.ids.delete(this.ids.keys().next().value!);
+    remember(this.ids, this.key(object, externalId), id);
   }
 
   /** Which records go through Bulk Write (the largest group of one field set, if big enough). */
