@@ -41,10 +41,24 @@ export interface CrmLookup {
 
 export type WriteOutcome =
   | { status: 'done'; crmId?: string; created?: boolean }
-  /** Transient: try the same record again later (after `retryAfterSeconds` when given). */
-  | { status: 'retry'; code: string; message: string; retryAfterSeconds?: number }
+  /**
+   * Transient: try the same record again later (after `retryAfterSeconds` when given). `kind`
+   * says why, for the sink's retry policy: a `throttle` is the CRM's budget, never the record's
+   * fault, and never counts as an attempt; `server` and `bad-response` count toward the circuit
+   * breaker.
+   */
+  | { status: 'retry'; code: string; message: string; retryAfterSeconds?: number; kind?: RetryKind }
   /** Permanent: the CRM rejected this record (validation); dead-letter it. */
   | { status: 'rejected'; code: string; message: string; field?: string };
+
+/** An object and the field that holds the external id, as the mappings and lookups name them. */
+export interface CrmTarget {
+  object: string;
+  externalIdField: string;
+}
+
+/** Why a record must be tried again. */
+export type RetryKind = 'throttle' | 'server' | 'timeout' | 'bad-response' | 'pending';
 
 /** What the CRM told us about its budget on the last response. */
 export interface RateSignal {
@@ -81,5 +95,12 @@ export interface CrmAdapter {
   forget?(): void;
   /** Verifies the credentials with one cheap request (used by `pg2crm check`). */
   ping(): Promise<void>;
+  /**
+   * What the CRM must have for these writes to work, read from the CRM (used by `pg2crm check`):
+   * e.g. HubSpot id properties with unique values, Zendesk Sell external-id fields that are
+   * filterable. One line per check: `ok` false means the connector would fail, `detail` says
+   * what was found and how to fix it.
+   */
+  preflight?(targets: CrmTarget[]): Promise<{ name: string; ok: boolean; detail: string }[]>;
   close(): Promise<void>;
 }

@@ -1,5 +1,13 @@
 import type { Dispatcher, Pool } from 'undici';
 import { ConnectorError, errorMessage } from '../errors.ts';
+import { VERSION } from '../version.ts';
+
+/**
+ * Sent with every CRM request. Zendesk refuses requests without one (400 `invalid_user_agent`,
+ * https://developer.zendesk.com/api-reference/introduction/requests/#user-agent); for the
+ * others it names pg2crm in the CRM's API logs.
+ */
+export const USER_AGENT = `pg2crm/${VERSION}`;
 
 /**
  * The HTTP plumbing every CRM adapter shares. A request that does not get an answer (connection
@@ -16,25 +24,52 @@ export interface HttpAnswer {
 
 export async function send(
   pool: Pool,
-  req: { method: string; path: string; headers: Record<string, string>; body?: string | Buffer | undefined; timeoutMs: number; what: string },
+  req: {
+    method: string;
+    path: string;
+    headers: Record<string, string>;
+    body?: string | Buffer | undefined;
+    timeoutMs: number;
+    what: string;
+    /** Aborts the call early (e.g. the connector stopping); ends as a retriable CRM_UNREACHABLE. */
+    signal?: AbortSignal | undefined;
+  },
 ): Promise<HttpAnswer> {
+  // undici's headersTimeout/bodyTimeout bound the gap between bytes: a server trickling its body
+  // keeps a call alive for as long as it likes. One deadline over the whole call (connect,
+  // headers and the full body) is what `crm.timeoutMs` promises, and what bounds a stop.
+  const deadline = AbortSignal.timeout(req.timeoutMs);
+  const signal = req.signal ? AbortSignal.any([deadline, req.signal]) : deadline;
+  const failure = (err: unknown, stage: string): ConnectorError => {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (deadline.aborted || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+      return new ConnectorError(
+        'CRM_TIMEOUT',
+        `${req.what}: no complete answer within crm.timeoutMs (${req.timeoutMs} ms); the CRM or the network is slow, raise crm.timeoutMs if its answers are legitimately this slow`,
+        { retriable: true, cause: err },
+      );
+    }
+    if (req.signal?.aborted) return new ConnectorError('CRM_UNREACHABLE', `${req.what}: aborted (${stage}): the connector is stopping`, { retriable: true, cause: err });
+    return new ConnectorError('CRM_UNREACHABLE', `${req.what}${stage === 'request' ? ' failed' : ': the response was cut off'}: ${errorMessage(err)}`, { retriable: true, cause: err });
+  };
   let res;
   try {
     res = await pool.request({
       method: req.method as Dispatcher.HttpMethod,
       path: req.path,
-      headers: req.headers,
+      headers: { 'user-agent': USER_AGENT, ...req.headers },
       ...(req.body !== undefined ? { body: req.body } : {}),
       headersTimeout: req.timeoutMs,
       bodyTimeout: req.timeoutMs,
+      signal,
     });
   } catch (err) {
-    throw new ConnectorError('CRM_UNREACHABLE', `${req.what} failed: ${errorMessage(err)}`, { retriable: true, cause: err });
+    throw failure(err, 'request');
   }
   try {
     return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
   } catch (err) {
-    throw new ConnectorError('CRM_UNREACHABLE', `${req.what}: the response was cut off: ${errorMessage(err)}`, { retriable: true, cause: err });
+    throw failure(err, 'body');
   }
 }
 
@@ -63,6 +98,40 @@ export async function sendJson(
     what: req.what,
   });
   return { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+}
+
+/**
+ * An answer that is not the CRM's documented shape (HTML from a proxy, truncated JSON, an empty
+ * body, a missing id) is not a success: retriable, and counted by the circuit breaker like a 5xx.
+ * `what` names the request, `expected` the documented shape; the body is quoted short.
+ */
+export function badResponse(what: string, status: number, text: string, expected: string): ConnectorError {
+  const quoted = text.length === 0 ? 'an empty body' : JSON.stringify(text.length > 120 ? `${text.slice(0, 120)}…` : text);
+  return new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${status} with ${quoted}, expected ${expected}; the CRM or a proxy in front of it answered something else`, { retriable: true });
+}
+
+/** Longest wait a Retry-After may ask for (Zendesk Sell's documented lockout is an hour). */
+export const RETRY_AFTER_CAP_SECONDS = 24 * 3600;
+
+/**
+ * The one Retry-After parser: delay-seconds or an HTTP-date
+ * (https://www.rfc-editor.org/rfc/rfc9110#field.retry-after), finite, not negative, capped at
+ * RETRY_AFTER_CAP_SECONDS; undefined when absent or unreadable, so the caller's default applies.
+ */
+export function parseRetryAfter(value: string | number | undefined | null, now = Date.now()): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const text = String(value).trim();
+  if (text === '') return undefined;
+  let seconds: number;
+  if (/^\d+(\.\d+)?$/.test(text)) seconds = Number(text);
+  else {
+    // Every HTTP-date form ends in GMT; Date.parse alone would read "-5" as a year.
+    if (!/GMT$/.test(text)) return undefined;
+    const at = Date.parse(text);
+    if (!Number.isFinite(at)) return undefined;
+    seconds = Math.max(0, Math.ceil((at - now) / 1000));
+  }
+  return Number.isFinite(seconds) ? Math.min(seconds, RETRY_AFTER_CAP_SECONDS) : undefined;
 }
 
 /** A response header (undici lower-cases names; a repeated header counts by its first value). */

@@ -9,7 +9,14 @@ import type { AddressInfo } from 'node:net';
  *   GET  /__sim/records/<object>  stored records (external ids included)
  *   GET  /__sim/stats             {requests, throttled, byEndpoint, byStatus, recordsWritten, recordsDeleted}
  *   POST /__sim/faults            {throttle:{requests, retryAfterSeconds}} | {errors5xx:{requests, status}}
- *                                 | {latencyMs} | {rejectWhen:{field, contains}} | {clear:true}
+ *                                 | {latencyMs} | {rejectWhen:{field, contains, echo?}} | {clear:true}
+ *                                 | {garbage:{requests, kind: html|truncated|empty, status?}}: 200 (or
+ *                                   `status`) with a body that is not the CRM's answer; nothing written
+ *                                 | {resets:{requests, afterWrite?}}: the connection is destroyed without
+ *                                   an answer; with afterWrite the request is carried out first (the
+ *                                   write reached the CRM, its answer was lost)
+ *                                 | {trickle:{requests, intervalMs}}: the real answer, one byte every
+ *                                   intervalMs (a server that keeps the call alive byte by byte)
  *   POST /__sim/clock             {advanceSeconds}: move the simulator's clock (rate windows,
  *                                 Retry-After lockouts) forward, so a 3600 s wait passes at once
  *   POST /__sim/reset             records, stats, faults and clock back to the start
@@ -29,6 +36,8 @@ export interface SimResponse {
   status: number;
   headers?: Record<string, string | number>;
   body?: unknown;
+  /** An injected transport fault: `reset` destroys the connection, `trickle` sends byte by byte. */
+  transport?: { reset: true } | { trickleMs: number };
 }
 
 export type SimRecord = Record<string, unknown> & { id: number };
@@ -37,8 +46,19 @@ export interface Faults {
   throttle?: { requests: number; retryAfterSeconds: number };
   errors5xx?: { requests: number; status: number };
   latencyMs?: number;
-  rejectWhen?: { field: string; contains: string };
+  /** `echo`: the error message quotes the record sent, as some CRMs and proxies do. */
+  rejectWhen?: { field: string; contains: string; echo?: boolean };
+  garbage?: { requests: number; kind: 'html' | 'truncated' | 'empty'; status?: number };
+  resets?: { requests: number; afterWrite?: boolean };
+  trickle?: { requests: number; intervalMs: number };
 }
+
+/** Garbage bodies a proxy or a broken CRM answers with (`garbage` fault). */
+const GARBAGE: Record<'html' | 'truncated' | 'empty', string> = {
+  html: '<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>',
+  truncated: '{"data":{"id":12',
+  empty: '',
+};
 
 export interface SimStats {
   requests: number;
@@ -131,7 +151,7 @@ export abstract class SimServer {
     if (!rule) return undefined;
     const v = fields[rule.field];
     if (v !== undefined && v !== null && String(v).includes(rule.contains)) {
-      return { field: rule.field, message: `${rule.field} is invalid` };
+      return { field: rule.field, message: `${rule.field} is invalid${rule.echo ? `: ${JSON.stringify(fields)}` : ''}` };
     }
     return undefined;
   }
@@ -181,14 +201,27 @@ export abstract class SimServer {
     let res: SimResponse;
     const storm = this.faults.throttle;
     const errors = this.faults.errors5xx;
+    const { garbage, resets, trickle } = this.faults;
     if (storm && storm.requests > 0) {
       storm.requests--;
       res = this.throttleResponse(storm.retryAfterSeconds);
     } else if (errors && errors.requests > 0) {
       errors.requests--;
       res = { status: errors.status, body: { error: 'injected server error' } };
+    } else if (garbage && garbage.requests > 0) {
+      garbage.requests--;
+      const html = garbage.kind === 'html';
+      res = { status: garbage.status ?? 200, headers: { 'content-type': html ? 'text/html' : 'application/json' }, body: GARBAGE[garbage.kind] };
+    } else if (resets && resets.requests > 0) {
+      resets.requests--;
+      if (resets.afterWrite) await this.handle(req);
+      res = { status: 0, transport: { reset: true } };
     } else {
       res = await this.handle(req);
+      if (trickle && trickle.requests > 0) {
+        trickle.requests--;
+        res = { ...res, transport: { trickleMs: trickle.intervalMs } };
+      }
     }
     if (res.status === 429 || (res.status === 403 && JSON.stringify(res.body ?? '').includes('REQUEST_LIMIT_EXCEEDED'))) this.stats.throttled++;
     this.stats.byStatus[res.status] = (this.stats.byStatus[res.status] ?? 0) + 1;
@@ -220,12 +253,31 @@ export abstract class SimServer {
   }
 
   private send(res: ServerResponse, r: SimResponse): void {
+    if (r.transport && 'reset' in r.transport) {
+      res.socket?.destroy();
+      return;
+    }
     const headers: Record<string, string | number> = { ...r.headers };
     // A text or binary body with its own content type (multipart $batch, CSV, zip) goes out as is.
     const verbatim = (typeof r.body === 'string' || Buffer.isBuffer(r.body)) && Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
     if (r.body !== undefined && !verbatim) headers['content-type'] = 'application/json';
+    const payload = r.body === undefined ? undefined : verbatim ? (r.body as string | Buffer) : JSON.stringify(r.body);
+    if (r.transport && 'trickleMs' in r.transport && payload !== undefined) {
+      const bytes = Buffer.from(payload);
+      res.writeHead(r.status, { ...headers, 'content-length': bytes.length });
+      let i = 0;
+      const timer = setInterval(() => {
+        if (res.destroyed || i >= bytes.length) {
+          clearInterval(timer);
+          res.end();
+          return;
+        }
+        res.write(bytes.subarray(i, ++i));
+      }, r.transport.trickleMs);
+      return;
+    }
     res.writeHead(r.status, headers);
-    res.end(r.body === undefined ? undefined : verbatim ? (r.body as string | Buffer) : JSON.stringify(r.body));
+    res.end(payload);
   }
 
   async listen(port: number, host = '127.0.0.1'): Promise<CrmSimulator> {

@@ -2,8 +2,8 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { header, send } from '../http.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { badResponse, header, send } from '../http.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequest, newBoundary, parseBatchResponse } from './multipart.ts';
 
 /**
@@ -60,6 +60,46 @@ function fieldOf(message: string | undefined): string | undefined {
   return m ? (m[1] ?? m[2]) : undefined;
 }
 
+/*
+ * The documented success answers: `GET WhoAmI` is `{BusinessUnitId, UserId, OrganizationId}`
+ * (GUIDs; https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/whoami);
+ * `$batch` is 200 `multipart/mixed` with one part per operation under `odata.continue-on-error`
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api);
+ * an upsert (PATCH) part is `204 No Content` with `OData-EntityId: <url>(<guid>)` and a DELETE
+ * part `204 No Content`
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api).
+ * Anything else on a 2xx (an HTML page from a proxy, JSON cut off, an empty body, a part missing)
+ * is not Dataverse's answer: nothing is known to be written, so it is a retriable
+ * CRM_BAD_RESPONSE, never `done`.
+ */
+const GUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+function isWhoAmI(text: string): boolean {
+  try {
+    const body = JSON.parse(text) as unknown;
+    return typeof body === 'object' && body !== null && typeof (body as { UserId?: unknown }).UserId === 'string' && GUID.test((body as { UserId: string }).UserId);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What an upsert part's OData-EntityId names: `<url>/<set>(<guid>)` -> the GUID; a key other
+ * than a GUID (not expected, but not garbage either) -> ''; no such header -> undefined.
+ */
+function entityIdOf(part: BatchItemResponse): string | undefined {
+  const key = /\(([^()]+)\)\s*$/.exec(part.headers['odata-entityid'] ?? '')?.[1];
+  return key === undefined ? undefined : GUID.test(key) ? key : '';
+}
+
+/** The retry kind of a whole-request error turned into the outcome of the records it left undecided. */
+function kindOf(code: string): { kind?: RetryKind } {
+  if (code === 'CRM_BAD_RESPONSE') return { kind: 'bad-response' };
+  if (code === 'CRM_UNAVAILABLE') return { kind: 'server' };
+  if (code === 'RATE_LIMITED') return { kind: 'throttle' };
+  return {};
+}
+
 function retryAfter(headers: Record<string, string | string[] | undefined>): number | undefined {
   const v = Number(header(headers, 'retry-after'));
   return Number.isFinite(v) && v >= 0 ? v : undefined;
@@ -96,6 +136,8 @@ export class DynamicsAdapter implements CrmAdapter {
     if (res.status !== 200) {
       throw new ConnectorError('CRM_PING', `Dynamics 365 answered HTTP ${res.status} to GET ${this.apiPath}/WhoAmI; check crm.baseUrl (the environment URL, e.g. https://org.crm.dynamics.com) and crm.apiVersion`);
     }
+    // A proxy or captive portal answering 200 must not pass `pg2crm check`.
+    if (!isWhoAmI(res.text)) throw badResponse(`Dynamics 365 GET ${this.apiPath}/WhoAmI`, res.status, res.text, '{"UserId":"<guid>",…}');
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
@@ -108,7 +150,7 @@ export class DynamicsAdapter implements CrmAdapter {
       } catch (err) {
         // Outcomes already known are kept; the rest is retried (or the whole call fails first time).
         if (out.length === 0 || !(err instanceof ConnectorError) || !err.retriable) throw err;
-        const rest: WriteOutcome = { status: 'retry', code: err.code, message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+        const rest: WriteOutcome = { status: 'retry', code: err.code, ...kindOf(err.code), message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
         while (out.length < records.length) out.push(rest);
         break;
       }
@@ -152,14 +194,18 @@ export class DynamicsAdapter implements CrmAdapter {
       this.resize(Math.floor(this.batchSize / 2), 'throttled');
       const after = retryAfter(res.headers);
       const err = odataError(res.text);
-      const outcome: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(), ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
+      const outcome: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(), ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
       return chunk.map(() => outcome);
     }
     if (res.status >= 500) {
       throw new ConnectorError('CRM_UNAVAILABLE', `Dynamics 365 answered HTTP ${res.status} to $batch: ${odataError(res.text).message ?? res.text.slice(0, 200)}`, { retriable: true });
     }
+    const what = `Dynamics 365 POST ${this.apiPath}/$batch`;
+    const multipart = 'multipart/mixed with one part per operation';
     const inner = boundaryOf(header(res.headers, 'content-type'));
     if (!inner) {
+      // A 2xx that is not multipart is not Dataverse's answer (a proxy's page, a cut-off body).
+      if (res.status >= 200 && res.status < 300) throw badResponse(what, res.status, res.text, multipart);
       const err = odataError(res.text);
       throw new ConnectorError('CRM_BATCH_REJECTED', `Dynamics 365 rejected the $batch request (HTTP ${res.status} ${err.code ?? ''}): ${err.message ?? res.text.slice(0, 200)}; this is a pg2crm bug or an unsupported environment, report it`);
     }
@@ -167,22 +213,43 @@ export class DynamicsAdapter implements CrmAdapter {
     try {
       parts = parseBatchResponse(res.text, inner);
     } catch (err) {
-      throw new ConnectorError('CRM_BAD_RESPONSE', `Dynamics 365 $batch response is not valid multipart: ${errorMessage(err)}`, { retriable: true, cause: err });
+      const bad = badResponse(what, res.status, res.text, `${multipart} (${errorMessage(err)})`);
+      throw new ConnectorError(bad.code, bad.message, { retriable: true, cause: err });
+    }
+    // More answers than operations: which part is whose cannot be told, so none is trusted.
+    if (parts.length > chunk.length) {
+      throw new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${res.status} with ${parts.length} parts for ${chunk.length} operations, expected one part per operation; the CRM or a proxy in front of it answered something else`, { retriable: true });
     }
     const elapsed = Date.now() - started;
     if (elapsed > this.timeoutMs / 2) this.resize(Math.floor(this.batchSize / 2), 'slow batch');
     else if (chunk.length === this.batchSize) this.resize(this.batchSize * 2, 'fast batch');
+    const last = parts.at(-1);
+    const stopped = last !== undefined && (last.status < 200 || last.status >= 300);
     return chunk.map((r, i) => {
       const part = parts[i];
-      // Only without continue-on-error does Dataverse stop early; the rest was not attempted.
-      if (!part) return { status: 'retry', code: 'BATCH_STOPPED', message: 'Dynamics 365 stopped the batch before this operation' };
-      return this.outcome(r, part, onSignal);
+      if (!part) {
+        // Dataverse stops at a failure only without continue-on-error (always sent): after a
+        // failed part that is what happened; after a successful one, the answer is cut short.
+        if (stopped) return { status: 'retry', code: 'BATCH_STOPPED', message: 'Dynamics 365 stopped the batch before this operation' };
+        return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: HTTP ${res.status} with ${parts.length} parts for ${chunk.length} operations, none for operation ${i + 1}; the CRM or a proxy in front of it answered something else` };
+      }
+      return this.outcome(r, part, onSignal, i);
     });
   }
 
-  private outcome(r: CrmWrite, part: BatchItemResponse, onSignal: (s: RateSignal) => void): WriteOutcome {
+  private outcome(r: CrmWrite, part: BatchItemResponse, onSignal: (s: RateSignal) => void, index: number): WriteOutcome {
     if (part.status >= 200 && part.status < 300) {
-      const id = /\(([0-9a-fA-F-]{36})\)\s*$/.exec(part.headers['odata-entityid'] ?? '')?.[1];
+      const what = `Dynamics 365 $batch part ${index + 1} (${r.op === 'delete' ? 'DELETE' : 'PATCH'} ${r.object})`;
+      if (r.op === 'delete') {
+        if (part.status === 204) return { status: 'done' };
+        const bad = badResponse(what, part.status, part.body, '204 No Content');
+        return { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message };
+      }
+      const id = entityIdOf(part);
+      if (part.status !== 204 || id === undefined) {
+        const bad = badResponse(what, part.status, part.body, '204 No Content with OData-EntityId: <url>/<set>(<guid>)');
+        return { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message };
+      }
       return { status: 'done', ...(id ? { crmId: id } : {}) };
     }
     if (part.status === 404 && r.op === 'delete') return { status: 'done' };
@@ -190,14 +257,15 @@ export class DynamicsAdapter implements CrmAdapter {
     const message = err.message ?? `HTTP ${part.status}`;
     // Only a bind to a record can miss its target; a null bind (disassociate) looks nothing up.
     if (part.status === 404 && Object.values(r.lookups ?? {}).some((l) => l.externalId !== null)) {
-      return { status: 'retry', code: 'LOOKUP_PENDING', message: `${message} (a referenced record is not in Dynamics 365 yet)` };
+      return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${message} (a referenced record is not in Dynamics 365 yet)` };
     }
     if (part.status === 429) {
       const after = retryAfter(part.headers);
       onSignal({ throttled: true, ...(after !== undefined ? { retryAfterSeconds: after } : {}) });
-      return { status: 'retry', code: 'RATE_LIMITED', message, ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
+      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message, ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
     }
-    if (part.status >= 500 || part.status === 408) return { status: 'retry', code: `HTTP_${part.status}`, message };
+    if (part.status >= 500) return { status: 'retry', code: `HTTP_${part.status}`, kind: 'server', message };
+    if (part.status === 408) return { status: 'retry', code: `HTTP_${part.status}`, kind: 'timeout', message };
     const field = fieldOf(err.message);
     return { status: 'rejected', code: `HTTP_${part.status}_${err.code ?? 'error'}`, message, ...(field ? { field } : {}) };
   }

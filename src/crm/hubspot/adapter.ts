@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { header, sendJson } from '../http.ts';
+import { badResponse, header, sendJson } from '../http.ts';
 import type { CrmAdapter, CrmLookup, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
@@ -78,6 +78,50 @@ function movedFrom(l: CrmLookup): string | undefined {
   return l.previousExternalId !== undefined && l.previousExternalId !== l.externalId ? l.previousExternalId : undefined;
 }
 
+
+/*
+ * The documented success answers
+ * (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/objects/batch/get-objects and
+ * the batch upsert/create pages; https://developers.hubspot.com/docs/api-reference/legacy/crm/associations/associate-records/batch/create-associations-labeled):
+ * batch read/upsert answer `{status, results: [{id: "<string>", properties: {...}, ...}], errors?: [...]}`
+ * (200, or 207 with errors), association batch/create `{status, results: [...], errors?}` (201 or 207),
+ * the list `GET /crm/v3/objects/{type}` `{results: [...], paging?}`, and both batch/archive calls
+ * `204 No Content`. Anything else on a 2xx (an HTML page from a proxy, JSON cut off, an empty
+ * body) is not HubSpot's answer: nothing is known to be written, so it is a retriable
+ * CRM_BAD_RESPONSE, never `done`.
+ */
+const BATCH_SHAPE = '{"results":[{"id":"<string>",…}],"errors"?:[…]}';
+
+interface BatchResult {
+  id: string;
+  properties?: Record<string, string | null>;
+  new?: boolean;
+  objectWriteTraceId?: string;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A batch answer's `errors`, when the body has the documented envelope (`results` an array, `errors` absent or an array). */
+function isBatchEnvelope(body: unknown): body is { results: unknown[]; errors?: BatchError[] } {
+  return isObject(body) && Array.isArray(body.results) && (body.errors === undefined || Array.isArray(body.errors));
+}
+
+/** The results of a batch read/upsert answer, or undefined when the body is not one. */
+function batchResults(body: unknown): BatchResult[] | undefined {
+  if (!isBatchEnvelope(body)) return undefined;
+  for (const r of body.results) {
+    if (!isObject(r) || typeof r.id !== 'string' || r.id === '') return undefined;
+    if (r.properties !== undefined && !isObject(r.properties)) return undefined;
+  }
+  return body.results as BatchResult[];
+}
+
+/** The body as the text it came as, for quoting in a CRM_BAD_RESPONSE (sendJson parsed it). */
+function textOf(body: unknown): string {
+  return body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
+}
 
 function numberHeader(res: HubSpotResponse, name: string): number | undefined {
   const v = header(res.headers, name);
@@ -207,10 +251,13 @@ export class HubSpotAdapter implements CrmAdapter {
   async ping(): Promise<void> {
     const res = await this.request('GET', '/crm/v3/objects/contacts?limit=1', undefined, () => undefined);
     if (res.status !== 200) throw new ConnectorError('CRM_PING', `HubSpot answered HTTP ${res.status} to GET /crm/v3/objects/contacts; check crm.baseUrl`);
+    // A proxy or captive portal answering 200 must not pass `pg2crm check`.
+    if (!isBatchEnvelope(res.body)) throw badResponse('HubSpot GET /crm/v3/objects/contacts', res.status, textOf(res.body), '{"results":[…]}');
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
-    const out: (WriteOutcome | undefined)[] = new Array(records.length);
+    // Not `new Array(n)`: map() skips holes, and a record must never come back without an outcome.
+    const out: (WriteOutcome | undefined)[] = Array.from({ length: records.length }, () => undefined);
     try {
       // This call's ids come from `found`, not from the shared cache, which a rebalance may drop
       // while the call runs: a delete must not then pass for "not in HubSpot".
@@ -232,7 +279,7 @@ export class HubSpotAdapter implements CrmAdapter {
           if (l.externalId !== null) {
             const toId = found.get(this.key(l.object, l.externalIdField, l.externalId));
             if (toId === undefined) {
-              out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
+              out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
               return;
             }
             associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
@@ -254,7 +301,7 @@ export class HubSpotAdapter implements CrmAdapter {
     } catch (err) {
       if (!(err instanceof ConnectorError && err.code === 'RATE_LIMITED')) throw err;
       // Throttled part-way: what was written stays done; the rest waits for the window.
-      const retry: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+      const retry: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
       for (let i = 0; i < out.length; i++) if (out[i] === undefined) out[i] = retry;
     }
     return out.map((o) => o ?? { status: 'retry', code: 'HUBSPOT_NO_RESULT', message: 'HubSpot returned no result for this record' });
@@ -293,7 +340,10 @@ export class HubSpotAdapter implements CrmAdapter {
         const res = await this.request('POST', `/crm/v3/objects/${object}/batch/read`, { idProperty: field, properties: [field], inputs: chunk.map((id) => ({ id })) }, onSignal);
         // 207: some ids have no record (OBJECT_NOT_FOUND); they stay unresolved.
         if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/read of ${object}`);
-        for (const result of (res.body as BatchBody).results ?? []) {
+        // Not "no such record": a garbage answer must not make a delete "already gone" or a lookup pending.
+        const results = batchResults(res.body);
+        if (!results) throw badResponse(`HubSpot POST /crm/v3/objects/${object}/batch/read`, res.status, textOf(res.body), BATCH_SHAPE);
+        for (const result of results) {
           const value = result.properties?.[field];
           if (value === undefined || value === null) continue;
           found.set(this.key(object, field, value), result.id);
@@ -321,6 +371,13 @@ export class HubSpotAdapter implements CrmAdapter {
       return;
     }
     if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/upsert of ${object}`);
+    const results = batchResults(body);
+    if (!results) {
+      // Other chunks of this call may be written: only this chunk's records wait.
+      const bad = this.badAnswer(`POST /crm/v3/objects/${object}/batch/upsert`, res, BATCH_SHAPE);
+      for (const i of chunk) out[i] = bad;
+      return;
+    }
     for (const e of body?.errors ?? []) {
       const problem = propertyProblem(e.message);
       const category = e.category ?? 'ERROR';
@@ -331,13 +388,23 @@ export class HubSpotAdapter implements CrmAdapter {
     }
     // Results echo the objectWriteTraceId; should one not, its idProperty value names the input.
     const byExternalId = new Map(chunk.map((i) => [records[i]!.externalId, i]));
-    for (const result of body?.results ?? []) {
+    for (const result of results) {
       const i = result.objectWriteTraceId !== undefined ? Number(result.objectWriteTraceId) : byExternalId.get(result.properties?.[records[chunk[0]!]!.externalIdField] ?? '');
       if (i === undefined || !chunk.includes(i)) continue;
       const r = records[i]!;
       remember(this.ids, this.key(r.object, r.externalIdField, r.externalId), result.id);
       out[i] = { status: 'done', crmId: result.id, ...(result.new !== undefined ? { created: result.new } : {}) };
     }
+    // An input the answer names neither in results nor in errors was not confirmed written.
+    for (const i of chunk) {
+      if (out[i] === undefined) out[i] = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `HubSpot POST /crm/v3/objects/${object}/batch/upsert: HTTP ${res.status} names input ${i} neither in results nor in errors; the record is retried` };
+    }
+  }
+
+  /** A 2xx that is not HubSpot's documented answer: retry the record, counted as a bad response. */
+  private badAnswer(what: string, res: HubSpotResponse, expected: string): WriteOutcome {
+    const err = badResponse(`HubSpot ${what}`, res.status, textOf(res.body), expected);
+    return { status: 'retry', code: err.code, kind: 'bad-response', message: err.message };
   }
 
   private async associate(records: CrmWrite[], wanted: Association[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
@@ -367,8 +434,14 @@ export class HubSpotAdapter implements CrmAdapter {
           for (const a of chunk) out[a.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status}` };
           continue;
         }
+        if (!isBatchEnvelope(res.body)) {
+          // The records are written, their links unconfirmed: the retry re-upserts and links them.
+          const bad = this.badAnswer(`POST /crm/v4/associations/${object}/${toObject}/batch/create`, res, '{"results":[…],"errors"?:[…]}');
+          for (const a of chunk) out[a.index] = bad;
+          continue;
+        }
         const failed = new Map<string, BatchError>();
-        for (const e of (res.body as BatchBody | undefined)?.errors ?? []) for (const id of e.context?.fromObjectId ?? []) failed.set(id, e);
+        for (const e of res.body.errors ?? []) for (const id of e.context?.fromObjectId ?? []) failed.set(id, e);
         for (const a of chunk) {
           const e = failed.get(a.fromId);
           if (e) {
@@ -415,6 +488,12 @@ export class HubSpotAdapter implements CrmAdapter {
           for (const u of chunk) out[u.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status} removing the old association` };
           continue;
         }
+        if (res.status !== 204) {
+          // Documented: 204. Any other 2xx is some other server's answer; the old link may stay.
+          const bad = this.badAnswer(`POST /crm/v4/associations/${object}/${toObject}/batch/archive`, res, '204 No Content');
+          for (const u of chunk) out[u.index] = bad;
+          continue;
+        }
         for (const u of chunk) {
           const link = this.linkKey(object, u.fromId, toObject);
           if (this.links.get(link) === u.toId) this.links.delete(link);
@@ -433,7 +512,13 @@ export class HubSpotAdapter implements CrmAdapter {
     for (const chunk of chunks(known, MAX_BATCH)) {
       const object = records[chunk[0]!.index]!.object;
       const res = await this.request('POST', `/crm/v3/objects/${object}/batch/archive`, { inputs: chunk.map((k) => ({ id: k.id })) }, onSignal);
-      if (res.status !== 204 && res.status !== 200) this.fail(res, `batch/archive of ${object}`);
+      if (res.status < 200 || res.status >= 300) this.fail(res, `batch/archive of ${object}`);
+      if (res.status !== 204) {
+        // Documented: 204. Any other 2xx is some other server's answer; the records may still be there.
+        const bad = this.badAnswer(`POST /crm/v3/objects/${object}/batch/archive`, res, '204 No Content');
+        for (const k of chunk) out[k.index] = bad;
+        continue;
+      }
       for (const k of chunk) {
         const r = records[k.index]!;
         this.ids.delete(this.key(r.object, r.externalIdField, r.externalId));

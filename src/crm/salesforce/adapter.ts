@@ -3,7 +3,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { header, safeJson, send } from '../http.ts';
+import { badResponse, header, safeJson, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
 
@@ -48,6 +48,8 @@ const COLLECTION_MAX = 200;
 const BULK_JOB_MAX = 10_000;
 /** Waits between job polls: quick for small jobs, then every 10 s. */
 const POLL_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 10_000];
+/** Garbled job info answers in a row that give up on a job (one alone is polled past). */
+const BAD_POLLS_TOLERATED = 3;
 /**
  * What `cost()` assumes of a job's run time (Salesforce documents none): a queueing delay plus
  * a processing rate. The simulator's defaults are the same numbers.
@@ -58,6 +60,87 @@ const ASSUMED_ROWS_PER_SECOND = 2000;
 const TRANSIENT = new Set(['UNABLE_TO_LOCK_ROW', 'REQUEST_RUNNING_TOO_LONG', 'SERVER_UNAVAILABLE', 'ALL_OR_NONE_OPERATION_ROLLED_BACK', 'TXN_SECURITY_METERING_ERROR']);
 
 const log = componentLogger('crm.salesforce');
+
+/*
+ * What Salesforce documents as its answers. A 2xx whose body is not one of these (an HTML page
+ * from a proxy, JSON cut off, an empty body) is not Salesforce's answer and never counts as
+ * written: the whole call is a retriable CRM_BAD_RESPONSE, a malformed result of one record is a
+ * retry of that record with the same code.
+ */
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * One element of an sObject Collections answer, in request order: `{id, success, errors[]}`,
+ * plus `created` on upsert. A success names the record's Id.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm
+ * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_delete.htm
+ */
+interface SaveResult {
+  id?: string | null;
+  success: boolean;
+  created?: boolean;
+  errors: SfError[];
+}
+function isSaveResult(v: unknown, upsert: boolean): v is SaveResult {
+  if (!isObject(v) || typeof v.success !== 'boolean' || !Array.isArray(v.errors)) return false;
+  if (!v.success) return v.errors.length > 0 && v.errors.every(isObject);
+  return typeof v.id === 'string' && v.id.length > 0 && (!upsert || typeof v.created === 'boolean');
+}
+
+/**
+ * A SOQL query answer `{totalSize, done, records[]}`, every record with its `Id`.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm
+ */
+interface QueryResult {
+  totalSize: number;
+  done: boolean;
+  nextRecordsUrl?: string;
+  records: (Record<string, unknown> & { Id: string })[];
+}
+function isQueryResult(v: unknown): v is QueryResult {
+  return (
+    isObject(v) &&
+    typeof v.totalSize === 'number' &&
+    typeof v.done === 'boolean' &&
+    Array.isArray(v.records) &&
+    v.records.every((r) => isObject(r) && typeof r.Id === 'string' && r.Id.length > 0) &&
+    (v.done || typeof v.nextRecordsUrl === 'string')
+  );
+}
+
+/**
+ * Bulk API 2.0 job info (create, UploadComplete, Get Job Info): `{id, state, ...}`.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm
+ */
+const JOB_STATES = new Set(['Open', 'UploadComplete', 'InProgress', 'JobComplete', 'Failed', 'Aborted']);
+interface JobInfo {
+  id: string;
+  state: string;
+  errorMessage?: string;
+}
+function isJobInfo(v: unknown): v is JobInfo {
+  return isObject(v) && typeof v.id === 'string' && v.id.length > 0 && typeof v.state === 'string' && JOB_STATES.has(v.state) && (v.errorMessage === undefined || v.errorMessage === null || typeof v.errorMessage === 'string');
+}
+
+/**
+ * The columns each Bulk API 2.0 result CSV starts with (then the uploaded columns, so the
+ * external id too). https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_successful_results.htm,
+ * .../get_job_failed_results.htm, .../get_job_unprocessed_results.htm
+ */
+const RESULT_COLUMNS = { successfulResults: ['sf__Id', 'sf__Created'], failedResults: ['sf__Id', 'sf__Error'], unprocessedrecords: [] } as const;
+
+/**
+ * `GET /limits`: an object of limits, `DailyApiRequests: {Max, Remaining}` among them.
+ * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_limits.htm
+ */
+function isLimits(v: unknown): boolean {
+  return isObject(v) && isObject(v.DailyApiRequests) && typeof v.DailyApiRequests.Max === 'number' && typeof v.DailyApiRequests.Remaining === 'number';
+}
+
+/** A record's result that is not in the documented shape: try it again, counted like a 5xx. */
+function badRecord(message: string): WriteOutcome {
+  return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message };
+}
 
 interface SfResponse {
   status: number;
@@ -136,7 +219,7 @@ interface Call {
   throttled: boolean;
 }
 
-const RATE_LIMITED: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', message: 'Salesforce API request limit exceeded (403 REQUEST_LIMIT_EXCEEDED)' };
+const RATE_LIMITED: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: 'Salesforce API request limit exceeded (403 REQUEST_LIMIT_EXCEEDED)' };
 
 export class SalesforceAdapter implements CrmAdapter {
   readonly kind = 'salesforce';
@@ -180,15 +263,25 @@ export class SalesforceAdapter implements CrmAdapter {
     if (res.status !== 200) {
       throw new ConnectorError('CRM_PING', `Salesforce answered HTTP ${res.status} to GET ${this.prefix}/limits; check crm.baseUrl (the instance URL) and crm.apiVersion`);
     }
+    // A proxy's login page or an empty 200 is not Salesforce: `pg2crm check` must not pass on it.
+    if (!isLimits(res.body)) throw badResponse(`Salesforce GET ${this.prefix}/limits`, res.status, res.text, 'a JSON object of limits with DailyApiRequests {Max, Remaining}');
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
     const call: Call = { records, out: new Array<WriteOutcome | undefined>(records.length), onSignal, throttled: false };
-    for (const group of this.groups(records).values()) {
-      const { bulk, collection, deletes } = this.plan(records, group);
-      if (bulk.length > 0) await this.bulkUpsert(call, bulk);
-      for (let i = 0; i < collection.length; i += COLLECTION_MAX) await this.collectionUpsert(call, collection.slice(i, i + COLLECTION_MAX));
-      for (let i = 0; i < deletes.length; i += COLLECTION_MAX) await this.deleteChunk(call, deletes.slice(i, i + COLLECTION_MAX));
+    try {
+      for (const group of this.groups(records).values()) {
+        const { bulk, collection, deletes } = this.plan(records, group);
+        if (bulk.length > 0) await this.bulkUpsert(call, bulk);
+        for (let i = 0; i < collection.length; i += COLLECTION_MAX) await this.collectionUpsert(call, collection.slice(i, i + COLLECTION_MAX));
+        for (let i = 0; i < deletes.length; i += COLLECTION_MAX) await this.deleteChunk(call, deletes.slice(i, i + COLLECTION_MAX));
+      }
+    } catch (err) {
+      // A bad answer or a 5xx part-way: the records already settled keep their outcomes (a
+      // retry would pay for them again); the rest retry. Nothing settled yet: the call failed.
+      const kind = err instanceof ConnectorError && err.retriable ? (err.code === 'CRM_BAD_RESPONSE' ? 'bad-response' : /^CRM_HTTP_5\d\d$/.test(err.code) ? 'server' : undefined) : undefined;
+      if (!kind || !(err instanceof ConnectorError) || !call.out.some((o) => o !== undefined)) throw err;
+      this.settle(call, records.map((_, i) => i), { status: 'retry', code: err.code, kind, message: err.message });
     }
     return call.out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent to Salesforce' });
   }
@@ -239,12 +332,16 @@ export class SalesforceAdapter implements CrmAdapter {
     const path = `${this.prefix}/composite/sobjects/${encodeURIComponent(first.object)}/${encodeURIComponent(first.externalIdField)}`;
     const res = await this.request('PATCH', path, { allOrNone: false, records: idx.map((i) => this.body(call.records[i]!)) }, call.onSignal);
     if (!this.checkWhole(call, idx, res, path)) return;
-    const results = Array.isArray(res.body) ? (res.body as { id?: string; success?: boolean; created?: boolean; errors?: SfError[] }[]) : [];
+    // One result per record, in request order: any other count cannot be matched to the records.
+    if (!Array.isArray(res.body) || res.body.length !== idx.length) {
+      throw badResponse(`Salesforce PATCH ${path}`, res.status, res.text, `a JSON array of ${idx.length} results {id, success, created, errors}`);
+    }
+    const results: unknown[] = res.body;
     idx.forEach((i, k) => {
       const r = results[k];
-      if (!r) call.out[i] = { status: 'retry', code: 'NO_RESULT', message: `Salesforce returned ${results.length} results for ${idx.length} records` };
-      else if (r.success) call.out[i] = { status: 'done', ...(r.id ? { crmId: r.id } : {}), ...(r.created !== undefined ? { created: r.created } : {}) };
-      else call.out[i] = this.recordError(r.errors ?? []);
+      if (!isSaveResult(r, true)) call.out[i] = badRecord(`Salesforce PATCH ${path}: result ${k} is not {id, success, created, errors}: ${JSON.stringify(r)?.slice(0, 120)}`);
+      else if (r.success) call.out[i] = { status: 'done', crmId: r.id!, created: r.created! };
+      else call.out[i] = this.recordError(r.errors);
     });
   }
 
@@ -255,26 +352,47 @@ export class SalesforceAdapter implements CrmAdapter {
     const soql = `SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')})`;
     const q = await this.request('GET', `${this.prefix}/query?q=${encodeURIComponent(soql)}`, undefined, call.onSignal);
     if (!this.checkWhole(call, idx, q, 'query')) return;
-    const found = ((q.body as { records?: Record<string, unknown>[] }).records ?? []).filter((r) => typeof r.Id === 'string');
+    // Only a real query answer may say "not there": anything else would turn deletes into no-ops.
+    // (A Number external id field comes back as a JSON number.)
+    if (!isQueryResult(q.body) || !q.body.records.every((r) => typeof r[field] === 'string' || typeof r[field] === 'number')) {
+      throw badResponse(`Salesforce GET ${this.prefix}/query`, q.status, q.text, `a JSON object {totalSize, done, records: [{Id, ${field}}]}`);
+    }
+    if (!q.body.done) {
+      // 200 external ids matched more rows than one page (2,000): the external id is not unique.
+      // The rows on later pages would be missed and their records reported deleted.
+      // Dead-letter them (visible, replayable) rather than guess.
+      return this.settle(call, idx, { status: 'rejected', code: 'DELETE_AMBIGUOUS', message: `Salesforce found more than ${q.body.records.length} ${first.object} records for ${idx.length} values of ${field}; make ${field} a unique external id field`, field });
+    }
+    const found = q.body.records;
     const idsByExt = new Map<string, string[]>();
     for (const r of found) {
       const ext = String(r[field]);
-      idsByExt.set(ext, [...(idsByExt.get(ext) ?? []), r.Id as string]);
+      idsByExt.set(ext, [...(idsByExt.get(ext) ?? []), r.Id]);
     }
-    const ids = found.map((r) => r.Id as string);
+    const ids = found.map((r) => r.Id);
     // Not there (any more): the delete is done already.
     for (const i of idx) if (!idsByExt.has(call.records[i]!.externalId)) call.out[i] = { status: 'done' };
     if (ids.length === 0) return;
     const waiting = idx.filter((i) => call.out[i] === undefined);
     const res = await this.request('DELETE', `${this.prefix}/composite/sobjects?ids=${ids.map(encodeURIComponent).join(',')}&allOrNone=false`, undefined, call.onSignal);
     if (!this.checkWhole(call, waiting, res, 'composite/sobjects')) return;
-    const byId = new Map(((res.body as { id?: string; success?: boolean; errors?: SfError[] }[]) ?? []).map((r) => [r.id, r]));
+    // One result per id, in the order of `ids` (a failed one may carry no id).
+    if (!Array.isArray(res.body) || res.body.length !== ids.length) {
+      throw badResponse(`Salesforce DELETE ${this.prefix}/composite/sobjects`, res.status, res.text, `a JSON array of ${ids.length} results {id, success, errors}`);
+    }
+    const results: unknown[] = res.body;
+    const byId = new Map<string, SaveResult | undefined>(ids.map((id, k) => {
+      const r = results[k];
+      return [id, isSaveResult(r, false) && (!r.success || r.id === id) ? r : undefined];
+    }));
     for (const i of waiting) {
-      const failures = (idsByExt.get(call.records[i]!.externalId) ?? [])
-        .map((id) => byId.get(id))
-        .filter((r) => !r || (!r.success && r.errors?.[0]?.statusCode !== 'ENTITY_IS_DELETED'));
-      if (failures.length === 0) call.out[i] = { status: 'done' };
-      else call.out[i] = failures[0] ? this.recordError(failures[0].errors ?? []) : { status: 'retry', code: 'NO_RESULT', message: 'Salesforce returned no result for the delete' };
+      const mine = (idsByExt.get(call.records[i]!.externalId) ?? []).map((id) => byId.get(id));
+      if (mine.some((r) => r === undefined)) {
+        call.out[i] = badRecord(`Salesforce DELETE ${this.prefix}/composite/sobjects: the result for ${call.records[i]!.externalId} is not {id, success, errors} in request order`);
+        continue;
+      }
+      const failures = mine.filter((r) => !r!.success && r!.errors[0]?.statusCode !== 'ENTITY_IS_DELETED');
+      call.out[i] = failures.length === 0 ? { status: 'done' } : this.recordError(failures[0]!.errors);
     }
   }
 
@@ -295,16 +413,28 @@ export class SalesforceAdapter implements CrmAdapter {
     const jobs = `${this.prefix}/jobs/ingest`;
     const created = await this.request('POST', jobs, { object: first.object, externalIdFieldName: extField, contentType: 'CSV', operation: 'upsert', lineEnding: 'LF' }, call.onSignal);
     if (!this.checkWhole(call, idx, created, 'jobs/ingest')) return;
-    const jobId = (created.body as { id?: string }).id ?? '';
+    if (!isJobInfo(created.body)) throw badResponse(`Salesforce POST ${jobs}`, created.status, created.text, 'a JSON job info {id, state}');
+    const jobId = created.body.id;
+    // From here on a bad answer abandons the job: abort it first, so a late finish cannot
+    // overwrite the newer values the retry will write.
+    const abandon = async (res: SfResponse, what: string, expected: string): Promise<never> => {
+      await this.request('PATCH', `${jobs}/${jobId}`, { state: 'Aborted' }, call.onSignal).catch(() => undefined);
+      throw badResponse(`Salesforce ${what}`, res.status, res.text, expected);
+    };
     const uploaded = await this.request('PUT', `${jobs}/${jobId}/batches`, csv, call.onSignal, 'text/csv');
     if (!this.checkWhole(call, idx, uploaded, 'jobs/ingest batches')) return;
+    // Upload Job Data answers 201 Created with no body; any other 2xx is not Salesforce's answer.
+    // https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/upload_job_data.htm
+    if (uploaded.status !== 201) await abandon(uploaded, `PUT ${jobs}/${jobId}/batches`, 'HTTP 201 Created');
     const closed = await this.request('PATCH', `${jobs}/${jobId}`, { state: 'UploadComplete' }, call.onSignal);
     if (!this.checkWhole(call, idx, closed, 'jobs/ingest UploadComplete')) return;
+    if (!isJobInfo(closed.body) || closed.body.id !== jobId) await abandon(closed, `PATCH ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
     log.debug({ jobId, object: first.object, records: idx.length }, 'bulk job uploaded');
 
     const deadline = Date.now() + this.timeoutMs;
     let state = '';
     let errorText = '';
+    let badPolls = 0;
     for (let attempt = 0; ; attempt++) {
       const wait = pollDelay(attempt);
       if (Date.now() + wait > deadline) {
@@ -315,26 +445,46 @@ export class SalesforceAdapter implements CrmAdapter {
       await sleep(wait);
       const polled = await this.request('GET', `${jobs}/${jobId}`, undefined, call.onSignal);
       if (!this.checkWhole(call, idx, polled, 'jobs/ingest poll')) return;
-      const info = polled.body as { state?: string; errorMessage?: string };
-      state = info.state ?? '';
-      errorText = info.errorMessage ?? '';
+      if (!isJobInfo(polled.body) || polled.body.id !== jobId) {
+        // A garbled job info says nothing about the job, which keeps running: poll again (the
+        // result files, checked below, decide what is done); only a run of them gives up on it.
+        if (++badPolls < BAD_POLLS_TOLERATED) continue;
+        return abandon(polled, `GET ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
+      }
+      badPolls = 0;
+      state = polled.body.state;
+      errorText = polled.body.errorMessage ?? '';
       if (state === 'JobComplete' || state === 'Failed' || state === 'Aborted') break;
     }
     const byExt = new Map<string, number>(idx.map((i) => [call.records[i]!.externalId, i]));
     for (const kind of ['successfulResults', 'failedResults', 'unprocessedrecords'] as const) {
       const res = await this.request('GET', `${jobs}/${jobId}/${kind}/`, undefined, call.onSignal, undefined, 'text/csv');
       if (!this.checkWhole(call, idx, res, `jobs/ingest ${kind}`)) return;
-      for (const row of parseCsv(res.text).rows) {
+      const { header: columns, rows } = parseCsv(res.text);
+      // Every result file has a header row (also when it has no rows): its sf__ columns, then
+      // the uploaded ones. Without it the file is not a result of this job.
+      const expected = [...RESULT_COLUMNS[kind], extField];
+      if (!expected.every((c) => columns.includes(c))) {
+        throw badResponse(`Salesforce GET ${jobs}/${jobId}/${kind}/`, res.status, res.text, `CSV with the columns ${expected.join(', ')}`);
+      }
+      for (const row of rows) {
         const i = byExt.get(row[extField] ?? '');
         if (i === undefined || call.out[i] !== undefined) continue;
-        if (kind === 'successfulResults') call.out[i] = { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' };
-        else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
+        if (kind === 'successfulResults') {
+          // sf__Id may be empty (marketing objects), sf__Created is `true` or `false`.
+          call.out[i] = row.sf__Created === 'true' || row.sf__Created === 'false'
+            ? { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' }
+            : badRecord(`Salesforce Bulk API job ${jobId}: sf__Created of ${row[extField]} is ${JSON.stringify(row.sf__Created)}, not true or false`);
+        } else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
         else call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
       }
     }
     const missing: WriteOutcome = state === 'Failed'
       ? { status: 'rejected', code: 'BULK_JOB_FAILED', message: `Salesforce Bulk API job ${jobId} failed: ${errorText || 'no reason given'}` }
-      : { status: 'retry', code: 'BULK_NO_RESULT', message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record` };
+      : state === 'JobComplete'
+        // A complete job lists every record in one of the three files: one missing is a bad answer.
+        ? badRecord(`Salesforce Bulk API job ${jobId} (JobComplete) returned no result row for the record`)
+        : { status: 'retry', code: 'BULK_NO_RESULT', message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record` };
     this.settle(call, idx, missing);
     if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
   }
@@ -372,7 +522,7 @@ export class SalesforceAdapter implements CrmAdapter {
     const message = errors.map((e) => e.message ?? '').filter(Boolean).join('; ') || code;
     if (TRANSIENT.has(code)) return { status: 'retry', code, message };
     // The parent is not in Salesforce yet (its change may still be on the way): try again later.
-    if (code === 'INVALID_FIELD' && /Foreign key external ID: .* not found/.test(message)) return { status: 'retry', code: 'LOOKUP_PENDING', message };
+    if (code === 'INVALID_FIELD' && /Foreign key external ID: .* not found/.test(message)) return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message };
     const field = first.fields?.[0];
     return { status: 'rejected', code, message, ...(field ? { field } : {}) };
   }

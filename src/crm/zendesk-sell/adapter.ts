@@ -1,9 +1,9 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { header, sendJson } from '../http.ts';
+import { badResponse, header, sendJson } from '../http.ts';
 
 /**
  * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
@@ -26,6 +26,44 @@ interface SellError {
   error?: { code?: string; field?: string; message?: string };
 }
 
+/*
+ * The documented success answers (https://developer.zendesk.com/api-reference/sales-crm/requests/
+ * and the resources' pages, e.g. .../resources/contacts/): a single resource is
+ * `{data: {id: <number>, ...}, meta: {type}}` (GET /v2/users/self, POST .../upsert); a collection
+ * is `{items: [{data: {id, ...}, meta}], meta}`; DELETE is `204 No Content`. Anything else on a
+ * 2xx (an HTML page from a proxy, JSON cut off, an empty body) is not Sell's answer: nothing is
+ * known to be written, so it is a retriable CRM_BAD_RESPONSE, never `done`.
+ */
+const RESOURCE = '{"data":{"id":<number>,…}}';
+const COLLECTION = '{"items":[{"data":{"id":<number>,…}},…]}';
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The id of a `{data: {id}}` resource, or undefined when the body is not one. */
+function resourceId(body: unknown): number | undefined {
+  const id = isObject(body) && isObject(body.data) ? body.data.id : undefined;
+  return typeof id === 'number' && Number.isSafeInteger(id) ? id : undefined;
+}
+
+/** The ids of a `{items: [{data: {id}}]}` collection, in order, or undefined when the body is not one. */
+function collectionIds(body: unknown): number[] | undefined {
+  if (!isObject(body) || !Array.isArray(body.items)) return undefined;
+  const ids: number[] = [];
+  for (const item of body.items) {
+    const id = resourceId(item);
+    if (id === undefined) return undefined;
+    ids.push(id);
+  }
+  return ids;
+}
+
+/** The body as the text it came as, for quoting in a CRM_BAD_RESPONSE (sendJson parsed it). */
+function textOf(body: unknown): string {
+  return body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
+}
+
 /** `custom_fields.erp_id` -> `custom_fields[erp_id]`; a plain attribute stays as it is. */
 function filterParam(field: string, value: string): string {
   const cf = /^custom_fields\.(.+)$/.exec(field);
@@ -43,6 +81,11 @@ function toData(fields: Record<string, unknown>): Record<string, unknown> {
   }
   if (Object.keys(custom).length) data.custom_fields = custom;
   return data;
+}
+
+/** The retry kind of a whole-request error turned into a record's outcome. */
+function kindOf(code: string): { kind?: RetryKind } {
+  return code === 'CRM_BAD_RESPONSE' ? { kind: 'bad-response' } : {};
 }
 
 export class ZendeskSellAdapter implements CrmAdapter {
@@ -87,6 +130,8 @@ export class ZendeskSellAdapter implements CrmAdapter {
   async ping(): Promise<void> {
     const res = await this.request('GET', '/v2/users/self', undefined, () => undefined);
     if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zendesk Sell answered HTTP ${res.status} to GET /v2/users/self; check crm.baseUrl`);
+    // A proxy or captive portal answering 200 must not pass `pg2crm check`.
+    if (resourceId(res.body) === undefined) throw badResponse('Zendesk Sell GET /v2/users/self', res.status, textOf(res.body), RESOURCE);
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
@@ -120,20 +165,21 @@ export class ZendeskSellAdapter implements CrmAdapter {
         }
         const id = await this.find(l.object, l.externalIdField, l.externalId, onSignal);
         if (typeof id !== 'number') {
-          return id ?? { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet` };
+          return id ?? { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet` };
         }
         data[field] = id;
       }
       const res = await this.request('POST', `/v2/${r.object}/upsert?${filterParam(r.externalIdField, r.externalId)}`, { data }, onSignal);
       if (res.status === 200 || res.status === 201) {
-        const id = (res.body as { data?: { id?: number } }).data?.id;
-        if (typeof id === 'number') this.remember(r.object, r.externalId, id);
-        return { status: 'done', ...(id !== undefined ? { crmId: String(id) } : {}) };
+        const id = resourceId(res.body);
+        if (id === undefined) return this.badAnswer(`POST /v2/${r.object}/upsert`, res, RESOURCE);
+        this.remember(r.object, r.externalId, id);
+        return { status: 'done', crmId: String(id) };
       }
       return this.failure(res);
     } catch (err) {
       if (err instanceof ConnectorError && !err.retriable) throw err;
-      return { status: 'retry', code: err instanceof ConnectorError ? err.code : 'NETWORK', message: errorMessage(err) };
+      return { status: 'retry', code: err instanceof ConnectorError ? err.code : 'NETWORK', message: errorMessage(err), ...(err instanceof ConnectorError ? kindOf(err.code) : {}) };
     }
   }
 
@@ -142,10 +188,12 @@ export class ZendeskSellAdapter implements CrmAdapter {
     if (id === undefined) return { status: 'done' }; // already gone
     if (typeof id !== 'number') return id;
     const res = await this.request('DELETE', `/v2/${r.object}/${id}`, undefined, onSignal);
-    if (res.status === 204 || res.status === 200 || res.status === 404) {
+    // Documented: 204. A 200 is some other server's answer (the record may still be there).
+    if (res.status === 204 || res.status === 404) {
       this.ids.delete(this.cacheKey(r.object, r.externalId));
       return { status: 'done' };
     }
+    if (res.status >= 200 && res.status < 300) return this.badAnswer(`DELETE /v2/${r.object}/${id}`, res, '204 No Content');
     return this.failure(res);
   }
 
@@ -155,24 +203,32 @@ export class ZendeskSellAdapter implements CrmAdapter {
     if (cached !== undefined) return cached;
     const res = await this.request('GET', `/v2/${object}?${filterParam(field, externalId)}`, undefined, onSignal);
     if (res.status !== 200) return this.failure(res);
-    const items = (res.body as { items?: { data: { id: number } }[] }).items ?? [];
-    const id = items[0]?.data.id;
+    // Not an empty list: a garbage answer must not make a delete "already gone" or a lookup pending.
+    const ids = collectionIds(res.body);
+    if (ids === undefined) return this.badAnswer(`GET /v2/${object} by ${field}`, res, COLLECTION);
+    const id = ids[0];
     if (id !== undefined) this.remember(object, externalId, id);
     return id;
+  }
+
+  /** A 2xx that is not Sell's documented answer: retry the record, counted as a bad response. */
+  private badAnswer(what: string, res: SellResponse, expected: string): WriteOutcome {
+    const err = badResponse(`Zendesk Sell ${what}`, res.status, textOf(res.body), expected);
+    return { status: 'retry', code: err.code, kind: 'bad-response', message: err.message };
   }
 
   private failure(res: SellResponse): WriteOutcome {
     const body = res.body as { errors?: SellError[]; retry_after?: number; message?: string } | undefined;
     if (res.status === 429) {
       const retryAfterSeconds = Number(header(res.headers, 'retry-after') ?? body?.retry_after ?? 60);
-      return { status: 'retry', code: 'RATE_LIMITED', message: body?.message ?? 'API rate limit reached', retryAfterSeconds };
+      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: body?.message ?? 'API rate limit reached', retryAfterSeconds };
     }
     const first = body?.errors?.[0]?.error;
     if (res.status === 422 || res.status === 400 || res.status === 409) {
       const all = (body?.errors ?? []).map((e) => `${e.error?.field ?? ''} ${e.error?.message ?? ''}`.trim()).join('; ');
       return { status: 'rejected', code: `HTTP_${res.status}_${first?.code ?? 'invalid'}`, message: all || `HTTP ${res.status}`, ...(first?.field ? { field: first.field } : {}) };
     }
-    return { status: 'retry', code: `HTTP_${res.status}`, message: first?.message ?? `Zendesk Sell answered HTTP ${res.status}` };
+    return { status: 'retry', code: `HTTP_${res.status}`, ...(res.status >= 500 ? { kind: 'server' as const } : {}), message: first?.message ?? `Zendesk Sell answered HTTP ${res.status}` };
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {

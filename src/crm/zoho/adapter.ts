@@ -5,8 +5,8 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
-import { header, safeJson, send } from '../http.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { badResponse, header, safeJson, send } from '../http.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { parseCsv, toCsv } from './csv.ts';
 import { unzip, zip } from './zip.ts';
 
@@ -40,6 +40,8 @@ const CONCURRENCY_WAIT_SECONDS = 1;
 /** Poll schedule of a Bulk Write job: 250 ms, doubling, at most 5 s apart. */
 const POLL_FIRST_MS = 250;
 const POLL_MAX_MS = 5000;
+/** Garbled job status answers in a row that give up on a job (one alone is polled past). */
+const BAD_POLLS_TOLERATED = 3;
 /** For cost estimates only: a job starts after ~0.1 s and writes ~5,000 rows/s. */
 const BULK_START_SECONDS = 0.1;
 const BULK_ROWS_PER_SECOND = 5000;
@@ -51,6 +53,8 @@ interface ZohoResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: unknown;
+  /** The body as received, for naming a bad answer. */
+  text: string;
 }
 
 interface ZohoResult {
@@ -59,6 +63,54 @@ interface ZohoResult {
   details?: { id?: string; api_name?: string; [k: string]: unknown };
   message?: string;
   status?: string;
+}
+
+/*
+ * What Zoho CRM documents as its answers. A 2xx whose body is not one of these (an HTML page from
+ * a proxy, JSON cut off, an empty body) is not Zoho's answer and never counts as written: the
+ * whole call is a retriable CRM_BAD_RESPONSE, a malformed result of one record a retry of that
+ * record with the same code.
+ */
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+const is2xx = (status: number): boolean => status >= 200 && status < 300;
+
+/**
+ * One record's result of an upsert or delete, `{code, details, message, status}` (upsert adds
+ * `action`); a success names the record id in `details.id`.
+ * https://www.zoho.com/crm/developer/docs/api/v7/upsert-records.html
+ * https://www.zoho.com/crm/developer/docs/api/v7/delete-records.html
+ */
+function isRecordResult(v: unknown, upsert: boolean): v is ZohoResult {
+  if (!isObject(v) || typeof v.code !== 'string' || (v.details !== undefined && !isObject(v.details))) return false;
+  if (v.status === 'error') return true;
+  if (v.status !== 'success' || !isObject(v.details) || !isId(v.details.id)) return false;
+  return !upsert || v.action === 'insert' || v.action === 'update';
+}
+
+/** `{data: [...]}`: the envelope of upsert, delete and search answers. */
+function dataOf(body: unknown): unknown[] | undefined {
+  return isObject(body) && Array.isArray(body.data) ? body.data : undefined;
+}
+
+/**
+ * Bulk Write job status values (the documentation writes `IN PROGRESS`, the simulator
+ * `INPROGRESS`: both mean "poll again").
+ * https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/job-details.html
+ */
+const JOB_STATUSES = new Set(['ADDED', 'IN PROGRESS', 'INPROGRESS', 'COMPLETED', 'FAILED']);
+
+/** A record's result that is not in the documented shape: try it again, counted like a 5xx. */
+function badRecord(message: string): WriteOutcome {
+  return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message };
+}
+
+/** The retry kind of a whole-call failure turned into per-record outcomes. */
+function kindOf(err: ConnectorError): RetryKind | undefined {
+  if (err.code === 'CRM_BAD_RESPONSE') return 'bad-response';
+  if (/TIMEOUT/.test(err.code)) return 'timeout';
+  if (/^CRM_HTTP_5\d\d$/.test(err.code)) return 'server';
+  return undefined;
 }
 
 /** The whole call was throttled: every record not finished yet gets this outcome. */
@@ -232,6 +284,10 @@ export class ZohoAdapter implements CrmAdapter {
   async ping(): Promise<void> {
     const res = await this.request('GET', `/crm/${this.version}/users?type=CurrentUser`, { onSignal: () => undefined, credits: 1 });
     if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zoho CRM answered HTTP ${res.status} to GET /crm/${this.version}/users; check crm.baseUrl and crm.apiVersion`);
+    // `{users: [{id, ...}]}` (https://www.zoho.com/crm/developer/docs/api/v7/get-users.html): a
+    // proxy's page or an empty 200 is not Zoho, and `pg2crm check` must not pass on it.
+    const users = isObject(res.body) && Array.isArray(res.body.users) ? res.body.users : [];
+    if (!users.some((u) => isObject(u) && isId(u.id))) throw badResponse(`Zoho CRM GET /crm/${this.version}/users`, res.status, res.text, 'a JSON object {users: [{id}]}');
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
@@ -247,7 +303,8 @@ export class ZohoAdapter implements CrmAdapter {
       else if (err instanceof ConnectorError && err.retriable && out.some((o) => o !== undefined)) {
         // Part of the call is already written (say a Bulk Write job): keep those outcomes, so a
         // retry does not pay for them again.
-        outcome = { status: 'retry', code: err.code, message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+        const kind = kindOf(err);
+        outcome = { status: 'retry', code: err.code, message: err.message, ...(kind ? { kind } : {}), ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
       } else throw err;
       for (let i = 0; i < out.length; i++) out[i] ??= outcome;
     }
@@ -266,7 +323,7 @@ export class ZohoAdapter implements CrmAdapter {
       const r = records[i]!;
       const l = lookupTargets(r).find((t) => !found.has(this.key(t.object, t.externalId)));
       if (l) {
-        out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+        out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
         continue;
       }
       ready.push(i);
@@ -290,16 +347,23 @@ export class ZohoAdapter implements CrmAdapter {
         onSignal,
         credits: upsertCredits(chunk.length),
       });
-      const results = (res.body as { data?: ZohoResult[] } | undefined)?.data;
-      if (!Array.isArray(results) || results.length !== chunk.length) {
+      const results = dataOf(res.body);
+      const what = `Zoho CRM POST /crm/${this.version}/${object}/upsert`;
+      if (!results && !is2xx(res.status)) {
         const outcome = this.callFailure(res, `upsert of ${chunk.length} ${object}`);
         for (const i of chunk) out[i] = outcome;
         continue;
       }
+      // One result per record, in request order: any other count cannot be matched to the records.
+      if (!results || results.length !== chunk.length) throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, action, details, status}]}`);
       chunk.forEach((i, k) => {
         const r = records[i]!;
-        const result = results[k]!;
-        if (result.status === 'success' && result.details?.id) this.remember(r.object, r.externalId, String(result.details.id));
+        const result = results[k];
+        if (!isRecordResult(result, true)) {
+          out[i] = badRecord(`${what}: result ${k} is not {code, action, details: {id}, status}: ${JSON.stringify(result)?.slice(0, 120)}`);
+          return;
+        }
+        if (result.status === 'success') this.remember(r.object, r.externalId, String(result.details!.id));
         out[i] = this.recordOutcome(result);
       });
     }
@@ -357,9 +421,15 @@ export class ZohoAdapter implements CrmAdapter {
         const res = await this.request('GET', `/crm/${this.version}/${object}/search?criteria=${encodeURIComponent(criteria)}`, { onSignal, credits: 1 });
         if (res.status === 204) continue; // nothing matched
         if (res.status !== 200) throw new CallFailed(this.callFailure(res, `search of ${object} by ${field}`));
-        for (const row of (res.body as { data?: Record<string, unknown>[] }).data ?? []) {
+        // `{data: [{id, <field>, ...}], info}` (https://www.zoho.com/crm/developer/docs/api/v7/search-records.html):
+        // anything else must not read as "no such record" (a delete already done, a lookup pending).
+        const rows = dataOf(res.body);
+        if (!rows || !rows.every((row) => isObject(row) && isId(row.id))) {
+          throw badResponse(`Zoho CRM GET /crm/${this.version}/${object}/search`, res.status, res.text, `a JSON object {data: [{id, ${field}}]} (or 204 when nothing matches)`);
+        }
+        for (const row of rows as Record<string, unknown>[]) {
           const v = row[field];
-          if (v === undefined || v === null || row.id === undefined) continue;
+          if (v === undefined || v === null) continue;
           found.set(this.key(object, String(v)), String(row.id));
           this.remember(object, String(v), String(row.id));
         }
@@ -390,13 +460,16 @@ export class ZohoAdapter implements CrmAdapter {
       for (let c = 0; c < list.length; c += DELETE_MAX) {
         const chunk = list.slice(c, c + DELETE_MAX);
         const res = await this.request('DELETE', `/crm/${this.version}/${object}?ids=${chunk.map((x) => x.id).join(',')}`, { onSignal, credits: 1 });
-        const results = (res.body as { data?: ZohoResult[] } | undefined)?.data;
-        if (!Array.isArray(results)) {
+        const results = dataOf(res.body);
+        const what = `Zoho CRM DELETE /crm/${this.version}/${object}`;
+        if (!results && !is2xx(res.status)) {
           const outcome = this.callFailure(res, `delete of ${chunk.length} ${object}`);
           for (const x of chunk) out[x.index] = outcome;
           continue;
         }
-        const byId = new Map(results.map((r) => [String(r.details?.id), r]));
+        if (!results || results.length !== chunk.length) throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, details: {id}, status}]}`);
+        const byId = new Map<string, ZohoResult>();
+        for (const r of results) if (isRecordResult(r, false) && r.details?.id !== undefined) byId.set(String(r.details.id), r);
         for (const x of chunk) {
           const r = records[x.index]!;
           const result = byId.get(x.id);
@@ -404,7 +477,7 @@ export class ZohoAdapter implements CrmAdapter {
           if (result?.status === 'success' || result?.code === 'INVALID_DATA') {
             this.ids.delete(this.key(r.object, r.externalId));
             out[x.index] = { status: 'done' };
-          } else out[x.index] = result ? this.recordOutcome(result) : { status: 'retry', code: 'NO_RESULT', message: `Zoho CRM returned no result for ${object} ${x.id}` };
+          } else out[x.index] = result ? this.recordOutcome(result) : badRecord(`${what}: no result {code, details: {id: ${x.id}}, status} for ${object} ${x.id}`);
         }
       }
     }
@@ -440,8 +513,11 @@ export class ZohoAdapter implements CrmAdapter {
       credits: 1,
       pool: this.contentPool,
     });
-    const fileId = (uploaded.body as { details?: { file_id?: string } } | undefined)?.details?.file_id;
-    if (uploaded.status !== 200 || !fileId) throw this.bulkError(uploaded, `upload of ${indexes.length} ${object}`);
+    // `{status: "success", code: "FILE_UPLOAD_SUCCESS", details: {file_id}}`
+    // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/upload-file.html)
+    const fileId = isObject(uploaded.body) && isObject(uploaded.body.details) ? uploaded.body.details.file_id : undefined;
+    if (uploaded.status !== 200) throw this.bulkError(uploaded, `upload of ${indexes.length} ${object}`);
+    if (!isId(fileId)) throw badResponse(`Zoho CRM POST /crm/${this.version}/upload`, uploaded.status, uploaded.text, 'a JSON object {status, code, details: {file_id}}');
 
     const created = await this.request('POST', `/crm/bulk/${this.version}/write`, {
       body: {
@@ -463,37 +539,58 @@ export class ZohoAdapter implements CrmAdapter {
       onSignal,
       credits: CREDITS_PER_BULK_JOB,
     });
-    const jobId = (created.body as { details?: { id?: string } } | undefined)?.details?.id;
-    if (created.status !== 201 || !jobId) throw this.bulkError(created, `job for ${indexes.length} ${object}`);
+    // 201 `{status: "success", code: "SUCCESS", details: {id}}`
+    // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/create-job.html)
+    const jobId = isObject(created.body) && isObject(created.body.details) ? created.body.details.id : undefined;
+    if (!is2xx(created.status)) throw this.bulkError(created, `job for ${indexes.length} ${object}`);
+    if (created.status !== 201 || !isId(jobId)) throw badResponse(`Zoho CRM POST /crm/bulk/${this.version}/write`, created.status, created.text, 'HTTP 201 with a JSON object {status, code, details: {id}}');
     log.debug({ jobId, object, records: indexes.length }, 'bulk write job created');
 
     const url = await this.poll(jobId, onSignal);
     const result = await this.download(url, onSignal);
-    const entry = unzip(result).find((e) => e.name.toLowerCase().endsWith('.csv'));
-    if (!entry) throw new ConnectorError('CRM_BULK_RESULT', `Bulk Write job ${jobId}: the result zip holds no CSV`, { retriable: true });
-    const [cols = [], ...lines] = parseCsv(entry.data.toString('utf8'));
+    // A zip holding a CSV of the uploaded columns plus STATUS, RECORD_ID and ERRORS
+    // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html).
+    const resultWhat = `Zoho CRM Bulk Write job ${jobId} result download`;
+    const expected = `a zip holding a CSV with the columns ${idField}, STATUS, RECORD_ID, ERRORS`;
+    let entries;
+    try {
+      entries = unzip(result);
+    } catch {
+      throw badResponse(resultWhat, 200, result.subarray(0, 200).toString('utf8'), expected);
+    }
+    const entry = entries.find((e) => e.name.toLowerCase().endsWith('.csv'));
+    if (!entry) throw badResponse(resultWhat, 200, entries.map((e) => e.name).join(', '), expected);
+    const text = entry.data.toString('utf8');
+    const [cols = [], ...lines] = parseCsv(text);
     const at = (name: string): number => cols.indexOf(name);
     const [idCol, statusCol, recordCol, errorsCol] = [at(idField), at('STATUS'), at('RECORD_ID'), at('ERRORS')];
-    if (idCol < 0 || statusCol < 0) throw new ConnectorError('CRM_BULK_RESULT', `Bulk Write job ${jobId}: the result CSV lacks ${idField} or STATUS`, { retriable: true });
+    if (idCol < 0 || statusCol < 0 || recordCol < 0 || errorsCol < 0) throw badResponse(resultWhat, 200, text, expected);
     // Row order is not promised: match rows by external id.
     const byExternalId = new Map(lines.map((l) => [l[idCol] ?? '', l]));
     for (const i of indexes) {
       const r = records[i]!;
       const line = byExternalId.get(r.externalId);
       const status = line?.[statusCol]?.toLowerCase();
-      const crmId = recordCol >= 0 ? line?.[recordCol] : undefined;
+      const crmId = line?.[recordCol];
       if (status === 'added' || status === 'updated') {
-        if (crmId) this.remember(object, r.externalId, crmId);
-        out[i] = { status: 'done', ...(crmId ? { crmId } : {}), created: status === 'added' };
+        if (!crmId) {
+          out[i] = badRecord(`Bulk Write job ${jobId}: the row of ${r.externalId} is ${status} without a RECORD_ID`);
+          continue;
+        }
+        this.remember(object, r.externalId, crmId);
+        out[i] = { status: 'done', crmId, created: status === 'added' };
       } else if (status === 'skipped') {
-        const errors = (errorsCol >= 0 ? line?.[errorsCol] : '') || 'skipped';
+        const errors = line?.[errorsCol] || 'skipped';
         const [code = 'SKIPPED', field] = errors.split(':');
         if (field && r.lookups?.[field]) {
           const l = r.lookups[field]!;
-          out[i] = { status: 'retry', code: 'LOOKUP_PENDING', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+          out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
         } else out[i] = PERMANENT_CODES.has(code) ? { status: 'rejected', code, message: `Bulk Write skipped the record: ${errors}`, ...(field ? { field } : {}) } : { status: 'retry', code, message: `Bulk Write skipped the record: ${errors}` };
+      } else if (status === 'unprocessed') {
+        out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Bulk Write job ${jobId} did not process the record` };
       } else {
-        out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Bulk Write job ${jobId} did not process the record (${status ?? 'no result row'})` };
+        // A completed job lists every uploaded row with one of the documented statuses.
+        out[i] = badRecord(`Bulk Write job ${jobId}: ${line ? `the row of ${r.externalId} has STATUS ${JSON.stringify(line[statusCol])}` : `no result row for ${r.externalId}`}`);
       }
     }
   }
@@ -507,9 +604,11 @@ export class ZohoAdapter implements CrmAdapter {
   private async org(onSignal: (s: RateSignal) => void): Promise<string> {
     if (this.orgId) return this.orgId;
     const res = await this.request('GET', `/crm/${this.version}/org`, { onSignal, credits: 1 });
-    const org = (res.body as { org?: { zgid?: string; id?: string }[] } | undefined)?.org?.[0];
+    // `{org: [{zgid, id, ...}]}` (https://www.zoho.com/crm/developer/docs/api/v7/get-org-data.html)
+    const org = isObject(res.body) && Array.isArray(res.body.org) && isObject(res.body.org[0]) ? res.body.org[0] : undefined;
     const id = org?.zgid ?? org?.id;
-    if (res.status !== 200 || !id) throw this.bulkError(res, 'org lookup (GET /org)');
+    if (res.status !== 200) throw this.bulkError(res, 'org lookup (GET /org)');
+    if ((typeof id !== 'string' && typeof id !== 'number') || id === '') throw badResponse(`Zoho CRM GET /crm/${this.version}/org`, res.status, res.text, 'a JSON object {org: [{zgid}]}');
     this.orgId = String(id);
     return this.orgId;
   }
@@ -518,13 +617,27 @@ export class ZohoAdapter implements CrmAdapter {
   private async poll(jobId: string, onSignal: (s: RateSignal) => void): Promise<string> {
     const deadline = Date.now() + this.timeoutMs;
     let wait = POLL_FIRST_MS;
+    let badPolls = 0;
     for (;;) {
       await sleep(Math.max(0, Math.min(wait, deadline - Date.now())));
       const res = await this.request('GET', `/crm/bulk/${this.version}/write/${jobId}`, { onSignal, credits: 1, polling: true });
-      const body = res.body as { status?: string; result?: { download_url?: string } } | undefined;
-      if (res.status === 200 && body?.status === 'COMPLETED' && body.result?.download_url) return body.result.download_url;
-      if (res.status === 200 && body?.status === 'FAILED') throw new ConnectorError('CRM_BULK_FAILED', `Zoho Bulk Write job ${jobId} failed`, { retriable: true });
-      if (res.status !== 200 && res.status !== 429) throw this.bulkError(res, `status of job ${jobId}`);
+      if (res.status === 200) {
+        // `{status, result: {download_url}}`, the URL once COMPLETED (JOB_STATUSES).
+        const body = isObject(res.body) ? res.body : {};
+        const status = typeof body.status === 'string' ? body.status : '';
+        const url = isObject(body.result) ? body.result.download_url : undefined;
+        if (!JOB_STATUSES.has(status) || (status === 'COMPLETED' && !isId(url))) {
+          // A garbled status answer says nothing about the job, which keeps running (it has cost
+          // 500 credits): poll again; only a run of them gives up on it.
+          if (++badPolls >= BAD_POLLS_TOLERATED) {
+            throw badResponse(`Zoho CRM GET /crm/bulk/${this.version}/write/${jobId}`, res.status, res.text, 'a JSON object {status: ADDED|IN PROGRESS|COMPLETED|FAILED, result: {download_url}}');
+          }
+        } else {
+          badPolls = 0;
+          if (status === 'COMPLETED') return url as string;
+          if (status === 'FAILED') throw new ConnectorError('CRM_BULK_FAILED', `Zoho Bulk Write job ${jobId} failed`, { retriable: true });
+        }
+      } else if (res.status !== 429) throw this.bulkError(res, `status of job ${jobId}`);
       if (Date.now() >= deadline) {
         throw new ConnectorError('CRM_BULK_TIMEOUT', `Zoho Bulk Write job ${jobId} did not complete within crm.timeoutMs (${this.timeoutMs} ms); raise crm.timeoutMs or lower crm.bulkThreshold`, { retriable: true });
       }
@@ -548,7 +661,7 @@ export class ZohoAdapter implements CrmAdapter {
     } catch (err) {
       throw new ConnectorError('CRM_UNREACHABLE', `Zoho CRM result download failed: ${errorMessage(err)}`, { retriable: true, cause: err });
     }
-    this.signal({ status, headers: resHeaders, body: undefined }, 1, onSignal);
+    this.signal({ status, headers: resHeaders, body: undefined, text: '' }, 1, onSignal);
     if (status === 401) throw this.authError();
     if (status !== 200) throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${status} to the Bulk Write result download`, { retriable: true });
     return body;
@@ -576,7 +689,7 @@ export class ZohoAdapter implements CrmAdapter {
       s.throttled = true;
       s.retryAfterSeconds = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
       const message = (res.body as ZohoResult | undefined)?.message ?? 'Too many requests';
-      outcome = { status: 'retry', code: 'RATE_LIMITED', message: `Zoho CRM: ${message}`, retryAfterSeconds: s.retryAfterSeconds };
+      outcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Zoho CRM: ${message}`, retryAfterSeconds: s.retryAfterSeconds };
     }
     onSignal(s);
     return outcome;
@@ -601,7 +714,7 @@ export class ZohoAdapter implements CrmAdapter {
       timeoutMs: this.timeoutMs,
       what: `Zoho CRM request ${method} ${path.split('?')[0]}`,
     });
-    const out: ZohoResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
+    const out: ZohoResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined, text: res.text };
     const throttled = this.signal(out, opts.credits, opts.onSignal);
     if (out.status === 401) throw this.authError();
     if (throttled && !opts.polling) throw new Throttled(throttled);

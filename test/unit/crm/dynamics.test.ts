@@ -5,9 +5,13 @@ import { DynamicsAdapter, keySegment } from '../../../src/crm/dynamics/adapter.t
 import { type BatchOperation, boundaryOf, buildBatchRequest, buildBatchResponse, parseBatchRequest, parseBatchResponse, splitMultipart } from '../../../src/crm/dynamics/multipart.ts';
 import { startDynamicsSimulator } from '../../../src/crm/dynamics/simulator.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
+import { type AnswerProxy, type ProxyAnswer, GARBAGE, startAnswerProxy } from '../../helpers/answer-proxy.ts';
 
 let sim: CrmSimulator | undefined;
+let proxy: AnswerProxy | undefined;
 afterEach(async () => {
+  await proxy?.close();
+  proxy = undefined;
   await sim?.close();
   sim = undefined;
 });
@@ -284,7 +288,7 @@ describe('DynamicsAdapter', () => {
     const a = adapter(s);
     expect(a.cost([opportunity('7', '5')])).toBe(1);
     const early = await a.write([opportunity('7', '5')], () => undefined);
-    expect(early[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    expect(early[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
     const out = await a.write([contact('5', { lastname: 'E' })], () => undefined);
     const later = await a.write([opportunity('7', '5')], () => undefined);
     expect(later[0]?.status).toBe('done');
@@ -323,7 +327,7 @@ describe('DynamicsAdapter', () => {
     const signals: RateSignal[] = [];
     const out = await a.write(Array.from({ length: 30 }, (_, i) => contact(`${i}`, { lastname: 'L' })), (x) => signals.push(x));
     expect(out.slice(0, 10).every((o) => o.status === 'done')).toBe(true);
-    expect(out.slice(10).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300)).toBe(true);
+    expect(out.slice(10).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300 && o.kind === 'throttle')).toBe(true);
     expect(signals[0]).toMatchObject({ remaining: 2 });
     expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: 300 });
     expect(a.batchSize).toBe(10);
@@ -333,6 +337,95 @@ describe('DynamicsAdapter', () => {
     const storm = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
     expect(storm).toEqual([0, 1].map(() => expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', retryAfterSeconds: 7 })));
     await a.close();
+  });
+
+  describe('answers that are not Dataverse\'s (HTML, truncated JSON, empty, wrong parts)', () => {
+    const KINDS = ['html', 'truncated', 'empty'] as const;
+    const badResponse = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response' };
+    const garbage = (s: CrmSimulator, kind: (typeof KINDS)[number]) =>
+      fetch(`${s.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ garbage: { requests: 1, kind } }) });
+    const adapterAt = (s: CrmSimulator, url: string) => adapter({ ...s, url });
+    /** The simulator's real `$batch` answer with its parts rewritten by `edit`. */
+    const rewriteParts = (edit: (parts: ReturnType<typeof parseBatchResponse>) => ReturnType<typeof parseBatchResponse>) => (real: ProxyAnswer | undefined): ProxyAnswer => {
+      const boundary = boundaryOf(real!.headers['content-type'])!;
+      return { ...real!, text: buildBatchResponse(boundary, edit(parseBatchResponse(real!.text, boundary))) };
+    };
+    const HTML_PART = { status: 200, headers: { 'content-type': 'text/html' }, body: '<html><body>Bad Gateway</body></html>' };
+
+    it.each(KINDS)('a $batch answered 200 with %s fails the call with a retriable CRM_BAD_RESPONSE; nothing is done', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expect(a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined)).rejects.toMatchObject({
+        code: 'CRM_BAD_RESPONSE',
+        retriable: true,
+        message: expect.stringMatching(/Dynamics 365 POST .*\$batch: HTTP 200 .*expected/),
+      });
+      expect(await records(s, 'contacts')).toHaveLength(0);
+      expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]?.status).toBe('done');
+      await a.close();
+    });
+
+    it.each(KINDS)('a later $batch of the call answered 200 with %s: its records are CRM_BAD_RESPONSE retries, the first batch stays done', async (kind) => {
+      const s = await start();
+      proxy = await startAnswerProxy(s.url, [
+        { match: /^POST \/api\/data\/v9\.2\/\$batch/, forward: true, answer: (real) => real! },
+        { match: /^POST \/api\/data\/v9\.2\/\$batch/, answer: () => GARBAGE[kind] },
+      ]);
+      const a = adapterAt(s, proxy.url);
+      const out = await a.write(Array.from({ length: 15 }, (_, i) => contact(`${i}`, { lastname: 'L' })), () => undefined);
+      expect(proxy.hits).toEqual([1, 1]);
+      expect(out.slice(0, 10).every((o) => o.status === 'done')).toBe(true);
+      expect(out.slice(10)).toEqual(Array.from({ length: 5 }, () => expect.objectContaining(badResponse)));
+      await a.close();
+    });
+
+    it('checks each part: an upsert needs its OData-EntityId, a delete its 204, every operation its part', async () => {
+      const s = await start();
+      proxy = await startAnswerProxy(s.url, [
+        {
+          match: /^POST \/api\/data\/v9\.2\/\$batch/,
+          forward: true,
+          answer: rewriteParts((parts) => [
+            { ...parts[0]!, headers: {} }, // 204 without OData-EntityId
+            { ...parts[1]!, ...HTML_PART }, // 200 with an HTML page
+            { ...parts[2]!, status: 503, body: JSON.stringify({ error: { code: '0x80040216', message: 'An unexpected error occurred.' } }) },
+            { ...parts[3]!, ...HTML_PART }, // a delete answered 200 with HTML (documented: 204)
+            parts[4]!, // as Dataverse answered it
+            // parts[5] left out: the answer has fewer parts than operations
+          ]),
+        },
+        {
+          match: /^POST \/api\/data\/v9\.2\/\$batch/,
+          forward: true,
+          answer: rewriteParts((parts) => [...parts, parts[0]!]), // more parts than operations
+        },
+      ]);
+      const a = adapterAt(s, proxy.url);
+      await adapter(s).write([contact('9', { lastname: 'Z' })], () => undefined);
+      const ops = [contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), del('9'), contact('5', { lastname: 'E' }), contact('6', { lastname: 'F' })];
+      const out = await a.write(ops, () => undefined);
+      expect(out).toEqual([
+        expect.objectContaining({ ...badResponse, message: expect.stringContaining('OData-EntityId') }),
+        expect.objectContaining(badResponse),
+        expect.objectContaining({ status: 'retry', code: 'HTTP_503', kind: 'server' }),
+        expect.objectContaining(badResponse),
+        expect.objectContaining({ status: 'done', crmId: expect.stringMatching(/^[0-9a-f-]{36}$/) }),
+        expect.objectContaining(badResponse),
+      ]);
+      await expect(a.write([contact('7', { lastname: 'G' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringMatching(/2 parts for 1 operation/) });
+      expect(proxy.hits).toEqual([1, 1]);
+      await a.close();
+    });
+
+    it.each(KINDS)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('WhoAmI') });
+      await a.ping();
+      await a.close();
+    });
   });
 
   it('throws retriable errors for 5xx and a permanent CRM_AUTH for a bad token', async () => {

@@ -5,12 +5,16 @@ import { CrmCaches } from '../../../src/crm/crm-caches.ts';
 import { HubSpotAdapter, retryAfterOf } from '../../../src/crm/hubspot/adapter.ts';
 import { type HubSpotSimOptions, startHubSpotSimulator } from '../../../src/crm/hubspot/simulator.ts';
 import type { CrmSimulator, SimStats } from '../../../src/crm/sim-server.ts';
+import { type AnswerProxy, GARBAGE, startAnswerProxy } from '../../helpers/answer-proxy.ts';
 
 let sim: CrmSimulator | undefined;
 let adapters: HubSpotAdapter[] = [];
+let proxy: AnswerProxy | undefined;
 afterEach(async () => {
   for (const a of adapters) await a.close();
   adapters = [];
+  await proxy?.close();
+  proxy = undefined;
   await sim?.close();
   sim = undefined;
 });
@@ -253,8 +257,8 @@ describe('HubSpotAdapter', () => {
     const signals: RateSignal[] = [];
     const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], (x) => signals.push(x));
     expect(out).toEqual([
-      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
-      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
+      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
+      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
     ]);
     expect(signals).toEqual([{ remaining: 0, dailyRemaining: 249_999, throttled: true, retryAfterSeconds: 10 }]);
     await advance(s, 10);
@@ -301,7 +305,7 @@ describe('HubSpotAdapter', () => {
     const s = await start();
     const a = adapter(s);
     expect(a.cost([deal('7', '5')])).toBe(3); // read contact id + upsert + association
-    expect((await a.write([deal('7', '5')], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    expect((await a.write([deal('7', '5')], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
     expect(await records(s, 'deals')).toHaveLength(0);
     await a.write([contact('5', { lastname: 'E' })], () => undefined);
     const contactId = String((await records(s, 'contacts'))[0]!.id);
@@ -473,6 +477,112 @@ describe('HubSpotAdapter', () => {
     expect((await stats(s)).requests - before).toBe(4);
     const deals = new Map((await records(s, 'deals')).map((d) => [String(d.erp_order_id), String(d.id)]));
     expect(await linked()).toEqual([dealTo('C'), `deals:${deals.get('9')!}->companies:${companyId.get('A')!}`].sort());
+  });
+
+  describe('answers that are not HubSpot\'s (HTML, truncated JSON, empty)', () => {
+    const KINDS = ['html', 'truncated', 'empty'] as const;
+    const badResponse = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response' };
+    const garbage = (s: CrmSimulator, kind: (typeof KINDS)[number], status?: number) =>
+      call(s, 'POST', '/__sim/faults', { garbage: { requests: 1, kind, ...(status !== undefined ? { status } : {}) } });
+    /** An adapter talking to the simulator through a proxy that answers `match` itself, once. */
+    async function through(s: CrmSimulator, match: RegExp, kind: (typeof KINDS)[number], status = 200): Promise<HubSpotAdapter> {
+      proxy = await startAnswerProxy(s.url, [{ match, answer: () => ({ ...GARBAGE[kind], status }) }]);
+      return adapter({ ...s, url: proxy.url });
+    }
+
+    it.each([...KINDS.map((k) => [k, 200] as const), ['html', 207] as const, ['truncated', 207] as const])('batch/upsert answered %s with HTTP %i: every record is a CRM_BAD_RESPONSE retry', async (kind, status) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind, status);
+      const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
+      expect(out).toEqual([expect.objectContaining(badResponse), expect.objectContaining(badResponse)]);
+      expect(out[0]).toMatchObject({ message: expect.stringMatching(/HubSpot.*batch\/upsert.*HTTP \d{3}.*expected/) });
+      expect(await records(s, 'contacts')).toHaveLength(0);
+      expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]).toMatchObject({ status: 'done', crmId: expect.stringMatching(/^\d+$/) });
+    });
+
+    it.each(KINDS)('batch/read answered 200 with %s: the call fails CRM_BAD_RESPONSE; no delete passes for "already gone"', async (kind) => {
+      const s = await start();
+      await adapter(s).write([contact('1', { lastname: 'A' })], () => undefined);
+      const b = adapter(s); // no cached ids: reads them first
+      await garbage(s, kind);
+      await expect(b.write([removeContact('1')], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('batch/read') });
+      expect(await records(s, 'contacts')).toHaveLength(1);
+      // A lookup whose read is garbage is not "pending" either.
+      await garbage(s, kind);
+      await expect(b.write([deal('7', '1')], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE' });
+      expect(await records(s, 'deals')).toHaveLength(0);
+      expect((await b.write([removeContact('1')], () => undefined))[0]?.status).toBe('done');
+      expect(await records(s, 'contacts')).toHaveLength(0);
+    });
+
+    it.each(KINDS)('association batch/create answered 200 with %s: the record is a CRM_BAD_RESPONSE retry and the link is made on the retry', async (kind) => {
+      const s = await start();
+      await adapter(s).write([contact('5', { lastname: 'E' })], () => undefined);
+      const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/contacts\/batch\/create/, kind);
+      expect((await b.write([deal('7', '5')], () => undefined))[0]).toMatchObject(badResponse);
+      expect(proxy!.hits).toEqual([1]);
+      expect(await records(s, 'associations')).toHaveLength(0);
+      expect((await b.write([deal('7', '5')], () => undefined))[0]?.status).toBe('done');
+      expect(await records(s, 'associations')).toHaveLength(1);
+    });
+
+    it.each(KINDS)('association batch/archive answered 200 with %s (documented: 204): the record is a CRM_BAD_RESPONSE retry, the old link stays', async (kind) => {
+      const s = await start();
+      const company: CrmWrite = { op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: 'A', fields: { name: 'Co A' } };
+      const order = (customer: string | null, previous?: string): CrmWrite => ({
+        op: 'upsert',
+        object: 'deals',
+        externalIdField: 'erp_order_id',
+        externalId: '7',
+        fields: { dealname: 'Order 7' },
+        lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
+      });
+      const a = adapter(s);
+      await a.write([company], () => undefined);
+      expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
+      const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/companies\/batch\/archive/, kind);
+      expect((await b.write([order(null, 'A')], () => undefined))[0]).toMatchObject(badResponse);
+      expect(await records(s, 'associations')).toHaveLength(1);
+      expect((await b.write([order(null, 'A')], () => undefined))[0]?.status).toBe('done');
+      expect(await records(s, 'associations')).toHaveLength(0);
+    });
+
+    it.each(KINDS)('objects batch/archive answered 200 with %s (documented: 204): the delete is a CRM_BAD_RESPONSE retry', async (kind) => {
+      const s = await start();
+      await adapter(s).write([contact('1', { lastname: 'A' })], () => undefined);
+      const b = await through(s, /^POST \/crm\/v3\/objects\/contacts\/batch\/archive/, kind);
+      expect((await b.write([removeContact('1')], () => undefined))[0]).toMatchObject(badResponse);
+      expect(await records(s, 'contacts')).toHaveLength(1);
+      expect((await b.write([removeContact('1')], () => undefined))[0]?.status).toBe('done');
+      expect(await records(s, 'contacts')).toHaveLength(0);
+    });
+
+    it('a batch/upsert answer that names an input neither in results nor in errors leaves that record a CRM_BAD_RESPONSE retry', async () => {
+      const s = await start();
+      proxy = await startAnswerProxy(s.url, [
+        {
+          match: /^POST \/crm\/v3\/objects\/contacts\/batch\/upsert/,
+          forward: true,
+          answer: (real) => {
+            const body = JSON.parse(real!.text) as { results: { objectWriteTraceId?: string }[] };
+            return { ...real!, text: JSON.stringify({ ...body, results: body.results.filter((r) => r.objectWriteTraceId !== '1') }) };
+          },
+        },
+      ]);
+      const a = adapter({ ...s, url: proxy.url });
+      const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' })], () => undefined);
+      expect(out.map((o) => o.status)).toEqual(['done', 'retry', 'done']);
+      expect(out[1]).toMatchObject({ ...badResponse, message: expect.stringContaining('input 1') });
+    });
+
+    it.each(KINDS)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('/crm/v3/objects/contacts') });
+      await a.ping();
+    });
   });
 
   it('throws a retriable error for 5xx and a permanent CRM_AUTH for a bad token', async () => {

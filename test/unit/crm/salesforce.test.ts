@@ -1,14 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
-import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import type { CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import { SalesforceAdapter, estimatedPolls, lookupIdField, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
 import { parseCsv } from '../../../src/crm/salesforce/csv.ts';
 import { type SalesforceSimOptions, startSalesforceSimulator } from '../../../src/crm/salesforce/simulator.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
+import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
 
 let sim: CrmSimulator | undefined;
 let adapters: SalesforceAdapter[] = [];
+let proxies: GarbageProxy[] = [];
 afterEach(async () => {
+  for (const p of proxies) await p.close();
+  proxies = [];
   for (const a of adapters) await a.close();
   adapters = [];
   await sim?.close();
@@ -407,6 +411,126 @@ describe('SalesforceAdapter', () => {
     expect(st.requests).toBe(4);
     expect(Object.entries(st.byEndpoint).filter(([k]) => k.startsWith('PATCH')).map(([, n]) => n)).toEqual([2]);
     expect(await stored(s, 'Contact')).toHaveLength(0);
+  });
+
+  describe('answers that are not Salesforce\'s (issue 10, defect 3)', () => {
+    const KINDS = ['html', 'truncated', 'empty'] as const;
+    /** The write either threw CRM_BAD_RESPONSE or retried every record with it; nothing is done. */
+    async function expectBad(p: Promise<WriteOutcome[]>, label = ''): Promise<void> {
+      let out: WriteOutcome[];
+      try {
+        out = await p;
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
+        return;
+      }
+      expect(out.map((o) => `${label}${o.status === 'retry' ? `${o.code}/${o.kind}` : o.status}`)).toEqual(out.map(() => `${label}CRM_BAD_RESPONSE/bad-response`));
+    }
+    const garbage = (s: CrmSimulator, kind: string, requests = 1) => call(s, 'POST', '/__sim/faults', { garbage: { requests, kind } });
+    async function proxied(s: CrmSimulator, when: (method: string, path: string) => boolean, kind: 'html' | 'truncated' | 'empty'): Promise<GarbageProxy> {
+      const p = await garbageProxy(s.url, when, kind);
+      proxies.push(p);
+      return p;
+    }
+
+    it.each(KINDS)('a %s 200 to a collection upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expectBad(a.write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: 'B' })], () => undefined));
+      expect(await stored(s, 'Contact')).toHaveLength(0);
+    });
+
+    it.each(KINDS)('a %s 200 to the delete query or to the collection delete is CRM_BAD_RESPONSE, not "already gone"', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await a.write(people(2), () => undefined);
+      await garbage(s, kind);
+      await expectBad(a.write([del('1'), del('2')], () => undefined));
+      const p = await proxied(s, (m, path) => m === 'DELETE' && path.endsWith('/composite/sobjects'), kind);
+      const b = adapter(s, { baseUrl: p.url });
+      await expectBad(b.write([del('1'), del('2')], () => undefined));
+      expect(p.hits).toEqual([`DELETE ${V}/composite/sobjects`]);
+      expect(await stored(s, 'Contact')).toHaveLength(2);
+    });
+
+    it.each(KINDS)('a %s 200 to a Bulk API job step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
+      const s = await start();
+      for (const [name, step] of [
+        ['create', (m: string, path: string) => m === 'POST' && path === `${V}/jobs/ingest`],
+        ['upload', (m: string, path: string) => m === 'PUT' && path.endsWith('/batches')],
+        ['UploadComplete', (m: string, path: string) => m === 'PATCH' && /\/jobs\/ingest\/[^/]+$/.test(path)],
+        ['successfulResults', (m: string, path: string) => m === 'GET' && path.endsWith('/successfulResults/')],
+      ] as const) {
+        const p = await proxied(s, step, kind);
+        const a = adapter(s, { baseUrl: p.url, bulkThreshold: 2, timeoutMs: 5000 });
+        await expectBad(a.write(people(3), () => undefined), `${name}: `);
+        expect(p.hits).toHaveLength(1);
+      }
+      // A bad failedResults file after a good successfulResults one: the records the good file
+      // lists are done, the one only the bad file could account for is retried.
+      const p = await proxied(s, (m, path) => m === 'GET' && path.endsWith('/failedResults/'), kind);
+      const a = adapter(s, { baseUrl: p.url, bulkThreshold: 2, timeoutMs: 5000 });
+      const out = await a.write([...people(2, 10), upsert('12', { LastName: '' })], () => undefined);
+      expect(out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status))).toEqual(['done', 'done', 'CRM_BAD_RESPONSE/bad-response']);
+      expect(p.hits).toHaveLength(1);
+    });
+
+    it.each(KINDS)('a %s 200 to one Bulk API job poll is polled past; three in a row give up on the job', async (kind) => {
+      const s = await start();
+      // One garbled job info is polled past (the job runs on); three in a row give up on the job.
+      const poll = (m: string, path: string) => m === 'GET' && /\/jobs\/ingest\/[^/]+$/.test(path);
+      const once = await proxied(s, poll, kind);
+      expect((await adapter(s, { baseUrl: once.url, bulkThreshold: 2, timeoutMs: 5000 }).write(people(3, 20), () => undefined)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(once.hits).toHaveLength(1);
+      const thrice = await garbageProxy(s.url, poll, kind, 3);
+      proxies.push(thrice);
+      await expectBad(adapter(s, { baseUrl: thrice.url, bulkThreshold: 2, timeoutMs: 5000 }).write(people(3, 30), () => undefined), 'poll x3: ');
+      expect(thrice.hits).toHaveLength(3);
+    }, 20_000);
+
+    it.each(KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
+      await a.ping();
+    });
+
+    it('checks every result of a well-formed answer: a result short, a success without an Id, a delete result for another Id', async () => {
+      const s = await start();
+      const label = (out: WriteOutcome[]) => out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status));
+      const collection = (m: string, path: string) => m === 'PATCH' && path.includes('/composite/sobjects/');
+      const short = await rewriteProxy(s.url, collection, (b) => (b as unknown[]).slice(0, 1));
+      proxies.push(short);
+      await expectBad(adapter(s, { baseUrl: short.url }).write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: 'B' })], () => undefined));
+      const noId = await rewriteProxy(s.url, collection, (b) => (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: null } : r)));
+      proxies.push(noId);
+      expect(label(await adapter(s, { baseUrl: noId.url }).write([upsert('3', { LastName: 'C' }), upsert('4', { LastName: 'D' })], () => undefined))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const other = await rewriteProxy(s.url, (m) => m === 'DELETE', (b) => (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: '003000000000000AAA' } : r)));
+      proxies.push(other);
+      expect(label(await adapter(s, { baseUrl: other.url }).write([del('1'), del('2')], () => undefined))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const notDone = await rewriteProxy(s.url, (m, path) => m === 'GET' && path.endsWith('/query'), (b) => ({ ...(b as object), done: undefined }));
+      proxies.push(notDone);
+      await expectBad(adapter(s, { baseUrl: notDone.url }).write([del('3')], () => undefined));
+      expect((await stored(s, 'Contact')).map((r) => r.ERP_Id__c)).toEqual(['3', '4']);
+    });
+
+    it('marks throttles, 5xx and pending lookups with their retry kind', async () => {
+      const s = await start();
+      const a = adapter(s);
+      await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 60 } });
+      expect(await a.write([upsert('1', { LastName: 'A' })], () => undefined)).toEqual([expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' })]);
+      const opp: CrmWrite = {
+        op: 'upsert',
+        object: 'Opportunity',
+        externalIdField: 'ERP_Order_Id__c',
+        externalId: '70',
+        fields: { Name: 'Deal', StageName: 'Prospecting', CloseDate: '2026-12-01' },
+        lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: '404' } },
+      };
+      expect(await a.write([opp], () => undefined)).toEqual([expect.objectContaining({ code: 'LOOKUP_PENDING', kind: 'pending' })]);
+    });
   });
 });
 

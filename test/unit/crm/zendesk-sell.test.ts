@@ -108,7 +108,7 @@ describe('ZendeskSellAdapter', () => {
     const out = await a.write([upsert('1', { last_name: 'A', 'custom_fields.tier': 'gold' }), upsert('2', { last_name: '' }), upsert('3', { last_name: 'C' }), upsert('4', { last_name: 'D' })], (x) => signals.push(x));
     expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'done', 'retry']);
     expect(out[1]).toMatchObject({ field: 'last_name' });
-    expect(out[3]).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 3600 });
+    expect(out[3]).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 3600, kind: 'throttle' });
     expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: 3600 });
     expect(signals[0]).toMatchObject({ remaining: 2 });
     const stored = (await (await fetch(`${s.url}/__sim/records/contacts`)).json()) as { custom_fields: Record<string, unknown> }[];
@@ -120,10 +120,10 @@ describe('ZendeskSellAdapter', () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
-    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'HTTP_503' });
+    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'HTTP_503', kind: 'server' });
     const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } } };
     expect(a.cost([deal])).toBe(2);
-    expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING' });
+    expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
     expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
     expect(a.cost([deal])).toBe(1); // the contact's id is cached since its upsert
     expect((await a.write([deal], () => undefined))[0]?.status).toBe('done');
@@ -164,6 +164,66 @@ describe('ZendeskSellAdapter', () => {
     // A deal's contact_id is required in Sell: clearing it is a validation error naming the field.
     const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: null } } };
     expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'rejected', field: 'contact_id' });
+    await a.close();
+  });
+
+  const garbage = (s: CrmSimulator, kind: 'html' | 'truncated' | 'empty', status?: number) =>
+    call(s, 'POST', '/__sim/faults', { garbage: { requests: 1, kind, ...(status !== undefined ? { status } : {}) } });
+  const badResponse = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response' };
+
+  it.each([
+    ['html', 200],
+    ['truncated', 200],
+    ['empty', 200],
+    ['html', 201],
+    ['truncated', 201],
+    ['empty', 201],
+  ] as const)('an upsert answered %s with HTTP %i is a CRM_BAD_RESPONSE retry, not done', async (kind, status) => {
+    const s = await start();
+    const a = adapter(s);
+    await garbage(s, kind, status);
+    const [out] = await a.write([upsert('1', { last_name: 'A' })], () => undefined);
+    expect(out).toMatchObject({ ...badResponse, message: expect.stringMatching(/Zendesk Sell.*HTTP \d{3}.*expected/) });
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
+    // Nothing was remembered of the garbage: the retry writes the record.
+    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'done', crmId: expect.stringMatching(/^\d+$/) });
+    await a.close();
+  });
+
+  it.each(['html', 'truncated', 'empty'] as const)('a search by external id answered %s is a CRM_BAD_RESPONSE retry: no delete passes for "already gone", no lookup for pending', async (kind) => {
+    const s = await start();
+    const writer = adapter(s);
+    expect((await writer.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
+    await writer.close();
+    const a = adapter(s); // empty id cache: the delete and the lookup search first
+    await garbage(s, kind);
+    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
+    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } } };
+    await garbage(s, kind);
+    expect((await a.write([deal], () => undefined))[0]).toMatchObject(badResponse);
+    expect(await (await fetch(`${s.url}/__sim/records/deals`)).json()).toHaveLength(0);
+    await a.close();
+  });
+
+  it.each(['html', 'truncated', 'empty'] as const)('a DELETE answered 200 with %s (documented: 204) is a CRM_BAD_RESPONSE retry', async (kind) => {
+    const s = await start();
+    const a = adapter(s);
+    expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
+    await garbage(s, kind); // the id is cached: the DELETE is the next request
+    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
+    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]?.status).toBe('done');
+    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
+    await a.close();
+  });
+
+  it.each(['html', 'truncated', 'empty'] as const)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
+    const s = await start();
+    const a = adapter(s);
+    await garbage(s, kind);
+    await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('GET /v2/users/self') });
+    await a.ping();
     await a.close();
   });
 

@@ -1,15 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
-import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import type { CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
 import { ZohoAdapter } from '../../../src/crm/zoho/adapter.ts';
 import { parseCsv, toCsv } from '../../../src/crm/zoho/csv.ts';
 import { startZohoSimulator, type ZohoSimOptions } from '../../../src/crm/zoho/simulator.ts';
 import { unzip, zip } from '../../../src/crm/zoho/zip.ts';
+import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
 
 let sim: CrmSimulator | undefined;
 const adapters: ZohoAdapter[] = [];
+const proxies: GarbageProxy[] = [];
 afterEach(async () => {
+  for (const p of proxies.splice(0)) await p.close();
   for (const a of adapters.splice(0)) await a.close();
   await sim?.close();
   sim = undefined;
@@ -36,14 +39,14 @@ async function stats(s: CrmSimulator): Promise<{ requests: number; throttled: nu
   return (await (await fetch(`${s.url}/__sim/stats`)).json()) as never;
 }
 
-function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number } = {}): ZohoAdapter {
+function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number; baseUrl?: string } = {}): ZohoAdapter {
   const config = parseConfig({
     name: 't',
     postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
     kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
     crm: {
       kind: 'zoho',
-      baseUrl: s.url,
+      baseUrl: opts.baseUrl ?? s.url,
       auth: { token: opts.token ?? 'sim-token' },
       limits: { requests: 50_000, windowSeconds: 86_400, concurrency: 4 },
       bulkThreshold: opts.bulkThreshold ?? 0,
@@ -315,8 +318,8 @@ describe('ZohoAdapter', () => {
     const signals: RateSignal[] = [];
     const out = await a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], (x) => signals.push(x));
     expect(out).toEqual([
-      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
-      { status: 'retry', code: 'RATE_LIMITED', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
+      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
+      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
     ]);
     expect(signals).toEqual([{ throttled: true, retryAfterSeconds: 1 }]);
     // 4 credits: 30 records (3 credits) pass, the next 20 (2 credits) find 1 left.
@@ -389,5 +392,119 @@ describe('ZohoAdapter', () => {
     expect(Object.fromEntries(stored)).toEqual({ '1': null, '2': null, '3': { id: contactId }, '4': { id: contactId }, '5': { id: contactId } });
     // Only cleared lookups, above the threshold: no job at all.
     expect(a.cost([orphanDeal('1'), orphanDeal('2'), orphanDeal('3')])).toBe(1);
+  });
+
+  describe('answers that are not Zoho CRM\'s (issue 10, defect 3)', () => {
+    const KINDS = ['html', 'truncated', 'empty'] as const;
+    /** The write either threw CRM_BAD_RESPONSE or retried every record with it; nothing is done. */
+    async function expectBad(p: Promise<WriteOutcome[]>, label = ''): Promise<void> {
+      let out: WriteOutcome[];
+      try {
+        out = await p;
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
+        return;
+      }
+      expect(out.map((o) => `${label}${o.status === 'retry' ? `${o.code}/${o.kind}` : o.status}`)).toEqual(out.map(() => `${label}CRM_BAD_RESPONSE/bad-response`));
+    }
+    const garbage = (s: CrmSimulator, kind: string, requests = 1) => call(s, 'POST', '/__sim/faults', { garbage: { requests, kind } });
+    async function proxied(s: CrmSimulator, when: (method: string, path: string) => boolean, kind: 'html' | 'truncated' | 'empty'): Promise<GarbageProxy> {
+      const p = await garbageProxy(s.url, when, kind);
+      proxies.push(p);
+      return p;
+    }
+
+    it.each(KINDS)('a %s 200 to an upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expectBad(a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok));
+      expect(await records(s, 'Contacts')).toHaveLength(0);
+    });
+
+    it.each(KINDS)('a %s 200 to a lookup search is CRM_BAD_RESPONSE, not a pending lookup', async (kind) => {
+      const s = await start();
+      await adapter(s).write([contact('1', { Last_Name: 'A' })], ok);
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expectBad(a.write([deal('7', '1'), deal('8', '1')], ok));
+      expect(await records(s, 'Deals')).toHaveLength(0);
+    });
+
+    it.each(KINDS)('a %s 200 to the delete search or to the DELETE is CRM_BAD_RESPONSE, not "already gone"', async (kind) => {
+      const s = await start();
+      await adapter(s).write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok);
+      await garbage(s, kind);
+      await expectBad(adapter(s).write([remove('1'), remove('2')], ok));
+      const p = await proxied(s, (m) => m === 'DELETE', kind);
+      await expectBad(adapter(s, { baseUrl: p.url }).write([remove('1'), remove('2')], ok));
+      expect(p.hits).toEqual(['DELETE /crm/v7/Contacts']);
+      expect(await records(s, 'Contacts')).toHaveLength(2);
+    });
+
+    it.each(KINDS)('a %s 200 to a Bulk Write step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
+      const s = await start();
+      for (const [name, step] of [
+        ['org', (m: string, path: string) => m === 'GET' && path === '/crm/v7/org'],
+        ['upload', (m: string, path: string) => m === 'POST' && path === '/crm/v7/upload'],
+        ['job', (m: string, path: string) => m === 'POST' && path === '/crm/bulk/v7/write'],
+        ['download', (m: string, path: string) => m === 'GET' && path.endsWith('.zip')],
+      ] as const) {
+        const p = await proxied(s, step, kind);
+        const a = adapter(s, { baseUrl: p.url, bulkThreshold: 3 });
+        await expectBad(a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' }), contact('3', { Last_Name: 'C' })], ok), `${name}: `);
+        expect(p.hits).toHaveLength(1);
+      }
+    });
+
+    it.each(KINDS)('a %s 200 to one Bulk Write job poll is polled past; three in a row give up on the job', async (kind) => {
+      const s = await start();
+      // One garbled job status is polled past (the job, 500 credits, runs on); three in a row give up on it.
+      const poll = (m: string, path: string) => m === 'GET' && path.startsWith('/crm/bulk/v7/write/');
+      const batch = (from: number) => [0, 1, 2].map((k) => contact(String(from + k), { Last_Name: `L${from + k}` }));
+      const once = await proxied(s, poll, kind);
+      expect((await adapter(s, { baseUrl: once.url, bulkThreshold: 3 }).write(batch(20), ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(once.hits).toHaveLength(1);
+      const thrice = await garbageProxy(s.url, poll, kind, 3);
+      proxies.push(thrice);
+      await expectBad(adapter(s, { baseUrl: thrice.url, bulkThreshold: 3 }).write(batch(30), ok), 'poll x3: ');
+      expect(thrice.hits).toHaveLength(3);
+    }, 20_000);
+
+    it.each(KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      await garbage(s, kind);
+      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
+      await a.ping();
+    });
+
+    it('checks every result of a well-formed answer: a result short, a success without an id, a delete result for another id, a search row without id', async () => {
+      const s = await start();
+      const label = (out: WriteOutcome[]) => out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status));
+      const data = (b: unknown) => (b as { data: Record<string, unknown>[] }).data;
+      const upsertCall = (m: string, path: string) => m === 'POST' && path.endsWith('/upsert');
+      const short = await rewriteProxy(s.url, upsertCall, (b) => ({ data: data(b).slice(0, 1) }));
+      proxies.push(short);
+      await expectBad(adapter(s, { baseUrl: short.url }).write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok));
+      const noId = await rewriteProxy(s.url, upsertCall, (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: {} } : r)) }));
+      proxies.push(noId);
+      expect(label(await adapter(s, { baseUrl: noId.url }).write([contact('3', { Last_Name: 'C' }), contact('4', { Last_Name: 'D' })], ok))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const other = await rewriteProxy(s.url, (m) => m === 'DELETE', (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: { id: '999999' } } : r)) }));
+      proxies.push(other);
+      expect(label(await adapter(s, { baseUrl: other.url }).write([remove('1'), remove('2')], ok))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const rowNoId = await rewriteProxy(s.url, (m, path) => m === 'GET' && path.endsWith('/search'), (b) => ({ ...(b as object), data: data(b).map(({ id: _, ...r }) => r) }));
+      proxies.push(rowNoId);
+      await expectBad(adapter(s, { baseUrl: rowNoId.url }).write([remove('3')], ok));
+      expect((await records(s, 'Contacts')).map((r) => r.ERP_Id)).toEqual(['3', '4']);
+    });
+
+    it('marks throttles and pending lookups with their retry kind', async () => {
+      const s = await start();
+      const a = adapter(s);
+      await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 1 } });
+      expect(await a.write([contact('1', { Last_Name: 'A' })], ok)).toEqual([expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' })]);
+      expect(await a.write([deal('7', '404')], ok)).toEqual([expect.objectContaining({ code: 'LOOKUP_PENDING', kind: 'pending' })]);
+    });
   });
 });
