@@ -52,6 +52,16 @@ const postgresSchema = z.strictObject({
   heartbeatSeconds: z.number().min(0).default(10),
   /** Most change events held between the replication stream and Kafka before it is paused. */
   maxBufferedEvents: z.number().int().min(100).default(20_000),
+  /**
+   * Bound on opening a PostgreSQL connection (TCP, TLS, startup): a server that accepts and never
+   * answers fails the command with a clear error instead of hanging it.
+   */
+  connectTimeoutMs: z.number().int().min(100).default(10_000),
+  /**
+   * Bound on one statement (statement_timeout; the client stops waiting 5 s later); 0 = none.
+   * Not applied to the replication stream, which is long-lived.
+   */
+  queryTimeoutMs: z.number().int().min(0).default(60_000),
 });
 
 const kafkaSchema = z.strictObject({

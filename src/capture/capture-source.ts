@@ -13,6 +13,7 @@ import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-
 import { formatLsn, type Lsn, parseLsn } from './lsn.ts';
 import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
 import { INITIAL, IncrementalSnapshot, newTask } from './incremental-snapshot.ts';
+import { openPg, pgClientConfig } from './pg-connect.ts';
 import { createSlotWithSnapshot, dropSlot, ensurePublication, preflight, slotInfo } from './slot-admin.ts';
 import { readSnapshot } from './snapshot-reader.ts';
 import { SourceStateStore } from './source-state-store.ts';
@@ -73,7 +74,7 @@ export class CaptureSource {
     this.pgConfig = pgConfig;
     this.kafkaConfig = kafkaConfig;
     this.encoder = new EventEncoder(kafkaConfig);
-    this.domains = new DomainResolver(pgConfig.url);
+    this.domains = new DomainResolver(pgConfig);
     this.kafka = createKafka(kafkaConfig, 'source');
     this.publisher = new Publisher(this.kafka);
     this.fatal = onFatal;
@@ -87,14 +88,8 @@ export class CaptureSource {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const { url, tables, publication } = this.pgConfig;
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect().catch((err: unknown) => {
-      throw new ConnectorError('POSTGRES_CONNECT', `cannot connect to PostgreSQL (postgres.url): ${errorMessage(err)}`, {
-        retriable: true,
-        cause: err,
-      });
-    });
+    const { tables, publication } = this.pgConfig;
+    const admin = await openPg(this.pgConfig);
     try {
       await preflight(admin);
       this.tables = await describeTables(admin, tables);
@@ -105,12 +100,12 @@ export class CaptureSource {
       );
       await this.publisher.start();
       await ensurePublication(admin, publication, tables, this.pgConfig.publish);
-      this.store = await SourceStateStore.open(url, publication);
+      this.store = await SourceStateStore.open(this.pgConfig, publication);
       await this.prepareSlot(admin, this.store);
     } finally {
       await admin.end();
     }
-    this.incremental = new IncrementalSnapshot({ url, slot: this.pgConfig.slot, chunkRows: this.pgConfig.snapshotChunkRows, tables, store: this.store });
+    this.incremental = new IncrementalSnapshot({ url: this.pgConfig, slot: this.pgConfig.slot, chunkRows: this.pgConfig.snapshotChunkRows, tables, store: this.store });
     this.flushing = this.flushLoop();
     await this.stream();
     this.startHeartbeats();
@@ -159,7 +154,7 @@ export class CaptureSource {
       }
       return;
     }
-    const created = await createSlotWithSnapshot(this.pgConfig.url, slot);
+    const created = await createSlotWithSnapshot(this.pgConfig, slot);
     try {
       this.confirmed = parseLsn(created.consistentPoint);
       this.log.info({ slot, consistentPoint: created.consistentPoint }, 'created replication slot');
@@ -179,7 +174,7 @@ export class CaptureSource {
       });
       const tables = configured.map((t) => this.tables.get(t)!);
       const started = Date.now();
-      const rows = await readSnapshot(this.pgConfig.url, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, p) => {
+      const rows = await readSnapshot(this.pgConfig, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, p) => {
         await this.publishNow(events, p.table);
         // Durable progress after Kafka acked the chunk: a crash resumes after it (tables before
         // the current one are complete, so they leave the task list).
@@ -236,7 +231,8 @@ export class CaptureSource {
 
   private async stream(): Promise<void> {
     const service = new LogicalReplicationService(
-      { connectionString: this.pgConfig.url },
+      // Connect timeout and keepalive, no query timeout: the stream lasts as long as the connector.
+      pgClientConfig(this.pgConfig, 'replication'),
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
     );
     this.service = service;
@@ -407,14 +403,19 @@ export class CaptureSource {
 
   private async heartbeat(): Promise<void> {
     if (!this.heartbeatClient) {
-      const client = new pg.Client({ connectionString: this.pgConfig.url });
+      const client = await openPg(this.pgConfig);
       client.on('error', () => {
-        this.heartbeatClient = undefined;
+        if (this.heartbeatClient === client) this.heartbeatClient = undefined;
       });
-      await client.connect();
       this.heartbeatClient = client;
     }
-    await this.heartbeatClient.query("SELECT pg_logical_emit_message(true, 'pg2crm.heartbeat', '')");
+    const client = this.heartbeatClient;
+    await client.query("SELECT pg_logical_emit_message(true, 'pg2crm.heartbeat', '')").catch(async (err: unknown) => {
+      // A timed-out query leaves the connection busy (or dead): the next heartbeat opens a new one.
+      if (this.heartbeatClient === client) this.heartbeatClient = undefined;
+      await client.end().catch(() => undefined);
+      throw err;
+    });
   }
 
   private fail(err: Error): void {

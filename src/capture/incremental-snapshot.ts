@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { openPg, type PgTarget } from './pg-connect.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { type ChangeEvent, encodeKey } from '../events/change-event.ts';
 import { componentLogger } from '../logger.ts';
@@ -97,7 +98,7 @@ export interface WindowOutput {
 
 export class IncrementalSnapshot {
   private readonly log = componentLogger('capture.incremental-snapshot');
-  private readonly url: string;
+  private readonly url: PgTarget;
   private readonly slot: string;
   private readonly chunkRows: number;
   private readonly configured: Set<string>;
@@ -116,7 +117,7 @@ export class IncrementalSnapshot {
   private readonly stopping = new Promise<void>((resolve) => (this.stopSignal = resolve));
   private running: Promise<void> | undefined;
 
-  constructor(opts: { url: string; slot: string; chunkRows: number; tables: string[]; store: SourceStateStore }) {
+  constructor(opts: { url: PgTarget; slot: string; chunkRows: number; tables: string[]; store: SourceStateStore }) {
     this.url = opts.url;
     this.slot = opts.slot;
     this.chunkRows = opts.chunkRows;
@@ -223,11 +224,10 @@ export class IncrementalSnapshot {
 
   private async connection(): Promise<pg.Client> {
     if (!this.client) {
-      const client = new pg.Client({ connectionString: this.url });
+      const client = await openPg(this.url);
       client.on('error', () => {
         if (this.client === client) this.client = undefined;
       });
-      await client.connect();
       this.client = client;
     }
     return this.client;

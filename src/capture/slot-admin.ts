@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { connectPg, type PgTarget, pgClientConfig } from './pg-connect.ts';
 import { ConnectorError } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import type { Lsn } from './lsn.ts';
@@ -208,9 +209,9 @@ export interface CreatedSlot {
   close(): Promise<void>;
 }
 
-export async function createSlotWithSnapshot(url: string, slot: string): Promise<CreatedSlot> {
-  const replication = new pg.Client({ connectionString: url, replication: 'database' } as pg.ClientConfig);
-  await replication.connect();
+export async function createSlotWithSnapshot(url: PgTarget, slot: string): Promise<CreatedSlot> {
+  // No query timeout: CREATE_REPLICATION_SLOT waits for every running transaction to end.
+  const replication = await connectPg(new pg.Client({ ...pgClientConfig(url, 'replication'), replication: 'database' } as pg.ClientConfig), url);
   try {
     const res = await replication.query<{ consistent_point: string; snapshot_name: string }>(
       `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { openPg, type PgTarget } from './pg-connect.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { buildSnapshotRow, type TxContext } from './change-builder.ts';
 import { quoteIdent, selectAsText } from './sql-identifiers.ts';
@@ -58,15 +59,14 @@ export async function estimateRows(client: pg.Client, tables: TableInfo[]): Prom
 }
 
 export async function readSnapshot(
-  url: string,
+  url: PgTarget,
   snapshotName: string,
   consistentPoint: string,
   tables: TableInfo[],
   chunkRows: number,
   onChunk: (events: ChangeEvent[], progress: SnapshotProgress) => Promise<void>,
 ): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
+  const client = await openPg(url);
   let total = 0;
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { openPg, type PgTarget } from './pg-connect.ts';
 import { readState, type SourceState, writeState } from './slot-admin.ts';
 
 /**
@@ -18,9 +19,8 @@ export class SourceStateStore {
     this.publication = publication;
   }
 
-  static async open(url: string, publication: string): Promise<SourceStateStore> {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
+  static async open(url: PgTarget, publication: string): Promise<SourceStateStore> {
+    const client = await openPg(url);
     const store = new SourceStateStore(client, publication);
     store.state = await readState(client, publication);
     return store;

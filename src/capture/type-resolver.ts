@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { openPg, type PgTarget } from './pg-connect.ts';
 import type { ColumnShape } from '../events/row-codec.ts';
 
 /**
@@ -62,18 +63,17 @@ export async function resolveDomains(client: pg.Client, columns: ColumnShape[]):
  * opens a short connection only when a Relation names a user type not seen before.
  */
 export class DomainResolver {
-  private readonly url: string;
+  private readonly url: PgTarget;
   private readonly known = new Map<number, BaseType | null>();
 
-  constructor(url: string) {
+  constructor(url: PgTarget) {
     this.url = url;
   }
 
   async annotate(columns: ColumnShape[]): Promise<void> {
     const missing = userTypes(columns, this.known);
     if (missing.length) {
-      const client = new pg.Client({ connectionString: this.url });
-      await client.connect();
+      const client = await openPg(this.url);
       try {
         for (const [oid, base] of await readBaseTypes(client, missing)) this.known.set(oid, base);
       } finally {

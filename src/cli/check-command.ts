@@ -1,8 +1,10 @@
 import pg from 'pg';
+import { pgClient } from '../capture/pg-connect.ts';
 import type { Config } from '../config.ts';
 import { describeTables } from '../capture/table-catalog.ts';
 import { preflight, slotInfo } from '../capture/slot-admin.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
+import type { CrmTarget } from '../crm/crm-adapter.ts';
 import { errorMessage } from '../errors.ts';
 import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
@@ -37,7 +39,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 export async function runChecks(config: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
-  const client = new pg.Client({ connectionString: config.postgres.url, connectionTimeoutMillis: 5000 });
+  const client = pgClient(config.postgres);
   const pgUp = await attempt('PostgreSQL reachable', async () => {
     await client.connect();
     return 'connected';
@@ -93,10 +95,17 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
   for (const [i, { token, quotaGroup }] of config.crm.credentials.entries()) {
     const adapter = createAdapter({ ...config.crm, auth: { token } });
     const which = several ? ` crm.credentials[${i}] (quota group ${quotaGroup})` : '';
-    results.push(await attempt(`CRM credentials (${config.crm.kind})${which}`, async () => {
+    const accepted = await attempt(`CRM credentials (${config.crm.kind})${which}`, async () => {
       await withTimeout(adapter.ping(), 15_000, `CRM at ${config.crm.baseUrl}`);
       return 'token accepted';
-    }));
+    });
+    results.push(accepted);
+    if (accepted.ok && i === 0 && adapter.preflight) {
+      const checks = await withTimeout(adapter.preflight(crmTargets(config)), 30_000, `CRM at ${config.crm.baseUrl}`).catch((err: unknown) => [
+        { name: `CRM objects and fields (${config.crm.kind})`, ok: false, detail: errorMessage(err) },
+      ]);
+      results.push(...checks);
+    }
     await adapter.close().catch(() => undefined);
   }
   return results;
@@ -130,4 +139,13 @@ async function checkPublication(client: pg.Client, publication: string, tables: 
   const have = new Set(r.rows.map((row) => row.t));
   const same = have.size === tables.length && tables.every((t) => have.has(t));
   return same ? 'publishes exactly the captured tables' : `will be set to ${tables.join(', ')} (now: ${[...have].join(', ') || 'none'})`;
+}
+
+/** Every object and external-id field the mappings write to or look up, once each. */
+export function crmTargets(config: Pick<Config, 'mappings'>): CrmTarget[] {
+  const out = new Map<string, CrmTarget>();
+  for (const m of config.mappings) {
+    out.set(`${m.object}\u0000${m.externalId.field}`, { object: m.object, externalIdField: m.externalId.field });
+  }
+  return [...out.values()];
 }

@@ -9,7 +9,7 @@ import { dropSlotCommand } from './slot-command.ts';
 import { requestSnapshot } from './snapshot-command.ts';
 import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
-import { replayDeadLetters } from '../sink/dlq-replay.ts';
+import { describeSkipped, replayDeadLetters } from '../sink/dlq-replay.ts';
 
 /**
  * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.
@@ -153,11 +153,16 @@ program
       const config = loadConfig(opts.config);
       setLogLevel('warn');
       const r = await replayDeadLetters(config);
-      process.stdout.write(
-        r.letters === 0
-          ? `no dead letters to replay in ${config.sink.deadLetterTopic}\n`
-          : `replayed ${r.letters} dead letter(s): ${r.records} record(s) re-published from PostgreSQL (${r.deleted} as deletions)\n`,
-      );
+      // Letters that cannot be replayed are reported and passed over (exit 0): replaying them
+      // again would fail the same way. The lines say where each is and why, for a manual fix.
+      for (const s of r.skipped) process.stderr.write(`skipped dead letter ${describeSkipped(s)}\n`);
+      if (r.letters === 0 && r.skipped.length === 0) process.stdout.write(`no dead letters to replay in ${config.sink.deadLetterTopic}\n`);
+      else {
+        process.stdout.write(`replayed ${r.letters} dead letter(s): ${r.records} record(s) re-published from PostgreSQL (${r.deleted} as deletions)\n`);
+        if (r.skipped.length > 0) {
+          process.stdout.write(`skipped ${r.skipped.length} dead letter(s) that cannot be replayed (listed above); the replay group moved past them\n`);
+        }
+      }
       process.exit(0);
     } catch (err) {
       fail(err);

@@ -1,7 +1,8 @@
 import pg from 'pg';
+import { openPg } from '../capture/pg-connect.ts';
 import { dropPublication, slotInfo } from '../capture/slot-admin.ts';
 import type { Config } from '../config.ts';
-import { ConnectorError, errorMessage } from '../errors.ts';
+import { errorMessage } from '../errors.ts';
 
 /**
  * `pg2crm slot drop`: decommissions the source side in PostgreSQL. A replication slot nobody
@@ -46,11 +47,8 @@ function mib(bytes: string | null): string {
 }
 
 export async function dropSlotCommand(config: Config, yes: boolean, out: (line: string) => void): Promise<number> {
-  const { slot, publication, url } = config.postgres;
-  const client = new pg.Client({ connectionString: url });
-  await client.connect().catch((err: unknown) => {
-    throw new ConnectorError('POSTGRES_CONNECT', `cannot connect to PostgreSQL (postgres.url): ${errorMessage(err)}`, { cause: err });
-  });
+  const { slot, publication } = config.postgres;
+  const client = await openPg(config.postgres);
   try {
     const p = await plan(client, config);
     if (!p.slot.exists && !p.publication.exists) {

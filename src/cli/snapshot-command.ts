@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import { openPg } from '../capture/pg-connect.ts';
 import { SIGNAL_PREFIX, type SnapshotSignal } from '../capture/incremental-snapshot.ts';
 import { readState, slotInfo } from '../capture/slot-admin.ts';
 import type { Config } from '../config.ts';
-import { ConnectorError, errorMessage } from '../errors.ts';
+import { ConnectorError } from '../errors.ts';
 
 /**
  * `pg2crm snapshot --table`: asks the running connector for an incremental re-snapshot of one
@@ -27,14 +27,11 @@ export async function requestSnapshot(
   const pollMs = options.pollMs ?? 1000;
   const deadline = options.timeoutSeconds ? Date.now() + options.timeoutSeconds * 1000 : Infinity;
   const table = tableArg.includes('.') ? tableArg : `public.${tableArg}`;
-  const { url, slot, publication, tables } = config.postgres;
+  const { slot, publication, tables } = config.postgres;
   if (!tables.includes(table)) {
     throw new ConnectorError('CONFIG_TABLE', `--table ${tableArg}: not captured by this connector; use one of postgres.tables: ${tables.join(', ')}`);
   }
-  const client = new pg.Client({ connectionString: url });
-  await client.connect().catch((err: unknown) => {
-    throw new ConnectorError('POSTGRES_CONNECT', `cannot connect to PostgreSQL (postgres.url): ${errorMessage(err)}`, { cause: err });
-  });
+  const client = await openPg(config.postgres);
   try {
     if (!(await slotInfo(client, slot)).exists) {
       throw new ConnectorError('SLOT_MISSING', `replication slot ${slot} does not exist; start the connector (pg2crm run) first: its initial snapshot covers every table`);

@@ -122,15 +122,12 @@ export class AvroCodec {
   private schemaById(id: number): Promise<avro.Type> {
     let found = this.byId.get(id);
     if (!found) {
-      found = fetch(`${this.url}/schemas/ids/${id}`)
-        .then(async (res) => {
-          if (!res.ok) throw new Error(`HTTP ${res.status}`);
-          const body = (await res.json()) as { schema: string };
-          return avroType(JSON.parse(body.schema));
-        })
+      found = fetchSchema(this.url, id)
+        .then((schema) => avroType(JSON.parse(schema)))
         .catch((err: unknown) => {
           this.byId.delete(id);
-          throw new ConnectorError('SCHEMA_FETCH', `cannot fetch schema id ${id} from the registry: ${(err as Error).message}`, {
+          if (err instanceof ConnectorError) throw err;
+          throw new ConnectorError('SCHEMA_FETCH', `cannot fetch schema id ${id} from the registry: ${(err as Error).message}; check kafka.schemaRegistry.url and that the registry runs`, {
             retriable: true,
             cause: err,
           });
@@ -139,4 +136,32 @@ export class AvroCodec {
     }
     return found;
   }
+}
+
+/**
+ * Confluent's error code for "schema not found" (https://docs.confluent.io/platform/current/schema-registry/develop/api.html#errors,
+ * also answered by Apicurio's ccompat API). Only this answer says the registry does not know
+ * the id: a message carrying it will never decode, so it is permanent. A bare 404 (a wrong
+ * path, a proxy) or any other failure may pass when tried again.
+ */
+const SCHEMA_NOT_FOUND = 40403;
+
+async function fetchSchema(url: string, id: number): Promise<string> {
+  const res = await fetch(`${url}/schemas/ids/${id}`, { signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  let body: { schema?: unknown; error_code?: unknown } | undefined;
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    body = undefined;
+  }
+  if (res.status === 404 && body?.error_code === SCHEMA_NOT_FOUND) {
+    throw new ConnectorError(
+      'SCHEMA_NOT_FOUND',
+      `the schema registry does not know schema id ${id} (404, error_code 40403): the message was written with a schema of another registry or one since deleted; it is dead-lettered`,
+    );
+  }
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  if (typeof body?.schema !== 'string') throw new Error(`HTTP ${res.status} without a schema in the body`);
+  return body.schema;
 }

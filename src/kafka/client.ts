@@ -1,4 +1,7 @@
-import { Kafka, logLevel, type logCreator } from 'kafkajs';
+import kafkajs, { Kafka, logLevel, type logCreator } from 'kafkajs';
+
+// kafkajs is CommonJS: Node's ESM loader does not see this export by name.
+const { ConfigResourceTypes } = kafkajs;
 import { componentLogger } from '../logger.ts';
 import type { KafkaConfig } from '../config.ts';
 
@@ -52,6 +55,19 @@ export async function ensureTopics(
         ],
       })),
     });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** The topic's `max.message.bytes` as the broker applies it (the topic may predate pg2crm's settings). */
+export async function topicMaxMessageBytes(kafka: Kafka, topic: string): Promise<number | undefined> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }] });
+    const value = res.resources[0]?.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue;
+    return value ? Number(value) : undefined;
   } finally {
     await admin.disconnect();
   }

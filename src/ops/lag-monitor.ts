@@ -3,12 +3,14 @@ import { errorMessage } from '../errors.ts';
 import { createKafka } from '../kafka/client.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from './metrics.ts';
+import { StallTracker } from './stall-tracker.ts';
 import { type ConnectorStatus, type PartitionStatus, readConsumerLag, slotStatus } from './status.ts';
 
 /**
  * Publishes the numbers operators alert on as gauges, every `ops.lagIntervalSeconds`: consumer
  * lag per topic-partition (from committed vs end offsets, as Burrow and kafka-exporter compute
- * it, so it matches `pg2crm status`) and the WAL the replication slot holds, with a warning
+ * it, so it matches `pg2crm status`), how long each partition has had lag without its committed
+ * offset moving (a stuck partition), and the WAL the replication slot holds, with a warning
  * when that passes `ops.slotLagWarnBytes` (an idle or stuck slot fills the disk).
  */
 export class LagMonitor {
@@ -22,6 +24,7 @@ export class LagMonitor {
   /** The last sample, for the status page's table (the gauges carry only the lag). */
   private lastPartitions: PartitionStatus[] | undefined;
   private lastSlot: ConnectorStatus['slot'] | undefined;
+  private readonly stalls = new StallTracker();
 
   constructor(config: Pick<Config, 'kafka' | 'mappings' | 'postgres' | 'ops'>, watch: { slot: boolean; group: boolean }) {
     this.config = config;
@@ -45,8 +48,11 @@ export class LagMonitor {
           this.connected = true;
         }
         this.lastPartitions = await readConsumerLag(this.admin, this.config);
+        const stalled = this.stalls.observe(this.lastPartitions);
         for (const p of this.lastPartitions) {
+          p.stalledSeconds = stalled.get(`${p.topic}/${p.partition}`) ?? 0;
           metrics.consumerLag.set({ topic: p.topic, partition: String(p.partition) }, p.lag);
+          metrics.partitionStalledSeconds.set({ topic: p.topic, partition: String(p.partition) }, p.stalledSeconds);
         }
       }
       if (this.watchSlot) {

@@ -93,6 +93,12 @@ export const metrics = {
     labelNames: ['object'] as const,
     registers: [registry],
   }),
+  partitionStalledSeconds: new Gauge({
+    name: 'pg2crm_partition_stalled_seconds',
+    help: "Seconds a topic-partition has had consumer lag while the sink group's committed offset did not move (0 = moving or no lag); alert on it: a stuck partition on a quiet table never crosses a lag alert",
+    labelNames: ['topic', 'partition'] as const,
+    registers: [registry],
+  }),
   consumerLag: new Gauge({
     name: 'pg2crm_consumer_lag',
     help: 'Sink consumer group lag per topic-partition: end offset - committed offset',

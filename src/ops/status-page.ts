@@ -268,11 +268,12 @@ function renderTable(d, last) {
     cell(tr, p.end === null || p.end === undefined ? '–' : String(p.end));
     cell(tr, String(p.lag));
     cell(tr, p.paused === null || p.paused === undefined ? '–' : p.paused ? 'paused' : 'no', p.paused ? 'paused' : '');
+    cell(tr, p.stalledSeconds === null || p.stalledSeconds === undefined ? '–' : p.stalledSeconds + ' s', p.stalledSeconds >= 300 ? 'paused' : '');
     body.appendChild(tr);
   });
   if (!rows || rows.length === 0) {
     var tr = document.createElement('tr'), td = document.createElement('td');
-    td.colSpan = 6; td.className = 'empty-row'; td.textContent = 'No partitions yet.'; td.style.textAlign = 'center';
+    td.colSpan = 7; td.className = 'empty-row'; td.textContent = 'No partitions yet.'; td.style.textAlign = 'center';
     tr.appendChild(td); body.appendChild(tr);
   }
   var slot = d.details.slot;
@@ -362,7 +363,7 @@ const PAGE = `<!doctype html>
   <section class="card" style="margin-top:16px">
     <h2>Partitions</h2>
     <table>
-      <thead><tr><th>topic</th><th>partition</th><th>committed</th><th>end</th><th>lag</th><th>paused</th></tr></thead>
+      <thead><tr><th>topic</th><th>partition</th><th>committed</th><th>end</th><th>lag</th><th>paused</th><th title="seconds the committed offset has stood still with lag">stalled</th></tr></thead>
       <tbody id="partitions"></tbody>
     </table>
     <div class="facts">

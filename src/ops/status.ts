@@ -1,5 +1,5 @@
 import type { Kafka } from 'kafkajs';
-import pg from 'pg';
+import { openPg } from '../capture/pg-connect.ts';
 import type { Config } from '../config.ts';
 import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
@@ -19,6 +19,11 @@ export interface PartitionStatus {
   lag: number;
   /** Paused by a sink's backpressure (from the instances' reports); null when no instance reports the partition. */
   paused?: boolean | null;
+  /**
+   * Seconds the committed offset has stood still while messages wait behind it (the sink
+   * instances' reports, or the lag monitor's samples); null when nobody reports it.
+   */
+  stalledSeconds?: number | null;
 }
 
 export interface ConnectorStatus {
@@ -82,7 +87,11 @@ export async function readStatus(config: Config): Promise<ConnectorStatus> {
     const instances = await readInstances(kafka, config);
     const paused = new Set(instances.flatMap((i) => i.paused));
     const reported = instances.length > 0;
-    for (const p of partitions) p.paused = reported ? paused.has(`${p.topic}/${p.partition}`) : null;
+    for (const p of partitions) {
+      const id = `${p.topic}/${p.partition}`;
+      p.paused = reported ? paused.has(id) : null;
+      p.stalledSeconds = reported ? Math.max(0, ...instances.map((i) => (p.lag > 0 ? (i.stalled?.[id] ?? 0) : 0))) : null;
+    }
     const existing = new Set(await admin.listTopics());
     let deadLetters = 0;
     if (existing.has(config.sink.deadLetterTopic)) {
@@ -103,8 +112,7 @@ export async function readStatus(config: Config): Promise<ConnectorStatus> {
 }
 
 export async function slotStatus(config: Pick<Config, 'postgres'>): Promise<ConnectorStatus['slot']> {
-  const client = new pg.Client({ connectionString: config.postgres.url, connectionTimeoutMillis: 5000 });
-  await client.connect();
+  const client = await openPg(config.postgres);
   try {
     const r = await client.query<{ active: boolean; confirmed: string | null; lag: string | null }>(
       `SELECT active, confirmed_flush_lsn::text AS confirmed, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag
@@ -128,10 +136,22 @@ export function formatStatus(s: ConnectorStatus): string {
   const lines = [`connector ${s.name}   group ${s.group}`, ''];
   table(
     lines,
-    ['TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG', 'PAUSED'],
-    s.partitions.map((p) => [p.topic, String(p.partition), p.committed === null ? '-' : String(p.committed), String(p.end), String(p.lag), p.paused == null ? '?' : p.paused ? 'yes' : 'no']),
+    ['TOPIC', 'PARTITION', 'COMMITTED', 'END', 'LAG', 'PAUSED', 'STALLED'],
+    s.partitions.map((p) => [
+      p.topic,
+      String(p.partition),
+      p.committed === null ? '-' : String(p.committed),
+      String(p.end),
+      String(p.lag),
+      p.paused == null ? '?' : p.paused ? 'yes' : 'no',
+      p.stalledSeconds == null ? '?' : `${p.stalledSeconds}s`,
+    ]),
   );
   lines.push('', `total lag ${s.totalLag}`);
+  const stuck = s.partitions.filter((p) => (p.stalledSeconds ?? 0) >= 300);
+  if (stuck.length > 0) {
+    lines.push(`stalled: ${stuck.map((p) => `${p.topic}/${p.partition} (${p.stalledSeconds}s)`).join(', ')} have not committed for 5 minutes or more with messages waiting: see the sink's logs for the record retried there`);
+  }
   lines.push(
     s.slot.exists
       ? `slot ${s.slot.name}: ${s.slot.active ? 'streaming' : 'inactive'}, confirmed ${s.slot.confirmedFlushLsn}, holding ${s.slot.lagBytes} bytes of WAL`

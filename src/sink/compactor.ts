@@ -2,12 +2,23 @@ import type { CrmLookup, CrmWrite } from '../crm/crm-adapter.ts';
 
 /**
  * Per-key compaction inside one flush window: all changes to one CRM record become one write.
+ *
+ * Delivery is at-least-once: after a crash, a rebalance or a batch cut short, a window is
+ * delivered again, and some of its writes may already have reached the CRM (a write can even
+ * reach it while the sink sees a timeout). So no rule may reason "this happened inside this
+ * window, hence the CRM never saw it": every rule must give the same CRM state whether the window
+ * is seen once or many times, and a snapshot row (`r`) says nothing about what the CRM holds.
  * Rules, applied in offset order:
  *  - upsert + upsert -> one upsert with the fields merged (later values win); a lookup keeps, as
  *    `previousExternalId`, the target the CRM held before the window (see mergeLookups);
- *  - anything + delete -> delete;
- *  - a record created inside the window and deleted inside it -> nothing to write;
- *  - delete + upsert -> upsert (the insert that follows a delete carries every mapped field).
+ *  - anything + delete -> delete, always sent: even a record inserted inside the window may be in
+ *    the CRM from an earlier delivery of the same window, and nothing here can prove otherwise;
+ *  - delete + upsert -> upsert (the insert that follows a delete carries every mapped field, so
+ *    the CRM ends equal to the row whether or not it still held the record).
+ * `restore` marks an upsert no written-hash no-op skip may apply to: it folds in a snapshot row
+ * since the last delete (its purpose may be to restore a CRM that lost data, which the hashes do
+ * not know), or it replaces a delete of this window (that delete may have reached the CRM in an
+ * earlier delivery, the hashes do not know that either).
  * Each compacted write remembers the offsets it stands for, so offsets are resolved only when
  * the write that covers them is done.
  */
@@ -17,48 +28,54 @@ export interface CompactedWrite {
   offsets: bigint[];
   /** Smallest offset folded in: the write's place in the partition's order. */
   firstOffset: bigint;
+  /** An upsert folding in a snapshot row since the last delete, or replacing a delete: never skipped as unchanged. */
+  restore: boolean;
 }
 
 export interface KeyedChange {
   offset: bigint;
   /** null = the mapping says nothing is to be written for this change. */
   write: CrmWrite | null;
-  /** The change created the record (insert / snapshot row). */
-  creates: boolean;
+  /** The change is a snapshot row (op `r`): it may be restoring the CRM, so no no-op skip applies. */
+  restore: boolean;
 }
 
 export function compact(changes: KeyedChange[]): CompactedWrite[] {
-  const byKey = new Map<string, CompactedWrite & { createdHere: boolean }>();
-  const noop: CompactedWrite[] = [];
+  const byKey = new Map<string, CompactedWrite>();
+  const out: CompactedWrite[] = [];
   for (const change of changes) {
     const w = change.write;
     if (!w) {
-      noop.push({ write: null, offsets: [change.offset], firstOffset: change.offset });
+      out.push({ write: null, offsets: [change.offset], firstOffset: change.offset, restore: false });
       continue;
     }
     const key = `${w.object}\u0000${w.externalId}`;
     const prev = byKey.get(key);
     if (!prev) {
-      byKey.set(key, { write: w, offsets: [change.offset], firstOffset: change.offset, createdHere: change.creates });
+      const first: CompactedWrite = { write: w, offsets: [change.offset], firstOffset: change.offset, restore: w.op === 'upsert' && change.restore };
+      byKey.set(key, first);
+      out.push(first);
       continue;
     }
     prev.offsets.push(change.offset);
     const before = prev.write;
     if (w.op === 'delete') {
-      prev.write = prev.createdHere ? null : w;
+      prev.write = w;
+      prev.restore = false;
     } else if (before && before.op === 'upsert') {
       prev.write = {
         ...w,
         fields: { ...before.fields, ...w.fields },
         ...(before.lookups || w.lookups ? { lookups: mergeLookups(before.lookups ?? {}, w.lookups ?? {}) } : {}),
       };
+      prev.restore = prev.restore || change.restore;
     } else {
+      // The delete this upsert replaces may have reached the CRM in an earlier delivery, which
+      // the written hashes do not know: what the CRM holds is unknown, so no skip may apply.
       prev.write = w;
-      prev.createdHere = prev.createdHere || change.creates;
+      prev.restore = true;
     }
   }
-  const out: CompactedWrite[] = [...noop];
-  for (const { createdHere: _c, ...rest } of byKey.values()) out.push(rest);
   return out.sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
 }
 

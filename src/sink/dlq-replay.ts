@@ -1,8 +1,10 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Config } from '../config.ts';
+import { openPg } from '../capture/pg-connect.ts';
 import { buildSnapshotRow, type TxContext } from '../capture/change-builder.ts';
 import { quoteIdent, selectAsText } from '../capture/sql-identifiers.ts';
 import { describeTables, type TableInfo } from '../capture/table-catalog.ts';
+import { errorMessage } from '../errors.ts';
 import type { ChangeEvent, Row } from '../events/change-event.ts';
 import { avroName } from '../events/row-codec.ts';
 import { topicFor } from '../events/topic-router.ts';
@@ -19,11 +21,41 @@ import type { DeadLetter } from './dead-letter.ts';
  * record's CURRENT row is read from PostgreSQL and published as a snapshot event (op `r`), or a
  * delete when the row is gone, so the CRM converges on PostgreSQL's present state. The replay
  * group's offsets then move past the letters handled, so the next replay takes only new ones.
+ *
+ * A letter that cannot be replayed (not a dead letter, a key that is not the table's primary key
+ * as JSON, a topic no longer captured) is skipped and reported, never allowed to stop the rest:
+ * replaying it again would fail the same way, and it would hold every valid letter behind it.
+ * Failures of PostgreSQL or Kafka themselves still fail the replay, with the group left where it
+ * was, so a later replay retries them all.
  */
 export interface ReplayResult {
+  /** Letters replayed (their records re-published; duplicates of one record count each). */
   letters: number;
   records: number;
   deleted: number;
+  /** Letters that cannot be replayed, in the order met; the group moved past them too. */
+  skipped: SkippedLetter[];
+}
+
+export interface SkippedLetter {
+  /** Where the letter is: the dead-letter topic, its partition and offset. */
+  at: { topic: string; partition: number; offset: string };
+  /** Where the record's message was, as the letter says (absent when the letter is unreadable). */
+  original?: { topic: string; partition: number; offset: string };
+  reason: string;
+}
+
+/** `dlq/0@12 (orders/2@40): reason`: one line an operator can act on. */
+export function describeSkipped(s: SkippedLetter): string {
+  const original = s.original ? ` (${s.original.topic}/${s.original.partition}@${s.original.offset})` : '';
+  return `${s.at.topic}/${s.at.partition}@${s.at.offset}${original}: ${s.reason}`;
+}
+
+/** A letter as read: the parsed letter, or why it is not one, with its position in the topic. */
+interface ReadLetter {
+  at: SkippedLetter['at'];
+  letter?: DeadLetter;
+  unreadable?: string;
 }
 
 type Admin = ReturnType<ReturnType<typeof createKafka>['admin']>;
@@ -47,17 +79,18 @@ export async function replayDeadLetters(config: Config): Promise<ReplayResult> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    if (!(await admin.listTopics()).includes(dlqTopic)) return { letters: 0, records: 0, deleted: 0 };
+    if (!(await admin.listTopics()).includes(dlqTopic)) return { letters: 0, records: 0, deleted: 0, skipped: [] };
     const pending = await pendingRange(admin, dlqTopic, group);
-    if (pending.size === 0) return { letters: 0, records: 0, deleted: 0 };
+    if (pending.size === 0) return { letters: 0, records: 0, deleted: 0, skipped: [] };
 
     const letters = await readLetters(kafka, dlqTopic, group, pending);
     const result = await republish(config, letters);
-    // Only now, with the records re-published, do the letters count as handled.
+    // Only now, with the records re-published, do the letters count as handled; the skipped ones
+    // too: they cannot be replayed, and leaving the group before them would block every later one.
     for (const [partition, range] of pending) {
       await admin.setOffsets({ groupId: group, topic: dlqTopic, partitions: [{ partition, offset: String(range.to) }] });
     }
-    return { letters: letters.length, ...result };
+    return result;
   } finally {
     await admin.disconnect();
   }
@@ -68,9 +101,9 @@ async function readLetters(
   topic: string,
   group: string,
   pending: Map<number, { from: number; to: number }>,
-): Promise<DeadLetter[]> {
+): Promise<ReadLetter[]> {
   const consumer = kafka.consumer({ groupId: group });
-  const letters: DeadLetter[] = [];
+  const letters: ReadLetter[] = [];
   const open = new Set(pending.keys());
   await consumer.connect();
   try {
@@ -82,7 +115,9 @@ async function readLetters(
           eachMessage: async ({ partition, message }) => {
             const range = pending.get(partition);
             const offset = Number(message.offset);
-            if (range && offset >= range.from && offset < range.to && message.value) letters.push(JSON.parse(message.value.toString('utf8')) as DeadLetter);
+            // Parsed here without throwing: an exception in eachMessage would make kafkajs retry
+            // the same message for ever.
+            if (range && offset >= range.from && offset < range.to) letters.push(parseLetter({ topic, partition, offset: message.offset }, message.value));
             if (range && offset >= range.to - 1) open.delete(partition);
             if (open.size === 0) resolve();
           },
@@ -95,35 +130,103 @@ async function readLetters(
   return letters;
 }
 
-async function republish(config: Config, letters: DeadLetter[]): Promise<Omit<ReplayResult, 'letters'>> {
-  const db = new pg.Client({ connectionString: config.postgres.url });
-  await db.connect();
+function parseLetter(at: SkippedLetter['at'], value: Buffer | null): ReadLetter {
+  if (!value) return { at, unreadable: 'not a dead letter (an empty message)' };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value.toString('utf8'));
+  } catch {
+    return { at, unreadable: 'not a dead letter (not JSON)' };
+  }
+  const l = parsed as Partial<DeadLetter> | null;
+  if (!l || typeof l !== 'object' || typeof l.topic !== 'string' || !(typeof l.key === 'string' || l.key === null)) {
+    return { at, unreadable: 'not a dead letter (no topic or key)' };
+  }
+  return { at, letter: l as DeadLetter };
+}
+
+/** The letter's key as the table's primary key, or why it is not one. */
+function keyOfLetter(letter: DeadLetter, table: TableInfo): Row | string {
+  if (letter.key === null) return 'it has no key (the original message had none)';
+  let key: unknown;
+  try {
+    key = JSON.parse(letter.key);
+  } catch (err) {
+    return `its key ${JSON.stringify(letter.key)} is not JSON (${errorMessage(err)}); pg2crm keys are the primary key as JSON, e.g. {"id":1}`;
+  }
+  if (!key || typeof key !== 'object' || Array.isArray(key)) return `its key ${letter.key} is not a JSON object of the primary key`;
+  const missing = table.primaryKey.filter((k) => {
+    const v = (key as Row)[avroName(k)];
+    return v === undefined || v === null;
+  });
+  if (missing.length > 0) return `its key ${letter.key} lacks primary key column ${missing.join(', ')} of ${table.schema}.${table.table}`;
+  return key as Row;
+}
+
+/** SQLSTATE class 22 (data exception, e.g. 22P02 invalid input syntax): the key's values, not the database. */
+function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}
+
+async function republish(config: Config, read: ReadLetter[]): Promise<ReplayResult> {
+  const skipped: SkippedLetter[] = [];
+  const skip = (r: ReadLetter, reason: string): void => {
+    skipped.push({ at: r.at, ...(r.letter ? { original: { topic: r.letter.topic, partition: r.letter.partition, offset: String(r.letter.offset) } } : {}), reason });
+  };
+  for (const r of read) if (r.unreadable) skip(r, r.unreadable);
+  const letters = read.filter((r) => r.letter);
+  if (letters.length === 0) return { letters: 0, records: 0, deleted: 0, skipped };
+
+  const db = await openPg(config.postgres);
   const publisher = new Publisher(createKafka(config.kafka, 'dlq-replay-producer'));
   await publisher.start();
   const encoder = new EventEncoder(config.kafka);
   let records = 0;
   let deleted = 0;
+  let replayed = 0;
   try {
     const tables = await describeTables(db, config.postgres.tables);
     const byTopic = new Map<string, TableInfo>([...tables.values()].map((t) => [topicFor(config.kafka.topicPrefix, t.schema, t.table), t]));
     const lsn = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
     const tx: TxContext = { lsn, xid: 0, commitTsMicros: BigInt(Date.now()) * 1000n, seq: 0 };
     const seen = new Set<string>();
-    for (const letter of letters) {
+    for (const r of letters) {
+      const letter = r.letter!;
       const table = byTopic.get(letter.topic);
-      if (!table || letter.key === null || seen.has(`${letter.topic}\n${letter.key}`)) continue;
-      seen.add(`${letter.topic}\n${letter.key}`);
-      const key = JSON.parse(letter.key) as Row;
-      const event = (await currentRow(db, table, key, tx)) ?? deletion(table, key, tx);
+      if (!table) {
+        skip(r, `its topic ${letter.topic} is not the topic of any table in postgres.tables`);
+        continue;
+      }
+      const key = keyOfLetter(letter, table);
+      if (typeof key === 'string') {
+        skip(r, key);
+        continue;
+      }
+      const id = `${letter.topic}\n${letter.key}`;
+      if (seen.has(id)) {
+        replayed++; // the record's current row is already re-published
+        continue;
+      }
+      let event: ChangeEvent;
+      try {
+        event = (await currentRow(db, table, key, tx)) ?? deletion(table, key, tx);
+      } catch (err) {
+        if (!isDataException(err)) throw err;
+        skip(r, `its key ${letter.key} does not fit ${table.schema}.${table.table}'s primary key: ${errorMessage(err)}`);
+        continue;
+      }
+      seen.add(id);
       if (event.op === 'd') deleted++;
       await publisher.send(await encoder.encode(event, table));
       records++;
+      replayed++;
     }
   } finally {
     await publisher.stop();
     await db.end();
   }
-  return { records, deleted };
+  return { letters: replayed, records, deleted, skipped };
 }
 
 async function currentRow(db: pg.Client, table: TableInfo, key: Row, tx: TxContext): Promise<ChangeEvent | undefined> {

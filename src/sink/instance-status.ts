@@ -18,6 +18,11 @@ export interface InstanceReport {
   memberId: string | null;
   at: string;
   paused: string[];
+  /**
+   * `topic/partition` -> seconds its committed offset has not moved while messages wait behind
+   * it. Absent in reports of versions before it existed.
+   */
+  stalled?: Record<string, number>;
   budget: {
     quota: number;
     windowSeconds: number;

@@ -1,11 +1,11 @@
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Config, MappingConfig } from '../config.ts';
-import type { CrmAdapter, CrmWrite, WriteOutcome } from '../crm/crm-adapter.ts';
+import type { CrmAdapter, CrmWrite, RetryKind, WriteOutcome } from '../crm/crm-adapter.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { AvroCodec } from '../events/avro-codec.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { topicFor } from '../events/topic-router.ts';
-import { createKafka, ensureTopics } from '../kafka/client.ts';
+import { createKafka, ensureTopics, topicMaxMessageBytes } from '../kafka/client.ts';
 import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../ops/metrics.ts';
@@ -56,7 +56,12 @@ const HEARTBEAT_SLICE_MS = 2_000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 60_000;
 /** Per-record retry codes that mean the CRM itself is failing (not a throttle, not the record). */
-const SERVER_FAILURE = /^(CRM_)?HTTP_5\d\d$|UNREACHABLE|UNAVAILABLE|TIMEOUT/;
+const SERVER_FAILURE = /^(CRM_)?HTTP_5\d\d$|UNREACHABLE|UNAVAILABLE|TIMEOUT|BAD_RESPONSE/;
+
+/** The CRM itself is failing (5xx, no answer, an answer that is not its documented shape). */
+function serverFailure(o: WriteOutcome): boolean {
+  return o.status === 'retry' && (o.kind === 'server' || o.kind === 'timeout' || o.kind === 'bad-response' || SERVER_FAILURE.test(o.code));
+}
 
 type SinkSlices = Pick<Config, 'kafka' | 'crm' | 'mappings' | 'sink'>;
 
@@ -83,6 +88,13 @@ export class SinkRunner {
   private readonly sizer: BatchSizer;
   private readonly hashes: WrittenHashes | undefined;
   private hashPartitions = 1;
+  /** Largest letter the dead-letter topic accepts (its max.message.bytes). */
+  private deadLetterBytes = 1024 * 1024;
+  /**
+   * `topic/partition` -> since when its committed offset has not moved although messages wait
+   * behind it (a record retried without end, a poison message): `pg2crm status` shows it.
+   */
+  private readonly stuckSince = new Map<string, number>();
   private readonly status: InstanceStatus;
   private memberId: string | null = null;
   private inFlight = 0;
@@ -134,6 +146,7 @@ export class SinkRunner {
     this.status = new InstanceStatus(this.kafka, config.sink.statusTopic, () => ({
       memberId: this.memberId,
       paused: this.pausedPartitions(),
+      stalled: this.stalledPartitions(),
       budget: {
         quota: this.budget.quota,
         windowSeconds: this.budget.windowSeconds,
@@ -152,6 +165,11 @@ export class SinkRunner {
     return [...this.resumeTimers.keys()].filter((id) => !this.lingering.has(id));
   }
 
+  /** `topic/partition` -> seconds its committed offset has stood still with messages waiting behind it. */
+  stalledPartitions(now = Date.now()): Record<string, number> {
+    return Object.fromEntries([...this.stuckSince].map(([id, since]) => [id, Math.round((now - since) / 1000)]));
+  }
+
   /** True once the consumer joined its group (readiness). */
   isJoined(): boolean {
     return this.joined;
@@ -164,7 +182,10 @@ export class SinkRunner {
     const { partitions, replicationFactor, maxMessageBytes } = this.config.kafka;
     await ensureTopics(this.kafka, topics, { partitions, replicationFactor, maxMessageBytes });
     // A dead letter carries the original value base64-encoded (4/3 of its size) plus the error.
-    await ensureTopics(this.kafka, [this.config.sink.deadLetterTopic], { partitions: 1, replicationFactor, maxMessageBytes: Math.ceil(maxMessageBytes * 1.4) });
+    const dlqBytes = Math.ceil(maxMessageBytes * 1.4);
+    await ensureTopics(this.kafka, [this.config.sink.deadLetterTopic], { partitions: 1, replicationFactor, maxMessageBytes: dlqBytes });
+    // The topic may predate this config: letters must fit what the broker really accepts.
+    this.deadLetterBytes = Math.min(dlqBytes, (await topicMaxMessageBytes(this.kafka, this.config.sink.deadLetterTopic)) ?? dlqBytes);
     if (this.hashes) {
       await ensureTopics(this.kafka, [this.config.sink.hashTopic], { partitions, replicationFactor, compacted: true });
       await this.hashes.start();
@@ -185,6 +206,7 @@ export class SinkRunner {
       // Partitions may have moved here from another instance, which wrote meanwhile: what this
       // process remembers of those records (hashes, CRM ids, links) may be stale.
       this.hashes?.reload();
+      this.stuckSince.clear();
       for (const lane of this.budget.lanes) for (const a of lane.adapters) a.forget?.();
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
@@ -228,7 +250,7 @@ export class SinkRunner {
       const offset = BigInt(message.offset);
       messages.set(offset, message);
       if (!message.value) {
-        changes.push({ offset, write: null, creates: false }); // tombstone: nothing to write
+        changes.push({ offset, write: null, restore: false }); // tombstone: nothing to write
         continue;
       }
       try {
@@ -237,10 +259,11 @@ export class SinkRunner {
         if (!touchesMapping(event, mapping)) {
           // An update of columns the CRM does not get (REPLICA IDENTITY FULL says which changed).
           metrics.noopSkipped.inc({ object: mapping.object });
-          changes.push({ offset, write: null, creates: false });
+          changes.push({ offset, write: null, restore: false });
           continue;
         }
-        changes.push({ offset, write: mapEvent(event, mapping), creates: event.op === 'c' || event.op === 'r' });
+        // A snapshot row may be there to restore a CRM that lost its records: never a no-op.
+        changes.push({ offset, write: mapEvent(event, mapping), restore: event.op === 'r' });
       } catch (err) {
         if (err instanceof ConnectorError && err.retriable) {
           // Registry unreachable: not the message's fault. Stop here and try again later.
@@ -258,7 +281,7 @@ export class SinkRunner {
             attempts: 1,
           }),
         );
-        changes.push({ offset, write: null, creates: false });
+        changes.push({ offset, write: null, restore: false });
       }
     }
     metrics.eventsConsumed.inc(events.size);
@@ -268,8 +291,9 @@ export class SinkRunner {
     const queue: Pending[] = [];
     const allFields = Object.keys(mapping.fields).length;
     for (const group of compact(changes)) {
-      if (group.write && this.hashes?.unchanged(group.write, allFields)) {
-        // The CRM already holds exactly these values (written earlier by pg2crm).
+      if (group.write && !group.restore && this.hashes?.unchanged(group.write, allFields)) {
+        // The CRM already holds exactly these values (written earlier by pg2crm). Not for a
+        // snapshot row: `pg2crm snapshot` after a CRM wipe must write what the hashes say is there.
         metrics.noopSkipped.inc({ object: mapping.object }, group.offsets.length);
         for (const o of group.offsets) done.add(o);
       } else if (group.write) queue.push({ group, write: group.write, event: events.get(group.firstOffset) });
@@ -288,21 +312,34 @@ export class SinkRunner {
       if (this.hashes && written.length) await this.hashes.remember(batch.partition % this.hashPartitions, written.splice(0));
       if (letters.length) {
         const sent = letters.splice(0);
-        await sendDeadLetters(this.dlq, this.config.sink.deadLetterTopic, sent);
+        await sendDeadLetters(this.dlq, this.config.sink.deadLetterTopic, sent, this.deadLetterBytes);
         for (const l of sent) {
           done.add(BigInt(l.offset));
           metrics.deadLettered.inc({ object: l.object ?? 'unknown' });
         }
         this.log.warn({ count: sent.length, topic: batch.topic, partition: batch.partition }, 'records dead-lettered');
       }
+      const before = resolvedUpTo;
       for (; resolvedUpTo < batch.messages.length; resolvedUpTo++) {
         const message = batch.messages[resolvedUpTo]!;
         if (!done.has(BigInt(message.offset))) break;
         payload.resolveOffset(message.offset);
       }
+      if (resolvedUpTo > before || resolvedUpTo === batch.messages.length) this.stuckSince.delete(who);
+      else if (!this.stuckSince.has(who)) this.stuckSince.set(who, started);
       await payload.commitOffsetsIfNecessary();
     };
     let blocked = false;
+    if (this.hashes && queue.length > 0) {
+      try {
+        await this.hashes.forgetBeforeWrite(batch.partition % this.hashPartitions, queue.map((p) => p.write));
+      } catch (err) {
+        // Nothing is sent while a stale hash could survive it; the partition tries again later.
+        this.log.warn({ topic: batch.topic, partition: batch.partition, err }, 'cannot update the written-hash store; partition paused');
+        this.pauseFor(payload, this.backoff(this.bump(batch.topic, batch.partition, queue[0]!.group.firstOffset, 'wait')));
+        blocked = true;
+      }
+    }
     while (queue.length > 0 && !blocked) {
       if (!payload.isRunning() || payload.isStale() || Date.now() - started > MAX_BATCH_MILLIS) break;
       const circuitWait = this.breaker.waitMs();
@@ -344,8 +381,16 @@ export class SinkRunner {
           if (outcome.status === 'done') written.push({ write: p.write, full: p.write.op === 'upsert' && Object.keys(p.write.fields).length >= allFields });
           if (this.settle(batch.topic, batch.partition, p, outcome, done, letters, messages)) return;
           blocked = true;
-          const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset);
-          const wait = outcome.status === 'retry' && outcome.retryAfterSeconds !== undefined ? outcome.retryAfterSeconds * 1000 : this.backoff(attempt);
+          // A throttle is the CRM's budget, never the record's fault: it is not an attempt (a
+          // record meeting many 3600 s lockouts must not end in the dead-letter topic).
+          const throttle = outcome.status === 'retry' && outcome.kind === 'throttle';
+          const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset, throttle ? 'wait' : 'attempt');
+          const wait =
+            outcome.status === 'retry' && outcome.retryAfterSeconds !== undefined
+              ? outcome.retryAfterSeconds * 1000
+              : throttle
+                ? Math.max(this.budget.waitMs([p.write]), this.backoff(Math.min(attempt, 6)))
+                : this.backoff(attempt);
           if (!this.resumeTimers.has(`${batch.topic}/${batch.partition}`)) {
             this.log.info(
               { topic: batch.topic, partition: batch.partition, offset: String(p.group.firstOffset), attempt, code: outcome.status === 'retry' ? outcome.code : undefined, ms: Math.round(wait) },
@@ -459,14 +504,15 @@ export class SinkRunner {
       // Single-record APIs report a server error per record: all records failing so counts as
       // the call failing.
       if (!throttled) {
-        if (outcomes.length > 0 && outcomes.every((o) => o.status === 'retry' && SERVER_FAILURE.test(o.code))) {
-          if (this.breaker.onFailure(outcomes.some((o) => o.status === 'retry' && /TIMEOUT/.test(o.code)) ? 'timeout' : 'error')) {
+        if (outcomes.length > 0 && outcomes.every(serverFailure)) {
+          if (this.breaker.onFailure(outcomes.some((o) => o.status === 'retry' && (o.kind === 'timeout' || /TIMEOUT/.test(o.code))) ? 'timeout' : 'error')) {
             this.log.warn({ object, code: (outcomes[0] as { code: string }).code, retryTokens: this.breaker.retryTokens }, 'CRM failing; circuit open, all partitions pause');
           }
         } else this.breaker.onSuccess();
       }
       this.sizer.observe(object, call.length, Date.now() - t0, false);
-      return outcomes;
+      // Records of a throttled call that must be retried were throttled, whatever the adapter called them.
+      return throttled ? outcomes.map((o) => (o.status === 'retry' && o.kind === undefined ? { ...o, kind: 'throttle' } : o)) : outcomes;
     } catch (err) {
       metrics.crmRequests.inc({ object, outcome: 'error' });
       const code = err instanceof ConnectorError ? err.code : '';
@@ -482,7 +528,8 @@ export class SinkRunner {
         this.onFatal?.(err);
       }
       const e = err instanceof ConnectorError ? err : new ConnectorError('CRM_CALL', errorMessage(err), { retriable: true });
-      return call.map(() => ({ status: 'retry', code: e.code, message: e.message, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) }));
+      const kind: RetryKind = throttled ? 'throttle' : /TIMEOUT/.test(e.code) ? 'timeout' : e.code === 'CRM_BAD_RESPONSE' ? 'bad-response' : 'server';
+      return call.map(() => ({ status: 'retry', code: e.code, message: e.message, kind, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) }));
     } finally {
       if (call.spent) call.lane?.budget.complete(call.spent);
       this.inFlight--;
@@ -505,17 +552,20 @@ export class SinkRunner {
     if (outcome.status === 'done') {
       for (const o of p.group.offsets) done.add(o);
       this.attempts.delete(attemptKey);
+      this.attempts.delete(`${attemptKey}/wait`);
       metrics.recordsWritten.inc({ object: p.write.object, op: p.write.op });
       if (p.event) metrics.endToEndSeconds.observe(Math.max(0, Date.now() - Number(p.event.source.commitTsMicros / 1000n)) / 1000);
       return true;
     }
+    if (outcome.status === 'retry' && outcome.kind === 'throttle') return false;
     const attempts = (this.attempts.get(attemptKey) ?? 0) + 1;
     if (outcome.status === 'retry' && attempts < this.config.sink.maxAttempts) return false;
     // During an outage (circuit not closed) a server failure is not the record's fault: keep it
     // until the CRM is back rather than dead-letter everything in flight. A record that keeps
     // failing while other calls succeed is dead-lettered as usual.
-    if (outcome.status === 'retry' && SERVER_FAILURE.test(outcome.code) && this.breaker.state !== 'closed') return false;
+    if (serverFailure(outcome) && this.breaker.state !== 'closed') return false;
     this.attempts.delete(attemptKey);
+    this.attempts.delete(`${attemptKey}/wait`);
     // Rejected by the CRM (or out of attempts): every message folded into this write goes to
     // the dead-letter topic, so a replay re-drives each original change.
     for (const o of p.group.offsets) {
@@ -531,8 +581,9 @@ export class SinkRunner {
     return true;
   }
 
-  private bump(topic: string, partition: number, offset: bigint): number {
-    const key = `${topic}/${partition}/${offset}`;
+  /** Counts a failed attempt at a record, or apart (`wait`: a throttle, a store that failed) what only lengthens the backoff. */
+  private bump(topic: string, partition: number, offset: bigint, what: 'attempt' | 'wait' = 'attempt'): number {
+    const key = what === 'attempt' ? `${topic}/${partition}/${offset}` : `${topic}/${partition}/${offset}/wait`;
     const n = (this.attempts.get(key) ?? 0) + 1;
     this.attempts.set(key, n);
     return n;

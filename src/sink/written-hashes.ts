@@ -74,6 +74,28 @@ export class WrittenHashes {
     return this.map.get(recordKey(write.object, write.externalId)) === writeHash(write);
   }
 
+  /**
+   * Drops, durably, the hashes of records about to be written with other values; resolves once
+   * Kafka has the tombstones. Once a call is sent the CRM may hold its values although no answer
+   * came back (a timeout, a crash before the checkpoint): a hash of the earlier state left in the
+   * store would let a redelivered change back to that state pass as a no-op (found by the
+   * redelivery property test). While the store is not loaded, every record's hash is dropped.
+   */
+  async forgetBeforeWrite(partition: number, writes: CrmWrite[]): Promise<void> {
+    const keys = new Set<string>();
+    for (const w of writes) {
+      const key = recordKey(w.object, w.externalId);
+      const held = this.map.get(key);
+      if (!this.loaded || (held !== undefined && (w.op !== 'upsert' || held !== writeHash(w)))) keys.add(key);
+    }
+    if (keys.size === 0) return;
+    for (const key of keys) {
+      this.map.delete(key);
+      this.pending?.set(key, null);
+    }
+    await this.producer.send({ topic: this.topic, acks: -1, messages: [...keys].map((key) => ({ key, value: null, partition })) });
+  }
+
   /** Records what the CRM holds after successful writes; resolves once Kafka has them. */
   async remember(partition: number, writes: { write: CrmWrite; full: boolean }[]): Promise<void> {
     if (writes.length === 0) return;

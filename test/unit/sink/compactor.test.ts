@@ -8,8 +8,9 @@ function upsert(id: string, fields: Record<string, unknown>): CrmWrite {
 function del(id: string): CrmWrite {
   return { op: 'delete', object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: id, fields: {} };
 }
-function change(offset: number, write: CrmWrite | null, creates = false): KeyedChange {
-  return { offset: BigInt(offset), write, creates };
+/** `restore`: the change is a snapshot row (op `r`). */
+function change(offset: number, write: CrmWrite | null, restore = false): KeyedChange {
+  return { offset: BigInt(offset), write, restore };
 }
 
 describe('compact', () => {
@@ -22,17 +23,48 @@ describe('compact', () => {
 
   it('lets a delete supersede earlier updates', () => {
     const out = compact([change(1, upsert('a', { x: 1 })), change(2, del('a'))]);
-    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n], firstOffset: 1n }]);
+    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n], firstOffset: 1n, restore: false }]);
   });
 
-  it('writes nothing for a record created and deleted inside the window', () => {
-    const out = compact([change(1, upsert('a', { x: 1 }), true), change(2, upsert('a', { x: 2 })), change(3, del('a'))]);
-    expect(out).toEqual([{ write: null, offsets: [1n, 2n, 3n], firstOffset: 1n }]);
+  // At-least-once: the window may be a redelivery whose create already reached the CRM.
+  it('sends the delete of a record created and deleted inside the window', () => {
+    const out = compact([change(1, upsert('a', { x: 1 })), change(2, upsert('a', { x: 2 })), change(3, del('a'))]);
+    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n, 3n], firstOffset: 1n, restore: false }]);
   });
 
-  it('turns delete then insert into an upsert', () => {
-    const out = compact([change(1, del('a')), change(2, upsert('a', { x: 3 }), true)]);
-    expect(out[0]?.write).toEqual(upsert('a', { x: 3 }));
+  it('sends the delete after a snapshot row: a snapshot row says nothing about what the CRM holds', () => {
+    const out = compact([change(1, upsert('a', { x: 1 }), true), change(2, del('a'))]);
+    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n], firstOffset: 1n, restore: false }]);
+  });
+
+  it('keeps the last delete of delete -> insert -> delete', () => {
+    const out = compact([change(1, del('a')), change(2, upsert('a', { x: 1 })), change(3, del('a'))]);
+    expect(out).toEqual([{ write: del('a'), offsets: [1n, 2n, 3n], firstOffset: 1n, restore: false }]);
+  });
+
+  it('turns delete then insert into an upsert that no hash may skip (the delete may have reached the CRM)', () => {
+    const out = compact([change(1, del('a')), change(2, upsert('a', { x: 3 }))]);
+    expect(out).toEqual([{ write: upsert('a', { x: 3 }), offsets: [1n, 2n], firstOffset: 1n, restore: true }]);
+  });
+
+  describe('restore: an upsert folding in a snapshot row is never skipped as unchanged', () => {
+    const restoreOf = (...changes: KeyedChange[]) => compact(changes).map((o) => o.restore);
+
+    it('a snapshot row alone, or merged before or after updates', () => {
+      expect(restoreOf(change(1, upsert('a', { x: 1 }), true))).toEqual([true]);
+      expect(restoreOf(change(1, upsert('a', { x: 1 }), true), change(2, upsert('a', { x: 2 })))).toEqual([true]);
+      expect(restoreOf(change(1, upsert('a', { x: 1 })), change(2, upsert('a', { x: 1 }), true))).toEqual([true]);
+    });
+
+    it('updates only: false; per record', () => {
+      expect(restoreOf(change(1, upsert('a', { x: 1 })), change(2, upsert('a', { x: 2 })))).toEqual([false]);
+      expect(restoreOf(change(1, upsert('a', { x: 1 }), true), change(2, upsert('b', { x: 2 })))).toEqual([true, false]);
+    });
+
+    it('a delete is never a restore; nothing to write is never a restore', () => {
+      expect(restoreOf(change(1, upsert('a', { x: 1 }), true), change(2, del('a')))).toEqual([false]);
+      expect(restoreOf(change(1, null, true))).toEqual([false]);
+    });
   });
 
   it('keeps changes with nothing to write as their own entries, in offset order', () => {

@@ -1,0 +1,99 @@
+import pg from 'pg';
+import { ConnectorError, errorMessage } from '../errors.ts';
+
+/**
+ * Every PostgreSQL connection pg2crm opens is made here, so none is without bounds. node-postgres
+ * waits forever by default: a server (or proxy, or load balancer) that accepts the TCP connection
+ * and never answers held `pg2crm run` for good. Each connection gets
+ * - a connect timeout (`postgres.connectTimeoutMs`): TCP connect, TLS and the startup handshake;
+ * - TCP keepalive, so a peer that vanished without a FIN/RST is noticed by the OS;
+ * - for query connections, a query timeout (`postgres.queryTimeoutMs`): the server cancels a
+ *   statement running longer (statement_timeout, the connection stays usable), and the client
+ *   gives up waiting a little after that (query_timeout) when the server does not answer at all.
+ *
+ * Replication connections (`kind: 'replication'`) get the connect timeout and keepalive only:
+ * START_REPLICATION streams for as long as the connector runs, and CREATE_REPLICATION_SLOT
+ * legitimately waits for every running transaction to end; a query timeout would break both.
+ * The stream's own liveness is PostgreSQL's wal_sender_timeout and its keepalive messages.
+ */
+export interface PgConnection {
+  url: string;
+  connectTimeoutMs?: number | undefined;
+  /** 0 = no query timeout. */
+  queryTimeoutMs?: number | undefined;
+}
+
+/** A URL alone takes the default timeouts. */
+export type PgTarget = string | PgConnection;
+
+function resolve(target: PgTarget): PgConnection {
+  return typeof target === 'string' ? { url: target } : target;
+}
+
+export const PG_DEFAULTS = { connectTimeoutMs: 10_000, queryTimeoutMs: 60_000, keepAliveInitialDelayMs: 10_000 } as const;
+
+/** How long after the server-side statement_timeout the client stops waiting for any answer. */
+const CLIENT_GRACE_MS = 5_000;
+
+export type PgConnectionKind = 'query' | 'replication';
+
+export function pgClientConfig(target: PgTarget, kind: PgConnectionKind = 'query'): pg.ClientConfig {
+  const conn = resolve(target);
+  const config: pg.ClientConfig = {
+    connectionString: conn.url,
+    connectionTimeoutMillis: conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: PG_DEFAULTS.keepAliveInitialDelayMs,
+  };
+  const queryTimeoutMs = conn.queryTimeoutMs ?? PG_DEFAULTS.queryTimeoutMs;
+  if (kind === 'query' && queryTimeoutMs > 0) {
+    config.statement_timeout = queryTimeoutMs;
+    config.query_timeout = queryTimeoutMs + CLIENT_GRACE_MS;
+  }
+  return config;
+}
+
+/** A client with pg2crm's timeouts; not yet connected (see `connectPg`, `openPg`). */
+export function pgClient(target: PgTarget, kind: PgConnectionKind = 'query'): pg.Client {
+  return new pg.Client(pgClientConfig(target, kind));
+}
+
+/** The URL without its password, for messages. */
+export function redactedUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres.url';
+  }
+}
+
+/**
+ * Connects `client`; a failure becomes POSTGRES_CONNECT naming postgres.url and the fix (a
+ * timeout also names postgres.connectTimeoutMs). The client is ended on failure.
+ */
+export async function connectPg(client: pg.Client, target: PgTarget): Promise<pg.Client> {
+  try {
+    await client.connect();
+    return client;
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw connectError(err, target);
+  }
+}
+
+export function connectError(err: unknown, target: PgTarget): ConnectorError {
+  const conn = resolve(target);
+  const timeoutMs = conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs;
+  const where = `cannot connect to PostgreSQL at postgres.url (${redactedUrl(conn.url)})`;
+  const message = /timeout/i.test(errorMessage(err))
+    ? `${where}: no answer within postgres.connectTimeoutMs (${timeoutMs} ms); check that postgres.url points at a running PostgreSQL reachable from here (host, port, firewall, proxy), or raise postgres.connectTimeoutMs if the server is just slow to accept`
+    : `${where}: ${errorMessage(err)}; check postgres.url and that PostgreSQL runs and accepts connections from this host`;
+  return new ConnectorError('POSTGRES_CONNECT', message, { retriable: true, cause: err });
+}
+
+/** `pgClient` + `connectPg`: a connected client, or POSTGRES_CONNECT naming postgres.url and the fix. */
+export function openPg(target: PgTarget, kind: PgConnectionKind = 'query'): Promise<pg.Client> {
+  return connectPg(pgClient(target, kind), target);
+}

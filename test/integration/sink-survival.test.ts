@@ -1,0 +1,179 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Kafka, logLevel } from 'kafkajs';
+import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  groupLag,
+  readDeadLetters,
+  runCli,
+  simRecords,
+  type TestConnector,
+  uniqueName,
+  waitFor,
+  waitSlotActive,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
+
+/**
+ * Paths that lost or stalled data outside the rest of the suite (issue "Nothing lost, proven"),
+ * each through the real pipeline: a snapshot that must refill a wiped CRM, a message whose schema
+ * id the registry does not know, throttles that must never count as attempts, a dead letter
+ * larger than its topic accepts, a write whose answer was lost, and a stuck partition made
+ * visible. Each test has its own connector, with a low `sink.maxAttempts` (2) and small Kafka
+ * messages (4 KiB) so that each path shows within seconds.
+ */
+const env = inject('stack');
+const sim = async (url: string, faults: unknown): Promise<void> => void (await fetch(`${url}/__sim/faults`, { method: 'POST', body: JSON.stringify(faults) }));
+
+interface Setup {
+  crm: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  conn: TestConnector;
+  proc: CliProcess;
+  schema: string;
+  customers: string;
+  topics: string[];
+  contacts: () => Promise<Record<string, unknown>[]>;
+}
+
+const running: Setup[] = [];
+
+/** A connector of its own per test, so that one path's failure cannot hide or cause another's. */
+async function setUp(prefix: string, limits: Record<string, unknown> = {}, maxAttempts = 2): Promise<Setup> {
+  const crm = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+  const schema = uniqueName(prefix);
+  await createErpSchema(env.PG_URL, schema);
+  const conn = writeConnectorConfig(env, schema, crm.url, { snapshot: 'never', limits });
+  const config = JSON.parse(readFileSync(conn.configFile, 'utf8')) as { kafka: Record<string, unknown>; sink: Record<string, unknown> };
+  config.kafka.maxMessageBytes = 4096;
+  config.sink.maxAttempts = maxAttempts;
+  writeFileSync(conn.configFile, JSON.stringify(config));
+  const proc = new CliProcess(['run', '--config', conn.configFile]);
+  const customers = `${conn.topicPrefix}.${schema}.customers`;
+  const s: Setup = { crm, conn, proc, schema, customers, topics: [customers, `${conn.topicPrefix}.${schema}.orders`], contacts: () => simRecords(crm.url, 'contacts') };
+  running.push(s);
+  onTestFailed(() => console.log(proc.output.slice(-5000)));
+  await waitSlotActive(env.PG_URL, conn.slot);
+  return s;
+}
+
+describe('sink survives what the suite never sent it', () => {
+  afterAll(async () => {
+    for (const s of running) {
+      await s.proc.stop();
+      await s.crm.close();
+      await dropCapture(env.PG_URL, s.conn.slot, s.conn.publication);
+    }
+  });
+
+  it('a throttle is never an attempt: a storm longer than maxAttempts dead-letters nothing', async () => {
+    // A throttle answer says `X-RateLimit-Remaining: 0`: the budget counts its window as spent.
+    // A 2 s window keeps the storm short.
+    const { crm, conn, schema, topics, contacts } = await setUp('throttle', { windowSeconds: 2 });
+    // 40 throttled answers over 10 single-record writes: every record meets several, more than
+    // sink.maxAttempts (2). Retry-After 1 s keeps it short.
+    await sim(crm.url, { throttle: { requests: 40, retryAfterSeconds: 1 } });
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'T' || g, 'L' || g, 't' || g || '@ok.example' FROM generate_series(1, 10) g`));
+    await waitFor('10 contacts written', async () => (await contacts()).length === 10, 90_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0);
+    const stats = (await (await fetch(`${crm.url}/__sim/stats`)).json()) as { throttled: number };
+    expect(stats.throttled).toBe(40);
+    expect(await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`)).toEqual([]);
+  });
+
+  it('a message whose schema id the registry does not know is dead-lettered (SCHEMA_NOT_FOUND); the partition moves on', async () => {
+    const { conn, schema, customers, topics, contacts } = await setUp('schema');
+    const poison = Buffer.alloc(16);
+    poison.writeInt32BE(2_000_000_123, 1); // magic byte 0, then a schema id no registry here has
+    const kafka = new Kafka({ clientId: 'poison', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({ topic: customers, messages: [0, 1, 2].map((partition) => ({ partition, key: `{"id":"poison-${partition}"}`, value: poison })) });
+    await producer.disconnect();
+    // Changes behind the poison on every partition must still reach the CRM.
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'S' || g, 'L' || g, 's' || g || '@ok.example' FROM generate_series(1, 30) g`));
+    await waitFor('30 contacts', async () => (await contacts()).length === 30, 60_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 30_000);
+    const letters = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+    expect(letters.map((l) => [l.partition, l.error.code]).sort()).toEqual([
+      [0, 'SCHEMA_NOT_FOUND'],
+      [1, 'SCHEMA_NOT_FOUND'],
+      [2, 'SCHEMA_NOT_FOUND'],
+    ]);
+    expect(letters[0]?.error.message).toContain('2000000123');
+  });
+
+  it('a dead letter larger than its topic accepts does not crash the sink: the CRM text is capped', async () => {
+    const { crm, conn, proc, schema, topics, contacts } = await setUp('bigdlq');
+    // The CRM quotes the whole record in its validation error: a 2,500-character name makes the
+    // letter (value base64 + error) larger than the dead-letter topic's 4096 * 1.4 bytes.
+    await sim(crm.url, { rejectWhen: { field: 'email', contains: '@rejected.', echo: true } });
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email)
+         SELECT CASE WHEN g = 3 THEN repeat('x', 2500) ELSE 'B' || g END, 'L' || g, CASE WHEN g = 3 THEN 'big@rejected.example' ELSE 'b' || g || '@ok.example' END
+         FROM generate_series(1, 6) g`,
+      ),
+    );
+    await waitFor('5 contacts', async () => (await contacts()).length === 5, 60_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 30_000);
+    const letters = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]?.error.field).toBe('email');
+    expect(letters[0]?.error.message.length).toBeLessThan(1_100);
+    expect(proc.child.exitCode).toBeNull(); // still running
+  });
+
+  it('pg2crm snapshot refills a wiped CRM: the written-hash skip never applies to snapshot rows', async () => {
+    const { crm, conn, schema, topics, contacts } = await setUp('refill');
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'R' || g, 'L' || g, 'r' || g || '@ok.example' FROM generate_series(1, 40) g`));
+    await waitFor('40 contacts', async () => (await contacts()).length === 40, 60_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 30_000);
+    await fetch(`${crm.url}/__sim/reset`, { method: 'POST' }); // the CRM lost every record
+    expect(await contacts()).toEqual([]);
+    const result = await runCli(['snapshot', '--config', conn.configFile, '--table', `${schema}.customers`], 60_000);
+    expect(result.code).toBe(0);
+    await waitFor('40 contacts again', async () => (await contacts()).length === 40, 60_000);
+  });
+
+  it('a partition whose committed offset stands still with messages waiting shows as STALLED in pg2crm status', async () => {
+    const { crm, conn, schema, topics, contacts } = await setUp('stall', {}, 1_000);
+    // The CRM fails every call: the circuit opens and the record is kept, never committed.
+    await sim(crm.url, { errors5xx: { requests: 1_000_000, status: 503 } });
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) VALUES ('Stuck', 'L', 'stuck@ok.example')`));
+    type Status = { partitions: { topic: string; partition: number; lag: number; stalledSeconds: number | null }[] };
+    const status = async (): Promise<Status> => JSON.parse((await runCli(['status', '--config', conn.configFile, '--json'])).output) as Status;
+    const stuck = await waitFor(
+      'a stalled partition',
+      async () => (await status()).partitions.find((p) => p.lag > 0 && (p.stalledSeconds ?? 0) >= 10),
+      60_000,
+      2_000,
+    );
+    expect(stuck.topic).toBe(topics[0]);
+    const text = (await runCli(['status', '--config', conn.configFile])).output;
+    expect(text).toMatch(/STALLED/);
+    await sim(crm.url, { clear: true });
+    await waitFor('the contact', async () => (await contacts()).length === 1, 90_000);
+    await waitFor('nothing stalled', async () => (await status()).partitions.every((p) => p.lag === 0 && p.stalledSeconds === 0), 60_000, 2_000);
+  });
+
+  it('a write whose answer was lost leaves no stale written hash: a change back to the old values is still sent', async () => {
+    // A throttle answer says `X-RateLimit-Remaining: 0`: a 2 s window keeps that short.
+    const { crm, schema, contacts } = await setUp('losthash', { windowSeconds: 2 });
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) VALUES ('Ann', 'L', 'ann@ok.example')`));
+    const firstName = async (): Promise<unknown> => (await contacts())[0]?.first_name;
+    await waitFor('Ann written', async () => (await firstName()) === 'Ann', 60_000, 50);
+    // The CRM applies the next write but its answer is lost (connection reset): the sink retries it.
+    await sim(crm.url, { resets: { requests: 1, afterWrite: true } });
+    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'Bob'`));
+    await waitFor('Bob in the CRM', async () => (await firstName()) === 'Bob', 60_000, 20);
+    // Hold the retry off (throttled) until the row is changed back: the redelivered window then
+    // folds Bob -> Ann into "Ann", which equals the hash stored when Ann was written.
+    await sim(crm.url, { throttle: { requests: 3, retryAfterSeconds: 4 } });
+    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'Ann'`));
+    await waitFor('Ann again in the CRM', async () => (await firstName()) === 'Ann', 60_000);
+  });
+});
