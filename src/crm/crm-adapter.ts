@@ -69,6 +69,12 @@ export interface RateSignal {
   /** The CRM throttled us; wait this long (seconds) before the next request. */
   retryAfterSeconds?: number;
   throttled?: boolean;
+  /**
+   * Requests the adapter made that `cost()` did not announce (HubSpot splitting a batch it
+   * refused whole, reading a property definition or the daily reset): the budget counts them as
+   * spent, in the window and in the daily quota.
+   */
+  extraRequests?: number;
 }
 
 export interface CrmAdapter {

@@ -309,6 +309,23 @@ export class RateBudget {
   /** Applies what the CRM said: a Retry-After blocks; a throttle or a lower remaining count than ours shrinks. */
   observe(signal: RateSignal): void {
     const now = this.clock.now();
+    if (signal.extraRequests !== undefined && signal.extraRequests > 0) {
+      // Calls the adapter made beyond what it was paid for: spent all the same (before the
+      // remaining-count check below, which would otherwise take them for someone else's).
+      const n = signal.extraRequests;
+      this.prune(now);
+      this.sent.push({ at: now, n });
+      this.sentCount += n;
+      if (this.dailyQuota !== undefined) {
+        const minute = Math.floor(now / MINUTE_MS);
+        this.daily.set(minute, (this.daily.get(minute) ?? 0) + n);
+        this.dailySpent += n;
+      }
+      if (this.burst < 1) {
+        const p = this.pace(now);
+        if (p.capacity > 0) this.paceLevel -= n / p.capacity;
+      }
+    }
     if (signal.retryAfterSeconds !== undefined) {
       this.blockedUntil = Math.max(this.blockedUntil, now + signal.retryAfterSeconds * 1000);
     }

@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, send } from '../http.ts';
+import { badResponse, header, parseRetryAfter, send } from '../http.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequest, newBoundary, parseBatchResponse } from './multipart.ts';
 
@@ -22,9 +22,24 @@ import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequ
  *   `"<navprop>@odata.bind": null` in the same PATCH (no lookup of a target, so never pending)
  *   (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api#disassociate-with-a-single-valued-navigation-property).
  *
+ * Alternate-key values holding `/ # < > * % & : \ ? +` cannot be used in a key segment: "If the
+ * data within a column that is used in an alternate key contains one of the following characters
+ * /, #, <, >, *, %, &, :, \\, ?, + then GET or PATCH actions won't work"
+ * (https://learn.microsoft.com/power-apps/maker/data-platform/define-alternate-keys-portal), and an
+ * `@odata.bind` is such a URL too. ERP keys like `ORD/2024/1` are therefore resolved first, in one
+ * `$batch` of `GET <set>?$filter=<key> eq '<value>'&$select=<primary id>` (special characters
+ * URL-encoded, https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows),
+ * then written by GUID: `PATCH <set>(<guid>)` with `If-Match: *` (update only), `POST <set>` with
+ * the key column in the body when absent
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/create-entity-web-api),
+ * `DELETE <set>(<guid>)`, and binds to `/<set>(<guid>)`. The primary id column's name is read once
+ * per table from `EntityDefinitions` (PrimaryIdAttribute,
+ * https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api).
+ * Every other key keeps the one-operation path above.
+ *
  * The batch carries `Prefer: odata.continue-on-error`, so one invalid record does not stop the
- * others and the response has one part per operation, in order. Each operation counts as one
- * request toward the 6,000 per 5 minutes (service protection), hence `cost` = records.
+ * others and the response has one part per operation, in order. A `$batch` is ONE request toward
+ * the 6,000 per 5 minutes: see `cost()`.
  *
  * Microsoft advises starting with small batches and growing them while they stay fast
  * (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits#how-to-maximize-throughput):
@@ -44,6 +59,46 @@ interface HttpResponse {
 /** `erp_id='O''Brien'` with the value percent-encoded for the URL (quotes doubled per OData). */
 export function keySegment(field: string, value: string): string {
   return `${field}='${encodeURIComponent(value.replace(/'/g, "''"))}'`;
+}
+
+/** Characters Dataverse cannot take in an alternate-key value of a key segment (define-alternate-keys-portal). */
+const KEY_UNSAFE = /[/#<>*%&:\\?+]/;
+
+/** Whether `value` can be sent as `(<key>='<value>')`; otherwise the record is resolved by `$filter`. */
+export function keySegmentUsable(value: string): boolean {
+  return !KEY_UNSAFE.test(value);
+}
+
+/** A record to find by `$filter` before the write: table, key column, value. */
+interface KeyRef {
+  object: string;
+  field: string;
+  value: string;
+}
+
+const refId = (r: KeyRef): string => `${r.object}\u0000${r.field}\u0000${r.value}`;
+
+/** A write operation of the `$batch`; `byGuid` when its record was found by `$filter` first. */
+interface Planned {
+  op: BatchOperation;
+  byGuid: boolean;
+}
+
+/** What a `$filter` look-up found: the GUID, nothing, or an outcome for the records that needed it. */
+type Resolved = { guid: string } | { absent: true } | { outcome: WriteOutcome };
+
+/** The key look-ups one chunk of records needs (own keys and lookup targets not usable in a URL). */
+function keyRefs(chunk: CrmWrite[]): KeyRef[] {
+  const refs = new Map<string, KeyRef>();
+  const add = (r: KeyRef): void => void refs.set(refId(r), r);
+  for (const r of chunk) {
+    if (!keySegmentUsable(r.externalId)) add({ object: r.object, field: r.externalIdField, value: r.externalId });
+    if (r.op === 'delete') continue;
+    for (const l of Object.values(r.lookups ?? {})) {
+      if (l.externalId !== null && !keySegmentUsable(l.externalId)) add({ object: l.object, field: l.externalIdField, value: l.externalId });
+    }
+  }
+  return [...refs.values()];
 }
 
 function odataError(text: string): { code?: string; message?: string } {
@@ -100,9 +155,9 @@ function kindOf(code: string): { kind?: RetryKind } {
   return {};
 }
 
+/** Retry-After of a response or a `$batch` part (seconds or HTTP-date), by the one shared parser. */
 function retryAfter(headers: Record<string, string | string[] | undefined>): number | undefined {
-  const v = Number(header(headers, 'retry-after'));
-  return Number.isFinite(v) && v >= 0 ? v : undefined;
+  return parseRetryAfter(header(headers, 'retry-after'));
 }
 
 export class DynamicsAdapter implements CrmAdapter {
@@ -113,6 +168,8 @@ export class DynamicsAdapter implements CrmAdapter {
   private readonly apiPath: string;
   /** Operations per `$batch` request right now (Microsoft: start small, grow while fast). */
   batchSize = FIRST_BATCH;
+  /** Entity set -> its primary id column (`contacts` -> `contactid`), read from EntityDefinitions. */
+  private readonly primaryIds = new Map<string, string>();
 
   constructor(config: CrmConfig) {
     const base = new URL(config.baseUrl);
@@ -126,9 +183,45 @@ export class DynamicsAdapter implements CrmAdapter {
     return API_MAX_BATCH;
   }
 
-  /** Each operation of a `$batch` is one request toward the service protection limit. */
+  /**
+   * Requests `write(records)` sends: one per `$batch`, not one per operation. Microsoft's service
+   * protection page, "Number of requests" (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits):
+   * "Combine the selected operations into a batch. A batch can contain up to 1000 operations and
+   * will avoid the number of requests limit. However, you will need to be prepared for the
+   * execution time limit." The execution-time limit (1,200 s per 5 minutes) is paced by the
+   * batch-size controller (halving on a slow batch) and by Retry-After on its 429, never by the
+   * `x-ms-ratelimit-*` headers, which "are intended for debugging purposes" (same page).
+   *
+   * Counted as `write` will split the records: batches of `batchSize` doubling after each full
+   * (quick) batch, plus one look-up `$batch` for every batch with keys not usable in a URL, plus
+   * one EntityDefinitions request per table whose primary id column is not known yet.
+   */
   cost(records: CrmWrite[]): number {
-    return records.length;
+    let requests = 0;
+    let size = this.batchSize;
+    const tables = new Set<string>();
+    for (let i = 0; i < records.length; ) {
+      const chunk = records.slice(i, i + size);
+      requests++;
+      const refs = keyRefs(chunk);
+      if (refs.length) requests++;
+      for (const r of refs) if (!this.primaryIds.has(r.object)) tables.add(r.object);
+      i += chunk.length;
+      if (chunk.length === size) size = Math.min(API_MAX_BATCH, size * 2);
+    }
+    return requests + tables.size;
+  }
+
+  /**
+   * The daily entitlement (Power Platform requests) counts every CRUD operation, batched or not:
+   * "Batch operations are not a valid strategy to bypass entitlement limits. Entitlement limits are
+   * based on CRUD operations and accrue whether or not they are included in a batch operation."
+   * (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits, 2020 revision;
+   * likewise https://learn.microsoft.com/power-apps/maker/data-platform/api-limits-overview: "operations
+   * performed by ... $batch (ExecuteMultiple)"). So: one per record, plus one per key look-up.
+   */
+  dailyCost(records: CrmWrite[]): number {
+    return records.length + keyRefs(records).length;
   }
 
   async ping(): Promise<void> {
@@ -146,7 +239,7 @@ export class DynamicsAdapter implements CrmAdapter {
       const chunk = records.slice(out.length, out.length + this.batchSize);
       let results: WriteOutcome[];
       try {
-        results = await this.sendBatch(chunk, onSignal);
+        results = await this.writeChunk(chunk, onSignal);
       } catch (err) {
         // Outcomes already known are kept; the rest is retried (or the whole call fails first time).
         if (out.length === 0 || !(err instanceof ConnectorError) || !err.retriable) throw err;
@@ -163,14 +256,167 @@ export class DynamicsAdapter implements CrmAdapter {
     return out;
   }
 
-  private operation(r: CrmWrite): BatchOperation {
-    const url = `${this.apiPath}/${r.object}(${keySegment(r.externalIdField, r.externalId)})`;
-    if (r.op === 'delete') return { method: 'DELETE', url };
+  /** One chunk of `batchSize` records: look up the keys a URL cannot carry, then one `$batch` of writes. */
+  private async writeChunk(chunk: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<WriteOutcome[]> {
+    const full = chunk.length === this.batchSize;
+    const started = Date.now();
+    const refs = keyRefs(chunk);
+    let found = new Map<string, Resolved>();
+    if (refs.length) {
+      const r = await this.resolve(refs, onSignal);
+      if ('throttled' in r) return chunk.map(() => r.throttled);
+      found = r.found;
+    }
+    const plans = chunk.map((r) => this.plan(r, found));
+    const send = plans.flatMap((p, i) => ('op' in p ? [i] : []));
+    const sent = send.length ? await this.sendBatch(send.map((i) => chunk[i]!), send.map((i) => plans[i] as Planned), onSignal) : [];
+    let next = 0;
+    const results = plans.map((p) => ('outcome' in p ? p.outcome : sent[next++]!));
+    if (!results.some((r) => r.status === 'retry' && r.code === 'RATE_LIMITED')) {
+      const elapsed = Date.now() - started;
+      if (elapsed > this.timeoutMs / 2) this.resize(Math.floor(this.batchSize / 2), 'slow batch');
+      else if (full) this.resize(this.batchSize * 2, 'fast batch');
+    }
+    return results;
+  }
+
+  /** The write of one record: an operation of the `$batch`, or an outcome known without one. */
+  private plan(r: CrmWrite, found: Map<string, Resolved>): Planned | { outcome: WriteOutcome } {
+    const set = `${this.apiPath}/${r.object}`;
+    const own = keySegmentUsable(r.externalId) ? undefined : found.get(refId({ object: r.object, field: r.externalIdField, value: r.externalId }));
+    if (own && 'outcome' in own) return { outcome: own.outcome };
+    const byKey = `${set}(${keySegment(r.externalIdField, r.externalId)})`;
+    if (r.op === 'delete') {
+      if (!own) return { op: { method: 'DELETE', url: byKey }, byGuid: false };
+      // Nothing has that key: nothing to delete, the same as a 404.
+      if ('absent' in own) return { outcome: { status: 'done' } };
+      return { op: { method: 'DELETE', url: `${set}(${own.guid})` }, byGuid: true };
+    }
     const body: Record<string, unknown> = { ...r.fields };
     for (const [nav, l] of Object.entries(r.lookups ?? {})) {
-      body[`${nav}@odata.bind`] = l.externalId === null ? null : `/${l.object}(${keySegment(l.externalIdField, l.externalId)})`;
+      if (l.externalId === null) body[`${nav}@odata.bind`] = null;
+      else if (keySegmentUsable(l.externalId)) body[`${nav}@odata.bind`] = `/${l.object}(${keySegment(l.externalIdField, l.externalId)})`;
+      else {
+        const target = found.get(refId({ object: l.object, field: l.externalIdField, value: l.externalId }));
+        // keyRefs() asks for every such lookup: a missing answer is a bug in this adapter.
+        if (!target) throw new ConnectorError('INTERNAL', `Dynamics 365 adapter: no look-up result for ${l.object} ${l.externalIdField}; this is a pg2crm bug, report it`);
+        if ('outcome' in target) return { outcome: target.outcome };
+        if ('absent' in target) {
+          return { outcome: { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${nav}: Dynamics 365 has no ${l.object} record whose ${l.externalIdField} is ${JSON.stringify(l.externalId)} yet` } };
+        }
+        body[`${nav}@odata.bind`] = `/${l.object}(${target.guid})`;
+      }
     }
-    return { method: 'PATCH', url, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
+    const json = { 'Content-Type': 'application/json' };
+    if (!own) return { op: { method: 'PATCH', url: byKey, headers: json, body: JSON.stringify(body) }, byGuid: false };
+    if ('absent' in own) return { op: { method: 'POST', url: set, headers: json, body: JSON.stringify({ ...body, [r.externalIdField]: r.externalId }) }, byGuid: true };
+    // Update only: a record deleted since the look-up must not come back without its key.
+    return { op: { method: 'PATCH', url: `${set}(${own.guid})`, headers: { ...json, 'If-Match': '*' }, body: JSON.stringify(body) }, byGuid: true };
+  }
+
+  /**
+   * Finds the records whose key values cannot be sent in a URL, in one `$batch` of
+   * `GET <set>?$filter=<key> eq '<value>'&$select=<primary id>,<key>`. String comparisons of
+   * `$filter` are case-insensitive, like the alternate key's unique index; more than one hit means
+   * the column is no alternate key, and the record cannot be told apart.
+   */
+  private async resolve(refs: KeyRef[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { found: Map<string, Resolved> }> {
+    const found = new Map<string, Resolved>();
+    const tables = await this.learnPrimaryIds([...new Set(refs.map((r) => r.object))], onSignal);
+    if ('throttled' in tables) return tables;
+    const ask = refs.filter((r) => {
+      const failed = tables.failed.get(r.object);
+      if (failed) found.set(refId(r), { outcome: failed });
+      return !failed;
+    });
+    if (!ask.length) return { found };
+    const ops: BatchOperation[] = ask.map((r) => {
+      const filter = encodeURIComponent(`${r.field} eq '${r.value.replace(/'/g, "''")}'`);
+      return { method: 'GET', url: `${this.apiPath}/${r.object}?$filter=${filter}&$select=${this.primaryIds.get(r.object)!},${r.field}` };
+    });
+    const answer = await this.postBatch(ops, onSignal);
+    if ('throttled' in answer) return answer;
+    ask.forEach((r, i) => found.set(refId(r), this.lookedUp(r, answer.parts[i], answer.what, onSignal)));
+    return { found };
+  }
+
+  /** One `$filter` look-up's answer. */
+  private lookedUp(r: KeyRef, part: BatchItemResponse | undefined, what: string, onSignal: (s: RateSignal) => void): Resolved {
+    const asked = `look-up of ${r.object} by ${r.field} ${JSON.stringify(r.value)}`;
+    if (!part) return { outcome: { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: no part for the ${asked}; the CRM or a proxy in front of it answered something else` } };
+    if (part.status === 200) {
+      const pid = this.primaryIds.get(r.object)!;
+      let rows: unknown;
+      try {
+        rows = (JSON.parse(part.body) as { value?: unknown }).value;
+      } catch {
+        rows = undefined;
+      }
+      const shape = `{"value":[{"${pid}":"<guid>","${r.field}":…}]}`;
+      if (!Array.isArray(rows)) {
+        const bad = badResponse(`${what} (${asked})`, part.status, part.body, shape);
+        return { outcome: { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message } };
+      }
+      const hits = rows.filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && String((x as Record<string, unknown>)[r.field]).toLowerCase() === r.value.toLowerCase());
+      if (hits.length === 0) return { absent: true };
+      if (hits.length > 1) {
+        return { outcome: { status: 'rejected', code: 'CRM_KEY_NOT_UNIQUE', message: `Dynamics 365 has ${hits.length} ${r.object} records whose ${r.field} is ${JSON.stringify(r.value)}; define an alternate key on ${r.field} so each value names one record` } };
+      }
+      const id = hits[0]![pid];
+      if (typeof id !== 'string' || !GUID.test(id)) {
+        const bad = badResponse(`${what} (${asked})`, part.status, part.body, shape);
+        return { outcome: { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message } };
+      }
+      return { guid: id };
+    }
+    const err = odataError(part.body);
+    const message = `Dynamics 365 ${asked}: HTTP ${part.status} ${err.code ?? ''}: ${err.message ?? part.body.slice(0, 200)}`;
+    if (part.status === 429) {
+      const after = retryAfter(part.headers);
+      onSignal({ throttled: true, ...(after !== undefined ? { retryAfterSeconds: after } : {}) });
+      return { outcome: { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message, ...(after !== undefined ? { retryAfterSeconds: after } : {}) } };
+    }
+    if (part.status >= 500) return { outcome: { status: 'retry', code: `HTTP_${part.status}`, kind: 'server', message } };
+    return { outcome: { status: 'rejected', code: `HTTP_${part.status}_${err.code ?? 'error'}`, message: `${message}; check that ${r.field} is a column of ${r.object}` } };
+  }
+
+  /**
+   * The primary id column of each table (`contacts` -> `contactid`), from
+   * `EntityDefinitions?$filter=EntitySetName eq '<set>'`; kept for the adapter's life (table
+   * definitions do not change under a running connector). A table Dataverse does not know fails
+   * its records, a throttle the whole chunk.
+   */
+  private async learnPrimaryIds(objects: string[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { failed: Map<string, WriteOutcome> }> {
+    const failed = new Map<string, WriteOutcome>();
+    for (const object of objects) {
+      if (this.primaryIds.has(object)) continue;
+      const path = `${this.apiPath}/EntityDefinitions?$select=EntitySetName,PrimaryIdAttribute&$filter=${encodeURIComponent(`EntitySetName eq '${object.replace(/'/g, "''")}'`)}`;
+      const res = await this.request('GET', path, {}, undefined, onSignal);
+      if (res.status === 429) return { throttled: this.throttled(res) };
+      const what = `Dynamics 365 GET ${this.apiPath}/EntityDefinitions (table ${object})`;
+      if (res.status >= 500) throw new ConnectorError('CRM_UNAVAILABLE', `${what}: HTTP ${res.status}: ${odataError(res.text).message ?? res.text.slice(0, 200)}`, { retriable: true });
+      if (res.status !== 200) {
+        const err = odataError(res.text);
+        failed.set(object, { status: 'rejected', code: `HTTP_${res.status}_${err.code ?? 'error'}`, message: `${what}: HTTP ${res.status}: ${err.message ?? res.text.slice(0, 200)}` });
+        continue;
+      }
+      let rows: unknown;
+      try {
+        rows = (JSON.parse(res.text) as { value?: unknown }).value;
+      } catch {
+        rows = undefined;
+      }
+      const row = Array.isArray(rows) ? (rows as { EntitySetName?: unknown; PrimaryIdAttribute?: unknown }[]).find((x) => x?.EntitySetName === object) : undefined;
+      if (Array.isArray(rows) && !row) {
+        failed.set(object, { status: 'rejected', code: 'CRM_UNKNOWN_TABLE', message: `${what}: Dynamics 365 has no table whose entity set is '${object}'; a mapping's object must be the entity set name (e.g. contacts, accounts)` });
+        continue;
+      }
+      if (!row || typeof row.PrimaryIdAttribute !== 'string' || !/^[a-z_][a-z0-9_]*$/.test(row.PrimaryIdAttribute)) {
+        throw badResponse(what, res.status, res.text, '{"value":[{"EntitySetName":"<set>","PrimaryIdAttribute":"<column>"}]}');
+      }
+      this.primaryIds.set(object, row.PrimaryIdAttribute);
+    }
+    return { failed };
   }
 
   private resize(next: number, why: string): void {
@@ -179,24 +425,19 @@ export class DynamicsAdapter implements CrmAdapter {
     this.batchSize = size;
   }
 
-  /** One `$batch` request: one outcome per record, in order. */
-  private async sendBatch(chunk: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<WriteOutcome[]> {
+  /** A whole request throttled (429): the outcome of every record it carried; the batch halves. */
+  private throttled(res: HttpResponse): WriteOutcome {
+    this.resize(Math.floor(this.batchSize / 2), 'throttled');
+    const after = retryAfter(res.headers);
+    const err = odataError(res.text);
+    return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(), ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
+  }
+
+  /** One `$batch` request: its parts in order, or the throttle that refused it. */
+  private async postBatch(ops: BatchOperation[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { parts: BatchItemResponse[]; status: number; what: string }> {
     const boundary = newBoundary('batch');
-    const started = Date.now();
-    const res = await this.request(
-      'POST',
-      `${this.apiPath}/$batch`,
-      { 'content-type': `multipart/mixed; boundary=${boundary}`, prefer: 'odata.continue-on-error' },
-      buildBatchRequest(boundary, chunk.map((r) => this.operation(r))),
-      onSignal,
-    );
-    if (res.status === 429) {
-      this.resize(Math.floor(this.batchSize / 2), 'throttled');
-      const after = retryAfter(res.headers);
-      const err = odataError(res.text);
-      const outcome: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(), ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
-      return chunk.map(() => outcome);
-    }
+    const res = await this.request('POST', `${this.apiPath}/$batch`, { 'content-type': `multipart/mixed; boundary=${boundary}`, prefer: 'odata.continue-on-error' }, buildBatchRequest(boundary, ops), onSignal);
+    if (res.status === 429) return { throttled: this.throttled(res) };
     if (res.status >= 500) {
       throw new ConnectorError('CRM_UNAVAILABLE', `Dynamics 365 answered HTTP ${res.status} to $batch: ${odataError(res.text).message ?? res.text.slice(0, 200)}`, { retriable: true });
     }
@@ -217,12 +458,17 @@ export class DynamicsAdapter implements CrmAdapter {
       throw new ConnectorError(bad.code, bad.message, { retriable: true, cause: err });
     }
     // More answers than operations: which part is whose cannot be told, so none is trusted.
-    if (parts.length > chunk.length) {
-      throw new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${res.status} with ${parts.length} parts for ${chunk.length} operations, expected one part per operation; the CRM or a proxy in front of it answered something else`, { retriable: true });
+    if (parts.length > ops.length) {
+      throw new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${res.status} with ${parts.length} parts for ${ops.length} operations, expected one part per operation; the CRM or a proxy in front of it answered something else`, { retriable: true });
     }
-    const elapsed = Date.now() - started;
-    if (elapsed > this.timeoutMs / 2) this.resize(Math.floor(this.batchSize / 2), 'slow batch');
-    else if (chunk.length === this.batchSize) this.resize(this.batchSize * 2, 'fast batch');
+    return { parts, status: res.status, what };
+  }
+
+  /** The write `$batch`: one outcome per record, in order. */
+  private async sendBatch(chunk: CrmWrite[], planned: Planned[], onSignal: (s: RateSignal) => void): Promise<WriteOutcome[]> {
+    const answer = await this.postBatch(planned.map((p) => p.op), onSignal);
+    if ('throttled' in answer) return chunk.map(() => answer.throttled);
+    const { parts, status, what } = answer;
     const last = parts.at(-1);
     const stopped = last !== undefined && (last.status < 200 || last.status >= 300);
     return chunk.map((r, i) => {
@@ -231,15 +477,16 @@ export class DynamicsAdapter implements CrmAdapter {
         // Dataverse stops at a failure only without continue-on-error (always sent): after a
         // failed part that is what happened; after a successful one, the answer is cut short.
         if (stopped) return { status: 'retry', code: 'BATCH_STOPPED', message: 'Dynamics 365 stopped the batch before this operation' };
-        return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: HTTP ${res.status} with ${parts.length} parts for ${chunk.length} operations, none for operation ${i + 1}; the CRM or a proxy in front of it answered something else` };
+        return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: HTTP ${status} with ${parts.length} parts for ${chunk.length} operations, none for operation ${i + 1}; the CRM or a proxy in front of it answered something else` };
       }
-      return this.outcome(r, part, onSignal, i);
+      return this.outcome(r, part, planned[i]!, onSignal, i);
     });
   }
 
-  private outcome(r: CrmWrite, part: BatchItemResponse, onSignal: (s: RateSignal) => void, index: number): WriteOutcome {
+  private outcome(r: CrmWrite, part: BatchItemResponse, planned: Planned, onSignal: (s: RateSignal) => void, index: number): WriteOutcome {
+    const method = planned.op.method;
     if (part.status >= 200 && part.status < 300) {
-      const what = `Dynamics 365 $batch part ${index + 1} (${r.op === 'delete' ? 'DELETE' : 'PATCH'} ${r.object})`;
+      const what = `Dynamics 365 $batch part ${index + 1} (${method} ${r.object})`;
       if (r.op === 'delete') {
         if (part.status === 204) return { status: 'done' };
         const bad = badResponse(what, part.status, part.body, '204 No Content');
@@ -250,7 +497,7 @@ export class DynamicsAdapter implements CrmAdapter {
         const bad = badResponse(what, part.status, part.body, '204 No Content with OData-EntityId: <url>/<set>(<guid>)');
         return { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message };
       }
-      return { status: 'done', ...(id ? { crmId: id } : {}) };
+      return { status: 'done', ...(id ? { crmId: id } : {}), ...(method === 'POST' ? { created: true } : {}) };
     }
     if (part.status === 404 && r.op === 'delete') return { status: 'done' };
     const err = odataError(part.body);
@@ -258,6 +505,11 @@ export class DynamicsAdapter implements CrmAdapter {
     // Only a bind to a record can miss its target; a null bind (disassociate) looks nothing up.
     if (part.status === 404 && Object.values(r.lookups ?? {}).some((l) => l.externalId !== null)) {
       return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${message} (a referenced record is not in Dynamics 365 yet)` };
+    }
+    // Written by GUID after a look-up: the record was deleted (404 to the update-only PATCH) or
+    // created by someone else (412 duplicate key to the POST) in between; look it up again.
+    if (planned.byGuid && (part.status === 404 || part.status === 412)) {
+      return { status: 'retry', code: 'CRM_RECORD_CHANGED', message: `${message} (${r.object} ${r.externalIdField} ${JSON.stringify(r.externalId)} changed in Dynamics 365 since it was looked up; it is looked up again)` };
     }
     if (part.status === 429) {
       const after = retryAfter(part.headers);
@@ -285,9 +537,11 @@ export class DynamicsAdapter implements CrmAdapter {
       timeoutMs: this.timeoutMs,
       what: 'Dynamics 365 request',
     });
+    // Pacing comes from Retry-After (and the batch-size controller's execution time), never from
+    // `x-ms-ratelimit-*-remaining-*`: "You should not depend on these values to control how many
+    // requests you send. They are intended for debugging purposes."
+    // (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits#http-response-headers)
     const signal: RateSignal = {};
-    const remaining = header(out.headers, 'x-ms-ratelimit-burst-remaining-xrm-requests');
-    if (remaining !== undefined && remaining !== '' && Number.isFinite(Number(remaining))) signal.remaining = Number(remaining);
     if (out.status === 429) {
       signal.throttled = true;
       const after = retryAfter(out.headers);

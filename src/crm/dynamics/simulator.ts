@@ -6,8 +6,12 @@ import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, bo
  *
  * Service protection limits, per user, 5-minute sliding window
  * (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits):
- * - 6,000 requests; each operation inside a `$batch` counts as one request.
- * - 1,200 s of combined execution time.
+ * - 6,000 requests. A `$batch` is one request: "Combine the selected operations into a batch.
+ *   A batch can contain up to 1000 operations and will avoid the number of requests limit.
+ *   However, you will need to be prepared for the execution time limit." (same page, "Number of
+ *   requests"; and "You could send fewer requests by bundling them in batch operations. The
+ *   combined execution time limit will counter this.").
+ * - 1,200 s of combined execution time: every operation of a `$batch` is charged here.
  * - 52 concurrent requests.
  * Past a limit: 429 with `Retry-After` (seconds) and an OData error whose code names the limit
  * (0x80072322 requests, 0x80072321 execution time, 0x80072326 concurrency). A client that keeps
@@ -24,6 +28,24 @@ import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, bo
  * stops at the first failure and answers 400 with the responses so far and that failure;
  * with it, 200 and one response per operation
  * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api).
+ *
+ * Alternate-key values containing `/ # < > * % & : \ ? +` do not work in a key segment:
+ * "If the data within a column that is used in an alternate key contains one of the following
+ * characters /, #, <, >, *, %, &, :, \\, ?, + then GET or PATCH actions won't work"
+ * (https://learn.microsoft.com/power-apps/maker/data-platform/define-alternate-keys-portal).
+ * The page gives no status or body; the simulator answers 400 with the OData error a field
+ * report shows for such a bind ("Bad Request - Error in query syntax.",
+ * https://xrmdynamicscrm.wordpress.com/2020/07/08/alternate-key-limitationperforming-updates-using-alternate-key-in-dynamics-365-webapi/),
+ * for GET, PATCH and DELETE key segments and for `@odata.bind` references alike.
+ * Such records are found with `GET <set>?$filter=<column> eq '<value>'` (string comparisons are
+ * case-insensitive; special characters URL-encoded,
+ * https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows),
+ * created with `POST <set>` (204 + `OData-EntityId`,
+ * https://learn.microsoft.com/power-apps/developer/data-platform/webapi/create-entity-web-api) and
+ * written by GUID. The primary id column's name comes from
+ * `GET EntityDefinitions?$select=EntitySetName,PrimaryIdAttribute&$filter=EntitySetName eq '<set>'`
+ * (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api).
+ * A create whose alternate-key value is taken fails with 412 0x80040237 (duplicate key).
  *
  * Validation (400 OData errors): unknown or non-lower-case attribute names (0x80060888), values
  * longer than the column (0x80044331), malformed e-mail addresses and the business-required
@@ -50,6 +72,8 @@ export interface DynamicsSimOptions {
   executionMsPerOperation?: number;
   /** Wall-clock time each request is held in flight, ms (default 0), to exercise the concurrency limit. */
   holdMs?: number;
+  /** Columns defined as (single-column) alternate keys on every table (default erp_id, erp_order_id). */
+  alternateKeys?: string[];
 }
 
 const API = /^\/api\/data\/v9\.\d\/?/;
@@ -57,6 +81,9 @@ const MAX_BATCH = 1000;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const ATTRIBUTE = /^[a-z_][a-z0-9_]*$/;
 const NAVIGATION = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Characters that make an alternate-key value unusable in a key segment (define-alternate-keys-portal). */
+const KEY_UNSAFE = /[/#<>*%&:\\?+]/;
+const QUERY_SYNTAX = 'Bad Request - Error in query syntax.';
 
 /** Entity set -> logical name, primary key and the stock forms' business-required column. */
 const ENTITIES: Record<string, { logical: string; required?: string }> = {
@@ -106,9 +133,17 @@ function guid(id: number): string {
   return `00000000-0000-0000-0000-${id.toString(16).padStart(12, '0')}`;
 }
 
-/** A `(...)` key segment: a GUID, or `name='value'` pairs (OData literals, `''` = `'`). */
-function parseKey(segment: string): { guid: string } | { keys: Record<string, string> } | undefined {
-  const text = decodeURIComponent(segment);
+/**
+ * A `(...)` key segment: a GUID, or `name='value'` pairs (OData literals, `''` = `'`); 'unsafe'
+ * when an alternate-key value holds a character Dataverse cannot take there.
+ */
+function parseKey(segment: string): { guid: string } | { keys: Record<string, string> } | 'unsafe' | undefined {
+  let text: string;
+  try {
+    text = decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
   if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text)) return { guid: text.toLowerCase() };
   const keys: Record<string, string> = {};
   const re = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'((?:[^']|'')*)'|([^,'\s]+))\s*(,|$)/y;
@@ -120,6 +155,7 @@ function parseKey(segment: string): { guid: string } | { keys: Record<string, st
     keys[m[1]!] = m[2] !== undefined ? m[2].replace(/''/g, "'") : m[3]!;
     pos = re.lastIndex;
   }
+  if (Object.values(keys).some((v) => KEY_UNSAFE.test(v))) return 'unsafe';
   return Object.keys(keys).length ? { keys } : undefined;
 }
 
@@ -174,6 +210,7 @@ class DynamicsSim extends SimServer {
   private readonly retryAfterSeconds: number | undefined;
   private readonly opMs: number;
   private readonly holdMs: number;
+  private readonly alternateKeys: string[];
   private inFlight = 0;
   private lock: { until: number; penaltySeconds: number; limit: Limit } | undefined;
 
@@ -188,6 +225,7 @@ class DynamicsSim extends SimServer {
     this.retryAfterSeconds = opts.retryAfterSeconds;
     this.opMs = opts.executionMsPerOperation ?? 100;
     this.holdMs = opts.holdMs ?? 0;
+    this.alternateKeys = opts.alternateKeys ?? ['erp_id', 'erp_order_id'];
   }
 
   protected resetLimits(): void {
@@ -239,12 +277,12 @@ class DynamicsSim extends SimServer {
     if (locked) return locked;
     if (this.inFlight >= this.concurrency) return this.throttled('concurrency', Math.max(1, this.retryAfterSeconds ?? 1));
     const n = Math.max(1, operations);
-    if (this.window.remaining(now) < Math.min(n, this.window.limit)) return this.lockOut(now, 'requests', Math.max(1, this.window.resetSeconds(now)));
+    // A `$batch` is one request toward the 6,000 ("will avoid the number of requests limit");
+    // each of its operations costs execution time ("be prepared for the execution time limit").
+    if (this.window.remaining(now) < 1) return this.lockOut(now, 'requests', Math.max(1, this.window.resetSeconds(now)));
     if (this.execution.total(now) >= this.executionLimitMs) return this.lockOut(now, 'time', this.execution.secondsUntilBelow(now, this.executionLimitMs));
     this.lock = undefined;
-    for (let i = 0; i < n; i++) this.window.tryAcquire(now);
-    // Each operation is one request toward the 6,000 (the base counted the HTTP request once).
-    this.stats.requests += n - 1;
+    this.window.tryAcquire(now);
     this.execution.add(now, n * this.opMs);
     return undefined;
   }
@@ -281,7 +319,7 @@ class DynamicsSim extends SimServer {
     this.inFlight++;
     try {
       if (this.holdMs > 0) await new Promise((r) => setTimeout(r, this.holdMs));
-      const res = batch ? this.runBatch(batch, req) : this.json(this.execute(origin(req), { method: req.method, url: req.path, headers: flatHeaders(req.headers), ...(req.body !== undefined ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}) }));
+      const res = batch ? this.runBatch(batch, req) : this.json(this.execute(origin(req), { method: req.method, url: withQuery(req), headers: flatHeaders(req.headers), ...(req.body !== undefined ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}) }));
       return { ...res, headers: { ...this.rateHeaders(now), ...res.headers } };
     } finally {
       this.inFlight--;
@@ -350,13 +388,13 @@ class DynamicsSim extends SimServer {
 
   /** One operation (top-level or inside a batch). */
   private execute(root: string, op: BatchOperation): OpResult {
-    let path = op.url;
+    let url: URL;
     try {
-      path = new URL(op.url, 'http://sim/api/data/v9.2/').pathname;
+      url = new URL(op.url, 'http://sim/api/data/v9.2/');
     } catch {
       return odataError(400, '0x80060888', `Invalid request URL ${op.url}.`);
     }
-    const rel = path.replace(API, '');
+    const rel = url.pathname.replace(API, '');
     if (rel === 'WhoAmI' && op.method === 'GET') {
       return {
         status: 200,
@@ -364,15 +402,26 @@ class DynamicsSim extends SimServer {
         body: { '@odata.context': '/api/data/v9.2/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse', BusinessUnitId: 'b0000000-0000-0000-0000-000000000001', UserId: 'a0000000-0000-0000-0000-000000000001', OrganizationId: 'c0000000-0000-0000-0000-000000000001' },
       };
     }
+    if (rel === 'EntityDefinitions' && op.method === 'GET') return this.entityDefinitions(url.searchParams);
     const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$/.exec(rel);
     const set = m?.[1] ?? '';
-    const entity = ENTITIES[set] ?? (/^[a-z]+_[a-z0-9_]+s$/.test(set) ? { logical: set.slice(0, -1) } : undefined);
+    const entity = entityOf(set);
     if (!m || !entity) return odataError(404, '0x8006088a', `Resource not found for the segment '${rel.split('(')[0]}'.`);
+    let data: Record<string, unknown> = {};
+    if (op.method === 'PATCH' || op.method === 'POST') {
+      try {
+        data = op.body ? (JSON.parse(op.body) as Record<string, unknown>) : {};
+      } catch {
+        return odataError(400, '0x80060888', 'The request body is not valid JSON.');
+      }
+    }
     if (m[2] === undefined) {
-      if (op.method === 'GET') return { status: 200, headers: {}, body: { value: [...this.records(set).values()] } };
-      return odataError(405, '0x80060888', `${op.method} on the ${set} collection is not supported by this simulator; upsert with PATCH ${set}(<key>=<value>).`);
+      if (op.method === 'GET') return this.query(set, entity, url.searchParams);
+      if (op.method === 'POST') return this.create(root, set, entity, data);
+      return odataError(405, '0x80060888', `${op.method} on the ${set} collection is not supported.`);
     }
     const key = parseKey(m[2]);
+    if (key === 'unsafe') return odataError(400, '0x80060888', QUERY_SYNTAX);
     if (!key) return odataError(400, '0x80060888', `Bad key segment (${m[2]}).`);
     const existing = this.find(set, key);
     const absent = odataError(404, '0x80040217', 'guid' in key ? `${entity.logical} With Id = ${key.guid} Does Not Exist` : `A record with the specified key values does not exist in ${entity.logical} entity`);
@@ -388,13 +437,50 @@ class DynamicsSim extends SimServer {
     if (h['if-none-match'] === '*' && existing) return odataError(412, '0x80040237', `A record with matching key values already exists.`);
     if (h['if-match'] === '*' && !existing) return absent;
     if (!existing && 'guid' in key) return absent; // a create needs the alternate key (or a POST)
-    let data: Record<string, unknown>;
-    try {
-      data = op.body ? (JSON.parse(op.body) as Record<string, unknown>) : {};
-    } catch {
-      return odataError(400, '0x80060888', 'The request body is not valid JSON.');
-    }
     return this.upsert(root, set, entity, existing, 'keys' in key ? key.keys : {}, data);
+  }
+
+  /**
+   * `GET <set>?$filter=<column> eq '<literal>'&$select=...`: string comparison case-insensitive
+   * (filter-rows page); the primary id is always returned. Only `eq` on one column is simulated.
+   */
+  private query(set: string, entity: { logical: string }, q: URLSearchParams): OpResult {
+    const filter = q.get('$filter');
+    let rows = [...this.records(set).values()];
+    if (filter !== null) {
+      const f = /^\s*([a-z_][a-z0-9_]*)\s+eq\s+'((?:[^']|'')*)'\s*$/.exec(filter);
+      if (!f) return odataError(400, '0x80060888', `The simulator supports only $filter=<column> eq '<text>', not ${filter}.`);
+      const column = f[1]!;
+      const value = f[2]!.replace(/''/g, "'").toLowerCase();
+      rows = rows.filter((r) => r[column] !== undefined && r[column] !== null && String(r[column]).toLowerCase() === value);
+    }
+    const select = q.get('$select')?.split(',').map((c) => c.trim()).filter(Boolean);
+    const pid = `${entity.logical}id`;
+    const value = rows.map((r) => {
+      const out: Record<string, unknown> = { '@odata.etag': `W/"${r.id}"` };
+      for (const [k, v] of Object.entries(r)) if (k !== 'id' && (!select || select.includes(k) || k === pid)) out[k] = v;
+      return out;
+    });
+    return { status: 200, headers: {}, body: { '@odata.context': `/api/data/v9.2/$metadata#${set}`, value } };
+  }
+
+  /** `EntityDefinitions?$select=...&$filter=EntitySetName eq '<set>'` for the tables this simulator knows. */
+  private entityDefinitions(q: URLSearchParams): OpResult {
+    const f = /^\s*EntitySetName\s+eq\s+'([^']*)'\s*$/.exec(q.get('$filter') ?? '');
+    if (!f) return odataError(400, '0x80060888', 'The simulator supports only EntityDefinitions?$filter=EntitySetName eq \'<set>\'.');
+    const entity = entityOf(f[1]!);
+    const value = entity ? [{ MetadataId: guid(0xe0000 + f[1]!.length), EntitySetName: f[1], LogicalName: entity.logical, PrimaryIdAttribute: `${entity.logical}id` }] : [];
+    return { status: 200, headers: {}, body: { '@odata.context': '/api/data/v9.2/$metadata#EntityDefinitions', value } };
+  }
+
+  /** `POST <set>`: a create; an alternate-key value already taken is a duplicate (412 0x80040237). */
+  private create(root: string, set: string, entity: { logical: string; required?: string }, data: Record<string, unknown>): OpResult {
+    for (const k of this.alternateKeys) {
+      const v = data[k];
+      if (v === undefined || v === null) continue;
+      if (this.find(set, { keys: { [k]: String(v) } })) return odataError(412, '0x80040237', `A record that has the attribute values ${k} = ${String(v)} already exists. The entity key requires that this set of attributes contains unique values.`);
+    }
+    return this.upsert(root, set, entity, undefined, {}, data);
   }
 
   private find(set: string, key: { guid: string } | { keys: Record<string, string> }): SimRecord | undefined {
@@ -417,6 +503,7 @@ class DynamicsSim extends SimServer {
         }
         const target = /^\/?(?:.*\/api\/data\/v9\.\d\/)?([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$/.exec(String(value));
         const targetKey = target ? parseKey(target[2]!) : undefined;
+        if (targetKey === 'unsafe') return odataError(400, '0x80060888', QUERY_SYNTAX);
         if (!target || !targetKey) return odataError(400, '0x80060888', `The value '${String(value)}' of '${name}' is not a valid entity reference.`);
         const found = this.find(target[1]!, targetKey);
         const logical = ENTITIES[target[1]!]?.logical ?? target[1]!;
@@ -465,6 +552,16 @@ class DynamicsSim extends SimServer {
     if (injected) return invalid(`The value of the '${injected.field}' attribute of the '${entity.logical}' entity is invalid: ${injected.message}.`);
     return undefined;
   }
+}
+
+function entityOf(set: string): { logical: string; required?: string } | undefined {
+  return ENTITIES[set] ?? (/^[a-z]+_[a-z0-9_]+s$/.test(set) ? { logical: set.slice(0, -1) } : undefined);
+}
+
+/** A top-level request's path with its query string, as a batch operation's URL carries it. */
+function withQuery(req: SimRequest): string {
+  const q = req.query.toString();
+  return q ? `${req.path}?${q}` : req.path;
 }
 
 /** The organization URL as the client addressed it, for `OData-EntityId`. */

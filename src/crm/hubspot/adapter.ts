@@ -1,8 +1,8 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { badResponse, header, sendJson } from '../http.ts';
-import type { CrmAdapter, CrmLookup, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
+import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
+import type { CrmAdapter, CrmLookup, CrmTarget, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
 
@@ -10,10 +10,19 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  * HubSpot CRM v3 adapter. One `write` call (records of one object) becomes:
  *   1. `POST /crm/v3/objects/{type}/batch/read` with `idProperty` for the HubSpot ids not cached
  *      yet: lookup targets (an order's contact) and records to delete, per object, 100 ids a call;
- *   2. `POST /crm/v3/objects/{type}/batch/upsert` for the upserts, 100 inputs a call, each with
- *      an `objectWriteTraceId` (its position) so a validation error of one input comes back as
- *      a 207 naming that input instead of failing the whole batch
- *      (https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors);
+ *   2. `POST /crm/v3/objects/{type}/batch/upsert` for the upserts, 100 inputs a call. One invalid
+ *      input fails the whole call with a 400 that does not say which input it was (multi-status
+ *      207 is documented for batch create only,
+ *      https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors), so a
+ *      refused batch is bisected: each half is sent again, down to single inputs, and only an
+ *      input HubSpot refuses alone is rejected (dead-lettered); the others are written. The calls
+ *      of a bisect are not in `cost()` (nobody knows in advance which batch fails): each is
+ *      reported through `onSignal` as `extraRequests: 1`, which the rate budget counts as spent,
+ *      on top of the rate headers every response carries. Worst case (every input invalid)
+ *      2n - 1 calls for n inputs; a 429 stops the bisect (the undecided inputs are retried). Before
+ *      bisecting, the idProperty's definition is read once (cached): a property without unique
+ *      values fails every call, which no bisect can fix, so the adapter stops with the fix
+ *      (`pg2crm check` reports it too, see preflight());
  *   3. `POST /crm/v4/associations/{type}/{toType}/batch/create` for lookups: the upsert input has
  *      no `associations` field (only batch/create takes one, and it cannot upsert), so links are a
  *      follow-up call, skipped when this adapter already created the same link;
@@ -26,13 +35,24 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  * only step 4 for its `previousExternalId`. Without one (the table lacks REPLICA IDENTITY FULL,
  * as for moves) the adapter cannot tell which association was pg2crm's, so it removes none and
  * the old link stays: set REPLICA IDENTITY FULL on tables whose lookups may become NULL.
- * A 429 (HubSpot sends no Retry-After: the wait is the 10 s interval, or until midnight for
- * the DAILY policy) turns every undecided record into a `retry`. Lookups name the association:
+ * A 429 (HubSpot sends no Retry-After: the wait is the 10 s interval, or for the DAILY policy
+ * until the daily counter resets: midnight in the ACCOUNT's time zone, read as `resetsAt` from
+ * `GET /account-info/v3/api-usage/daily/private-apps`, cached until it passes; 00:00 UTC only
+ * when that is unavailable) turns every undecided record into a `retry`. Lookups name the association:
  * the HUBSPOT_DEFINED type for the object pair (deals -> contacts = 3, ...).
  */
 const MAX_BATCH = 100;
 const MAX_ASSOCIATION_BATCH = 2000;
 const TEN_SECONDS = 10;
+const USAGE_PATH = '/account-info/v3/api-usage/daily/private-apps';
+/**
+ * Read the daily reset while calls still get through: once fewer than this share of the daily
+ * limit (or DAILY_LOW_MIN calls) is left. Past the limit the usage call itself may be refused.
+ */
+const DAILY_LOW_SHARE = 0.05;
+const DAILY_LOW_MIN = 100;
+/** After the usage API failed, how long the UTC-midnight guess stands before it is tried again. */
+const USAGE_RETRY_MS = 3_600_000;
 /** Per-record error categories no retry can fix. */
 const PERMANENT = new Set(['VALIDATION_ERROR', 'OBJECT_NOT_FOUND', 'INVALID_EMAIL', 'PROPERTY_DOESNT_EXIST', 'CONFLICT', 'INVALID_OPTION', 'INVALID_INTEGER', 'INVALID_DATE']);
 
@@ -128,17 +148,31 @@ function numberHeader(res: HubSpotResponse, name: string): number | undefined {
   return v === undefined || v === '' || !Number.isFinite(Number(v)) ? undefined : Number(v);
 }
 
-/** Seconds to wait after a 429: HubSpot sends no Retry-After, its body names the policy hit. */
-export function retryAfterOf(res: HubSpotResponse, now = Date.now()): number {
-  const explicit = numberHeader(res, 'retry-after');
+/**
+ * Seconds to wait after a 429. HubSpot sends no Retry-After (should one come, seconds or an
+ * HTTP-date, it wins); its body names the policy hit. DAILY: until `dailyResetAt` (the account's
+ * documented reset, epoch ms) when known and ahead, else until 00:00 UTC, the only guess left.
+ */
+export function retryAfterOf(res: HubSpotResponse, now = Date.now(), dailyResetAt?: number): number {
+  const explicit = parseRetryAfter(header(res.headers, 'retry-after'), now);
   if (explicit !== undefined) return explicit;
   if ((res.body as BatchBody | undefined)?.policyName === 'DAILY') {
-    // The daily limit resets at midnight of the account's time zone; UTC is the guess we can make.
-    const midnight = (Math.floor(now / 86_400_000) + 1) * 86_400_000;
-    return Math.max(1, Math.ceil((midnight - now) / 1000));
+    const reset = dailyResetAt !== undefined && dailyResetAt > now ? dailyResetAt : (Math.floor(now / 86_400_000) + 1) * 86_400_000;
+    return Math.max(1, Math.ceil((reset - now) / 1000));
   }
   const interval = numberHeader(res, 'x-hubspot-ratelimit-interval-milliseconds');
   return interval !== undefined ? Math.max(1, Math.ceil(interval / 1000)) : TEN_SECONDS;
+}
+
+/** The daily usage answer's `resetsAt` (epoch ms), or undefined when the body is not the documented one. */
+function resetsAtOf(body: unknown): number | undefined {
+  if (!isObject(body) || !Array.isArray(body.results)) return undefined;
+  for (const r of body.results) {
+    if (!isObject(r) || typeof r.resetsAt !== 'string') continue;
+    const at = Date.parse(r.resetsAt);
+    if (Number.isFinite(at)) return at;
+  }
+  return undefined;
 }
 
 /** `Property values were not valid: [{...name, error, message}]` -> the first invalid property. */
@@ -176,8 +210,15 @@ export class HubSpotAdapter implements CrmAdapter {
   private readonly ids: Map<string, string>;
   /** from object, from id, to object -> the to id last associated (by any adapter sharing `caches`). */
   private readonly links: Map<string, string>;
+  /** `object\u0000property` -> whether that idProperty has unique values (read once, after a 400). */
+  private readonly uniqueIdProperty = new Map<string, boolean>();
+  /** The account's next daily reset (epoch ms), from the usage API; `failedAt` when it could not be read. */
+  private dailyReset: { at?: number; failedAt?: number } = {};
+  private readingDailyReset: Promise<void> | undefined;
+  private readonly now: () => number;
 
-  constructor(config: CrmConfig, caches: CrmCaches = new CrmCaches()) {
+  constructor(config: CrmConfig, caches: CrmCaches = new CrmCaches(), now: () => number = Date.now) {
+    this.now = now;
     this.caches = caches;
     this.ids = caches.map('hubspot.ids');
     this.links = caches.map('hubspot.links');
@@ -226,6 +267,8 @@ export class HubSpotAdapter implements CrmAdapter {
       upserts++;
       const selfId = this.ids.get(this.key(r.object, r.externalIdField, r.externalId));
       for (const l of Object.values(r.lookups ?? {})) {
+        // A lookup with no association type is rejected before any call.
+        if (HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`] === undefined) continue;
         if (l.externalId !== null) {
           toRead(l.object, l.externalIdField, l.externalId);
           const toId = this.ids.get(this.key(l.object, l.externalIdField, l.externalId));
@@ -253,6 +296,51 @@ export class HubSpotAdapter implements CrmAdapter {
     if (res.status !== 200) throw new ConnectorError('CRM_PING', `HubSpot answered HTTP ${res.status} to GET /crm/v3/objects/contacts; check crm.baseUrl`);
     // A proxy or captive portal answering 200 must not pass `pg2crm check`.
     if (!isBatchEnvelope(res.body)) throw badResponse('HubSpot GET /crm/v3/objects/contacts', res.status, textOf(res.body), '{"results":[…]}');
+  }
+
+  /**
+   * What `pg2crm check` verifies in HubSpot: every idProperty (the mappings' external ids and
+   * lookups' targets) is a property with unique values (`hasUniqueValue`), read with
+   * `GET /crm/v3/properties/{objectType}/{propertyName}`
+   * (https://developers.hubspot.com/docs/api-reference/crm-properties-v3/core/get-crm-v3-properties-objectType-propertyName);
+   * batch/upsert and batch/read by any other property answer 400 for every call. And when the
+   * daily limit resets (the account's time zone), which is informational.
+   */
+  async preflight(targets: CrmTarget[]): Promise<{ name: string; ok: boolean; detail: string }[]> {
+    const out: { name: string; ok: boolean; detail: string }[] = [];
+    const seen = new Set<string>();
+    for (const t of targets) {
+      const key = `${t.object}\u0000${t.externalIdField}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const name = `HubSpot idProperty ${t.object}.${t.externalIdField}`;
+      const fix = `make ${t.externalIdField} a unique-value property in HubSpot settings (Properties > ${t.object} > ${t.externalIdField} > "Require unique values") or choose another idProperty (mappings[].externalId.field)`;
+      try {
+        const res = await this.request('GET', `/crm/v3/properties/${encodeURIComponent(t.object)}/${encodeURIComponent(t.externalIdField)}`, undefined, () => undefined);
+        const body = res.body as { hasUniqueValue?: unknown; message?: string } | undefined;
+        if (res.status === 404) out.push({ name, ok: false, detail: `${t.object} has no property ${t.externalIdField} (HTTP 404); create it and ${fix}` });
+        else if (res.status !== 200 || !isObject(body) || typeof body.hasUniqueValue !== 'boolean') {
+          out.push({ name, ok: false, detail: `cannot read the property definition: HTTP ${res.status} ${body?.message ?? textOf(res.body).slice(0, 120)}; grant the private app the crm.schemas.${t.object}.read scope, or check crm.baseUrl` });
+        } else if (!body.hasUniqueValue) {
+          out.push({ name, ok: false, detail: `${t.externalIdField} has hasUniqueValue false: HubSpot refuses batch upsert/read by it (HTTP 400 on every call); ${fix}` });
+        } else {
+          this.uniqueIdProperty.set(key, true);
+          out.push({ name, ok: true, detail: `${t.externalIdField} is a unique-value property (hasUniqueValue true)` });
+        }
+      } catch (err) {
+        out.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    await this.readDailyReset(() => undefined, false);
+    const at = this.dailyReset.at;
+    out.push({
+      name: 'HubSpot daily limit reset',
+      ok: true,
+      detail: at !== undefined
+        ? `resets at ${new Date(at).toISOString()} (midnight in the account's time zone, from ${USAGE_PATH})`
+        : `${USAGE_PATH} unavailable; after a DAILY 429 the connector waits until 00:00 UTC, which may be before or after the account's reset`,
+    });
+    return out;
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
@@ -329,6 +417,8 @@ export class HubSpotAdapter implements CrmAdapter {
       if (r.op === 'delete') want(r.object, r.externalIdField, r.externalId);
       else {
         for (const l of Object.values(r.lookups ?? {})) {
+          // Rejected without a call (no association type): nothing to read for it.
+          if (HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`] === undefined) continue;
           if (l.externalId !== null) want(l.object, l.externalIdField, l.externalId);
           const previous = movedFrom(l);
           if (previous !== undefined) want(l.object, l.externalIdField, previous);
@@ -338,6 +428,8 @@ export class HubSpotAdapter implements CrmAdapter {
     for (const { object, field, ids } of groups.values()) {
       for (const chunk of chunks([...ids], MAX_BATCH)) {
         const res = await this.request('POST', `/crm/v3/objects/${object}/batch/read`, { idProperty: field, properties: [field], inputs: chunk.map((id) => ({ id })) }, onSignal);
+        // A 400 by a property without unique values would repeat forever: stop with the fix.
+        if (res.status === 400) await this.requireUniqueIdProperties(object, [field], onSignal);
         // 207: some ids have no record (OBJECT_NOT_FOUND); they stay unresolved.
         if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/read of ${object}`);
         // Not "no such record": a garbage answer must not make a delete "already gone" or a lookup pending.
@@ -354,20 +446,31 @@ export class HubSpotAdapter implements CrmAdapter {
     return found;
   }
 
-  private async upsert(records: CrmWrite[], chunk: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  /**
+   * Upserts `chunk` (indexes into `records`, one object) in one call. A 400 refuses the whole
+   * call without naming the input at fault, so the chunk is bisected (see the class comment);
+   * `extra` marks a call `cost()` did not count (the halves of a bisect).
+   */
+  private async upsert(records: CrmWrite[], chunk: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void, extra = false): Promise<void> {
     const object = records[chunk[0]!]!.object;
     const inputs = chunk.map((i) => {
       const r = records[i]!;
       return { id: r.externalId, idProperty: r.externalIdField, objectWriteTraceId: String(i), properties: toProperties(r.fields) };
     });
-    const res = await this.request('POST', `/crm/v3/objects/${object}/batch/upsert`, { inputs }, onSignal);
+    const res = await this.request('POST', `/crm/v3/objects/${object}/batch/upsert`, { inputs }, onSignal, extra);
     const body = res.body as BatchBody | undefined;
     if (res.status === 400) {
-      // The whole batch refused (too many inputs, duplicate ids, unknown object): no record can pass as sent.
-      const problem = propertyProblem(body?.message);
-      for (const i of chunk) {
-        out[i] = { status: 'rejected', code: `HUBSPOT_${problem.error ?? body?.category ?? 'HTTP_400'}`, message: body?.message ?? 'HubSpot answered HTTP 400', ...(problem.name ? { field: problem.name } : {}) };
+      // A property without unique values fails every call: no split can help (and 2n - 1 calls would be spent finding that out).
+      await this.requireUniqueIdProperties(object, [...new Set(chunk.map((i) => records[i]!.externalIdField))], onSignal);
+      if (chunk.length > 1) {
+        const half = Math.ceil(chunk.length / 2);
+        await this.upsert(records, chunk.slice(0, half), out, onSignal, true);
+        await this.upsert(records, chunk.slice(half), out, onSignal, true);
+        return;
       }
+      // Refused alone: this input is what HubSpot rejects.
+      const problem = propertyProblem(body?.message);
+      out[chunk[0]!] = { status: 'rejected', code: `HUBSPOT_${problem.error ?? body?.category ?? 'HTTP_400'}`, message: body?.message ?? 'HubSpot answered HTTP 400', ...(problem.name ? { field: problem.name } : {}) };
       return;
     }
     if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/upsert of ${object}`);
@@ -399,6 +502,68 @@ export class HubSpotAdapter implements CrmAdapter {
     for (const i of chunk) {
       if (out[i] === undefined) out[i] = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `HubSpot POST /crm/v3/objects/${object}/batch/upsert: HTTP ${res.status} names input ${i} neither in results nor in errors; the record is retried` };
     }
+  }
+
+  /**
+   * Stops the connector (CrmAdapter: a non-retriable error is fatal) when an idProperty of
+   * `object` is not a unique-value property: HubSpot refuses every batch upsert/read by it.
+   * Read once per property (cached); a definition that cannot be read (no schema scope, a 5xx)
+   * proves nothing, so the bisect goes on.
+   */
+  private async requireUniqueIdProperties(object: string, properties: string[], onSignal: (s: RateSignal) => void): Promise<void> {
+    for (const property of properties) {
+      const key = `${object}\u0000${property}`;
+      let unique = this.uniqueIdProperty.get(key);
+      if (unique === undefined) {
+        let res: HubSpotResponse;
+        try {
+          res = await this.request('GET', `/crm/v3/properties/${encodeURIComponent(object)}/${encodeURIComponent(property)}`, undefined, onSignal, true);
+        } catch (err) {
+          if (err instanceof ConnectorError && (err.code === 'RATE_LIMITED' || !err.retriable)) throw err;
+          continue;
+        }
+        const body = res.body as { hasUniqueValue?: unknown } | undefined;
+        if (res.status === 404) unique = false;
+        else if (res.status === 200 && isObject(body) && typeof body.hasUniqueValue === 'boolean') unique = body.hasUniqueValue;
+        else continue;
+        this.uniqueIdProperty.set(key, unique);
+      }
+      if (!unique) {
+        throw new ConnectorError(
+          'HUBSPOT_ID_PROPERTY_NOT_UNIQUE',
+          `HubSpot refuses batch upsert and read of ${object} by idProperty ${property}: it is not a unique-value property (hasUniqueValue false or no such property), so every call fails with HTTP 400; make ${property} a unique-value property in HubSpot settings or choose another idProperty (mappings[].externalId.field)`,
+          { retriable: false },
+        );
+      }
+    }
+  }
+
+  /**
+   * Reads when the daily limit resets (`resetsAt`, midnight in the account's time zone) from the
+   * daily usage API (https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/get-usage-details),
+   * unless a reset still ahead is known, or the API failed less than an hour ago. Never throws:
+   * without it the DAILY wait falls back to 00:00 UTC. `report` marks the call as one `cost()`
+   * did not count. One read at a time.
+   */
+  private async readDailyReset(onSignal: (s: RateSignal) => void, report = true): Promise<void> {
+    const now = this.now();
+    if (this.dailyReset.at !== undefined && this.dailyReset.at > now) return;
+    if (this.dailyReset.failedAt !== undefined && now - this.dailyReset.failedAt < USAGE_RETRY_MS) return;
+    if (!this.readingDailyReset) {
+      this.readingDailyReset = (async () => {
+        try {
+          const res: HubSpotResponse = await sendJson(this.pool, { method: 'GET', path: USAGE_PATH, token: this.token, body: undefined, timeoutMs: this.timeoutMs, what: `HubSpot request GET ${USAGE_PATH}` });
+          onSignal({ ...this.signalOf(res), ...(report ? { extraRequests: 1 } : {}) });
+          const at = res.status === 200 ? resetsAtOf(res.body) : undefined;
+          this.dailyReset = at !== undefined && at > this.now() ? { at } : { failedAt: this.now() };
+        } catch {
+          this.dailyReset = { failedAt: this.now() };
+        } finally {
+          this.readingDailyReset = undefined;
+        }
+      })();
+    }
+    await this.readingDailyReset;
   }
 
   /** A 2xx that is not HubSpot's documented answer: retry the record, counted as a bad response. */
@@ -537,26 +702,38 @@ export class HubSpotAdapter implements CrmAdapter {
     throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, { retriable: true });
   }
 
-  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<HubSpotResponse> {
-    const out: HubSpotResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` });
+  /** The rate information of a response (headers; the wait after a 429 is added by `request`). */
+  private signalOf(res: HubSpotResponse): RateSignal {
     const signal: RateSignal = {};
-    const remaining = numberHeader(out, 'x-hubspot-ratelimit-remaining');
-    const dailyRemaining = numberHeader(out, 'x-hubspot-ratelimit-daily-remaining');
+    const remaining = numberHeader(res, 'x-hubspot-ratelimit-remaining');
+    const dailyRemaining = numberHeader(res, 'x-hubspot-ratelimit-daily-remaining');
     if (remaining !== undefined) signal.remaining = remaining;
     if (dailyRemaining !== undefined) signal.dailyRemaining = dailyRemaining;
+    return signal;
+  }
+
+  /** `extra`: a call `cost()` did not count (a bisect half, a property read), reported as `extraRequests`. */
+  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, extra = false): Promise<HubSpotResponse> {
+    const out: HubSpotResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` });
+    const signal = this.signalOf(out);
+    if (extra) signal.extraRequests = 1;
+    const policy = out.status === 429 ? ((out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING') : undefined;
+    if (policy === 'DAILY') await this.readDailyReset(onSignal);
     if (out.status === 429) {
       signal.throttled = true;
-      signal.retryAfterSeconds = retryAfterOf(out);
+      signal.retryAfterSeconds = retryAfterOf(out, this.now(), this.dailyReset.at);
     }
     onSignal(signal);
     if (out.status === 401) {
       throw new ConnectorError('CRM_AUTH', 'HubSpot rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
     }
     if (out.status === 429) {
-      const policy = (out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING';
       throw new ConnectorError('RATE_LIMITED', `HubSpot rate limit reached (${policy})`, { retriable: true, retryAfterSeconds: signal.retryAfterSeconds! });
     }
     if (out.status >= 500) this.fail(out, `${method} ${path}`);
+    // Learn the daily reset while calls still get through (past the limit the usage call may be refused too).
+    const daily = numberHeader(out, 'x-hubspot-ratelimit-daily');
+    if (signal.dailyRemaining !== undefined && daily !== undefined && signal.dailyRemaining <= Math.max(DAILY_LOW_MIN, daily * DAILY_LOW_SHARE)) await this.readDailyReset(onSignal);
     return out;
   }
 

@@ -6,7 +6,7 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  * HubSpot CRM v3 objects + v4 associations, as documented (reference/crm-apis.md and
  * https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines):
  * - Burst limit: 100 requests per rolling 10 s (Free/Starter; 190 Pro/Enterprise); daily limit
- *   250,000 (625k / 1M), reset at midnight of the account's time zone (UTC here).
+ *   250,000 (625k / 1M), reset at midnight of the account's time zone (`opts.timeZone`, default UTC).
  * - Past a limit: 429 `{status:"error", message:"You have reached your ten_secondly_rolling limit.",
  *   errorType:"RATE_LIMIT", correlationId, policyName:"TEN_SECONDLY_ROLLING"|"DAILY", requestId}`,
  *   WITHOUT Retry-After. `X-HubSpot-RateLimit-Max/-Remaining/-Interval-Milliseconds/-Daily/
@@ -14,10 +14,33 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  *   these endpoints, so none is enforced.
  * - 401 `{status:"error", message:"Authentication credentials not found. ...", category:"INVALID_AUTHENTICATION"}`.
  * - `POST /crm/v3/objects/{type}/batch/upsert` `{inputs:[{id, idProperty, properties, objectWriteTraceId?}]}`,
- *   at most 100 inputs, duplicate ids rejected. A validation error fails the whole batch (400)
- *   unless EVERY input carries an `objectWriteTraceId`: then the valid inputs are written and
- *   the answer is 207 with `errors:[{status, category, message, context:{objectWriteTraceId:[..]}}]`
- *   (https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors).
+ *   at most 100 inputs, duplicate ids rejected. One invalid input fails the WHOLE batch: 400
+ *   `{status:"error", message:"Property values were not valid: [...]", correlationId, category:"VALIDATION_ERROR",
+ *   errors:[{message, code, in}]}` and nothing is written, with or without `objectWriteTraceId`:
+ *   multi-status 207 partial failure is documented for the batch CREATE endpoints only
+ *   (https://developers.hubspot.com/docs/api-reference/error-handling#multi-status-errors: "For the
+ *   object APIs' batch create endpoints, you can enable multi status responses"; error body shape:
+ *   https://developers.hubspot.com/docs/api-reference/error-handling). `objectWriteTraceId` is echoed
+ *   in the results of a successful upsert.
+ * - `idProperty` must name a property whose values are unique (`hasUniqueValue`)
+ *   (https://developers.hubspot.com/docs/api-reference/latest/crm/objects/custom-objects/batch/upsert-custom-objects:
+ *   "idProperty ... refers to a property whose values are unique for the object"): batch/upsert and
+ *   batch/read by an idProperty that is not a unique-value property (or does not exist) answer 400
+ *   VALIDATION_ERROR for the whole call. The wording of that message is the simulator's own.
+ * - Properties API: `GET /crm/v3/properties/{objectType}/{propertyName}` answers the definition
+ *   `{name, label, type, fieldType, groupName, hasUniqueValue, ...}`, 404 for an unknown property
+ *   (https://developers.hubspot.com/docs/api-reference/crm-properties-v3/core/get-crm-v3-properties-objectType-propertyName);
+ *   `POST /crm/v3/properties/{objectType}` creates one (201; 409 when the name exists,
+ *   https://developers.hubspot.com/docs/api-reference/latest/crm/properties/create-property), which is how a
+ *   test declares a unique or non-unique property. Defined from the start: `hs_object_id` and the
+ *   external-id properties pg2crm's connectors and tests use (erp_id, erp_order_id,
+ *   erp_company_id) as unique-value properties on every object, a few standard properties
+ *   (firstname, lastname, dealname, amount, name) as not unique, and `opts.properties`.
+ * - Daily usage: `GET /account-info/v3/api-usage/daily/private-apps` answers
+ *   `{results:[{name:"private-apps-api-calls-daily", usageLimit, currentUsage, collectedAt, fetchStatus, resetsAt}]}`
+ *   (https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/get-usage-details);
+ *   `resetsAt` is the next midnight in the account's time zone (`opts.timeZone`), which is when the
+ *   daily counter resets. The call counts against the limits like any other (HubSpot exempts none).
  * - `POST .../batch/read` `{idProperty?, inputs:[{id}], properties}`: 200, or 207 with an
  *   OBJECT_NOT_FOUND error listing the missing ids in `context.ids`.
  * - `POST .../batch/archive` `{inputs:[{id}]}`: 204 (unknown ids are not an error).
@@ -37,8 +60,16 @@ export interface HubSpotSimOptions {
   host?: string;
   /** Burst limit; default 100 per 10 s. */
   limit?: { requests: number; windowSeconds: number };
-  /** Requests per day (UTC); default 250,000. */
+  /** Requests per day (midnight to midnight in `timeZone`); default 250,000. */
   daily?: number;
+  /** The account's IANA time zone (e.g. `America/New_York`): the daily limit resets at its midnight. Default UTC. */
+  timeZone?: string;
+  /**
+   * Properties defined besides the defaults, per object (`*`: every object), e.g.
+   * `{contacts: {erp_ref: {hasUniqueValue: false}}}`. A test can also create them with
+   * `POST /crm/v3/properties/{objectType}`.
+   */
+  properties?: Record<string, Record<string, { hasUniqueValue: boolean }>>;
   tokens?: string[];
   /**
    * HubSpot sends no Retry-After. When set, throttle responses carry one anyway (seconds until the
@@ -104,9 +135,55 @@ function view(record: SimRecord, only?: string[]): Record<string, unknown> {
   };
 }
 
-/** Calendar day (UTC) of a timestamp: the daily limit resets at midnight. */
-function dayOf(now: number): number {
-  return Math.floor(now / 86_400_000);
+/** Milliseconds `timeZone` is ahead of UTC at `at`. */
+function offsetMs(at: number, timeZone: string): number {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' }).formatToParts(new Date(at));
+  const get = (type: string): number => Number(parts.find((p) => p.type === type)?.value);
+  const wall = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour'), get('minute'), get('second'));
+  return wall - Math.floor(at / 1000) * 1000;
+}
+
+/** The first midnight in `timeZone` after `now`: when HubSpot's daily counter resets. */
+export function nextMidnight(now: number, timeZone: string): number {
+  const local = new Date(now + offsetMs(now, timeZone));
+  const wallMidnight = Date.UTC(local.getUTCFullYear(), local.getUTCMonth(), local.getUTCDate() + 1);
+  // The offset at midnight itself (a DST change during the day moves it).
+  return wallMidnight - offsetMs(wallMidnight - offsetMs(now, timeZone), timeZone);
+}
+
+/** Unique-value properties every object has in the simulator: HubSpot's own id and pg2crm's external ids. */
+const DEFAULT_UNIQUE = ['hs_object_id', 'erp_id', 'erp_order_id', 'erp_company_id'];
+/** Standard properties that exist without unique values (to test a wrong idProperty with). */
+const DEFAULT_PLAIN: Record<string, string[]> = { contacts: ['firstname', 'lastname'], deals: ['dealname', 'amount'], companies: ['name'] };
+
+interface PropertyDefinition {
+  name: string;
+  label: string;
+  type: string;
+  fieldType: string;
+  groupName: string;
+  hasUniqueValue: boolean;
+  [k: string]: unknown;
+}
+
+function definition(name: string, hasUniqueValue: boolean, extra: Partial<PropertyDefinition> = {}): PropertyDefinition {
+  return {
+    name,
+    label: name,
+    type: 'string',
+    fieldType: 'text',
+    groupName: 'pg2crm',
+    description: '',
+    displayOrder: -1,
+    formField: false,
+    hidden: false,
+    calculated: false,
+    externalOptions: false,
+    options: [],
+    hasUniqueValue,
+    modificationMetadata: { archivable: true, readOnlyDefinition: false, readOnlyValue: false },
+    ...extra,
+  };
 }
 
 class HubSpotSim extends SimServer {
@@ -114,8 +191,13 @@ class HubSpotSim extends SimServer {
   private readonly dailyLimit: number;
   private readonly tokens: Set<string>;
   private readonly retryAfterHeader: boolean;
-  private day = -1;
+  private readonly timeZone: string;
+  /** When the current day's counter resets (midnight in the account's time zone); 0 = not started. */
+  private resetsAt = 0;
   private usedToday = 0;
+  /** object (or `*`) -> property name -> definition, besides the defaults. */
+  private readonly definedProperties = new Map<string, Map<string, PropertyDefinition>>();
+  private readonly initialProperties: Record<string, Record<string, { hasUniqueValue: boolean }>>;
   /** object -> idProperty -> value -> record id. */
   private readonly index = new Map<string, Map<string, Map<string, number>>>();
   /** `from/fromId/to/toId/typeId` of every stored association. */
@@ -128,19 +210,60 @@ class HubSpotSim extends SimServer {
     this.dailyLimit = opts.daily ?? 250_000;
     this.tokens = new Set(opts.tokens ?? ['sim-token']);
     this.retryAfterHeader = opts.retryAfterSeconds !== undefined;
+    this.timeZone = opts.timeZone ?? 'UTC';
+    nextMidnight(0, this.timeZone); // an unknown time zone fails here, at start
+    this.initialProperties = opts.properties ?? {};
+    this.defineInitialProperties();
+  }
+
+  private defineInitialProperties(): void {
+    this.definedProperties.clear();
+    for (const [object, props] of Object.entries(this.initialProperties)) {
+      for (const [name, p] of Object.entries(props)) this.define(object, definition(name, p.hasUniqueValue));
+    }
+  }
+
+  private define(object: string, def: PropertyDefinition): void {
+    let m = this.definedProperties.get(object);
+    if (!m) this.definedProperties.set(object, (m = new Map()));
+    m.set(def.name, def);
+  }
+
+  /** The definition of `object`'s property `name`, or undefined when the property does not exist. */
+  private property(object: string, name: string): PropertyDefinition | undefined {
+    const own = this.definedProperties.get(object)?.get(name) ?? this.definedProperties.get('*')?.get(name);
+    if (own) return own;
+    if (DEFAULT_UNIQUE.includes(name)) return definition(name, true, name === 'hs_object_id' ? { type: 'number', fieldType: 'number', groupName: 'contactinformation', hubspotDefined: true } : {});
+    if (DEFAULT_PLAIN[object]?.includes(name)) return definition(name, false, { hubspotDefined: true });
+    return undefined;
+  }
+
+  /** The 400 for an idProperty that is not a unique-value property, or undefined when it is one. */
+  private idPropertyProblem(object: string, idProperty: string): SimResponse | undefined {
+    const def = this.property(object, idProperty);
+    if (def?.hasUniqueValue) return undefined;
+    return error(
+      400,
+      def
+        ? `${idProperty} is not a unique identifier property for ${object}: idProperty must be a property with unique values (hasUniqueValue)`
+        : `Property ${idProperty} does not exist for ${object}: idProperty must be a property with unique values (hasUniqueValue)`,
+      'VALIDATION_ERROR',
+      { errors: [{ message: `idProperty ${idProperty} is not a unique-value property`, code: def ? 'INVALID_ID_PROPERTY' : 'PROPERTY_DOESNT_EXIST', in: 'idProperty' }] },
+    );
   }
 
   protected resetLimits(): void {
     this.window.clear();
-    this.day = -1;
+    this.resetsAt = 0;
     this.usedToday = 0;
+    this.defineInitialProperties();
     this.index.clear();
     this.linkKeys.clear();
   }
 
   private dailyRemaining(now: number): number {
-    if (dayOf(now) !== this.day) {
-      this.day = dayOf(now);
+    if (now >= this.resetsAt) {
+      this.resetsAt = nextMidnight(now, this.timeZone);
       this.usedToday = 0;
     }
     return this.dailyLimit - this.usedToday;
@@ -185,8 +308,7 @@ class HubSpotSim extends SimServer {
     }
     const now = this.now();
     if (this.dailyRemaining(now) <= 0) {
-      const midnight = (dayOf(now) + 1) * 86_400_000;
-      return this.throttleResponse(Math.ceil((midnight - now) / 1000), 'DAILY');
+      return this.throttleResponse(Math.ceil((this.resetsAt - now) / 1000), 'DAILY');
     }
     if (!this.window.tryAcquire(now)) return this.throttleResponse(Math.max(1, this.window.resetSeconds(now)));
     this.usedToday++;
@@ -196,7 +318,17 @@ class HubSpotSim extends SimServer {
 
   private route(req: SimRequest): SimResponse {
     const parts = req.path.split('/').filter(Boolean);
+    if (req.method === 'GET' && req.path === '/account-info/v3/api-usage/daily/private-apps') return this.usage();
     if (parts[0] !== 'crm') return error(404, `no route ${req.path}`, 'OBJECT_NOT_FOUND');
+    if (parts[1] === 'v3' && parts[2] === 'properties' && parts[3]) {
+      const object = parts[3];
+      if (!this.knownObject(object)) return error(400, `Unable to infer object type from: ${object}`, 'VALIDATION_ERROR');
+      if (parts.length === 5 && req.method === 'GET') {
+        const def = this.property(object, decodeURIComponent(parts[4]!));
+        return def ? { status: 200, body: def } : error(404, `Unable to find property ${decodeURIComponent(parts[4]!)} for object type ${object}`, 'OBJECT_NOT_FOUND');
+      }
+      if (parts.length === 4 && req.method === 'POST') return this.createProperty(object, req.body);
+    }
     if (parts[1] === 'v3' && parts[2] === 'objects' && parts[3]) {
       const object = parts[3];
       if (!this.knownObject(object)) return error(400, `Unable to infer object type from: ${object}`, 'VALIDATION_ERROR');
@@ -217,6 +349,38 @@ class HubSpotSim extends SimServer {
       return this.unassociate(parts[3] ?? '', parts[4] ?? '', (req.body as { inputs?: AssociationArchiveInput[] } | undefined)?.inputs);
     }
     return error(404, `no route ${req.method} ${req.path}`, 'OBJECT_NOT_FOUND');
+  }
+
+  /** The private-app daily usage, as the account-info API answers it. */
+  private usage(): SimResponse {
+    const now = this.now();
+    this.dailyRemaining(now);
+    return {
+      status: 200,
+      body: {
+        results: [
+          {
+            name: 'private-apps-api-calls-daily',
+            usageLimit: this.dailyLimit,
+            currentUsage: this.usedToday,
+            collectedAt: new Date(now).toISOString(),
+            fetchStatus: 'SUCCESS',
+            resetsAt: new Date(this.resetsAt).toISOString(),
+          },
+        ],
+      },
+    };
+  }
+
+  private createProperty(object: string, body: unknown): SimResponse {
+    const b = (body ?? {}) as Partial<PropertyDefinition>;
+    if (typeof b.name !== 'string' || b.name === '' || typeof b.label !== 'string' || typeof b.type !== 'string' || typeof b.fieldType !== 'string' || typeof b.groupName !== 'string') {
+      return error(400, 'Invalid input JSON: a property needs name, label, type, fieldType and groupName', 'VALIDATION_ERROR');
+    }
+    if (this.property(object, b.name)) return error(409, `Property named '${b.name}' already exists.`, 'CONFLICT');
+    const def = definition(b.name, b.hasUniqueValue === true, { label: b.label, type: b.type, fieldType: b.fieldType, groupName: b.groupName });
+    this.define(object, def);
+    return { status: 201, body: def };
   }
 
   private knownObject(object: string): boolean {
@@ -278,8 +442,10 @@ class HubSpotSim extends SimServer {
       if (seen.has(key)) return error(400, `Duplicate IDs found in batch input: [${input.id}]. IDs must be unique`, 'VALIDATION_ERROR');
       seen.add(key);
     }
-    // Multi-status only when every input is traceable; otherwise the batch is all or nothing.
-    const traced = inputs.every((i) => typeof i.objectWriteTraceId === 'string' && i.objectWriteTraceId !== '');
+    for (const idProperty of new Set(inputs.map((i) => i.idProperty))) {
+      const refused = this.idPropertyProblem(object, idProperty);
+      if (refused) return refused;
+    }
     const checked = inputs.map((input) => {
       const existing = this.find(object, input.idProperty, input.id);
       // An empty string clears a property: it reads back as null.
@@ -287,32 +453,29 @@ class HubSpotSim extends SimServer {
       const merged = { ...existing, ...given, [input.idProperty]: input.id };
       return { input, existing, merged, problems: this.validate(object, merged, !existing) };
     });
-    const invalid = checked.filter((c) => c.problems.length > 0);
-    if (invalid.length && !traced) {
-      return error(400, propertiesMessage(invalid.flatMap((c) => c.problems)), 'VALIDATION_ERROR');
+    // One invalid input fails the whole batch, objectWriteTraceId or not (multi-status is for
+    // batch create only); the message lists the problems, not which input had them.
+    const problems = checked.flatMap((c) => c.problems);
+    if (problems.length) {
+      return error(400, propertiesMessage(problems), 'VALIDATION_ERROR', { errors: problems.map((p) => ({ message: p.message, code: p.error, in: p.name })) });
     }
     const now = new Date(this.now()).toISOString();
     const results: Record<string, unknown>[] = [];
-    const errors: BatchError[] = [];
     for (const c of checked) {
-      if (c.problems.length) {
-        errors.push({ status: 'error', category: 'VALIDATION_ERROR', message: propertiesMessage(c.problems), context: { objectWriteTraceId: [c.input.objectWriteTraceId!] } });
-        continue;
-      }
       const record: SimRecord = { ...c.merged, id: c.existing?.id ?? this.newId(), createdAt: c.existing?.createdAt ?? now, updatedAt: now };
       this.records(object).set(record.id, record);
       this.reindex(object, c.existing, record);
       this.stats.recordsWritten++;
       results.push({ ...view(record), new: !c.existing, ...(c.input.objectWriteTraceId ? { objectWriteTraceId: c.input.objectWriteTraceId } : {}) });
     }
-    const completed = new Date(this.now()).toISOString();
-    if (errors.length) {
-      return { status: 207, body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed } };
-    }
-    return { status: 200, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
+    return { status: 200, body: { status: 'COMPLETE', results, startedAt: started, completedAt: new Date(this.now()).toISOString() } };
   }
 
   private read(object: string, body: ReadBody): SimResponse {
+    if (body.idProperty !== undefined && body.idProperty !== 'hs_object_id') {
+      const refused = this.idPropertyProblem(object, body.idProperty);
+      if (refused) return refused;
+    }
     const started = new Date(this.now()).toISOString();
     const results: Record<string, unknown>[] = [];
     const missing: string[] = [];

@@ -123,16 +123,50 @@ describe('Dataverse simulator', () => {
     expect((await call(s, 'GET', `${API}/WhoAmI`)).status).toBe(200);
   });
 
-  it('counts each $batch operation toward the request limit', async () => {
-    const s = await start({ limit: { requests: 5, windowSeconds: 300 } });
+  it('counts a $batch as one request toward the 6,000 and each operation toward execution time (api-limits)', async () => {
+    // "A batch can contain up to 1000 operations and will avoid the number of requests limit.
+    // However, you will need to be prepared for the execution time limit."
+    const s = await start({ limit: { requests: 3, windowSeconds: 300 }, executionSeconds: 1, executionMsPerOperation: 200 });
     const first = await batch(s, [upsertOp('1', { lastname: 'A' }), upsertOp('2', { lastname: 'B' }), upsertOp('3', { lastname: 'C' })]);
     expect(first.status).toBe(200);
     expect(first.headers.get('x-ms-ratelimit-burst-remaining-xrm-requests')).toBe('2');
-    expect((await stats(s)).requests).toBe(3);
-    const second = await batch(s, [upsertOp('4', { lastname: 'D' }), upsertOp('5', { lastname: 'E' }), upsertOp('6', { lastname: 'F' })]);
-    expect(second.status).toBe(429);
-    expect(JSON.parse(second.text)).toMatchObject({ error: { code: '0x80072322' } });
-    expect(await records(s, 'contacts')).toHaveLength(3);
+    expect((await stats(s)).requests).toBe(1);
+    const second = await batch(s, [upsertOp('4', { lastname: 'D' }), upsertOp('5', { lastname: 'E' })]);
+    expect(second.status).toBe(200);
+    expect(await records(s, 'contacts')).toHaveLength(5);
+    // 5 operations x 200 ms = the 1 s of execution time: the next request is throttled for time.
+    const third = await batch(s, [upsertOp('6', { lastname: 'F' })]);
+    expect(third.status).toBe(429);
+    expect(JSON.parse(third.text)).toMatchObject({ error: { code: '0x80072321' } });
+  });
+
+  it('refuses alternate-key values with / # < > * % & : \\ ? + in key segments and binds (400), finds them by $filter, creates by POST', async () => {
+    const s = await start();
+    for (const v of ['ORD/2024/1', 'A&B', '50%', 'a:b', 'x+y', 'q?', 'a*b', 'c<d>', 'b\\s', 'h#1']) {
+      const get = await call(s, 'GET', `${API}/contacts(${keySegment('erp_id', v)})`);
+      expect([v, get.status]).toEqual([v, 400]);
+      expect(await get.json()).toEqual({ error: { code: '0x80060888', message: 'Bad Request - Error in query syntax.' } });
+    }
+    const refused = await batch(s, [
+      upsertOp('ORD/2024/1', { lastname: 'A' }),
+      { method: 'DELETE', url: `${API}/contacts(${keySegment('erp_id', 'A&B')})` },
+      upsertOp('plain', { lastname: 'B', 'parentcustomerid_account@odata.bind': `/accounts(${keySegment('erp_id', '50%')})` }),
+    ]);
+    expect(refused.parts.map((p) => p.status)).toEqual([400, 400, 400]);
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    // The documented other ways: create with POST, find with $filter (case-insensitive), write by GUID.
+    const created = await call(s, 'POST', `${API}/contacts`, { erp_id: 'ORD/2024/1', lastname: 'A' });
+    expect(created.status).toBe(204);
+    const id = /\(([0-9a-f-]{36})\)$/.exec(created.headers.get('odata-entityid') ?? '')?.[1];
+    expect(id).toBeDefined();
+    expect((await call(s, 'POST', `${API}/contacts`, { erp_id: 'ORD/2024/1', lastname: 'dup' })).status).toBe(412);
+    const found = await call(s, 'GET', `${API}/contacts?$filter=${encodeURIComponent("erp_id eq 'ord/2024/1'")}&$select=contactid`);
+    expect(((await found.json()) as { value: unknown[] }).value).toEqual([{ '@odata.etag': expect.any(String), contactid: id }]);
+    const meta = await call(s, 'GET', `${API}/EntityDefinitions?$select=EntitySetName,PrimaryIdAttribute&$filter=${encodeURIComponent("EntitySetName eq 'opportunities'")}`);
+    expect(((await meta.json()) as { value: unknown[] }).value).toEqual([expect.objectContaining({ EntitySetName: 'opportunities', PrimaryIdAttribute: 'opportunityid' })]);
+    const byGuid = await batch(s, [{ method: 'PATCH', url: `${API}/contacts(${id})`, headers: { 'Content-Type': 'application/json', 'If-Match': '*' }, body: '{"lastname":"Z"}' }]);
+    expect(byGuid.parts[0]?.status).toBe(204);
+    expect((await records(s, 'contacts'))[0]).toMatchObject({ erp_id: 'ORD/2024/1', lastname: 'Z' });
   });
 
   it('throttles on combined execution time (0x80072321) and on concurrency (0x80072326)', async () => {
@@ -247,6 +281,7 @@ describe('DynamicsAdapter', () => {
     const input = Array.from({ length: 25 }, (_, i) => contact(`${i + 1}`, { firstname: `F${i}`, lastname: `L${i}`, emailaddress1: `u${i}@example.com` }));
     input.push(contact("O'Brien & Co/7", { lastname: 'Quote' }));
     expect(a.maxBatchSize()).toBe(1000);
+    const cost = a.cost(input);
     const signals: RateSignal[] = [];
     const out = await a.write(input, (x) => signals.push(x));
     expect(out.every((o) => o.status === 'done')).toBe(true);
@@ -257,10 +292,16 @@ describe('DynamicsAdapter', () => {
       input.map((r) => view({ erp_id: r.externalId, ...r.fields })).sort((x, y) => String(x.erp_id).localeCompare(String(y.erp_id))),
     );
     const st = await stats(s);
-    expect(st.requests).toBe(a.cost(input));
-    expect(st.byEndpoint[`POST ${API}/$batch`]).toBe(2); // 10, then 16 of the grown 20
+    expect(st.requests).toBe(cost);
+    // 10, then 16 of the grown 20, whose "O'Brien & Co/7" (& and / cannot be in a key segment)
+    // is looked up first: one $batch of look-ups after one EntityDefinitions request.
+    expect(st.byEndpoint[`POST ${API}/$batch`]).toBe(3);
+    expect(Object.keys(st.byEndpoint).filter((e) => e.includes('EntityDefinitions'))).toHaveLength(1);
+    expect(cost).toBe(4);
     expect(a.batchSize).toBe(20);
-    expect(signals.at(-1)).toMatchObject({ remaining: 6000 - 26 });
+    // x-ms-ratelimit-* are "intended for debugging purposes" (api-limits): never a pacing signal.
+    expect(signals.length).toBeGreaterThan(0);
+    expect(signals.every((x) => x.remaining === undefined)).toBe(true);
     await a.close();
   });
 
@@ -322,13 +363,12 @@ describe('DynamicsAdapter', () => {
   });
 
   it('turns a throttle into retry outcomes with Retry-After, keeps what was written, and halves the batch', async () => {
-    const s = await start({ limit: { requests: 12, windowSeconds: 300 } });
+    const s = await start({ limit: { requests: 1, windowSeconds: 300 } });
     const a = adapter(s);
     const signals: RateSignal[] = [];
     const out = await a.write(Array.from({ length: 30 }, (_, i) => contact(`${i}`, { lastname: 'L' })), (x) => signals.push(x));
     expect(out.slice(0, 10).every((o) => o.status === 'done')).toBe(true);
     expect(out.slice(10).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300 && o.kind === 'throttle')).toBe(true);
-    expect(signals[0]).toMatchObject({ remaining: 2 });
     expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: 300 });
     expect(a.batchSize).toBe(10);
     // An injected storm is answered the same way.
@@ -336,6 +376,112 @@ describe('DynamicsAdapter', () => {
     await fetch(`${s.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 1, retryAfterSeconds: 7 } }) });
     const storm = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
     expect(storm).toEqual([0, 1].map(() => expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', retryAfterSeconds: 7 })));
+    await a.close();
+  });
+
+  describe('alternate-key values Dataverse cannot take in a key segment (define-alternate-keys-portal)', () => {
+    const ERP_KEYS = ['ORD/2024/1', 'A&B', '50%'];
+
+    it('upserts them: found by $filter and patched by GUID, or created with POST; a second write updates', async () => {
+      const s = await start();
+      const a = adapter(s);
+      const input = ERP_KEYS.map((k, i) => contact(k, { lastname: `L${i}` }));
+      input.push(contact('plain-1', { lastname: 'P' }));
+      const before = (await stats(s)).requests;
+      const cost = a.cost(input);
+      const first = await a.write(input, () => undefined);
+      expect(first).toEqual(input.map(() => expect.objectContaining({ status: 'done', crmId: expect.stringMatching(/^[0-9a-f-]{36}$/) })));
+      expect((await stats(s)).requests - before).toBe(cost);
+      const second = await a.write(input.map((r) => ({ ...r, fields: { lastname: `${String(r.fields.lastname)}-2` } })), () => undefined);
+      expect(second.map((o) => (o.status === 'done' ? o.crmId : o))).toEqual(first.map((o) => (o.status === 'done' ? o.crmId : o)));
+      const stored = await records(s, 'contacts');
+      expect(stored.map((r) => [r.erp_id, r.lastname]).sort()).toEqual([['50%', 'L2-2'], ['A&B', 'L1-2'], ['ORD/2024/1', 'L0-2'], ['plain-1', 'P-2']]);
+      await a.close();
+    });
+
+    it('deletes them by GUID; one already gone is done without a write', async () => {
+      const s = await start();
+      const a = adapter(s);
+      await a.write(ERP_KEYS.map((k) => contact(k, { lastname: 'L' })), () => undefined);
+      const out = await a.write([del('ORD/2024/1'), del('A&B'), del('50%'), del('gone/1')], () => undefined);
+      expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done']);
+      expect(await records(s, 'contacts')).toEqual([]);
+      expect((await stats(s)).recordsDeleted).toBe(3);
+      await a.close();
+    });
+
+    it('binds lookups to them by GUID; a target not there yet is pending', async () => {
+      const s = await start();
+      const a = adapter(s);
+      const early = await a.write([opportunity('SO/7', 'ORD/2024/1'), opportunity('8', 'A&B')], () => undefined);
+      expect(early).toEqual([0, 1].map(() => expect.objectContaining({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' })));
+      const customers = await a.write([contact('ORD/2024/1', { lastname: 'A' }), contact('A&B', { lastname: 'B' })], () => undefined);
+      const later = await a.write([opportunity('SO/7', 'ORD/2024/1'), opportunity('8', 'A&B'), opportunity('9', '50%')], () => undefined);
+      expect(later.map((o) => (o.status === 'done' ? 'done' : o.code))).toEqual(['done', 'done', 'LOOKUP_PENDING']);
+      const opps = Object.fromEntries((await records(s, 'opportunities')).map((r) => [r.erp_order_id, r.customerid_contact]));
+      expect(opps).toEqual({ 'SO/7': (customers[0] as { crmId: string }).crmId, '8': (customers[1] as { crmId: string }).crmId });
+      await a.close();
+    });
+    it('matches a look-up case-insensitively like $filter, and rejects a value more than one record has (no alternate key)', async () => {
+      const s = await start({ alternateKeys: [] });
+      const a = adapter(s);
+      const [first] = await a.write([contact('ord/2024/1', { lastname: 'A' })], () => undefined);
+      const again = await a.write([contact('ORD/2024/1', { lastname: 'B' })], () => undefined);
+      expect(again[0]).toMatchObject({ status: 'done', crmId: (first as { crmId: string }).crmId });
+      await call(s, 'POST', `${API}/contacts`, { erp_id: 'X/1', lastname: 'one' });
+      await call(s, 'POST', `${API}/contacts`, { erp_id: 'X/1', lastname: 'two' });
+      const out = await a.write([contact('X/1', { lastname: 'C' }), del('X/1')], () => undefined);
+      expect(out).toEqual([0, 1].map(() => expect.objectContaining({ status: 'rejected', code: 'CRM_KEY_NOT_UNIQUE', message: expect.stringMatching(/2 contacts records whose erp_id is "X\/1"; define an alternate key on erp_id/) })));
+      expect((await records(s, 'contacts')).map((r) => r.lastname).sort()).toEqual(['B', 'one', 'two']);
+      await a.close();
+    });
+  });
+
+  it('cost() counts $batch requests, not operations: a $batch avoids the number-of-requests limit (api-limits)', async () => {
+    const s = await start();
+    const a = adapter(s);
+    const input = Array.from({ length: 40 }, (_, i) => contact(`${i}`, { lastname: 'L' }));
+    const cost = a.cost(input);
+    await a.write(input, () => undefined);
+    const st = await stats(s);
+    expect(st.byEndpoint[`POST ${API}/$batch`]).toBe(3); // 10 + 20 + 10
+    expect(cost).toBe(3);
+    expect(st.requests).toBe(cost);
+    // The daily entitlement counts every CRUD operation, batched or not.
+    expect(a.dailyCost?.(input)).toBe(40);
+    await a.close();
+  });
+
+  it('reads Retry-After with the shared parser (seconds or HTTP-date) for a throttled $batch and a throttled part', async () => {
+    const s = await start();
+    const inSeconds = (n: number) => new Date(Date.now() + n * 1000).toUTCString();
+    proxy = await startAnswerProxy(s.url, [
+      {
+        match: /^POST \/api\/data\/v9\.2\/\$batch/,
+        answer: () => ({ status: 429, headers: { 'content-type': 'application/json', 'retry-after': inSeconds(40) }, text: JSON.stringify({ error: { code: '0x80072322', message: 'Number of requests exceeded the limit of 6000 over time window of 300 seconds.' } }) }),
+      },
+      {
+        match: /^POST \/api\/data\/v9\.2\/\$batch/,
+        forward: true,
+        answer: (real) => {
+          const boundary = boundaryOf(real!.headers['content-type'])!;
+          const parts = parseBatchResponse(real!.text, boundary);
+          parts[1] = { ...parts[1]!, status: 429, headers: { 'retry-after': inSeconds(90), 'content-type': 'application/json' }, body: JSON.stringify({ error: { code: '0x80072326', message: 'Number of concurrent requests exceeded the limit of 52.' } }) };
+          return { ...real!, text: buildBatchResponse(boundary, parts) };
+        },
+      },
+    ]);
+    const a = adapter({ ...s, url: proxy.url });
+    const signals: RateSignal[] = [];
+    const whole = await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x));
+    expect(whole[0]).toMatchObject({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds: expect.any(Number) });
+    expect((whole[0] as { retryAfterSeconds: number }).retryAfterSeconds).toBeGreaterThanOrEqual(38);
+    expect((whole[0] as { retryAfterSeconds: number }).retryAfterSeconds).toBeLessThanOrEqual(40);
+    const part = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], (x) => signals.push(x));
+    expect(part[0]?.status).toBe('done');
+    expect(part[1]).toMatchObject({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle' });
+    expect((part[1] as { retryAfterSeconds: number }).retryAfterSeconds).toBeGreaterThanOrEqual(88);
+    expect(signals.filter((x) => x.throttled).map((x) => x.retryAfterSeconds! >= 38)).toEqual([true, true]);
     await a.close();
   });
 

@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
-import type { CrmAdapter, CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
+import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import { CrmCaches } from '../../../src/crm/crm-caches.ts';
 import { HubSpotAdapter, retryAfterOf } from '../../../src/crm/hubspot/adapter.ts';
-import { type HubSpotSimOptions, startHubSpotSimulator } from '../../../src/crm/hubspot/simulator.ts';
+import { type HubSpotSimOptions, nextMidnight, startHubSpotSimulator } from '../../../src/crm/hubspot/simulator.ts';
 import type { CrmSimulator, SimStats } from '../../../src/crm/sim-server.ts';
+import { RateBudget } from '../../../src/sink/rate-budget.ts';
 import { type AnswerProxy, GARBAGE, startAnswerProxy } from '../../helpers/answer-proxy.ts';
 
 let sim: CrmSimulator | undefined;
@@ -101,7 +102,7 @@ describe('HubSpot simulator', () => {
     expect((await stats(s)).recordsWritten).toBe(2);
   });
 
-  it('partial failure: 207 with errors naming objectWriteTraceId; all-or-nothing 400 without trace ids', async () => {
+  it('batch/upsert: one invalid input fails the whole batch with 400 VALIDATION_ERROR, trace ids or not; nothing is written', async () => {
     const s = await start();
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
     const inputs = [
@@ -109,25 +110,77 @@ describe('HubSpot simulator', () => {
       { id: '2', properties: { lastname: 'x', email: 'nope' }, trace: 'b' },
       { id: '3', properties: { lastname: 'bad' }, trace: 'c' },
     ];
+    // Multi-status 207 is documented for batch create only: upsert is all or nothing.
     const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody(inputs));
-    expect(res.status).toBe(207);
-    const body = (await res.json()) as { numErrors: number; results: { objectWriteTraceId: string }[]; errors: { status: string; category: string; message: string; context: { objectWriteTraceId: string[] } }[] };
-    expect(body.numErrors).toBe(2);
-    expect(body.results.map((r) => r.objectWriteTraceId)).toEqual(['a']);
-    expect(body.errors.map((e) => e.context.objectWriteTraceId)).toEqual([['b'], ['c']]);
-    expect(body.errors[0]).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
-    expect(body.errors[0]!.message).toMatch(/^Property values were not valid: .*INVALID_EMAIL/);
-    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['1']);
-    // Without objectWriteTraceId one bad input fails the whole batch and nothing is written.
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { status: string; category: string; message: string; correlationId: string; errors: { message: string; code: string; in: string }[] };
+    expect(body).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
+    expect(typeof body.correlationId).toBe('string');
+    expect(body.message).toMatch(/^Property values were not valid: .*INVALID_EMAIL/);
+    expect(body.errors.map((e) => [e.code, e.in])).toEqual([['INVALID_EMAIL', 'email'], ['INVALID_PROPERTY_VALUE', 'lastname']]);
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    // Without objectWriteTraceId the same.
     const atomic = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '4', properties: { lastname: 'y' } }, { id: '5', properties: { lastname: 'bad' } }]));
     expect(atomic.status).toBe(400);
-    expect(await atomic.json()).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
-    expect(await records(s, 'contacts')).toHaveLength(1);
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    // The valid inputs alone are written; the trace id is echoed.
+    const ok = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([inputs[0]!]));
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { results: { objectWriteTraceId: string }[] }).results.map((r) => r.objectWriteTraceId)).toEqual(['a']);
     // Deals require a name; more than 100 inputs or duplicate ids are refused.
     expect((await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { amount: 1 } }] })).status).toBe(400);
     const many = upsertBody(Array.from({ length: 101 }, (_, i) => ({ id: String(i), properties: { lastname: 'z' } })));
     expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', many)).status).toBe(400);
     expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '7', properties: {} }, { id: '7', properties: {} }]))).status).toBe(400);
+  });
+
+  it('properties API: GET a definition with hasUniqueValue, 404 for none, POST creates; upsert/read by a non-unique idProperty is a 400', async () => {
+    const s = await start({ properties: { contacts: { erp_ref: { hasUniqueValue: false } } } });
+    const erpId = await call(s, 'GET', '/crm/v3/properties/contacts/erp_id');
+    expect(erpId.status).toBe(200);
+    expect(await erpId.json()).toMatchObject({ name: 'erp_id', type: 'string', fieldType: 'text', hasUniqueValue: true });
+    expect(await (await call(s, 'GET', '/crm/v3/properties/contacts/erp_ref')).json()).toMatchObject({ name: 'erp_ref', hasUniqueValue: false });
+    expect(await (await call(s, 'GET', '/crm/v3/properties/contacts/lastname')).json()).toMatchObject({ hasUniqueValue: false });
+    const missing = await call(s, 'GET', '/crm/v3/properties/contacts/nope');
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ status: 'error', category: 'OBJECT_NOT_FOUND' });
+    const created = await call(s, 'POST', '/crm/v3/properties/deals', { name: 'sap_no', label: 'SAP no', type: 'string', fieldType: 'text', groupName: 'dealinformation', hasUniqueValue: true });
+    expect(created.status).toBe(201);
+    expect(await (await call(s, 'GET', '/crm/v3/properties/deals/sap_no')).json()).toMatchObject({ hasUniqueValue: true });
+    expect((await call(s, 'POST', '/crm/v3/properties/deals', { name: 'sap_no', label: 'x', type: 'string', fieldType: 'text', groupName: 'g' })).status).toBe(409);
+    // Upsert and read by a property without unique values (or none at all): 400, nothing written.
+    for (const idProperty of ['erp_ref', 'lastname', 'nope']) {
+      const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', { inputs: [{ id: '1', idProperty, properties: { firstname: 'A' } }] });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR', message: expect.stringContaining('hasUniqueValue') });
+      expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', { idProperty, properties: [idProperty], inputs: [{ id: '1' }] })).status).toBe(400);
+    }
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    expect((await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '1', idProperty: 'sap_no', properties: { dealname: 'D' } }] })).status).toBe(200);
+  });
+
+  it('daily limit resets at midnight in the account time zone; the usage API says when (resetsAt)', async () => {
+    const s = await start({ daily: 3, timeZone: 'Pacific/Honolulu' });
+    const res = await call(s, 'GET', '/account-info/v3/api-usage/daily/private-apps');
+    expect(res.status).toBe(200);
+    const usage = ((await res.json()) as { results: Record<string, unknown>[] }).results[0]!;
+    expect(usage).toMatchObject({ name: 'private-apps-api-calls-daily', usageLimit: 3, currentUsage: 1, fetchStatus: 'SUCCESS' });
+    // Honolulu is UTC-10 all year: its midnight is 10:00 UTC.
+    const resetsAt = Date.parse(String(usage.resetsAt));
+    expect(new Date(resetsAt).getUTCHours()).toBe(10);
+    expect(resetsAt - Date.now()).toBeGreaterThan(0);
+    expect(resetsAt - Date.now()).toBeLessThanOrEqual(86_400_000);
+    await ping(s);
+    await ping(s);
+    const refused = await ping(s);
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({ policyName: 'DAILY' });
+    // One second before the reset: still refused; at the reset: allowed again.
+    const now = Date.parse(((await (await call(s, 'POST', '/__sim/clock', { advanceSeconds: 0 })).json()) as { now: string }).now);
+    await advance(s, Math.floor((resetsAt - now) / 1000) - 1);
+    expect((await ping(s)).status).toBe(429);
+    await advance(s, 2);
+    expect((await ping(s)).status).toBe(200);
   });
 
   it('batch/read by idProperty answers 207 OBJECT_NOT_FOUND for missing ids; batch/archive answers 204', async () => {
@@ -185,7 +238,7 @@ describe('HubSpot simulator', () => {
 });
 
 describe('HubSpotAdapter', () => {
-  function adapter(s: CrmSimulator, token = 'sim-token', caches?: CrmCaches): HubSpotAdapter {
+  function adapter(s: CrmSimulator, token = 'sim-token', caches?: CrmCaches, now?: () => number): HubSpotAdapter {
     const config = parseConfig({
       name: 't',
       postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
@@ -193,7 +246,7 @@ describe('HubSpotAdapter', () => {
       crm: { kind: 'hubspot', baseUrl: s.url, auth: { token }, limits: { requests: 100, windowSeconds: 10, daily: 250000 } },
       mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { lastname: 'l' } }],
     });
-    const a = new HubSpotAdapter(config.crm, caches);
+    const a = new HubSpotAdapter(config.crm, caches, now);
     adapters.push(a);
     return a;
   }
@@ -225,17 +278,63 @@ describe('HubSpotAdapter', () => {
     expect((await a.write([contact('1', { lastname: 'New' })], () => undefined))[0]).toMatchObject({ status: 'done', created: false });
   });
 
-  it('maps a 207 partial failure to per-record outcomes in order, with the field', async () => {
+  it('a batch HubSpot refuses whole (400) is bisected: only the inputs refused alone are rejected, with the field; the rest written', async () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
-    const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B', email: 'nope' }), contact('3', { lastname: 'C', email: null }), contact('4', { lastname: 'bad' })], () => undefined);
+    const writes = [contact('1', { lastname: 'A' }), contact('2', { lastname: 'B', email: 'nope' }), contact('3', { lastname: 'C', email: null }), contact('4', { lastname: 'bad' })];
+    const cost = a.cost(writes);
+    expect(cost).toBe(1);
+    const signals: RateSignal[] = [];
+    const before = (await stats(s)).requests;
+    const out = await a.write(writes, (x) => signals.push(x));
     expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'done', 'rejected']);
     expect(out[1]).toMatchObject({ code: 'HUBSPOT_INVALID_EMAIL', field: 'email' });
     expect(out[3]).toMatchObject({ code: 'HUBSPOT_INVALID_PROPERTY_VALUE', field: 'lastname' });
     expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['1', '3']);
     // null is sent as HubSpot's empty string, which clears the property (read back as null).
     expect((await records(s, 'contacts'))[1]).toMatchObject({ lastname: 'C', email: null });
+    // [1,2,3,4] 400 -> property check -> [1,2] 400 -> [1] ok, [2] 400 -> [3,4] 400 -> [3] ok, [4] 400.
+    const spent = (await stats(s)).requests - before;
+    expect(spent).toBe(8);
+    // The budget is honest: what cost() announced plus what was reported as extra is what HubSpot counted.
+    expect(cost + signals.reduce((n, x) => n + (x.extraRequests ?? 0), 0)).toBe(spent);
+    expect(signals.filter((x) => x.extraRequests === undefined)).toHaveLength(cost);
+    const budget = new RateBudget({ requests: 1000, windowSeconds: 10, daily: 250_000 });
+    const taken = budget.take(cost)!;
+    for (const x of signals) budget.observe({ ...x, remaining: undefined, dailyRemaining: undefined });
+    budget.complete(taken);
+    expect(budget.used()).toBe(spent);
+  });
+
+  it('bisects a full batch of 100 with one bad input in 2 log2(100) + 2 calls or fewer', async () => {
+    const s = await start();
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
+    const writes = Array.from({ length: 100 }, (_, i) => contact(String(i + 1), { lastname: i === 62 ? 'bad' : `L${i}` }));
+    const before = (await stats(s)).requests;
+    const out = await a.write(writes, () => undefined);
+    expect(out.filter((o) => o.status === 'done')).toHaveLength(99);
+    expect(out[62]).toMatchObject({ status: 'rejected', field: 'lastname' });
+    expect(await records(s, 'contacts')).toHaveLength(99);
+    expect((await stats(s)).requests - before).toBeLessThanOrEqual(2 * Math.ceil(Math.log2(100)) + 2);
+  });
+
+  it('a 429 in the middle of a bisect: what was written stays done, what was rejected stays rejected, the rest is a throttle retry', async () => {
+    // 3 calls per 10 s: [1..4] 400, property check, [1,2] 400 -> the 4th call is throttled.
+    const s = await start({ limit: { requests: 3, windowSeconds: 10 } });
+    const a = adapter(s);
+    await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
+    const out = await a.write([contact('1', { lastname: 'bad' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    expect(out.map((o) => (o.status === 'retry' ? o.kind : o.status))).toEqual(['throttle', 'throttle', 'throttle', 'throttle']);
+    await advance(s, 10);
+    const next = await a.write([contact('1', { lastname: 'bad' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    // [1..4] 400, [1,2] 400, [1] 400 -> rejected; the 4th call is throttled: 2, 3, 4 wait.
+    expect(next.map((o) => (o.status === 'retry' ? o.kind : o.status))).toEqual(['rejected', 'throttle', 'throttle', 'throttle']);
+    await advance(s, 10);
+    const last = await a.write([contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    expect(last.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+    expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['2', '3', '4']);
   });
 
   it('parses the rate headers of every response into signals', async () => {
@@ -265,20 +364,108 @@ describe('HubSpotAdapter', () => {
     expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]?.status).toBe('done');
   });
 
-  it('daily limit: waits until midnight (UTC)', async () => {
-    const s = await start({ daily: 1 });
+  it('daily limit: waits until the documented reset in the account time zone (resetsAt), not 00:00 UTC', async () => {
+    // Honolulu (UTC-10): the reset is at 10:00 UTC, never at 00:00 UTC.
+    const s = await start({ daily: 3, timeZone: 'Pacific/Honolulu' });
     const a = adapter(s);
-    await a.ping();
     const signals: RateSignal[] = [];
-    const before = Date.now();
-    const [outcome] = await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x));
-    const toMidnight = Math.ceil(((Math.floor(before / 86_400_000) + 1) * 86_400_000 - before) / 1000);
-    expect(outcome).toMatchObject({ status: 'retry', code: 'RATE_LIMITED' });
+    expect((await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x)))[0]?.status).toBe('done');
+    let outcome: WriteOutcome | undefined;
+    for (let i = 2; i < 6 && (outcome === undefined || outcome.status === 'done'); i++) [outcome] = await a.write([contact(String(i), { lastname: 'B' })], (x) => signals.push(x));
+    expect(outcome).toMatchObject({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('DAILY') });
     const wait = (outcome as { retryAfterSeconds: number }).retryAfterSeconds;
-    expect(Math.abs(wait - toMidnight)).toBeLessThanOrEqual(2);
-    expect(signals[0]).toMatchObject({ throttled: true, dailyRemaining: 0, retryAfterSeconds: wait });
+    const expected = Math.ceil((nextMidnight(Date.now(), 'Pacific/Honolulu') - Date.now()) / 1000);
+    expect(Math.abs(wait - expected)).toBeLessThanOrEqual(2);
+    expect(signals.at(-1)).toMatchObject({ throttled: true, retryAfterSeconds: wait });
+    // Read once, while calls still got through, and reported as a call cost() did not count.
+    expect(signals.filter((x) => x.extraRequests === 1)).toHaveLength(1);
+    expect((await stats(s)).byEndpoint['GET /account-info/v3/api-usage/daily/private-apps']).toBe(1);
+  });
+
+  it('daily limit: resetsAt is cached until it passes, then read again; without the usage API the wait is until 00:00 UTC', async () => {
+    const s = await start({ timeZone: 'Asia/Tokyo' });
+    const daily429 = () => ({ status: 429, headers: { 'content-type': 'application/json' }, text: JSON.stringify({ status: 'error', message: 'You have reached your daily limit.', errorType: 'RATE_LIMIT', policyName: 'DAILY' }) });
+    proxy = await startAnswerProxy(s.url, [{ match: /^POST \/crm\/v3\/objects\/contacts\/batch\/upsert/, times: 10, answer: daily429 }]);
+    let clock = Date.now();
+    const a = adapter({ ...s, url: proxy.url }, 'sim-token', undefined, () => clock);
+    const usageCalls = async () => (await stats(s)).byEndpoint['GET /account-info/v3/api-usage/daily/private-apps'] ?? 0;
+    const waitOf = async () => ((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0] as { retryAfterSeconds: number }).retryAfterSeconds;
+    const first = await waitOf();
+    // Tokyo (UTC+9) midnight is 15:00 UTC.
+    expect(new Date(clock + first * 1000).getUTCHours()).toBe(15);
+    expect(await usageCalls()).toBe(1);
+    expect(Math.abs((await waitOf()) - first)).toBeLessThanOrEqual(1);
+    expect(await usageCalls()).toBe(1); // cached
+    // Past the reset the next DAILY 429 reads it again: a day later.
+    clock += first * 1000 + 1000;
+    await advance(s, Math.ceil((clock - Date.now()) / 1000));
+    const again = await waitOf();
+    expect(await usageCalls()).toBe(2);
+    expect(again).toBeGreaterThan(86_000);
+    expect(again).toBeLessThanOrEqual(86_400);
+    // No usage API (e.g. an OAuth app, or the scope missing): the UTC-midnight guess.
+    await proxy.close();
+    proxy = await startAnswerProxy(s.url, [
+      { match: /^POST \/crm\/v3\/objects\/contacts\/batch\/upsert/, answer: daily429 },
+      { match: /^GET \/account-info\//, answer: () => ({ status: 403, headers: { 'content-type': 'application/json' }, text: JSON.stringify({ status: 'error', category: 'MISSING_SCOPES', message: 'missing scopes' }) }) },
+    ]);
+    const c = adapter({ ...s, url: proxy.url });
+    const before = Date.now();
+    const [guess] = await c.write([contact('1', { lastname: 'A' })], () => undefined);
+    const toMidnight = Math.ceil(((Math.floor(before / 86_400_000) + 1) * 86_400_000 - before) / 1000);
+    expect(Math.abs((guess as { retryAfterSeconds: number }).retryAfterSeconds - toMidnight)).toBeLessThanOrEqual(2);
+    expect(proxy.hits).toEqual([1, 1]);
+  });
+
+  it('Retry-After, should HubSpot send one, is read by the shared parser: seconds or an HTTP-date; negative or non-finite ignored', () => {
+    const now = Date.UTC(2026, 0, 1, 12, 0, 0);
+    expect(retryAfterOf({ status: 429, headers: { 'retry-after': '7' }, body: {} }, now)).toBe(7);
+    expect(retryAfterOf({ status: 429, headers: { 'retry-after': 'Thu, 01 Jan 2026 12:02:00 GMT' }, body: {} }, now)).toBe(120);
+    expect(retryAfterOf({ status: 429, headers: { 'retry-after': '-5' }, body: {} }, now)).toBe(10);
+    expect(retryAfterOf({ status: 429, headers: { 'retry-after': '1e999' }, body: {} }, now)).toBe(10);
     expect(retryAfterOf({ status: 429, headers: {}, body: { policyName: 'DAILY' } }, Date.UTC(2026, 0, 1, 23, 59, 0))).toBe(60);
-    expect(retryAfterOf({ status: 429, headers: { 'retry-after': '7' }, body: {} })).toBe(7);
+    expect(retryAfterOf({ status: 429, headers: {}, body: { policyName: 'DAILY' } }, now, Date.UTC(2026, 0, 2, 5, 0, 0))).toBe(17 * 3600);
+  });
+
+  it('preflight (pg2crm check): every idProperty must have unique values; says which and how to fix it', async () => {
+    const s = await start({ properties: { contacts: { erp_ref: { hasUniqueValue: false } } } });
+    const a = adapter(s);
+    const checks = await a.preflight([
+      { object: 'contacts', externalIdField: 'erp_id' },
+      { object: 'deals', externalIdField: 'erp_order_id' },
+      { object: 'contacts', externalIdField: 'erp_id' },
+      { object: 'contacts', externalIdField: 'erp_ref' },
+      { object: 'deals', externalIdField: 'erp_nope' },
+    ]);
+    expect(checks.map((c) => [c.name, c.ok])).toEqual([
+      ['HubSpot idProperty contacts.erp_id', true],
+      ['HubSpot idProperty deals.erp_order_id', true],
+      ['HubSpot idProperty contacts.erp_ref', false],
+      ['HubSpot idProperty deals.erp_nope', false],
+      ['HubSpot daily limit reset', true],
+    ]);
+    expect(checks[2]!.detail).toMatch(/hasUniqueValue false.*make erp_ref a unique-value property in HubSpot settings .*or choose another idProperty/);
+    expect(checks[3]!.detail).toMatch(/deals has no property erp_nope .*make erp_nope a unique-value property/);
+    expect(checks[4]!.detail).toMatch(/^resets at \d{4}-\d\d-\d\dT00:00:00\.000Z/);
+  });
+
+  it('a write by a non-unique idProperty stops the connector with the fix (no dead letters, no bisect)', async () => {
+    const s = await start({ properties: { contacts: { erp_ref: { hasUniqueValue: false } } } });
+    const a = adapter(s);
+    const byRef = (id: string): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_ref', externalId: id, fields: { lastname: id } });
+    const signals: RateSignal[] = [];
+    await expect(a.write([byRef('1'), byRef('2'), byRef('3')], (x) => signals.push(x))).rejects.toMatchObject({
+      code: 'HUBSPOT_ID_PROPERTY_NOT_UNIQUE',
+      retriable: false,
+      message: expect.stringContaining('make erp_ref a unique-value property in HubSpot settings or choose another idProperty'),
+    });
+    expect((await stats(s)).requests).toBe(2); // the upsert and the property definition
+    expect(signals.filter((x) => x.extraRequests === 1)).toHaveLength(1);
+    expect(await records(s, 'contacts')).toHaveLength(0);
+    // A lookup whose target is found by that property: the batch/read fails the same way (the definition is cached).
+    const order: CrmWrite = { ...deal('7', '1'), lookups: { contact: { object: 'contacts', externalIdField: 'erp_ref', externalId: '1' } } };
+    await expect(a.write([order], () => undefined)).rejects.toMatchObject({ code: 'HUBSPOT_ID_PROPERTY_NOT_UNIQUE', retriable: false });
+    expect((await stats(s)).requests).toBe(3);
   });
 
   it('deletes by external id (read ids, then archive), mixed with upserts in one call; unknown ids are done', async () => {
