@@ -336,7 +336,10 @@ export class RateBudget {
         this.lastIncrease = now;
       }
     }
-    if (signal.remaining !== undefined) {
+    // A throttle's remaining count (0) only repeats the throttle, which Retry-After and the
+    // slow-down above handle: taken as "the window is spent", it silenced a Zendesk Sell sink for
+    // a whole hour after a 429 that asked for 2 s.
+    if (signal.remaining !== undefined && !signal.throttled) {
       this.prune(now);
       const ours = this.limit() - this.sentCount;
       // Someone else (another tool of the account, a previous incarnation) spends from the same

@@ -70,9 +70,7 @@ describe('sink survives what the suite never sent it', () => {
   });
 
   it('a throttle is never an attempt: a storm longer than maxAttempts dead-letters nothing', async () => {
-    // A throttle answer says `X-RateLimit-Remaining: 0`: the budget counts its window as spent.
-    // A 2 s window keeps the storm short.
-    const { crm, conn, schema, topics, contacts } = await setUp('throttle', { windowSeconds: 2 });
+    const { crm, conn, schema, topics, contacts } = await setUp('throttle');
     // 40 throttled answers over 10 single-record writes: every record meets several, more than
     // sink.maxAttempts (2). Retry-After 1 s keeps it short.
     await sim(crm.url, { throttle: { requests: 40, retryAfterSeconds: 1 } });
@@ -161,8 +159,7 @@ describe('sink survives what the suite never sent it', () => {
   });
 
   it('a write whose answer was lost leaves no stale written hash: a change back to the old values is still sent', async () => {
-    // A throttle answer says `X-RateLimit-Remaining: 0`: a 2 s window keeps that short.
-    const { crm, schema, contacts } = await setUp('losthash', { windowSeconds: 2 });
+    const { crm, schema, contacts } = await setUp('losthash');
     await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) VALUES ('Ann', 'L', 'ann@ok.example')`));
     const firstName = async (): Promise<unknown> => (await contacts())[0]?.first_name;
     await waitFor('Ann written', async () => (await firstName()) === 'Ann', 60_000, 50);

@@ -1,9 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
+import type { CrmAdapter, CrmTarget, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { badResponse, header, sendJson } from '../http.ts';
+import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
 
 /**
  * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
@@ -14,6 +15,12 @@ import { badResponse, header, sendJson } from '../http.ts';
  * The records of one `write` call are sent one after another in order: they may be several
  * changes to the same record, whose order matters. The sink runs calls for different records
  * concurrently, up to `limits.concurrency`.
+ *
+ * A search by external id is trusted only when its hits hold that value: a custom field that is
+ * not marked Filterable in Sell may not filter at all (the custom fields page,
+ * https://developer.zendesk.com/api-reference/sales-crm/resources/custom-fields/, exposes no
+ * filterable flag, so `preflight` probes it), and the first hit of an unfiltered list is somebody
+ * else's record — a delete would remove it, a lookup would link to it.
  */
 
 interface SellResponse {
@@ -47,17 +54,45 @@ function resourceId(body: unknown): number | undefined {
   return typeof id === 'number' && Number.isSafeInteger(id) ? id : undefined;
 }
 
-/** The ids of a `{items: [{data: {id}}]}` collection, in order, or undefined when the body is not one. */
-function collectionIds(body: unknown): number[] | undefined {
+interface Hit {
+  id: number;
+  data: Record<string, unknown>;
+}
+
+/** The records of a `{items: [{data: {id, ...}}]}` collection, in order, or undefined when the body is not one. */
+function collectionItems(body: unknown): Hit[] | undefined {
   if (!isObject(body) || !Array.isArray(body.items)) return undefined;
-  const ids: number[] = [];
+  const hits: Hit[] = [];
   for (const item of body.items) {
     const id = resourceId(item);
     if (id === undefined) return undefined;
-    ids.push(id);
+    hits.push({ id, data: (item as { data: Record<string, unknown> }).data });
   }
-  return ids;
+  return hits;
 }
+
+/** A record's value of a field as pg2crm names it (`custom_fields.erp_id` or a plain attribute). */
+function valueOf(data: Record<string, unknown>, field: string): unknown {
+  const cf = /^custom_fields\.(.+)$/.exec(field);
+  if (!cf) return data[field];
+  const custom = data.custom_fields;
+  return isObject(custom) ? custom[cf[1]!] : undefined;
+}
+
+/** A custom field as GET /v2/:resource_type/custom_fields describes it (the parts read here). */
+interface CustomField {
+  name: string;
+  type?: unknown;
+}
+
+/** `contacts` -> `contact`: the resource type of the custom fields API (GET /v2/:resource_type/custom_fields). */
+const RESOURCE_TYPES: Record<string, string> = { contacts: 'contact', leads: 'lead', deals: 'deal' };
+
+/**
+ * The fix named to operators. Only Sell's settings can change it: the custom fields API neither
+ * creates fields ("You can't create new custom fields via the API") nor shows the flag.
+ */
+const FILTERABLE_FIX = "mark it Filterable in Zendesk Sell's custom field settings";
 
 /** The body as the text it came as, for quoting in a CRM_BAD_RESPONSE (sendJson parsed it). */
 function textOf(body: unknown): string {
@@ -81,6 +116,16 @@ function toData(fields: Record<string, unknown>): Record<string, unknown> {
   }
   if (Object.keys(custom).length) data.custom_fields = custom;
   return data;
+}
+
+/**
+ * Seconds to wait after a 429: the Retry-After header (seconds or an HTTP-date; Zendesk's
+ * rate-limits page documents it in seconds), else the body's `retry_after` (field report), else
+ * 60 s. Sell's own rate-limits page documents neither, only the 429.
+ */
+function retryAfterOf(res: { headers: Record<string, string | string[] | undefined>; body: unknown }): number {
+  const body = isObject(res.body) ? res.body : undefined;
+  return parseRetryAfter(header(res.headers, 'retry-after')) ?? parseRetryAfter(body?.retry_after as string | number | undefined) ?? 60;
 }
 
 /** The retry kind of a whole-request error turned into a record's outcome. */
@@ -197,18 +242,119 @@ export class ZendeskSellAdapter implements CrmAdapter {
     return this.failure(res);
   }
 
-  /** The Sell id of the record with this external id; undefined when none; an outcome on failure. */
+  /**
+   * The Sell id of the one record with this external id; undefined when none; an outcome on
+   * failure or when several records hold it. Throws CRM_FILTER_IGNORED (permanent: the connector
+   * stops) when a hit does not hold the value: the filter did not filter.
+   */
   private async find(object: string, field: string, externalId: string, onSignal: (s: RateSignal) => void): Promise<number | undefined | WriteOutcome> {
     const cached = this.ids.get(this.cacheKey(object, externalId));
     if (cached !== undefined) return cached;
     const res = await this.request('GET', `/v2/${object}?${filterParam(field, externalId)}`, undefined, onSignal);
     if (res.status !== 200) return this.failure(res);
     // Not an empty list: a garbage answer must not make a delete "already gone" or a lookup pending.
-    const ids = collectionIds(res.body);
-    if (ids === undefined) return this.badAnswer(`GET /v2/${object} by ${field}`, res, COLLECTION);
-    const id = ids[0];
+    const hits = collectionItems(res.body);
+    if (hits === undefined) return this.badAnswer(`GET /v2/${object} by ${field}`, res, COLLECTION);
+    const other = hits.find((h) => String(valueOf(h.data, field) ?? '') !== externalId);
+    if (other) {
+      // Every later search of this object would do the same: stopping keeps the records in
+      // Kafka until the field filters, where dead-lettering would take every delete and lookup
+      // of the object (and then need a replay). An ignored filter also leaves the list
+      // unfiltered and paginated: "no hit equal to the value" would not mean "not in Sell".
+      throw new ConnectorError(
+        'CRM_FILTER_IGNORED',
+        `Zendesk Sell did not filter ${object} by ${field}: searching ${field}=${externalId} returned ${object} ${other.id} holding ${JSON.stringify(valueOf(other.data, field) ?? null)}; ` +
+          `nothing was written or deleted. The field must filter exactly: ${FILTERABLE_FIX}, then restart (pg2crm check verifies it)`,
+        { retriable: false },
+      );
+    }
+    if (hits.length > 1) {
+      return {
+        status: 'rejected',
+        code: 'DUPLICATE_EXTERNAL_ID',
+        message: `${hits.length} ${object} in Zendesk Sell hold ${field}=${externalId} (ids ${hits.map((h) => h.id).join(', ')}); merge or delete the duplicates in Sell, then replay this dead letter`,
+      };
+    }
+    const id = hits[0]?.id;
     if (id !== undefined) this.remember(object, externalId, id);
     return id;
+  }
+
+  /**
+   * `pg2crm check`: every external-id field the mappings and lookups search by must exist and
+   * must filter. Sell's custom fields API lists the fields (GET /v2/:resource_type/custom_fields)
+   * but has no filterable flag, so a probe searches for a value no record holds: a filter that
+   * works answers no hit; one that is ignored answers the unfiltered list.
+   */
+  async preflight(targets: CrmTarget[]): Promise<{ name: string; ok: boolean; detail: string }[]> {
+    const out: { name: string; ok: boolean; detail: string }[] = [];
+    const fieldsOf = new Map<string, Promise<CustomField[] | string>>();
+    for (const t of targets) {
+      const name = `Zendesk Sell ${t.object} searchable by ${t.externalIdField}`;
+      try {
+        out.push({ name, ...(await this.checkTarget(t, fieldsOf)) });
+      } catch (err) {
+        if (err instanceof ConnectorError && err.code === 'CRM_AUTH') throw err;
+        out.push({ name, ok: false, detail: errorMessage(err) });
+      }
+    }
+    return out;
+  }
+
+  private async checkTarget(t: CrmTarget, fieldsOf: Map<string, Promise<CustomField[] | string>>): Promise<{ ok: boolean; detail: string }> {
+    const resourceType = RESOURCE_TYPES[t.object];
+    if (!resourceType) return { ok: false, detail: `Zendesk Sell has no object ${t.object} pg2crm writes; use contacts, leads or deals` };
+    const cf = /^custom_fields\.(.+)$/.exec(t.externalIdField);
+    let found = '';
+    if (cf) {
+      let fields = fieldsOf.get(resourceType);
+      if (!fields) fieldsOf.set(resourceType, (fields = this.customFields(resourceType)));
+      const list = await fields;
+      if (typeof list === 'string') return { ok: false, detail: list };
+      const field = list.find((f) => f.name === cf[1]);
+      if (!field) {
+        const names = list.map((f) => f.name).join(', ') || 'none';
+        return { ok: false, detail: `custom field ${cf[1]} is not defined on ${resourceType} (defined: ${names}); create it in Zendesk Sell as a text field and ${FILTERABLE_FIX}` };
+      }
+      found = `custom field ${cf[1]} (type ${String(field.type)}) exists; `;
+    }
+    const probe = `pg2crm-filter-probe-${randomUUID()}`;
+    const filtered = await this.list(`/v2/${t.object}?${filterParam(t.externalIdField, probe)}&per_page=1`);
+    if (typeof filtered === 'string') return { ok: false, detail: filtered };
+    if (filtered.length > 0) {
+      return {
+        ok: false,
+        detail: `${found}searching ${t.externalIdField}=<a value no record holds> returned ${t.object} ${filtered[0]!.id}: Sell ignored the filter, so lookups and deletes cannot find records by it; ${FILTERABLE_FIX}`,
+      };
+    }
+    const any = await this.list(`/v2/${t.object}?per_page=1`);
+    if (typeof any === 'string') return { ok: false, detail: any };
+    if (any.length === 0) {
+      return {
+        ok: true,
+        detail: `${found}no ${t.object} in Zendesk Sell yet, so whether the filter is honoured could not be probed; make sure the field is Filterable (the connector checks every search hit and stops if the filter is ignored)`,
+      };
+    }
+    return { ok: true, detail: `${found}the filter is honoured (a probe value matched none of the ${t.object})` };
+  }
+
+  /** The custom fields of a resource type, or a sentence saying why they could not be read. */
+  private async customFields(resourceType: string): Promise<CustomField[] | string> {
+    const path = `/v2/${resourceType}/custom_fields`;
+    const res = await this.request('GET', path, undefined, () => undefined);
+    if (res.status !== 200) return `Zendesk Sell answered HTTP ${res.status} to GET ${path}`;
+    const hits = collectionItems(res.body);
+    if (hits === undefined) throw badResponse(`Zendesk Sell GET ${path}`, res.status, textOf(res.body), COLLECTION);
+    return hits.map((h) => ({ name: String(h.data.name ?? ''), type: h.data.type }));
+  }
+
+  /** A list request's records, or a sentence saying why there are none to look at. (`check` has no budget to tell.) */
+  private async list(path: string): Promise<Hit[] | string> {
+    const res = await this.request('GET', path, undefined, () => undefined);
+    if (res.status !== 200) return `Zendesk Sell answered HTTP ${res.status} to GET ${path.split('?')[0]}`;
+    const hits = collectionItems(res.body);
+    if (hits === undefined) throw badResponse(`Zendesk Sell GET ${path.split('?')[0]}`, res.status, textOf(res.body), COLLECTION);
+    return hits;
   }
 
   /** A 2xx that is not Sell's documented answer: retry the record, counted as a bad response. */
@@ -220,8 +366,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
   private failure(res: SellResponse): WriteOutcome {
     const body = res.body as { errors?: SellError[]; retry_after?: number; message?: string } | undefined;
     if (res.status === 429) {
-      const retryAfterSeconds = Number(header(res.headers, 'retry-after') ?? body?.retry_after ?? 60);
-      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: body?.message ?? 'API rate limit reached', retryAfterSeconds };
+      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: body?.message ?? 'API rate limit reached', retryAfterSeconds: retryAfterOf(res) };
     }
     const first = body?.errors?.[0]?.error;
     if (res.status === 422 || res.status === 400 || res.status === 409) {
@@ -233,12 +378,17 @@ export class ZendeskSellAdapter implements CrmAdapter {
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
     const out: SellResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: 'Zendesk Sell request' });
-    const remaining = header(out.headers, 'x-ratelimit-remaining');
     const signal: RateSignal = {};
-    if (remaining !== undefined && remaining !== '') signal.remaining = Number(remaining);
     if (out.status === 429) {
+      // The throttle and its wait say it all. An X-RateLimit-Remaining: 0 beside them would make
+      // the budget count its whole window as spent from now: with Sell's documented hourly quota
+      // an hour of silence after a 429 whose lockout is seconds.
       signal.throttled = true;
-      signal.retryAfterSeconds = Number(header(out.headers, 'retry-after') ?? (out.body as { retry_after?: number } | undefined)?.retry_after ?? 60);
+      signal.retryAfterSeconds = retryAfterOf(out);
+    } else {
+      // Field report only (Sell documents no rate-limit header): used when present, never needed.
+      const remaining = header(out.headers, 'x-ratelimit-remaining')?.trim();
+      if (remaining && Number.isFinite(Number(remaining))) signal.remaining = Number(remaining);
     }
     onSignal(signal);
     if (out.status === 401 || out.status === 403) {

@@ -1,16 +1,41 @@
+import { STATUS_CODES } from 'node:http';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 
 /**
- * Zendesk Sell (API v2) as documented and as seen in the field (reference/crm-apis.md):
- * - Bearer tokens; all tokens of one account share ONE rate bucket.
- * - Field report: 200 requests per minute; past it, 429 with
- *   `{"error":"rate_limit_exceeded","retry_after":3600,"message":"API rate limit reached"}` and
- *   the account stays locked out for `retry_after` seconds (documented quota: 36,000/hour).
- * - `X-RateLimit-Limit` / `X-RateLimit-Remaining` / `X-RateLimit-Reset` on every response.
+ * Zendesk Sell (API v2) as documented, and where marked, as seen in the field
+ * (reference/crm-apis.md). docs/conformance/zendesk-sell.md lists each behaviour with its page.
+ * - Every request needs a `User-Agent` header; without one: 400 `invalid_user_agent`
+ *   (https://developer.zendesk.com/api-reference/sales-crm/requests/,
+ *   https://developer.zendesk.com/api-reference/introduction/requests/#user-agent). Checked first,
+ *   before the token and the rate limit.
+ * - Bearer tokens; all tokens of one account share ONE rate bucket (field report).
+ * - Documented quota: 36,000 requests per hour per token, 429 when spent, "until the request
+ *   reset time has been reached" (https://developer.zendesk.com/api-reference/sales-crm/rate-limits/);
+ *   the page names no response header. Field report (the simulator's default): 200 requests per
+ *   minute; past it, 429 with `{"error":"rate_limit_exceeded","retry_after":3600,"message":"API
+ *   rate limit reached"}` and the account locked out for `retry_after` seconds.
+ * - Field report, NOT in Sell's docs: `X-RateLimit-Limit` / `X-RateLimit-Remaining` /
+ *   `X-RateLimit-Reset` on every response. `rateLimitHeaders: false` answers as documented (none).
+ * - `Retry-After` on a 429: Sell's rate-limits page names none; Zendesk's general rate-limits page
+ *   (https://developer.zendesk.com/api-reference/introduction/rate-limits/) documents it in
+ *   seconds. Default seconds; `retryAfterHeader` sends an HTTP-date (RFC 9110 allows either) or
+ *   none (the body's `retry_after` alone).
  * - Writes are single-record: `POST /v2/{contacts|leads|deals}/upsert?<filter>=<value>` creates
  *   the record when no record matches the filters, updates it when exactly one does, and
  *   answers 409 when several do. Custom fields filter as `custom_fields[<name>]=<value>`.
- * - Validation errors: 422 `{errors:[{error:{code, field, message}, meta:{type:"validation"}}]}`.
+ * - Lists (`GET /v2/<object>?<filters>`) are paginated: `page` from 1, `per_page` default 25,
+ *   at most 100 (https://developer.zendesk.com/api-reference/sales-crm/requests/).
+ * - Custom fields are created in Sell's UI and listed per resource type by
+ *   `GET /v2/:resource_type/custom_fields` with id, name, type, choices, for_company,
+ *   for_contact, created_at, updated_at
+ *   (https://developer.zendesk.com/api-reference/sales-crm/resources/custom-fields/): the API
+ *   exposes NO filterable flag. A custom field filters only when marked Filterable in Sell's
+ *   settings; the docs do not say what a filter on a field that is not does. The simulator
+ *   honours every filter by default; `unfilterable` (a fault, not documented behaviour) names
+ *   fields whose list filter is ignored: the unfiltered page comes back. Upserts are not
+ *   affected (the docs say nothing of those either).
+ * - Errors: `{errors:[{error:{code, field?, message}, meta:{type}}], meta:{type:"errors", http_status}}`
+ *   (https://developer.zendesk.com/api-reference/sales-crm/errors/); validation is 422.
  */
 export interface ZendeskSellSimOptions {
   port: number;
@@ -18,19 +43,55 @@ export interface ZendeskSellSimOptions {
   limit?: { requests: number; windowSeconds: number };
   tokens?: string[];
   retryAfterSeconds?: number;
+  /**
+   * Custom fields defined per resource type (what an admin created in Sell's UI). Default: any
+   * custom field a write uses is defined at that moment (the account had it already).
+   */
+  customFields?: Partial<Record<ResourceType, string[]>>;
+  /** Fault: custom fields (per object, e.g. `{contacts: ['erp_id']}`) whose list filter Sell ignores. */
+  unfilterable?: Partial<Record<string, string[]>>;
+  /** The field report's X-RateLimit-* headers (default true); false answers as documented, without them. */
+  rateLimitHeaders?: boolean;
+  /** How a 429 carries Retry-After: delay-seconds (default), an HTTP-date, or not at all. */
+  retryAfterHeader?: 'seconds' | 'http-date' | 'none';
 }
 
-const OBJECTS: Record<string, string> = { contacts: 'contact', leads: 'lead', deals: 'deal' };
+type ResourceType = 'contact' | 'lead' | 'deal';
+
+const OBJECTS: Record<string, ResourceType> = { contacts: 'contact', leads: 'lead', deals: 'deal' };
+const RESOURCE_TYPES = new Set<string>(Object.values(OBJECTS));
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+const PER_PAGE = 25;
+const MAX_PER_PAGE = 100;
+
+interface CustomField {
+  id: number;
+  name: string;
+  type: string;
+  for_company?: boolean;
+  for_contact?: boolean;
+  created_at: string;
+  updated_at: string;
+}
 
 function errors(status: number, list: { code: string; message: string; field?: string }[], type = 'error'): SimResponse {
-  return { status, body: { errors: list.map((e) => ({ error: e, meta: { type } })), meta: { type: 'errors' } } };
+  return {
+    status,
+    body: { errors: list.map((e) => ({ error: e, meta: { type } })), meta: { type: 'errors', http_status: `${status} ${STATUS_CODES[status] ?? ''}`.trim() } },
+  };
 }
 
 class ZendeskSellSim extends SimServer {
   private readonly window: RollingWindow;
   private readonly tokens: Set<string>;
   private readonly retryAfterSeconds: number;
+  private readonly rateLimitHeaders: boolean;
+  private readonly retryAfterHeader: 'seconds' | 'http-date' | 'none';
+  private readonly unfilterable: Partial<Record<string, string[]>>;
+  /** Custom fields are defined on first use unless the options name them. */
+  private readonly definedOnUse: boolean;
+  private readonly customFields = new Map<ResourceType, Map<string, CustomField>>();
+  private nextFieldId = 1;
   private lockedUntil = 0;
 
   constructor(opts: ZendeskSellSimOptions) {
@@ -39,6 +100,21 @@ class ZendeskSellSim extends SimServer {
     this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
     this.tokens = new Set(opts.tokens ?? ['sim-token']);
     this.retryAfterSeconds = opts.retryAfterSeconds ?? 3600;
+    this.rateLimitHeaders = opts.rateLimitHeaders ?? true;
+    this.retryAfterHeader = opts.retryAfterHeader ?? 'seconds';
+    this.unfilterable = opts.unfilterable ?? {};
+    this.definedOnUse = opts.customFields === undefined;
+    for (const [type, names] of Object.entries(opts.customFields ?? {})) for (const name of names ?? []) this.defineField(type as ResourceType, name);
+  }
+
+  private defineField(type: ResourceType, name: string): void {
+    let fields = this.customFields.get(type);
+    if (!fields) this.customFields.set(type, (fields = new Map()));
+    if (fields.has(name)) return;
+    const at = new Date(this.now()).toISOString();
+    // for_company / for_contact apply to resource_type=contact only (the custom fields page).
+    const scope = type === 'contact' ? { for_company: true, for_contact: true } : {};
+    fields.set(name, { id: this.nextFieldId++, name, type: 'string', ...scope, created_at: at, updated_at: at });
   }
 
   protected resetLimits(): void {
@@ -47,14 +123,17 @@ class ZendeskSellSim extends SimServer {
   }
 
   protected throttleResponse(retryAfterSeconds: number): SimResponse {
-    return {
-      status: 429,
-      headers: { 'Retry-After': retryAfterSeconds, 'X-RateLimit-Limit': this.window.limit, 'X-RateLimit-Remaining': 0 },
-      body: { error: 'rate_limit_exceeded', retry_after: retryAfterSeconds, message: 'API rate limit reached' },
-    };
+    const headers: Record<string, string | number> = {};
+    // An HTTP-date is wall-clock time: the client compares it with its own clock, not the simulator's.
+    if (this.retryAfterHeader === 'seconds') headers['Retry-After'] = retryAfterSeconds;
+    if (this.retryAfterHeader === 'http-date') headers['Retry-After'] = new Date(Date.now() + retryAfterSeconds * 1000).toUTCString();
+    if (this.rateLimitHeaders) Object.assign(headers, { 'X-RateLimit-Limit': this.window.limit, 'X-RateLimit-Remaining': 0 });
+    return { status: 429, headers, body: { error: 'rate_limit_exceeded', retry_after: retryAfterSeconds, message: 'API rate limit reached' } };
   }
 
+  /** Field report only (see the header comment); none when `rateLimitHeaders` is false. */
   private rateHeaders(now: number): Record<string, number> {
+    if (!this.rateLimitHeaders) return {};
     return {
       'X-RateLimit-Limit': this.window.limit,
       'X-RateLimit-Remaining': now < this.lockedUntil ? 0 : this.window.remaining(now),
@@ -63,6 +142,10 @@ class ZendeskSellSim extends SimServer {
   }
 
   protected handle(req: SimRequest): SimResponse {
+    const agent = req.headers['user-agent'];
+    if (typeof agent !== 'string' || agent.trim() === '') {
+      return errors(400, [{ code: 'invalid_user_agent', message: 'The User-Agent header is missing; every request must name its client' }]);
+    }
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
     if (!this.tokens.has(token)) return errors(401, [{ code: 'unauthorized', message: 'Invalid or missing access token' }], 'authentication');
@@ -82,12 +165,19 @@ class ZendeskSellSim extends SimServer {
     if (parts[1] === 'users' && parts[2] === 'self' && req.method === 'GET') {
       return { status: 200, body: { data: { id: 1, name: 'Simulator', email: 'sim@example.com' }, meta: { type: 'user' } } };
     }
+    if (RESOURCE_TYPES.has(parts[1] ?? '') && parts[2] === 'custom_fields' && parts.length === 3 && req.method === 'GET') {
+      const items = [...(this.customFields.get(parts[1] as ResourceType)?.values() ?? [])].map((f) => ({ data: f, meta: { type: 'custom_field' } }));
+      return { status: 200, body: { items, meta: { type: 'collection', count: items.length, links: {} } } };
+    }
     const object = parts[1] ?? '';
     const type = OBJECTS[object];
     if (!type) return errors(404, [{ code: 'not_found', message: `unknown resource ${object}` }]);
     if (parts[2] === 'upsert' && req.method === 'POST') return this.upsert(object, type, req);
     if (parts.length === 2 && req.method === 'GET') {
-      const items = this.matching(object, req.query).map((r) => ({ data: r, meta: { type } }));
+      const page = Math.max(1, Math.floor(Number(req.query.get('page') ?? 1)) || 1);
+      const perPage = Math.min(MAX_PER_PAGE, Math.max(1, Math.floor(Number(req.query.get('per_page') ?? PER_PAGE)) || PER_PAGE));
+      const all = this.matching(object, req.query, this.unfilterable[object] ?? []);
+      const items = all.slice((page - 1) * perPage, page * perPage).map((r) => ({ data: r, meta: { type } }));
       return { status: 200, body: { items, meta: { type: 'collection', count: items.length } } };
     }
     const id = Number(parts[2]);
@@ -104,19 +194,20 @@ class ZendeskSellSim extends SimServer {
     return errors(405, [{ code: 'method_not_allowed', message: `${req.method} not allowed` }]);
   }
 
-  /** Records matching every filter: `custom_fields[x]=v` or `<attribute>=v`. */
-  private matching(object: string, query: URLSearchParams): SimRecord[] {
+  /** Records matching every filter: `custom_fields[x]=v` or `<attribute>=v`; `ignored` custom fields do not filter. */
+  private matching(object: string, query: URLSearchParams, ignored: string[] = []): SimRecord[] {
     const filters = [...query.entries()].filter(([k]) => k !== 'page' && k !== 'per_page');
     return [...this.records(object).values()].filter((r) =>
       filters.every(([k, v]) => {
         const cf = /^custom_fields\[(.+)\]$/.exec(k);
+        if (cf && ignored.includes(cf[1]!)) return true;
         const actual = cf ? (r.custom_fields as Record<string, unknown> | undefined)?.[cf[1]!] : r[k];
         return actual !== undefined && actual !== null && String(actual) === v;
       }),
     );
   }
 
-  private upsert(object: string, type: string, req: SimRequest): SimResponse {
+  private upsert(object: string, type: ResourceType, req: SimRequest): SimResponse {
     if ([...req.query.keys()].length === 0) {
       return errors(400, [{ code: 'invalid_filter', message: 'upsert needs at least one filter query parameter' }]);
     }
@@ -127,7 +218,7 @@ class ZendeskSellSim extends SimServer {
     return this.write(object, type, found[0], data);
   }
 
-  private write(object: string, type: string, existing: SimRecord | undefined, data: Record<string, unknown>): SimResponse {
+  private write(object: string, type: ResourceType, existing: SimRecord | undefined, data: Record<string, unknown>): SimResponse {
     const now = new Date(this.now()).toISOString();
     const customFields = { ...((existing?.custom_fields as Record<string, unknown>) ?? {}), ...((data.custom_fields as Record<string, unknown>) ?? {}) };
     const merged: SimRecord = { ...existing, ...data, custom_fields: customFields, id: existing?.id ?? 0 };
@@ -137,6 +228,7 @@ class ZendeskSellSim extends SimServer {
     if (problems.length) return errors(422, problems, 'validation');
     const record: SimRecord = { ...merged, id: existing?.id ?? this.newId(), created_at: existing?.created_at ?? now, updated_at: now };
     this.records(object).set(record.id, record);
+    if (this.definedOnUse) for (const name of Object.keys(customFields)) this.defineField(type, name);
     this.stats.recordsWritten++;
     return { status: 200, body: { data: record, meta: { type } } };
   }

@@ -28,6 +28,15 @@ describe('RateBudget', () => {
     expect(b.tryTake(1)).toBe(true);
   });
 
+  it("a throttle's remaining count (0) does not spend the window: Retry-After decides the wait", () => {
+    const c = clock();
+    const b = new RateBudget({ requests: 36_000, windowSeconds: 3_600 }, c);
+    b.observe({ retryAfterSeconds: 2, throttled: true, remaining: 0 });
+    expect(b.waitMs(1)).toBeLessThanOrEqual(2_000);
+    c.t = 2_000;
+    expect(b.waitMs(1)).toBeLessThan(1_000);
+  });
+
   it('trusts a lower remaining count from the CRM', () => {
     const b = new RateBudget({ requests: 100, windowSeconds: 60 }, clock());
     b.observe({ remaining: 10 });
