@@ -109,11 +109,99 @@ const limitsSchema = z.strictObject({
 
 const crmKinds = ['zendesk-sell', 'salesforce', 'hubspot', 'dynamics', 'zoho'] as const;
 
+/**
+ * A CRM credential: `token` (static: Zendesk Sell personal access token, HubSpot private-app
+ * token, or any token that does not expire) or an OAuth `flow` (issue 11 §1). Secrets go in
+ * `<key>_FILE` (clientSecret_FILE, refreshToken_FILE, privateKey_FILE, token_FILE).
+ */
+const credentialFields = {
+  token: z.string().min(1, 'set the API token (or token_FILE)').optional(),
+  flow: z.enum(['client_credentials', 'jwt_bearer', 'refresh_token'], { error: 'use client_credentials, jwt_bearer or refresh_token' }).optional(),
+  /** Token endpoint; defaults per CRM (see checkCredential). */
+  tokenUrl: z.url('use the token endpoint URL, e.g. https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token').optional(),
+  clientId: z.string().min(1).optional(),
+  clientSecret: z.string().min(1).optional(),
+  refreshToken: z.string().min(1).optional(),
+  /** PEM private key: Salesforce JWT bearer assertion, Dynamics certificate credential. */
+  privateKey: z.string().min(1).optional(),
+  /** PEM certificate whose key is `privateKey` (Dynamics certificate credential: its thumbprint goes in the assertion). */
+  certificate: z.string().min(1).optional(),
+  /** Salesforce JWT bearer: the user the integration acts as (`sub`). */
+  username: z.string().min(1).optional(),
+  /** Dynamics: the Microsoft Entra tenant (id or domain). */
+  tenantId: z.string().min(1).optional(),
+  /** Dynamics: default `<crm.baseUrl origin>/.default`. */
+  scope: z.string().min(1).optional(),
+  /** Salesforce JWT bearer `aud`: default the token URL's origin (login.salesforce.com, test.salesforce.com or the My Domain URL). */
+  audience: z.string().min(1).optional(),
+};
+
+/** Which OAuth flows each CRM offers pg2crm (a static `token` works for every CRM). */
+export const CRM_FLOWS: Record<(typeof crmKinds)[number], readonly string[]> = {
+  salesforce: ['client_credentials', 'jwt_bearer'],
+  dynamics: ['client_credentials'],
+  zoho: ['refresh_token'],
+  hubspot: ['refresh_token'],
+  'zendesk-sell': ['refresh_token'],
+};
+
+/**
+ * Zoho's accounts server for the data centre of an API domain (www.zohoapis.eu ->
+ * https://accounts.zoho.eu): "You must use your domain-specific Zoho Accounts URL"
+ * (https://www.zoho.com/assist/api/refresh-access-token.html lists .com, .com.au, .eu, .in, .com.cn, .jp;
+ * https://www.zoho.com/fsm/developer/help/api/refresh-token.html adds zohocloud.ca and .sa).
+ */
+export function zohoAccountsUrl(baseUrl: string): string | undefined {
+  const host = new URL(baseUrl).hostname;
+  const m = /(?:^|\.)zohoapis\.(com\.au|com\.cn|com|eu|in|jp|sa|ca)$/.exec(host);
+  if (!m) return undefined;
+  return m[1] === 'ca' ? 'https://accounts.zohocloud.ca' : `https://accounts.zoho.${m[1]}`;
+}
+
+type CredentialInput = { [K in keyof typeof credentialFields]?: z.output<(typeof credentialFields)[K]> };
+
+/** What a credential lacks for its CRM and flow: [key, message] pairs (key '' = the credential itself). */
+function checkCredential(kind: (typeof crmKinds)[number], baseUrl: string, c: CredentialInput, at: string): [string, string][] {
+  const out: [string, string][] = [];
+  if (c.token !== undefined && c.flow !== undefined) return [['', `set either ${at}.token (a static token) or ${at}.flow (OAuth), not both`]];
+  if (c.token === undefined && c.flow === undefined) {
+    return [['', `set ${at}.token (a static token, or token_FILE) or ${at}.flow (OAuth: ${CRM_FLOWS[kind].join(' or ')} for ${kind})`]];
+  }
+  if (c.flow === undefined) return out;
+  if (!CRM_FLOWS[kind].includes(c.flow)) return [['flow', `${kind} takes flow ${CRM_FLOWS[kind].join(' or ')} (or a static token)`]];
+  const need = (key: keyof CredentialInput, why: string) => {
+    if (c[key] === undefined) out.push([key, `${c.flow} needs ${at}.${key}${key === 'clientSecret' || key === 'refreshToken' || key === 'privateKey' ? ` (or ${key}_FILE)` : ''}: ${why}`]);
+  };
+  need('clientId', 'the OAuth client (app) id');
+  if (c.flow === 'client_credentials') {
+    if (kind === 'dynamics' && c.privateKey !== undefined) need('certificate', 'the certificate (PEM) registered on the app, whose key is privateKey');
+    else need('clientSecret', kind === 'dynamics' ? 'the app registration\'s client secret (or privateKey + certificate)' : 'the client secret');
+    if (kind === 'dynamics' && c.tenantId === undefined && c.tokenUrl === undefined) need('tenantId', 'the Microsoft Entra tenant id or domain of the environment');
+    if (kind === 'salesforce') need('tokenUrl', 'the My Domain token endpoint, https://<MyDomain>.my.salesforce.com/services/oauth2/token (the client credentials flow is not served by login.salesforce.com)');
+  }
+  if (c.flow === 'jwt_bearer') {
+    need('username', 'the Salesforce user the integration acts as (sub)');
+    need('privateKey', 'the PEM private key whose certificate is uploaded to the connected app');
+    if (c.privateKey !== undefined && !/-----BEGIN (RSA |ENCRYPTED )?PRIVATE KEY-----/.test(c.privateKey)) out.push(['privateKey', 'use an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)']);
+  }
+  if (c.flow === 'refresh_token') {
+    need('clientSecret', 'the client secret');
+    need('refreshToken', 'the refresh token the app was granted');
+    if (kind === 'zoho' && c.tokenUrl === undefined && zohoAccountsUrl(baseUrl) === undefined) {
+      out.push(['tokenUrl', `crm.baseUrl ${new URL(baseUrl).host} is not a zohoapis domain, so the accounts server is unknown; set ${at}.tokenUrl (e.g. https://accounts.zoho.eu/oauth/v2/token)`]);
+    }
+  }
+  return out;
+}
+
 const crmSchema = z.strictObject({
   kind: z.enum(crmKinds, { error: `unknown CRM kind; supported: ${crmKinds.join(', ')}` }),
   baseUrl: z.url('use the CRM API base URL, e.g. https://api.getbase.com'),
-  /** One credential. */
-  auth: z.strictObject({ token: z.string().min(1, 'set the API token (or token_FILE)') }).optional(),
+  /**
+   * One credential: a static `token`, or an OAuth `flow` whose tokens pg2crm fetches and renews
+   * (see credentialFields and checkCredential for what each CRM takes).
+   */
+  auth: z.strictObject(credentialFields).optional(),
   /**
    * Several credentials instead of `auth`. Tokens with the same `quotaGroup` spend from one bucket
    * (e.g. tokens of one Zendesk Sell account) and share one budget of `limits`; each separate
@@ -122,7 +210,7 @@ const crmSchema = z.strictObject({
   credentials: z
     .array(
       z.strictObject({
-        token: z.string().min(1, 'set the API token (or token_FILE)'),
+        ...credentialFields,
         quotaGroup: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-"').default('default'),
       }),
     )
@@ -136,6 +224,11 @@ const crmSchema = z.strictObject({
    * without one.
    */
   bulkThreshold: z.number().int().min(0).default(2000),
+  /**
+   * How long one asynchronous bulk job (Salesforce Bulk API 2.0, Zoho Bulk Write) may run before
+   * the adapter gives up on it; each poll is still one call bounded by `timeoutMs`.
+   */
+  bulkJobTimeoutMinutes: z.number().min(0.01).max(24 * 60).default(30),
   /** API version path segment where the CRM has one (e.g. Salesforce `v62.0`, Zoho `v7`). */
   apiVersion: z.string().optional(),
 });
@@ -212,6 +305,16 @@ export const configSchema = z
           : 'set crm.auth.token (one credential) or crm.credentials (several tokens and their quota groups)',
       });
     }
+    const creds: [(string | number)[], string, CredentialInput][] = cfg.crm.credentials
+      ? cfg.crm.credentials.map((c, i) => [['crm', 'credentials', i], `crm.credentials.${i}`, c])
+      : cfg.crm.auth
+        ? [[['crm', 'auth'], 'crm.auth', cfg.crm.auth]]
+        : [];
+    for (const [path, at, c] of creds) {
+      for (const [key, message] of checkCredential(cfg.crm.kind, cfg.crm.baseUrl, c, at)) {
+        ctx.addIssue({ code: 'custom', path: key ? [...path, key] : path, message });
+      }
+    }
     const tables = new Set(cfg.postgres.tables);
     const objects = new Map(cfg.mappings.map((m) => [m.object, m]));
     cfg.mappings.forEach((m, i) => {
@@ -240,9 +343,14 @@ export const configSchema = z
       slot: cfg.postgres.slot ?? `pg2crm_${cfg.name}`,
       publication: cfg.postgres.publication ?? `pg2crm_${cfg.name}`,
     },
-    // Every credential as a list; `auth.token` is the first, for what needs one (check, dlq replay).
-    crm: ((credentials) => ({ ...cfg.crm, credentials, auth: { token: credentials[0]?.token ?? '' } }))(
-      cfg.crm.credentials ?? (cfg.crm.auth ? [{ token: cfg.crm.auth.token, quotaGroup: 'default' }] : []),
+    // Every credential as a list, each named by where it is configured (for messages); `auth` is
+    // the first, for what needs one (check, dlq replay, an adapter built from the config alone).
+    crm: ((credentials: CrmCredential[]) => ({ ...cfg.crm, credentials, auth: credentials[0]! }))(
+      cfg.crm.credentials
+        ? cfg.crm.credentials.map((c, i) => ({ ...c, name: `crm.credentials[${i}]` }))
+        : cfg.crm.auth
+          ? [{ ...cfg.crm.auth, quotaGroup: 'default', name: 'crm.auth' }]
+          : [],
     ),
     kafka: {
       ...cfg.kafka,
@@ -271,6 +379,8 @@ export type Config = z.output<typeof configSchema>;
 export type PostgresConfig = Config['postgres'];
 export type KafkaConfig = Config['kafka'];
 export type CrmConfig = Config['crm'];
+/** One credential as the adapters get it: the fields of `crm.auth`, its quota group and where it is configured. */
+export type CrmCredential = CredentialInput & { quotaGroup: string; name: string };
 export type MappingConfig = Config['mappings'][number];
 export type SinkConfig = Config['sink'];
 

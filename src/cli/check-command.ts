@@ -92,12 +92,14 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
     return 'answers the Confluent API';
   }));
   const several = config.crm.credentials.length > 1;
-  for (const [i, { token, quotaGroup }] of config.crm.credentials.entries()) {
-    const adapter = createAdapter({ ...config.crm, auth: { token } });
-    const which = several ? ` crm.credentials[${i}] (quota group ${quotaGroup})` : '';
+  for (const [i, credential] of config.crm.credentials.entries()) {
+    const adapter = createAdapter({ ...config.crm, auth: credential });
+    const which = several ? ` crm.credentials[${i}] (quota group ${credential.quotaGroup})` : '';
     const accepted = await attempt(`CRM credentials (${config.crm.kind})${which}`, async () => {
+      // An OAuth credential obtains its token here (the first request asks the token endpoint).
       await withTimeout(adapter.ping(), 15_000, `CRM at ${config.crm.baseUrl}`);
-      return 'token accepted';
+      const auth = adapter.describeAuth?.();
+      return auth && auth !== 'static token' ? `${auth}; accepted` : 'token accepted';
     });
     results.push(accepted);
     if (accepted.ok && i === 0 && adapter.preflight) {

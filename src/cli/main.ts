@@ -178,13 +178,15 @@ program
   .option('--limit <requests/window>', 'rate limit, e.g. 200/60s, 36000/1h')
   .option('--token <t...>', 'accepted API tokens (all share one bucket)')
   .option('--retry-after <seconds>', 'Retry-After of throttled responses', (v) => Number(v))
-  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number }) => {
+  .option('--token-ttl <duration>', "lifetime of the OAuth access tokens the simulator's token endpoint issues, e.g. 20s, 5m, 1h (default: the vendor's)")
+  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string }) => {
     try {
       await runSimulator(crm, {
         port: opts.port,
         host: opts.host,
         ...(opts.limit ? { limit: opts.limit } : {}),
         ...(opts.token ? { token: opts.token } : {}),
+        ...(opts.tokenTtl ? { tokenTtl: opts.tokenTtl } : {}),
         ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),
       });
     } catch (err) {

@@ -41,7 +41,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
   // One cache of CRM ids and links for all credentials' adapters (see crm-caches.ts).
   const caches = new CrmCaches();
-  const sink = role !== 'source' ? new SinkRunner(config, (token) => createAdapter({ ...config.crm, auth: { token } }, caches), onFatal) : undefined;
+  const sink = role !== 'source' ? new SinkRunner(config, (credential) => createAdapter({ ...config.crm, auth: credential }, caches), onFatal) : undefined;
   if (config.ops.port) {
     const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
     const timeseries = new TimeseriesSampler({

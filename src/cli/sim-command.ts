@@ -6,6 +6,7 @@ import { startDynamicsSimulator } from '../crm/dynamics/simulator.ts';
 import { startZendeskSellSimulator } from '../crm/zendesk-sell/simulator.ts';
 import { startZohoSimulator } from '../crm/zoho/simulator.ts';
 import { onStopSignal } from './stop-signals.ts';
+import { parseTtl, SIM_OAUTH_CLIENT } from '../crm/auth/token-sim.ts';
 
 /** `pg2crm sim <crm>`: a CRM simulator in the foreground until SIGINT/SIGTERM. */
 export const SIMULATORS = ['zendesk-sell', 'hubspot', 'dynamics', 'zoho', 'salesforce'] as const;
@@ -28,7 +29,17 @@ interface SimOptions {
   limit?: { requests: number; windowSeconds: number };
   tokens?: string[];
   retryAfterSeconds?: number;
+  tokenTtlSeconds?: number;
 }
+
+/** Where each simulator serves its vendor's token endpoint (same origin as the API). */
+const TOKEN_PATHS: Record<(typeof SIMULATORS)[number], { path: string; grant: string }> = {
+  'zendesk-sell': { path: '/oauth2/token', grant: 'refresh_token' },
+  hubspot: { path: '/oauth/2026-03/token', grant: 'refresh_token' },
+  dynamics: { path: '/<tenant>/oauth2/v2.0/token', grant: 'client_credentials' },
+  zoho: { path: '/oauth/v2/token', grant: 'refresh_token' },
+  salesforce: { path: '/services/oauth2/token', grant: 'client_credentials, jwt_bearer' },
+};
 
 /**
  * The simulators by kind. `--limit` is each CRM's own unit: requests per window (Zendesk Sell
@@ -47,18 +58,25 @@ const STARTERS: Record<(typeof SIMULATORS)[number], (opts: SimOptions) => Promis
 
 export async function runSimulator(
   kind: string,
-  opts: { port: number; host?: string; limit?: string; token?: string[]; retryAfter?: number },
+  opts: { port: number; host?: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string },
 ): Promise<void> {
   const start = STARTERS[kind as (typeof SIMULATORS)[number]];
   if (!start) throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
+  const ttl = opts.tokenTtl === undefined ? undefined : parseTtl(opts.tokenTtl);
+  if (opts.tokenTtl !== undefined && ttl === undefined) throw new ConnectorError('CONFIG_SIM_TTL', `--token-ttl ${opts.tokenTtl}: write a duration, e.g. 20s, 5m, 1h`);
   const sim = await start({
     port: opts.port,
     ...(opts.host ? { host: opts.host } : {}),
     ...(opts.limit ? { limit: parseLimit(opts.limit) } : {}),
     ...(opts.token ? { tokens: opts.token } : {}),
     ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
+    ...(ttl !== undefined ? { tokenTtlSeconds: ttl } : {}),
   });
   process.stdout.write(`simulator ${kind} listening on ${sim.url}\n`);
+  const t = TOKEN_PATHS[kind as (typeof SIMULATORS)[number]];
+  process.stdout.write(
+    `OAuth token endpoint ${sim.url}${t.path} (${t.grant}; client_id ${SIM_OAUTH_CLIENT.clientId}, client_secret ${SIM_OAUTH_CLIENT.clientSecret}, refresh_token ${SIM_OAUTH_CLIENT.refreshToken}${ttl !== undefined ? `; tokens live ${ttl} s` : ''})\n`,
+  );
   await new Promise<void>((resolve) => onStopSignal(() => resolve()));
   await sim.close();
 }

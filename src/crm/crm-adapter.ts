@@ -101,6 +101,8 @@ export interface CrmAdapter {
   forget?(): void;
   /** Verifies the credentials with one cheap request (used by `pg2crm check`). */
   ping(): Promise<void>;
+  /** The credential's token as `check` reports it: its flow and expiry (e.g. "client_credentials token, expires in 59m58s"). */
+  describeAuth?(): string;
   /**
    * What the CRM must have for these writes to work, read from the CRM (used by `pg2crm check`):
    * e.g. HubSpot id properties with unique values, Zendesk Sell external-id fields that are

@@ -20,6 +20,8 @@ export interface HttpAnswer {
   status: number;
   headers: HttpHeaders;
   text: string;
+  /** The body's bytes, when the request asked for `binary` (then `text` is empty). */
+  bytes?: Buffer;
 }
 
 export async function send(
@@ -33,6 +35,8 @@ export async function send(
     what: string;
     /** Aborts the call early (e.g. the connector stopping); ends as a retriable CRM_UNREACHABLE. */
     signal?: AbortSignal | undefined;
+    /** The body is binary (a zip download): keep its bytes, not text. */
+    binary?: boolean;
   },
 ): Promise<HttpAnswer> {
   // undici's headersTimeout/bodyTimeout bound the gap between bytes: a server trickling its body
@@ -67,6 +71,7 @@ export async function send(
     throw failure(err, 'request');
   }
   try {
+    if (req.binary) return { status: res.statusCode, headers: res.headers, text: '', bytes: Buffer.from(await res.body.arrayBuffer()) };
     return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
   } catch (err) {
     throw failure(err, 'body');

@@ -1,4 +1,4 @@
-import type { CrmConfig } from '../config.ts';
+import type { CrmConfig, CrmCredential } from '../config.ts';
 import type { CrmAdapter, CrmWrite } from '../crm/crm-adapter.ts';
 import { RateBudget, type Spent } from './rate-budget.ts';
 
@@ -33,13 +33,14 @@ export interface Taken {
 export class QuotaLanes {
   readonly lanes: Lane[];
 
-  constructor(crm: CrmConfig, adapterFor: (token: string) => CrmAdapter) {
-    const groups = new Map<string, string[]>();
-    for (const c of crm.credentials) groups.set(c.quotaGroup, [...(groups.get(c.quotaGroup) ?? []), c.token]);
-    this.lanes = [...groups].map(([group, tokens]) => ({
+  constructor(crm: CrmConfig, adapterFor: (credential: CrmCredential) => CrmAdapter) {
+    const groups = new Map<string, CrmCredential[]>();
+    for (const c of crm.credentials) groups.set(c.quotaGroup, [...(groups.get(c.quotaGroup) ?? []), c]);
+    this.lanes = [...groups].map(([group, credentials]) => ({
       group,
       budget: new RateBudget({ ...crm.limits, burst: PACING_BURST }),
-      adapters: tokens.map(adapterFor),
+      // Token requests (OAuth flows) go to the token endpoint, never through this budget.
+      adapters: credentials.map((c) => adapterFor(c)),
       next: 0,
     }));
   }
@@ -107,8 +108,8 @@ export class QuotaLanes {
 
   /**
    * The largest call (in requests) worth making: a tenth of one group's window limit. Where a
-   * call costs one request this never binds; where every record costs (Dynamics counts each
-   * $batch operation, Zoho 1 credit per 10 records), a call bigger than the limit could never be
+   * call costs one request this never binds; where records cost (Zoho 1 credit per 10 records,
+   * a Dynamics call of several $batch requests), a call bigger than the limit could never be
    * paid for, and one near it would leave the quota idle while it waits for a large refill.
    */
   maxCallCost(): number {

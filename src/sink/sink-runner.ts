@@ -1,5 +1,5 @@
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
-import type { Config, MappingConfig } from '../config.ts';
+import type { Config, CrmCredential, MappingConfig } from '../config.ts';
 import type { CrmAdapter, CrmWrite, RetryKind, WriteOutcome } from '../crm/crm-adapter.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { AvroCodec } from '../events/avro-codec.ts';
@@ -108,7 +108,7 @@ export class SinkRunner {
   private stopped = false;
   private joined = false;
 
-  constructor(config: SinkSlices, adapterFor: (token: string) => CrmAdapter, onFatal?: (err: Error) => void) {
+  constructor(config: SinkSlices, adapterFor: (credential: CrmCredential) => CrmAdapter, onFatal?: (err: Error) => void) {
     this.config = config;
     this.budget = new QuotaLanes(config.crm, adapterFor);
     const adapter = this.budget.adapter;
@@ -372,7 +372,10 @@ export class SinkRunner {
         this.pauseFor(payload, Math.max(50, wait));
         break;
       }
-      const results = await Promise.all(calls.map((c) => this.writeCall(c)));
+      // A call can last minutes (a Bulk API job is polled until it ends): every response it
+      // gets keeps the consumer's session alive (kafkajs heartbeats only when asked).
+      const beat = (): void => void payload.heartbeat().catch(() => undefined);
+      const results = await Promise.all(calls.map((c) => this.writeCall(c, beat)));
       for (let i = 0; i < calls.length; i++) {
         const call = calls[i]!;
         const outcomes = results[i]!;
@@ -469,8 +472,8 @@ export class SinkRunner {
     const max = this.sizer.size(object);
     let call: Pending[] = [];
     for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
-    // A call must fit what the budget can pay at once, or it could never be paid for (Dynamics
-    // counts every $batch operation; a small share of a small quota is less than a full batch).
+    // A call must fit what the budget can pay at once, or it could never be paid for (Zoho
+    // charges per 10 records; a small share of a small quota is less than a full call).
     const limit = Math.floor(this.budget.maxCallCost());
     if (limit >= 1) {
       for (let cost = this.budget.cost(call.map((p) => p.write)).requests; call.length > 1 && cost > limit; ) {
@@ -481,7 +484,7 @@ export class SinkRunner {
     return call;
   }
 
-  private async writeCall(call: Call): Promise<WriteOutcome[]> {
+  private async writeCall(call: Call, heartbeat: () => void): Promise<WriteOutcome[]> {
     const object = call[0]!.write.object;
     const t0 = Date.now();
     this.inFlight++;
@@ -497,6 +500,7 @@ export class SinkRunner {
             metrics.throttles.inc();
           }
           call.lane?.budget.observe(signal);
+          heartbeat();
         },
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });

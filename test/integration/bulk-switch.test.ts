@@ -66,7 +66,7 @@ const CRMS: Crm[] = [
     limit: { requests: 1_000_000, windowSeconds: 86_400 },
     bulkJob: /^POST \/crm\/bulk\/v\d+\/write$/,
     regularUpsert: /^POST \/crm\/v\d+\/Contacts\/upsert$/,
-    rejection: { code: 'INVALID_DATA', message: /^Bulk Write skipped the record: INVALID_DATA:Email$/ },
+    rejection: { code: 'INVALID_DATA', message: /^Bulk Write skipped the record: INVALID_DATA-Email$/ },
   },
 ];
 

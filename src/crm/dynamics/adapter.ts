@@ -3,6 +3,8 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
 import { badResponse, header, parseRetryAfter, send } from '../http.ts';
+import { tokenProviderFor } from '../auth/oauth-flows.ts';
+import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequest, newBoundary, parseBatchResponse } from './multipart.ts';
 
@@ -163,7 +165,8 @@ function retryAfter(headers: Record<string, string | string[] | undefined>): num
 export class DynamicsAdapter implements CrmAdapter {
   readonly kind = 'dynamics';
   private readonly pool: Pool;
-  private readonly token: string;
+  /** The credential's token: static, or Microsoft Entra client credentials renewed ahead of expiry. */
+  private readonly auth: TokenProvider;
   private readonly timeoutMs: number;
   private readonly apiPath: string;
   /** Operations per `$batch` request right now (Microsoft: start small, grow while fast). */
@@ -174,7 +177,7 @@ export class DynamicsAdapter implements CrmAdapter {
   constructor(config: CrmConfig) {
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
-    this.token = config.auth.token;
+    this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
     this.apiPath = `${base.pathname.replace(/\/+$/, '')}/api/data/${config.apiVersion ?? 'v9.2'}`;
   }
@@ -523,20 +526,28 @@ export class DynamicsAdapter implements CrmAdapter {
   }
 
   private async request(method: 'GET' | 'POST', path: string, headers: Record<string, string>, body: string | undefined, onSignal: (s: RateSignal) => void): Promise<HttpResponse> {
-    const out: HttpResponse = await send(this.pool, {
-      method,
-      path,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        accept: 'application/json',
-        'odata-version': '4.0',
-        'odata-maxversion': '4.0',
-        ...headers,
-      },
-      body,
-      timeoutMs: this.timeoutMs,
-      what: 'Dynamics 365 request',
-    });
+    // An Entra token Dataverse no longer accepts (expired: they live 60-90 minutes) is answered
+    // 401; refresh once and retry, stop only when a fresh token is refused too.
+    const out: HttpResponse = await withToken(
+      this.auth,
+      'Dynamics 365',
+      (token) =>
+        send(this.pool, {
+          method,
+          path,
+          headers: {
+            authorization: `Bearer ${token.value}`,
+            accept: 'application/json',
+            'odata-version': '4.0',
+            'odata-maxversion': '4.0',
+            ...headers,
+          },
+          body,
+          timeoutMs: this.timeoutMs,
+          what: 'Dynamics 365 request',
+        }),
+      (res) => res.status === 401,
+    );
     // Pacing comes from Retry-After (and the batch-size controller's execution time), never from
     // `x-ms-ratelimit-*-remaining-*`: "You should not depend on these values to control how many
     // requests you send. They are intended for debugging purposes."
@@ -548,13 +559,14 @@ export class DynamicsAdapter implements CrmAdapter {
       if (after !== undefined) signal.retryAfterSeconds = after;
     }
     onSignal(signal);
-    if (out.status === 401) {
-      throw new ConnectorError('CRM_AUTH', 'Dynamics 365 rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
-    }
     if (out.status === 403) {
-      throw new ConnectorError('CRM_AUTH', 'Dynamics 365 refused the request (HTTP 403); give the application user a security role that may write these tables', { retriable: false });
+      throw new ConnectorError('CRM_AUTH', `Dynamics 365 refused the request of ${this.auth.credential} (HTTP 403); give the application user a security role that may write these tables`, { retriable: false });
     }
     return out;
+  }
+
+  describeAuth(): string {
+    return this.auth.describe();
   }
 
   async close(): Promise<void> {

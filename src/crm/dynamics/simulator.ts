@@ -1,3 +1,4 @@
+import { SimTokens, type SimOAuthOptions, tokenParams, verifyJwt } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, boundaryOf, buildBatchResponse, newBoundary, parseBatchRequest } from './multipart.ts';
 
@@ -55,8 +56,23 @@ import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, bo
  *
  * Auth: `Authorization: Bearer <token>`; anything else is 401 with `WWW-Authenticate: Bearer
  * authorization_uri=...` (Dataverse's 401 body is not documented; this one is an OData error).
+ * An access token past its lifetime gets the same 401 (`error="invalid_token"` in WWW-Authenticate).
+ *
+ * Tokens: Microsoft Entra ID's v2.0 token endpoint, `POST /<tenant>/oauth2/v2.0/token` on this
+ * server (login.microsoftonline.com in production), client credentials grant
+ * (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow):
+ * `grant_type=client_credentials&client_id&scope=<resource>/.default` with `client_secret`, or
+ * with `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer&client_assertion`
+ * (a certificate credential, https://learn.microsoft.com/entra/identity-platform/certificate-credentials);
+ * answer 200 `{token_type:"Bearer", expires_in, ext_expires_in, access_token}`. Errors as the page
+ * lists them: 400 `invalid_request` / `unsupported_grant_type`, 400 `invalid_scope` (scope not
+ * `<resource>/.default`), 401 `invalid_client` (unknown app: AADSTS700016; bad secret or
+ * assertion: AADSTS7000215), each `{error, error_description, error_codes, timestamp, trace_id,
+ * correlation_id}`. Tokens live `tokenTtlSeconds` (default 3600: Entra tokens for Dataverse live
+ * 60-90 minutes). Token requests go to Entra, another host: they never spend Dataverse's service
+ * protection limits, and here they skip the request window.
  */
-export interface DynamicsSimOptions {
+export interface DynamicsSimOptions extends SimOAuthOptions {
   port: number;
   host?: string;
   /** Requests per sliding window (default 6000 per 300 s). */
@@ -206,7 +222,7 @@ class DynamicsSim extends SimServer {
   private readonly execution: SlidingSum;
   private readonly executionLimitMs: number;
   private readonly concurrency: number;
-  private readonly tokens: Set<string>;
+  readonly tokens: SimTokens;
   private readonly retryAfterSeconds: number | undefined;
   private readonly opMs: number;
   private readonly holdMs: number;
@@ -221,7 +237,7 @@ class DynamicsSim extends SimServer {
     this.execution = new SlidingSum(limit.windowSeconds * 1000);
     this.executionLimitMs = (opts.executionSeconds ?? 1200) * 1000;
     this.concurrency = opts.concurrency ?? 52;
-    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.tokens = new SimTokens(opts.tokens ?? ['sim-token'], opts, 3600, () => this.now());
     this.retryAfterSeconds = opts.retryAfterSeconds;
     this.opMs = opts.executionMsPerOperation ?? 100;
     this.holdMs = opts.holdMs ?? 0;
@@ -287,13 +303,41 @@ class DynamicsSim extends SimServer {
     return undefined;
   }
 
+  /** Microsoft Entra ID's client credentials grant (see the header). */
+  private issueToken(req: SimRequest): SimResponse {
+    const p = tokenParams(req);
+    const fail = (status: number, error: string, code: number, description: string): SimResponse => ({
+      status,
+      body: { error, error_description: `AADSTS${code}: ${description}`, error_codes: [code], timestamp: new Date(this.now()).toISOString(), trace_id: crypto.randomUUID(), correlation_id: crypto.randomUUID() },
+    });
+    if (req.method !== 'POST') return fail(400, 'invalid_request', 900561, 'The endpoint only accepts POST requests.');
+    if (p.get('grant_type') !== 'client_credentials') return fail(400, 'unsupported_grant_type', 70003, 'The app requested an unsupported grant type.');
+    const scope = p.get('scope') ?? '';
+    if (!/^\S+\/\.default$/.test(scope)) return fail(400, 'invalid_scope', 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+    const client = this.tokens.client(p.get('client_id'));
+    if (!client) return fail(400, 'unauthorized_client', 700016, `Application with identifier '${p.get('client_id') ?? ''}' was not found in the directory.`);
+    const assertion = p.get('client_assertion');
+    if (assertion !== null) {
+      const claims = p.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' ? verifyJwt(assertion, client.publicKey) : undefined;
+      if (!claims || !client.publicKey || claims.iss !== client.clientId || claims.sub !== client.clientId || Number(claims.exp) * 1000 <= this.now()) {
+        return fail(401, 'invalid_client', 700027, 'Client assertion failed signature validation.');
+      }
+    } else if (!client.clientSecret || p.get('client_secret') !== client.clientSecret) {
+      return fail(401, 'invalid_client', 7000215, 'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.');
+    }
+    const t = this.tokens.issue();
+    return { status: 200, body: { token_type: 'Bearer', expires_in: t.expiresIn, ext_expires_in: t.expiresIn, access_token: t.value } };
+  }
+
   protected async handle(req: SimRequest): Promise<SimResponse> {
+    if (/^\/[^/]+\/oauth2\/v2\.0\/token$/.test(req.path)) return this.issueToken(req);
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
-    if (!this.tokens.has(token)) {
+    const state = this.tokens.state(token);
+    if (state !== 'valid') {
       return {
         status: 401,
-        headers: { 'WWW-Authenticate': 'Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://org.crm.dynamics.com/' },
+        headers: { 'WWW-Authenticate': `Bearer ${state === 'expired' ? 'error="invalid_token", error_description="The access token expired", ' : ''}authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://org.crm.dynamics.com/` },
         body: { error: { code: 'Unauthorized', message: 'The user is not authenticated: the access token is missing, expired or not issued for this environment.' } },
       };
     }

@@ -2,6 +2,8 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
+import { tokenProviderFor } from '../auth/oauth-flows.ts';
+import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmLookup, CrmTarget, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
@@ -203,7 +205,8 @@ function chunks<T>(items: T[], size: number): T[][] {
 export class HubSpotAdapter implements CrmAdapter {
   readonly kind = 'hubspot';
   private readonly pool: Pool;
-  private readonly token: string;
+  /** The credential's token: a private-app token (static) or an OAuth app's, refreshed. */
+  private readonly auth: TokenProvider;
   private readonly timeoutMs: number;
   private readonly caches: CrmCaches;
   /** object, idProperty, external id -> HubSpot record id. */
@@ -224,7 +227,7 @@ export class HubSpotAdapter implements CrmAdapter {
     this.links = caches.map('hubspot.links');
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
-    this.token = config.auth.token;
+    this.auth = tokenProviderFor(config, config.auth, now);
     this.timeoutMs = config.timeoutMs;
   }
 
@@ -552,7 +555,7 @@ export class HubSpotAdapter implements CrmAdapter {
     if (!this.readingDailyReset) {
       this.readingDailyReset = (async () => {
         try {
-          const res: HubSpotResponse = await sendJson(this.pool, { method: 'GET', path: USAGE_PATH, token: this.token, body: undefined, timeoutMs: this.timeoutMs, what: `HubSpot request GET ${USAGE_PATH}` });
+          const res: HubSpotResponse = await this.send('GET', USAGE_PATH, undefined);
           onSignal({ ...this.signalOf(res), ...(report ? { extraRequests: 1 } : {}) });
           const at = res.status === 200 ? resetsAtOf(res.body) : undefined;
           this.dailyReset = at !== undefined && at > this.now() ? { at } : { failedAt: this.now() };
@@ -714,7 +717,7 @@ export class HubSpotAdapter implements CrmAdapter {
 
   /** `extra`: a call `cost()` did not count (a bisect half, a property read), reported as `extraRequests`. */
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, extra = false): Promise<HubSpotResponse> {
-    const out: HubSpotResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` });
+    const out: HubSpotResponse = await this.send(method, path, body);
     const signal = this.signalOf(out);
     if (extra) signal.extraRequests = 1;
     const policy = out.status === 429 ? ((out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING') : undefined;
@@ -724,9 +727,6 @@ export class HubSpotAdapter implements CrmAdapter {
       signal.retryAfterSeconds = retryAfterOf(out, this.now(), this.dailyReset.at);
     }
     onSignal(signal);
-    if (out.status === 401) {
-      throw new ConnectorError('CRM_AUTH', 'HubSpot rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
-    }
     if (out.status === 429) {
       throw new ConnectorError('RATE_LIMITED', `HubSpot rate limit reached (${policy})`, { retriable: true, retryAfterSeconds: signal.retryAfterSeconds! });
     }
@@ -735,6 +735,24 @@ export class HubSpotAdapter implements CrmAdapter {
     const daily = numberHeader(out, 'x-hubspot-ratelimit-daily');
     if (signal.dailyRemaining !== undefined && daily !== undefined && signal.dailyRemaining <= Math.max(DAILY_LOW_MIN, daily * DAILY_LOW_SHARE)) await this.readDailyReset(onSignal);
     return out;
+  }
+
+  /**
+   * One request with the credential's token. An OAuth access token past its `expires_in` is
+   * answered 401; it is refreshed once and the request retried; a fresh token refused stops the
+   * connector (CRM_AUTH naming the credential), as does a refused private-app token.
+   */
+  private send(method: string, path: string, body: unknown): Promise<HubSpotResponse> {
+    return withToken(
+      this.auth,
+      'HubSpot',
+      (token) => sendJson(this.pool, { method, path, token: token.value, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` }),
+      (res) => res.status === 401,
+    );
+  }
+
+  describeAuth(): string {
+    return this.auth.describe();
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { SimTokens, type SimOAuthOptions, tokenParams } from '../auth/token-sim.ts';
 import { HUBSPOT_ASSOCIATION_TYPES, HUBSPOT_PRIMARY_ASSOCIATION_TYPES } from './association-types.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 
@@ -13,6 +14,19 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  *   -Daily-Remaining` on every authenticated response. HubSpot documents no concurrency limit for
  *   these endpoints, so none is enforced.
  * - 401 `{status:"error", message:"Authentication credentials not found. ...", category:"INVALID_AUTHENTICATION"}`.
+ *   An OAuth access token past its `expires_in`: 401 `{status:"error", message:"The OAuth token used to make this
+ *   call expired N second(s) ago.", category:"EXPIRED_AUTHENTICATION", context:{"expire time":[...]}}`.
+ * - OAuth apps: `POST /oauth/2026-03/token` (also the legacy `/oauth/v1/token`, deprecated on
+ *   2027-02-16, https://developers.hubspot.com/changelog/v1-oauth-api-deprecation), form body
+ *   `grant_type=refresh_token&client_id&client_secret&refresh_token`
+ *   (https://developers.hubspot.com/docs/api-reference/2026-03/authentication/oauth-tokens/refresh-oauth-token)
+ *   answers `{token_type:"bearer", refresh_token, access_token, expires_in}`; access tokens
+ *   "expire after 30 minutes" (https://developers.hubspot.com/docs/methods/oauth2/refresh-access-token;
+ *   `tokenTtlSeconds`), a private-app token (`tokens`) never expires. Refusals: 400 in the
+ *   RFC 6749 form with HubSpot's old fields kept, `{error:"invalid_grant", error_description,
+ *   status:"BAD_REFRESH_TOKEN", message}` / `{error:"invalid_client", status:"BAD_CLIENT_ID", …}`
+ *   (https://developers.hubspot.com/changelog/new-oauth-v3-api-endpoints-and-standardized-error-responses).
+ *   The token endpoint is not one of the rate-limited CRM APIs: it skips the burst and daily limits.
  * - `POST /crm/v3/objects/{type}/batch/upsert` `{inputs:[{id, idProperty, properties, objectWriteTraceId?}]}`,
  *   at most 100 inputs, duplicate ids rejected. One invalid input fails the WHOLE batch: 400
  *   `{status:"error", message:"Property values were not valid: [...]", correlationId, category:"VALIDATION_ERROR",
@@ -55,7 +69,7 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  * Records are stored flat as the adapter sends them: `{id, <idProperty>: value, ...properties,
  * createdAt, updatedAt}`; associations under the object `associations`.
  */
-export interface HubSpotSimOptions {
+export interface HubSpotSimOptions extends SimOAuthOptions {
   port: number;
   host?: string;
   /** Burst limit; default 100 per 10 s. */
@@ -189,7 +203,7 @@ function definition(name: string, hasUniqueValue: boolean, extra: Partial<Proper
 class HubSpotSim extends SimServer {
   private readonly window: RollingWindow;
   private readonly dailyLimit: number;
-  private readonly tokens: Set<string>;
+  readonly tokens: SimTokens;
   private readonly retryAfterHeader: boolean;
   private readonly timeZone: string;
   /** When the current day's counter resets (midnight in the account's time zone); 0 = not started. */
@@ -208,7 +222,7 @@ class HubSpotSim extends SimServer {
     const limit = opts.limit ?? { requests: 100, windowSeconds: 10 };
     this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
     this.dailyLimit = opts.daily ?? 250_000;
-    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.tokens = new SimTokens(opts.tokens ?? ['sim-token'], opts, 1800, () => this.now());
     this.retryAfterHeader = opts.retryAfterSeconds !== undefined;
     this.timeZone = opts.timeZone ?? 'UTC';
     nextMidnight(0, this.timeZone); // an unknown time zone fails here, at start
@@ -296,10 +310,27 @@ class HubSpotSim extends SimServer {
     };
   }
 
+  /** The OAuth refresh-token grant (see the header). */
+  private issueToken(req: SimRequest): SimResponse {
+    const p = tokenParams(req);
+    const refuse = (error: string, status: string, message: string): SimResponse => ({ status: 400, body: { error, error_description: message, status, message, correlationId: randomUUID() } });
+    if (p.get('grant_type') !== 'refresh_token') return refuse('unsupported_grant_type', 'BAD_GRANT_TYPE', 'missing or unsupported grant_type');
+    const client = this.tokens.client(p.get('client_id'));
+    if (!client || p.get('client_secret') !== client.clientSecret) return refuse('invalid_client', 'BAD_CLIENT_ID', 'missing or invalid client id or secret');
+    if (!client.refreshToken || p.get('refresh_token') !== client.refreshToken) return refuse('invalid_grant', 'BAD_REFRESH_TOKEN', 'refresh token is invalid, expired or revoked');
+    const t = this.tokens.issue();
+    return { status: 200, body: { token_type: 'bearer', refresh_token: client.refreshToken, access_token: t.value, expires_in: t.expiresIn } };
+  }
+
   protected handle(req: SimRequest): SimResponse {
+    if (req.method === 'POST' && (req.path === '/oauth/2026-03/token' || req.path === '/oauth/v3/token' || req.path === '/oauth/v1/token')) return this.issueToken(req);
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
-    if (!this.tokens.has(token)) {
+    const state = this.tokens.state(token);
+    if (state === 'expired') {
+      return error(401, 'The OAuth token used to make this call expired 1 second(s) ago.', 'EXPIRED_AUTHENTICATION', { context: { 'expire time': [new Date(this.now()).toISOString()] } });
+    }
+    if (state !== 'valid') {
       return error(
         401,
         'Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview',

@@ -3,7 +3,10 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, safeJson, send } from '../http.ts';
+import { badResponse, header, parseRetryAfter, safeJson, send } from '../http.ts';
+import { tokenProviderFor } from '../auth/oauth-flows.ts';
+import { type TokenProvider, withToken } from '../auth/token-provider.ts';
+import { assertInstance } from './auth.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
 import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
 
@@ -14,9 +17,22 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  * 200 records a request, `allOrNone:false` so one bad record does not sink its batch
  * (PATCH /services/data/{v}/composite/sobjects/{Object}/{ExternalIdField}). From the threshold
  * on, one Bulk API 2.0 ingest job: create (operation upsert, externalIdFieldName) -> PUT CSV ->
- * PATCH UploadComplete -> poll the job (the only waiting this adapter does, bounded by
- * `crm.timeoutMs`) -> GET successfulResults / failedResults / unprocessedrecords, matched back
- * to the records by external id (Salesforce does not keep row order).
+ * PATCH UploadComplete -> poll the job (the only waiting this adapter does: each poll one call
+ * bounded by `crm.timeoutMs`, the job by `crm.bulkJobTimeoutMinutes`) -> GET successfulResults /
+ * failedResults / unprocessedrecords, matched back to the records by external id (Salesforce does
+ * not keep row order).
+ *
+ * A job outlives the call that created it when the call ends early (a throttled poll, the
+ * process stopping or crashing): the records come back (redelivered), and the job must be found
+ * again rather than paid for twice while the first one still runs. The adapter remembers its
+ * unsettled jobs and what each carries; after a restart it lists the org's ingest jobs once per
+ * object and external-id field (`GET /jobs/ingest`,
+ * https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_all_jobs.htm)
+ * and takes up the upsert jobs of the integration user (`/services/oauth2/userinfo` user_id =
+ * the job's createdById) still running, created within the job timeout before it started
+ * (a job that completed meanwhile is not read: its records go into a new job, same values). A resumed job covers
+ * a record only when its result row holds exactly the cells this call would upload; the records
+ * it does not cover go into a new job.
  *
  * Deletes (always through the REST API; CDC deletes are few, and Bulk delete also needs Ids):
  * one SOQL query finds the Ids of up to 200 external ids, then one
@@ -40,14 +56,28 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  * https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/datafiles_csv_valid_record_rows.htm
  *
  * Quota: a rolling 24 h count of API calls; `Sforce-Limit-Info: api-usage=used/limit` becomes
- * `dailyRemaining`. Past it Salesforce answers 403 REQUEST_LIMIT_EXCEEDED without Retry-After:
- * the signal is `throttled` without `retryAfterSeconds` and the sink backs off on its own.
+ * `dailyRemaining`. Two limits answer 403 REQUEST_LIMIT_EXCEEDED without Retry-After, told apart
+ * by the message (https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-api.html):
+ * the daily allocation ("TotalRequests Limit exceeded.") frees only as the rolling 24 h moves on,
+ * so the records wait DAILY_LIMIT_WAIT_SECONDS; the concurrent long-running request limit
+ * ("ConcurrentPerOrgLongTxn Limit exceeded." / "ConcurrentRequests ... Limit exceeded.") frees
+ * as soon as one of the org's requests of 20 s or more ends: CONCURRENCY_WAIT_SECONDS.
  */
 const COLLECTION_MAX = 200;
 /** Largest Bulk API 2.0 job this adapter builds (a job may hold 150 MB of CSV; 10k rows stays far below). */
 const BULK_JOB_MAX = 10_000;
 /** Waits between job polls: quick for small jobs, then every 10 s. */
 const POLL_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 10_000];
+/**
+ * Past the daily allocation: Salesforce says neither when the rolling 24 h frees calls nor how
+ * many (Sforce-Limit-Info gives used/limit only). Calls made a day ago leave the window
+ * continuously, so a few minutes frees some; a retry that finds none waits again.
+ */
+const DAILY_LIMIT_WAIT_SECONDS = 300;
+/** Past the concurrent long-running request limit: a request of >= 20 s ends within seconds. */
+const CONCURRENCY_WAIT_SECONDS = 5;
+/** Pages of `GET /jobs/ingest` (1,000 jobs each) read when looking for jobs to resume. */
+const JOB_LIST_PAGES_MAX = 5;
 /** Garbled job info answers in a row that give up on a job (one alone is polled past). */
 const BAD_POLLS_TOLERATED = 3;
 /**
@@ -146,6 +176,13 @@ interface SfResponse {
   status: number;
   body: unknown;
   text: string;
+  /** Retry-After, should anything in front of Salesforce send one (Salesforce itself does not). */
+  retryAfter?: number;
+}
+
+/** The REQUEST_LIMIT_EXCEEDED error of a 403 body `[{errorCode, message}]`, if it is one. */
+function limitError(body: unknown): SfError | undefined {
+  return Array.isArray(body) ? (body as SfError[]).find((e) => isObject(e) && e.errorCode === 'REQUEST_LIMIT_EXCEEDED') : undefined;
 }
 
 interface SfError {
@@ -173,6 +210,11 @@ export function lookupIdField(field: string): string {
 /** A record that clears a lookup: it cannot go through a Bulk job (see the class comment). */
 function clearsLookup(r: CrmWrite): boolean {
   return Object.values(r.lookups ?? {}).some((l) => l.externalId === null);
+}
+
+/** A result row (or remembered upload) holds every cell of `cells` as given. */
+function sameCells(row: Record<string, string> | undefined, cells: Record<string, string>): boolean {
+  return row !== undefined && Object.entries(cells).every(([h, v]) => (row[h] ?? '') === v);
 }
 
 function pollDelay(attempt: number): number {
@@ -217,25 +259,73 @@ interface Call {
   out: (WriteOutcome | undefined)[];
   onSignal: (s: RateSignal) => void;
   throttled: boolean;
+  /** The throttle outcome every record left gets once Salesforce throttled the call. */
+  throttle?: WriteOutcome;
 }
 
-const RATE_LIMITED: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: 'Salesforce API request limit exceeded (403 REQUEST_LIMIT_EXCEEDED)' };
+/**
+ * Which limit a 403 REQUEST_LIMIT_EXCEEDED names, by its message, and how long to wait: the
+ * concurrency limit briefly, the daily allocation (and any message not known) long.
+ */
+export function requestLimit(message: string | undefined, retryAfter?: number): { limit: 'concurrent' | 'daily'; retryAfterSeconds: number } {
+  const limit = /Concurrent/i.test(message ?? '') ? 'concurrent' : 'daily';
+  return { limit, retryAfterSeconds: retryAfter ?? (limit === 'concurrent' ? CONCURRENCY_WAIT_SECONDS : DAILY_LIMIT_WAIT_SECONDS) };
+}
+
+function rateLimited(message: string | undefined, retryAfter?: number): WriteOutcome {
+  const { limit, retryAfterSeconds } = requestLimit(message, retryAfter);
+  const what = limit === 'concurrent' ? 'concurrent long-running request limit' : 'daily API request allocation';
+  return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds, message: `Salesforce ${what} exceeded (403 REQUEST_LIMIT_EXCEEDED: ${message ?? 'no message'})` };
+}
+
+/**
+ * A Bulk API job not settled yet: created by this process (`cells` = what it carries, by external
+ * id) or found by listing after a restart (`cells` unknown until its results are read).
+ */
+interface OpenJob {
+  id: string;
+  object: string;
+  extField: string;
+  /** Epoch ms the job was created; the job timeout counts from here. */
+  createdAt: number;
+  cells?: Map<string, Record<string, string>>;
+}
+
+/** A job's result rows by external id, with the file they came from. */
+type JobResults = Map<string, { kind: 'successfulResults' | 'failedResults' | 'unprocessedrecords'; row: Record<string, string> }>;
 
 export class SalesforceAdapter implements CrmAdapter {
   readonly kind = 'salesforce';
   private readonly pool: Pool;
-  private readonly token: string;
+  /** The credential's token: client credentials or JWT bearer (renewed on INVALID_SESSION_ID), or static. */
+  private readonly auth: TokenProvider;
+  private readonly baseUrl: string;
   private readonly timeoutMs: number;
   private readonly bulkThreshold: number;
   private readonly prefix: string;
+  private readonly basePath: string;
+  private readonly jobTimeoutMs: number;
+  private readonly resumeMax: number;
+  private readonly startedAt = Date.now();
+  /** Unsettled Bulk API jobs by id (see the class comment). */
+  private readonly openJobs = new Map<string, OpenJob>();
+  /** `<object>\0<extField>` whose jobs from before this process were looked for already. */
+  private readonly listed = new Set<string>();
+  private userId: string | undefined;
+  private closed = false;
 
   constructor(config: CrmConfig) {
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
-    this.token = config.auth.token;
+    this.auth = tokenProviderFor(config, config.auth);
+    this.baseUrl = config.baseUrl;
     this.timeoutMs = config.timeoutMs;
     this.bulkThreshold = config.bulkThreshold;
     this.prefix = `${base.pathname.replace(/\/+$/, '')}/services/data/${config.apiVersion ?? 'v62.0'}`;
+    this.basePath = base.pathname.replace(/\/+$/, '');
+    this.jobTimeoutMs = config.bulkJobTimeoutMinutes * 60_000;
+    // Jobs one redelivered window may have had in flight: at most one per call in flight.
+    this.resumeMax = config.limits.concurrency;
   }
 
   maxBatchSize(_object: string): number {
@@ -250,8 +340,9 @@ export class SalesforceAdapter implements CrmAdapter {
     let n = 0;
     for (const group of this.groups(records).values()) {
       const { bulk, collection, deletes } = this.plan(records, group);
-      // Bulk: create + upload + UploadComplete + polls + three result downloads.
-      if (bulk.length > 0) n += 3 + estimatedPolls(bulk.length) + 3;
+      // Bulk: the job list once per object after a start, create + upload + UploadComplete +
+      // polls + three result downloads.
+      if (bulk.length > 0) n += (this.listed.has(`${records[bulk[0]!]!.object}\u0000${records[bulk[0]!]!.externalIdField}`) ? 0 : 1) + 3 + estimatedPolls(bulk.length) + 3;
       n += Math.ceil(collection.length / COLLECTION_MAX);
       n += 2 * Math.ceil(deletes.length / COLLECTION_MAX);
     }
@@ -327,7 +418,7 @@ export class SalesforceAdapter implements CrmAdapter {
   }
 
   private async collectionUpsert(call: Call, idx: number[]): Promise<void> {
-    if (call.throttled) return this.settle(call, idx, RATE_LIMITED);
+    if (call.throttled) return this.settle(call, idx, call.throttle ?? rateLimited(undefined));
     const first = call.records[idx[0]!]!;
     const path = `${this.prefix}/composite/sobjects/${encodeURIComponent(first.object)}/${encodeURIComponent(first.externalIdField)}`;
     const res = await this.request('PATCH', path, { allOrNone: false, records: idx.map((i) => this.body(call.records[i]!)) }, call.onSignal);
@@ -346,7 +437,7 @@ export class SalesforceAdapter implements CrmAdapter {
   }
 
   private async deleteChunk(call: Call, idx: number[]): Promise<void> {
-    if (call.throttled) return this.settle(call, idx, RATE_LIMITED);
+    if (call.throttled) return this.settle(call, idx, call.throttle ?? rateLimited(undefined));
     const first = call.records[idx[0]!]!;
     const field = first.externalIdField;
     const soql = `SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')})`;
@@ -409,76 +500,218 @@ export class SalesforceAdapter implements CrmAdapter {
       }
     }
     const header = [...columns.keys()];
-    const csv = toCsv(header, idx.map((i) => [...columns.values()].map((get) => csvCell(get(call.records[i]!)))));
+    const cellsOf = (i: number): Record<string, string> => Object.fromEntries(header.map((h) => [h, csvCell(columns.get(h)!(call.records[i]!))]));
+    const wanted = new Map<number, Record<string, string>>(idx.map((i) => [i, cellsOf(i)]));
+
+    // Jobs that may already carry these records (an earlier call's, or one from before a restart).
+    for (const job of await this.resumable(call, first.object, extField, idx, wanted)) {
+      const waiting = idx.filter((i) => call.out[i] === undefined);
+      if (waiting.length === 0 || call.throttled) break;
+      log.info({ jobId: job.id, object: first.object, records: waiting.length }, 'resuming bulk job');
+      await this.settleJob(call, job, waiting, wanted, false);
+    }
+    const todo = idx.filter((i) => call.out[i] === undefined);
+    if (todo.length === 0) return;
+    if (call.throttled) return this.settle(call, todo, call.throttle ?? rateLimited(undefined));
+
+    const csv = toCsv(header, todo.map((i) => header.map((h) => wanted.get(i)![h]!)));
     const jobs = `${this.prefix}/jobs/ingest`;
     const created = await this.request('POST', jobs, { object: first.object, externalIdFieldName: extField, contentType: 'CSV', operation: 'upsert', lineEnding: 'LF' }, call.onSignal);
-    if (!this.checkWhole(call, idx, created, 'jobs/ingest')) return;
+    if (!this.checkWhole(call, todo, created, 'jobs/ingest')) return;
     if (!isJobInfo(created.body)) throw badResponse(`Salesforce POST ${jobs}`, created.status, created.text, 'a JSON job info {id, state}');
     const jobId = created.body.id;
     // From here on a bad answer abandons the job: abort it first, so a late finish cannot
     // overwrite the newer values the retry will write.
     const abandon = async (res: SfResponse, what: string, expected: string): Promise<never> => {
-      await this.request('PATCH', `${jobs}/${jobId}`, { state: 'Aborted' }, call.onSignal).catch(() => undefined);
+      await this.abort(jobId, call.onSignal);
       throw badResponse(`Salesforce ${what}`, res.status, res.text, expected);
     };
     const uploaded = await this.request('PUT', `${jobs}/${jobId}/batches`, csv, call.onSignal, 'text/csv');
-    if (!this.checkWhole(call, idx, uploaded, 'jobs/ingest batches')) return;
+    if (!this.checkWhole(call, todo, uploaded, 'jobs/ingest batches')) return;
     // Upload Job Data answers 201 Created with no body; any other 2xx is not Salesforce's answer.
     // https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/upload_job_data.htm
     if (uploaded.status !== 201) await abandon(uploaded, `PUT ${jobs}/${jobId}/batches`, 'HTTP 201 Created');
     const closed = await this.request('PATCH', `${jobs}/${jobId}`, { state: 'UploadComplete' }, call.onSignal);
-    if (!this.checkWhole(call, idx, closed, 'jobs/ingest UploadComplete')) return;
+    if (!this.checkWhole(call, todo, closed, 'jobs/ingest UploadComplete')) return;
     if (!isJobInfo(closed.body) || closed.body.id !== jobId) await abandon(closed, `PATCH ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
-    log.debug({ jobId, object: first.object, records: idx.length }, 'bulk job uploaded');
+    // Running now: remembered until its results are read, so a call that ends early (throttled,
+    // stopping) leaves it to the redelivered records instead of paying for a second job.
+    const job: OpenJob = { id: jobId, object: first.object, extField, createdAt: Date.now(), cells: new Map(todo.map((i) => [call.records[i]!.externalId, wanted.get(i)!])) };
+    this.openJobs.set(jobId, job);
+    log.debug({ jobId, object: first.object, records: todo.length }, 'bulk job uploaded');
+    await this.settleJob(call, job, todo, wanted, true);
+  }
 
-    const deadline = Date.now() + this.timeoutMs;
+  /**
+   * Unsettled jobs that may carry some of `idx`: this process's own that hold one of them with
+   * the same cells, and, the first time after a start, the integration user's upsert jobs of
+   * this object and field created within the job timeout before the start (contents unknown
+   * until read: the most recent `resumeMax`).
+   */
+  private async resumable(call: Call, object: string, extField: string, idx: number[], wanted: Map<number, Record<string, string>>): Promise<OpenJob[]> {
+    const key = `${object}\u0000${extField}`;
+    // A job past the job timeout that no call took up again is forgotten (its records went to
+    // another instance, or were dead-lettered); a call still polling it aborts it at the deadline.
+    for (const [id, job] of this.openJobs) if (Date.now() >= job.createdAt + this.jobTimeoutMs) this.openJobs.delete(id);
+    if (!this.listed.has(key)) {
+      for (const job of await this.listJobs(call, object, extField)) if (!this.openJobs.has(job.id)) this.openJobs.set(job.id, job);
+      this.listed.add(key);
+    }
+    return [...this.openJobs.values()]
+      .filter((j) => j.object === object && j.extField === extField)
+      .filter((j) => !j.cells || idx.some((i) => sameCells(j.cells!.get(call.records[i]!.externalId), wanted.get(i)!)))
+      .sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /** `GET /jobs/ingest` (paged by nextRecordsUrl): this user's running upsert jobs of `object` from before this start. */
+  private async listJobs(call: Call, object: string, extField: string): Promise<OpenJob[]> {
+    const userId = await this.currentUser();
+    // Without the user, another user's jobs could be taken for ours: resume nothing.
+    if (!userId) return [];
+    const found: OpenJob[] = [];
+    let path: string | undefined = `${this.prefix}/jobs/ingest?jobType=V2Ingest`;
+    for (let page = 0; path && page < JOB_LIST_PAGES_MAX; page++) {
+      const res = await this.request('GET', path, undefined, call.onSignal);
+      // Not allowed to list (or throttled): nothing to resume; the write goes on with a new job.
+      if (res.status !== 200) {
+        const limit = res.status === 403 ? limitError(res.body) : undefined;
+        if (limit) {
+          call.throttled = true;
+          call.throttle = rateLimited(limit.message, res.retryAfter);
+        }
+        break;
+      }
+      const body = res.body;
+      if (!isObject(body) || !Array.isArray(body.records) || typeof body.done !== 'boolean') {
+        throw badResponse(`Salesforce GET ${this.prefix}/jobs/ingest`, res.status, res.text, 'a JSON object {done, records: [job info], nextRecordsUrl}');
+      }
+      for (const j of body.records) {
+        if (!isJobInfo(j)) continue;
+        const info = j as JobInfo & Record<string, unknown>;
+        const createdAt = Date.parse(String(info.createdDate ?? ''));
+        if (info.object !== object || info.externalIdFieldName !== extField || info.operation !== 'upsert') continue;
+        // Still running: a complete job's records are simply written again (same values, one job).
+        if (info.createdById !== userId || !['UploadComplete', 'InProgress'].includes(info.state)) continue;
+        // Jobs of other instances started since are theirs; older ones would have been given up.
+        if (!Number.isFinite(createdAt) || createdAt > this.startedAt || createdAt < this.startedAt - this.jobTimeoutMs) continue;
+        found.push({ id: info.id, object, extField, createdAt });
+      }
+      const next = body.nextRecordsUrl;
+      path = !body.done && typeof next === 'string' && next.startsWith('/') ? `${this.basePath}${next}` : undefined;
+    }
+    return found.sort((a, b) => b.createdAt - a.createdAt).slice(0, this.resumeMax);
+  }
+
+  /**
+   * The integration user's Id (the createdById of its jobs), from the OpenID Connect UserInfo
+   * endpoint: https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_using_userinfo_endpoint.htm
+   */
+  private async currentUser(): Promise<string | undefined> {
+    if (this.userId) return this.userId;
+    try {
+      // Not through request(): a token without the scope UserInfo wants must not read as a
+      // rejected token (401/403 here only means nothing is resumed).
+      const res = await send(this.pool, {
+        method: 'GET',
+        path: `${this.basePath}/services/oauth2/userinfo`,
+        headers: { authorization: `Bearer ${(await this.auth.token()).value}`, accept: 'application/json' },
+        timeoutMs: this.timeoutMs,
+        what: 'Salesforce request GET /services/oauth2/userinfo',
+      });
+      const body = res.status === 200 ? safeJson(res.text) : undefined;
+      const id = isObject(body) ? body.user_id : undefined;
+      if (typeof id === 'string' && id) this.userId = id;
+      else log.warn({ status: res.status }, 'cannot tell the integration user (UserInfo); bulk jobs from before the start are not resumed');
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot tell the integration user (UserInfo); bulk jobs from before the start are not resumed');
+    }
+    return this.userId;
+  }
+
+  private async abort(jobId: string, onSignal: (s: RateSignal) => void): Promise<void> {
+    this.openJobs.delete(jobId);
+    await this.request('PATCH', `${this.prefix}/jobs/ingest/${jobId}`, { state: 'Aborted' }, onSignal).catch(() => undefined);
+  }
+
+  /**
+   * Polls `job` until it ends, within the job timeout, and settles the records its results
+   * account for. `own`: this call created the job for exactly `idx`, so every record must be in
+   * its results; a resumed job settles only the records it carries with the same cells.
+   */
+  private async settleJob(call: Call, job: OpenJob, idx: number[], wanted: Map<number, Record<string, string>>, own: boolean): Promise<void> {
+    const jobs = `${this.prefix}/jobs/ingest`;
+    const jobId = job.id;
+    const deadline = job.createdAt + this.jobTimeoutMs;
     let state = '';
     let errorText = '';
     let badPolls = 0;
     for (let attempt = 0; ; attempt++) {
-      const wait = pollDelay(attempt);
-      if (Date.now() + wait > deadline) {
+      if (Date.now() >= deadline) {
         // Abort, so a late finish cannot overwrite the newer values the retry will write.
-        await this.request('PATCH', `${jobs}/${jobId}`, { state: 'Aborted' }, call.onSignal).catch(() => undefined);
-        throw new ConnectorError('CRM_BULK_TIMEOUT', `Salesforce Bulk API job ${jobId} (${idx.length} ${first.object} records) did not finish within crm.timeoutMs=${this.timeoutMs}; it was aborted. Raise crm.timeoutMs or lower crm.bulkThreshold`, { retriable: true });
+        await this.abort(jobId, call.onSignal);
+        throw new ConnectorError('CRM_BULK_TIMEOUT', `Salesforce Bulk API job ${jobId} (${job.object}) did not finish within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; it was aborted and its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`, { retriable: true });
       }
-      await sleep(wait);
-      const polled = await this.request('GET', `${jobs}/${jobId}`, undefined, call.onSignal);
+      await sleep(Math.min(pollDelay(attempt), Math.max(0, deadline - Date.now())));
+      if (this.closed) throw new ConnectorError('CRM_UNREACHABLE', `Salesforce Bulk API job ${jobId}: the connector is stopping; the job runs on and is taken up again after the restart`, { retriable: true });
+      let polled: SfResponse;
+      try {
+        polled = await this.request('GET', `${jobs}/${jobId}`, undefined, call.onSignal);
+      } catch (err) {
+        // One poll that got no answer (timeout, reset, 5xx) says nothing about the job: poll on.
+        if (err instanceof ConnectorError && err.retriable && !this.closed) {
+          log.warn({ jobId, err: err.message }, 'bulk job poll failed; polling on');
+          continue;
+        }
+        throw err;
+      }
+      if (polled.status === 404) {
+        // Deleted meanwhile (DELETE /jobs/ingest/{id} by someone): it will write nothing more.
+        this.openJobs.delete(jobId);
+        if (own) this.settle(call, idx, { status: 'retry', code: 'BULK_JOB_GONE', message: `Salesforce Bulk API job ${jobId} no longer exists` });
+        return;
+      }
       if (!this.checkWhole(call, idx, polled, 'jobs/ingest poll')) return;
       if (!isJobInfo(polled.body) || polled.body.id !== jobId) {
         // A garbled job info says nothing about the job, which keeps running: poll again (the
         // result files, checked below, decide what is done); only a run of them gives up on it.
         if (++badPolls < BAD_POLLS_TOLERATED) continue;
-        return abandon(polled, `GET ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
+        await this.abort(jobId, call.onSignal);
+        throw badResponse(`Salesforce GET ${jobs}/${jobId}`, polled.status, polled.text, `a JSON job info {id: ${jobId}, state}`);
       }
       badPolls = 0;
       state = polled.body.state;
       errorText = polled.body.errorMessage ?? '';
       if (state === 'JobComplete' || state === 'Failed' || state === 'Aborted') break;
     }
-    const byExt = new Map<string, number>(idx.map((i) => [call.records[i]!.externalId, i]));
+    const results: JobResults = new Map();
     for (const kind of ['successfulResults', 'failedResults', 'unprocessedrecords'] as const) {
       const res = await this.request('GET', `${jobs}/${jobId}/${kind}/`, undefined, call.onSignal, undefined, 'text/csv');
       if (!this.checkWhole(call, idx, res, `jobs/ingest ${kind}`)) return;
       const { header: columns, rows } = parseCsv(res.text);
       // Every result file has a header row (also when it has no rows): its sf__ columns, then
       // the uploaded ones. Without it the file is not a result of this job.
-      const expected = [...RESULT_COLUMNS[kind], extField];
+      const expected = [...RESULT_COLUMNS[kind], job.extField];
       if (!expected.every((c) => columns.includes(c))) {
+        // The records an earlier, good file accounted for keep their outcomes.
+        for (const i of idx) {
+          const r = results.get(call.records[i]!.externalId);
+          if (r) this.settleResult(call, i, jobId, state, r, own ? undefined : wanted.get(i));
+        }
         throw badResponse(`Salesforce GET ${jobs}/${jobId}/${kind}/`, res.status, res.text, `CSV with the columns ${expected.join(', ')}`);
       }
       for (const row of rows) {
-        const i = byExt.get(row[extField] ?? '');
-        if (i === undefined || call.out[i] !== undefined) continue;
-        if (kind === 'successfulResults') {
-          // sf__Id may be empty (marketing objects), sf__Created is `true` or `false`.
-          call.out[i] = row.sf__Created === 'true' || row.sf__Created === 'false'
-            ? { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' }
-            : badRecord(`Salesforce Bulk API job ${jobId}: sf__Created of ${row[extField]} is ${JSON.stringify(row.sf__Created)}, not true or false`);
-        } else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
-        else call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
+        const ext = row[job.extField] ?? '';
+        if (!results.has(ext)) results.set(ext, { kind, row });
       }
     }
+    // Read in full: the job is settled, whatever of it this call could use.
+    this.openJobs.delete(jobId);
+    for (const i of idx) {
+      const r = results.get(call.records[i]!.externalId);
+      if (r) this.settleResult(call, i, jobId, state, r, own ? undefined : wanted.get(i));
+    }
+    if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
+    if (!own) return;
     const missing: WriteOutcome = state === 'Failed'
       ? { status: 'rejected', code: 'BULK_JOB_FAILED', message: `Salesforce Bulk API job ${jobId} failed: ${errorText || 'no reason given'}` }
       : state === 'JobComplete'
@@ -486,7 +719,26 @@ export class SalesforceAdapter implements CrmAdapter {
         ? badRecord(`Salesforce Bulk API job ${jobId} (JobComplete) returned no result row for the record`)
         : { status: 'retry', code: 'BULK_NO_RESULT', message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record` };
     this.settle(call, idx, missing);
-    if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
+  }
+
+  /**
+   * One record's result row. `cells`: the record came to a resumed job, which settles it only
+   * when the row holds what this call would upload (otherwise it goes into a new job).
+   */
+  private settleResult(call: Call, i: number, jobId: string, state: string, r: { kind: keyof typeof RESULT_COLUMNS; row: Record<string, string> }, cells?: Record<string, string>): void {
+    if (call.out[i] !== undefined) return;
+    const { kind, row } = r;
+    const ext = call.records[i]!.externalId;
+    if (cells && !sameCells(row, cells)) return;
+    // A resumed job's unprocessed record is simply sent again in the new job.
+    if (cells && kind === 'unprocessedrecords') return;
+    if (kind === 'successfulResults') {
+      // sf__Id may be empty (marketing objects), sf__Created is `true` or `false`.
+      call.out[i] = row.sf__Created === 'true' || row.sf__Created === 'false'
+        ? { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' }
+        : badRecord(`Salesforce Bulk API job ${jobId}: sf__Created of ${ext} is ${JSON.stringify(row.sf__Created)}, not true or false`);
+    } else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
+    else call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
   }
 
   /**
@@ -497,9 +749,11 @@ export class SalesforceAdapter implements CrmAdapter {
   private checkWhole(call: Call, idx: number[], res: SfResponse, what: string): boolean {
     if (res.status >= 200 && res.status < 300) return true;
     const e = (Array.isArray(res.body) ? (res.body as SfError[])[0] : undefined) ?? {};
-    if (res.status === 403 && e.errorCode === 'REQUEST_LIMIT_EXCEEDED') {
+    const limit = res.status === 403 ? limitError(res.body) : undefined;
+    if (limit) {
       call.throttled = true;
-      this.settle(call, idx, RATE_LIMITED);
+      call.throttle = rateLimited(limit.message, res.retryAfter);
+      this.settle(call, idx, call.throttle);
       return false;
     }
     if (res.status === 403) {
@@ -528,37 +782,54 @@ export class SalesforceAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, contentType = 'application/json', accept = 'application/json'): Promise<SfResponse> {
-    const res = await send(this.pool, {
-      method,
-      path,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        accept,
-        ...(body !== undefined ? { 'content-type': contentType } : {}),
+    // A session past its timeout is answered 401 INVALID_SESSION_ID: a new token, one retry.
+    const res = await withToken(
+      this.auth,
+      'Salesforce',
+      (token) => {
+        assertInstance(token, this.baseUrl, this.auth.credential);
+        return send(this.pool, {
+          method,
+          path,
+          headers: {
+            authorization: `Bearer ${token.value}`,
+            accept,
+            ...(body !== undefined ? { 'content-type': contentType } : {}),
+          },
+          body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+          timeoutMs: this.timeoutMs,
+          what: `Salesforce request ${method} ${path.split('?')[0]}`,
+        });
       },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      timeoutMs: this.timeoutMs,
-      what: `Salesforce request ${method} ${path.split('?')[0]}`,
-    });
+      (r) => r.status === 401,
+    );
     const text = res.text;
     // Bulk API results are CSV: only a JSON answer is parsed.
     const parsed = String(header(res.headers, 'content-type') ?? '').includes('json') && text ? safeJson(text) : text;
-    const out: SfResponse = { status: res.status, body: parsed, text };
+    const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
+    const out: SfResponse = { status: res.status, body: parsed, text, ...(retryAfter !== undefined ? { retryAfter } : {}) };
     const signal: RateSignal = {};
     const usage = /api-usage=(\d+)\/(\d+)/.exec(String(res.headers['sforce-limit-info'] ?? ''));
     if (usage) signal.dailyRemaining = Math.max(0, Number(usage[2]) - Number(usage[1]));
-    if (out.status === 403 && Array.isArray(parsed) && (parsed as SfError[]).some((e) => e.errorCode === 'REQUEST_LIMIT_EXCEEDED')) signal.throttled = true;
-    onSignal(signal);
-    if (out.status === 401) {
-      throw new ConnectorError('CRM_AUTH', 'Salesforce rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
+    const limit = out.status === 403 ? limitError(parsed) : undefined;
+    if (limit) {
+      signal.throttled = true;
+      signal.retryAfterSeconds = requestLimit(limit.message, retryAfter).retryAfterSeconds;
     }
+    onSignal(signal);
     if (out.status >= 500) {
       throw new ConnectorError(`CRM_HTTP_${out.status}`, `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`, { retriable: true });
     }
     return out;
   }
 
+  describeAuth(): string {
+    return this.auth.describe();
+  }
+
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.pool.close();
   }
 }

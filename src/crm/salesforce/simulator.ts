@@ -1,3 +1,4 @@
+import { SimTokens, type SimOAuthOptions, tokenParams, verifyJwt } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
 
@@ -6,6 +7,18 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  *
  * - Auth: `Authorization: Bearer <session id>`; an unknown token gets 401
  *   `[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]`.
+ *   A session past its lifetime gets the same 401. Sessions come from `POST /services/oauth2/token`
+ *   (the My Domain host serves it, as here): client credentials `grant_type=client_credentials&client_id&client_secret`
+ *   (https://developer.salesforce.com/docs/atlas.en-us.262.0.chatterapi.meta/chatterapi/quickstart_connecting.htm)
+ *   or JWT bearer `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<RS256 JWT: iss
+ *   consumer key, sub username, aud login URL, exp>`
+ *   (https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_jwt_flow.htm); answer
+ *   200 `{access_token, signature, instance_url, id, token_type:"Bearer", issued_at}`, no
+ *   `expires_in` (the session lasts the org's session timeout, default 2 h: `tokenTtlSeconds`,
+ *   counted from issue, stricter than Salesforce, which extends a session in use). Refusals: 400
+ *   `{error:"invalid_client", error_description:"invalid client credentials"}`, 400
+ *   `{error:"invalid_grant", error_description:"invalid assertion"|"audience is invalid"|"user hasn't approved this consumer"}`.
+ *   Token requests are OAuth, not API requests: they do not count toward the API quota.
  * - Quota: API requests per org over a rolling 24 h (100,000 for Enterprise Edition plus a
  *   per-licence allowance). Every REST call counts, Bulk API 2.0 calls included; only
  *   `GET /services/data` (the versions list) is free. Past the quota: HTTP 403
@@ -13,6 +26,16 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  *   Retry-After. Every response carries `Sforce-Limit-Info: api-usage=<used>/<limit>`.
  *   https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
  *   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_api_usage.htm
+ * - Concurrent long-running requests: at most 25 requests of 20 s or more in flight per
+ *   production org (5 in Developer Edition); past it the same 403 REQUEST_LIMIT_EXCEEDED, here
+ *   with the message `ConcurrentPerOrgLongTxn Limit exceeded.` (Salesforce documents the code,
+ *   not the message text; field reports also show `ConcurrentRequests (Concurrent API Requests)
+ *   Limit exceeded.`), until fewer are in flight. Requests take `serviceMs` each in the
+ *   simulator, so the limit can be reached (`longRequestSeconds` scales the 20 s down).
+ *   https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-api.html
+ * - UserInfo: `GET /services/oauth2/userinfo` with the bearer token answers the token's user
+ *   (`user_id`, `organization_id`, ...); an OAuth endpoint, not counted as an API request.
+ *   https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_using_userinfo_endpoint.htm
  * - sObject Collections upsert: `PATCH /services/data/vXX.X/composite/sobjects/{Object}/{ExternalIdField}`
  *   `{allOrNone, records:[{attributes:{type}, ...}]}`, at most 200 records, processed in order;
  *   200 with one UpsertResult `{id, success, created, errors:[{statusCode, message, fields}]}`
@@ -30,13 +53,17 @@ import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
  *   `JobComplete | Failed | Aborted` -> `GET .../successfulResults/ | failedResults/ | unprocessedrecords/`
  *   (CSV; `sf__Id, sf__Created` or `sf__Id, sf__Error` before the uploaded columns; row order is
  *   NOT the upload order, so the simulator shuffles it). A job runs `bulkStartSeconds` plus
- *   `rows / bulkRecordsPerSecond` after UploadComplete, on the simulator clock (`/__sim/clock`).
+ *   `rows / bulkRecordsPerSecond` after UploadComplete, on the simulator clock (`/__sim/clock`),
+ *   so a job can take minutes. `GET /jobs/ingest[?jobType=V2Ingest]` lists every job of the org
+ *   (job info with createdById, createdDate, state), 1,000 a page with `nextRecordsUrl`
+ *   (`?queryLocator=`), `done`.
  *   https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_successful_results.htm
+ *   https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_all_jobs.htm
  * - Validation: required fields on create (Contact/Lead LastName, Account Name, Opportunity
  *   Name/StageName/CloseDate), e-mail format, unknown parent external ids, duplicate external ids,
  *   plus the injected `rejectWhen` rule (as a validation rule: FIELD_CUSTOM_VALIDATION_EXCEPTION).
  */
-export interface SalesforceSimOptions {
+export interface SalesforceSimOptions extends SimOAuthOptions {
   port: number;
   host?: string;
   /** API requests per rolling window; default the Enterprise Edition base, 100,000 per 24 h. */
@@ -48,6 +75,12 @@ export interface SalesforceSimOptions {
   bulkStartSeconds?: number;
   /** Rows a Bulk API 2.0 job processes per second (default 2,000). */
   bulkRecordsPerSecond?: number;
+  /** How long every API request stays in flight (ms, real time; default 0). */
+  serviceMs?: number;
+  /** Long-running requests allowed in flight at once (default 25, a production org). */
+  concurrentLongRequests?: number;
+  /** From how long in flight a request counts as long-running (default 20 s, as documented). */
+  longRequestSeconds?: number;
   /**
    * The parent object of custom relationships, `"<Object>.<Relationship>": "<Parent>"`, e.g.
    * `{"Opportunity.Customer__r": "Contact"}` (the simulator has no schema; without an entry it
@@ -61,6 +94,10 @@ type WriteResult = { ok: true; id: string; created: boolean } | { ok: false; err
 
 const COLLECTION_MAX = 200;
 const QUERY_PAGE = 2000;
+/** Get All Jobs returns up to 1,000 jobs per request. */
+const JOB_PAGE = 1000;
+const USER_ID = '005SIM000000001AAA';
+const ORG_ID = '00DSIM000000001AAA';
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const DATE = /^\d{4}-\d{2}-\d{2}/;
 
@@ -121,7 +158,7 @@ interface IngestJob {
 
 class SalesforceSim extends SimServer {
   private readonly window: RollingWindow;
-  private readonly tokens: Set<string>;
+  readonly tokens: SimTokens;
   private readonly bulkStartMs: number;
   private readonly bulkRecordsPerSecond: number;
   private readonly relationships: Record<string, string>;
@@ -129,15 +166,23 @@ class SalesforceSim extends SimServer {
   private readonly cursors = new Map<string, { object: string; rows: Record<string, unknown>[] }>();
   private readonly customPrefixes = new Map<string, string>();
   private nextJob = 1;
+  private readonly serviceMs: number;
+  private readonly concurrentLong: number;
+  private readonly longMs: number;
+  /** Start times (real ms) of the API requests in flight. */
+  private readonly inFlight = new Set<{ since: number }>();
 
   constructor(opts: SalesforceSimOptions) {
     super();
     const limit = opts.limit ?? { requests: 100_000, windowSeconds: 86_400 };
     this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
-    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.tokens = new SimTokens(opts.tokens ?? ['sim-token'], opts, 7200, () => this.now());
     this.bulkStartMs = (opts.bulkStartSeconds ?? 1) * 1000;
     this.bulkRecordsPerSecond = opts.bulkRecordsPerSecond ?? 2000;
     this.relationships = opts.relationships ?? {};
+    this.serviceMs = opts.serviceMs ?? 0;
+    this.concurrentLong = opts.concurrentLongRequests ?? 25;
+    this.longMs = (opts.longRequestSeconds ?? 20) * 1000;
   }
 
   protected resetLimits(): void {
@@ -150,12 +195,20 @@ class SalesforceSim extends SimServer {
     return { 'Sforce-Limit-Info': `api-usage=${this.window.limit - this.window.remaining(now)}/${this.window.limit}` };
   }
 
-  protected throttleResponse(): SimResponse {
-    return errorBody(403, 'REQUEST_LIMIT_EXCEEDED', 'TotalRequests Limit exceeded.', this.limitInfo(this.now()));
+  /**
+   * An injected storm (POST /__sim/faults {throttle}). Salesforce sends no Retry-After, so the
+   * storm's `retryAfterSeconds` picks which of its two 403 REQUEST_LIMIT_EXCEEDED it is: a short
+   * one (< 60 s) the concurrent long-running request limit, a longer one the daily allocation.
+   */
+  protected throttleResponse(retryAfterSeconds = Number.POSITIVE_INFINITY): SimResponse {
+    const message = retryAfterSeconds < 60 ? 'ConcurrentPerOrgLongTxn Limit exceeded.' : 'TotalRequests Limit exceeded.';
+    return errorBody(403, 'REQUEST_LIMIT_EXCEEDED', message, this.limitInfo(this.now()));
   }
 
-  protected handle(req: SimRequest): SimResponse {
+  protected async handle(req: SimRequest): Promise<SimResponse> {
     const parts = req.path.split('/').filter(Boolean);
+    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'userinfo' && parts.length === 3 && req.method === 'GET') return this.userinfo(req);
+    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'token' && parts.length === 3 && req.method === 'POST') return this.issueToken(req);
     if (parts[0] !== 'services' || parts[1] !== 'data') return notFound();
     // The versions list is the one resource that needs no session and does not count.
     if (parts.length === 2 && req.method === 'GET') {
@@ -163,14 +216,61 @@ class SalesforceSim extends SimServer {
     }
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
-    if (!this.tokens.has(token)) {
+    if (this.tokens.state(token) !== 'valid') {
       return { ...errorBody(401, 'INVALID_SESSION_ID', 'Session expired or invalid'), headers: { 'WWW-Authenticate': 'Token' } };
     }
     const now = this.now();
+    const started = Date.now();
+    const long = [...this.inFlight].filter((r) => started - r.since >= this.longMs).length;
+    if (long >= this.concurrentLong) {
+      return errorBody(403, 'REQUEST_LIMIT_EXCEEDED', 'ConcurrentPerOrgLongTxn Limit exceeded.', this.limitInfo(now));
+    }
     if (!this.window.tryAcquire(now)) return this.throttleResponse();
-    const version = /^v(\d+\.\d)$/.exec(parts[2] ?? '');
-    const res = version ? this.route(req, parts.slice(3), Number(version[1])) : notFound();
-    return { ...res, headers: { ...this.limitInfo(now), ...res.headers } };
+    const me = { since: started };
+    this.inFlight.add(me);
+    try {
+      if (this.serviceMs > 0) await new Promise((r) => setTimeout(r, this.serviceMs));
+      const version = /^v(\d+\.\d)$/.exec(parts[2] ?? '');
+      const res = version ? this.route(req, parts.slice(3), Number(version[1])) : notFound();
+      return { ...res, headers: { ...this.limitInfo(now), ...res.headers } };
+    } finally {
+      this.inFlight.delete(me);
+    }
+  }
+
+  /** The OAuth token endpoint: client credentials and JWT bearer (see the header). */
+  private issueToken(req: SimRequest): SimResponse {
+    const p = tokenParams(req);
+    const refuse = (error: string, description: string): SimResponse => ({ status: 400, body: { error, error_description: description } });
+    const grant = p.get('grant_type');
+    const origin = `http://${req.headers.host ?? 'localhost'}`;
+    if (grant === 'client_credentials') {
+      const client = this.tokens.client(p.get('client_id'));
+      if (!client || !client.clientSecret || p.get('client_secret') !== client.clientSecret) return refuse('invalid_client', 'invalid client credentials');
+    } else if (grant === 'urn:ietf:params:oauth:grant-type:jwt-bearer') {
+      const assertion = p.get('assertion') ?? '';
+      const unverified = verifyJwt(assertion, undefined);
+      const client = this.tokens.client(typeof unverified?.iss === 'string' ? unverified.iss : null);
+      if (!client) return refuse('invalid_client_id', 'client identifier invalid');
+      const claims = verifyJwt(assertion, client.publicKey);
+      if (!claims || Number(claims.exp) * 1000 <= this.now()) return refuse('invalid_grant', 'invalid assertion');
+      if (![origin, 'https://login.salesforce.com', 'https://test.salesforce.com'].includes(String(claims.aud))) return refuse('invalid_grant', 'audience is invalid');
+      if (typeof claims.sub !== 'string' || (client.usernames && !client.usernames.includes(claims.sub))) return refuse('invalid_grant', "user hasn't approved this consumer");
+    } else {
+      return refuse('unsupported_grant_type', 'grant type not supported');
+    }
+    const t = this.tokens.issue(`${ORG_ID}!`);
+    return {
+      status: 200,
+      body: { access_token: t.value, signature: 'c2ltdWxhdG9y', instance_url: origin, id: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`, token_type: 'Bearer', issued_at: String(this.now()) },
+    };
+  }
+
+  /** OpenID Connect UserInfo of the token's user; not an API request, so not counted. */
+  private userinfo(req: SimRequest): SimResponse {
+    const auth = req.headers.authorization ?? '';
+    if (this.tokens.state(auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '') !== 'valid') return { status: 403, body: 'Bad_OAuth_Token', headers: { 'content-type': 'text/plain' } };
+    return { status: 200, body: { sub: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`, user_id: USER_ID, organization_id: ORG_ID, preferred_username: 'integration@example.com', name: 'Integration User' } };
   }
 
   private route(req: SimRequest, p: string[], apiVersion: number): SimResponse {
@@ -185,6 +285,7 @@ class SalesforceSim extends SimServer {
     if (a === 'sobjects' && p.length === 4 && req.method === 'GET') return this.byExternalId(b!, c!, decodeURIComponent(d!));
     if (a === 'jobs' && b === 'ingest') {
       if (p.length === 2 && req.method === 'POST') return this.createJob(req.body, apiVersion);
+      if (p.length === 2 && req.method === 'GET') return this.listJobs(req.query, apiVersion);
       const job = c ? this.jobs.get(c) : undefined;
       if (!job) return notFound();
       this.advance(job);
@@ -470,12 +571,28 @@ class SalesforceSim extends SimServer {
     return { status: 200, body: this.jobInfo(job) };
   }
 
+  /** Get All Jobs: every ingest job of the org as of now, 1,000 a page, in no promised order. */
+  private listJobs(query: URLSearchParams, apiVersion: number): SimResponse {
+    const type = query.get('jobType');
+    if (type && !['V2Ingest', 'Classic', 'BigObjectIngest'].includes(type)) return errorBody(400, 'INVALIDJOB', `InvalidJob : invalid jobType ${type}`);
+    const all = type && type !== 'V2Ingest' ? [] : [...this.jobs.values()];
+    for (const job of all) this.advance(job);
+    const from = Number(query.get('queryLocator') ?? 0) || 0;
+    const page = all.slice(from, from + JOB_PAGE);
+    const done = from + JOB_PAGE >= all.length;
+    const v = apiVersion.toFixed(1);
+    return {
+      status: 200,
+      body: { done, records: page.map((j) => this.jobInfo(j)), ...(done ? {} : { nextRecordsUrl: `/services/data/v${v}/jobs/ingest?jobType=V2Ingest&queryLocator=${from + JOB_PAGE}` }) },
+    };
+  }
+
   private jobInfo(job: IngestJob): Record<string, unknown> {
     return {
       id: job.id,
       operation: job.operation,
       object: job.object,
-      createdById: '005SIM000000001AAA',
+      createdById: USER_ID,
       createdDate: job.createdDate,
       systemModstamp: job.systemModstamp,
       state: job.state,

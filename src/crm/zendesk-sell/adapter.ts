@@ -5,6 +5,8 @@ import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmTarget, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
+import { tokenProviderFor } from '../auth/oauth-flows.ts';
+import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 
 /**
  * Zendesk Sell API v2 adapter. Sell has no bulk write endpoint, so each record is one request:
@@ -136,7 +138,8 @@ function kindOf(code: string): { kind?: RetryKind } {
 export class ZendeskSellAdapter implements CrmAdapter {
   readonly kind = 'zendesk-sell';
   private readonly pool: Pool;
-  private readonly token: string;
+  /** The credential's token: a personal access token (static) or an OAuth token, refreshed. */
+  private readonly auth: TokenProvider;
   private readonly timeoutMs: number;
   private readonly caches: CrmCaches;
   /** object, external id -> Sell id (shared by the process's adapters, see crm-caches.ts). */
@@ -147,7 +150,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
     this.ids = caches.map('zendesk-sell.ids');
     const base = new URL(config.baseUrl);
     this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
-    this.token = config.auth.token;
+    this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
   }
 
@@ -377,7 +380,14 @@ export class ZendeskSellAdapter implements CrmAdapter {
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
-    const out: SellResponse = await sendJson(this.pool, { method, path, token: this.token, body, timeoutMs: this.timeoutMs, what: 'Zendesk Sell request' });
+    // An OAuth token past its expiry is answered 401: refreshed once and retried. A personal
+    // access token refused, or a fresh OAuth token refused, stops the connector (below, in withToken).
+    const out: SellResponse = await withToken(
+      this.auth,
+      'Zendesk Sell',
+      (token) => sendJson(this.pool, { method, path, token: token.value, body, timeoutMs: this.timeoutMs, what: 'Zendesk Sell request' }),
+      (res) => res.status === 401,
+    );
     const signal: RateSignal = {};
     if (out.status === 429) {
       // The throttle and its wait say it all. An X-RateLimit-Remaining: 0 beside them would make
@@ -392,9 +402,13 @@ export class ZendeskSellAdapter implements CrmAdapter {
     }
     onSignal(signal);
     if (out.status === 401 || out.status === 403) {
-      throw new ConnectorError('CRM_AUTH', `Zendesk Sell rejected the API token (HTTP ${out.status}); check crm.auth.token`, { retriable: false });
+      throw new ConnectorError('CRM_AUTH', `Zendesk Sell rejected the token of ${this.auth.credential} (HTTP ${out.status}); check ${this.auth.credential}${this.auth.isStatic ? '.token' : ' (the OAuth grant and its scope)'}`, { retriable: false });
     }
     return out;
+  }
+
+  describeAuth(): string {
+    return this.auth.describe();
   }
 
   async close(): Promise<void> {

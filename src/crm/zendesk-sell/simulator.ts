@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import { SimTokens, type SimOAuthOptions, tokenParams } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 
 /**
@@ -37,15 +38,19 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  * - Errors: `{errors:[{error:{code, field?, message}, meta:{type}}], meta:{type:"errors", http_status}}`
  *   (https://developer.zendesk.com/api-reference/sales-crm/errors/); validation is 422.
  */
-export interface ZendeskSellSimOptions {
+/** The custom fields connectors/zendesk-sell.yaml maps (external ids and two plain fields). */
+const SHIPPED_CUSTOM_FIELDS: Partial<Record<ResourceType, string[]>> = { contact: ['erp_id', 'company'], deal: ['erp_order_id', 'status'] };
+
+export interface ZendeskSellSimOptions extends SimOAuthOptions {
   port: number;
   host?: string;
   limit?: { requests: number; windowSeconds: number };
   tokens?: string[];
   retryAfterSeconds?: number;
   /**
-   * Custom fields defined per resource type (what an admin created in Sell's UI). Default: any
-   * custom field a write uses is defined at that moment (the account had it already).
+   * Custom fields defined per resource type (what an admin created in Sell's UI). Default: the
+   * ones connectors/zendesk-sell.yaml uses (so `pg2crm check` passes against a fresh simulator),
+   * and any other custom field a write uses is defined at that moment (the account had it already).
    */
   customFields?: Partial<Record<ResourceType, string[]>>;
   /** Fault: custom fields (per object, e.g. `{contacts: ['erp_id']}`) whose list filter Sell ignores. */
@@ -83,7 +88,7 @@ function errors(status: number, list: { code: string; message: string; field?: s
 
 class ZendeskSellSim extends SimServer {
   private readonly window: RollingWindow;
-  private readonly tokens: Set<string>;
+  readonly tokens: SimTokens;
   private readonly retryAfterSeconds: number;
   private readonly rateLimitHeaders: boolean;
   private readonly retryAfterHeader: 'seconds' | 'http-date' | 'none';
@@ -98,13 +103,14 @@ class ZendeskSellSim extends SimServer {
     super();
     const limit = opts.limit ?? { requests: 200, windowSeconds: 60 };
     this.window = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
-    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.tokens = new SimTokens(opts.tokens ?? ['sim-token'], opts, 3599, () => this.now());
     this.retryAfterSeconds = opts.retryAfterSeconds ?? 3600;
     this.rateLimitHeaders = opts.rateLimitHeaders ?? true;
     this.retryAfterHeader = opts.retryAfterHeader ?? 'seconds';
     this.unfilterable = opts.unfilterable ?? {};
     this.definedOnUse = opts.customFields === undefined;
-    for (const [type, names] of Object.entries(opts.customFields ?? {})) for (const name of names ?? []) this.defineField(type as ResourceType, name);
+    const defined = opts.customFields ?? SHIPPED_CUSTOM_FIELDS;
+    for (const [type, names] of Object.entries(defined)) for (const name of names ?? []) this.defineField(type as ResourceType, name);
   }
 
   private defineField(type: ResourceType, name: string): void {
@@ -146,9 +152,14 @@ class ZendeskSellSim extends SimServer {
     if (typeof agent !== 'string' || agent.trim() === '') {
       return errors(400, [{ code: 'invalid_user_agent', message: 'The User-Agent header is missing; every request must name its client' }]);
     }
+    if (req.method === 'POST' && req.path === '/oauth2/token') return this.issueToken(req);
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
-    if (!this.tokens.has(token)) return errors(401, [{ code: 'unauthorized', message: 'Invalid or missing access token' }], 'authentication');
+    const state = this.tokens.state(token);
+    // An expired OAuth token: the body a Sell user reported for it (support.zendesk.com community
+    // post 5003737490458): "Required access token is missing, malformed, expired, or invalid."
+    if (state === 'expired') return { status: 401, body: { error: { code: 'unauthorized', message: 'request is unauthorized', details: 'Required access token is missing, malformed, expired, or invalid.' } } };
+    if (state !== 'valid') return errors(401, [{ code: 'unauthorized', message: 'Invalid or missing access token' }], 'authentication');
     const now = this.now();
     if (now < this.lockedUntil) return this.throttleResponse(Math.ceil((this.lockedUntil - now) / 1000));
     if (!this.window.tryAcquire(now)) {
@@ -157,6 +168,31 @@ class ZendeskSellSim extends SimServer {
     }
     const res = this.route(req);
     return { ...res, headers: { ...this.rateHeaders(now), ...res.headers } };
+  }
+
+  /**
+   * Sell's OAuth token endpoint, `POST /oauth2/token` (https://api.getbase.com/oauth2/token),
+   * refresh-token grant; the client authenticates with HTTP Basic (or form parameters). Answer
+   * `{access_token, token_type:"bearer", expires_in:3599, refresh_token, scope}` (lifetime
+   * `tokenTtlSeconds`); refusals 400/401 `{error:"invalid_grant"|"invalid_client", error_description}`
+   * (RFC 6749 §5.2). Not an API request: it skips the rate bucket.
+   */
+  private issueToken(req: SimRequest): SimResponse {
+    const p = tokenParams(req);
+    const basic = /^Basic (.+)$/.exec(String(req.headers.authorization ?? ''));
+    let id = p.get('client_id');
+    let secret = p.get('client_secret');
+    if (basic) {
+      const [u, pw] = Buffer.from(basic[1]!, 'base64').toString().split(':');
+      id = decodeURIComponent(u ?? '');
+      secret = decodeURIComponent(pw ?? '');
+    }
+    const client = this.tokens.client(id);
+    if (!client || secret !== client.clientSecret) return { status: 401, body: { error: 'invalid_client', error_description: 'Client authentication failed' } };
+    if (p.get('grant_type') !== 'refresh_token') return { status: 400, body: { error: 'unsupported_grant_type', error_description: 'The authorization grant type is not supported' } };
+    if (p.get('refresh_token') !== client.refreshToken) return { status: 400, body: { error: 'invalid_grant', error_description: 'The provided authorization grant is invalid, expired or revoked' } };
+    const t = this.tokens.issue();
+    return { status: 200, body: { access_token: t.value, token_type: 'bearer', expires_in: t.expiresIn, refresh_token: client.refreshToken, scope: 'read write profile' } };
   }
 
   private route(req: SimRequest): SimResponse {

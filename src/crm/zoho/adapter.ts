@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool, request as undiciRequest } from 'undici';
+import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
-import { ConnectorError, errorMessage } from '../../errors.ts';
+import { ConnectorError } from '../../errors.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, safeJson, send } from '../http.ts';
+import { badResponse, header, parseRetryAfter, safeJson, send } from '../http.ts';
+import { tokenProviderFor } from '../auth/oauth-flows.ts';
+import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { parseCsv, toCsv } from './csv.ts';
 import { unzip, zip } from './zip.ts';
@@ -21,7 +23,15 @@ import { unzip, zip } from './zip.ts';
  *   A lookup whose column became NULL is sent as null (no search), never through Bulk Write.
  * - A call with at least `bulkThreshold` upserts of the same field set goes through Bulk Write:
  *   zipped CSV upload -> job -> poll -> zipped result CSV matched by external id. Lookups there
- *   use the field mapping's `find_by`, so they cost no searches.
+ *   use the field mapping's `find_by`, so they cost no searches. Each poll is one call bounded by
+ *   `crm.timeoutMs`; the job may run `crm.bulkJobTimeoutMinutes` (jobs can take minutes). A job
+ *   costs 500 credits and Zoho can neither cancel nor list Bulk Write jobs (the Bulk Write API is
+ *   upload, create, job details and result download:
+ *   https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/overview.html), so a job whose call
+ *   ended early (throttled, stopping, past the job timeout) is remembered with what it carries,
+ *   and records that come back with the same cells wait for it instead of paying for another.
+ *   That memory is the process's: after a restart the redelivered records go into a new job
+ *   (the old one still writes the same values).
  *
  * The budget unit is API CREDITS (`limits.requests` per `limits.windowSeconds`, and
  * `limits.daily`): an upsert call costs ceil(records/10), a Bulk Write job 500, every other call 1.
@@ -37,15 +47,40 @@ const BULK_MAX = 25_000;
 const CREDITS_PER_BULK_JOB = 500;
 const CREDITS_EXHAUSTED_WAIT_SECONDS = 300;
 const CONCURRENCY_WAIT_SECONDS = 1;
-/** Poll schedule of a Bulk Write job: 250 ms, doubling, at most 5 s apart. */
+/** Poll schedule of a Bulk Write job: 250 ms, doubling, at most 10 s apart (a poll costs a credit). */
 const POLL_FIRST_MS = 250;
-const POLL_MAX_MS = 5000;
+const POLL_MAX_MS = 10_000;
 /** Garbled job status answers in a row that give up on a job (one alone is polled past). */
 const BAD_POLLS_TOLERATED = 3;
 /** For cost estimates only: a job starts after ~0.1 s and writes ~5,000 rows/s. */
 const BULK_START_SECONDS = 0.1;
 const BULK_ROWS_PER_SECOND = 5000;
 const PERMANENT_CODES = new Set(['INVALID_DATA', 'MANDATORY_NOT_FOUND', 'DUPLICATE_DATA', 'DEPENDENT_MISMATCH', 'EXPECTED_FIELD_MISSING', 'DEPENDENT_FIELD_MISSING', 'LIMIT_EXCEEDED', 'NO_PERMISSION', 'INVALID_MODULE']);
+/**
+ * Bulk Write result errors no retry fixes: a record held for approval or blocked needs a person
+ * (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html lists
+ * MANDATORY_NOT_FOUND, INVALID_DATA, DUPLICATE_DATA, NOT_APPROVED, BLOCKED_RECORD, CANNOT_PROCESS,
+ * LIMIT_EXCEEDED, RESOURCE_NOT_FOUND; CANNOT_PROCESS is retried).
+ */
+const BULK_PERMANENT_CODES = new Set([...PERMANENT_CODES, 'NOT_APPROVED', 'BLOCKED_RECORD']);
+
+/**
+ * A Bulk Write result row's ERRORS cell: `<errorCode>-<column_header>` per error, several joined
+ * by `:`, a code naming several columns as `CODE-ColA,ColB` (e.g.
+ * `MANDATORY_NOT_FOUND-Company,Last_Name:DUPLICATE_DATA-Email`,
+ * https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html).
+ */
+export function parseBulkErrors(cell: string): { code: string; columns: string[] }[] {
+  return cell
+    .split(':')
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part) => {
+      const dash = part.indexOf('-');
+      if (dash < 0) return { code: part, columns: [] };
+      return { code: part.slice(0, dash), columns: part.slice(dash + 1).split(',').map((c) => c.trim()).filter(Boolean) };
+    });
+}
 
 const log = componentLogger('crm.zoho');
 
@@ -157,15 +192,50 @@ function signature(r: CrmWrite): string {
   return JSON.stringify([Object.keys(r.fields).sort(), Object.keys(r.lookups ?? {}).sort()]);
 }
 
+/** A Bulk Write job not settled yet, with the row it carries for each external id. */
+interface OpenJob {
+  id: string;
+  object: string;
+  idField: string;
+  /** Epoch ms the job was created; the job timeout counts from here. */
+  createdAt: number;
+  rows: Map<string, string>;
+}
+
+/** A skipped Bulk Write row: a pending lookup, a permanent rejection or a retry, from its ERRORS. */
+function skippedOutcome(r: CrmWrite, cell: string): WriteOutcome {
+  const errors = parseBulkErrors(cell);
+  const message = `Bulk Write skipped the record: ${cell || 'no ERRORS given'}`;
+  // A lookup column whose value names no record: the parent may not be written yet.
+  const lookupMissing = (e: { code: string; columns: string[] }): boolean => (e.code === 'INVALID_DATA' || e.code === 'RESOURCE_NOT_FOUND') && e.columns.some((c) => r.lookups?.[c] !== undefined);
+  const others = errors.filter((e) => !lookupMissing(e));
+  if (errors.length > 0 && others.length === 0) {
+    const field = errors[0]!.columns.find((c) => r.lookups?.[c] !== undefined)!;
+    const l = r.lookups![field]!;
+    return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+  }
+  // One error no retry fixes rejects the record, whatever else is wrong with it.
+  const permanent = others.find((e) => BULK_PERMANENT_CODES.has(e.code));
+  if (permanent) return { status: 'rejected', code: permanent.code, message, ...(permanent.columns[0] ? { field: permanent.columns[0] } : {}) };
+  return { status: 'retry', code: others[0]?.code || 'SKIPPED', message };
+}
+
 export class ZohoAdapter implements CrmAdapter {
   readonly kind = 'zoho';
   private readonly pool: Pool;
   private readonly contentPool: Pool;
   private readonly origin: string;
-  private readonly token: string;
+  /** The credential's token: Zoho's refresh-token grant at the data centre's accounts server (or a static token). */
+  private readonly auth: TokenProvider;
   private readonly timeoutMs: number;
   private readonly version: string;
   private readonly bulkThreshold: number;
+  private readonly jobTimeoutMs: number;
+  /** Bulk Write jobs not settled yet, by id (see the class comment). */
+  private readonly openJobs = new Map<string, OpenJob>();
+  /** Pools for result downloads from another host (download-accl.zoho.com), by origin. */
+  private readonly downloadPools = new Map<string, Pool>();
+  private closed = false;
   private readonly caches: CrmCaches;
   /** `<Module>\0<externalId>` -> Zoho record id (shared by the process's adapters, see crm-caches.ts). */
   private readonly ids: Map<string, string>;
@@ -182,10 +252,11 @@ export class ZohoAdapter implements CrmAdapter {
     const content = new URL(base.origin);
     if (/^(www\.)?zohoapis\./.test(content.hostname)) content.hostname = content.hostname.replace(/^(www\.)?/, 'content.');
     this.contentPool = content.origin === base.origin ? this.pool : new Pool(content.origin, { connections: 2, keepAliveTimeout: 30_000 });
-    this.token = config.auth.token;
+    this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
     this.version = config.apiVersion ?? 'v7';
     this.bulkThreshold = config.bulkThreshold;
+    this.jobTimeoutMs = config.bulkJobTimeoutMinutes * 60_000;
   }
 
   forget(): void {
@@ -497,8 +568,21 @@ export class ZohoAdapter implements CrmAdapter {
       const r = records[i]!;
       rows.push([r.externalId, ...fields.map((f) => r.fields[f]), ...lookups.map(([f]) => r.lookups?.[f]?.externalId)]);
     }
-    const file = zip([{ name: `${object}.csv`, data: Buffer.from(toCsv(rows), 'utf8') }]);
+    const lineOf = new Map<number, string>(indexes.map((i, k) => [i, toCsv([rows[k + 1]!])]));
 
+    // Jobs of earlier calls that carry some of these records with the same cells: wait for them.
+    // One past the job timeout is given up (its records went elsewhere, or are retried now).
+    for (const [id, job] of this.openJobs) if (Date.now() >= job.createdAt + this.jobTimeoutMs) this.openJobs.delete(id);
+    for (const job of [...this.openJobs.values()]) {
+      if (job.object !== object || job.idField !== idField) continue;
+      const carried = indexes.filter((i) => out[i] === undefined && job.rows.get(records[i]!.externalId) === lineOf.get(i));
+      if (carried.length === 0) continue;
+      log.info({ jobId: job.id, object, records: carried.length }, 'resuming bulk write job');
+      await this.settleJob(job, records, carried, out, onSignal);
+    }
+    const todo = indexes.filter((i) => out[i] === undefined);
+    if (todo.length === 0) return;
+    const file = zip([{ name: `${object}.csv`, data: Buffer.from(toCsv([columns]) + todo.map((i) => lineOf.get(i)!).join(''), 'utf8') }]);
     const org = await this.org(onSignal);
     const boundary = `----pg2crm${randomUUID()}`;
     const multipart = Buffer.concat([
@@ -516,7 +600,7 @@ export class ZohoAdapter implements CrmAdapter {
     // `{status: "success", code: "FILE_UPLOAD_SUCCESS", details: {file_id}}`
     // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/upload-file.html)
     const fileId = isObject(uploaded.body) && isObject(uploaded.body.details) ? uploaded.body.details.file_id : undefined;
-    if (uploaded.status !== 200) throw this.bulkError(uploaded, `upload of ${indexes.length} ${object}`);
+    if (uploaded.status !== 200) throw this.bulkError(uploaded, `upload of ${todo.length} ${object}`);
     if (!isId(fileId)) throw badResponse(`Zoho CRM POST /crm/${this.version}/upload`, uploaded.status, uploaded.text, 'a JSON object {status, code, details: {file_id}}');
 
     const created = await this.request('POST', `/crm/bulk/${this.version}/write`, {
@@ -542,14 +626,23 @@ export class ZohoAdapter implements CrmAdapter {
     // 201 `{status: "success", code: "SUCCESS", details: {id}}`
     // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/create-job.html)
     const jobId = isObject(created.body) && isObject(created.body.details) ? created.body.details.id : undefined;
-    if (!is2xx(created.status)) throw this.bulkError(created, `job for ${indexes.length} ${object}`);
+    if (!is2xx(created.status)) throw this.bulkError(created, `job for ${todo.length} ${object}`);
     if (created.status !== 201 || !isId(jobId)) throw badResponse(`Zoho CRM POST /crm/bulk/${this.version}/write`, created.status, created.text, 'HTTP 201 with a JSON object {status, code, details: {id}}');
-    log.debug({ jobId, object, records: indexes.length }, 'bulk write job created');
+    log.debug({ jobId, object, records: todo.length }, 'bulk write job created');
 
-    const url = await this.poll(jobId, onSignal);
+    // Running now: remembered until its result is read (see the class comment).
+    const job: OpenJob = { id: jobId, object, idField, createdAt: Date.now(), rows: new Map(todo.map((i) => [records[i]!.externalId, lineOf.get(i)!])) };
+    this.openJobs.set(jobId, job);
+    await this.settleJob(job, records, todo, out, onSignal);
+  }
+
+  /** Waits for `job` (within the job timeout), reads its result and settles the records of `indexes`. */
+  private async settleJob(job: OpenJob, records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+    const { id: jobId, object, idField } = job;
+    const url = await this.poll(job, onSignal);
     const result = await this.download(url, onSignal);
-    // A zip holding a CSV of the uploaded columns plus STATUS, RECORD_ID and ERRORS
-    // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html).
+    // A zip holding a CSV of the first three mapped columns (the external id is the first) plus
+    // STATUS, RECORD_ID and ERRORS (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html).
     const resultWhat = `Zoho CRM Bulk Write job ${jobId} result download`;
     const expected = `a zip holding a CSV with the columns ${idField}, STATUS, RECORD_ID, ERRORS`;
     let entries;
@@ -565,6 +658,8 @@ export class ZohoAdapter implements CrmAdapter {
     const at = (name: string): number => cols.indexOf(name);
     const [idCol, statusCol, recordCol, errorsCol] = [at(idField), at('STATUS'), at('RECORD_ID'), at('ERRORS')];
     if (idCol < 0 || statusCol < 0 || recordCol < 0 || errorsCol < 0) throw badResponse(resultWhat, 200, text, expected);
+    // Read in full: nothing more will come of the job.
+    this.openJobs.delete(jobId);
     // Row order is not promised: match rows by external id.
     const byExternalId = new Map(lines.map((l) => [l[idCol] ?? '', l]));
     for (const i of indexes) {
@@ -580,12 +675,7 @@ export class ZohoAdapter implements CrmAdapter {
         this.remember(object, r.externalId, crmId);
         out[i] = { status: 'done', crmId, created: status === 'added' };
       } else if (status === 'skipped') {
-        const errors = line?.[errorsCol] || 'skipped';
-        const [code = 'SKIPPED', field] = errors.split(':');
-        if (field && r.lookups?.[field]) {
-          const l = r.lookups[field]!;
-          out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
-        } else out[i] = PERMANENT_CODES.has(code) ? { status: 'rejected', code, message: `Bulk Write skipped the record: ${errors}`, ...(field ? { field } : {}) } : { status: 'retry', code, message: `Bulk Write skipped the record: ${errors}` };
+        out[i] = skippedOutcome(r, line?.[errorsCol] ?? '');
       } else if (status === 'unprocessed') {
         out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Bulk Write job ${jobId} did not process the record` };
       } else {
@@ -613,64 +703,95 @@ export class ZohoAdapter implements CrmAdapter {
     return this.orgId;
   }
 
-  /** The one wait inside the adapter: polling the job, bounded by `timeoutMs`. */
-  private async poll(jobId: string, onSignal: (s: RateSignal) => void): Promise<string> {
-    const deadline = Date.now() + this.timeoutMs;
+  /**
+   * The one wait inside the adapter: polling the job until COMPLETED, each poll one call bounded
+   * by `timeoutMs`, the job by `bulkJobTimeoutMinutes`. A poll without an answer (timeout,
+   * reset, 5xx) or a throttled one says nothing about the job, which keeps running: poll on.
+   */
+  private async poll(job: OpenJob, onSignal: (s: RateSignal) => void): Promise<string> {
+    const { id: jobId } = job;
+    const deadline = job.createdAt + this.jobTimeoutMs;
+    const path = `/crm/bulk/${this.version}/write/${jobId}`;
     let wait = POLL_FIRST_MS;
     let badPolls = 0;
     for (;;) {
-      await sleep(Math.max(0, Math.min(wait, deadline - Date.now())));
-      const res = await this.request('GET', `/crm/bulk/${this.version}/write/${jobId}`, { onSignal, credits: 1, polling: true });
-      if (res.status === 200) {
-        // `{status, result: {download_url}}`, the URL once COMPLETED (JOB_STATUSES).
-        const body = isObject(res.body) ? res.body : {};
-        const status = typeof body.status === 'string' ? body.status : '';
-        const url = isObject(body.result) ? body.result.download_url : undefined;
-        if (!JOB_STATUSES.has(status) || (status === 'COMPLETED' && !isId(url))) {
-          // A garbled status answer says nothing about the job, which keeps running (it has cost
-          // 500 credits): poll again; only a run of them gives up on it.
-          if (++badPolls >= BAD_POLLS_TOLERATED) {
-            throw badResponse(`Zoho CRM GET /crm/bulk/${this.version}/write/${jobId}`, res.status, res.text, 'a JSON object {status: ADDED|IN PROGRESS|COMPLETED|FAILED, result: {download_url}}');
-          }
-        } else {
-          badPolls = 0;
-          if (status === 'COMPLETED') return url as string;
-          if (status === 'FAILED') throw new ConnectorError('CRM_BULK_FAILED', `Zoho Bulk Write job ${jobId} failed`, { retriable: true });
-        }
-      } else if (res.status !== 429) throw this.bulkError(res, `status of job ${jobId}`);
       if (Date.now() >= deadline) {
-        throw new ConnectorError('CRM_BULK_TIMEOUT', `Zoho Bulk Write job ${jobId} did not complete within crm.timeoutMs (${this.timeoutMs} ms); raise crm.timeoutMs or lower crm.bulkThreshold`, { retriable: true });
+        // Zoho cannot cancel a Bulk Write job: give up on it (its records are retried).
+        this.openJobs.delete(jobId);
+        throw new ConnectorError('CRM_BULK_TIMEOUT', `Zoho Bulk Write job ${jobId} did not complete within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`, { retriable: true });
       }
+      await sleep(Math.max(0, Math.min(wait, deadline - Date.now())));
       wait = Math.min(wait * 2, POLL_MAX_MS);
+      if (this.closed) throw new ConnectorError('CRM_UNREACHABLE', `Zoho Bulk Write job ${jobId}: the connector is stopping`, { retriable: true });
+      let res: ZohoResponse;
+      try {
+        res = await this.request('GET', path, { onSignal, credits: 1, polling: true });
+      } catch (err) {
+        if (err instanceof ConnectorError && err.retriable && !this.closed) {
+          log.warn({ jobId, err: err.message }, 'bulk write job poll failed; polling on');
+          continue;
+        }
+        throw err;
+      }
+      if (res.status === 429) continue;
+      if (res.status !== 200) {
+        this.openJobs.delete(jobId);
+        throw this.bulkError(res, `status of job ${jobId}`);
+      }
+      // `{status, result: {download_url}}`, the URL once COMPLETED (JOB_STATUSES).
+      const body = isObject(res.body) ? res.body : {};
+      const status = typeof body.status === 'string' ? body.status : '';
+      const url = isObject(body.result) ? body.result.download_url : undefined;
+      if (!JOB_STATUSES.has(status) || (status === 'COMPLETED' && !isId(url))) {
+        // A garbled status answer says nothing about the job, which keeps running (it has cost
+        // 500 credits): poll again; only a run of them gives up on it.
+        if (++badPolls >= BAD_POLLS_TOLERATED) {
+          throw badResponse(`Zoho CRM GET ${path}`, res.status, res.text, 'a JSON object {status: ADDED|IN PROGRESS|COMPLETED|FAILED, result: {download_url}}');
+        }
+        continue;
+      }
+      badPolls = 0;
+      if (status === 'COMPLETED') return url as string;
+      if (status === 'FAILED') {
+        this.openJobs.delete(jobId);
+        throw new ConnectorError('CRM_BULK_FAILED', `Zoho Bulk Write job ${jobId} failed`, { retriable: true });
+      }
     }
   }
 
+  /** The result zip, from the URL the job named (another host in Zoho's cloud: download-accl.zoho.com). */
   private async download(url: string, onSignal: (s: RateSignal) => void): Promise<Buffer> {
     const u = new URL(url, this.origin);
-    const headers = { authorization: `Zoho-oauthtoken ${this.token}` };
-    let status: number;
-    let body: Buffer;
-    let resHeaders: ZohoResponse['headers'];
-    try {
-      const res = u.origin === this.origin
-        ? await this.pool.request({ method: 'GET', path: u.pathname + u.search, headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
-        : await undiciRequest(u, { method: 'GET', headers, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
-      status = res.statusCode;
-      resHeaders = res.headers;
-      body = Buffer.from(await res.body.arrayBuffer());
-    } catch (err) {
-      throw new ConnectorError('CRM_UNREACHABLE', `Zoho CRM result download failed: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    this.signal({ status, headers: resHeaders, body: undefined, text: '' }, 1, onSignal);
-    if (status === 401) throw this.authError();
-    if (status !== 200) throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${status} to the Bulk Write result download`, { retriable: true });
-    return body;
+    let pool = u.origin === this.origin ? this.pool : this.downloadPools.get(u.origin);
+    if (!pool) this.downloadPools.set(u.origin, (pool = new Pool(u.origin, { connections: 2, keepAliveTimeout: 30_000 })));
+    // Through `send`: one deadline over the whole download, and the User-Agent.
+    const from = pool;
+    const res = await withToken(
+      this.auth,
+      'Zoho CRM',
+      (token) =>
+        send(from, {
+          method: 'GET',
+          path: u.pathname + u.search,
+          headers: { authorization: `Zoho-oauthtoken ${token.value}` },
+          timeoutMs: this.timeoutMs,
+          what: 'Zoho CRM Bulk Write result download',
+          binary: true,
+        }),
+      (r) => r.status === 401,
+    );
+    const answer: ZohoResponse = { status: res.status, headers: res.headers, body: undefined, text: '' };
+    const throttled = this.signal(answer, 1, onSignal);
+    if (res.status === 401) throw this.authError();
+    if (throttled) throw new Throttled(throttled);
+    if (res.status !== 200) throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${res.status} to the Bulk Write result download`, { retriable: true });
+    return res.bytes ?? Buffer.alloc(0);
   }
 
   // ---- HTTP ------------------------------------------------------------------------------
 
   private authError(): ConnectorError {
-    return new ConnectorError('CRM_AUTH', 'Zoho CRM rejected the token (HTTP 401); check crm.auth.token', { retriable: false });
+    return this.auth.refused('Zoho CRM');
   }
 
   /** Reports the response's rate information; returns the throttle outcome for a 429. */
@@ -684,10 +805,10 @@ export class ZohoAdapter implements CrmAdapter {
     }
     let outcome: WriteOutcome | undefined;
     if (res.status === 429) {
-      const retryAfter = Number(header(res.headers, 'retry-after'));
+      const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
       const creditsOut = s.remaining !== undefined && s.remaining < credits;
       s.throttled = true;
-      s.retryAfterSeconds = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
+      s.retryAfterSeconds = retryAfter !== undefined && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
       const message = (res.body as ZohoResult | undefined)?.message ?? 'Too many requests';
       outcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Zoho CRM: ${message}`, retryAfterSeconds: s.retryAfterSeconds };
     }
@@ -701,19 +822,26 @@ export class ZohoAdapter implements CrmAdapter {
     opts: { body?: unknown; raw?: Buffer; headers?: Record<string, string>; onSignal: (s: RateSignal) => void; credits: number; polling?: boolean; pool?: Pool },
   ): Promise<ZohoResponse> {
     const payload = opts.raw ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
-    const res = await send(opts.pool ?? this.pool, {
-      method,
-      path,
-      headers: {
-        authorization: `Zoho-oauthtoken ${this.token}`,
-        accept: 'application/json',
-        ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...opts.headers,
-      },
-      body: payload,
-      timeoutMs: this.timeoutMs,
-      what: `Zoho CRM request ${method} ${path.split('?')[0]}`,
-    });
+    // An access token past its hour is answered 401 INVALID_TOKEN: refreshed once, retried once.
+    const res = await withToken(
+      this.auth,
+      'Zoho CRM',
+      (token) =>
+        send(opts.pool ?? this.pool, {
+          method,
+          path,
+          headers: {
+            authorization: `Zoho-oauthtoken ${token.value}`,
+            accept: 'application/json',
+            ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...opts.headers,
+          },
+          body: payload,
+          timeoutMs: this.timeoutMs,
+          what: `Zoho CRM request ${method} ${path.split('?')[0]}`,
+        }),
+      (r) => r.status === 401,
+    );
     const out: ZohoResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined, text: res.text };
     const throttled = this.signal(out, opts.credits, opts.onSignal);
     if (out.status === 401) throw this.authError();
@@ -724,7 +852,14 @@ export class ZohoAdapter implements CrmAdapter {
     return out;
   }
 
+  describeAuth(): string {
+    return this.auth.describe();
+  }
+
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.downloadPools.values()) await p.close();
     if (this.contentPool !== this.pool) await this.contentPool.close();
     await this.pool.close();
   }

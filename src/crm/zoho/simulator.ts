@@ -1,4 +1,5 @@
 import { ConnectorError } from '../../errors.ts';
+import { SimTokens, type SimOAuthOptions, tokenParams } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 import { parseCsv, toCsv } from './csv.ts';
 import { unzip, zip } from './zip.ts';
@@ -10,6 +11,17 @@ import { unzip, zip } from './zip.ts';
  * .../bulk-write/overview.html):
  * - OAuth: `Authorization: Zoho-oauthtoken <token>`; an unknown token is 401
  *   `{code:"INVALID_TOKEN", details:{}, message:"invalid oauth token", status:"error"}`.
+ *   An expired access token gets the same 401 INVALID_TOKEN. Access tokens come from the accounts
+ *   server's `POST /oauth/v2/token` (served here; accounts.zoho.<dc> in production), refresh-token
+ *   grant `grant_type=refresh_token&client_id&client_secret&refresh_token` (query parameters as
+ *   documented, or a form body): 200 `{access_token, api_domain, token_type:"Bearer", expires_in:3600}`
+ *   (https://www.zoho.com/accounts/protocol/oauth/web-apps/access-token-expiry.html; lifetime
+ *   `tokenTtlSeconds`). "Using a refresh token, your app can create up to ten access tokens in a
+ *   span of ten minutes. If the limit is reached, the access token creation will be blocked for the
+ *   rest of the ten minutes" (same page): past it, 400 `{error:"Access Denied", error_description:
+ *   "You have made too many requests continuously. Please try again after some time."}`. A wrong
+ *   client id or secret is answered HTTP 200 `{error:"invalid_client"}`, an unknown refresh token
+ *   200 `{error:"invalid_code"}`. Token requests go to the accounts server and cost no API credits.
  * - API CREDITS over a rolling 24 h per org (default 50,000): insert/update/upsert cost 1 credit
  *   per 10 records, a Bulk Write job 500, other calls (search, delete, upload, job status,
  *   result download, org, users) 1. `X-API-CREDITS-REMAINING` appears on responses once 50% of
@@ -25,14 +37,20 @@ import { unzip, zip } from './zip.ts';
  * - Delete: `DELETE /crm/{v}/{Module}?ids=1,2` (<= 100).
  * - Bulk Write: `POST /crm/{v}/upload` (header `feature: bulk-write`, `X-CRM-ORG`, multipart field
  *   `file` = zipped CSV <= 25 MB / 25,000 rows) -> file_id; `POST /crm/bulk/{v}/write` -> job id;
- *   `GET /crm/bulk/{v}/write/{id}` ADDED -> INPROGRESS -> COMPLETED, with `result.download_url`
- *   of a zipped CSV: the uploaded columns plus RECORD_ID, STATUS (added/updated/skipped/
- *   unprocessed) and ERRORS. Jobs progress with the simulator clock.
+ *   `GET /crm/bulk/{v}/write/{id}` ADDED -> IN PROGRESS -> COMPLETED
+ *   (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/job-details.html), with
+ *   `result.download_url` of a zipped CSV: the uploaded columns plus RECORD_ID, STATUS
+ *   (added/updated/skipped/unprocessed) and ERRORS, `<errorCode>-<column_header>` per error,
+ *   several joined by `:`, one code over several columns as `CODE-ColA,ColB`
+ *   (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html). Jobs
+ *   progress with the simulator clock: `bulkQueueSeconds` in ADDED, then `rows / bulkRowsPerSecond`
+ *   IN PROGRESS, so a job can take minutes. Zoho documents no call that lists or cancels Bulk
+ *   Write jobs (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/overview.html): none here.
  *
  * Records are stored flat, keyed by the field API names as sent (lookups as `{id}`), so
  * `GET /__sim/records/<Module>` compares directly with the source rows.
  */
-export interface ZohoSimOptions {
+export interface ZohoSimOptions extends SimOAuthOptions {
   port: number;
   host?: string;
   /** API credits per rolling window; default 50,000 per 24 h (the base allowance of every paid edition). */
@@ -44,8 +62,10 @@ export interface ZohoSimOptions {
   serviceMs?: number;
   /** Zoho sends no Retry-After; set this to make 429s carry one anyway (for clients that honour it). */
   retryAfterSeconds?: number;
-  /** Bulk Write throughput (rows per second of simulated time) after a 100 ms queueing delay. Default 5,000. */
+  /** Bulk Write throughput (rows per second of simulated time) after the queueing delay. Default 5,000. */
   bulkRowsPerSecond?: number;
+  /** How long a Bulk Write job stays ADDED before it runs (simulated seconds). Default 0.1. */
+  bulkQueueSeconds?: number;
 }
 
 const ORG_ID = '1000000000';
@@ -53,7 +73,6 @@ const UPSERT_MAX = 100;
 const DELETE_MAX = 100;
 const BULK_ROWS_MAX = 25_000;
 const BULK_BYTES_MAX = 25 * 1024 * 1024;
-const BULK_QUEUE_MS = 100;
 const CREDITS_PER_BULK_JOB = 500;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 const MODULES = new Set(['Leads', 'Contacts', 'Accounts', 'Deals', 'Products', 'Vendors', 'Campaigns', 'Cases', 'Quotes', 'Sales_Orders', 'Purchase_Orders', 'Invoices']);
@@ -131,10 +150,13 @@ function blank(v: unknown): boolean {
 
 class ZohoSim extends SimServer {
   private readonly credits: RollingWindow;
-  private readonly tokens: Set<string>;
+  readonly tokens: SimTokens;
+  /** Access tokens created per refresh token in the last ten minutes (Zoho's token limit). */
+  private readonly tokenWindows = new Map<string, RollingWindow>();
   private readonly concurrency: number;
   private readonly serviceMs: number;
   private readonly bulkRowsPerSecond: number;
+  private readonly bulkQueueMs: number;
   private readonly retryAfterSeconds: number | undefined;
   private inFlight = 0;
   private nextFile = 1;
@@ -145,10 +167,11 @@ class ZohoSim extends SimServer {
     super();
     const limit = opts.limit ?? { requests: 50_000, windowSeconds: 86_400 };
     this.credits = new RollingWindow(limit.requests, limit.windowSeconds * 1000);
-    this.tokens = new Set(opts.tokens ?? ['sim-token']);
+    this.tokens = new SimTokens(opts.tokens ?? ['sim-token'], opts, 3600, () => this.now());
     this.concurrency = opts.concurrency ?? 10;
     this.serviceMs = opts.serviceMs ?? 0;
     this.bulkRowsPerSecond = opts.bulkRowsPerSecond ?? 5000;
+    this.bulkQueueMs = (opts.bulkQueueSeconds ?? 0.1) * 1000;
     this.retryAfterSeconds = opts.retryAfterSeconds;
   }
 
@@ -175,10 +198,28 @@ class ZohoSim extends SimServer {
     return remaining <= this.credits.limit / 2 ? { 'X-API-CREDITS-REMAINING': remaining } : {};
   }
 
+  /** The accounts server's refresh-token grant (see the header). */
+  private issueToken(req: SimRequest): SimResponse {
+    const p = tokenParams(req);
+    if (p.get('grant_type') !== 'refresh_token') return { status: 200, body: { error: 'unsupported_grant_type' } };
+    const client = this.tokens.client(p.get('client_id'));
+    if (!client || p.get('client_secret') !== client.clientSecret) return { status: 200, body: { error: 'invalid_client' } };
+    const refresh = p.get('refresh_token') ?? '';
+    if (refresh !== client.refreshToken) return { status: 200, body: { error: 'invalid_code' } };
+    let window = this.tokenWindows.get(refresh);
+    if (!window) this.tokenWindows.set(refresh, (window = new RollingWindow(10, 600_000)));
+    if (!window.tryAcquire(this.now())) {
+      return { status: 400, body: { error_description: 'You have made too many requests continuously. Please try again after some time.', error: 'Access Denied', status: 'failure' } };
+    }
+    const t = this.tokens.issue('1000.');
+    return { status: 200, body: { access_token: t.value, api_domain: `http://${req.headers.host ?? 'localhost'}`, token_type: 'Bearer', expires_in: t.expiresIn } };
+  }
+
   protected async handle(req: SimRequest): Promise<SimResponse> {
+    if (req.method === 'POST' && req.path === '/oauth/v2/token') return this.issueToken(req);
     const auth = req.headers.authorization ?? '';
     if (!auth.startsWith('Zoho-oauthtoken ')) return error(401, 'AUTHENTICATION_FAILURE', 'Authentication failed');
-    if (!this.tokens.has(auth.slice('Zoho-oauthtoken '.length))) return error(401, 'INVALID_TOKEN', 'invalid oauth token');
+    if (this.tokens.state(auth.slice('Zoho-oauthtoken '.length)) !== 'valid') return error(401, 'INVALID_TOKEN', 'invalid oauth token');
     if (this.inFlight >= this.concurrency) return this.throttled('API concurrency limit exceeded for the app in this organization');
     this.inFlight++;
     try {
@@ -383,10 +424,10 @@ class ZohoSim extends SimServer {
     return { status: 201, body: { status: 'success', code: 'SUCCESS', message: 'success', details: { id, created_by: USER } } };
   }
 
-  private state(job: BulkJob): 'ADDED' | 'INPROGRESS' | 'COMPLETED' {
+  private state(job: BulkJob): 'ADDED' | 'IN PROGRESS' | 'COMPLETED' {
     const elapsed = this.now() - job.createdAt;
-    if (elapsed < BULK_QUEUE_MS) return 'ADDED';
-    if (elapsed < BULK_QUEUE_MS + (job.rows.length / this.bulkRowsPerSecond) * 1000) return 'INPROGRESS';
+    if (elapsed < this.bulkQueueMs) return 'ADDED';
+    if (elapsed < this.bulkQueueMs + (job.rows.length / this.bulkRowsPerSecond) * 1000) return 'IN PROGRESS';
     return 'COMPLETED';
   }
 
@@ -416,10 +457,17 @@ class ZohoSim extends SimServer {
     let added = 0;
     let updated = 0;
     let skipped = 0;
-    const out: string[][] = [[...job.header, 'RECORD_ID', 'STATUS', 'ERRORS']];
+    // "The CSV file will contain the first three mapped columns from the uploaded file, and three
+    // more columns" (download-result.html).
+    const out: string[][] = [[...job.header.slice(0, 3), 'RECORD_ID', 'STATUS', 'ERRORS']];
+    // ERRORS names the column header of the uploaded file.
+    const column = (apiName: string): string => {
+      const m = job.mappings.find((x) => x.api_name === apiName);
+      return (m ? job.header[m.index] : undefined) ?? apiName;
+    };
     for (const row of job.rows) {
       const data: Json = {};
-      let lookupError: string | undefined;
+      const lookupErrors: string[] = [];
       for (const m of job.mappings) {
         const v = row[m.index];
         if (v === undefined || v === '') {
@@ -429,23 +477,28 @@ class ZohoSim extends SimServer {
         if (m.find_by) {
           const target = LOOKUPS[job.module]?.[m.api_name];
           const found = target ? this.find(target, m.find_by, v) : [...this.store.keys()].flatMap((mod) => this.find(mod, m.find_by!, v));
-          if (!found[0]) lookupError = `INVALID_DATA:${m.api_name}`;
+          if (!found[0]) lookupErrors.push(`INVALID_DATA-${column(m.api_name)}`);
           else data[m.api_name] = { id: String(found[0].id) };
         } else data[m.api_name] = m.api_name === job.findBy ? v : typed(v);
       }
-      if (lookupError) {
+      if (lookupErrors.length) {
+        // Every error of the row, joined by `:`: the lookups, and mandatory fields left empty
+        // (one code over several columns: `CODE-ColA,ColB`).
+        const existing = job.findBy ? this.find(job.module, job.findBy, data[job.findBy])[0] : undefined;
+        const missing = existing ? [] : (MANDATORY[job.module] ?? []).filter((f) => blank(data[f]));
+        const errors = [...(missing.length ? [`MANDATORY_NOT_FOUND-${missing.map(column).join(',')}`] : []), ...lookupErrors];
         skipped++;
-        out.push([...row, '', 'skipped', lookupError]);
+        out.push([...row.slice(0, 3), '', 'skipped', errors.join(':')]);
         continue;
       }
       const res = this.writeOne(job.module, data, 0, job.findBy ? [job.findBy] : [], job.operation);
       if (res.status === 'success') {
         if (res.action === 'insert') added++;
         else updated++;
-        out.push([...row, String(res.details.id), res.action === 'insert' ? 'added' : 'updated', '']);
+        out.push([...row.slice(0, 3), String(res.details.id), res.action === 'insert' ? 'added' : 'updated', '']);
       } else {
         skipped++;
-        out.push([...row, '', 'skipped', `${res.code}:${String(res.details.api_name ?? '')}`]);
+        out.push([...row.slice(0, 3), '', 'skipped', `${res.code}-${column(String(res.details.api_name ?? ''))}`]);
       }
     }
     const csv = zip([{ name: `${job.id}.csv`, data: Buffer.from(toCsv(out), 'utf8') }]);

@@ -46,6 +46,8 @@ interface Stats {
   recordsDeleted: number;
 }
 const stats = (s: CrmSimulator) => json<Stats>(s, '/__sim/stats');
+/** Requests that count as API calls: UserInfo is an OAuth endpoint, not one (see the simulator). */
+const apiCalls = (st: Stats) => st.requests - (st.byEndpoint['GET /services/oauth2/userinfo'] ?? 0);
 const stored = (s: CrmSimulator, object: string) => json<Record<string, unknown>[]>(s, `/__sim/records/${object}`);
 
 const contact = (ext: string, fields: Record<string, unknown>) => ({ attributes: { type: 'Contact' }, ERP_Id__c: ext, ...fields });
@@ -127,6 +129,41 @@ describe('Salesforce simulator', () => {
     const cleared = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__c: null })] })).json()) as { success: boolean }[];
     expect(cleared[0]?.success).toBe(true);
     expect((await stored(s, 'Opportunity'))[0]).toMatchObject({ ERP_Order_Id__c: '70', Customer__c: null });
+  });
+
+  it('answers the concurrent long-running request limit with 403 REQUEST_LIMIT_EXCEEDED (not counted), and UserInfo without counting', async () => {
+    const s = await start({ serviceMs: 300, longRequestSeconds: 0.1, concurrentLongRequests: 1 });
+    const slow = call(s, 'GET', `${V}/limits`);
+    await new Promise((r) => setTimeout(r, 150));
+    const refused = await call(s, 'GET', `${V}/limits`);
+    expect(refused.status).toBe(403);
+    expect(await refused.json()).toEqual([{ message: 'ConcurrentPerOrgLongTxn Limit exceeded.', errorCode: 'REQUEST_LIMIT_EXCEEDED' }]);
+    expect((await slow).status).toBe(200);
+    expect((await call(s, 'GET', `${V}/limits`)).headers.get('sforce-limit-info')).toBe('api-usage=2/100000');
+    const me = await call(s, 'GET', '/services/oauth2/userinfo');
+    expect(await me.json()).toMatchObject({ user_id: '005SIM000000001AAA', organization_id: expect.any(String) });
+    expect((await call(s, 'GET', `${V}/limits`)).headers.get('sforce-limit-info')).toBe('api-usage=3/100000');
+  });
+
+  it('lists ingest jobs (GET /jobs/ingest) with createdById, createdDate and the state as of now, 1,000 a page', async () => {
+    const s = await start({ bulkStartSeconds: 60 });
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const job = (await (await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert' })).json()) as { id: string };
+      ids.push(job.id);
+    }
+    await call(s, 'PUT', `${V}/jobs/ingest/${ids[0]}/batches`, 'ERP_Id__c,LastName\n1,A\n', 'sim-token', 'text/csv');
+    await call(s, 'PATCH', `${V}/jobs/ingest/${ids[0]}`, { state: 'UploadComplete' });
+    const list = (await (await call(s, 'GET', `${V}/jobs/ingest?jobType=V2Ingest`)).json()) as { done: boolean; records: Record<string, unknown>[] };
+    expect(list.done).toBe(true);
+    expect(list.records.map((j) => [j.id, j.state, j.object, j.externalIdFieldName, j.operation, j.createdById])).toEqual([
+      [ids[0], 'InProgress', 'Contact', 'ERP_Id__c', 'upsert', '005SIM000000001AAA'],
+      [ids[1], 'Open', 'Contact', 'ERP_Id__c', 'upsert', '005SIM000000001AAA'],
+    ]);
+    expect(Date.parse(String(list.records[0]!.createdDate))).toBeGreaterThan(Date.now() - 60_000);
+    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 61 });
+    const later = (await (await call(s, 'GET', `${V}/jobs/ingest`)).json()) as { records: { state: string }[] };
+    expect(later.records.map((j) => j.state)).toEqual(['JobComplete', 'Open']);
   });
 
   it('runs a Bulk API 2.0 ingest job on the simulator clock and returns CSV results', async () => {
@@ -285,12 +322,13 @@ describe('SalesforceAdapter', () => {
     // 3 that set the lookup go as a job, the 2 that clear it as one collection request.
     const records = [opp('80', null), opp('82', '5'), opp('83', '5'), opp('81', null), opp('84', '5')];
     const cost = a.cost(records);
-    expect(cost).toBe(6 + estimatedPolls(3) + 1);
+    // The job list (once per object after a start), create, upload, close, polls, three result files; one collection request.
+    expect(cost).toBe(1 + 6 + estimatedPolls(3) + 1);
     const before = await stats(s);
     const out = await a.write(records, () => undefined);
     expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
     const after = await stats(s);
-    expect(after.requests - before.requests).toBe(cost);
+    expect(apiCalls(after) - apiCalls(before)).toBe(cost);
     expect((after.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0) - (before.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0)).toBe(1);
     expect((after.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0) - (before.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0)).toBe(1);
     const deals = Object.fromEntries((await stored(s, 'Opportunity')).map((d) => [d.ERP_Order_Id__c, d.Customer__c]));
@@ -321,14 +359,14 @@ describe('SalesforceAdapter', () => {
     expect((await a.write([del('1')], () => undefined))[0]?.status).toBe('done');
   });
 
-  it('maps 403 REQUEST_LIMIT_EXCEEDED to throttled signals and RATE_LIMITED retries without Retry-After', async () => {
+  it('maps 403 REQUEST_LIMIT_EXCEEDED (daily allocation) to throttled signals and RATE_LIMITED retries that wait for the rolling 24 h', async () => {
     const s = await start({ limit: { requests: 1, windowSeconds: 86_400 } });
     const a = adapter(s);
     const signals: RateSignal[] = [];
     const out = await a.write(people(250), (x) => signals.push(x));
     expect(out.slice(0, 200).every((o) => o.status === 'done')).toBe(true);
-    expect(out.slice(200).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === undefined)).toBe(true);
-    expect(signals).toEqual([{ dailyRemaining: 0 }, { dailyRemaining: 0, throttled: true }]);
+    expect(out.slice(200).every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300)).toBe(true);
+    expect(signals).toEqual([{ dailyRemaining: 0 }, { dailyRemaining: 0, throttled: true, retryAfterSeconds: 300 }]);
     // An injected storm looks the same and is counted as throttled.
     await call(s, 'POST', '/__sim/reset');
     await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 60 } });
@@ -354,7 +392,9 @@ describe('SalesforceAdapter', () => {
     expect(a.maxBatchSize('Contact')).toBe(10_000);
     const records = [...people(6), upsert('7', { LastName: '' }), upsert('8', { LastName: 'x', Email: 'broken' }), upsert('9', { LastName: 'Null email', Email: null })];
     const cost = a.cost(records);
-    expect(cost).toBe(6 + estimatedPolls(records.length));
+    // The job list (once after a start), create, upload, close, polls, three result files.
+    expect(cost).toBe(1 + 6 + estimatedPolls(records.length));
+    expect(a.cost(records.slice(0, 5))).toBe(1 + 6 + estimatedPolls(5));
     const signals: RateSignal[] = [];
     const out = await a.write(records, (x) => signals.push(x));
     expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done', 'done', 'rejected', 'rejected', 'done']);
@@ -370,7 +410,7 @@ describe('SalesforceAdapter', () => {
     const st = await stats(s);
     expect(st.byEndpoint[`POST ${V}/jobs/ingest`]).toBe(1);
     expect(st.byEndpoint[`PATCH ${V}/composite/sobjects/Contact/ERP_Id__c`]).toBeUndefined();
-    expect(st.requests).toBe(cost);
+    expect(apiCalls(st)).toBe(cost);
     expect(signals).toHaveLength(cost);
   });
 
@@ -395,22 +435,104 @@ describe('SalesforceAdapter', () => {
     expect(deals).toHaveLength(2);
   });
 
-  it('turns a throttled job poll into retries and aborts a job that outlives timeoutMs', async () => {
+  it('turns a throttled job poll into retries and aborts a job that outlives crm.bulkJobTimeoutMinutes', async () => {
     const s = await start({ limit: { requests: 4, windowSeconds: 86_400 } });
     const a = adapter(s, { bulkThreshold: 2 });
-    // create, upload, UploadComplete and the first poll pass; the next poll is throttled.
+    // The job list, create, upload and UploadComplete pass; the first poll is throttled.
     const out = await a.write(people(3), () => undefined);
     expect(out.every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED')).toBe(true);
     expect(await stats(s)).toMatchObject({ throttled: 1 });
-    await call(s, 'POST', '/__sim/reset');
-    const hasty = adapter(s, { bulkThreshold: 2, timeoutMs: 100 });
-    await expect(hasty.write(people(3), () => undefined)).rejects.toMatchObject({ code: 'CRM_BULK_TIMEOUT', retriable: true });
-    await call(s, 'POST', '/__sim/clock', { advanceSeconds: 60 });
-    const st = await stats(s);
-    // create, upload, UploadComplete, Aborted: no poll, and the aborted job never writes.
-    expect(st.requests).toBe(4);
+    await s.close();
+    // A job still running when the job timeout (0.01 min = 600 ms here) is up is aborted.
+    const s2 = await start({ bulkStartSeconds: 60 });
+    const hasty = adapter(s2, { bulkThreshold: 2, bulkJobTimeoutMinutes: 0.01 });
+    await expect(hasty.write(people(3), () => undefined)).rejects.toMatchObject({ code: 'CRM_BULK_TIMEOUT', retriable: true, message: expect.stringContaining('crm.bulkJobTimeoutMinutes') });
+    await call(s2, 'POST', '/__sim/clock', { advanceSeconds: 60 });
+    const st = await stats(s2);
+    // Polled, then UploadComplete and Aborted; the aborted job never writes.
     expect(Object.entries(st.byEndpoint).filter(([k]) => k.startsWith('PATCH')).map(([, n]) => n)).toEqual([2]);
-    expect(await stored(s, 'Contact')).toHaveLength(0);
+    expect(Object.entries(st.byEndpoint).filter(([k]) => /^GET .*\/jobs\/ingest\/[^/]+$/.test(k)).reduce((n, [, c]) => n + c, 0)).toBeGreaterThanOrEqual(1);
+    expect(await stored(s2, 'Contact')).toHaveLength(0);
+  });
+
+  describe('bulk jobs and request limits as documented (issue 11)', () => {
+    const jobCreates = async (s: CrmSimulator) => (await stats(s)).byEndpoint[`POST ${V}/jobs/ingest`] ?? 0;
+    const patches = async (s: CrmSimulator) => Object.entries((await stats(s)).byEndpoint).filter(([k]) => k.startsWith('PATCH') && k.includes('/jobs/ingest/')).reduce((n, [, c]) => n + c, 0);
+    async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+      const end = Date.now() + ms;
+      while (!(await check())) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+
+    it('keeps polling a job that runs longer than crm.timeoutMs (each poll is one call) and never aborts it', async () => {
+      // The job takes 2.5 s; one call may take 500 ms.
+      const s = await start({ bulkStartSeconds: 2.5 });
+      const a = adapter(s, { bulkThreshold: 2, timeoutMs: 500 });
+      const out = await a.write(people(3), () => undefined);
+      expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(await jobCreates(s)).toBe(1);
+      expect(await patches(s)).toBe(1); // UploadComplete only: no Aborted
+      expect(await stored(s, 'Contact')).toHaveLength(3);
+    }, 15_000);
+
+    it('a job whose call ended early is taken up by the records when they come back, not created again', async () => {
+      const s = await start();
+      // The first successfulResults download is garbled: the call ends with CRM_BAD_RESPONSE
+      // while the job has written everything.
+      const p = await garbageProxy(s.url, (m, path) => m === 'GET' && path.endsWith('/successfulResults/'), 'html');
+      proxies.push(p);
+      const a = adapter(s, { baseUrl: p.url, bulkThreshold: 2, timeoutMs: 5000 });
+      await expect(a.write(people(3), () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE' });
+      // Redelivered: the same records, same values.
+      const again = await a.write(people(3), () => undefined);
+      expect(again.map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(await jobCreates(s)).toBe(1);
+      expect((await stats(s)).recordsWritten).toBe(3);
+      // A record whose values changed since is not covered by the old job: it goes into a new one.
+      const changed = [...people(2), upsert('3', { FirstName: 'F3', LastName: 'Changed', Email: 'p3@example.com' }), ...people(2, 4)];
+      expect((await a.write(changed, () => undefined)).map((o) => o.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
+      expect(await jobCreates(s)).toBe(2);
+      expect((await stored(s, 'Contact')).find((c) => c.ERP_Id__c === '3')).toMatchObject({ LastName: 'Changed' });
+    }, 15_000);
+
+    it('after a restart, the redelivered records find the job the crashed process created (GET /jobs/ingest) instead of creating one', async () => {
+      // The job runs 2 s; the first process stops right after starting it.
+      const s = await start({ bulkStartSeconds: 2 });
+      const first = adapter(s, { bulkThreshold: 2 });
+      const running = first.write(people(4), () => undefined);
+      await until('UploadComplete', async () => (await patches(s)) === 1);
+      const crashed = expect(running).rejects.toMatchObject({ retriable: true });
+      await first.close();
+      await crashed;
+      const second = adapter(s, { bulkThreshold: 2 });
+      const out = await second.write(people(4), () => undefined);
+      expect(out.map((o) => o.status)).toEqual(['done', 'done', 'done', 'done']);
+      expect(await jobCreates(s)).toBe(1);
+      expect((await stats(s)).recordsWritten).toBe(4);
+      // Each process looked for its jobs once.
+      expect((await stats(s)).byEndpoint[`GET ${V}/jobs/ingest`]).toBe(2);
+    }, 15_000);
+
+    it('tells the daily allocation from the concurrent long-running request limit: a short wait for one, the rolling 24 h for the other', async () => {
+      // One request of >= 0.1 s (the documented 20 s, scaled) in flight is the limit; each takes 400 ms.
+      const s = await start({ serviceMs: 400, longRequestSeconds: 0.1, concurrentLongRequests: 1 });
+      const a = adapter(s);
+      const signals: RateSignal[] = [];
+      const slow = a.write([upsert('1', { LastName: 'A' })], () => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+      const out = await a.write([upsert('2', { LastName: 'B' })], (x) => signals.push(x));
+      expect(out).toEqual([expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds: 5, message: expect.stringContaining('concurrent long-running request limit') })]);
+      expect(signals).toEqual([expect.objectContaining({ throttled: true, retryAfterSeconds: 5 })]);
+      expect((await slow)[0]?.status).toBe('done');
+      await s.close();
+      const daily = await start({ limit: { requests: 1, windowSeconds: 86_400 } });
+      const b = adapter(daily);
+      await b.write([upsert('1', { LastName: 'A' })], () => undefined);
+      const over = await b.write([upsert('2', { LastName: 'B' })], () => undefined);
+      expect(over).toEqual([expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds: 300, message: expect.stringContaining('daily API request allocation') })]);
+    });
   });
 
   describe('answers that are not Salesforce\'s (issue 10, defect 3)', () => {

@@ -1,3 +1,5 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
@@ -39,7 +41,7 @@ async function stats(s: CrmSimulator): Promise<{ requests: number; throttled: nu
   return (await (await fetch(`${s.url}/__sim/stats`)).json()) as never;
 }
 
-function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number; baseUrl?: string } = {}): ZohoAdapter {
+function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number; baseUrl?: string; timeoutMs?: number; bulkJobTimeoutMinutes?: number } = {}): ZohoAdapter {
   const config = parseConfig({
     name: 't',
     postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
@@ -50,7 +52,8 @@ function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number
       auth: { token: opts.token ?? 'sim-token' },
       limits: { requests: 50_000, windowSeconds: 86_400, concurrency: 4 },
       bulkThreshold: opts.bulkThreshold ?? 0,
-      timeoutMs: 10_000,
+      timeoutMs: opts.timeoutMs ?? 10_000,
+      ...(opts.bulkJobTimeoutMinutes !== undefined ? { bulkJobTimeoutMinutes: opts.bulkJobTimeoutMinutes } : {}),
     },
     mappings: [{ table: 'erp.customers', object: 'Contacts', externalId: { column: 'id', field: 'ERP_Id' }, fields: { Last_Name: 'l' } }],
   });
@@ -156,7 +159,7 @@ describe('Zoho CRM simulator', () => {
 });
 
 describe('Zoho Bulk Write plumbing', () => {
-  it('runs a job on the simulator clock: upload -> ADDED/INPROGRESS -> COMPLETED -> zipped result CSV', async () => {
+  it('runs a job on the simulator clock: upload -> ADDED/IN PROGRESS -> COMPLETED -> zipped result CSV with ERRORS as <code>-<column>', async () => {
     const s = await start({ bulkRowsPerSecond: 1 });
     const csv = toCsv([['ERP_Id', 'Last_Name'], ['1', 'A'], ['2', '']]);
     const form = new FormData();
@@ -173,9 +176,9 @@ describe('Zoho Bulk Write plumbing', () => {
       })
     ).json()) as { details: { id: string } };
     const status = async () => (await (await call(s, 'GET', `/crm/bulk/v7/write/${job.details.id}`)).json()) as { status: string; result?: { download_url: string } };
-    expect(['ADDED', 'INPROGRESS']).toContain((await status()).status); // ADDED for its first 100 ms
+    expect(['ADDED', 'IN PROGRESS']).toContain((await status()).status); // ADDED for its first 100 ms
     await call(s, 'POST', '/__sim/clock', { advanceSeconds: 1 });
-    expect((await status()).status).toBe('INPROGRESS');
+    expect((await status()).status).toBe('IN PROGRESS');
     expect(await records(s, 'Contacts')).toHaveLength(0);
     await call(s, 'POST', '/__sim/clock', { advanceSeconds: 2 });
     const done = await status();
@@ -185,7 +188,8 @@ describe('Zoho Bulk Write plumbing', () => {
     const [entry] = unzip(Buffer.from(await result.arrayBuffer()));
     const [head, ...rows] = parseCsv(entry!.data.toString());
     expect(head).toEqual(['ERP_Id', 'Last_Name', 'RECORD_ID', 'STATUS', 'ERRORS']);
-    expect(rows.map((r) => [r[0], r[3], r[4]])).toEqual([['1', 'added', ''], ['2', 'skipped', 'MANDATORY_NOT_FOUND:Last_Name']]);
+    // https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html
+    expect(rows.map((r) => [r[0], r[3], r[4]])).toEqual([['1', 'added', ''], ['2', 'skipped', 'MANDATORY_NOT_FOUND-Last_Name']]);
     expect(await records(s, 'Contacts')).toEqual([{ ERP_Id: '1', Last_Name: 'A', id: Number(rows[0]![2]) }]);
   });
 
@@ -394,6 +398,123 @@ describe('ZohoAdapter', () => {
     expect(a.cost([orphanDeal('1'), orphanDeal('2'), orphanDeal('3')])).toBe(1);
   });
 
+  describe('Bulk Write as documented (issue 11)', () => {
+    const jobsCreated = async (s: CrmSimulator) => (await stats(s)).byEndpoint['POST /crm/bulk/v7/write'] ?? 0;
+    const servers: Server[] = [];
+    afterEach(async () => {
+      for (const srv of servers.splice(0)) await new Promise((r) => srv.close(r));
+    });
+    async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
+      const srv = createServer(handler);
+      servers.push(srv);
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+      return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    }
+
+    it('reads ERRORS as <code>-<column> joined by ":": permanent errors are rejected with their column, a missing lookup alone is pending', async () => {
+      const s = await start();
+      const a = adapter(s, { bulkThreshold: 3 });
+      await a.write([contact('1', { Last_Name: 'A' })], ok);
+      const deals = [
+        deal('1', '1'),
+        // No contact 999 and no Deal_Name: MANDATORY_NOT_FOUND-Deal_Name:INVALID_DATA-Contact_Name
+        { ...deal('2', '999'), fields: { Deal_Name: '', Stage: 'open', Amount: 10 } },
+        deal('3', '999'), // INVALID_DATA-Contact_Name alone: the contact may still come
+        deal('4', '1'),
+      ];
+      const out = await a.write(deals, ok);
+      expect(out[0]).toMatchObject({ status: 'done' });
+      expect(out[1]).toMatchObject({ status: 'rejected', code: 'MANDATORY_NOT_FOUND', field: 'Deal_Name', message: 'Bulk Write skipped the record: MANDATORY_NOT_FOUND-Deal_Name:INVALID_DATA-Contact_Name' });
+      expect(out[2]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
+      expect(out[3]).toMatchObject({ status: 'done' });
+      expect(await jobsCreated(s)).toBe(1);
+    });
+
+    it('keeps polling a job that runs longer than crm.timeoutMs (each poll is one call) until COMPLETED: one job, 500 credits once', async () => {
+      // ADDED for 2 s of the simulator clock (which runs with real time here); one call may take 500 ms.
+      const s = await start({ bulkQueueSeconds: 2 });
+      const a = adapter(s, { bulkThreshold: 3, timeoutMs: 500 });
+      const batch = [1, 2, 3].map((k) => contact(String(k), { Last_Name: `L${k}` }));
+      expect((await a.write(batch, ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(await jobsCreated(s)).toBe(1);
+      expect(await records(s, 'Contacts')).toHaveLength(3);
+    }, 15_000);
+
+    it('a job whose call ended early is taken up by the same records when they come back, not paid for again', async () => {
+      const s = await start();
+      // The first result download is garbled: the call fails after the job wrote everything.
+      const p = await garbageProxy(s.url, (m, path) => m === 'GET' && path.endsWith('.zip'), 'html');
+      proxies.push(p);
+      const a = adapter(s, { baseUrl: p.url, bulkThreshold: 3 });
+      const batch = [1, 2, 3].map((k) => contact(String(k), { Last_Name: `L${k}` }));
+      await expect(a.write(batch, ok)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE' });
+      expect((await a.write(batch, ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(await jobsCreated(s)).toBe(1);
+      expect((await stats(s)).recordsWritten).toBe(3);
+      // Changed values are not what the old job carries: a new job.
+      const changed = batch.map((w) => contact(w.externalId, { Last_Name: `${String(w.fields.Last_Name)}!` }));
+      expect((await a.write(changed, ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(await jobsCreated(s)).toBe(2);
+    }, 15_000);
+
+    it('downloads the result from another host through send(): the User-Agent, and one deadline over the whole download', async () => {
+      const s = await start();
+      let agent: string | undefined;
+      let trickle = false;
+      // The download host (download-accl.zoho.com in Zoho's cloud): serves the simulator's zip.
+      const host = await serve((req, res) => {
+        agent = req.headers['user-agent'];
+        void fetch(`${s.url}${req.url}`, { headers: { authorization: String(req.headers.authorization) } }).then(async (r) => {
+          const bytes = Buffer.from(await r.arrayBuffer());
+          res.writeHead(r.status, { 'content-type': 'application/zip', 'content-length': bytes.length });
+          if (!trickle) return res.end(bytes);
+          // A byte every 50 ms: no single gap is long, the whole takes far longer than timeoutMs.
+          let i = 0;
+          const timer = setInterval(() => {
+            if (res.destroyed || i >= bytes.length) {
+              clearInterval(timer);
+              return res.end();
+            }
+            res.write(bytes.subarray(i, ++i));
+          }, 50);
+        });
+      });
+      const moved = await rewriteProxy(
+        s.url,
+        (m, path) => m === 'GET' && path.startsWith('/crm/bulk/v7/write/'),
+        (b) => {
+          const body = b as { result?: { download_url: string } };
+          if (body.result) body.result.download_url = body.result.download_url.replace(/^https?:\/\/[^/]+/, host);
+          return body;
+        },
+        100,
+      );
+      proxies.push(moved);
+      const a = adapter(s, { baseUrl: moved.url, bulkThreshold: 3, timeoutMs: 1000 });
+      const batch = (from: number) => [0, 1, 2].map((k) => contact(String(from + k), { Last_Name: `L${k}` }));
+      expect((await a.write(batch(1), ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
+      expect(agent).toMatch(/^pg2crm\//);
+      trickle = true;
+      const t0 = Date.now();
+      await expect(a.write(batch(10), ok)).rejects.toMatchObject({ code: 'CRM_TIMEOUT', retriable: true });
+      expect(Date.now() - t0).toBeLessThan(8000);
+    }, 30_000);
+
+    it('reads a Retry-After HTTP-date on a 429 with parseRetryAfter', async () => {
+      const at = new Date(Date.now() + 120_000).toUTCString();
+      const url = await serve((_req, res) => {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': at });
+        res.end(JSON.stringify({ code: 'TOO_MANY_REQUESTS', details: {}, message: 'Too many requests', status: 'error' }));
+      });
+      const s = await start();
+      const out = await adapter(s, { baseUrl: url }).write([contact('1', { Last_Name: 'A' })], ok);
+      expect(out[0]).toMatchObject({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle' });
+      const wait = (out[0] as { retryAfterSeconds?: number }).retryAfterSeconds ?? 0;
+      expect(wait).toBeGreaterThan(100);
+      expect(wait).toBeLessThanOrEqual(121);
+    });
+  });
+
   describe('answers that are not Zoho CRM\'s (issue 10, defect 3)', () => {
     const KINDS = ['html', 'truncated', 'empty'] as const;
     /** The write either threw CRM_BAD_RESPONSE or retried every record with it; nothing is done. */
@@ -506,5 +627,18 @@ describe('ZohoAdapter', () => {
       expect(await a.write([contact('1', { Last_Name: 'A' })], ok)).toEqual([expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' })]);
       expect(await a.write([deal('7', '404')], ok)).toEqual([expect.objectContaining({ code: 'LOOKUP_PENDING', kind: 'pending' })]);
     });
+  });
+});
+
+describe('Zoho Bulk Write ERRORS (issue 11)', () => {
+  it('parses <errorCode>-<column_header>, several joined by ":", one code over several columns', async () => {
+    const { parseBulkErrors } = await import('../../../src/crm/zoho/adapter.ts');
+    // The documentation's own example (download-result.html).
+    expect(parseBulkErrors('MANDATORY_NOT_FOUND-Company,Last_Name:DUPLICATE_DATA-Email')).toEqual([
+      { code: 'MANDATORY_NOT_FOUND', columns: ['Company', 'Last_Name'] },
+      { code: 'DUPLICATE_DATA', columns: ['Email'] },
+    ]);
+    expect(parseBulkErrors('INVALID_DATA-Email')).toEqual([{ code: 'INVALID_DATA', columns: ['Email'] }]);
+    expect(parseBulkErrors('')).toEqual([]);
   });
 });

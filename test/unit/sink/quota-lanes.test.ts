@@ -28,7 +28,7 @@ const write: CrmWrite[] = [{ op: 'upsert', object: 'contacts', externalIdField: 
 describe('credentials and quota groups', () => {
   it('normalises crm.auth to one credential and rejects both or neither', () => {
     const one = parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', auth: { token: 't' }, limits } }, {});
-    expect(one.crm.credentials).toEqual([{ token: 't', quotaGroup: 'default' }]);
+    expect(one.crm.credentials).toEqual([{ token: 't', quotaGroup: 'default', name: 'crm.auth' }]);
     expect(() => parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', limits } }, {})).toThrow(/crm\.auth: set crm\.auth\.token .* or crm\.credentials/);
     expect(() =>
       parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', auth: { token: 't' }, credentials: [{ token: 'u' }], limits } }, {}),
@@ -49,7 +49,7 @@ describe('credentials and quota groups', () => {
       {},
     );
     expect(cfg.crm.auth.token).toBe('a1');
-    const lanes = new QuotaLanes(cfg.crm, fake);
+    const lanes = new QuotaLanes(cfg.crm, (c) => fake(c.token ?? ''));
     expect(lanes.quota).toBe(60);
     const used: string[] = [];
     for (let i = 0; i < 7; i++) {
