@@ -2,13 +2,14 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { envSetting } from '../src/config.ts';
 import { kafkaReady, startKafka } from './stack/kafka.ts';
-import { postgresReady, postgresUrl, startPostgres, stopPostgres } from './stack/postgres.ts';
+import { postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
 import { isAlive, portOpen, stopProcess } from './stack/processes.ts';
 import { registryReady, registryUrl, startRegistry } from './stack/registry.ts';
 
 /**
  * `npm run stack -- up|down|env|status`: real PostgreSQL 15, Apache Kafka (KRaft) and Apicurio
- * Registry on loopback, non-default ports, in one directory per stack (default `.stack/`).
+ * Registry on loopback, non-default ports, in one directory per stack (default `.stack/`;
+ * PG2CRM_STACK_DIR and PG2CRM_STACK_PORT_BASE select another one, ports base..base+3).
  * `up` is idempotent and returns only when each service passed a real round trip.
  */
 export interface StackEnv {
@@ -22,49 +23,96 @@ interface StackState {
   registryPid?: number;
 }
 
-const PORTS = { postgres: 54329, kafka: 39092, controller: 39093, registry: 38081 };
-
-export function stackDir(): string {
-  return envSetting('PG2CRM_STACK_DIR') ?? new URL('../.stack', import.meta.url).pathname;
+export interface StackPorts {
+  postgres: number;
+  kafka: number;
+  controller: number;
+  registry: number;
 }
 
-function stackEnv(): StackEnv {
+/**
+ * Where a stack lives. The default (`.stack/`, ports 54329/39092/39093/38081) is the one tests
+ * and demos share; a second stack (e.g. the chaos suite, which kills its services) takes its own
+ * directory and port base so it never touches the shared one.
+ */
+export interface StackOptions {
+  dir?: string;
+  ports?: StackPorts;
+  /**
+   * Keep the registry's schemas in an H2 file in the stack directory instead of memory, so a
+   * registry restart keeps every schema id (as a production registry does).
+   */
+  persistentRegistry?: boolean;
+}
+
+const DEFAULT_PORTS: StackPorts = { postgres: 54329, kafka: 39092, controller: 39093, registry: 38081 };
+
+/** Ports from a base (`base`, `base+1`, ...); without one, PG2CRM_STACK_PORT_BASE, else the defaults. */
+export function stackPorts(base?: number): StackPorts {
+  const fromEnv = envSetting('PG2CRM_STACK_PORT_BASE');
+  const b = base ?? (fromEnv ? Number(fromEnv) : undefined);
+  if (b === undefined) return { ...DEFAULT_PORTS };
+  if (!Number.isInteger(b) || b < 1024 || b > 65_000) throw new Error(`stack port base ${b}: use an integer from 1024 to 65000`);
+  return { postgres: b, kafka: b + 1, controller: b + 2, registry: b + 3 };
+}
+
+export function stackDir(opts: StackOptions = {}): string {
+  return opts.dir ?? envSetting('PG2CRM_STACK_DIR') ?? new URL('../.stack', import.meta.url).pathname;
+}
+
+function portsOf(opts: StackOptions): StackPorts {
+  return opts.ports ?? stackPorts();
+}
+
+function stackEnv(opts: StackOptions = {}): StackEnv {
+  const ports = portsOf(opts);
   return {
-    PG_URL: postgresUrl(PORTS.postgres),
-    KAFKA_BROKERS: `127.0.0.1:${PORTS.kafka}`,
-    SCHEMA_REGISTRY_URL: registryUrl(PORTS.registry),
+    PG_URL: postgresUrl(ports.postgres),
+    KAFKA_BROKERS: `127.0.0.1:${ports.kafka}`,
+    SCHEMA_REGISTRY_URL: registryUrl(ports.registry),
   };
 }
 
-function readState(): StackState | undefined {
-  const file = join(stackDir(), 'state.json');
+function readState(opts: StackOptions = {}): StackState | undefined {
+  const file = join(stackDir(opts), 'state.json');
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StackState) : undefined;
 }
 
-function writeState(state: StackState): void {
-  writeFileSync(join(stackDir(), 'state.json'), JSON.stringify(state, null, 2));
+function writeState(state: StackState, opts: StackOptions = {}): void {
+  writeFileSync(join(stackDir(opts), 'state.json'), JSON.stringify(state, null, 2));
 }
 
-async function ready(env: StackEnv): Promise<void> {
-  await Promise.all([postgresReady(PORTS.postgres), kafkaReady(env.KAFKA_BROKERS), registryReady(env.SCHEMA_REGISTRY_URL)]);
+async function ready(env: StackEnv, opts: StackOptions = {}): Promise<void> {
+  await Promise.all([postgresReady(portsOf(opts).postgres), kafkaReady(env.KAFKA_BROKERS), registryReady(env.SCHEMA_REGISTRY_URL)]);
 }
 
 /** The running stack of this directory, if every service is alive. */
-export async function stackRunning(): Promise<StackEnv | undefined> {
-  const state = readState();
-  if (!state || !isAlive(state.kafkaPid) || !isAlive(state.registryPid) || !(await portOpen(PORTS.postgres))) return undefined;
-  return stackEnv();
+export async function stackRunning(opts: StackOptions = {}): Promise<StackEnv | undefined> {
+  const state = readState(opts);
+  if (!state || !isAlive(state.kafkaPid) || !isAlive(state.registryPid) || !(await portOpen(portsOf(opts).postgres))) return undefined;
+  return stackEnv(opts);
 }
 
-export async function stackUp(): Promise<StackEnv> {
-  const dir = stackDir();
-  const env = stackEnv();
-  if (await stackRunning()) {
-    await ready(env);
+function launchKafka(opts: StackOptions): Promise<number> {
+  const ports = portsOf(opts);
+  return startKafka(join(stackDir(opts), 'kafka'), ports.kafka, ports.controller);
+}
+
+function launchRegistry(opts: StackOptions): Promise<number> {
+  const dir = join(stackDir(opts), 'registry');
+  mkdirSync(dir, { recursive: true });
+  return startRegistry(dir, portsOf(opts).registry, opts.persistentRegistry ? { dataDir: dir } : {});
+}
+
+export async function stackUp(opts: StackOptions = {}): Promise<StackEnv> {
+  const dir = stackDir(opts);
+  const env = stackEnv(opts);
+  if (await stackRunning(opts)) {
+    await ready(env, opts);
     return env;
   }
-  if (readState()) await stackDown(); // half-up from an earlier run: start clean
-  for (const [name, port] of Object.entries(PORTS)) {
+  if (readState(opts)) await stackDown(opts); // half-up from an earlier run: start clean
+  for (const [name, port] of Object.entries(portsOf(opts))) {
     if (await portOpen(port)) {
       throw new Error(`port ${port} (${name}) is already in use by another process; stop it or run \`npm run stack -- down\``);
     }
@@ -72,29 +120,72 @@ export async function stackUp(): Promise<StackEnv> {
   mkdirSync(dir, { recursive: true });
   const started = Date.now();
   const state: StackState = {};
-  writeState(state);
+  writeState(state, opts);
   await Promise.all([
-    startPostgres(join(dir, 'postgres'), PORTS.postgres),
-    startKafka(join(dir, 'kafka'), PORTS.kafka, PORTS.controller).then((pid) => {
+    startPostgres(join(dir, 'postgres'), portsOf(opts).postgres),
+    launchKafka(opts).then((pid) => {
       state.kafkaPid = pid;
-      writeState(state);
+      writeState(state, opts);
     }),
-    (async () => {
-      mkdirSync(join(dir, 'registry'), { recursive: true });
-      state.registryPid = await startRegistry(join(dir, 'registry'), PORTS.registry);
-      writeState(state);
-    })(),
+    launchRegistry(opts).then((pid) => {
+      state.registryPid = pid;
+      writeState(state, opts);
+    }),
   ]);
-  await ready(env);
+  await ready(env, opts);
   process.stderr.write(`stack up in ${((Date.now() - started) / 1000).toFixed(1)} s (${dir})\n`);
   return env;
 }
 
-export async function stackDown(): Promise<void> {
-  const dir = stackDir();
-  const state = readState();
+export async function stackDown(opts: StackOptions = {}): Promise<void> {
+  const dir = stackDir(opts);
+  const state = readState(opts);
   await Promise.all([stopProcess(state?.kafkaPid), stopProcess(state?.registryPid), stopPostgres(join(dir, 'postgres'))]);
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Stopping and starting one service of a running stack, for fault injection: a killed broker or
+ * registry is started again on the same data directory and port, PostgreSQL restarts in place.
+ */
+export interface StackServices {
+  /** Stops the broker (SIGKILL by default: a crash, no controlled shutdown). */
+  stopKafka(signal?: 'SIGKILL' | 'SIGTERM'): Promise<void>;
+  /** Starts the broker again and waits for a produce/consume round trip. */
+  startKafka(): Promise<void>;
+  stopRegistry(signal?: 'SIGKILL' | 'SIGTERM'): Promise<void>;
+  startRegistry(): Promise<void>;
+  /** `pg_ctl restart -m fast|immediate`, returning once PostgreSQL accepts connections again. */
+  restartPostgres(mode: 'fast' | 'immediate'): Promise<void>;
+}
+
+export function stackServices(opts: StackOptions = {}): StackServices {
+  const env = stackEnv(opts);
+  const stop = async (which: 'kafkaPid' | 'registryPid', signal: 'SIGKILL' | 'SIGTERM'): Promise<void> => {
+    const state = readState(opts) ?? {};
+    await stopProcess(state[which], 15_000, signal);
+    delete state[which];
+    writeState(state, opts);
+  };
+  const record = (which: 'kafkaPid' | 'registryPid', pid: number): void => {
+    writeState({ ...readState(opts), [which]: pid }, opts);
+  };
+  return {
+    stopKafka: (signal = 'SIGKILL') => stop('kafkaPid', signal),
+    async startKafka() {
+      record('kafkaPid', await launchKafka(opts));
+      await kafkaReady(env.KAFKA_BROKERS);
+    },
+    stopRegistry: (signal = 'SIGTERM') => stop('registryPid', signal),
+    async startRegistry() {
+      record('registryPid', await launchRegistry(opts));
+      await registryReady(env.SCHEMA_REGISTRY_URL);
+    },
+    async restartPostgres(mode) {
+      await restartPostgres(join(stackDir(opts), 'postgres'), mode);
+      await postgresReady(portsOf(opts).postgres);
+    },
+  };
 }
 
 function printEnv(env: StackEnv): void {
@@ -121,6 +212,7 @@ async function main(command: string | undefined): Promise<number> {
     }
     case 'status': {
       const state = readState();
+      const PORTS = stackPorts();
       process.stdout.write(`postgres  ${(await portOpen(PORTS.postgres)) ? 'up' : 'down'}  127.0.0.1:${PORTS.postgres}\n`);
       process.stdout.write(`kafka     ${isAlive(state?.kafkaPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.kafka}\n`);
       process.stdout.write(`registry  ${isAlive(state?.registryPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.registry}\n`);

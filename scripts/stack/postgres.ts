@@ -83,6 +83,11 @@ export async function stopPostgres(dir: string): Promise<void> {
   await asPostgres('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']).catch(() => undefined);
 }
 
+/** `pg_ctl restart -m fast|immediate`: immediate skips the shutdown checkpoint (crash recovery on start). */
+export async function restartPostgres(dir: string, mode: 'fast' | 'immediate'): Promise<void> {
+  await asPostgres('pg_ctl', ['-D', join(dir, 'data'), '-l', join(dir, 'postgres.log'), '-m', mode, '-w', '-t', '60', 'restart']);
+}
+
 async function postgresIds(): Promise<[number, number]> {
   const uid = Number((await run('id', ['-u', 'postgres'])).trim());
   const gid = Number((await run('id', ['-g', 'postgres'])).trim());

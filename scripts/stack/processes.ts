@@ -46,8 +46,8 @@ export async function waitUntil(what: string, check: () => Promise<boolean>, tim
   throw new Error(`${what} was not ready within ${timeoutMs / 1000} s${last ? ` (${String(last)})` : ''}; see ${hint}`);
 }
 
-/** SIGTERM, then SIGKILL if the process (group) has not ended within `graceMs`. */
-export async function stopProcess(pid: number | undefined, graceMs = 15_000): Promise<void> {
+/** SIGTERM (or `first`), then SIGKILL if the process (group) has not ended within `graceMs`. */
+export async function stopProcess(pid: number | undefined, graceMs = 15_000, first: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (!isAlive(pid)) return;
   const signal = (sig: NodeJS.Signals): void => {
     try {
@@ -60,7 +60,7 @@ export async function stopProcess(pid: number | undefined, graceMs = 15_000): Pr
       }
     }
   };
-  signal('SIGTERM');
+  signal(first);
   const deadline = Date.now() + graceMs;
   while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   if (isAlive(pid)) signal('SIGKILL');

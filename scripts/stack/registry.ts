@@ -8,11 +8,16 @@ export function registryUrl(port: number): string {
   return `http://127.0.0.1:${port}/apis/ccompat/v7`;
 }
 
-export async function startRegistry(dir: string, port: number): Promise<number> {
+/**
+ * `dataDir`: keep the schemas in an H2 database file there (Apicurio's default is an in-memory
+ * H2, which a restart empties: schema ids in existing Kafka messages would then point nowhere).
+ */
+export async function startRegistry(dir: string, port: number, opts: { dataDir?: string } = {}): Promise<number> {
   const home = await apicurioHome();
+  const storage = opts.dataDir ? [`-Dapicurio.datasource.url=jdbc:h2:file:${join(opts.dataDir, 'registry-db')}`] : [];
   return spawnDetached(
     'java',
-    ['-Xms128m', '-Xmx512m', '-XX:TieredStopAtLevel=1', `-Dquarkus.http.port=${port}`, '-Dquarkus.http.host=127.0.0.1', '-Dquarkus.log.level=WARN', '-jar', apicurioRunner(home)],
+    ['-Xms128m', '-Xmx512m', '-XX:TieredStopAtLevel=1', `-Dquarkus.http.port=${port}`, '-Dquarkus.http.host=127.0.0.1', '-Dquarkus.log.level=WARN', ...storage, '-jar', apicurioRunner(home)],
     { cwd: dir, log: join(dir, 'registry.log') },
   );
 }

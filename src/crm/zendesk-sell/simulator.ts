@@ -4,7 +4,7 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
 
 /**
  * Zendesk Sell (API v2) as documented, and where marked, as seen in the field
- * (reference/crm-apis.md). docs/conformance/zendesk-sell.md lists each behaviour with its page.
+ * (reference/crm-apis.md). docs/crm-conformance.md lists each behaviour with its page.
  * - Every request needs a `User-Agent` header; without one: 400 `invalid_user_agent`
  *   (https://developer.zendesk.com/api-reference/sales-crm/requests/,
  *   https://developer.zendesk.com/api-reference/introduction/requests/#user-agent). Checked first,
