@@ -1,5 +1,5 @@
-import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, chownSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { run, waitUntil } from './processes.ts';
 
@@ -26,7 +26,10 @@ export async function startPostgres(dir: string, port: number, opts: { walLevel?
   const data = join(dir, 'data');
   const fresh = !existsSync(join(data, 'PG_VERSION'));
   mkdirSync(dir, { recursive: true });
-  if (isRoot) chownSync(dir, ...(await postgresIds()));
+  if (isRoot) {
+    chownSync(dir, ...(await postgresIds()));
+    letPostgresThrough(dirname(dir));
+  }
   if (fresh) {
     await asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']);
     writeFileSync(
@@ -86,6 +89,19 @@ export async function stopPostgres(dir: string): Promise<void> {
 /** `pg_ctl restart -m fast|immediate`: immediate skips the shutdown checkpoint (crash recovery on start). */
 export async function restartPostgres(dir: string, mode: 'fast' | 'immediate'): Promise<void> {
   await asPostgres('pg_ctl', ['-D', join(dir, 'data'), '-l', join(dir, 'postgres.log'), '-m', mode, '-w', '-t', '60', 'restart']);
+}
+
+/**
+ * The `postgres` user must traverse every folder above its data directory; a checkout in a
+ * `mktemp -d` folder (mode 0700, root's) would stop initdb with "Permission denied". Adds
+ * search permission (o+x, not read) where it lacks.
+ */
+function letPostgresThrough(from: string): void {
+  for (let d = from; ; d = dirname(d)) {
+    const mode = statSync(d).mode;
+    if ((mode & 0o001) === 0) chmodSync(d, (mode & 0o7777) | 0o001);
+    if (dirname(d) === d) break;
+  }
 }
 
 async function postgresIds(): Promise<[number, number]> {
