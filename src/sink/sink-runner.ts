@@ -29,9 +29,10 @@ import { WrittenHashes } from './written-hashes.ts';
  * finished is delivered again: at-least-once, and a later change of a record never overtakes
  * an earlier one that is still being retried.
  *
- * Backpressure: nothing waits inside eachBatch for budget, Retry-After, an open circuit or a
- * free in-flight slot; the partition is paused and a timer resumes it (a paused consumer keeps
- * heartbeating and stays in the group). Memory stays bounded by what one fetch returns.
+ * Backpressure: a Retry-After, an open circuit or a budget that frees in more than SHORT_WAIT_MS
+ * pauses the partition and a timer resumes it (a paused consumer keeps heartbeating and stays in
+ * the group). Shorter budget waits, waits for a free in-flight slot and long calls (Bulk API
+ * jobs) happen inside eachBatch, heartbeating. Memory stays bounded by what one fetch returns.
  *
  * Budget: one RateBudget per process, its share of the credential's quota set by BudgetShare
  * from the group's assignment and lag (see budget-share.ts); mapping priorities order who gets
