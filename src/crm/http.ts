@@ -105,6 +105,11 @@ export async function sendJson(
   return { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined };
 }
 
+/** A JSON object (not null, not an array): the first check of every documented answer shape. */
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 /**
  * An answer that is not the CRM's documented shape (HTML from a proxy, truncated JSON, an empty
  * body, a missing id) is not a success: retriable, and counted by the circuit breaker like a 5xx.

@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, sendJson } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmLookup, CrmTarget, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
@@ -119,10 +119,6 @@ interface BatchResult {
   properties?: Record<string, string | null>;
   new?: boolean;
   objectWriteTraceId?: string;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** A batch answer's `errors`, when the body has the documented envelope (`results` an array, `errors` absent or an array). */

@@ -3,7 +3,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, parseRetryAfter, safeJson, send } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, safeJson, send } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import { assertInstance } from './auth.ts';
@@ -97,7 +97,6 @@ const log = componentLogger('crm.salesforce');
  * written: the whole call is a retriable CRM_BAD_RESPONSE, a malformed result of one record is a
  * retry of that record with the same code.
  */
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * One element of an sObject Collections answer, in request order: `{id, success, errors[]}`,

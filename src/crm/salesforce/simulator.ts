@@ -1,4 +1,5 @@
 import { SimTokens, type SimOAuthOptions, tokenParams, verifyJwt } from '../auth/token-sim.ts';
+import { isObject } from '../http.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
 import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
 
@@ -136,7 +137,6 @@ function errorBody(status: number, errorCode: string, message: string, headers?:
 const lookupField = (relationship: string): string => (relationship.endsWith('__r') ? `${relationship.slice(0, -3)}__c` : `${relationship}Id`);
 const notFound = (): SimResponse => errorBody(404, 'NOT_FOUND', 'The requested resource does not exist');
 const blank = (v: unknown): boolean => v === undefined || v === null || String(v).trim() === '';
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 interface IngestJob {
   id: string;

@@ -4,7 +4,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmTarget, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { badResponse, header, parseRetryAfter, sendJson } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, sendJson } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 
@@ -45,10 +45,6 @@ interface SellError {
  */
 const RESOURCE = '{"data":{"id":<number>,…}}';
 const COLLECTION = '{"items":[{"data":{"id":<number>,…}},…]}';
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** The id of a `{data: {id}}` resource, or undefined when the body is not one. */
 function resourceId(body: unknown): number | undefined {

@@ -5,7 +5,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, parseRetryAfter, safeJson, send } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, safeJson, send } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
@@ -106,7 +106,6 @@ interface ZohoResult {
  * whole call is a retriable CRM_BAD_RESPONSE, a malformed result of one record a retry of that
  * record with the same code.
  */
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
 const is2xx = (status: number): boolean => status >= 200 && status < 300;
 
