@@ -37,6 +37,14 @@ export interface CrmLookup {
    * overwrite a single-valued lookup field ignore it.
    */
   previousExternalId?: string;
+  /**
+   * Other targets this record may be linked to in the CRM: those its changes named inside the
+   * compacted window (and a deleted row's target when the window folded the delete into a
+   * re-insert). A redelivered window may have linked any of them already (at-least-once), and a
+   * folded delete never removed the old links. Many-to-many CRMs remove these links too; CRMs
+   * that overwrite a single-valued lookup field ignore them.
+   */
+  staleExternalIds?: string[];
 }
 
 export type WriteOutcome =

@@ -38,11 +38,15 @@ export interface KeyedChange {
   write: CrmWrite | null;
   /** The change is a snapshot row (op `r`): it may be restoring the CRM, so no no-op skip applies. */
   restore: boolean;
+  /** A delete's lookup targets from its old row (REPLICA IDENTITY FULL), by lookup field: links the deleted record had. */
+  held?: Record<string, string>;
 }
 
 export function compact(changes: KeyedChange[]): CompactedWrite[] {
   const byKey = new Map<string, CompactedWrite>();
   const out: CompactedWrite[] = [];
+  /** Per record and lookup field: every target named in this window (see staleLinks). */
+  const named = new Map<string, Map<string, Set<string>>>();
   for (const change of changes) {
     const w = change.write;
     if (!w) {
@@ -50,6 +54,7 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
       continue;
     }
     const key = `${w.object}\u0000${w.externalId}`;
+    noteTargets(named, key, w, change.held);
     const prev = byKey.get(key);
     if (!prev) {
       const first: CompactedWrite = { write: w, offsets: [change.offset], firstOffset: change.offset, restore: w.op === 'upsert' && change.restore };
@@ -75,6 +80,7 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
       prev.write = w;
       prev.restore = true;
     }
+    prev.write = staleLinks(prev.write, named.get(key));
   }
   return out.sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
 }
@@ -94,4 +100,37 @@ export function mergeLookups(earlier: Record<string, CrmLookup>, later: Record<s
     out[field] = held !== undefined && held !== l.externalId ? { ...target, previousExternalId: held } : target;
   }
   return out;
+}
+
+function noteTargets(named: Map<string, Map<string, Set<string>>>, key: string, w: CrmWrite, held: Record<string, string> | undefined): void {
+  let fields = named.get(key);
+  if (!fields) named.set(key, (fields = new Map()));
+  const note = (field: string, target: string | null | undefined): void => {
+    if (target === null || target === undefined) return;
+    let set = fields.get(field);
+    if (!set) fields.set(field, (set = new Set()));
+    set.add(target);
+  };
+  for (const [field, l] of Object.entries(w.lookups ?? {})) {
+    note(field, l.externalId);
+    note(field, l.previousExternalId);
+  }
+  for (const [field, target] of Object.entries(held ?? {})) note(field, target);
+}
+
+/**
+ * A folded upsert's lookups with `staleExternalIds`: every target named in the window other than
+ * the one it now points to and its previous one. Under redelivery any of them may already be
+ * linked in the CRM, and a delete folded into a re-insert never removed the deleted record's
+ * links; a many-to-many CRM keeps a link until it is removed.
+ */
+function staleLinks(w: CrmWrite | null, fields: Map<string, Set<string>> | undefined): CrmWrite | null {
+  if (!w || w.op !== 'upsert' || !w.lookups || !fields) return w;
+  const lookups: Record<string, CrmLookup> = {};
+  for (const [field, l] of Object.entries(w.lookups)) {
+    const { staleExternalIds: _s, ...rest } = l;
+    const stale = [...(fields.get(field) ?? [])].filter((t) => t !== l.externalId && t !== l.previousExternalId).sort();
+    lookups[field] = stale.length ? { ...rest, staleExternalIds: stale } : rest;
+  }
+  return { ...w, lookups };
 }

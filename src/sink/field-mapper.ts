@@ -69,6 +69,21 @@ function previousRef(event: ChangeEvent, col: string): string | undefined {
   return old === null || old === undefined ? undefined : String(toCrmValue(old));
 }
 
+/**
+ * A delete's lookup targets, from its old row (only with REPLICA IDENTITY FULL does it carry the
+ * lookup columns): the links the deleted record had, which a re-insert folded over the delete
+ * must remove in a many-to-many CRM (see compactor.ts).
+ */
+export function heldLookups(event: ChangeEvent, mapping: MappingConfig): Record<string, string> | undefined {
+  if (event.op !== 'd' || !event.before) return undefined;
+  const held: Record<string, string> = {};
+  for (const [field, lookup] of Object.entries(mapping.lookups)) {
+    const old = event.before[avroName(lookup.column)];
+    if (old !== null && old !== undefined) held[field] = String(toCrmValue(old));
+  }
+  return Object.keys(held).length ? held : undefined;
+}
+
 export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite | null {
   const source = event.after ?? event.before ?? event.key;
   const idValue = column({ ...event.key, ...source }, mapping.externalId.column, mapping, 'externalId');

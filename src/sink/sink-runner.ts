@@ -15,7 +15,7 @@ import { BatchSizer } from './batch-sizer.ts';
 import { BudgetShare } from './budget-share.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
 import { InstanceStatus } from './instance-status.ts';
-import { mapEvent, touchesMapping } from './field-mapper.ts';
+import { heldLookups, mapEvent, touchesMapping } from './field-mapper.ts';
 import { type Lane, QuotaLanes } from './quota-lanes.ts';
 import type { Spent } from './rate-budget.ts';
 import { WrittenHashes } from './written-hashes.ts';
@@ -102,6 +102,8 @@ export class SinkRunner {
   private readonly slotWaiters = new Set<() => void>();
   private readonly mappingByTopic = new Map<string, MappingConfig>();
   private readonly attempts = new Map<string, number>();
+  /** When a record's lookup was first found pending (`sink.lookupPendingSeconds` counts from there). */
+  private readonly pendingSince = new Map<string, number>();
   private readonly resumeTimers = new Map<string, NodeJS.Timeout>();
   private readonly lingering = new Set<string>();
   private readonly onFatal: ((err: Error) => void) | undefined;
@@ -264,7 +266,8 @@ export class SinkRunner {
           continue;
         }
         // A snapshot row may be there to restore a CRM that lost its records: never a no-op.
-        changes.push({ offset, write: mapEvent(event, mapping), restore: event.op === 'r' });
+        const held = heldLookups(event, mapping);
+        changes.push({ offset, write: mapEvent(event, mapping), restore: event.op === 'r', ...(held ? { held } : {}) });
       } catch (err) {
         if (err instanceof ConnectorError && err.retriable) {
           // Registry unreachable: not the message's fault. Stop here and try again later.
@@ -386,15 +389,17 @@ export class SinkRunner {
           if (this.settle(batch.topic, batch.partition, p, outcome, done, letters, messages)) return;
           blocked = true;
           // A throttle is the CRM's budget, never the record's fault: it is not an attempt (a
-          // record meeting many 3600 s lockouts must not end in the dead-letter topic).
+          // record meeting many 3600 s lockouts must not end in the dead-letter topic). Nor is a
+          // lookup still pending: the linked record is written by another partition, later.
           const throttle = outcome.status === 'retry' && outcome.kind === 'throttle';
-          const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset, throttle ? 'wait' : 'attempt');
+          const pending = outcome.status === 'retry' && outcome.kind === 'pending';
+          const attempt = this.bump(batch.topic, batch.partition, p.group.firstOffset, throttle || pending ? 'wait' : 'attempt');
           const wait =
             outcome.status === 'retry' && outcome.retryAfterSeconds !== undefined
               ? outcome.retryAfterSeconds * 1000
               : throttle
                 ? Math.max(this.budget.waitMs([p.write]), this.backoff(Math.min(attempt, 6)))
-                : this.backoff(attempt);
+                : this.backoff(pending ? Math.min(attempt, 6) : attempt);
           if (!this.resumeTimers.has(`${batch.topic}/${batch.partition}`)) {
             this.log.info(
               { topic: batch.topic, partition: batch.partition, offset: String(p.group.firstOffset), attempt, code: outcome.status === 'retry' ? outcome.code : undefined, ms: Math.round(wait) },
@@ -556,21 +561,23 @@ export class SinkRunner {
     const attemptKey = `${topic}/${partition}/${p.group.firstOffset}`;
     if (outcome.status === 'done') {
       for (const o of p.group.offsets) done.add(o);
-      this.attempts.delete(attemptKey);
-      this.attempts.delete(`${attemptKey}/wait`);
+      this.forget(attemptKey);
       metrics.recordsWritten.inc({ object: p.write.object, op: p.write.op });
       if (p.event) metrics.endToEndSeconds.observe(Math.max(0, Date.now() - Number(p.event.source.commitTsMicros / 1000n)) / 1000);
       return true;
     }
     if (outcome.status === 'retry' && outcome.kind === 'throttle') return false;
     const attempts = (this.attempts.get(attemptKey) ?? 0) + 1;
-    if (outcome.status === 'retry' && attempts < this.config.sink.maxAttempts) return false;
+    if (outcome.status === 'retry' && outcome.kind === 'pending') {
+      const since = this.pendingSince.get(attemptKey) ?? Date.now();
+      this.pendingSince.set(attemptKey, since);
+      if (Date.now() - since < this.config.sink.lookupPendingSeconds * 1000) return false;
+    } else if (outcome.status === 'retry' && attempts < this.config.sink.maxAttempts) return false;
     // During an outage (circuit not closed) a server failure is not the record's fault: keep it
     // until the CRM is back rather than dead-letter everything in flight. A record that keeps
     // failing while other calls succeed is dead-lettered as usual.
     if (serverFailure(outcome) && this.breaker.state !== 'closed') return false;
-    this.attempts.delete(attemptKey);
-    this.attempts.delete(`${attemptKey}/wait`);
+    this.forget(attemptKey);
     // Rejected by the CRM (or out of attempts): every message folded into this write goes to
     // the dead-letter topic, so a replay re-drives each original change.
     for (const o of p.group.offsets) {
@@ -584,6 +591,12 @@ export class SinkRunner {
       );
     }
     return true;
+  }
+
+  private forget(attemptKey: string): void {
+    this.attempts.delete(attemptKey);
+    this.attempts.delete(`${attemptKey}/wait`);
+    this.pendingSince.delete(attemptKey);
   }
 
   /** Counts a failed attempt at a record, or apart (`wait`: a throttle, a store that failed) what only lengthens the backoff. */

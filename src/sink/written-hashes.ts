@@ -25,6 +25,17 @@ import { componentLogger } from '../logger.ts';
  * as a 22-character string: 125 bytes per key in V8, i.e. ~125 MB per million records
  * (`npm run bench:hashes`). The topic holds ~60 bytes per key after compaction.
  */
+/**
+ * Whether a write may ever be skipped as unchanged: an upsert of every mapped field that names
+ * no link to remove. The hash says which values and targets the CRM holds, not which old links
+ * (a moved lookup's previous target, the stale targets of a redelivered window, see CrmLookup)
+ * a many-to-many CRM still has.
+ */
+export function hashSkippable(write: CrmWrite, allFields: number): boolean {
+  if (write.op !== 'upsert' || Object.keys(write.fields).length < allFields) return false;
+  return !Object.values(write.lookups ?? {}).some((l) => l.previousExternalId !== undefined || l.staleExternalIds?.length);
+}
+
 export function writeHash(write: CrmWrite): string {
   const h = createHash('sha256');
   const fields = Object.keys(write.fields).sort();
@@ -70,7 +81,7 @@ export class WrittenHashes {
 
   /** True when `write` is exactly what the CRM already holds (and the store is loaded). */
   unchanged(write: CrmWrite, allFields: number): boolean {
-    if (!this.loaded || write.op !== 'upsert' || Object.keys(write.fields).length < allFields) return false;
+    if (!this.loaded || !hashSkippable(write, allFields)) return false;
     return this.map.get(recordKey(write.object, write.externalId)) === writeHash(write);
   }
 

@@ -102,6 +102,17 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 const repoRoot = new URL('../../', import.meta.url).pathname;
 
+/**
+ * Every connector process alive, so that a harness that is itself killed (Ctrl-C, SIGTERM) takes
+ * them along: a connector left running keeps its consumer group membership, and the next run on
+ * the same ports would share its group with it (a stale sink holding partitions it cannot write).
+ */
+const alive = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of alive) child.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
 class Connector {
   child!: ChildProcess;
   exited!: Promise<number | null>;
@@ -124,10 +135,13 @@ class Connector {
   private start(): void {
     const fd = openSync(this.logFile, 'a');
     this.expectExit = false;
-    this.child = spawn(process.execPath, [join(repoRoot, 'bin/pg2crm.js'), ...this.args], { stdio: ['ignore', fd, fd] });
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/pg2crm.js'), ...this.args], { stdio: ['ignore', fd, fd] });
+    this.child = child;
+    alive.add(child);
     closeSync(fd);
     this.exited = new Promise((resolve) =>
-      this.child.on('exit', (code) => {
+      child.on('exit', (code) => {
+        alive.delete(child);
         resolve(code);
         // A supervisor (Kubernetes, systemd) restarts a connector that exits on its own.
         if (!this.expectExit && !this.stopped) {
@@ -565,7 +579,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const crashTails: string[] = [];
   try {
     const env: StackEnv = await stackUp(stackOpts);
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 10_000_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 10_000_000, windowSeconds: 60 } });
     const simUrl = sim.url;
     const fault = async (body: unknown): Promise<void> => {
       const res = await fetch(`${simUrl}/__sim/faults`, { method: 'POST', body: JSON.stringify(body) });

@@ -8,7 +8,7 @@ import { runChaos } from './crm-chaos.ts';
  * 100,000 changes over 2,500+ records; 8 source and 8 sink SIGKILLs one at a time plus one of
  * each in every mixed round (24 in all); every other fault kind at least once, then mixed.
  * Environment: CHAOS_SEED (replay), CHAOS_CHANGES, CHAOS_PORT_BASE (default 45400: ports
- * 45400-45403 for the suite's own PostgreSQL, Kafka, controller and registry).
+ * 45400-45404 for the suite's own PostgreSQL, Kafka, controller, registry and Kafka's SASL_SSL listener).
  * Exit code 0 only when lost, stale and extra are 0 and the dead letters are exactly the rejects.
  */
 const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));

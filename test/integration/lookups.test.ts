@@ -108,7 +108,7 @@ describe.each(TEST_CRMS)('$kind lookups through Kafka', ({ kind, start, limit })
 
   it('links each deal to its customer, moves it with the order, and clears it when customer_id becomes NULL', async () => {
     onTestFailed(() => console.log(proc?.output.slice(-6000)));
-    sim = await start({ port: 0, limit });
+    sim = await start({ port: 0, control: true, limit });
     await createErpSchema(env.PG_URL, schema);
     await withPg(env.PG_URL, (c) => c.query(`ALTER TABLE ${schema}.orders ALTER COLUMN customer_id DROP NOT NULL; ALTER TABLE ${schema}.orders REPLICA IDENTITY FULL`));
     const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
@@ -152,7 +152,11 @@ describe.each(TEST_CRMS)('$kind lookups through Kafka', ({ kind, start, limit })
     // The CRM refuses a deal without its contact: the clears are dead-lettered with its error,
     // the deals keep the contact they had, and the moves went through.
     await linked(new Map([...table].map(([order, customer]) => [order, customer ?? '1'])));
-    const letters = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+    // The CRM held those links before the clears were processed: wait for the letters themselves.
+    const letters = await waitFor('the three clears dead-lettered', async () => {
+      const l = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+      return new Set(l.map((x) => x.externalId)).size >= 3 ? l : undefined;
+    }, 60_000);
     expect([...new Set(letters.map((l) => l.externalId))].sort()).toEqual(['3', '4', '5']);
     for (const l of letters) expect(`${l.error.code} ${l.error.message} ${l.error.field ?? ''}`).toMatch(/contact_id/);
   });

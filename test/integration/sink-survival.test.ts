@@ -42,14 +42,15 @@ interface Setup {
 const running: Setup[] = [];
 
 /** A connector of its own per test, so that one path's failure cannot hide or cause another's. */
-async function setUp(prefix: string, limits: Record<string, unknown> = {}, maxAttempts = 2): Promise<Setup> {
-  const crm = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+async function setUp(prefix: string, limits: Record<string, unknown> = {}, maxAttempts = 2, sink: Record<string, unknown> = {}): Promise<Setup> {
+  const crm = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
   const schema = uniqueName(prefix);
   await createErpSchema(env.PG_URL, schema);
   const conn = writeConnectorConfig(env, schema, crm.url, { snapshot: 'never', limits });
   const config = JSON.parse(readFileSync(conn.configFile, 'utf8')) as { kafka: Record<string, unknown>; sink: Record<string, unknown> };
   config.kafka.maxMessageBytes = 4096;
   config.sink.maxAttempts = maxAttempts;
+  Object.assign(config.sink, sink);
   writeFileSync(conn.configFile, JSON.stringify(config));
   const proc = new CliProcess(['run', '--config', conn.configFile]);
   const customers = `${conn.topicPrefix}.${schema}.customers`;
@@ -172,5 +173,33 @@ describe('sink survives what the suite never sent it', () => {
     await sim(crm.url, { throttle: { requests: 3, retryAfterSeconds: 4 } });
     await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'Ann'`));
     await waitFor('Ann again in the CRM', async () => (await firstName()) === 'Ann', 60_000);
+  });
+
+  it('a lookup still pending is not an attempt: a deal whose contact comes late is written once it does', async () => {
+    const { crm, conn, schema, topics } = await setUp('latelookup');
+    // The order's customer is not in the CRM (nor in PostgreSQL) for 8 s: far more lookup
+    // retries than sink.maxAttempts (2), far less than sink.lookupPendingSeconds (default 900).
+    await withPg(env.PG_URL, (c) => c.query(`ALTER TABLE ${schema}.orders DROP CONSTRAINT orders_customer_id_fkey`));
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.orders (customer_id, title, amount) VALUES (4242, 'Late', 10)`));
+    await new Promise((r) => setTimeout(r, 8_000));
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (id, first_name, last_name, email) VALUES (4242, 'Late', 'L', 'late@ok.example')`));
+    await waitFor('the deal linked to its contact', async () => {
+      const [contact] = await simRecords(crm.url, 'contacts');
+      const [deal] = await simRecords(crm.url, 'deals');
+      return contact !== undefined && deal !== undefined && deal.contact_id === contact.id;
+    }, 60_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 30_000);
+    expect(await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`)).toEqual([]);
+  });
+
+  it('a lookup pending longer than sink.lookupPendingSeconds is dead-lettered (LOOKUP_PENDING); the partition moves on', async () => {
+    const { conn, schema, topics, contacts } = await setUp('lostlookup', {}, 2, { lookupPendingSeconds: 3 });
+    await withPg(env.PG_URL, (c) => c.query(`ALTER TABLE ${schema}.orders DROP CONSTRAINT orders_customer_id_fkey`));
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.orders (customer_id, title, amount) VALUES (4243, 'Never', 10)`));
+    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) VALUES ('On', 'Time', 'on@ok.example')`));
+    await waitFor('the contact', async () => (await contacts()).length === 1, 60_000);
+    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 60_000);
+    const letters = await readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+    expect(letters.map((l) => [l.object, l.error.code])).toEqual([['deals', 'LOOKUP_PENDING']]);
   });
 });

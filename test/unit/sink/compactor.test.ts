@@ -82,14 +82,24 @@ describe('compact', () => {
     const deal = (lookup: CrmLookup): CrmWrite => ({ ...upsert('d', {}), object: 'deals', lookups: { company: lookup } });
     const merged = (...lookups: CrmLookup[]) => compact(lookups.map((l, i) => change(i + 1, deal(l))))[0]?.write?.lookups?.company;
 
-    it('A->B then B->C: previous A, target C', () => {
-      expect(merged(company('B', 'A'), company('C', 'B'))).toEqual(company('C', 'A'));
+    // A redelivered window may have linked any target it names: those stay as staleExternalIds.
+    const stale = (l: CrmLookup, ...ids: string[]): CrmLookup => ({ ...l, staleExternalIds: ids });
+
+    it('A->B then B->C: previous A, target C, B possibly linked by an earlier delivery', () => {
+      expect(merged(company('B', 'A'), company('C', 'B'))).toEqual(stale(company('C', 'A'), 'B'));
     });
 
-    it('A->B then B->A: back where it started, nothing to remove', () => {
-      expect(merged(company('B', 'A'), company('A', 'B'))).toEqual(company('A'));
+    it('A->B then B->A: back where it started, only the stale B to remove', () => {
+      expect(merged(company('B', 'A'), company('A', 'B'))).toEqual(stale(company('A'), 'B'));
       // ... and a third move still knows the CRM holds A.
-      expect(merged(company('B', 'A'), company('A', 'B'), company('C', 'A'))).toEqual(company('C', 'A'));
+      expect(merged(company('B', 'A'), company('A', 'B'), company('C', 'A'))).toEqual(stale(company('C', 'A'), 'B'));
+    });
+
+    it('delete then re-insert: the target of the deleted row (held) becomes stale', () => {
+      const del: CrmWrite = { op: 'delete', object: 'deals', externalIdField: 'erp_id', externalId: 'd', fields: {} };
+      const out = compact([{ offset: 1n, write: del, restore: false, held: { company: 'A' } }, change(2, deal(company('B')))]);
+      expect(out[0]?.write?.lookups?.company).toEqual(stale(company('B'), 'A'));
+      expect(out[0]?.restore).toBe(true);
     });
 
     it('unchanged A then A->B: previous A', () => {
@@ -98,7 +108,7 @@ describe('compact', () => {
     });
 
     it('cleared lookups (null): A->B then B->null clears with previous A; null then ->B has nothing to remove', () => {
-      expect(merged(company('B', 'A'), company(null, 'B'))).toEqual(company(null, 'A'));
+      expect(merged(company('B', 'A'), company(null, 'B'))).toEqual(stale(company(null, 'A'), 'B'));
       expect(merged(company(null, 'A'), company('A'))).toEqual(company('A'));
       expect(merged(company(null), company('B'))).toEqual(company('B'));
       expect(merged(company(null, 'A'), company(null))).toEqual(company(null, 'A'));
