@@ -1,21 +1,35 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { envSetting } from '../src/config.ts';
-import { kafkaReady, startKafka } from './stack/kafka.ts';
-import { postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
+import { dropKafkajsTimerWarning } from '../src/kafka/timer-warning.ts';
+import { stackCerts } from './stack/certs.ts';
+import { addScramUsers, KAFKA_SASL_USER, kafkaHasSaslSsl, kafkaListensSaslSsl, kafkaReady, kafkaSaslSslReady, startKafka } from './stack/kafka.ts';
+import { ensurePostgresSsl, postgresHasSsl, postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
 import { isAlive, portOpen, stopProcess } from './stack/processes.ts';
 import { registryReady, registryUrl, startRegistry } from './stack/registry.ts';
 
 /**
  * `npm run stack -- up|down|env|status`: real PostgreSQL 15, Apache Kafka (KRaft) and Apicurio
  * Registry on loopback, non-default ports, in one directory per stack (default `.stack/`;
- * PG2CRM_STACK_DIR and PG2CRM_STACK_PORT_BASE select another one, ports base..base+3).
+ * PG2CRM_STACK_DIR and PG2CRM_STACK_PORT_BASE select another one, ports base..base+4).
  * `up` is idempotent and returns only when each service passed a real round trip.
+ *
+ * Transport security (issue 12 §1): the broker also has a SASL_SSL listener (TLS with the stack
+ * CA, SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512 for one user) and PostgreSQL runs with ssl=on;
+ * the plaintext addresses stay as they are. A stack made before that has neither: `stackUp`
+ * reports it, and `stackUp({ upgrade: true })` (`npm run stack -- up`) adds both (Kafka is
+ * restarted once on its data; PostgreSQL only reloads its configuration).
  */
 export interface StackEnv {
   PG_URL: string;
   KAFKA_BROKERS: string;
   SCHEMA_REGISTRY_URL: string;
+  /** The SASL_SSL listener (host:port); absent on a stack made before it existed. */
+  KAFKA_SASL_SSL_BROKERS?: string;
+  KAFKA_SASL_USERNAME?: string;
+  KAFKA_SASL_PASSWORD?: string;
+  /** PEM file of the CA that signed the certificates of Kafka's SASL_SSL listener and PostgreSQL (ssl=on). */
+  STACK_CA_FILE?: string;
 }
 
 interface StackState {
@@ -28,6 +42,8 @@ export interface StackPorts {
   kafka: number;
   controller: number;
   registry: number;
+  /** Kafka's SASL_SSL listener. */
+  kafkaSaslSsl: number;
 }
 
 /**
@@ -43,9 +59,15 @@ export interface StackOptions {
    * registry restart keeps every schema id (as a production registry does).
    */
   persistentRegistry?: boolean;
+  /**
+   * A running stack made before the SASL_SSL listener and PostgreSQL TLS existed is brought up
+   * to date (Kafka restarted once). Off, such a stack is used as it is and its env lacks the
+   * secure entries, so that a test run never restarts a broker other runs are using.
+   */
+  upgrade?: boolean;
 }
 
-const DEFAULT_PORTS: StackPorts = { postgres: 54329, kafka: 39092, controller: 39093, registry: 38081 };
+const DEFAULT_PORTS: StackPorts = { postgres: 54329, kafka: 39092, controller: 39093, registry: 38081, kafkaSaslSsl: 39094 };
 
 /** Ports from a base (`base`, `base+1`, ...); without one, PG2CRM_STACK_PORT_BASE, else the defaults. */
 export function stackPorts(base?: number): StackPorts {
@@ -53,7 +75,7 @@ export function stackPorts(base?: number): StackPorts {
   const b = base ?? (fromEnv ? Number(fromEnv) : undefined);
   if (b === undefined) return { ...DEFAULT_PORTS };
   if (!Number.isInteger(b) || b < 1024 || b > 65_000) throw new Error(`stack port base ${b}: use an integer from 1024 to 65000`);
-  return { postgres: b, kafka: b + 1, controller: b + 2, registry: b + 3 };
+  return { postgres: b, kafka: b + 1, controller: b + 2, registry: b + 3, kafkaSaslSsl: b + 4 };
 }
 
 export function stackDir(opts: StackOptions = {}): string {
@@ -73,6 +95,25 @@ function stackEnv(opts: StackOptions = {}): StackEnv {
   };
 }
 
+/** The secure entries, when this stack has them (Kafka's SASL_SSL listener and PostgreSQL ssl=on). */
+async function secureEnv(opts: StackOptions): Promise<Partial<StackEnv>> {
+  const dir = stackDir(opts);
+  const caFile = join(dir, 'certs', 'ca.pem');
+  if (!existsSync(caFile) || !kafkaHasSaslSsl(join(dir, 'kafka')) || !(await postgresHasSsl(portsOf(opts).postgres))) return {};
+  return {
+    KAFKA_SASL_SSL_BROKERS: `127.0.0.1:${portsOf(opts).kafkaSaslSsl}`,
+    KAFKA_SASL_USERNAME: KAFKA_SASL_USER.username,
+    KAFKA_SASL_PASSWORD: KAFKA_SASL_USER.password,
+    STACK_CA_FILE: caFile,
+  };
+}
+
+async function saslSslReady(env: StackEnv): Promise<void> {
+  if (env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD) {
+    await kafkaSaslSslReady(env.KAFKA_SASL_SSL_BROKERS, env.STACK_CA_FILE, { username: env.KAFKA_SASL_USERNAME, password: env.KAFKA_SASL_PASSWORD });
+  }
+}
+
 function readState(opts: StackOptions = {}): StackState | undefined {
   const file = join(stackDir(opts), 'state.json');
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StackState) : undefined;
@@ -90,12 +131,44 @@ async function ready(env: StackEnv, opts: StackOptions = {}): Promise<void> {
 export async function stackRunning(opts: StackOptions = {}): Promise<StackEnv | undefined> {
   const state = readState(opts);
   if (!state || !isAlive(state.kafkaPid) || !isAlive(state.registryPid) || !(await portOpen(portsOf(opts).postgres))) return undefined;
-  return stackEnv(opts);
+  return { ...stackEnv(opts), ...(await secureEnv(opts)) };
 }
 
-function launchKafka(opts: StackOptions): Promise<number> {
+async function launchKafka(opts: StackOptions): Promise<number> {
   const ports = portsOf(opts);
-  return startKafka(join(stackDir(opts), 'kafka'), ports.kafka, ports.controller);
+  const certs = await stackCerts(stackDir(opts));
+  return startKafka(join(stackDir(opts), 'kafka'), ports.kafka, ports.controller, {
+    port: ports.kafkaSaslSsl,
+    keystore: certs.keystore,
+    keystorePassword: certs.keystorePassword,
+    ...KAFKA_SASL_USER,
+  });
+}
+
+/**
+ * Brings a running stack made before issue 12 up to date: PostgreSQL ssl=on (a reload), the
+ * broker restarted with its SASL_SSL listener and the SCRAM users added.
+ */
+async function upgradeStack(opts: StackOptions): Promise<void> {
+  const dir = stackDir(opts);
+  const ports = portsOf(opts);
+  const certs = await stackCerts(dir);
+  await ensurePostgresSsl(join(dir, 'postgres'), ports.postgres, certs.server);
+  const kafkaDir = join(dir, 'kafka');
+  if (!kafkaHasSaslSsl(kafkaDir)) {
+    if (!kafkaListensSaslSsl(kafkaDir)) {
+      if (await portOpen(ports.kafkaSaslSsl)) {
+        throw new Error(`port ${ports.kafkaSaslSsl} (Kafka SASL_SSL) is already in use by another process; stop it, or \`npm run stack -- down\` and up again with another PG2CRM_STACK_PORT_BASE`);
+      }
+      process.stderr.write('stack: restarting Kafka to add its SASL_SSL listener\n');
+      const state = readState(opts) ?? {};
+      await stopProcess(state.kafkaPid, 30_000, 'SIGTERM');
+      state.kafkaPid = await launchKafka(opts);
+      writeState(state, opts);
+      await kafkaReady(stackEnv(opts).KAFKA_BROKERS);
+    }
+    await addScramUsers(kafkaDir, ports.kafka, { port: ports.kafkaSaslSsl, keystore: certs.keystore, keystorePassword: certs.keystorePassword, ...KAFKA_SASL_USER });
+  }
 }
 
 function launchRegistry(opts: StackOptions): Promise<number> {
@@ -106,9 +179,14 @@ function launchRegistry(opts: StackOptions): Promise<number> {
 
 export async function stackUp(opts: StackOptions = {}): Promise<StackEnv> {
   const dir = stackDir(opts);
-  const env = stackEnv(opts);
-  if (await stackRunning(opts)) {
+  const running = await stackRunning(opts);
+  if (running) {
+    // Without `upgrade` a stale stack is used as it is, silently (demos and most tests do not need
+    // TLS); `npm run stack -- env` and the transport-security test say how to upgrade it.
+    if (!running.KAFKA_SASL_SSL_BROKERS && opts.upgrade) await upgradeStack(opts);
+    const env = { ...stackEnv(opts), ...(await secureEnv(opts)) };
     await ready(env, opts);
+    await saslSslReady(env);
     return env;
   }
   if (readState(opts)) await stackDown(opts); // half-up from an earlier run: start clean
@@ -119,10 +197,13 @@ export async function stackUp(opts: StackOptions = {}): Promise<StackEnv> {
   }
   mkdirSync(dir, { recursive: true });
   const started = Date.now();
+  await stackCerts(dir); // before the services that use them start in parallel
   const state: StackState = {};
   writeState(state, opts);
   await Promise.all([
-    startPostgres(join(dir, 'postgres'), portsOf(opts).postgres),
+    startPostgres(join(dir, 'postgres'), portsOf(opts).postgres).then(async () =>
+      ensurePostgresSsl(join(dir, 'postgres'), portsOf(opts).postgres, (await stackCerts(dir)).server),
+    ),
     launchKafka(opts).then((pid) => {
       state.kafkaPid = pid;
       writeState(state, opts);
@@ -132,7 +213,9 @@ export async function stackUp(opts: StackOptions = {}): Promise<StackEnv> {
       writeState(state, opts);
     }),
   ]);
+  const env = { ...stackEnv(opts), ...(await secureEnv(opts)) };
   await ready(env, opts);
+  await saslSslReady(env);
   process.stderr.write(`stack up in ${((Date.now() - started) / 1000).toFixed(1)} s (${dir})\n`);
   return env;
 }
@@ -193,9 +276,11 @@ function printEnv(env: StackEnv): void {
 }
 
 async function main(command: string | undefined): Promise<number> {
+  // The readiness checks' kafkajs clients would print Node's TimeoutNegativeWarning (see timer-warning.ts).
+  dropKafkajsTimerWarning();
   switch (command) {
     case 'up':
-      printEnv(await stackUp());
+      printEnv(await stackUp({ upgrade: true }));
       return 0;
     case 'down':
       await stackDown();
@@ -208,6 +293,9 @@ async function main(command: string | undefined): Promise<number> {
         return 1;
       }
       printEnv(env);
+      if (!env.KAFKA_SASL_SSL_BROKERS) {
+        process.stderr.write('stack: made before the Kafka SASL_SSL listener and PostgreSQL TLS existed; `npm run stack -- up` adds them (it restarts Kafka once)\n');
+      }
       return 0;
     }
     case 'status': {
@@ -216,6 +304,7 @@ async function main(command: string | undefined): Promise<number> {
       process.stdout.write(`postgres  ${(await portOpen(PORTS.postgres)) ? 'up' : 'down'}  127.0.0.1:${PORTS.postgres}\n`);
       process.stdout.write(`kafka     ${isAlive(state?.kafkaPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.kafka}\n`);
       process.stdout.write(`registry  ${isAlive(state?.registryPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.registry}\n`);
+      process.stdout.write(`kafka     ${kafkaHasSaslSsl(join(stackDir(), 'kafka')) ? 'configured' : 'absent'}  127.0.0.1:${PORTS.kafkaSaslSsl} (SASL_SSL)\n`);
       return 0;
     }
     default:

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConnectorError } from './errors.ts';
+import { registerSecrets, secretsOf } from './secrets.ts';
 
 /**
  * The connector's configuration: parsed once, here, and handed out in slices. This is the only
@@ -23,8 +24,67 @@ const brokers = z
   .transform((b) => (Array.isArray(b) ? b : b.split(',')).map((s) => s.trim()).filter(Boolean))
   .pipe(z.array(z.string().regex(/^[^:/\s]+:\d+$/, 'write each broker as host:port')).min(1, 'give at least one broker'));
 
+/**
+ * PEM material for TLS settings (issue 12 §1). Each key takes the PEM text itself, or `<key>_FILE`
+ * with the path of a file holding it (the secrets convention of resolveSecretFiles), e.g.
+ * `ca_FILE: /etc/ssl/kafka-ca.pem`.
+ */
+const pemCertificates = (what: string) =>
+  z.string().refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), `${what} is PEM text (-----BEGIN CERTIFICATE-----); to give a file, write the key with _FILE, e.g. ca_FILE: /path/ca.pem`);
+const pemKey = z
+  .string()
+  .refine((v) => /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(v), 'the private key is PEM text (-----BEGIN PRIVATE KEY-----); to give a file, write key_FILE: /path/key.pem');
+
+/** TLS towards a server: extra CAs to trust, and a client certificate for mutual TLS. */
+const tlsClientFields = {
+  /** CA certificate(s) to trust (PEM): Kafka and the registry trust these instead of the system's, crm.tls in addition to them. */
+  ca: pemCertificates('ca').optional(),
+  /** Client certificate chain (PEM) for mutual TLS; needs `key`. */
+  cert: pemCertificates('cert').optional(),
+  /** Private key (PEM) of `cert`. */
+  key: pemKey.optional(),
+  /** Passphrase of an encrypted `key`. */
+  passphrase: z.string().optional(),
+};
+
+function checkClientCert(t: { cert?: string | undefined; key?: string | undefined }, at: string, ctx: z.RefinementCtx): void {
+  if ((t.cert === undefined) !== (t.key === undefined)) {
+    ctx.addIssue({ code: 'custom', path: [t.cert === undefined ? 'cert' : 'key'], message: `mutual TLS needs both ${at}.cert and ${at}.key (or cert_FILE and key_FILE)` });
+  }
+}
+
+/**
+ * `postgres.ssl`: libpq's sslmode, mapped to node-postgres' `ssl` for every connection (queries
+ * and replication). Set it here, not as `?sslmode=` in postgres.url (node-postgres would let the
+ * URL win and reads sslmode=require as verify-full).
+ */
+const postgresSslSchema = z.strictObject({
+  /**
+   * - `disable`: plaintext;
+   * - `require`: encrypted, the server's certificate is not checked (as libpq's require);
+   * - `verify-ca`: encrypted, the certificate must chain to `rootCert` (or a system CA), any host name;
+   * - `verify-full`: as verify-ca, and the certificate must name the host of postgres.url.
+   */
+  mode: z.enum(['disable', 'require', 'verify-ca', 'verify-full'], { error: 'use disable, require, verify-ca or verify-full' }),
+  /** CA certificate(s) (PEM) that signed the server's certificate; rootCert_FILE for a file. Default: the system's CAs. */
+  rootCert: pemCertificates('rootCert').optional(),
+  /** Client certificate + key (PEM) when the server asks for one (pg_hba `cert` / clientcert). */
+  cert: pemCertificates('cert').optional(),
+  key: pemKey.optional(),
+}).superRefine((t, ctx) => {
+  checkClientCert(t, 'postgres.ssl', ctx);
+  if (t.rootCert !== undefined && (t.mode === 'disable' || t.mode === 'require')) {
+    ctx.addIssue({ code: 'custom', path: ['rootCert'], message: `sslmode ${t.mode} does not check the certificate, so rootCert would be ignored; use mode verify-full (or verify-ca)` });
+  }
+});
+
 const postgresSchema = z.strictObject({
-  url: z.string().regex(/^postgres(ql)?:\/\//, 'use a postgresql:// connection URL'),
+  url: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'use a postgresql:// connection URL')
+    .refine((u) => !/[?&]ssl(mode|rootcert|cert|key)?=/i.test(u), 'set TLS in postgres.ssl (mode, rootCert), not as ?sslmode= in the URL'),
+  /** TLS to PostgreSQL (see postgresSslSchema); default: plaintext. */
+  ssl: postgresSslSchema.optional(),
   tables: z.array(qualifiedTable).min(1, 'list at least one table to capture'),
   slot: identifier.optional(),
   publication: identifier.optional(),
@@ -64,9 +124,73 @@ const postgresSchema = z.strictObject({
   queryTimeoutMs: z.number().int().min(0).default(60_000),
 });
 
+/**
+ * `kafka.ssl`: TLS to the brokers. `{}` trusts the system's CAs (Confluent Cloud,
+ * MSK, Aiven with public CAs); `ca` adds a private CA; `cert` + `key` for mutual TLS.
+ */
+const kafkaSslSchema = z
+  .strictObject(
+    {
+      ...tlsClientFields,
+      /** Check the broker's certificate and host name. Turn off only to try something out: anyone in between can read and change the stream. */
+      rejectUnauthorized: z.boolean().default(true),
+    },
+    { error: (issue) => (issue.code === 'invalid_type' ? 'write kafka.ssl as an object: {} for TLS with the system CAs, or { ca_FILE: /path/ca.pem }' : undefined) },
+  )
+  .superRefine((t, ctx) => checkClientCert(t, 'kafka.ssl', ctx));
+
+/** `kafka.sasl`: SASL authentication (with `kafka.ssl`: SASL_SSL; without: SASL_PLAINTEXT). */
+const kafkaSaslSchema = z.strictObject({
+  mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512'], { error: 'use plain, scram-sha-256 or scram-sha-512' }),
+  username: z.string().min(1, 'set the SASL user name'),
+  password: z.string().min(1, 'set the SASL password (or password_FILE)'),
+});
+
+/** `kafka.schemaRegistry`: its URL carries no credentials (they would be printed and logged). */
+const schemaRegistrySchema = z
+  .strictObject({
+    url: z
+      .url('use an http(s):// URL')
+      .refine((u) => {
+        try {
+          const parsed = new URL(u);
+          return parsed.username === '' && parsed.password === '';
+        } catch {
+          return true;
+        }
+      }, 'remove the user name and password from the URL (they would be printed and logged) and set kafka.schemaRegistry.username and kafka.schemaRegistry.password (or password_FILE)'),
+    /** HTTP basic auth (Confluent Cloud: the API key and secret). */
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** CA certificate(s) (PEM) of an https registry with a private CA; ca_FILE for a file. */
+    ca: pemCertificates('ca').optional(),
+    /**
+     * Compatibility level pg2crm sets on the subjects it creates. pg2crm's sink decodes every
+     * message with the schema it was written with, so NONE lets any ALTER TABLE (even a type
+     * change) through; choose BACKWARD when other consumers need it, and a breaking ALTER TABLE
+     * then stops the source with an error naming the subject.
+     */
+    compatibility: z
+      .enum(['NONE', 'BACKWARD', 'BACKWARD_TRANSITIVE', 'FORWARD', 'FORWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE'])
+      .default('NONE'),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.username === undefined) !== (r.password === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [r.username === undefined ? 'username' : 'password'],
+        message: 'basic auth needs both kafka.schemaRegistry.username and kafka.schemaRegistry.password (or password_FILE)',
+      });
+    }
+  });
+
 const kafkaSchema = z.strictObject({
   brokers,
   clientId: z.string().optional(),
+  /** TLS to the brokers (see kafkaSslSchema); default: plaintext. */
+  ssl: kafkaSslSchema.optional(),
+  /** SASL authentication (see kafkaSaslSchema); default: none. */
+  sasl: kafkaSaslSchema.optional(),
   topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/, 'Kafka topic names allow letters, digits, ".", "_" and "-"'),
   partitions: z.number().int().min(1).max(10_000).default(3),
   replicationFactor: z.number().int().min(1).default(1),
@@ -78,18 +202,7 @@ const kafkaSchema = z.strictObject({
   maxMessageBytes: z.number().int().min(1024).default(16 * 1024 * 1024),
   /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
   tombstones: z.boolean().default(true),
-  schemaRegistry: z.strictObject({
-    url: z.url('use an http(s):// URL'),
-    /**
-     * Compatibility level pg2crm sets on the subjects it creates. pg2crm's sink decodes every
-     * message with the schema it was written with, so NONE lets any ALTER TABLE (even a type
-     * change) through; choose BACKWARD when other consumers need it, and a breaking ALTER TABLE
-     * then stops the source with an error naming the subject.
-     */
-    compatibility: z
-      .enum(['NONE', 'BACKWARD', 'BACKWARD_TRANSITIVE', 'FORWARD', 'FORWARD_TRANSITIVE', 'FULL', 'FULL_TRANSITIVE'])
-      .default('NONE'),
-  }),
+  schemaRegistry: schemaRegistrySchema,
 });
 
 const limitsSchema = z.strictObject({
@@ -219,6 +332,12 @@ const crmSchema = z.strictObject({
   limits: limitsSchema,
   timeoutMs: z.number().int().min(100).default(30_000),
   /**
+   * TLS towards the CRM (and its token endpoint) for CRMs behind a corporate proxy that
+   * re-signs TLS: `ca` (PEM bundle to trust besides the system's), `cert` + `key` when the
+   * proxy wants a client certificate. Each takes `<key>_FILE` for a file.
+   */
+  tls: z.strictObject(tlsClientFields).superRefine((t, ctx) => checkClientCert(t, 'crm.tls', ctx)).optional(),
+  /**
    * Records in one call from which the adapter uses the CRM's asynchronous bulk API instead of
    * the regular batch API (Salesforce Bulk API 2.0, Zoho Bulk Write); 0 = never. Ignored by CRMs
    * without one.
@@ -254,36 +373,58 @@ const sinkSchema = z
     lingerMs: z.number().int().min(0).default(200),
     /** Attempts for a transiently failing record before it is dead-lettered. */
     maxAttempts: z.number().int().min(1).default(8),
+    /**
+     * How long a record may wait for a record it links to (a lookup the CRM cannot resolve yet,
+     * `LOOKUP_PENDING`) before it is dead-lettered. Those retries are not attempts: the linked
+     * record is usually just behind in another partition (throttled, or its sink restarting).
+     */
+    lookupPendingSeconds: z.number().int().min(1).default(900),
     /** Topic for records the CRM rejected; default `<topicPrefix>.dlq`. */
     deadLetterTopic: z.string().optional(),
-    /**
-     * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
-     * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
-     */
     /**
      * Most bytes fetched per partition at once. A fetch is the compaction window: more changes
      * to one record fold into one write and calls fill up; memory grows with it (about 5x in
      * decoded form, for up to 4 partitions at once).
      */
     fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).default(8 * 1024 * 1024),
+    /**
+     * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
+     * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
+     */
     noopSkip: z.boolean().default(true),
     hashTopic: z.string().optional(),
     /** Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`. */
     statusTopic: z.string().optional(),
   })
-  .default({ lingerMs: 200, maxAttempts: 8, noopSkip: true, fetchMaxBytesPerPartition: 8 * 1024 * 1024 });
+  .default({ lingerMs: 200, maxAttempts: 8, lookupPendingSeconds: 900, noopSkip: true, fetchMaxBytesPerPartition: 8 * 1024 * 1024 });
 
 const opsSchema = z
   .strictObject({
     /** Port of /metrics, /healthz, /readyz (0 = off). */
     port: z.number().int().min(0).max(65535).default(0),
+    /**
+     * Address the ops port listens on. Loopback by default: /metrics and the status page tell
+     * anyone who can reach them about the data flow. `0.0.0.0` in a container whose network
+     * Prometheus shares (docker-compose.yml sets it).
+     */
+    host: z.string().min(1).default('127.0.0.1'),
+    /**
+     * Bearer token required for /metrics, /api/* (and so the status page's data); /healthz and
+     * /readyz stay open for probes. Unset or empty (`${PG2CRM_OPS_TOKEN:-}`) = no token.
+     * Prefer token_FILE.
+     */
+    token: z
+      .string()
+      .optional()
+      .transform((t) => (t === '' ? undefined : t))
+      .refine((t) => t === undefined || t.length >= 16, 'use an ops token of at least 16 characters (e.g. openssl rand -hex 24)'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
     /** How often consumer lag and slot lag are sampled into /metrics. */
     lagIntervalSeconds: z.number().min(1).default(10),
     /** Warn when the replication slot holds more WAL than this. */
     slotLagWarnBytes: z.number().int().min(0).default(1024 ** 3),
   })
-  .default({ port: 0, logLevel: 'info', lagIntervalSeconds: 10, slotLagWarnBytes: 1024 ** 3 });
+  .default({ port: 0, host: '127.0.0.1', token: undefined, logLevel: 'info', lagIntervalSeconds: 10, slotLagWarnBytes: 1024 ** 3 });
 
 export const configSchema = z
   .strictObject({
@@ -414,12 +555,27 @@ function substituteString(value: string, env: Env, path: string[]): string {
   return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g, (_m, name: string, hasDefault, def: string) => {
       const v = env[name];
       if (v !== undefined && v !== '') return v;
+      // `${NAME}` with NAME_FILE set reads the file (compose/Kubernetes secrets, as the postgres image does).
+      const file = env[`${name}_FILE`];
+      if (file !== undefined && file !== '') return readEnvSecretFile(name, file, path);
       if (hasDefault !== undefined) return def;
       throw new ConnectorError(
         'CONFIG_ENV_MISSING',
         `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
     );
   });
+}
+
+function readEnvSecretFile(name: string, file: string, path: string[]): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new ConnectorError(
+      'CONFIG_SECRET_FILE',
+      `config ${path.join('.') || '(root)'}: cannot read ${name}_FILE ${file}; check that it exists and is readable`,
+      { cause: err },
+    );
+  }
 }
 
 /**
@@ -467,6 +623,8 @@ export function parseConfig(raw: unknown, env: Env = process.env, source = 'conf
   if (!result.success) {
     throw new ConnectorError('CONFIG_INVALID', `invalid ${source}:\n${formatIssues(result.error)}`);
   }
+  // From here on, logs, error messages and dead letters are scrubbed of these values.
+  registerSecrets(secretsOf(result.data));
   return result.data;
 }
 

@@ -1,3 +1,5 @@
+import { scrubSecrets } from './secrets.ts';
+
 /**
  * The one error type of pg2crm. `retriable` is what retry code reads: a retriable error may
  * succeed when tried again unchanged (network blip, 5xx, throttle); a permanent one will not
@@ -26,6 +28,7 @@ export function isRetriable(err: unknown): boolean {
   return err instanceof ConnectorError ? err.retriable : false;
 }
 
+/** The message, without credentials (secrets.ts): messages end up in logs, on stderr and in `check`. */
 export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return scrubSecrets(err instanceof Error ? err.message : String(err));
 }

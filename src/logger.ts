@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { scrubSecrets } from './secrets.ts';
 
 export type { Logger };
 
@@ -49,6 +50,8 @@ export function rootLogger(): Logger {
     name: 'pg2crm',
     level: 'info',
     redact: { paths: REDACT, censor: '[redacted]' },
+    // Secrets quoted inside messages and error texts (secrets.ts), which paths cannot reach.
+    hooks: { streamWrite: scrubSecrets },
   });
   return root;
 }

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { run, waitUntil } from './processes.ts';
@@ -58,6 +58,63 @@ export async function startPostgres(dir: string, port: number, opts: { walLevel?
     await admin.query("CREATE ROLE pg2crm LOGIN SUPERUSER REPLICATION PASSWORD 'pg2crm'");
     await admin.query('CREATE DATABASE pg2crm OWNER pg2crm');
     await admin.end();
+  }
+}
+
+/**
+ * ssl=on with the stack CA's server certificate (issue 12 §1). Plaintext connections keep
+ * working (pg_hba `host` lines match both), so only clients that ask for TLS use it. Done with
+ * ALTER SYSTEM + reload, which needs no restart: a stack made before TLS existed gets it too.
+ * PostgreSQL refuses a key file others may read, hence the copy owned by the server's user.
+ */
+export async function ensurePostgresSsl(dir: string, port: number, server: { cert: string; key: string }): Promise<void> {
+  const admin = new pg.Client({ connectionString: postgresUrl(port) });
+  await admin.connect();
+  try {
+    if ((await admin.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on') return;
+    const cert = join(dir, 'server.crt');
+    const key = join(dir, 'server.key');
+    copyFileSync(server.cert, cert);
+    copyFileSync(server.key, key);
+    chmodSync(key, 0o600);
+    if (isRoot) {
+      const ids = await postgresIds();
+      chownSync(cert, ...ids);
+      chownSync(key, ...ids);
+    }
+    await admin.query(`ALTER SYSTEM SET ssl_cert_file = '${cert}'`);
+    await admin.query(`ALTER SYSTEM SET ssl_key_file = '${key}'`);
+    await admin.query('ALTER SYSTEM SET ssl = on');
+    await admin.query('SELECT pg_reload_conf()');
+  } finally {
+    await admin.end();
+  }
+  await waitUntil(
+    'PostgreSQL ssl=on',
+    async () => {
+      const c = new pg.Client({ connectionString: postgresUrl(port) });
+      await c.connect();
+      try {
+        return (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
+      } finally {
+        await c.end();
+      }
+    },
+    20_000,
+    'postgres.log in the stack directory',
+  );
+}
+
+/** True when the stack's PostgreSQL serves TLS (ssl=on). */
+export async function postgresHasSsl(port: number): Promise<boolean> {
+  const c = new pg.Client({ connectionString: postgresUrl(port) });
+  try {
+    await c.connect();
+    return (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => undefined);
   }
 }
 

@@ -18,6 +18,8 @@ import { ConnectorError, errorMessage } from '../errors.ts';
  */
 export interface PgConnection {
   url: string;
+  /** `postgres.ssl`: libpq's sslmode and the CA to trust; absent = plaintext. */
+  ssl?: PgSsl | undefined;
   connectTimeoutMs?: number | undefined;
   /** 0 = no query timeout. */
   queryTimeoutMs?: number | undefined;
@@ -37,6 +39,31 @@ const CLIENT_GRACE_MS = 5_000;
 
 export type PgConnectionKind = 'query' | 'replication';
 
+export interface PgSsl {
+  mode: 'disable' | 'require' | 'verify-ca' | 'verify-full';
+  rootCert?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+}
+
+/**
+ * libpq's sslmode as node-postgres' `ssl` (tls.connect options), the same for query and
+ * replication connections:
+ * - require: encrypted, certificate not checked (libpq's meaning; node-postgres reads the URL's
+ *   sslmode=require as verify-full, which is why the mode lives in postgres.ssl, not the URL);
+ * - verify-ca: the chain must end at rootCert (or a system CA), the host name is not compared;
+ * - verify-full: also the certificate must name the host of postgres.url (node-postgres sets
+ *   servername to a host name, and Node compares IP addresses against IP SANs).
+ */
+export function pgSslOptions(ssl: PgSsl | undefined): pg.ClientConfig['ssl'] {
+  if (!ssl || ssl.mode === 'disable') return false;
+  const client = ssl.cert && ssl.key ? { cert: ssl.cert, key: ssl.key } : {};
+  if (ssl.mode === 'require') return { rejectUnauthorized: false, ...client };
+  const ca = ssl.rootCert ? { ca: ssl.rootCert } : {};
+  if (ssl.mode === 'verify-ca') return { rejectUnauthorized: true, ...ca, ...client, checkServerIdentity: () => undefined };
+  return { rejectUnauthorized: true, ...ca, ...client };
+}
+
 export function pgClientConfig(target: PgTarget, kind: PgConnectionKind = 'query'): pg.ClientConfig {
   const conn = resolve(target);
   const config: pg.ClientConfig = {
@@ -44,6 +71,7 @@ export function pgClientConfig(target: PgTarget, kind: PgConnectionKind = 'query
     connectionTimeoutMillis: conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs,
     keepAlive: true,
     keepAliveInitialDelayMillis: PG_DEFAULTS.keepAliveInitialDelayMs,
+    ssl: pgSslOptions(conn.ssl),
   };
   const queryTimeoutMs = conn.queryTimeoutMs ?? PG_DEFAULTS.queryTimeoutMs;
   if (kind === 'query' && queryTimeoutMs > 0) {
@@ -87,10 +115,40 @@ export function connectError(err: unknown, target: PgTarget): ConnectorError {
   const conn = resolve(target);
   const timeoutMs = conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs;
   const where = `cannot connect to PostgreSQL at postgres.url (${redactedUrl(conn.url)})`;
+  const tls = tlsProblem(err, conn.ssl);
+  if (tls) return new ConnectorError('POSTGRES_TLS', `${where}: ${tls}`, { cause: err });
   const message = /timeout/i.test(errorMessage(err))
     ? `${where}: no answer within postgres.connectTimeoutMs (${timeoutMs} ms); check that postgres.url points at a running PostgreSQL reachable from here (host, port, firewall, proxy), or raise postgres.connectTimeoutMs if the server is just slow to accept`
     : `${where}: ${errorMessage(err)}; check postgres.url and that PostgreSQL runs and accepts connections from this host`;
   return new ConnectorError('POSTGRES_CONNECT', message, { retriable: true, cause: err });
+}
+
+/** Codes Node's TLS gives a server certificate that is not trusted or does not name the host. */
+const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|ERR_SSL|EPROTO/;
+
+/** What `postgres.ssl` has to do with a failed connect, with the fix; undefined when nothing. */
+function tlsProblem(err: unknown, ssl: PgSsl | undefined): string | undefined {
+  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  const msg = errorMessage(err);
+  if (ssl && ssl.mode !== 'disable') {
+    if (/does not support SSL/i.test(msg)) {
+      return `${msg}; the server has ssl=off: turn ssl on in postgresql.conf, or set postgres.ssl.mode to disable if plaintext is acceptable on this network`;
+    }
+    if (TLS_CERT_CODES.test(code)) {
+      return `the server's TLS certificate was refused (${msg}, ${code}); check postgres.ssl: rootCert (or rootCert_FILE) must hold the CA that signed the server's certificate${
+        ssl.mode === 'verify-full' ? ', and the host in postgres.url must be a name the certificate carries (or use mode verify-ca)' : ''
+      }`;
+    }
+  } else if (/no pg_hba\.conf entry .*no encryption|SSL (off|required)/i.test(msg)) {
+    return `${msg}; the server accepts only TLS connections: set postgres.ssl (mode verify-full and rootCert_FILE, or require)`;
+  }
+  return undefined;
+}
+
+/** A connect failure that `postgres.ssl` explains, as POSTGRES_TLS naming the fix; undefined otherwise. */
+export function pgTlsError(err: unknown, target: PgTarget): ConnectorError | undefined {
+  const tls = tlsProblem(err, resolve(target).ssl);
+  return tls ? new ConnectorError('POSTGRES_TLS', tls, { cause: err }) : undefined;
 }
 
 /** `pgClient` + `connectPg`: a connected client, or POSTGRES_CONNECT naming postgres.url and the fix. */

@@ -104,7 +104,7 @@ export async function ensurePublication(
   );
   const row = res.rows[0];
   if (!row) {
-    await client.query(`CREATE PUBLICATION ${name} FOR TABLE ${list} WITH (${publishOption})`);
+    await publicationDdl(client, publication, `CREATE PUBLICATION ${name} FOR TABLE ${list} WITH (${publishOption})`);
     log.info({ publication, tables, publish }, 'publication created');
     return { action: 'created' };
   }
@@ -126,17 +126,37 @@ export async function ensurePublication(
   const have = row.tables ?? [];
   const want = [...tables].sort();
   if (schemas > 0 || have.length !== want.length || have.some((t, i) => t !== want[i])) {
-    await client.query(`ALTER PUBLICATION ${name} SET TABLE ${list}`);
+    await publicationDdl(client, publication, `ALTER PUBLICATION ${name} SET TABLE ${list}`);
     log.warn({ publication, before: have, schemasBefore: schemas, after: tables }, 'publication tables differed from postgres.tables; altered to match');
     Object.assign(sync, { action: 'altered', tablesBefore: have });
   }
   const current = ALL_PUBLISH_OPS.filter((op) => row[`pub${op}`]);
   if (current.length !== publish.length || current.some((op) => !publish.includes(op))) {
-    await client.query(`ALTER PUBLICATION ${name} SET (${publishOption})`);
+    await publicationDdl(client, publication, `ALTER PUBLICATION ${name} SET (${publishOption})`);
     log.warn({ publication, before: current, after: publish }, 'publication publish option differed from postgres.publish; altered to match');
     Object.assign(sync, { action: 'altered', publishBefore: current });
   }
   return sync;
+}
+
+/** PostgreSQL's SQLSTATE for "insufficient_privilege" (https://www.postgresql.org/docs/15/errcodes-appendix.html). */
+const INSUFFICIENT_PRIVILEGE = '42501';
+
+/**
+ * CREATE/ALTER PUBLICATION, with a refusal for lack of rights turned into the fix: only a
+ * table's owner (or a superuser) may publish it, and only the publication's owner may alter it.
+ */
+async function publicationDdl(client: pg.ClientBase, publication: string, sql: string): Promise<void> {
+  try {
+    await client.query(sql);
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== INSUFFICIENT_PRIVILEGE) throw err;
+    throw new ConnectorError(
+      'POSTGRES_PRIVILEGE',
+      `postgres: the role of postgres.url may not create or alter publication ${publication} (${(err as Error).message}); it must own the tables of postgres.tables and the publication (or be a superuser): run pg2crm check, which names each grant or ALTER ... OWNER TO that is missing`,
+      { cause: err },
+    );
+  }
 }
 
 /** Drops pg2crm's publication (and with it the source state kept in its comment); false if there was none. */

@@ -1,13 +1,16 @@
+import { logLevel } from 'kafkajs';
 import pg from 'pg';
-import { pgClient } from '../capture/pg-connect.ts';
+import { pgClient, pgTlsError } from '../capture/pg-connect.ts';
 import type { Config } from '../config.ts';
-import { describeTables } from '../capture/table-catalog.ts';
+import { describeTables, type TableInfo } from '../capture/table-catalog.ts';
 import { preflight, slotInfo } from '../capture/slot-admin.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import type { CrmTarget } from '../crm/crm-adapter.ts';
 import { errorMessage } from '../errors.ts';
 import { topicFor } from '../events/topic-router.ts';
+import { registryAuthError, registryFetch, registryTlsError } from '../events/registry-client.ts';
 import { createKafka } from '../kafka/client.ts';
+import { boundedDisconnect } from './kafka-probe.ts';
 
 /**
  * `pg2crm check`: every dependency the connector needs, as a checklist. Each failure says how
@@ -41,32 +44,42 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const client = pgClient(config.postgres);
   const pgUp = await attempt('PostgreSQL reachable', async () => {
-    await client.connect();
+    // A TLS failure names postgres.ssl and its fix instead of postgres.url.
+    await client.connect().catch((err: unknown) => Promise.reject(pgTlsError(err, config.postgres) ?? err));
     return 'connected';
   });
-  if (!pgUp.ok) pgUp.detail += '; check postgres.url, that PostgreSQL runs and accepts this host';
+  if (!pgUp.ok && !pgUp.detail.includes('postgres.ssl')) pgUp.detail += '; check postgres.url, that PostgreSQL runs and accepts this host';
   results.push(pgUp);
   if (pgUp.ok) {
     results.push(await attempt('PostgreSQL ready for logical replication', async () => {
       await preflight(client);
       return 'wal_level=logical, role may replicate';
     }));
+    let tables: Map<string, TableInfo> | undefined;
     results.push(await attempt('captured tables', async () => {
-      const tables = await describeTables(client, config.postgres.tables);
+      tables = await describeTables(client, config.postgres.tables);
       return [...tables.values()].map((t) => `${t.schema}.${t.table} (key ${t.primaryKey.join(', ')})`).join('; ');
     }));
+    // A mapping naming a column the table lacks would write nothing to that CRM field (or no
+    // external id at all) without any error: name each one here.
+    if (tables) results.push(await attempt('mapped columns', async () => checkMappedColumns(config.mappings, tables!)));
     results.push(await attempt(`replication slot ${config.postgres.slot}`, () => checkSlot(client, config.postgres.slot)));
     results.push(await attempt(`publication ${config.postgres.publication}`, () => checkPublication(client, config.postgres.publication, config.postgres.tables)));
+    results.push(await attempt('role may create and keep the publication', () => checkPublicationRights(client, config.postgres.publication, config.postgres.tables)));
     await client.end().catch(() => undefined);
   }
   const kafka = createKafka(config.kafka, 'check', 0);
+  // Kafka's failures are reported as FAIL lines below; kafkajs's own log lines would interleave
+  // with the checklist (and its error-level retry lines read as failures of their own).
+  kafka.logger().setLogLevel(logLevel.NOTHING);
   const admin = kafka.admin();
   const kafkaUp = await attempt('Kafka reachable', async () => {
     await withTimeout(admin.connect(), 10_000, `Kafka at ${config.kafka.brokers.join(',')}`);
     const topics = await withTimeout(admin.listTopics(), 10_000, 'Kafka');
     return `${topics.length} topics`;
   });
-  if (!kafkaUp.ok) kafkaUp.detail += '; check kafka.brokers and that the brokers run';
+  // A TLS or SASL failure already names kafka.ssl / kafka.sasl (createKafka maps it).
+  if (!kafkaUp.ok && !kafkaUp.detail.includes('check kafka.')) kafkaUp.detail += '; check kafka.brokers and that the brokers run';
   results.push(kafkaUp);
   if (kafkaUp.ok) {
     results.push(await attempt('Kafka topics', async () => {
@@ -82,12 +95,13 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
       return parts.join('; ');
     }));
   }
-  await admin.disconnect().catch(() => undefined);
+  await boundedDisconnect(admin);
   results.push(await attempt('schema registry reachable', async () => {
-    const url = `${config.kafka.schemaRegistry.url.replace(/\/+$/, '')}/subjects`;
-    const res = await withTimeout(fetch(url), 10_000, 'schema registry').catch((err: unknown) => {
-      throw new Error(`${errorMessage(err)}; check kafka.schemaRegistry.url`);
+    // With kafka.schemaRegistry's basic auth and CA (the URL itself carries no credentials).
+    const res = await withTimeout(registryFetch(config.kafka.schemaRegistry, '/subjects'), 10_000, 'schema registry').catch((err: unknown) => {
+      throw registryTlsError(err) ?? new Error(`${errorMessage(err)}; check kafka.schemaRegistry.url`);
     });
+    if (res.status === 401 || res.status === 403) throw registryAuthError(res.status, config.kafka.schemaRegistry);
     if (!res.ok) throw new Error(`GET /subjects answered HTTP ${res.status}; check kafka.schemaRegistry.url (Confluent-compatible API)`);
     return 'answers the Confluent API';
   }));
@@ -141,6 +155,81 @@ async function checkPublication(client: pg.Client, publication: string, tables: 
   const have = new Set(r.rows.map((row) => row.t));
   const same = have.size === tables.length && tables.every((t) => have.has(t));
   return same ? 'publishes exactly the captured tables' : `will be set to ${tables.join(', ')} (now: ${[...have].join(', ') || 'none'})`;
+}
+
+/**
+ * Every PostgreSQL column the mappings read (external id, fields, lookups) must exist in the
+ * mapping's table: a misspelt one would silently send no value.
+ */
+export function checkMappedColumns(mappings: Config['mappings'], tables: Map<string, TableInfo>): string {
+  const problems: string[] = [];
+  let count = 0;
+  mappings.forEach((m, i) => {
+    const info = tables.get(m.table);
+    if (!info) return; // reported by "captured tables"
+    const have = new Set(info.columns.map((c) => c.name));
+    const used: [string, string][] = [
+      [m.externalId.column, `mappings[${i}].externalId.column`],
+      ...Object.entries(m.fields).map(([field, column]): [string, string] => [column, `mappings[${i}].fields.${field}`]),
+      ...Object.entries(m.lookups).map(([field, l]): [string, string] => [l.column, `mappings[${i}].lookups.${field}.column`]),
+    ];
+    for (const [column, where] of used) {
+      count++;
+      if (!have.has(column)) {
+        problems.push(`${where}: column ${column} does not exist in ${m.table} (columns: ${[...have].join(', ')}); correct the column name in the mapping or add the column to the table`);
+      }
+    }
+  });
+  if (problems.length) throw new Error(problems.join('; '));
+  return `all ${count} mapped columns exist`;
+}
+
+/**
+ * CREATE PUBLICATION ... FOR TABLE needs CREATE on the database and ownership of every table
+ * (https://www.postgresql.org/docs/15/sql-createpublication.html); the connector also keeps its
+ * state in the publication's COMMENT and may ALTER it, which needs ownership of the publication.
+ * A superuser may do all of it. The snapshot reads the tables (SELECT).
+ */
+async function checkPublicationRights(client: pg.Client, publication: string, tables: string[]): Promise<string> {
+  const who = await client.query<{ user: string; superuser: boolean; create_db: boolean; pub_owner: string | null; owns_pub: boolean | null }>(
+    `SELECT current_user AS user,
+            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+            has_database_privilege(current_database(), 'CREATE') AS create_db,
+            (SELECT pubowner::regrole::text FROM pg_publication WHERE pubname = $1) AS pub_owner,
+            (SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1) AS owns_pub`,
+    [publication],
+  );
+  const { user, superuser, create_db: createDb, pub_owner: pubOwner, owns_pub: ownsPub } = who.rows[0]!;
+  if (superuser) return `${user} is a superuser`;
+  const rel = await client.query<{ t: string; owner: string; owns: boolean; can_select: boolean }>(
+    `SELECT n.nspname || '.' || c.relname AS t, c.relowner::regrole::text AS owner,
+            pg_has_role(current_user, c.relowner, 'USAGE') AS owns,
+            has_table_privilege(c.oid, 'SELECT') AS can_select
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (n.nspname || '.' || c.relname) = ANY ($1) AND c.relkind IN ('r', 'p')`,
+    [tables],
+  );
+  const problems: string[] = [];
+  const exists = pubOwner !== null;
+  if (!exists && !createDb) {
+    problems.push(`role ${user} lacks CREATE on the database, which CREATE PUBLICATION needs; run GRANT CREATE ON DATABASE <database> TO ${user}, or create the publication as the tables' owner: CREATE PUBLICATION ${publication} FOR TABLE ${tables.join(', ')}; ALTER PUBLICATION ${publication} OWNER TO ${user}`);
+  }
+  if (exists && !ownsPub) {
+    problems.push(`publication ${publication} is owned by ${pubOwner}, and role ${user} cannot alter it or keep the connector's state in it; run ALTER PUBLICATION ${publication} OWNER TO ${user} as ${pubOwner} or a superuser`);
+  }
+  // An existing publication gains tables by ALTER PUBLICATION ... SET TABLE, which needs
+  // ownership of each table it adds; one it already publishes needs nothing more.
+  const published = new Set(
+    exists ? (await client.query<{ t: string }>('SELECT schemaname || \'.\' || tablename AS t FROM pg_publication_tables WHERE pubname = $1', [publication])).rows.map((r) => r.t) : [],
+  );
+  const notOwned = rel.rows.filter((r) => !r.owns && !published.has(r.t));
+  if (notOwned.length) {
+    problems.push(`role ${user} does not own ${notOwned.map((r) => `${r.t} (owner ${r.owner})`).join(', ')}, and only a table's owner may add it to a publication; run ALTER TABLE <table> OWNER TO ${user}, GRANT <owner> TO ${user}, or connect as the owner (postgres.url)`);
+  }
+  const noSelect = rel.rows.filter((r) => !r.can_select);
+  if (noSelect.length) problems.push(`role ${user} may not read ${noSelect.map((r) => r.t).join(', ')} (the snapshot needs it); run GRANT SELECT ON <table> TO ${user}`);
+  if (problems.length) throw new Error(problems.join('; '));
+  return exists ? `${user} owns publication ${publication}` : `${user} may create the publication (owns the tables, CREATE on the database)`;
 }
 
 /** Every object and external-id field the mappings write to or look up, once each. */

@@ -1,6 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../config.ts';
-import { ConnectorError, errorMessage } from '../errors.ts';
+import { ConnectorError } from '../errors.ts';
+import { reportFatal } from './fatal.ts';
+import { probeKafka } from './kafka-probe.ts';
 import { setLogLevel } from '../logger.ts';
 import { printChecks, runChecks } from './check-command.ts';
 import { runConnector, type Role } from './run-command.ts';
@@ -19,16 +21,9 @@ const EXIT_CONFIG = 2;
 
 installStopSignals(); // already done by bin/pg2crm.js; here for `node src/cli/main.ts`
 
-// kafkajs 2.2.4 computes some timer delays from a sentinel of -1 on Node 23+; Node clamps them
-// to 1 ms and warns on every start. Harmless, and noise in operators' logs: drop that one warning.
-process.removeAllListeners('warning');
-process.on('warning', (w) => {
-  if (w.name !== 'TimeoutNegativeWarning') process.stderr.write(`${w.name}: ${w.message}\n`);
-});
-
 function fail(err: unknown): never {
   const code = err instanceof ConnectorError && err.code.startsWith('CONFIG') ? EXIT_CONFIG : EXIT_FAILURE;
-  process.stderr.write(`pg2crm: ${errorMessage(err)}\n`);
+  reportFatal(err);
   process.exit(code);
 }
 
@@ -152,6 +147,7 @@ program
     try {
       const config = loadConfig(opts.config);
       setLogLevel('warn');
+      await probeKafka(config); // unreachable brokers: one line within 10 s, not after kafkajs's retries
       const r = await replayDeadLetters(config);
       // Letters that cannot be replayed are reported and passed over (exit 0): replaying them
       // again would fail the same way. The lines say where each is and why, for a manual fix.
@@ -179,7 +175,8 @@ program
   .option('--token <t...>', 'accepted API tokens (all share one bucket)')
   .option('--retry-after <seconds>', 'Retry-After of throttled responses', (v) => Number(v))
   .option('--token-ttl <duration>', "lifetime of the OAuth access tokens the simulator's token endpoint issues, e.g. 20s, 5m, 1h (default: the vendor's)")
-  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string }) => {
+  .option('--control', 'serve the /__sim/* control routes (stored records, stats, fault injection, clock, reset); off by default')
+  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string; control?: boolean }) => {
     try {
       await runSimulator(crm, {
         port: opts.port,
@@ -188,6 +185,7 @@ program
         ...(opts.token ? { token: opts.token } : {}),
         ...(opts.tokenTtl ? { tokenTtl: opts.tokenTtl } : {}),
         ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),
+        ...(opts.control ? { control: true } : {}),
       });
     } catch (err) {
       fail(err);

@@ -3,6 +3,8 @@ import { CaptureSource } from '../capture/capture-source.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import { CrmCaches } from '../crm/crm-caches.ts';
 import { errorMessage } from '../errors.ts';
+import { reportFatal } from './fatal.ts';
+import { probeKafka } from './kafka-probe.ts';
 import { componentLogger } from '../logger.ts';
 import { LagMonitor } from '../ops/lag-monitor.ts';
 import { registry } from '../ops/metrics.ts';
@@ -34,9 +36,20 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   };
   const onFatal = (err: Error): void => {
     log.error({ err: errorMessage(err) }, 'fatal error; stopping');
+    // One stderr line: the first fatal error (what follows is often its consequence).
+    if (!stopping) reportFatal(err);
     void stopAll(1);
   };
   onStopSignal(() => void stopAll(0));
+  // Every role needs Kafka. Asked once up front, an unreachable or misconfigured cluster stops
+  // the start within KAFKA_PROBE_MS with the setting to fix, instead of each component retrying
+  // (8 retries up to 10 s apart) and failing one after the other.
+  try {
+    await probeKafka(config);
+  } catch (err) {
+    log.error({ err: errorMessage(err) }, 'fatal error; stopping');
+    throw err; // main.ts writes the stderr line and exits 1
+  }
 
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
   // One cache of CRM ids and links for all credentials' adapters (see crm-caches.ts).
@@ -57,7 +70,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
         };
       },
     });
-    const ops = new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true), timeseries);
+    const ops = new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true), timeseries, { host: config.ops.host, token: config.ops.token });
     components.push(ops, lag, timeseries);
     await ops.start();
     void lag.start();

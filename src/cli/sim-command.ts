@@ -30,6 +30,7 @@ interface SimOptions {
   tokens?: string[];
   retryAfterSeconds?: number;
   tokenTtlSeconds?: number;
+  control?: boolean;
 }
 
 /** Where each simulator serves its vendor's token endpoint (same origin as the API). */
@@ -58,7 +59,7 @@ const STARTERS: Record<(typeof SIMULATORS)[number], (opts: SimOptions) => Promis
 
 export async function runSimulator(
   kind: string,
-  opts: { port: number; host?: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string },
+  opts: { port: number; host?: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string; control?: boolean },
 ): Promise<void> {
   const start = STARTERS[kind as (typeof SIMULATORS)[number]];
   if (!start) throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
@@ -71,8 +72,10 @@ export async function runSimulator(
     ...(opts.token ? { tokens: opts.token } : {}),
     ...(opts.retryAfter !== undefined ? { retryAfterSeconds: opts.retryAfter } : {}),
     ...(ttl !== undefined ? { tokenTtlSeconds: ttl } : {}),
+    control: opts.control === true,
   });
   process.stdout.write(`simulator ${kind} listening on ${sim.url}\n`);
+  process.stdout.write(opts.control ? `control routes on: ${sim.url}/__sim/{records/<object>,stats,faults,clock,reset}\n` : 'control routes (/__sim/*) off; --control turns them on\n');
   const t = TOKEN_PATHS[kind as (typeof SIMULATORS)[number]];
   process.stdout.write(
     `OAuth token endpoint ${sim.url}${t.path} (${t.grant}; client_id ${SIM_OAUTH_CLIENT.clientId}, client_secret ${SIM_OAUTH_CLIENT.clientSecret}, refresh_token ${SIM_OAUTH_CLIENT.refreshToken}${ttl !== undefined ? `; tokens live ${ttl} s` : ''})\n`,

@@ -1,4 +1,6 @@
-import type { Dispatcher, Pool } from 'undici';
+import tlsModule from 'node:tls';
+import { Agent, type Dispatcher, Pool, fetch as undiciFetch } from 'undici';
+import type { CrmConfig } from '../config.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { VERSION } from '../version.ts';
 
@@ -15,6 +17,52 @@ export const USER_AGENT = `pg2crm/${VERSION}`;
  * answer means (throttle, auth, per-record errors) is each adapter's business.
  */
 export type HttpHeaders = Record<string, string | string[] | undefined>;
+
+/** `crm.tls`: a CA bundle to trust and/or a client certificate, for CRMs behind a proxy that re-signs TLS. */
+export type CrmTls = CrmConfig['tls'];
+
+/**
+ * `crm.tls` as undici's connect options. `ca` is added to Node's built-in CAs, not put in their
+ * place: a proxy that re-signs only some hosts still lets the others through with their public
+ * certificates.
+ */
+export function crmTlsOptions(tls: CrmTls): { ca?: string[]; cert?: string; key?: string; passphrase?: string } | undefined {
+  if (!tls) return undefined;
+  return {
+    ...(tls.ca ? { ca: [...tlsRootCertificates(), tls.ca] } : {}),
+    ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+    ...(tls.passphrase ? { passphrase: tls.passphrase } : {}),
+  };
+}
+
+let rootCertificates: readonly string[] | undefined;
+function tlsRootCertificates(): readonly string[] {
+  // node:tls's list, read once (it is a few hundred certificates).
+  rootCertificates ??= tlsModule.rootCertificates;
+  return rootCertificates;
+}
+
+/** The connection pool of one CRM origin, with `crm.tls` when set. Every adapter makes its pools here. */
+export function crmPool(origin: string, tls: CrmTls, opts: { connections: number; keepAliveTimeout: number }): Pool {
+  const connect = crmTlsOptions(tls);
+  return new Pool(origin, { ...opts, ...(connect ? { connect } : {}) });
+}
+
+const tlsAgents = new WeakMap<object, Agent>();
+
+/**
+ * fetch for calls outside the pools (OAuth token endpoints): with `crm.tls`, undici's own fetch
+ * over an Agent that has it (the global fetch is Node's bundled undici, which need not accept
+ * an Agent of the npm package's version); without, the global fetch.
+ */
+export function crmFetch(tls: CrmTls): typeof globalThis.fetch {
+  const connect = crmTlsOptions(tls);
+  if (!tls || !connect) return globalThis.fetch;
+  let agent = tlsAgents.get(tls);
+  if (!agent) tlsAgents.set(tls, (agent = new Agent({ connect })));
+  const dispatcher = agent;
+  return ((input: string | URL, init?: RequestInit) => undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher })) as unknown as typeof globalThis.fetch;
+}
 
 export interface HttpAnswer {
   status: number;
@@ -54,6 +102,10 @@ export async function send(
       );
     }
     if (req.signal?.aborted) return new ConnectorError('CRM_UNREACHABLE', `${req.what}: aborted (${stage}): the connector is stopping`, { retriable: true, cause: err });
+    const tls = untrustedCertificate(err);
+    if (tls) {
+      return new ConnectorError('CRM_TLS', `${req.what} failed: the CRM's TLS certificate is not trusted (${tls}); if a corporate proxy re-signs TLS, set crm.tls.ca (or ca_FILE) to its CA bundle`, { retriable: true, cause: err });
+    }
     return new ConnectorError('CRM_UNREACHABLE', `${req.what}${stage === 'request' ? ' failed' : ': the response was cut off'}: ${errorMessage(err)}`, { retriable: true, cause: err });
   };
   let res;
@@ -76,6 +128,15 @@ export async function send(
   } catch (err) {
     throw failure(err, 'body');
   }
+}
+
+/** The code of a certificate Node's TLS did not trust (the error or its cause), else undefined. */
+export function untrustedCertificate(err: unknown): string | undefined {
+  for (let x = err as { code?: unknown; cause?: unknown } | undefined, i = 0; x && typeof x === 'object' && i < 4; x = x.cause as typeof x, i++) {
+    const code = typeof x.code === 'string' ? x.code : '';
+    if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME/.test(code)) return code;
+  }
+  return undefined;
 }
 
 /** A JSON API's answer: the body parsed (`safeJson`), undefined when empty. */

@@ -20,7 +20,17 @@ import type { AddressInfo } from 'node:net';
  *   POST /__sim/clock             {advanceSeconds}: move the simulator's clock (rate windows,
  *                                 Retry-After lockouts) forward, so a 3600 s wait passes at once
  *   POST /__sim/reset             records, stats, faults and clock back to the start
+ *
+ * The control routes are off unless the simulator is started with `control: true` (`pg2crm sim
+ * --control`): they read every stored record and change the simulator's behaviour, and a
+ * simulator may listen beyond loopback (`--host 0.0.0.0` in docker-compose.yml). Off, they
+ * answer 404 like any unknown path.
  */
+export interface SimControlOptions {
+  /** Serve the `/__sim/*` routes (tests, the demo). */
+  control?: boolean;
+}
+
 export interface SimRequest {
   method: string;
   path: string;
@@ -119,6 +129,7 @@ export abstract class SimServer {
   faults: Faults = {};
   private clockOffsetMs = 0;
   private nextId = 1;
+  private controlEnabled = false;
 
   static emptyStats(): SimStats {
     return { requests: 0, throttled: 0, byEndpoint: {}, byStatus: {}, recordsWritten: 0, recordsDeleted: 0 };
@@ -193,7 +204,9 @@ export abstract class SimServer {
   }
 
   private async dispatch(req: SimRequest): Promise<SimResponse> {
-    if (req.path.startsWith('/__sim/')) return this.control(req);
+    if (req.path.startsWith('/__sim/')) {
+      return this.controlEnabled ? this.control(req) : { status: 404, body: { error: 'simulator control routes are off; start the simulator with --control (control: true)' } };
+    }
     this.stats.requests++;
     const endpoint = `${req.method} ${req.path.replace(/\/\d+(?=\/|$)/g, '/{id}')}`;
     this.stats.byEndpoint[endpoint] = (this.stats.byEndpoint[endpoint] ?? 0) + 1;
@@ -280,7 +293,8 @@ export abstract class SimServer {
     res.end(payload);
   }
 
-  async listen(port: number, host = '127.0.0.1'): Promise<CrmSimulator> {
+  async listen(port: number, host = '127.0.0.1', control = false): Promise<CrmSimulator> {
+    this.controlEnabled = control;
     const server = createServer((req, res) => this.onRequest(req, res));
     server.keepAliveTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {

@@ -1,9 +1,10 @@
-import { COMPATIBILITY, SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import { COMPATIBILITY, type SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import type avro from 'avsc';
 import { ConnectorError } from '../errors.ts';
 import { avroType } from './avro-types.ts';
 import { avroName, type ColumnShape, rowSchema } from './row-codec.ts';
 import { type ChangeEvent, encodeKey } from './change-event.ts';
+import { type RegistryConnection, registryAuthError, registryFetch, registryTlsError, schemaRegistryClient } from './registry-client.ts';
 
 /**
  * Avro encoding of change events through a Confluent-compatible schema registry.
@@ -60,15 +61,15 @@ export interface RegisteredSchema {
 
 export class AvroCodec {
   private readonly registry: SchemaRegistry;
-  private readonly url: string;
+  private readonly connection: RegistryConnection;
   private readonly byDefinition = new Map<string, Promise<RegisteredSchema>>();
   private readonly byId = new Map<number, Promise<avro.Type>>();
 
   private readonly compatibility: COMPATIBILITY;
 
-  constructor(registry: { url: string; compatibility?: keyof typeof COMPATIBILITY }) {
-    this.url = registry.url.replace(/\/+$/, '');
-    this.registry = new SchemaRegistry({ host: this.url });
+  constructor(registry: RegistryConnection & { compatibility?: keyof typeof COMPATIBILITY }) {
+    this.connection = registry;
+    this.registry = schemaRegistryClient(registry);
     this.compatibility = COMPATIBILITY[registry.compatibility ?? 'NONE'];
   }
 
@@ -86,6 +87,9 @@ export class AvroCodec {
           // 409: the new version breaks the subject's compatibility rule; other failures
           // (registry down, 5xx) may pass when tried again.
           const status = (err as { status?: number }).status;
+          if (status === 401 || status === 403) throw registryAuthError(status, this.connection, err);
+          const tls = registryTlsError(err);
+          if (tls) throw tls;
           const permanent = status === 409 || status === 422 || (err as Error).name === 'ConfluentSchemaRegistryCompatibilityError';
           throw new ConnectorError(
             'SCHEMA_REGISTER',
@@ -122,7 +126,7 @@ export class AvroCodec {
   private schemaById(id: number): Promise<avro.Type> {
     let found = this.byId.get(id);
     if (!found) {
-      found = fetchSchema(this.url, id)
+      found = fetchSchema(this.connection, id)
         .then((schema) => avroType(JSON.parse(schema)))
         .catch((err: unknown) => {
           this.byId.delete(id);
@@ -146,8 +150,12 @@ export class AvroCodec {
  */
 const SCHEMA_NOT_FOUND = 40403;
 
-async function fetchSchema(url: string, id: number): Promise<string> {
-  const res = await fetch(`${url}/schemas/ids/${id}`, { signal: AbortSignal.timeout(10_000) });
+async function fetchSchema(connection: RegistryConnection, id: number): Promise<string> {
+  // Retriable: a wrong registry setting is not the message's fault, so it must not be dead-lettered.
+  const res = await registryFetch(connection, `/schemas/ids/${id}`).catch((err: unknown) => {
+    throw registryTlsError(err, true) ?? err;
+  });
+  if (res.status === 401 || res.status === 403) throw registryAuthError(res.status, connection, undefined, true);
   const text = await res.text();
   let body: { schema?: unknown; error_code?: unknown } | undefined;
   try {

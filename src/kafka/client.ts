@@ -1,8 +1,13 @@
-import kafkajs, { Kafka, logLevel, type logCreator } from 'kafkajs';
+import kafkajs, { Kafka, type KafkaConfig as KafkaJSConfig, logLevel, type logCreator, Partitioners, type SASLOptions } from 'kafkajs';
 
 // kafkajs is CommonJS: Node's ESM loader does not see this export by name.
 const { ConfigResourceTypes } = kafkajs;
+import net from 'node:net';
+import tls from 'node:tls';
+import { ConnectorError } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
+import { kafkajsLevel } from './log-levels.ts';
+import { dropKafkajsTimerWarning } from './timer-warning.ts';
 import type { KafkaConfig } from '../config.ts';
 
 /**
@@ -13,22 +18,147 @@ const toPino: logCreator = () => {
   const log = componentLogger('kafka.client');
   return ({ level, log: entry }) => {
     const { message, ...fields } = entry;
-    if (level === logLevel.ERROR) log.error(fields, message);
-    else if (level === logLevel.WARN) log.warn(fields, message);
-    else if (level === logLevel.INFO) log.debug(fields, message);
-    else log.trace(fields, message);
+    // Retried attempts and routine group traffic are debug (see log-levels.ts).
+    log[kafkajsLevel(level, entry)](fields, message);
   };
 };
 
-export function createKafka(config: Pick<KafkaConfig, 'brokers' | 'clientId'>, suffix: string, retries = 8): Kafka {
-  return new Kafka({
+/**
+ * Producers that name no partitioner get kafkajs 2's default, the Java-compatible murmur2
+ * DefaultPartitioner, as they did before (the change-event publisher names it itself): the
+ * same key goes to the same partition as with the Java client. Naming it is kafkajs's documented
+ * way to drop its "switched default partitioner" warning
+ * (https://kafka.js.org/docs/migration-guide-v2.0.0#producer-new-default-partitioner).
+ */
+function withDefaultPartitioner(kafka: Kafka): Kafka {
+  const producer = kafka.producer.bind(kafka);
+  kafka.producer = (cfg) => producer({ ...cfg, createPartitioner: cfg?.createPartitioner ?? Partitioners.DefaultPartitioner });
+  return kafka;
+}
+
+/** What createKafka needs of `kafka.*`: the brokers and, when configured, TLS and SASL. */
+export type KafkaClientConfig = Pick<KafkaConfig, 'brokers' | 'clientId'> & Partial<Pick<KafkaConfig, 'ssl' | 'sasl'>>;
+
+export function createKafka(config: KafkaClientConfig, suffix: string, retries = 8): Kafka {
+  dropKafkajsTimerWarning();
+  const tlsWatch = watchTls();
+  const kafka = new Kafka({
     clientId: `${config.clientId ?? 'pg2crm'}-${suffix}`,
     brokers: config.brokers,
     logLevel: logLevel.WARN,
     logCreator: toPino,
     retry: { retries, initialRetryTime: 200, maxRetryTime: 10_000 },
     connectionTimeout: 5_000,
+    ...kafkaSecurity(config),
+    ...(config.ssl ? { socketFactory: tlsWatch.socketFactory } : {}),
   });
+  return withSecurityErrors(withDefaultPartitioner(kafka), config, tlsWatch);
+}
+
+/** `kafka.ssl` / `kafka.sasl` as kafkajs options (`ssl` goes to tls.connect as it is). */
+export function kafkaSecurity(config: Partial<Pick<KafkaConfig, 'ssl' | 'sasl'>>): Pick<KafkaJSConfig, 'ssl' | 'sasl'> {
+  const out: Pick<KafkaJSConfig, 'ssl' | 'sasl'> = {};
+  if (config.ssl) {
+    const { ca, cert, key, passphrase, rejectUnauthorized } = config.ssl;
+    out.ssl = { rejectUnauthorized, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(passphrase ? { passphrase } : {}) };
+  }
+  if (config.sasl) {
+    const { mechanism, username, password } = config.sasl;
+    // kafkajs's SASLOptions is a union keyed by mechanism; each of these three takes user + password.
+    out.sasl = { mechanism, username, password } as SASLOptions;
+  }
+  return out;
+}
+
+/** Codes Node's TLS gives a certificate that is not trusted or does not name the host. */
+const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|ERR_SSL|EPROTO/;
+
+/**
+ * kafkajs's own socket factory (network/socketFactory.js: no servername for an IP address,
+ * keepalive 60 s) that also reports TLS failures. kafkajs turns a socket error into a retriable
+ * KafkaJSConnectionError and retries it for up to a minute; a certificate the client does not
+ * trust will not become trusted by retrying, so connect() fails on the first one (see
+ * withSecurityErrors).
+ */
+interface TlsWatch {
+  socketFactory: NonNullable<KafkaJSConfig['socketFactory']>;
+  /** Rejects on the first TLS failure of any socket of this client. */
+  failed: Promise<never>;
+}
+
+function watchTls(): TlsWatch {
+  let fail: (err: Error & { code?: string }) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => undefined); // observed by whoever races it
+  return {
+    failed,
+    socketFactory: ({ host, port, ssl, onConnect }) => {
+      const socket = ssl
+        ? tls.connect({ host, port, ...(!net.isIP(host) ? { servername: host } : {}), ...ssl }, onConnect)
+        : net.connect({ host, port }, onConnect);
+      socket.setKeepAlive(true, 60_000);
+      socket.on('error', (err: Error & { code?: string }) => {
+        if (ssl && TLS_CERT_CODES.test(err.code ?? '')) fail(err);
+      });
+      return socket;
+    },
+  };
+}
+
+/**
+ * A kafkajs failure caused by `kafka.ssl` or `kafka.sasl` as a permanent ConnectorError naming the
+ * setting and the fix; anything else unchanged. kafkajs gives up on a SASL failure at once (it is
+ * not retriable) but only says "SASL SCRAM SHA512 authentication failed".
+ */
+export function kafkaSecurityError(err: unknown, config: KafkaClientConfig): unknown {
+  // kafkajs wraps the failure it gave up on (KafkaJSNumberOfRetriesExceeded, KafkaJSNonRetriableError): look down the causes.
+  type Cause = { name?: string; code?: string; message?: string; cause?: unknown };
+  const chain: Cause[] = [];
+  for (let x = err as Cause | undefined; x && typeof x === 'object' && chain.length < 5; x = x.cause as Cause | undefined) chain.push(x);
+  const sasl = chain.find((c) => c.name === 'KafkaJSSASLAuthenticationError');
+  const brokers = config.brokers.join(',');
+  if (sasl) {
+    const mech = config.sasl ? `${config.sasl.mechanism} as user ${config.sasl.username}` : 'SASL';
+    return new ConnectorError(
+      'KAFKA_AUTH',
+      `Kafka at ${brokers} refused ${mech}: ${sasl.message ?? 'authentication failed'}; check kafka.sasl (mechanism, username, password or password_FILE) against the user the brokers know`,
+      { cause: err },
+    );
+  }
+  // TLS towards a plaintext listener: the broker drops the connection during the handshake.
+  const tlsErr = chain.find((c) => TLS_CERT_CODES.test(c.code ?? '')) ?? chain.find((c) => /before secure TLS connection was established/.test(c.message ?? ''));
+  const code = tlsErr ? (TLS_CERT_CODES.test(tlsErr.code ?? '') ? (tlsErr.code ?? '') : 'ERR_SSL_HANDSHAKE_CLOSED') : '';
+  if (config.ssl && tlsErr) {
+    const fix = /EPROTO|ERR_SSL/.test(code)
+      ? 'the address may not be a TLS listener: check that kafka.brokers names the brokers\' TLS (SSL or SASL_SSL) listener, or remove kafka.ssl for a plaintext one'
+      : "check kafka.ssl: ca (or ca_FILE) must hold the CA that signed the brokers' certificates, and kafka.brokers must use a host name or address the certificates name";
+    return new ConnectorError('KAFKA_TLS', `TLS to Kafka at ${brokers} failed: ${tlsErr.message ?? code} (${code}); ${fix}`, { cause: err });
+  }
+  return err;
+}
+
+/** Maps the connect() failures of every producer, consumer and admin through kafkaSecurityError. */
+function withSecurityErrors(kafka: Kafka, config: KafkaClientConfig, tlsWatch: TlsWatch): Kafka {
+  if (!config.ssl && !config.sasl) return kafka;
+  const wrap = <T extends { connect(): Promise<void>; disconnect(): Promise<void> }>(client: T): T => {
+    const connect = client.connect.bind(client);
+    client.connect = () =>
+      Promise.race([connect(), config.ssl ? tlsWatch.failed : new Promise<never>(() => undefined)]).catch((err: unknown) => {
+        // Stop kafkajs's own retries of a connect given up on here.
+        void client.disconnect().catch(() => undefined);
+        return Promise.reject(kafkaSecurityError(err, config));
+      });
+    return client;
+  };
+  const producer = kafka.producer.bind(kafka);
+  const consumer = kafka.consumer.bind(kafka);
+  const admin = kafka.admin.bind(kafka);
+  kafka.producer = (cfg) => wrap(producer(cfg));
+  kafka.consumer = (cfg) => wrap(consumer(cfg));
+  kafka.admin = (cfg) => wrap(admin(cfg));
+  return kafka;
 }
 
 /** Creates the topics that do not exist yet (existing ones are left as they are). */

@@ -1,31 +1,68 @@
-import { createServer, type Server } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { componentLogger } from '../logger.ts';
 import { registry } from './metrics.ts';
 import { statusPageHtml } from './status-page.ts';
 import type { TimeseriesSampler } from './timeseries.ts';
 
+export interface OpsServerOptions {
+  /** Listen address; loopback unless the operator opens it (ops.host). */
+  host?: string;
+  /** Bearer token for /metrics and /api/* (ops.token); probes stay open. */
+  token?: string | undefined;
+}
+
 /**
  * /metrics (Prometheus), /healthz (the process is alive) and /readyz (ready = every role this
  * process runs is doing its job: the slot is streaming, the consumer joined its group); with a
  * sampler, also the status page (`/`, `/status`) and the history it plots (`/api/timeseries`).
+ *
+ * With a token, /metrics and /api/* answer 401 without `Authorization: Bearer <token>`. The
+ * status page itself is a static shell without data (it is what a browser opens, and a browser
+ * cannot send the header on navigation); its script takes the token from the URL fragment
+ * (`/status#token=...`, never sent to the server) or asks for it, and sends it with each fetch.
  */
 export class OpsServer {
   private readonly log = componentLogger('ops.server');
   private readonly port: number;
+  private readonly host: string;
+  private readonly tokenDigest: Buffer | undefined;
   private readonly ready: () => boolean;
   private readonly timeseries: TimeseriesSampler | undefined;
   private server: Server | undefined;
 
-  constructor(port: number, ready: () => boolean, timeseries?: TimeseriesSampler) {
+  constructor(port: number, ready: () => boolean, timeseries?: TimeseriesSampler, options: OpsServerOptions = {}) {
     this.port = port;
+    this.host = options.host ?? '127.0.0.1';
+    this.tokenDigest = options.token ? digest(options.token) : undefined;
     this.ready = ready;
     this.timeseries = timeseries;
+  }
+
+  /** Where the server listens (after start). */
+  address(): AddressInfo | undefined {
+    const a = this.server?.address();
+    return a && typeof a === 'object' ? a : undefined;
+  }
+
+  /** Whether the request carries the configured bearer token (always, without one). */
+  private authorized(req: IncomingMessage): boolean {
+    if (!this.tokenDigest) return true;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    // Compared as digests: equal lengths for timingSafeEqual, and no timing hint of the token.
+    return !!m && timingSafeEqual(digest(m[1]!), this.tokenDigest);
   }
 
   async start(): Promise<void> {
     if (this.server) return;
     const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
+      const path = (req.url ?? '/').split('?')[0] ?? '/';
+      if ((path === '/metrics' || path.startsWith('/api/')) && !this.authorized(req)) {
+        res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="pg2crm ops"' });
+        res.end('send Authorization: Bearer <ops.token>\n');
+        return;
+      }
       if (path === '/metrics') {
         registry
           .metrics()
@@ -66,9 +103,9 @@ export class OpsServer {
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, () => resolve());
+      server.listen(this.port, this.host, () => resolve());
     });
-    this.log.info({ port: this.port }, 'ops endpoints listening');
+    this.log.info({ host: this.host, port: this.address()?.port ?? this.port, tokenRequired: !!this.tokenDigest }, 'ops endpoints listening');
   }
 
   async stop(): Promise<void> {
@@ -77,4 +114,8 @@ export class OpsServer {
     this.server = undefined;
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
+}
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
 }

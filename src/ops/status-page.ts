@@ -2,7 +2,8 @@
  * The status page served at `/` and `/status` by the ops server: one self-contained HTML
  * document (inline CSS, inline JS drawing SVG; no CDN, since connectors often run without
  * internet access) that polls `api/timeseries` every 2 s. The URL is relative so the page also
- * works behind a reverse proxy that mounts the ops port under a path prefix.
+ * works behind a reverse proxy that mounts the ops port under a path prefix. With an ops token,
+ * open `/status#token=<token>` (or type it when asked): the script sends it with each fetch.
  */
 export function statusPageHtml(): string {
   return PAGE;
@@ -285,9 +286,29 @@ function renderTable(d, last) {
   $('f-requests').textContent = last ? fmtNum(last.totals.crmRequests) : '–';
 }
 
+// The ops token (ops.token), when the connector has one: from the URL fragment (/status#token=...,
+// which browsers never send to the server), kept for this tab only, or asked for on a 401.
+var opsToken = (function () {
+  var m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    try { sessionStorage.setItem('pg2crm-ops-token', decodeURIComponent(m[1])); } catch (e) {}
+    history.replaceState(null, '', location.pathname + location.search);
+    return decodeURIComponent(m[1]);
+  }
+  try { return sessionStorage.getItem('pg2crm-ops-token') || ''; } catch (e) { return ''; }
+})();
+
 function poll() {
-  fetch('api/timeseries', { cache: 'no-store' })
-    .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
+  fetch('api/timeseries', { cache: 'no-store', headers: opsToken ? { authorization: 'Bearer ' + opsToken } : {} })
+    .then(function (r) {
+      if (r.status === 401 && !state.tokenRefused) {
+        var t = window.prompt('This connector requires its ops token (ops.token):', '');
+        if (t) { opsToken = t.trim(); try { sessionStorage.setItem('pg2crm-ops-token', opsToken); } catch (e) {} }
+        else state.tokenRefused = true; // asked once; reload the page (or open #token=...) to try again
+      }
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    })
     .then(function (d) { state.data = d; state.lastOk = Date.now(); state.failed = false; render(); })
     .catch(function () { state.failed = true; })
     .then(function () {

@@ -1,5 +1,6 @@
 import type { KafkaMessage } from 'kafkajs';
 import type { Publisher } from '../kafka/publisher.ts';
+import { scrubAndCap } from '../secrets.ts';
 
 /**
  * Dead-letter records: what could not be written, with everything needed to understand and
@@ -29,7 +30,9 @@ export interface DeadLetter {
 
 /**
  * Longest CRM error text a letter keeps. CRMs echo requests in errors (whole records, once a
- * `Bearer` header): uncapped, one letter could outgrow the topic and crash-loop the sink.
+ * `Bearer` header): uncapped, one letter could outgrow the topic and crash-loop the sink. The
+ * text is scrubbed of credentials first (secrets.ts): a dead-letter topic is read by more people
+ * and tools than the connector's config.
  */
 export const MAX_ERROR_CHARS = 1_000;
 /** Room left in a produce request for the record batch's own framing and the message key. */
@@ -48,7 +51,7 @@ export function deadLetterOf(
     key: message.key ? message.key.toString('utf8') : null,
     value: message.value ? message.value.toString('base64') : null,
     ...details,
-    error: { ...details.error, message: capText(details.error.message, MAX_ERROR_CHARS) },
+    error: { ...details.error, message: scrubAndCap(details.error.message, MAX_ERROR_CHARS) },
     failedAt: new Date().toISOString(),
   };
 }

@@ -587,7 +587,7 @@ function line(f: SinkFigures, capacity: Capacity, i: Interval | undefined, inter
 }
 
 async function benchCrm(crm: SinkBenchCrm, start: StartSimulator, w: Workload, changes: ChangeEvent[]): Promise<CrmResult | undefined> {
-  const sim = await start({ port: 0, limit: crm.limit, tokens: [crm.token], ...crm.simulator });
+  const sim = await start({ port: 0, control: true, limit: crm.limit, tokens: [crm.token], ...crm.simulator });
   let adapter: CrmAdapter | undefined;
   try {
     const config: Config = parseConfig(connectorConfig(crm, sim.url, 'unused'));

@@ -8,7 +8,11 @@ import pg from 'pg';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
 import { readTopic } from '../../src/kafka/read-topic.ts';
+import { dropKafkajsTimerWarning } from '../../src/kafka/timer-warning.ts';
 import type { DeadLetter } from '../../src/sink/dead-letter.ts';
+
+// The tests' own kafkajs clients would print Node's TimeoutNegativeWarning (see timer-warning.ts).
+dropKafkajsTimerWarning();
 
 /** Helpers for integration tests: isolated names, the demo ERP schema, the connector as a real process. */
 export interface StackEnv {
@@ -164,6 +168,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 
 export async function simRecords(simUrl: string, object: string): Promise<Record<string, unknown>[]> {
   const res = await fetch(`${simUrl}/__sim/records/${object}`);
+  if (res.status === 404) throw new Error(`${simUrl}/__sim/records answered 404: start the simulator with control: true`);
   return (await res.json()) as Record<string, unknown>[];
 }
 

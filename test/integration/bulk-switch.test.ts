@@ -37,7 +37,7 @@ const BACKLOG = 3000;
 /** Every REJECT_EVERY-th backlog row carries an e-mail the simulator's validation rule rejects. */
 const REJECT_EVERY = 300;
 
-type SimStart = (opts: { port: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
+type SimStart = (opts: { port: number; control?: boolean; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
 
 interface Crm {
   kind: string;
@@ -122,7 +122,7 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
 
   it(`writes a backlog of ${BACKLOG} changes through bulk jobs and dead-letters what the CRM rejects`, async () => {
     onTestFailed(logs);
-    sim = await start({ port: 0, limit });
+    sim = await start({ port: 0, control: true, limit });
     await createErpSchema(env.PG_URL, schema);
     const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
     const customers = ready.mappings.find((m) => m.table === 'erp.customers');

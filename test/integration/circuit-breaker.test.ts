@@ -37,7 +37,7 @@ describe('circuit breaker', () => {
 
   it('opens on a failing CRM, probes, and closes when it recovers', async () => {
     onTestFailed(() => console.log(proc?.output.slice(-5000)));
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
     const port = await freePort();
     conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never', extra: { ops: { port, lagIntervalSeconds: 1 } } });

@@ -29,7 +29,7 @@ describe('crash recovery', () => {
   const procs: CliProcess[] = [];
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
   });

@@ -72,7 +72,7 @@ describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) =>
 
   it('writes 10,000 changes so the CRM equals the table', async () => {
     onTestFailed(() => console.log(proc?.output.slice(-6000)));
-    sim = await start({ port: 0, limit });
+    sim = await start({ port: 0, control: true, limit });
     await createErpSchema(env.PG_URL, schema);
     const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
     const customers = ready.mappings.find((m) => m.table === 'erp.customers');

@@ -50,7 +50,7 @@ describe('no-op skip', () => {
 
   it('sends nothing for unchanged mapped fields, also after a restart, and still sends real changes', async () => {
     onTestFailed(() => console.log(proc?.output.slice(-5000)));
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
     proc = new CliProcess(['run', '--config', conn.configFile]);

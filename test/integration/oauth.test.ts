@@ -48,7 +48,7 @@ function secretFile(name: string, value: string): string {
 
 interface OAuthCrm {
   kind: 'salesforce' | 'dynamics' | 'zoho' | 'hubspot' | 'zendesk-sell';
-  start: (opts: { port: number; tokenTtlSeconds: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
+  start: (opts: { port: number; control?: boolean; tokenTtlSeconds: number; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
   limit: { requests: number; windowSeconds: number };
   auth: (url: string) => Record<string, unknown>;
   tokenEndpoint: string;
@@ -107,7 +107,7 @@ afterAll(async () => {
 
 describe('OAuth connectors across token lifetimes', () => {
   it.each(CRMS)('$kind: everything written, no dead letters, still running', async ({ kind, start, limit, auth, tokenEndpoint }) => {
-    const sim = await start({ port: 0, tokenTtlSeconds: TTL_SECONDS, limit });
+    const sim = await start({ port: 0, control: true, tokenTtlSeconds: TTL_SECONDS, limit });
     const schema = uniqueName(`oa_${kind.replace('-', '_').slice(0, 6)}`);
     let proc: CliProcess | undefined;
     let conn: TestConnector | undefined;
@@ -180,7 +180,7 @@ describe('OAuth connectors across token lifetimes', () => {
 
 describe('OAuth: check and a refused fresh token', () => {
   it('`pg2crm check` obtains a token and says which flow and expiry it got', async () => {
-    const sim = await startDynamicsSimulator({ port: 0, tokenTtlSeconds: 3599 });
+    const sim = await startDynamicsSimulator({ port: 0, control: true, tokenTtlSeconds: 3599 });
     cleanups.push(() => sim.close());
     const schema = uniqueName('oa_check');
     await createErpSchema(env.PG_URL, schema);
@@ -201,8 +201,8 @@ describe('OAuth: check and a refused fresh token', () => {
   it('stops with exit 1 naming the credential when the CRM refuses a token just issued', async () => {
     // The token endpoint of one simulator, the API of another: every token is valid at the
     // endpoint and unknown to the CRM, as with an app registration that is no user of the org.
-    const tokenSim = await startDynamicsSimulator({ port: 0, tokenTtlSeconds: 3599 });
-    const crmSim = await startDynamicsSimulator({ port: 0, tokenTtlSeconds: 3599 });
+    const tokenSim = await startDynamicsSimulator({ port: 0, control: true, tokenTtlSeconds: 3599 });
+    const crmSim = await startDynamicsSimulator({ port: 0, control: true, tokenTtlSeconds: 3599 });
     const schema = uniqueName('oa_refused');
     await createErpSchema(env.PG_URL, schema);
     const ready = loadConfig(new URL('../../connectors/dynamics.yaml', import.meta.url).pathname, {});

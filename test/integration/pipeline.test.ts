@@ -71,7 +71,7 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
   const opsPort = 20_000 + Math.floor(Math.random() * 20_000);
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
   });

@@ -41,7 +41,7 @@ describe('scaling sinks out from 1 to 3 processes', () => {
 
   it('rebalances, drains every partition to lag 0, loses nothing and never exceeds the quota', async () => {
     onTestFailed(() => procs.forEach((p, i) => console.log(`--- process ${i}\n${p.output.slice(-4000)}`)));
-    sim = await startHubSpotSimulator({ port: 0, limit: LIMIT });
+    sim = await startHubSpotSimulator({ port: 0, control: true, limit: LIMIT });
     await createErpSchema(env.PG_URL, schema);
     const ready = loadConfig(new URL('../../connectors/hubspot.yaml', import.meta.url).pathname, {});
     const customers = ready.mappings.find((m) => m.table === 'erp.customers')!;

@@ -44,7 +44,7 @@ describe('sink under CRM faults', () => {
   const topics = (): string[] => [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, limit: { requests: 100_000, windowSeconds: 60 } });
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
     proc = new CliProcess(['run', '--config', conn.configFile]);

@@ -4,17 +4,19 @@ import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import type { TimeseriesResponse } from '../../src/ops/timeseries.ts';
+import { bundledChromium, CHROMIUM_ARGS } from '../helpers/browser.ts';
 import { CliProcess, createErpSchema, dropCapture, simRecords, type TestConnector, uniqueName, waitFor, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
 
 /**
  * The status page in a real headless Chromium, fed by a real pipeline (PostgreSQL -> Kafka ->
  * connector -> Zendesk Sell simulator): every plot fills with data, the numbers it shows agree
  * with /metrics, and a full-page screenshot lands in test-artifacts/ for people to look at.
+ * The browser is the one the @sparticuz/chromium devDependency carries (test/helpers/browser.ts),
+ * so `npm ci && npm test` needs no system Chromium.
  */
 const env = inject('stack');
 const repoRoot = new URL('../../', import.meta.url).pathname;
 const artifacts = join(repoRoot, 'test-artifacts');
-const CHROMIUM = '/usr/bin/chromium';
 
 type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
 
@@ -32,6 +34,7 @@ describe('status page', () => {
   let conn: TestConnector;
   let proc: CliProcess | undefined;
   let browser: Browser | undefined;
+  let executablePath: string;
   const schema = uniqueName('page');
   const opsPort = 20_000 + Math.floor(Math.random() * 20_000);
   const base = `http://127.0.0.1:${opsPort}`;
@@ -39,7 +42,9 @@ describe('status page', () => {
   const limit = { requests: 600, windowSeconds: 10 };
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, limit });
+    // Unpacked once into node_modules/.cache (a few seconds the first time), before the clock of the test starts.
+    executablePath = await bundledChromium();
+    sim = await startZendeskSellSimulator({ port: 0, control: true, limit });
     await createErpSchema(env.PG_URL, schema);
     conn = writeConnectorConfig(env, schema, sim.url, { limits: limit, extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
   });
@@ -82,7 +87,7 @@ describe('status page', () => {
     expect(api.points.length).toBeGreaterThanOrEqual(5);
     expect(api.quota).toEqual(limit);
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const requested: string[] = [];
     page.on('request', (r) => requested.push(r.url()));

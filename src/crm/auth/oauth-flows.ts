@@ -2,7 +2,7 @@ import { createHash, createSign, randomUUID, X509Certificate } from 'node:crypto
 import type { CrmConfig, CrmCredential } from '../../config.ts';
 import { zohoAccountsUrl } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
-import { parseRetryAfter, USER_AGENT } from '../http.ts';
+import { crmFetch, parseRetryAfter, USER_AGENT } from '../http.ts';
 import { componentLogger } from '../../logger.ts';
 import { type AccessToken, type FlowName, type TokenFlow, TokenProvider } from './token-provider.ts';
 
@@ -65,6 +65,8 @@ export interface OAuthRequest {
   fix: string;
   /** Client id and secret as HTTP Basic instead of form parameters. */
   basic?: { clientId: string; clientSecret: string };
+  /** `crm.tls` (a proxy's CA, a client certificate) for the token endpoint too. */
+  tls?: CrmConfig['tls'];
 }
 
 /** A token answer, with the refresh token when the answer carries one (rotation). */
@@ -81,7 +83,7 @@ export async function requestToken(req: OAuthRequest, now: () => number = Date.n
   let retryAfter: string | null;
   const sentAt = now();
   try {
-    const res = await fetch(req.tokenUrl, {
+    const res = await crmFetch(req.tls)(req.tokenUrl, {
       method: 'POST',
       headers: {
         'content-type': 'application/x-www-form-urlencoded',
@@ -183,7 +185,7 @@ export function tokenUrlOf(crm: Pick<CrmConfig, 'kind' | 'baseUrl'>, c: CrmCrede
  * The token provider of one credential of `crm` (the config schema already checked that the
  * flow suits the CRM and that its fields are there).
  */
-export function tokenProviderFor(crm: Pick<CrmConfig, 'kind' | 'baseUrl' | 'timeoutMs'>, c: CrmCredential, now: () => number = Date.now): TokenProvider {
+export function tokenProviderFor(crm: Pick<CrmConfig, 'kind' | 'baseUrl' | 'timeoutMs'> & Partial<Pick<CrmConfig, 'tls'>>, c: CrmCredential, now: () => number = Date.now): TokenProvider {
   if (!c.flow) return TokenProvider.static(c.name, c.token ?? '');
   const tokenUrl = tokenUrlOf(crm, c);
   const vendor = VENDOR[crm.kind] ?? crm.kind;
@@ -235,7 +237,7 @@ export function tokenProviderFor(crm: Pick<CrmConfig, 'kind' | 'baseUrl' | 'time
   const source: TokenFlow = {
     flow,
     fetch: async () => {
-      const { refreshToken: rotated, ...token } = await requestToken({ vendor, credential: at, flow, tokenUrl, params, timeoutMs, fix, ...(basic ? { basic } : {}) }, now);
+      const { refreshToken: rotated, ...token } = await requestToken({ vendor, credential: at, flow, tokenUrl, params, timeoutMs, fix, ...(basic ? { basic } : {}), ...(crm.tls ? { tls: crm.tls } : {}) }, now);
       if (flow === 'refresh_token' && rotated && rotated !== refreshToken) {
         refreshToken = rotated;
         log.warn({ credential: at }, 'the token endpoint rotated the refresh token; the new one is used until a restart, which reads the configured one again');

@@ -1,5 +1,6 @@
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
+import { registerRuntimeSecret } from '../../secrets.ts';
 
 /**
  * One CRM credential's access token. A static token (API key, private-app token, personal access
@@ -143,6 +144,8 @@ export class TokenProvider {
       const issuedAt = this.now();
       try {
         const t = await this.source.fetch();
+        // A CRM may quote it back in an error text (and so into a dead letter): scrub it like a configured token.
+        registerRuntimeSecret(t.value);
         this.current = { ...t, issuedAt };
         this.failedAt = undefined;
         this.issued++;

@@ -1,5 +1,5 @@
 import { createVerify, randomBytes } from 'node:crypto';
-import type { SimRequest } from '../sim-server.ts';
+import type { SimControlOptions, SimRequest } from '../sim-server.ts';
 
 /**
  * The token side of the CRM simulators: the OAuth clients a simulator knows, the access tokens
@@ -22,7 +22,7 @@ export interface SimOAuthClient {
 /** The client every simulator knows unless told otherwise. */
 export const SIM_OAUTH_CLIENT: SimOAuthClient = { clientId: 'sim-client', clientSecret: 'sim-secret', refreshToken: 'sim-refresh-token' };
 
-export interface SimOAuthOptions {
+export interface SimOAuthOptions extends SimControlOptions {
   /** Lifetime of issued access tokens, seconds (default: the vendor's). */
   tokenTtlSeconds?: number;
   oauthClients?: SimOAuthClient[];

@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, parseRetryAfter, send } from '../http.ts';
+import { badResponse, header, parseRetryAfter, send, crmPool } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
@@ -176,7 +176,7 @@ export class DynamicsAdapter implements CrmAdapter {
 
   constructor(config: CrmConfig) {
     const base = new URL(config.baseUrl);
-    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.pool = crmPool(base.origin, config.tls, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
     this.apiPath = `${base.pathname.replace(/\/+$/, '')}/api/data/${config.apiVersion ?? 'v9.2'}`;

@@ -631,5 +631,5 @@ function toPart(r: OpResult, op: BatchOperation): BatchItemResponse {
 }
 
 export function startDynamicsSimulator(opts: DynamicsSimOptions): Promise<CrmSimulator> {
-  return new DynamicsSim(opts).listen(opts.port, opts.host);
+  return new DynamicsSim(opts).listen(opts.port, opts.host, opts.control);
 }

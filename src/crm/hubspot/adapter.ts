@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { badResponse, header, isObject, parseRetryAfter, sendJson } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, sendJson, crmPool } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmLookup, CrmTarget, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
@@ -31,7 +31,9 @@ import { HUBSPOT_ASSOCIATION_TYPES } from './association-types.ts';
  *   4. `POST /crm/v4/associations/{type}/{toType}/batch/archive` for lookups that moved
  *      (`previousExternalId`, e.g. a deal moved to another company): associations are
  *      many-to-many, so creating the new link leaves the old one unless it is removed. Only the
- *      pair record -> previous target is archived; other links of the record stay;
+ *      pairs record -> previous target and record -> stale targets (`staleExternalIds`: targets
+ *      a redelivered window may have linked, or a deleted-and-re-inserted row's) are archived;
+ *      other links of the record stay;
  *   5. `POST /crm/v3/objects/{type}/batch/archive` for the deletes.
  * A lookup whose column became NULL (`externalId: null`) is a move to nothing: no read, no link,
  * only step 4 for its `previousExternalId`. Without one (the table lacks REPLICA IDENTITY FULL,
@@ -95,9 +97,12 @@ interface Unlink {
   toId: string;
 }
 
-/** The previous target of a lookup when it moved (and so has a link to remove), else undefined. */
-function movedFrom(l: CrmLookup): string | undefined {
-  return l.previousExternalId !== undefined && l.previousExternalId !== l.externalId ? l.previousExternalId : undefined;
+/**
+ * Targets whose links to remove: the lookup's previous target when it moved, and the stale
+ * targets the sink names (a redelivered window may have linked them, see CrmLookup).
+ */
+function movedFrom(l: CrmLookup): string[] {
+  return [...new Set([l.previousExternalId, ...(l.staleExternalIds ?? [])])].filter((t): t is string => t !== undefined && t !== l.externalId);
 }
 
 
@@ -222,7 +227,7 @@ export class HubSpotAdapter implements CrmAdapter {
     this.ids = caches.map('hubspot.ids');
     this.links = caches.map('hubspot.links');
     const base = new URL(config.baseUrl);
-    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.pool = crmPool(base.origin, config.tls, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth, now);
     this.timeoutMs = config.timeoutMs;
   }
@@ -274,8 +279,7 @@ export class HubSpotAdapter implements CrmAdapter {
           const known = selfId !== undefined && toId !== undefined && this.links.get(this.linkKey(r.object, selfId, l.object)) === toId;
           if (!known) links.set(l.object, (links.get(l.object) ?? 0) + 1);
         }
-        const previous = movedFrom(l);
-        if (previous !== undefined) {
+        for (const previous of movedFrom(l)) {
           // Upper bound: a previous target that is gone, or a record created now, saves the call.
           toRead(l.object, l.externalIdField, previous);
           unlinks.set(l.object, (unlinks.get(l.object) ?? 0) + 1);
@@ -371,12 +375,13 @@ export class HubSpotAdapter implements CrmAdapter {
             }
             associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
           }
-          const previous = movedFrom(l);
-          // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
-          const previousId = previous === undefined ? undefined : found.get(this.key(l.object, l.externalIdField, previous));
-          // Never unlink a target another lookup of the same record points to now.
-          const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && found.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
-          if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
+          for (const previous of movedFrom(l)) {
+            // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
+            const previousId = found.get(this.key(l.object, l.externalIdField, previous));
+            // Never unlink a target another lookup of the same record points to now.
+            const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && found.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
+            if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
+          }
         }
         upserts.push(i);
       });
@@ -419,8 +424,7 @@ export class HubSpotAdapter implements CrmAdapter {
           // Rejected without a call (no association type): nothing to read for it.
           if (HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`] === undefined) continue;
           if (l.externalId !== null) want(l.object, l.externalIdField, l.externalId);
-          const previous = movedFrom(l);
-          if (previous !== undefined) want(l.object, l.externalIdField, previous);
+          for (const previous of movedFrom(l)) want(l.object, l.externalIdField, previous);
         }
       }
     }

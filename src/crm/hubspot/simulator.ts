@@ -646,5 +646,5 @@ interface AssociationInput {
 }
 
 export function startHubSpotSimulator(opts: HubSpotSimOptions): Promise<CrmSimulator> {
-  return new HubSpotSim(opts).listen(opts.port, opts.host);
+  return new HubSpotSim(opts).listen(opts.port, opts.host, opts.control);
 }

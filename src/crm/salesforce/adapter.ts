@@ -3,7 +3,7 @@ import { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, isObject, parseRetryAfter, safeJson, send } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, safeJson, send, crmPool } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import { assertInstance } from './auth.ts';
@@ -315,7 +315,7 @@ export class SalesforceAdapter implements CrmAdapter {
 
   constructor(config: CrmConfig) {
     const base = new URL(config.baseUrl);
-    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.pool = crmPool(base.origin, config.tls, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth);
     this.baseUrl = config.baseUrl;
     this.timeoutMs = config.timeoutMs;

@@ -724,5 +724,5 @@ function shuffle<T>(items: T[]): T[] {
 }
 
 export function startSalesforceSimulator(opts: SalesforceSimOptions): Promise<CrmSimulator> {
-  return new SalesforceSim(opts).listen(opts.port, opts.host);
+  return new SalesforceSim(opts).listen(opts.port, opts.host, opts.control);
 }

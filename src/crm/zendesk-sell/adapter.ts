@@ -4,7 +4,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import type { CrmAdapter, CrmTarget, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { badResponse, header, isObject, parseRetryAfter, sendJson } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, sendJson, crmPool } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 
@@ -145,7 +145,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
     this.caches = caches;
     this.ids = caches.map('zendesk-sell.ids');
     const base = new URL(config.baseUrl);
-    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.pool = crmPool(base.origin, config.tls, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
   }

@@ -290,5 +290,5 @@ class ZendeskSellSim extends SimServer {
 }
 
 export function startZendeskSellSimulator(opts: ZendeskSellSimOptions): Promise<CrmSimulator> {
-  return new ZendeskSellSim(opts).listen(opts.port, opts.host);
+  return new ZendeskSellSim(opts).listen(opts.port, opts.host, opts.control);
 }

@@ -5,7 +5,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, isObject, parseRetryAfter, safeJson, send } from '../http.ts';
+import { badResponse, header, isObject, parseRetryAfter, safeJson, send, crmPool } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
@@ -227,6 +227,8 @@ export class ZohoAdapter implements CrmAdapter {
   /** The credential's token: Zoho's refresh-token grant at the data centre's accounts server (or a static token). */
   private readonly auth: TokenProvider;
   private readonly timeoutMs: number;
+  /** crm.tls, for the download pools made later. */
+  private readonly tls: CrmConfig['tls'];
   private readonly version: string;
   private readonly bulkThreshold: number;
   private readonly jobTimeoutMs: number;
@@ -245,14 +247,15 @@ export class ZohoAdapter implements CrmAdapter {
     this.ids = caches.map('zoho.ids');
     const base = new URL(config.baseUrl);
     this.origin = base.origin;
-    this.pool = new Pool(base.origin, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
+    this.pool = crmPool(base.origin, config.tls, { connections: config.limits.concurrency, keepAliveTimeout: 30_000 });
     // Uploads go to the content host (www.zohoapis.com -> content.zohoapis.com); a simulator or
     // proxy serves both on one origin.
     const content = new URL(base.origin);
     if (/^(www\.)?zohoapis\./.test(content.hostname)) content.hostname = content.hostname.replace(/^(www\.)?/, 'content.');
-    this.contentPool = content.origin === base.origin ? this.pool : new Pool(content.origin, { connections: 2, keepAliveTimeout: 30_000 });
+    this.contentPool = content.origin === base.origin ? this.pool : crmPool(content.origin, config.tls, { connections: 2, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
+    this.tls = config.tls;
     this.version = config.apiVersion ?? 'v7';
     this.bulkThreshold = config.bulkThreshold;
     this.jobTimeoutMs = config.bulkJobTimeoutMinutes * 60_000;
@@ -762,7 +765,7 @@ export class ZohoAdapter implements CrmAdapter {
   private async download(url: string, onSignal: (s: RateSignal) => void): Promise<Buffer> {
     const u = new URL(url, this.origin);
     let pool = u.origin === this.origin ? this.pool : this.downloadPools.get(u.origin);
-    if (!pool) this.downloadPools.set(u.origin, (pool = new Pool(u.origin, { connections: 2, keepAliveTimeout: 30_000 })));
+    if (!pool) this.downloadPools.set(u.origin, (pool = crmPool(u.origin, this.tls, { connections: 2, keepAliveTimeout: 30_000 })));
     // Through `send`: one deadline over the whole download, and the User-Agent.
     const from = pool;
     const res = await withToken(

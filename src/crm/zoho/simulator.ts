@@ -513,5 +513,5 @@ class ZohoSim extends SimServer {
 }
 
 export function startZohoSimulator(opts: ZohoSimOptions): Promise<CrmSimulator> {
-  return new ZohoSim(opts).listen(opts.port, opts.host);
+  return new ZohoSim(opts).listen(opts.port, opts.host, opts.control);
 }

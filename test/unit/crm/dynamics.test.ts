@@ -17,7 +17,7 @@ afterEach(async () => {
 });
 
 async function start(opts: Partial<Parameters<typeof startDynamicsSimulator>[0]> = {}): Promise<CrmSimulator> {
-  sim = await startDynamicsSimulator({ port: 0, ...opts });
+  sim = await startDynamicsSimulator({ port: 0, control: true, ...opts });
   return sim;
 }
 

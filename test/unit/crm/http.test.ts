@@ -24,7 +24,7 @@ const self = (timeoutMs: number) => ({
 
 describe('send', () => {
   it('bounds the whole call by timeoutMs, not the gap between bytes', async () => {
-    sim = await startZendeskSellSimulator({ port: 0 });
+    sim = await startZendeskSellSimulator({ port: 0, control: true });
     pool = new Pool(sim.url);
     // The real answer (~90 bytes), one byte every 200 ms: each gap is well under the timeout,
     // the whole body takes ~18 s.
@@ -49,7 +49,7 @@ describe('send', () => {
   }, 30_000);
 
   it('ends a call at once when the caller aborts it (a stop), as retriable, not as a timeout', async () => {
-    sim = await startZendeskSellSimulator({ port: 0 });
+    sim = await startZendeskSellSimulator({ port: 0, control: true });
     pool = new Pool(sim.url);
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ trickle: { requests: 1, intervalMs: 200 } }) });
     const stop = new AbortController();
@@ -65,7 +65,7 @@ describe('send', () => {
   });
 
   it('still answers a call that completes within timeoutMs; its deadline passing later disturbs nothing', async () => {
-    sim = await startZendeskSellSimulator({ port: 0 });
+    sim = await startZendeskSellSimulator({ port: 0, control: true });
     pool = new Pool(sim.url);
     const res = await send(pool, self(200));
     expect(res.status).toBe(200);

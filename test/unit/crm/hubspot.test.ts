@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 async function start(opts: Partial<HubSpotSimOptions> = {}): Promise<CrmSimulator> {
-  sim = await startHubSpotSimulator({ port: 0, ...opts });
+  sim = await startHubSpotSimulator({ port: 0, control: true, ...opts });
   return sim;
 }
 
@@ -609,6 +609,11 @@ describe('HubSpotAdapter', () => {
     expect(b.cost([order('B', 'A')])).toBe(3);
     expect((await b.write([order('B', 'A')], () => undefined))[0]?.status).toBe('done');
     expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
+
+    // Stale targets only (a redelivered window may have linked B; this write points to A): B's link is archived too.
+    const back: CrmWrite = { ...order('A'), lookups: { company: { ...order('A').lookups!.company!, staleExternalIds: ['A', 'B', 'gone'] } } };
+    expect((await b.write([back], () => undefined))[0]?.status).toBe('done');
+    expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
   });
 
   it('a lookup whose column became NULL archives the link to its previous target only; without previousExternalId no call', async () => {

@@ -42,7 +42,7 @@ const otherKey = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEnco
 interface Case {
   name: string;
   kind: 'dynamics' | 'hubspot' | 'zoho' | 'salesforce' | 'zendesk-sell';
-  start: (opts: { port: number; tokenTtlSeconds: number; limit?: { requests: number; windowSeconds: number }; oauthClients?: SimOAuthClient[] }) => Promise<CrmSimulator>;
+  start: (opts: { port: number; control?: boolean; tokenTtlSeconds: number; limit?: { requests: number; windowSeconds: number }; oauthClients?: SimOAuthClient[] }) => Promise<CrmSimulator>;
   oauthClients?: SimOAuthClient[];
   /** The credential with something wrong the token endpoint refuses. */
   bad: (url: string) => Record<string, unknown>;
@@ -133,7 +133,7 @@ async function stats(s: CrmSimulator): Promise<{ requests: number; byEndpoint: R
 
 describe.each(CASES)('$name', (c) => {
   it('obtains a token, and after the CRM expired it refreshes once on the 401 and writes', async () => {
-    sim = await c.start({ port: 0, tokenTtlSeconds: 120, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
+    sim = await c.start({ port: 0, control: true, tokenTtlSeconds: 120, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
     const cfg = config(c.kind, sim.url, c.auth(sim.url), c.limit);
     const a = createAdapter(cfg.crm);
     adapters.push(a);
@@ -150,7 +150,7 @@ describe.each(CASES)('$name', (c) => {
   });
 
   it('token requests are not API requests: they do not spend the API rate limit', async () => {
-    sim = await c.start({ port: 0, tokenTtlSeconds: 600, limit: { requests: 1, windowSeconds: 60 }, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
+    sim = await c.start({ port: 0, control: true, tokenTtlSeconds: 600, limit: { requests: 1, windowSeconds: 60 }, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
     const a = createAdapter(config(c.kind, sim.url, c.auth(sim.url), c.limit).crm);
     adapters.push(a);
     const out = await a.write([c.write], () => undefined);
@@ -158,7 +158,7 @@ describe.each(CASES)('$name', (c) => {
   });
 
   it('a credential the token endpoint refuses: CRM_AUTH naming the credential and the flow, permanent, without the secret', async () => {
-    sim = await c.start({ port: 0, tokenTtlSeconds: 600, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
+    sim = await c.start({ port: 0, control: true, tokenTtlSeconds: 600, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
     const a = createAdapter(config(c.kind, sim.url, c.bad(sim.url), c.limit).crm);
     adapters.push(a);
     const err = await a.write([c.write], () => undefined).catch((e: unknown) => e);
@@ -170,7 +170,7 @@ describe.each(CASES)('$name', (c) => {
   });
 
   it('a token endpoint answering 503 is retriable (the sink retries; the connector does not stop)', async () => {
-    sim = await c.start({ port: 0, tokenTtlSeconds: 600, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
+    sim = await c.start({ port: 0, control: true, tokenTtlSeconds: 600, ...(c.oauthClients ? { oauthClients: c.oauthClients } : {}) });
     const a = createAdapter(config(c.kind, sim.url, c.auth(sim.url), c.limit).crm);
     adapters.push(a);
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ errors5xx: { requests: 1, status: 503 } }) });
@@ -188,7 +188,7 @@ describe('flow details', () => {
     const dir = new URL('./fixtures/', import.meta.url).pathname;
     const { readFileSync } = await import('node:fs');
     const certificate = readFileSync(join(dir, 'entra-test-cert.pem'), 'utf8');
-    sim = await startDynamicsSimulator({ port: 0, tokenTtlSeconds: 600, oauthClients: [{ clientId: 'cert-app', publicKey: certificate }] });
+    sim = await startDynamicsSimulator({ port: 0, control: true, tokenTtlSeconds: 600, oauthClients: [{ clientId: 'cert-app', publicKey: certificate }] });
     const auth = { flow: 'client_credentials', tenantId: 'sim-tenant', clientId: 'cert-app', privateKey_FILE: join(dir, 'entra-test-key.pem'), certificate_FILE: join(dir, 'entra-test-cert.pem'), tokenUrl: `${sim.url}/sim-tenant/oauth2/v2.0/token` };
     const a = createAdapter(config('dynamics', sim.url, auth, { requests: 6000, windowSeconds: 300 }).crm);
     adapters.push(a);
@@ -201,7 +201,7 @@ describe('flow details', () => {
   });
 
   it("Zoho: past ten access tokens in ten minutes the accounts server blocks; that is retriable, not a bad credential", async () => {
-    sim = await startZohoSimulator({ port: 0, tokenTtlSeconds: 600 });
+    sim = await startZohoSimulator({ port: 0, control: true, tokenTtlSeconds: 600 });
     const form = 'grant_type=refresh_token&client_id=sim-client&client_secret=sim-secret&refresh_token=sim-refresh-token';
     for (let i = 0; i < 10; i++) expect((await fetch(`${sim.url}/oauth/v2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form })).status).toBe(200);
     const a = createAdapter(config('zoho', sim.url, CASES[2]!.auth(sim.url), CASES[2]!.limit).crm);
@@ -213,14 +213,14 @@ describe('flow details', () => {
   });
 
   it('Zoho answers a wrong secret with HTTP 200 {"error":"invalid_client"}: no token, CRM_AUTH', async () => {
-    sim = await startZohoSimulator({ port: 0 });
+    sim = await startZohoSimulator({ port: 0, control: true });
     const res = await fetch(`${sim.url}/oauth/v2/token?grant_type=refresh_token&client_id=sim-client&client_secret=nope&refresh_token=sim-refresh-token`, { method: 'POST' });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ error: 'invalid_client' });
   });
 
   it('simulators still accept the static --token and never expire it', async () => {
-    sim = await startDynamicsSimulator({ port: 0, tokenTtlSeconds: 1 });
+    sim = await startDynamicsSimulator({ port: 0, control: true, tokenTtlSeconds: 1 });
     await fetch(`${sim.url}/__sim/clock`, { method: 'POST', body: JSON.stringify({ advanceSeconds: 86_400 }) });
     const res = await fetch(`${sim.url}/api/data/v9.2/WhoAmI`, { headers: { authorization: 'Bearer sim-token' } });
     expect(res.status).toBe(200);

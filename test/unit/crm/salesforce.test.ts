@@ -20,7 +20,7 @@ afterEach(async () => {
 });
 
 async function start(opts: Partial<SalesforceSimOptions> = {}): Promise<CrmSimulator> {
-  sim = await startSalesforceSimulator({ port: 0, ...opts });
+  sim = await startSalesforceSimulator({ port: 0, control: true, ...opts });
   return sim;
 }
 

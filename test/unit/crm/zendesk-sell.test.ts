@@ -16,7 +16,7 @@ afterEach(async () => {
 });
 
 async function start(opts: Partial<Parameters<typeof startZendeskSellSimulator>[0]> = {}): Promise<CrmSimulator> {
-  sim = await startZendeskSellSimulator({ port: 0, ...opts });
+  sim = await startZendeskSellSimulator({ port: 0, control: true, ...opts });
   return sim;
 }
 
@@ -323,7 +323,7 @@ describe('Zendesk Sell as documented (issue 11)', () => {
     const page = (await (await call(s, 'GET', '/v2/contacts?custom_fields[erp_id]=7')).json()) as { items: { data: { custom_fields: { erp_id: string } } }[] };
     expect(page.items).toHaveLength(25);
     expect(page.items[0]?.data.custom_fields.erp_id).toBe('1');
-    const s2 = await startZendeskSellSimulator({ port: 0 });
+    const s2 = await startZendeskSellSimulator({ port: 0, control: true });
     try {
       await call(s2, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=7', { data: { last_name: 'L7', custom_fields: { erp_id: '7' } } });
       await call(s2, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=8', { data: { last_name: 'L8', custom_fields: { erp_id: '8' } } });

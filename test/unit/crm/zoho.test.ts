@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 async function start(opts: Partial<ZohoSimOptions> = {}): Promise<CrmSimulator> {
-  sim = await startZohoSimulator({ port: 0, ...opts });
+  sim = await startZohoSimulator({ port: 0, control: true, ...opts });
   return sim;
 }
 

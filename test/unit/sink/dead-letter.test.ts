@@ -1,6 +1,7 @@
 import type { KafkaMessage } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { type DeadLetter, deadLetterOf, encodeDeadLetter, MAX_ERROR_CHARS } from '../../../src/sink/dead-letter.ts';
+import { clearSecrets, registerSecrets } from '../../../src/secrets.ts';
 
 const message = (valueBytes: number): KafkaMessage => ({ key: Buffer.from('{"id":"7"}'), value: Buffer.alloc(valueBytes, 1), offset: '42', timestamp: '0', attributes: 0, headers: {} });
 
@@ -19,6 +20,21 @@ describe('dead letters', () => {
     expect(l.error.message.length).toBeLessThan(MAX_ERROR_CHARS + 40);
     expect(l.error.message).toContain('50000 characters, cut');
     expect(letter(10, 20).error.message).toBe('e'.repeat(20));
+  });
+
+  it('scrubs the credentials in use and echoed Authorization headers from the CRM error text', () => {
+    registerSecrets(['crm-token-5f1e2d3c', 'client-secret-77aa']);
+    try {
+      const echoed = `email is invalid in request: POST /v2/contacts/upsert HTTP/1.1\nauthorization: Bearer crm-token-5f1e2d3c\n\n{"data":{"email":"eve@echo"}} client_secret=client-secret-77aa; retry with Bearer eyJ0eXAi.fetched.token`;
+      const l = deadLetterOf('t', 0, message(10), { object: 'contacts', externalId: '7', error: { code: 'HTTP_422_invalid', message: echoed }, attempts: 1 });
+      expect(l.error.message).not.toContain('crm-token-5f1e2d3c');
+      expect(l.error.message).not.toContain('client-secret-77aa');
+      expect(l.error.message).not.toContain('eyJ0eXAi.fetched.token');
+      expect(l.error.message).toContain('authorization: Bearer ***');
+      expect(l.error.message).toContain('{"data":{"email":"eve@echo"}}');
+    } finally {
+      clearSecrets();
+    }
   });
 
   it('a letter that fits goes whole', () => {
