@@ -175,6 +175,13 @@ const schemaRegistrySchema = z
       .default('NONE'),
   })
   .superRefine((r, ctx) => {
+    // Basic auth over plain http hands the password to anyone on the path (loopback aside).
+    if (r.username !== undefined && URL.canParse(r.url)) {
+      const u = new URL(r.url);
+      if (u.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: 'basic auth over http:// sends the password in clear text: use the registry\'s https:// URL (with ca or ca_FILE for a private CA)' });
+      }
+    }
     if ((r.username === undefined) !== (r.password === undefined)) {
       ctx.addIssue({
         code: 'custom',
@@ -203,6 +210,11 @@ const kafkaSchema = z.strictObject({
   /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
   tombstones: z.boolean().default(true),
   schemaRegistry: schemaRegistrySchema,
+}).superRefine((k, ctx) => {
+  // SCRAM never sends the password; PLAIN does, so without TLS anyone on the path reads it.
+  if (k.sasl?.mechanism === 'plain' && !k.ssl) {
+    ctx.addIssue({ code: 'custom', path: ['sasl', 'mechanism'], message: 'SASL PLAIN without kafka.ssl sends the password in clear text: set kafka.ssl (the brokers\' SASL_SSL listener), or use scram-sha-256 / scram-sha-512' });
+  }
 });
 
 const limitsSchema = z.strictObject({
@@ -624,7 +636,10 @@ export function parseConfig(raw: unknown, env: Env = process.env, source = 'conf
     throw new ConnectorError('CONFIG_INVALID', `invalid ${source}:\n${formatIssues(result.error)}`);
   }
   // From here on, logs, error messages and dead letters are scrubbed of these values.
-  registerSecrets(secretsOf(result.data));
+  // Not the mappings: their keys are CRM field names the user chose (a field may well be called
+  // `key` or `token`), never credentials; masking them would hide column names in every message.
+  const { mappings: _fieldNames, ...credentialsLiveHere } = result.data;
+  registerSecrets(secretsOf(credentialsLiveHere));
   return result.data;
 }
 

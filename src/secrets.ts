@@ -26,7 +26,8 @@ const SECRET_KEY = /^(token|password|passphrase|secret|clientSecret|refreshToken
 export function registerSecrets(values: Iterable<string>): void {
   let added = false;
   for (const v of values) {
-    for (const form of [v, encodeURIComponent(v)]) {
+    // As written, URL-encoded, and JSON-escaped (a log line is JSON: a `"` or `\` in a secret is escaped there).
+    for (const form of [v, encodeURIComponent(v), JSON.stringify(v).slice(1, -1)]) {
       if (form.length >= MIN_SECRET_CHARS && !registered.has(form)) {
         registered.add(form);
         added = true;
@@ -96,8 +97,11 @@ export function redactUrls(text: string): string {
 }
 
 const ECHOED: [RegExp, string][] = [
-  // Authorization header values: `Bearer x`, `Zoho-oauthtoken x`, `Basic x`, `OAuth x`.
-  [/\b(Bearer|Zoho-oauthtoken|Basic|OAuth)(\s+|%20|\+)[A-Za-z0-9._~+/=-]{6,}/gi, `$1$2${MASK}`],
+  // Authorization header values after the header's name, whatever the scheme (`Basic x`, `OAuth x`, ...).
+  [/\b(authorization["']?\s*[:=]\s*["']?[A-Za-z-]+(?:\s+|%20|\+))[A-Za-z0-9._~+/=-]{4,}/gi, `$1${MASK}`],
+  // Bearer and Zoho tokens quoted without the header's name. `Basic` and `OAuth` alone are
+  // ordinary words ("Basic authentication failed", "OAuth client_credentials"): not here.
+  [/\b(Bearer|Zoho-oauthtoken)(\s+|%20|\+)[A-Za-z0-9._~+/=-]{6,}/g, `$1$2${MASK}`],
   // JSON members: "access_token": "x", "authorization": "Bearer x", "client_secret": "x", ...
   [
     /("(?:access_token|refresh_token|id_token|client_secret|client_assertion|assertion|password|authorization|token|api_key|apiKey|secret)"\s*:\s*")(?:[^"\\]|\\.)*"/gi,

@@ -56,7 +56,10 @@ export interface PgSsl {
  *   servername to a host name, and Node compares IP addresses against IP SANs).
  */
 export function pgSslOptions(ssl: PgSsl | undefined): pg.ClientConfig['ssl'] {
-  if (!ssl || ssl.mode === 'disable') return false;
+  // No postgres.ssl: leave it to node-postgres, which then honours PGSSLMODE as it always did
+  // (a deployment that sets PGSSLMODE=verify-full must not fall back to plaintext silently).
+  if (!ssl) return undefined;
+  if (ssl.mode === 'disable') return false;
   const client = ssl.cert && ssl.key ? { cert: ssl.cert, key: ssl.key } : {};
   if (ssl.mode === 'require') return { rejectUnauthorized: false, ...client };
   const ca = ssl.rootCert ? { ca: ssl.rootCert } : {};

@@ -4,8 +4,9 @@ import { Agent, fetch, type Response } from 'undici';
 import { ConnectorError } from '../errors.ts';
 
 /**
- * How pg2crm reaches the schema registry (issue 12 §1): the URL (never with credentials in it:
- * config validation refuses them, so the URL is safe to print), HTTP basic auth, and a CA for an
+ * How pg2crm reaches the schema registry (issue 12 §1): the URL (config validation refuses a
+ * user and password in it; text that prints it still goes through the secret scrubber, which
+ * also masks `api_key=` and the like in a query string), HTTP basic auth, and a CA for an
  * https registry with a private CA. Both the registry client (register, encode) and the plain
  * HTTP calls (`check`, fetching schemas by id) go through here.
  */

@@ -70,7 +70,11 @@ export function kafkaSecurity(config: Partial<Pick<KafkaConfig, 'ssl' | 'sasl'>>
   return out;
 }
 
-/** Codes Node's TLS gives a certificate that is not trusted or does not name the host. */
+/**
+ * Codes Node's TLS gives a certificate that is not trusted or does not name the host, and a
+ * handshake that fails (EPROTO, ERR_SSL_*: often a plaintext listener). Issue 13 replaces this
+ * pattern with a closed set of codes.
+ */
 const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|ERR_SSL|EPROTO/;
 
 /**
@@ -82,25 +86,33 @@ const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|
  */
 interface TlsWatch {
   socketFactory: NonNullable<KafkaJSConfig['socketFactory']>;
-  /** Rejects on the first TLS failure of any socket of this client. */
-  failed: Promise<never>;
+  /**
+   * A promise that rejects on the first TLS failure of any socket of this client while `done`
+   * is not called: one per connect(), so a failure seen once (a broker restarting with another
+   * certificate, say) never fails later connects of a long-lived client.
+   */
+  during(): { failed: Promise<never>; done: () => void };
 }
 
 function watchTls(): TlsWatch {
-  let fail: (err: Error & { code?: string }) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => {
-    fail = reject;
-  });
-  failed.catch(() => undefined); // observed by whoever races it
+  const waiting = new Set<(err: Error) => void>();
   return {
-    failed,
+    during() {
+      let fail: (err: Error) => void = () => undefined;
+      const failed = new Promise<never>((_, reject) => {
+        fail = reject;
+      });
+      failed.catch(() => undefined); // observed by whoever races it
+      waiting.add(fail);
+      return { failed, done: () => waiting.delete(fail) };
+    },
     socketFactory: ({ host, port, ssl, onConnect }) => {
       const socket = ssl
         ? tls.connect({ host, port, ...(!net.isIP(host) ? { servername: host } : {}), ...ssl }, onConnect)
         : net.connect({ host, port }, onConnect);
       socket.setKeepAlive(true, 60_000);
       socket.on('error', (err: Error & { code?: string }) => {
-        if (ssl && TLS_CERT_CODES.test(err.code ?? '')) fail(err);
+        if (ssl && TLS_CERT_CODES.test(err.code ?? '')) for (const fail of waiting) fail(err);
       });
       return socket;
     },
@@ -144,12 +156,16 @@ function withSecurityErrors(kafka: Kafka, config: KafkaClientConfig, tlsWatch: T
   if (!config.ssl && !config.sasl) return kafka;
   const wrap = <T extends { connect(): Promise<void>; disconnect(): Promise<void> }>(client: T): T => {
     const connect = client.connect.bind(client);
-    client.connect = () =>
-      Promise.race([connect(), config.ssl ? tlsWatch.failed : new Promise<never>(() => undefined)]).catch((err: unknown) => {
-        // Stop kafkajs's own retries of a connect given up on here.
-        void client.disconnect().catch(() => undefined);
-        return Promise.reject(kafkaSecurityError(err, config));
-      });
+    client.connect = () => {
+      const watch = tlsWatch.during();
+      return Promise.race([connect(), config.ssl ? watch.failed : new Promise<never>(() => undefined)])
+        .catch((err: unknown) => {
+          // Stop kafkajs's own retries of a connect given up on here.
+          void client.disconnect().catch(() => undefined);
+          return Promise.reject(kafkaSecurityError(err, config));
+        })
+        .finally(watch.done);
+    };
     return client;
   };
   const producer = kafka.producer.bind(kafka);

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ConnectorError } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import { registry } from './metrics.ts';
 import { statusPageHtml } from './status-page.ts';
@@ -102,7 +103,15 @@ export class OpsServer {
     });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: Error & { code?: string }) =>
+        reject(
+          new ConnectorError(
+            'OPS_LISTEN',
+            `cannot listen on ${this.host}:${this.port} for the ops endpoints (${err.code ?? err.message}); set ops.host to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface) and ops.port to a free port`,
+            { cause: err },
+          ),
+        ),
+      );
       server.listen(this.port, this.host, () => resolve());
     });
     this.log.info({ host: this.host, port: this.address()?.port ?? this.port, tokenRequired: !!this.tokenDigest }, 'ops endpoints listening');

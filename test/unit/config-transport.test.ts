@@ -56,6 +56,12 @@ describe('kafka.ssl and kafka.sasl', () => {
     expect(errorOf(config({ kafka: { ssl: { ca: '/etc/ssl/ca.pem' } } }))).toMatch(/kafka\.ssl\.ca: ca is PEM text .*ca_FILE/);
     expect(errorOf(config({ kafka: { sasl: { mechanism: 'plain', username: 'u' } } }))).toMatch(/kafka\.sasl\.password/);
   });
+
+  it('refuses SASL PLAIN without TLS (the password would cross the network in clear); SCRAM without TLS is accepted', () => {
+    expect(errorOf(config({ kafka: { sasl: { mechanism: 'plain', username: 'u', password: 'secret-pw' } } }))).toMatch(/kafka\.sasl\.mechanism: SASL PLAIN without kafka\.ssl .*set kafka\.ssl/);
+    expect(parseConfig(config({ kafka: { ssl: {}, sasl: { mechanism: 'plain', username: 'u', password: 'secret-pw' } } }), {}).kafka.sasl?.mechanism).toBe('plain');
+    expect(parseConfig(config({ kafka: { sasl: { mechanism: 'scram-sha-512', username: 'u', password: 'secret-pw' } } }), {}).kafka.sasl?.mechanism).toBe('scram-sha-512');
+  });
 });
 
 describe('kafka.schemaRegistry', () => {
@@ -69,6 +75,12 @@ describe('kafka.schemaRegistry', () => {
     const c = parseConfig(config({ schemaRegistry: { username: 'key', password_FILE: secretFile('hunter2'), ca_FILE: secretFile(CA) } }), {});
     expect(c.kafka.schemaRegistry).toMatchObject({ url: 'https://registry.example.com', username: 'key', password: 'hunter2', ca: CA.trim() });
     expect(errorOf(config({ schemaRegistry: { username: 'key' } }))).toMatch(/kafka\.schemaRegistry\.password: basic auth needs both/);
+  });
+
+  it('refuses basic auth over http:// except on loopback', () => {
+    const auth = { username: 'key', password: 'hunter2-pw' };
+    expect(errorOf(config({ schemaRegistry: { url: 'http://registry.example.com', ...auth } }))).toMatch(/kafka\.schemaRegistry\.url: basic auth over http:\/\/ .*https:\/\//);
+    expect(parseConfig(config({ schemaRegistry: { url: 'http://127.0.0.1:8081', ...auth } }), {}).kafka.schemaRegistry.username).toBe('key');
   });
 });
 

@@ -36,6 +36,12 @@ describe('secrets', () => {
     );
     // Ordinary text is left alone.
     expect(scrubSecrets('email is invalid: {"last_name":"Bearer","email":"a@b.c"}')).toBe('email is invalid: {"last_name":"Bearer","email":"a@b.c"}');
+    expect(scrubSecrets('Basic authentication failed; OAuth client_credentials accepted')).toBe('Basic authentication failed; OAuth client_credentials accepted');
+    // ... but any scheme after the header's name is a credential.
+    expect(scrubSecrets('authorization: Basic dXNlcjpwYXNz')).toBe('authorization: Basic ***');
+    // A secret with a quote or backslash, as a JSON log line escapes it.
+    registerSecrets(['pa"ss\\word-123']);
+    expect(scrubSecrets(JSON.stringify({ msg: 'login pa"ss\\word-123 refused' }))).toBe('{"msg":"login *** refused"}');
   });
 
   it('scrubs the latest tokens fetched at run time, and keeps only the last few', () => {
@@ -66,10 +72,12 @@ describe('secrets', () => {
         postgres: { url: 'postgresql://u:pg-pass-4242@127.0.0.1:5432/db', tables: ['t'] },
         kafka: { brokers: '127.0.0.1:9092', topicPrefix: 'x', schemaRegistry: { url: 'http://127.0.0.1:8081' } },
         crm: { kind: 'zendesk-sell', baseUrl: 'http://127.0.0.1:8089', auth: { token: 'crm-token-4242' }, limits: { requests: 1, windowSeconds: 1 } },
-        mappings: [{ table: 't', object: 'contacts', externalId: { column: 'id', field: 'e' }, fields: { a: 'a' } }],
+        // A CRM field called `token`: a name the user chose, not a credential.
+        mappings: [{ table: 't', object: 'contacts', externalId: { column: 'id', field: 'e' }, fields: { a: 'a', token: 'customer_code' } }],
       },
       {},
     );
     expect(errorMessage(new Error('CRM said: token crm-token-4242 is unknown; pg-pass-4242'))).toBe('CRM said: token *** is unknown; ***');
+    expect(errorMessage(new Error('column customer_code is missing'))).toBe('column customer_code is missing');
   });
 });

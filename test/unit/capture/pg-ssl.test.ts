@@ -1,10 +1,25 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { connectError, pgClientConfig, pgSslOptions } from '../../../src/capture/pg-connect.ts';
 
 /** postgres.ssl (libpq's sslmode) as node-postgres' ssl, on query and replication connections. */
 describe('pgSslOptions', () => {
+  it('leaves PGSSLMODE working when postgres.ssl is not set', () => {
+    const saved = process.env.PGSSLMODE;
+    process.env.PGSSLMODE = 'verify-full';
+    try {
+      // A Client resolves its settings (environment included) when it is made, before any connection.
+      const client = new pg.Client(pgClientConfig({ url: 'postgresql://u@db.example:5432/d' })) as unknown as { ssl: unknown };
+      expect(client.ssl).toBeTruthy();
+    } finally {
+      if (saved === undefined) delete process.env.PGSSLMODE;
+      else process.env.PGSSLMODE = saved;
+    }
+  });
+
   it('maps each sslmode', () => {
-    expect(pgSslOptions(undefined)).toBe(false);
+    // No postgres.ssl: node-postgres decides, honouring PGSSLMODE (before postgres.ssl existed, that was the way to ask for TLS).
+    expect(pgSslOptions(undefined)).toBeUndefined();
     expect(pgSslOptions({ mode: 'disable' })).toBe(false);
     expect(pgSslOptions({ mode: 'require' })).toEqual({ rejectUnauthorized: false });
     const verifyCa = pgSslOptions({ mode: 'verify-ca', rootCert: 'CA' }) as { ca: string; rejectUnauthorized: boolean; checkServerIdentity: () => unknown };

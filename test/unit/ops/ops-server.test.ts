@@ -42,6 +42,19 @@ describe('ops server', () => {
     expect(server!.address()!.address).toBe('0.0.0.0');
   });
 
+  it('an address that is not this machine, or a port in use, is an error naming ops.host and ops.port', async () => {
+    const first = new OpsServer(0, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), {});
+    await first.start();
+    try {
+      const taken = new OpsServer(first.address()!.port, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), {});
+      await expect(taken.start()).rejects.toMatchObject({ code: 'OPS_LISTEN', message: expect.stringMatching(/cannot listen on 127\.0\.0\.1:\d+ .*EADDRINUSE.*set ops\.host .*ops\.port/) });
+      const elsewhere = new OpsServer(0, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), { host: '192.0.2.1' });
+      await expect(elsewhere.start()).rejects.toMatchObject({ code: 'OPS_LISTEN', message: expect.stringMatching(/EADDRNOTAVAIL/) });
+    } finally {
+      await first.stop();
+    }
+  });
+
   it('with a token: /metrics and /api/* answer 401 without it and 200 with it; probes and the page shell stay open', async () => {
     const base = await start({ token: TOKEN });
     for (const path of ['/metrics', '/api/timeseries', '/api/anything']) {
