@@ -4,7 +4,7 @@ import { envSetting } from '../src/config.ts';
 import { dropKafkajsTimerWarning } from '../src/kafka/timer-warning.ts';
 import { stackCerts } from './stack/certs.ts';
 import { addScramUsers, KAFKA_SASL_USER, kafkaHasSaslSsl, kafkaListensSaslSsl, kafkaReady, kafkaSaslSslReady, startKafka } from './stack/kafka.ts';
-import { ensurePostgresSsl, postgresHasSsl, postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
+import { ensurePostgresSsl, postgresHasSsl, TLS_ONLY_ROLE, postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
 import { isAlive, portOpen, stopProcess } from './stack/processes.ts';
 import { registryReady, registryUrl, startRegistry } from './stack/registry.ts';
 
@@ -30,6 +30,8 @@ export interface StackEnv {
   KAFKA_SASL_PASSWORD?: string;
   /** PEM file of the CA that signed the certificates of Kafka's SASL_SSL listener and PostgreSQL (ssl=on). */
   STACK_CA_FILE?: string;
+  /** PostgreSQL as a role the server lets in over TLS only (pg_hba hostnossl ... reject). */
+  PG_TLS_ONLY_URL?: string;
 }
 
 interface StackState {
@@ -105,6 +107,7 @@ async function secureEnv(opts: StackOptions): Promise<Partial<StackEnv>> {
     KAFKA_SASL_USERNAME: KAFKA_SASL_USER.username,
     KAFKA_SASL_PASSWORD: KAFKA_SASL_USER.password,
     STACK_CA_FILE: caFile,
+    PG_TLS_ONLY_URL: `postgresql://${TLS_ONLY_ROLE.username}:${TLS_ONLY_ROLE.password}@127.0.0.1:${portsOf(opts).postgres}/pg2crm`,
   };
 }
 

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { run, waitUntil } from './processes.ts';
@@ -68,6 +68,38 @@ export async function startPostgres(dir: string, port: number, opts: { walLevel?
  * PostgreSQL refuses a key file others may read, hence the copy owned by the server's user.
  */
 export async function ensurePostgresSsl(dir: string, port: number, server: { cert: string; key: string }): Promise<void> {
+  await switchSslOn(dir, port, server);
+  await ensureTlsOnlyRole(dir, port);
+}
+
+/**
+ * A role PostgreSQL lets in over TLS only (pg_hba `hostnossl ... reject` ahead of the trust
+ * lines), so a test connecting as it proves the server requires TLS of it, on query and
+ * replication connections alike.
+ */
+export const TLS_ONLY_ROLE = { username: 'pg2crm_tls', password: 'pg2crm-tls-only' };
+const HBA_MARK = '# pg2crm: TLS only';
+
+async function ensureTlsOnlyRole(dir: string, port: number): Promise<void> {
+  const hba = join(dir, 'data', 'pg_hba.conf');
+  const admin = new pg.Client({ connectionString: postgresUrl(port) });
+  await admin.connect();
+  try {
+    const exists = (await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [TLS_ONLY_ROLE.username])).rowCount === 1;
+    if (!exists) await admin.query(`CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN SUPERUSER REPLICATION PASSWORD '${TLS_ONLY_ROLE.password}'`);
+    const conf = readFileSync(hba, 'utf8');
+    if (!conf.includes(HBA_MARK)) {
+      // First matching line wins: these must come before initdb's `host all all ... trust`.
+      const lines = [HBA_MARK, `hostnossl all ${TLS_ONLY_ROLE.username} 127.0.0.1/32 reject`, `hostnossl replication ${TLS_ONLY_ROLE.username} 127.0.0.1/32 reject`, ''];
+      writeFileSync(hba, `${lines.join('\n')}${conf}`);
+      await admin.query('SELECT pg_reload_conf()');
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+async function switchSslOn(dir: string, port: number, server: { cert: string; key: string }): Promise<void> {
   const admin = new pg.Client({ connectionString: postgresUrl(port) });
   await admin.connect();
   try {
@@ -105,12 +137,13 @@ export async function ensurePostgresSsl(dir: string, port: number, server: { cer
   );
 }
 
-/** True when the stack's PostgreSQL serves TLS (ssl=on). */
+/** True when the stack's PostgreSQL serves TLS (ssl=on) and has its TLS-only role. */
 export async function postgresHasSsl(port: number): Promise<boolean> {
   const c = new pg.Client({ connectionString: postgresUrl(port) });
   try {
     await c.connect();
-    return (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
+    const ssl = (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
+    return ssl && (await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [TLS_ONLY_ROLE.username])).rowCount === 1;
   } catch {
     return false;
   } finally {

@@ -32,7 +32,7 @@ import { type RegistryAuthProxy, startRegistryAuthProxy } from '../helpers/regis
  */
 const env = inject('stack');
 
-const secureStack = Boolean(env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD);
+const secureStack = Boolean(env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD && env.PG_TLS_ONLY_URL);
 
 type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
 
@@ -85,6 +85,8 @@ describe('transport security (TLS, SASL, registry auth)', () => {
     const conn = writeConnectorConfig(env, schema, sim.url);
     connectors.push(conn);
     const cfg = JSON.parse(readFileSync(conn.configFile, 'utf8')) as Record<string, any>;
+    // A role the stack's PostgreSQL admits over TLS only: the run below proves TLS was used.
+    cfg.postgres.url = env.PG_TLS_ONLY_URL;
     cfg.postgres.ssl = { mode: 'verify-full', rootCert_FILE: caFile };
     cfg.kafka.brokers = env.KAFKA_SASL_SSL_BROKERS;
     cfg.kafka.ssl = { ca_FILE: caFile };
@@ -121,6 +123,8 @@ describe('transport security (TLS, SASL, registry auth)', () => {
       (await c.query<{ ssl: boolean }>('SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid WHERE r.slot_name = $1', [conn.slot])).rows[0]?.ssl,
     );
     expect(replicationSsl).toBe(true);
+    // ... and the server requires it of this role: without TLS it is refused.
+    await expect(withPg(env.PG_TLS_ONLY_URL!, (c) => c.query('SELECT 1'))).rejects.toThrow(/no encryption|pg_hba\.conf rejects/);
 
     // Streaming: an insert and an update arrive through the same secured path.
     await withPg(env.PG_URL, async (c) => {
