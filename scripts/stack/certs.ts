@@ -25,6 +25,8 @@ export interface StackCerts {
 }
 
 export const KEYSTORE_PASSWORD = 'pg2crm-stack';
+/** The names of the server certificate: the stack's services listen on loopback. */
+export const SERVER_CERT_HOSTS = ['localhost', '127.0.0.1'];
 
 /** A self-signed CA named `name` in `dir` (`<file>.pem`, `<file>.key`). */
 export async function makeCa(dir: string, name: string, file = 'ca'): Promise<CertPair> {
@@ -56,8 +58,11 @@ export async function makeCert(ca: CertPair, dir: string, file: string, hosts: s
   return pair;
 }
 
-/** The certificates of the stack in `stackDir` (`<stackDir>/certs`), made on first use. */
-export async function stackCerts(stackDir: string): Promise<StackCerts> {
+/**
+ * The certificates of the stack in `stackDir` (`<stackDir>/certs`), made on first use, the
+ * server's naming `hosts` (the container path of the tests adds a non-loopback engine host).
+ */
+export async function stackCerts(stackDir: string, hosts: string[] = SERVER_CERT_HOSTS): Promise<StackCerts> {
   const dir = join(stackDir, 'certs');
   const certs: StackCerts = {
     dir,
@@ -71,7 +76,7 @@ export async function stackCerts(stackDir: string): Promise<StackCerts> {
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   const ca = await makeCa(tmp, 'pg2crm stack CA');
-  await makeCert(ca, tmp, 'server', ['localhost', '127.0.0.1']);
+  await makeCert(ca, tmp, 'server', hosts);
   await run('openssl', [
     'pkcs12', '-export', '-in', join(tmp, 'server.pem'), '-inkey', join(tmp, 'server.key'), '-certfile', ca.cert,
     '-name', 'server', '-out', join(tmp, 'server.p12'), '-passout', `pass:${KEYSTORE_PASSWORD}`,

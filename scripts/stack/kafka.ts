@@ -20,8 +20,8 @@ export interface KafkaSaslSsl {
 /** The stack's SASL user (test-only credentials). */
 export const KAFKA_SASL_USER = { username: 'pg2crm', password: 'pg2crm-sasl-secret' } as const;
 
-/** The SCRAM credentials of KAFKA_SASL_USER, as kafka-storage/kafka-configs take them. */
-function scramCredentials(s: KafkaSaslSsl, withName: boolean): string[] {
+/** The SCRAM credentials of KAFKA_SASL_USER, as kafka-storage/kafka-configs take them (also used by test/helpers/containers.ts). */
+export function scramCredentials(s: { username: string; password: string }, withName: boolean): string[] {
   const name = withName ? `name=${s.username},` : '';
   return ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map((m) => `${m}=[${name}password=${s.password}]`);
 }
@@ -38,6 +38,24 @@ export function kafkaHasSaslSsl(dir: string): boolean {
 }
 
 /**
+ * The broker properties of the SASL_SSL listener (`key=value` lines), shared with the container
+ * path of the integration tests (test/helpers/containers.ts) so that both brokers are alike.
+ */
+export function saslSslProperties(s: Omit<KafkaSaslSsl, 'port'>): string[] {
+  return [
+    // PLAIN's users live in the JAAS line; SCRAM's in the cluster metadata (added at format or by addScramUsers).
+    'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+    `listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${s.username}="${s.password}";`,
+    'listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+    'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+    'listener.name.sasl_ssl.ssl.keystore.type=PKCS12',
+    `listener.name.sasl_ssl.ssl.keystore.location=${s.keystore}`,
+    `listener.name.sasl_ssl.ssl.keystore.password=${s.keystorePassword}`,
+    `listener.name.sasl_ssl.ssl.key.password=${s.keystorePassword}`,
+  ];
+}
+
+/**
  * Apache Kafka in KRaft mode, one combined broker + controller. Replication factors of the
  * internal topics are 1 (a single node cannot hold more replicas).
  */
@@ -46,19 +64,7 @@ export async function startKafka(dir: string, port: number, controllerPort: numb
   const classpath = `${jars}/*`;
   mkdirSync(dir, { recursive: true });
   const props = join(dir, 'server.properties');
-  const secure = saslSsl
-    ? [
-        // PLAIN's users live in the JAAS line; SCRAM's in the cluster metadata (added at format or by addScramUsers).
-        'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
-        `listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${saslSsl.username}="${saslSsl.password}";`,
-        'listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
-        'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
-        'listener.name.sasl_ssl.ssl.keystore.type=PKCS12',
-        `listener.name.sasl_ssl.ssl.keystore.location=${saslSsl.keystore}`,
-        `listener.name.sasl_ssl.ssl.keystore.password=${saslSsl.keystorePassword}`,
-        `listener.name.sasl_ssl.ssl.key.password=${saslSsl.keystorePassword}`,
-      ]
-    : [];
+  const secure = saslSsl ? saslSslProperties(saslSsl) : [];
   const listeners = [`PLAINTEXT://127.0.0.1:${port}`, `CONTROLLER://127.0.0.1:${controllerPort}`, ...(saslSsl ? [`SASL_SSL://127.0.0.1:${saslSsl.port}`] : [])];
   const advertised = [`PLAINTEXT://127.0.0.1:${port}`, ...(saslSsl ? [`SASL_SSL://127.0.0.1:${saslSsl.port}`] : [])];
   writeFileSync(

@@ -79,6 +79,13 @@ export async function ensurePostgresSsl(dir: string, port: number, server: { cer
  */
 export const TLS_ONLY_ROLE = { username: 'pg2crm_tls', password: 'pg2crm-tls-only' };
 const HBA_MARK = '# pg2crm: TLS only';
+/** The statement that creates TLS_ONLY_ROLE (also run by the container path's init script, test/helpers/containers.ts). */
+export const CREATE_TLS_ONLY_ROLE = `CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN SUPERUSER REPLICATION PASSWORD '${TLS_ONLY_ROLE.password}'`;
+
+/** The pg_hba lines, marked, that refuse TLS_ONLY_ROLE without TLS from `address` (a pg_hba address field). */
+export function tlsOnlyHbaLines(address: string): string[] {
+  return [HBA_MARK, `hostnossl all ${TLS_ONLY_ROLE.username} ${address} reject`, `hostnossl replication ${TLS_ONLY_ROLE.username} ${address} reject`];
+}
 
 async function ensureTlsOnlyRole(dir: string, port: number): Promise<void> {
   const hba = join(dir, 'data', 'pg_hba.conf');
@@ -86,11 +93,11 @@ async function ensureTlsOnlyRole(dir: string, port: number): Promise<void> {
   await admin.connect();
   try {
     const exists = (await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [TLS_ONLY_ROLE.username])).rowCount === 1;
-    if (!exists) await admin.query(`CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN SUPERUSER REPLICATION PASSWORD '${TLS_ONLY_ROLE.password}'`);
+    if (!exists) await admin.query(CREATE_TLS_ONLY_ROLE);
     const conf = readFileSync(hba, 'utf8');
     if (!conf.includes(HBA_MARK)) {
       // First matching line wins: these must come before initdb's `host all all ... trust`.
-      const lines = [HBA_MARK, `hostnossl all ${TLS_ONLY_ROLE.username} 127.0.0.1/32 reject`, `hostnossl replication ${TLS_ONLY_ROLE.username} 127.0.0.1/32 reject`, ''];
+      const lines = [...tlsOnlyHbaLines('127.0.0.1/32'), ''];
       writeFileSync(hba, `${lines.join('\n')}${conf}`);
       await admin.query('SELECT pg_reload_conf()');
     }

@@ -1,7 +1,7 @@
 import type { TestProject } from 'vitest/node';
 import { envSetting } from '../../src/config.ts';
 import { type StackEnv, stackDown, stackRunning, stackUp } from '../../scripts/stack.ts';
-import { kafkaReady } from '../../scripts/stack/kafka.ts';
+import { kafkaReady, kafkaSaslSslReady } from '../../scripts/stack/kafka.ts';
 import { registryReady } from '../../scripts/stack/registry.ts';
 import { chooseServices, dockerEngineReachable, startContainerServices } from '../helpers/containers.ts';
 
@@ -30,10 +30,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.log(`integration tests start PostgreSQL, Kafka and the registry in containers (${choice.reason})`);
     const services = await startContainerServices();
     teardown = services.stop;
+    const e = services.env;
     try {
       // The same round trips as the local stack's readiness: a topic produced to and consumed
-      // from, an Avro schema registered and used.
-      await Promise.all([kafkaReady(services.env.KAFKA_BROKERS), registryReady(services.env.SCHEMA_REGISTRY_URL)]);
+      // from, an Avro schema registered and used, and an admin call over SASL_SSL (SCRAM-SHA-512,
+      // the run's CA), which also shows the SCRAM users were added.
+      await Promise.all([
+        kafkaReady(e.KAFKA_BROKERS),
+        registryReady(e.SCHEMA_REGISTRY_URL),
+        kafkaSaslSslReady(e.KAFKA_SASL_SSL_BROKERS, e.STACK_CA_FILE, { username: e.KAFKA_SASL_USERNAME, password: e.KAFKA_SASL_PASSWORD }),
+      ]);
     } catch (err) {
       await services.stop();
       throw err;
@@ -46,6 +52,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.log(`integration tests use the local stack${startedHere ? ' (started for this run)' : ''} (${choice.reason})`);
   }
   console.log(`  PostgreSQL ${env.PG_URL.replace(/:[^:@/]*@/, ':***@')}\n  Kafka ${env.KAFKA_BROKERS}\n  schema registry ${env.SCHEMA_REGISTRY_URL}`);
+  if (env.KAFKA_SASL_SSL_BROKERS) console.log(`  Kafka SASL_SSL ${env.KAFKA_SASL_SSL_BROKERS}, CA ${env.STACK_CA_FILE}`);
   project.provide('stack', env);
   return teardown;
 }
