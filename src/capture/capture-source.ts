@@ -6,7 +6,7 @@ import type { ChangeEvent } from '../events/change-event.ts';
 import { qualifiedName, topicFor } from '../events/topic-router.ts';
 import { createKafka, ensureTopics } from '../kafka/client.ts';
 import { EventEncoder, type SchemaSource } from '../kafka/event-encoder.ts';
-import { type OutgoingMessage, Publisher } from '../kafka/publisher.ts';
+import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../ops/metrics.ts';
 import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
@@ -347,20 +347,20 @@ export class CaptureSource {
 
   private async sendChunk(chunk: Pending[]): Promise<void> {
     let lastCommit: Lsn | undefined;
-    const messages: Promise<OutgoingMessage[]>[] = [];
-    let events = 0;
+    const toEncode: Extract<Pending, { event: unknown }>[] = [];
     const acked: (() => void)[] = [];
     for (const item of chunk) {
       if ('commitEndLsn' in item) lastCommit = item.commitEndLsn;
       else if ('acked' in item) acked.push(item.acked);
-      else {
-        messages.push(this.encoder.encode(item.event, item.relation));
-        events++;
-      }
+      else toEncode.push(item);
     }
+    const events = toEncode.length;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.publisher.send((await Promise.all(messages)).flat());
+        // Encoded anew on every attempt: an encoding that failed (registry unreachable) is a
+        // rejected promise, and awaiting it again would fail the same way after the registry is back.
+        const messages = await Promise.all(toEncode.map((item) => this.encoder.encode(item.event, item.relation)));
+        await this.publisher.send(messages.flat());
         break;
       } catch (err) {
         if (!(err instanceof ConnectorError && err.retriable) || attempt >= 10) {

@@ -32,6 +32,8 @@ export class EventEncoder {
     let registered = this.schemas.get(shape);
     if (!registered) {
       registered = this.codec.register(`${topic}-value`, envelopeSchema(this.config.topicPrefix, shape.schema, shape.table, shape.columns));
+      // A failed registration (registry away) is not remembered: the next encode asks again.
+      registered.catch(() => this.schemas.delete(shape));
       this.schemas.set(shape, registered);
     }
     const key = encodeKey(event.key);

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { type StackEnv, type StackOptions, stackDown, stackPorts, stackServices, stackUp } from '../../scripts/stack.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import { createErpSchema, groupLag, readDeadLetters, recordField, simRecords, waitSlotActive, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { createErpSchema, groupLag, readDeadLetters, recordField, simRecords, waitSlotActive, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
 
 /**
  * "Prove it" under chaos (issue 10): a workload of inserts, skewed updates, deletes, lookup moves
@@ -787,6 +787,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     // ---- settle: the CRM converges or stops moving
     await waitSlotActive(env.PG_URL, conn.slot);
     const truth = await readTruth(env.PG_URL, schema);
+    // Every change is in PostgreSQL's WAL below this point; the source has published them all
+    // once the slot has confirmed it. Consumer lag 0 alone says nothing while the source is
+    // still behind (e.g. retrying a registry that is not back yet).
+    const walEnd = await withPg(env.PG_URL, async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+    const slotBehind = (): Promise<number> =>
+      withPg(env.PG_URL, async (c) =>
+        Number((await c.query<{ behind: string }>('SELECT pg_wal_lsn_diff($1, confirmed_flush_lsn)::text AS behind FROM pg_replication_slots WHERE slot_name = $2', [walEnd, conn.slot])).rows[0]?.behind ?? '-1'),
+      ).catch(() => -1);
     const settleUntil = Date.now() + o.settleSeconds * 1000;
     let last = '';
     let stableSince = Date.now();
@@ -794,16 +802,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     for (;;) {
       const now = JSON.stringify(compared.figures);
       const lag = await groupLag(env.KAFKA_BROKERS, conn.groupId, topics).catch(() => -1);
+      const behind = await slotBehind();
       if (now !== last) {
         last = now;
         stableSince = Date.now();
-        log(`settling: ${now} lag=${lag}`);
+        log(`settling: ${now} lag=${lag} slot behind=${behind} bytes`);
       }
       const clean = Object.values(compared.figures).every((v) => v === 0);
       if (clean && lag === 0) break;
-      if (lag === 0 && Date.now() - stableSince > 20_000) break;
+      if (lag === 0 && behind <= 0 && Date.now() - stableSince > 20_000) break;
       if (Date.now() > settleUntil) {
-        log(`not settled within ${o.settleSeconds} s (lag ${lag})`);
+        log(`not settled within ${o.settleSeconds} s (lag ${lag}, slot ${behind} bytes behind the last change)`);
         break;
       }
       await sleep(2000);
@@ -816,6 +825,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const problems: string[] = [];
     const figures: ChaosFigures = { ...compared.figures, dead_lettered: lettered.size };
     if (figures.lost || figures.stale || figures.extra) problems.push(`CRM differs from the tables: ${compared.examples.join('; ')}`);
+    const behindAtEnd = await slotBehind();
+    if (behindAtEnd > 0) problems.push(`the source had not published every change: its slot confirmed ${behindAtEnd} bytes less than the WAL held when the writer stopped (see source.log)`);
     const unexpected = [...lettered].filter((k) => !expected.has(k));
     const missing = [...expected].filter((k) => !lettered.has(k));
     if (unexpected.length) {
