@@ -128,20 +128,7 @@ async function switchSslOn(dir: string, port: number, server: { cert: string; ke
   } finally {
     await admin.end();
   }
-  await waitUntil(
-    'PostgreSQL ssl=on',
-    async () => {
-      const c = new pg.Client({ connectionString: postgresUrl(port) });
-      await c.connect();
-      try {
-        return (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on';
-      } finally {
-        await c.end();
-      }
-    },
-    20_000,
-    'postgres.log in the stack directory',
-  );
+  await waitUntil('PostgreSQL ssl=on', () => withStackPg(port, async (c) => (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on'), 20_000, 'postgres.log in the stack directory');
 }
 
 /** True when the stack's PostgreSQL serves TLS (ssl=on) and has its TLS-only role. */
@@ -158,20 +145,26 @@ export async function postgresHasSsl(port: number): Promise<boolean> {
   }
 }
 
+/** One query session on the stack's PostgreSQL as its superuser. */
+async function withStackPg<T>(port: number, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: postgresUrl(port) });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
 export async function postgresReady(port: number): Promise<void> {
   await waitUntil(
     'PostgreSQL',
-    async () => {
-      const c = new pg.Client({ connectionString: postgresUrl(port) });
-      await c.connect();
-      try {
+    () =>
+      withStackPg(port, async (c) => {
         const r = await c.query<{ wal_level: string }>('SHOW wal_level');
         if (r.rows[0]?.wal_level !== 'logical') throw new Error(`wal_level is ${r.rows[0]?.wal_level}`);
         return true;
-      } finally {
-        await c.end();
-      }
-    },
+      }),
     60_000,
     'postgres.log in the stack directory',
   );

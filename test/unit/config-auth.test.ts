@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { errorOf } from '../helpers/config-errors.ts';
 import { parseConfig, zohoAccountsUrl } from '../../src/config.ts';
 import { tokenUrlOf } from '../../src/crm/auth/oauth-flows.ts';
 
@@ -16,15 +17,6 @@ const limits = { requests: 100, windowSeconds: 10 };
 
 function crm(kind: string, auth: Record<string, unknown>, baseUrl = 'https://org.crm.dynamics.com') {
   return { ...base, crm: { kind, baseUrl, auth, limits } };
-}
-
-function errorOf(raw: unknown): string {
-  try {
-    parseConfig(raw, {});
-  } catch (err) {
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
 }
 
 describe('crm.auth', () => {

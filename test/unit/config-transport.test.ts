@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { errorOf } from '../helpers/config-errors.ts';
 import { parseConfig } from '../../src/config.ts';
 
 /** Issue 12 §1: kafka.ssl / kafka.sasl, schemaRegistry auth and CA, postgres.ssl, crm.tls. */
@@ -16,15 +17,6 @@ function config(patch: { postgres?: object; kafka?: object; schemaRegistry?: obj
     crm: { kind: 'zendesk-sell', baseUrl: 'https://api.getbase.com', auth: { token: 't' }, limits: { requests: 100, windowSeconds: 10 }, ...patch.crm },
     mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { last_name: 'last_name' } }],
   };
-}
-
-function errorOf(raw: unknown): string {
-  try {
-    parseConfig(raw, {});
-  } catch (err) {
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
 }
 
 function secretFile(text: string): string {
