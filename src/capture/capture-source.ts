@@ -1,14 +1,14 @@
 import pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { KafkaConfig, PostgresConfig } from '../config.ts';
-import { ConnectorError, errorMessage } from '../errors.ts';
+import { ConnectorError } from '../errors.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { qualifiedName, topicFor } from '../events/topic-router.ts';
 import { createKafka, ensureTopics } from '../kafka/client.ts';
 import { EventEncoder, type SchemaSource } from '../kafka/event-encoder.ts';
 import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
-import { metrics } from '../ops/metrics.ts';
+import { metrics } from '../metrics.ts';
 import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
 import { formatLsn, type Lsn, parseLsn } from './lsn.ts';
 import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
@@ -367,7 +367,7 @@ export class CaptureSource {
           this.fail(err as Error);
           return new Promise(() => undefined); // never confirm past a failed send
         }
-        this.log.warn({ err: errorMessage(err), attempt }, 'Kafka send failed; retrying');
+        this.log.warn({ err, attempt }, 'Kafka send failed; retrying');
         await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
       }
     }
@@ -396,7 +396,7 @@ export class CaptureSource {
     const seconds = this.pgConfig.heartbeatSeconds;
     if (seconds <= 0) return;
     this.heartbeatTimer = setInterval(() => {
-      void this.heartbeat().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'heartbeat failed'));
+      void this.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'heartbeat failed'));
     }, seconds * 1000);
     this.heartbeatTimer.unref();
   }
@@ -419,7 +419,7 @@ export class CaptureSource {
   }
 
   private fail(err: Error): void {
-    this.log.error({ err: errorMessage(err) }, 'source failed');
+    this.log.error({ err }, 'source failed');
     this.fatal?.(err);
   }
 

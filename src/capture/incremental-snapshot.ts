@@ -4,7 +4,7 @@ import { openPg, type PgTarget } from './pg-connect.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { type ChangeEvent, encodeKey } from '../events/change-event.ts';
 import { componentLogger } from '../logger.ts';
-import { metrics } from '../ops/metrics.ts';
+import { metrics } from '../metrics.ts';
 import { buildSnapshotRow, type TxContext } from './change-builder.ts';
 import type { SnapshotTask, SourceState } from './slot-admin.ts';
 import { estimateRows, keyTexts, selectChunk, type TextRow } from './snapshot-reader.ts';
@@ -244,7 +244,7 @@ export class IncrementalSnapshot {
       // A table dropped or left without a primary key cannot be snapshotted; anything else (lost connection) stops the source.
       if (err instanceof ConnectorError && err.code !== 'TABLE_NOT_CAPTURABLE') throw err;
       if (!(err instanceof ConnectorError) && this.configured.has(task.table)) throw err;
-      this.log.warn({ table: task.table, id: task.id, err: errorMessage(err) }, 'incremental snapshot task dropped');
+      this.log.warn({ table: task.table, id: task.id, err }, 'incremental snapshot task dropped');
       await this.store.update((s) => {
         s.tasks?.shift();
         finish(s, { id: task.id, table: task.table, rows: task.rows, error: errorMessage(err) });

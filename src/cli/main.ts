@@ -11,7 +11,7 @@ import { dropSlotCommand } from './slot-command.ts';
 import { requestSnapshot } from './snapshot-command.ts';
 import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
-import { describeSkipped, replayDeadLetters } from '../sink/dlq-replay.ts';
+import { describeSkipped, replayDeadLetters } from './dlq-replay.ts';
 
 /**
  * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.

@@ -2,12 +2,11 @@ import type { Config } from '../config.ts';
 import { CaptureSource } from '../capture/capture-source.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import { CrmCaches } from '../crm/crm-caches.ts';
-import { errorMessage } from '../errors.ts';
 import { reportFatal } from './fatal.ts';
 import { probeKafka } from './kafka-probe.ts';
 import { componentLogger } from '../logger.ts';
 import { LagMonitor } from '../ops/lag-monitor.ts';
-import { registry } from '../ops/metrics.ts';
+import { registry } from '../metrics.ts';
 import { OpsServer } from '../ops/ops-server.ts';
 import { TimeseriesSampler } from '../ops/timeseries.ts';
 import { SinkRunner } from '../sink/sink-runner.ts';
@@ -35,7 +34,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
     return stopping;
   };
   const onFatal = (err: Error): void => {
-    log.error({ err: errorMessage(err) }, 'fatal error; stopping');
+    log.error({ err }, 'fatal error; stopping');
     // One stderr line: the first fatal error (what follows is often its consequence).
     if (!stopping) reportFatal(err);
     void stopAll(1);
@@ -47,7 +46,7 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   try {
     await probeKafka(config);
   } catch (err) {
-    log.error({ err: errorMessage(err) }, 'fatal error; stopping');
+    log.error({ err }, 'fatal error; stopping');
     throw err; // main.ts writes the stderr line and exits 1
   }
 

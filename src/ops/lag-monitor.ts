@@ -1,8 +1,7 @@
 import type { Config } from '../config.ts';
-import { errorMessage } from '../errors.ts';
 import { createKafka } from '../kafka/client.ts';
 import { componentLogger } from '../logger.ts';
-import { metrics } from './metrics.ts';
+import { metrics } from '../metrics.ts';
 import { StallTracker } from './stall-tracker.ts';
 import { type ConnectorStatus, type PartitionStatus, readConsumerLag, slotStatus } from './status.ts';
 
@@ -66,7 +65,7 @@ export class LagMonitor {
         }
       }
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'lag sample failed');
+      this.log.warn({ err }, 'lag sample failed');
     }
   }
 

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ConnectorError } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
-import { registry } from './metrics.ts';
+import { registry } from '../metrics.ts';
 import { statusPageHtml } from './status-page.ts';
 import type { TimeseriesSampler } from './timeseries.ts';
 

@@ -4,7 +4,7 @@ import type { Config } from '../config.ts';
 import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
 import { readTopic } from '../kafka/read-topic.ts';
-import { type InstanceReport, REPORT_INTERVAL_MS } from '../sink/instance-status.ts';
+import { type InstanceReport, REPORT_INTERVAL_MS } from '../kafka/instance-report.ts';
 
 /**
  * What `pg2crm status` reports, read from outside the connector (any machine with access):

@@ -1,5 +1,4 @@
 import type { Registry } from 'prom-client';
-import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
 import type { ConnectorStatus, PartitionStatus } from './status.ts';
 
@@ -261,7 +260,7 @@ export class TimeseriesSampler {
       const truncated = this.points.size === this.points.capacity;
       this.points.push(toPoint(reading, this.clock(), this.points.last(), history, this.opts.quota, truncated));
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'metrics sample failed');
+      this.log.warn({ err }, 'metrics sample failed');
     }
   }
 
@@ -270,7 +269,7 @@ export class TimeseriesSampler {
     try {
       details = this.opts.details?.() ?? {};
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'status details failed');
+      this.log.warn({ err }, 'status details failed');
     }
     return {
       name: this.opts.name,

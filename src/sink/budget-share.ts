@@ -1,7 +1,6 @@
 import { AssignerProtocol, type Kafka } from 'kafkajs';
-import { errorMessage } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
-import { metrics } from '../ops/metrics.ts';
+import { metrics } from '../metrics.ts';
 /** What the share is applied to: a RateBudget, or every quota group of a sink (QuotaLanes). */
 export interface Shareable {
   readonly quota: number;
@@ -115,7 +114,7 @@ export class BudgetShare {
   sample(): Promise<void> {
     if (this.sampling || !this.memberId || !this.connected || this.stopped) return this.sampling ?? Promise.resolve();
     this.sampling = this.read()
-      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'cannot read the group; keeping the last share'))
+      .catch((err: unknown) => this.log.warn({ err }, 'cannot read the group; keeping the last share'))
       .finally(() => {
         this.sampling = undefined;
       });

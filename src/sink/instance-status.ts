@@ -1,41 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Kafka, Producer } from 'kafkajs';
-import { errorMessage } from '../errors.ts';
+import { type InstanceReport, REPORT_INTERVAL_MS } from '../kafka/instance-report.ts';
 import { componentLogger } from '../logger.ts';
 
-/**
- * What one sink instance reports about itself, for `pg2crm status` run from anywhere: which
- * partitions it has paused and how it uses its budget. Kafka does not know that a consumer
- * paused a partition, so each instance publishes this every few seconds to a compacted topic
- * (key = instance id; a tombstone when it stops). A report older than three intervals belongs
- * to an instance that died without saying so.
- */
-export interface InstanceReport {
-  instance: string;
-  host: string;
-  pid: number;
-  memberId: string | null;
-  at: string;
-  paused: string[];
-  /**
-   * `topic/partition` -> seconds its committed offset has not moved while messages wait behind
-   * it. Absent in reports of versions before it existed.
-   */
-  stalled?: Record<string, number>;
-  budget: {
-    quota: number;
-    windowSeconds: number;
-    share: number;
-    limit: number;
-    used: number;
-    dailyQuota: number | null;
-  };
-  circuit: 'closed' | 'open' | 'half-open';
-  inFlight: number;
-}
-
-export const REPORT_INTERVAL_MS = 5_000;
 
 export class InstanceStatus {
   private readonly log = componentLogger('sink.status');
@@ -64,7 +32,7 @@ export class InstanceStatus {
     const value: InstanceReport = { instance: this.instance, host: hostname(), pid: process.pid, at: new Date().toISOString(), ...this.report() };
     await this.producer
       .send({ topic: this.topic, messages: [{ key: this.instance, value: JSON.stringify(value) }] })
-      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'cannot publish the instance status'));
+      .catch((err: unknown) => this.log.warn({ err }, 'cannot publish the instance status'));
   }
 
   async stop(): Promise<void> {

@@ -8,7 +8,7 @@ import { topicFor } from '../events/topic-router.ts';
 import { createKafka, ensureTopics, topicMaxMessageBytes } from '../kafka/client.ts';
 import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
-import { metrics } from '../ops/metrics.ts';
+import { metrics } from '../metrics.ts';
 import { compact, type CompactedWrite, type KeyedChange } from './compactor.ts';
 import { type DeadLetter, deadLetterOf, sendDeadLetters } from './dead-letter.ts';
 import { BatchSizer } from './batch-sizer.ts';
@@ -271,7 +271,7 @@ export class SinkRunner {
       } catch (err) {
         if (err instanceof ConnectorError && err.retriable) {
           // Registry unreachable: not the message's fault. Stop here and try again later.
-          this.log.warn({ topic: batch.topic, partition: batch.partition, err: errorMessage(err) }, 'cannot decode yet; pausing');
+          this.log.warn({ topic: batch.topic, partition: batch.partition, err }, 'cannot decode yet; pausing');
           this.pauseFor(payload, this.backoff(this.bump(batch.topic, batch.partition, offset)));
           break;
         }
@@ -530,7 +530,7 @@ export class SinkRunner {
       this.sizer.observe(object, call.length, Date.now() - t0, tooLarge);
       if (!throttled && err instanceof ConnectorError && err.retriable && !tooLarge) {
         if (this.breaker.onFailure(/TIMEOUT/.test(code) ? 'timeout' : 'error')) {
-          this.log.warn({ object, err: errorMessage(err), retryTokens: this.breaker.retryTokens }, 'CRM failing; circuit open, all partitions pause');
+          this.log.warn({ object, err, retryTokens: this.breaker.retryTokens }, 'CRM failing; circuit open, all partitions pause');
         }
       }
       if (err instanceof ConnectorError && !err.retriable) {
@@ -637,7 +637,7 @@ export class SinkRunner {
     this.stopped = true;
     for (const t of this.resumeTimers.values()) clearTimeout(t);
     this.resumeTimers.clear();
-    await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
+    await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err }, 'consumer disconnect failed'));
     await this.share.stop();
     await this.status.stop();
     await this.hashes?.stop();

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Kafka, Producer } from 'kafkajs';
 import type { CrmWrite } from '../crm/crm-adapter.ts';
-import { errorMessage } from '../errors.ts';
 import { readTopic } from '../kafka/read-topic.ts';
 import { componentLogger } from '../logger.ts';
 
@@ -142,7 +141,7 @@ export class WrittenHashes {
       .catch((err: unknown) => {
         if (generation !== this.generation) return;
         this.failed = true;
-        this.log.warn({ err: errorMessage(err) }, 'cannot load the written-hash store; no-op skipping is off until the next rebalance');
+        this.log.warn({ err }, 'cannot load the written-hash store; no-op skipping is off until the next rebalance');
       });
   }
 

@@ -1,7 +1,7 @@
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OpsServer } from '../../src/ops/ops-server.ts';
-import { registry } from '../../src/ops/metrics.ts';
+import { registry } from '../../src/metrics.ts';
 import { TimeseriesSampler } from '../../src/ops/timeseries.ts';
 import { bundledChromium, CHROMIUM_ARGS } from '../helpers/browser.ts';
 

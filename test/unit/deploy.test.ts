@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config.ts';
-import { registry } from '../../src/ops/metrics.ts';
+import { registry } from '../../src/metrics.ts';
 
 /**
  * There is no Docker engine here to run docker-compose.yml, so its contract is checked by

@@ -458,7 +458,7 @@ export class DynamicsAdapter implements CrmAdapter {
       parts = parseBatchResponse(res.text, inner);
     } catch (err) {
       const bad = badResponse(what, res.status, res.text, `${multipart} (${errorMessage(err)})`);
-      throw new ConnectorError(bad.code, bad.message, { retriable: true, cause: err });
+      throw new ConnectorError('CRM_BAD_RESPONSE', bad.message, { retriable: true, cause: err });
     }
     // More answers than operations: which part is whose cannot be told, so none is trusted.
     if (parts.length > ops.length) {

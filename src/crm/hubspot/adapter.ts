@@ -702,7 +702,7 @@ export class HubSpotAdapter implements CrmAdapter {
     if (res.status === 403) {
       throw new ConnectorError('CRM_FORBIDDEN', `HubSpot refused ${what} (HTTP 403: ${detail}); grant the private app the crm.objects.*.read/write scopes`, { retriable: false });
     }
-    throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, { retriable: true });
+    throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, { retriable: true, status: res.status });
   }
 
   /** The rate information of a response (headers; the wait after a 429 is added by `request`). */

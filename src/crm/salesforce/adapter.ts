@@ -658,7 +658,7 @@ export class SalesforceAdapter implements CrmAdapter {
       } catch (err) {
         // One poll that got no answer (timeout, reset, 5xx) says nothing about the job: poll on.
         if (err instanceof ConnectorError && err.retriable && !this.closed) {
-          log.warn({ jobId, err: err.message }, 'bulk job poll failed; polling on');
+          log.warn({ jobId, err }, 'bulk job poll failed; polling on');
           continue;
         }
         throw err;
@@ -817,7 +817,7 @@ export class SalesforceAdapter implements CrmAdapter {
     }
     onSignal(signal);
     if (out.status >= 500) {
-      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`, { retriable: true });
+      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`, { retriable: true, status: out.status });
     }
     return out;
   }

@@ -730,7 +730,7 @@ export class ZohoAdapter implements CrmAdapter {
         res = await this.request('GET', path, { onSignal, credits: 1, polling: true });
       } catch (err) {
         if (err instanceof ConnectorError && err.retriable && !this.closed) {
-          log.warn({ jobId, err: err.message }, 'bulk write job poll failed; polling on');
+          log.warn({ jobId, err }, 'bulk write job poll failed; polling on');
           continue;
         }
         throw err;
@@ -849,7 +849,7 @@ export class ZohoAdapter implements CrmAdapter {
     if (out.status === 401) throw this.authError();
     if (throttled && !opts.polling) throw new Throttled(throttled);
     if (out.status >= 500) {
-      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Zoho CRM answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; retrying later`, { retriable: true });
+      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Zoho CRM answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; retrying later`, { retriable: true, status: out.status });
     }
     return out;
   }

@@ -3,7 +3,7 @@ import { parseConfig } from '../../../src/config.ts';
 import { OpsServer } from '../../../src/ops/ops-server.ts';
 import { statusPageHtml } from '../../../src/ops/status-page.ts';
 import { TimeseriesSampler } from '../../../src/ops/timeseries.ts';
-import { registry } from '../../../src/ops/metrics.ts';
+import { registry } from '../../../src/metrics.ts';
 
 /** The ops port's safe defaults: loopback unless opened, and a bearer token for the data it serves. */
 const TOKEN = 'ops-token-0123456789abcdef';

@@ -11,7 +11,7 @@ import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
 import { EventEncoder } from '../kafka/event-encoder.ts';
 import { Publisher } from '../kafka/publisher.ts';
-import type { DeadLetter } from './dead-letter.ts';
+import type { DeadLetter } from '../sink/dead-letter.ts';
 
 /**
  * `pg2crm dlq replay`: re-drives the records of the dead-letter topic.
