@@ -65,8 +65,13 @@ export interface CrmTarget {
   externalIdField: string;
 }
 
-/** Why a record must be tried again. */
-export type RetryKind = 'throttle' | 'server' | 'timeout' | 'bad-response' | 'pending';
+/**
+ * Why a record must be tried again. Absent: the record's own transient trouble (a locked row),
+ * which counts as an attempt. `server`, `unreachable`, `timeout` and `bad-response` mean the CRM
+ * itself is failing and feed the circuit breaker; `pending` is a lookup whose target is not
+ * written yet.
+ */
+export type RetryKind = 'throttle' | 'server' | 'unreachable' | 'timeout' | 'bad-response' | 'pending';
 
 /** What the CRM told us about its budget on the last response. */
 export interface RateSignal {
