@@ -95,7 +95,10 @@ async function simCount(object: string): Promise<number> {
 
 /** Every customer's e-mail in the CRM equals PostgreSQL's (updates arrived, in order). */
 async function emailsMatch(): Promise<boolean> {
-  const crm = (await (await fetch(`${sim.url}/__sim/records/contacts`)).json()) as { email: string | null; custom_fields: { erp_id: string } }[];
+  const crm = (await (await fetch(`${sim.url}/__sim/records/contacts`)).json()) as {
+    email: string | null;
+    custom_fields: { erp_id: string };
+  }[];
   const byId = new Map(crm.map((c) => [String(c.custom_fields.erp_id), c.email ?? null]));
   const rows = (await db.query<{ id: string; email: string | null }>('SELECT id::text, email FROM erp.customers')).rows;
   return rows.every((r) => byId.get(r.id) === r.email);
@@ -107,8 +110,12 @@ const changer = (async () => {
   while (Date.now() - started < CHANGE_SECONDS * 1000) {
     await db.query('BEGIN');
     await db.query(`INSERT INTO erp.customers (first_name, last_name, email) VALUES ('Grace', 'Hopper' || floor(random() * 1e6), NULL)`);
-    await db.query(`UPDATE erp.customers SET email = 'moved' || floor(random() * 1e6) || '@example.com' WHERE id IN (SELECT id FROM erp.customers ORDER BY random() LIMIT 5)`);
-    await db.query(`INSERT INTO erp.orders (customer_id, title, amount) SELECT id, 'Upsell', 99.90 FROM erp.customers ORDER BY random() LIMIT 2`);
+    await db.query(
+      `UPDATE erp.customers SET email = 'moved' || floor(random() * 1e6) || '@example.com' WHERE id IN (SELECT id FROM erp.customers ORDER BY random() LIMIT 5)`,
+    );
+    await db.query(
+      `INSERT INTO erp.orders (customer_id, title, amount) SELECT id, 'Upsell', 99.90 FROM erp.customers ORDER BY random() LIMIT 2`,
+    );
     await db.query(`DELETE FROM erp.orders WHERE id = (SELECT min(id) FROM erp.orders WHERE status = 'open' AND title = 'Upsell')`);
     await db.query('COMMIT');
     changes += 9;
@@ -125,10 +132,14 @@ while (!done) {
     lag().catch(() => NaN),
     fetch(`${sim.url}/__sim/stats`).then((r) => r.json() as Promise<{ requests: number; throttled: number }>),
   ]);
-  const want = await db.query<{ c: number; o: number }>('SELECT (SELECT count(*) FROM erp.customers)::int AS c, (SELECT count(*) FROM erp.orders)::int AS o');
+  const want = await db.query<{ c: number; o: number }>(
+    'SELECT (SELECT count(*) FROM erp.customers)::int AS c, (SELECT count(*) FROM erp.orders)::int AS o',
+  );
   const w = want.rows[0]!;
   const secs = Math.round((Date.now() - started) / 1000);
-  say(`[${String(secs).padStart(3)}s] contacts ${contacts}/${w.c}  deals ${deals}/${w.o}  CRM requests ${stats.requests} (throttled ${stats.throttled})  lag ${currentLag}  changes made ${changes}`);
+  say(
+    `[${String(secs).padStart(3)}s] contacts ${contacts}/${w.c}  deals ${deals}/${w.o}  CRM requests ${stats.requests} (throttled ${stats.throttled})  lag ${currentLag}  changes made ${changes}`,
+  );
   done = Date.now() - started > CHANGE_SECONDS * 1000 && contacts === w.c && deals === w.o && currentLag === 0 && (await emailsMatch());
   if (Date.now() - started > 600_000) {
     say('demo did not converge within 10 minutes; see the connector output above');
@@ -140,7 +151,11 @@ await changer;
 
 say('');
 say('Done: the CRM simulator holds exactly the ERP rows, and consumer lag is 0. Where to look');
-say(keep ? '(everything keeps running until Ctrl-C):' : '(the simulator and connector stop now; `npm run demo -- --keep` keeps them running):');
+say(
+  keep
+    ? '(everything keeps running until Ctrl-C):'
+    : '(the simulator and connector stop now; `npm run demo -- --keep` keeps them running):',
+);
 say(`  records     curl ${sim.url}/__sim/records/contacts   (and /deals)`);
 say(`  CRM stats   curl ${sim.url}/__sim/stats`);
 say(`  Kafka       topics ${topics.join(', ')} on ${env.KAFKA_BROKERS} (Avro, schemas in ${env.SCHEMA_REGISTRY_URL})`);

@@ -3,8 +3,25 @@ import { join } from 'node:path';
 import { envSetting } from '../src/config.ts';
 import { dropKafkajsTimerWarning } from '../src/kafka/timer-warning.ts';
 import { stackCerts } from './stack/certs.ts';
-import { addScramUsers, KAFKA_SASL_USER, kafkaHasSaslSsl, kafkaListensSaslSsl, kafkaReady, kafkaSaslSslReady, startKafka } from './stack/kafka.ts';
-import { ensurePostgresSsl, postgresHasSsl, TLS_ONLY_ROLE, postgresReady, postgresUrl, restartPostgres, startPostgres, stopPostgres } from './stack/postgres.ts';
+import {
+  addScramUsers,
+  KAFKA_SASL_USER,
+  kafkaHasSaslSsl,
+  kafkaListensSaslSsl,
+  kafkaReady,
+  kafkaSaslSslReady,
+  startKafka,
+} from './stack/kafka.ts';
+import {
+  ensurePostgresSsl,
+  postgresHasSsl,
+  TLS_ONLY_ROLE,
+  postgresReady,
+  postgresUrl,
+  restartPostgres,
+  startPostgres,
+  stopPostgres,
+} from './stack/postgres.ts';
 import { isAlive, portOpen, stopProcess } from './stack/processes.ts';
 import { registryReady, registryUrl, startRegistry } from './stack/registry.ts';
 
@@ -113,7 +130,10 @@ async function secureEnv(opts: StackOptions): Promise<Partial<StackEnv>> {
 
 async function saslSslReady(env: StackEnv): Promise<void> {
   if (env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD) {
-    await kafkaSaslSslReady(env.KAFKA_SASL_SSL_BROKERS, env.STACK_CA_FILE, { username: env.KAFKA_SASL_USERNAME, password: env.KAFKA_SASL_PASSWORD });
+    await kafkaSaslSslReady(env.KAFKA_SASL_SSL_BROKERS, env.STACK_CA_FILE, {
+      username: env.KAFKA_SASL_USERNAME,
+      password: env.KAFKA_SASL_PASSWORD,
+    });
   }
 }
 
@@ -161,7 +181,9 @@ async function upgradeStack(opts: StackOptions): Promise<void> {
   if (!kafkaHasSaslSsl(kafkaDir)) {
     if (!kafkaListensSaslSsl(kafkaDir)) {
       if (await portOpen(ports.kafkaSaslSsl)) {
-        throw new Error(`port ${ports.kafkaSaslSsl} (Kafka SASL_SSL) is already in use by another process; stop it, or \`npm run stack -- down\` and up again with another PG2CRM_STACK_PORT_BASE`);
+        throw new Error(
+          `port ${ports.kafkaSaslSsl} (Kafka SASL_SSL) is already in use by another process; stop it, or \`npm run stack -- down\` and up again with another PG2CRM_STACK_PORT_BASE`,
+        );
       }
       process.stderr.write('stack: restarting Kafka to add its SASL_SSL listener\n');
       const state = readState(opts) ?? {};
@@ -170,7 +192,12 @@ async function upgradeStack(opts: StackOptions): Promise<void> {
       writeState(state, opts);
       await kafkaReady(stackEnv(opts).KAFKA_BROKERS);
     }
-    await addScramUsers(kafkaDir, ports.kafka, { port: ports.kafkaSaslSsl, keystore: certs.keystore, keystorePassword: certs.keystorePassword, ...KAFKA_SASL_USER });
+    await addScramUsers(kafkaDir, ports.kafka, {
+      port: ports.kafkaSaslSsl,
+      keystore: certs.keystore,
+      keystorePassword: certs.keystorePassword,
+      ...KAFKA_SASL_USER,
+    });
   }
 }
 
@@ -297,7 +324,9 @@ async function main(command: string | undefined): Promise<number> {
       }
       printEnv(env);
       if (!env.KAFKA_SASL_SSL_BROKERS) {
-        process.stderr.write('stack: made before the Kafka SASL_SSL listener and PostgreSQL TLS existed; `npm run stack -- up` adds them (it restarts Kafka once)\n');
+        process.stderr.write(
+          'stack: made before the Kafka SASL_SSL listener and PostgreSQL TLS existed; `npm run stack -- up` adds them (it restarts Kafka once)\n',
+        );
       }
       return 0;
     }
@@ -307,7 +336,9 @@ async function main(command: string | undefined): Promise<number> {
       process.stdout.write(`postgres  ${(await portOpen(PORTS.postgres)) ? 'up' : 'down'}  127.0.0.1:${PORTS.postgres}\n`);
       process.stdout.write(`kafka     ${isAlive(state?.kafkaPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.kafka}\n`);
       process.stdout.write(`registry  ${isAlive(state?.registryPid) ? 'up' : 'down'}  127.0.0.1:${PORTS.registry}\n`);
-      process.stdout.write(`kafka     ${kafkaHasSaslSsl(join(stackDir(), 'kafka')) ? 'configured' : 'absent'}  127.0.0.1:${PORTS.kafkaSaslSsl} (SASL_SSL)\n`);
+      process.stdout.write(
+        `kafka     ${kafkaHasSaslSsl(join(stackDir(), 'kafka')) ? 'configured' : 'absent'}  127.0.0.1:${PORTS.kafkaSaslSsl} (SASL_SSL)\n`,
+      );
       return 0;
     }
     default:

@@ -9,9 +9,7 @@ import { registerSecrets, secretsOf } from './secrets.ts';
  * module that reads process.env (for `${VAR}` substitution and `*_FILE` secrets).
  */
 
-const identifier = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]*$/, 'use lower-case letters, digits and underscores, starting with a letter or _');
+const identifier = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'use lower-case letters, digits and underscores, starting with a letter or _');
 
 /** `schema.table` or `table` (schema `public`). */
 const qualifiedTable = z
@@ -30,10 +28,18 @@ const brokers = z
  * `ca_FILE: /etc/ssl/kafka-ca.pem`.
  */
 const pemCertificates = (what: string) =>
-  z.string().refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), `${what} is PEM text (-----BEGIN CERTIFICATE-----); to give a file, write the key with _FILE, e.g. ca_FILE: /path/ca.pem`);
+  z
+    .string()
+    .refine(
+      (v) => v.includes('-----BEGIN CERTIFICATE-----'),
+      `${what} is PEM text (-----BEGIN CERTIFICATE-----); to give a file, write the key with _FILE, e.g. ca_FILE: /path/ca.pem`,
+    );
 const pemKey = z
   .string()
-  .refine((v) => /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(v), 'the private key is PEM text (-----BEGIN PRIVATE KEY-----); to give a file, write key_FILE: /path/key.pem');
+  .refine(
+    (v) => /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(v),
+    'the private key is PEM text (-----BEGIN PRIVATE KEY-----); to give a file, write key_FILE: /path/key.pem',
+  );
 
 /** TLS towards a server: extra CAs to trust, and a client certificate for mutual TLS. */
 const tlsClientFields = {
@@ -49,7 +55,11 @@ const tlsClientFields = {
 
 function checkClientCert(t: { cert?: string | undefined; key?: string | undefined }, at: string, ctx: z.RefinementCtx): void {
   if ((t.cert === undefined) !== (t.key === undefined)) {
-    ctx.addIssue({ code: 'custom', path: [t.cert === undefined ? 'cert' : 'key'], message: `mutual TLS needs both ${at}.cert and ${at}.key (or cert_FILE and key_FILE)` });
+    ctx.addIssue({
+      code: 'custom',
+      path: [t.cert === undefined ? 'cert' : 'key'],
+      message: `mutual TLS needs both ${at}.cert and ${at}.key (or cert_FILE and key_FILE)`,
+    });
   }
 }
 
@@ -58,25 +68,31 @@ function checkClientCert(t: { cert?: string | undefined; key?: string | undefine
  * and replication). Set it here, not as `?sslmode=` in postgres.url (node-postgres would let the
  * URL win and reads sslmode=require as verify-full).
  */
-const postgresSslSchema = z.strictObject({
-  /**
-   * - `disable`: plaintext;
-   * - `require`: encrypted, the server's certificate is not checked (as libpq's require);
-   * - `verify-ca`: encrypted, the certificate must chain to `rootCert` (or a system CA), any host name;
-   * - `verify-full`: as verify-ca, and the certificate must name the host of postgres.url.
-   */
-  mode: z.enum(['disable', 'require', 'verify-ca', 'verify-full'], { error: 'use disable, require, verify-ca or verify-full' }),
-  /** CA certificate(s) (PEM) that signed the server's certificate; rootCert_FILE for a file. Default: the system's CAs. */
-  rootCert: pemCertificates('rootCert').optional(),
-  /** Client certificate + key (PEM) when the server asks for one (pg_hba `cert` / clientcert). */
-  cert: pemCertificates('cert').optional(),
-  key: pemKey.optional(),
-}).superRefine((t, ctx) => {
-  checkClientCert(t, 'postgres.ssl', ctx);
-  if (t.rootCert !== undefined && (t.mode === 'disable' || t.mode === 'require')) {
-    ctx.addIssue({ code: 'custom', path: ['rootCert'], message: `sslmode ${t.mode} does not check the certificate, so rootCert would be ignored; use mode verify-full (or verify-ca)` });
-  }
-});
+const postgresSslSchema = z
+  .strictObject({
+    /**
+     * - `disable`: plaintext;
+     * - `require`: encrypted, the server's certificate is not checked (as libpq's require);
+     * - `verify-ca`: encrypted, the certificate must chain to `rootCert` (or a system CA), any host name;
+     * - `verify-full`: as verify-ca, and the certificate must name the host of postgres.url.
+     */
+    mode: z.enum(['disable', 'require', 'verify-ca', 'verify-full'], { error: 'use disable, require, verify-ca or verify-full' }),
+    /** CA certificate(s) (PEM) that signed the server's certificate; rootCert_FILE for a file. Default: the system's CAs. */
+    rootCert: pemCertificates('rootCert').optional(),
+    /** Client certificate + key (PEM) when the server asks for one (pg_hba `cert` / clientcert). */
+    cert: pemCertificates('cert').optional(),
+    key: pemKey.optional(),
+  })
+  .superRefine((t, ctx) => {
+    checkClientCert(t, 'postgres.ssl', ctx);
+    if (t.rootCert !== undefined && (t.mode === 'disable' || t.mode === 'require')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['rootCert'],
+        message: `sslmode ${t.mode} does not check the certificate, so rootCert would be ignored; use mode verify-full (or verify-ca)`,
+      });
+    }
+  });
 
 const postgresSchema = z.strictObject({
   url: z
@@ -135,7 +151,12 @@ const kafkaSslSchema = z
       /** Check the broker's certificate and host name. Turn off only to try something out: anyone in between can read and change the stream. */
       rejectUnauthorized: z.boolean().default(true),
     },
-    { error: (issue) => (issue.code === 'invalid_type' ? 'write kafka.ssl as an object: {} for TLS with the system CAs, or { ca_FILE: /path/ca.pem }' : undefined) },
+    {
+      error: (issue) =>
+        issue.code === 'invalid_type'
+          ? 'write kafka.ssl as an object: {} for TLS with the system CAs, or { ca_FILE: /path/ca.pem }'
+          : undefined,
+    },
   )
   .superRefine((t, ctx) => checkClientCert(t, 'kafka.ssl', ctx));
 
@@ -149,16 +170,14 @@ const kafkaSaslSchema = z.strictObject({
 /** `kafka.schemaRegistry`: its URL carries no credentials (they would be printed and logged). */
 const schemaRegistrySchema = z
   .strictObject({
-    url: z
-      .url('use an http(s):// URL')
-      .refine((u) => {
-        try {
-          const parsed = new URL(u);
-          return parsed.username === '' && parsed.password === '';
-        } catch {
-          return true;
-        }
-      }, 'remove the user name and password from the URL (they would be printed and logged) and set kafka.schemaRegistry.username and kafka.schemaRegistry.password (or password_FILE)'),
+    url: z.url('use an http(s):// URL').refine((u) => {
+      try {
+        const parsed = new URL(u);
+        return parsed.username === '' && parsed.password === '';
+      } catch {
+        return true;
+      }
+    }, 'remove the user name and password from the URL (they would be printed and logged) and set kafka.schemaRegistry.username and kafka.schemaRegistry.password (or password_FILE)'),
     /** HTTP basic auth (Confluent Cloud: the API key and secret). */
     username: z.string().min(1).optional(),
     password: z.string().min(1).optional(),
@@ -179,7 +198,12 @@ const schemaRegistrySchema = z
     if (r.username !== undefined && URL.canParse(r.url)) {
       const u = new URL(r.url);
       if (u.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)) {
-        ctx.addIssue({ code: 'custom', path: ['url'], message: 'basic auth over http:// sends the password in clear text: use the registry\'s https:// URL (with ca or ca_FILE for a private CA)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['url'],
+          message:
+            "basic auth over http:// sends the password in clear text: use the registry's https:// URL (with ca or ca_FILE for a private CA)",
+        });
       }
     }
     if ((r.username === undefined) !== (r.password === undefined)) {
@@ -191,31 +215,42 @@ const schemaRegistrySchema = z
     }
   });
 
-const kafkaSchema = z.strictObject({
-  brokers,
-  clientId: z.string().optional(),
-  /** TLS to the brokers (see kafkaSslSchema); default: plaintext. */
-  ssl: kafkaSslSchema.optional(),
-  /** SASL authentication (see kafkaSaslSchema); default: none. */
-  sasl: kafkaSaslSchema.optional(),
-  topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/, 'Kafka topic names allow letters, digits, ".", "_" and "-"'),
-  partitions: z.number().int().min(1).max(10_000).default(3),
-  replicationFactor: z.number().int().min(1).default(1),
-  groupId: z.string().optional(),
-  /**
-   * `max.message.bytes` of the topics pg2crm creates. One change event carries a whole row, and
-   * Kafka's default (1 MiB) rejects rows with large TOASTed values.
-   */
-  maxMessageBytes: z.number().int().min(1024).default(16 * 1024 * 1024),
-  /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
-  tombstones: z.boolean().default(true),
-  schemaRegistry: schemaRegistrySchema,
-}).superRefine((k, ctx) => {
-  // SCRAM never sends the password; PLAIN does, so without TLS anyone on the path reads it.
-  if (k.sasl?.mechanism === 'plain' && !k.ssl) {
-    ctx.addIssue({ code: 'custom', path: ['sasl', 'mechanism'], message: 'SASL PLAIN without kafka.ssl sends the password in clear text: set kafka.ssl (the brokers\' SASL_SSL listener), or use scram-sha-256 / scram-sha-512' });
-  }
-});
+const kafkaSchema = z
+  .strictObject({
+    brokers,
+    clientId: z.string().optional(),
+    /** TLS to the brokers (see kafkaSslSchema); default: plaintext. */
+    ssl: kafkaSslSchema.optional(),
+    /** SASL authentication (see kafkaSaslSchema); default: none. */
+    sasl: kafkaSaslSchema.optional(),
+    topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/, 'Kafka topic names allow letters, digits, ".", "_" and "-"'),
+    partitions: z.number().int().min(1).max(10_000).default(3),
+    replicationFactor: z.number().int().min(1).default(1),
+    groupId: z.string().optional(),
+    /**
+     * `max.message.bytes` of the topics pg2crm creates. One change event carries a whole row, and
+     * Kafka's default (1 MiB) rejects rows with large TOASTed values.
+     */
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(16 * 1024 * 1024),
+    /** Emit a null-value tombstone after each delete so compacted topics drop the key. */
+    tombstones: z.boolean().default(true),
+    schemaRegistry: schemaRegistrySchema,
+  })
+  .superRefine((k, ctx) => {
+    // SCRAM never sends the password; PLAIN does, so without TLS anyone on the path reads it.
+    if (k.sasl?.mechanism === 'plain' && !k.ssl) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sasl', 'mechanism'],
+        message:
+          "SASL PLAIN without kafka.ssl sends the password in clear text: set kafka.ssl (the brokers' SASL_SSL listener), or use scram-sha-256 / scram-sha-512",
+      });
+    }
+  });
 
 const limitsSchema = z.strictObject({
   /** Requests allowed per window for this credential (all instances together). */
@@ -241,7 +276,9 @@ const crmKinds = ['zendesk-sell', 'salesforce', 'hubspot', 'dynamics', 'zoho'] a
  */
 const credentialFields = {
   token: z.string().min(1, 'set the API token (or token_FILE)').optional(),
-  flow: z.enum(['client_credentials', 'jwt_bearer', 'refresh_token'], { error: 'use client_credentials, jwt_bearer or refresh_token' }).optional(),
+  flow: z
+    .enum(['client_credentials', 'jwt_bearer', 'refresh_token'], { error: 'use client_credentials, jwt_bearer or refresh_token' })
+    .optional(),
   /** Token endpoint; defaults per CRM (see checkCredential). */
   tokenUrl: z.url('use the token endpoint URL, e.g. https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token').optional(),
   clientId: z.string().min(1).optional(),
@@ -288,32 +325,51 @@ type CredentialInput = { [K in keyof typeof credentialFields]?: z.output<(typeof
 /** What a credential lacks for its CRM and flow: [key, message] pairs (key '' = the credential itself). */
 function checkCredential(kind: (typeof crmKinds)[number], baseUrl: string, c: CredentialInput, at: string): [string, string][] {
   const out: [string, string][] = [];
-  if (c.token !== undefined && c.flow !== undefined) return [['', `set either ${at}.token (a static token) or ${at}.flow (OAuth), not both`]];
+  if (c.token !== undefined && c.flow !== undefined)
+    return [['', `set either ${at}.token (a static token) or ${at}.flow (OAuth), not both`]];
   if (c.token === undefined && c.flow === undefined) {
     return [['', `set ${at}.token (a static token, or token_FILE) or ${at}.flow (OAuth: ${CRM_FLOWS[kind].join(' or ')} for ${kind})`]];
   }
   if (c.flow === undefined) return out;
   if (!CRM_FLOWS[kind].includes(c.flow)) return [['flow', `${kind} takes flow ${CRM_FLOWS[kind].join(' or ')} (or a static token)`]];
   const need = (key: keyof CredentialInput, why: string) => {
-    if (c[key] === undefined) out.push([key, `${c.flow} needs ${at}.${key}${key === 'clientSecret' || key === 'refreshToken' || key === 'privateKey' ? ` (or ${key}_FILE)` : ''}: ${why}`]);
+    if (c[key] === undefined)
+      out.push([
+        key,
+        `${c.flow} needs ${at}.${key}${key === 'clientSecret' || key === 'refreshToken' || key === 'privateKey' ? ` (or ${key}_FILE)` : ''}: ${why}`,
+      ]);
   };
   need('clientId', 'the OAuth client (app) id');
   if (c.flow === 'client_credentials') {
-    if (kind === 'dynamics' && c.privateKey !== undefined) need('certificate', 'the certificate (PEM) registered on the app, whose key is privateKey');
-    else need('clientSecret', kind === 'dynamics' ? 'the app registration\'s client secret (or privateKey + certificate)' : 'the client secret');
-    if (kind === 'dynamics' && c.tenantId === undefined && c.tokenUrl === undefined) need('tenantId', 'the Microsoft Entra tenant id or domain of the environment');
-    if (kind === 'salesforce') need('tokenUrl', 'the My Domain token endpoint, https://<MyDomain>.my.salesforce.com/services/oauth2/token (the client credentials flow is not served by login.salesforce.com)');
+    if (kind === 'dynamics' && c.privateKey !== undefined)
+      need('certificate', 'the certificate (PEM) registered on the app, whose key is privateKey');
+    else
+      need(
+        'clientSecret',
+        kind === 'dynamics' ? "the app registration's client secret (or privateKey + certificate)" : 'the client secret',
+      );
+    if (kind === 'dynamics' && c.tenantId === undefined && c.tokenUrl === undefined)
+      need('tenantId', 'the Microsoft Entra tenant id or domain of the environment');
+    if (kind === 'salesforce')
+      need(
+        'tokenUrl',
+        'the My Domain token endpoint, https://<MyDomain>.my.salesforce.com/services/oauth2/token (the client credentials flow is not served by login.salesforce.com)',
+      );
   }
   if (c.flow === 'jwt_bearer') {
     need('username', 'the Salesforce user the integration acts as (sub)');
     need('privateKey', 'the PEM private key whose certificate is uploaded to the connected app');
-    if (c.privateKey !== undefined && !/-----BEGIN (RSA |ENCRYPTED )?PRIVATE KEY-----/.test(c.privateKey)) out.push(['privateKey', 'use an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)']);
+    if (c.privateKey !== undefined && !/-----BEGIN (RSA |ENCRYPTED )?PRIVATE KEY-----/.test(c.privateKey))
+      out.push(['privateKey', 'use an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)']);
   }
   if (c.flow === 'refresh_token') {
     need('clientSecret', 'the client secret');
     need('refreshToken', 'the refresh token the app was granted');
     if (kind === 'zoho' && c.tokenUrl === undefined && zohoAccountsUrl(baseUrl) === undefined) {
-      out.push(['tokenUrl', `crm.baseUrl ${new URL(baseUrl).host} is not a zohoapis domain, so the accounts server is unknown; set ${at}.tokenUrl (e.g. https://accounts.zoho.eu/oauth/v2/token)`]);
+      out.push([
+        'tokenUrl',
+        `crm.baseUrl ${new URL(baseUrl).host} is not a zohoapis domain, so the accounts server is unknown; set ${at}.tokenUrl (e.g. https://accounts.zoho.eu/oauth/v2/token)`,
+      ]);
     }
   }
   return out;
@@ -336,7 +392,10 @@ const crmSchema = z.strictObject({
     .array(
       z.strictObject({
         ...credentialFields,
-        quotaGroup: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-"').default('default'),
+        quotaGroup: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" and "-"')
+          .default('default'),
       }),
     )
     .min(1, 'list at least one credential')
@@ -348,7 +407,10 @@ const crmSchema = z.strictObject({
    * re-signs TLS: `ca` (PEM bundle to trust besides the system's), `cert` + `key` when the
    * proxy wants a client certificate. Each takes `<key>_FILE` for a file.
    */
-  tls: z.strictObject(tlsClientFields).superRefine((t, ctx) => checkClientCert(t, 'crm.tls', ctx)).optional(),
+  tls: z
+    .strictObject(tlsClientFields)
+    .superRefine((t, ctx) => checkClientCert(t, 'crm.tls', ctx))
+    .optional(),
   /**
    * Records in one call from which the adapter uses the CRM's asynchronous bulk API instead of
    * the regular batch API (Salesforce Bulk API 2.0, Zoho Bulk Write); 0 = never. Ignored by CRMs
@@ -359,7 +421,11 @@ const crmSchema = z.strictObject({
    * How long one asynchronous bulk job (Salesforce Bulk API 2.0, Zoho Bulk Write) may run before
    * the adapter gives up on it; each poll is still one call bounded by `timeoutMs`.
    */
-  bulkJobTimeoutMinutes: z.number().min(0.01).max(24 * 60).default(30),
+  bulkJobTimeoutMinutes: z
+    .number()
+    .min(0.01)
+    .max(24 * 60)
+    .default(30),
   /** API version path segment where the CRM has one (e.g. Salesforce `v62.0`, Zoho `v7`). */
   apiVersion: z.string().optional(),
 });
@@ -369,13 +435,9 @@ const mappingSchema = z.strictObject({
   object: z.string().min(1),
   externalId: z.strictObject({ column: z.string().min(1), field: z.string().min(1) }),
   fields: z.record(z.string(), z.string()).refine((f) => Object.keys(f).length > 0, 'map at least one field'),
-  lookups: z
-    .record(z.string(), z.strictObject({ object: z.string(), column: z.string() }))
-    .default({}),
+  lookups: z.record(z.string(), z.strictObject({ object: z.string(), column: z.string() })).default({}),
   /** What a DELETE in PostgreSQL does in the CRM. */
-  onDelete: z
-    .union([z.enum(['delete', 'ignore']), z.strictObject({ set: z.record(z.string(), z.unknown()) })])
-    .default('delete'),
+  onDelete: z.union([z.enum(['delete', 'ignore']), z.strictObject({ set: z.record(z.string(), z.unknown()) })]).default('delete'),
   priority: z.number().int().min(0).max(9).default(5),
 });
 
@@ -398,7 +460,11 @@ const sinkSchema = z
      * to one record fold into one write and calls fill up; memory grows with it (about 5x in
      * decoded form, for up to 4 partitions at once).
      */
-    fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).default(8 * 1024 * 1024),
+    fetchMaxBytesPerPartition: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .default(8 * 1024 * 1024),
     /**
      * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
      * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
@@ -434,7 +500,11 @@ const opsSchema = z
     /** How often consumer lag and slot lag are sampled into /metrics. */
     lagIntervalSeconds: z.number().min(1).default(10),
     /** Warn when the replication slot holds more WAL than this. */
-    slotLagWarnBytes: z.number().int().min(0).default(1024 ** 3),
+    slotLagWarnBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024 ** 3),
   })
   .default({ port: 0, host: '127.0.0.1', token: undefined, logLevel: 'info', lagIntervalSeconds: 10, slotLagWarnBytes: 1024 ** 3 });
 
@@ -565,15 +635,15 @@ export function substituteEnv(value: unknown, env: Env, path: string[] = []): un
 
 function substituteString(value: string, env: Env, path: string[]): string {
   return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g, (_m, name: string, hasDefault, def: string) => {
-      const v = env[name];
-      if (v !== undefined && v !== '') return v;
-      // `${NAME}` with NAME_FILE set reads the file (compose/Kubernetes secrets, as the postgres image does).
-      const file = env[`${name}_FILE`];
-      if (file !== undefined && file !== '') return readEnvSecretFile(name, file, path);
-      if (hasDefault !== undefined) return def;
-      throw new ConnectorError(
-        'CONFIG_ENV_MISSING',
-        `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
+    const v = env[name];
+    if (v !== undefined && v !== '') return v;
+    // `${NAME}` with NAME_FILE set reads the file (compose/Kubernetes secrets, as the postgres image does).
+    const file = env[`${name}_FILE`];
+    if (file !== undefined && file !== '') return readEnvSecretFile(name, file, path);
+    if (hasDefault !== undefined) return def;
+    throw new ConnectorError(
+      'CONFIG_ENV_MISSING',
+      `config ${path.join('.') || '(root)'}: environment variable ${name} is not set; export it or write \${${name}:-default}`,
     );
   });
 }
@@ -617,13 +687,24 @@ export function resolveSecretFiles(value: unknown, path: string[] = []): unknown
   return out;
 }
 
-export function formatIssues(error: z.ZodError): string {
+/** The value at `path` in what was parsed (undefined when any step is missing). */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let at = input;
+  for (const key of path) {
+    if (at === null || typeof at !== 'object') return undefined;
+    at = (at as Record<PropertyKey, unknown>)[key];
+  }
+  return at;
+}
+
+/** `input`: what was parsed, to tell a missing key (nothing at the issue's path) from a wrong type. */
+export function formatIssues(error: z.ZodError, input: unknown): string {
   return error.issues
     .map((issue) => {
       const where = issue.path.length ? issue.path.join('.') : '(root)';
       let msg = issue.message;
       if (issue.code === 'unrecognized_keys') msg = `unknown key(s) ${issue.keys.join(', ')}: remove them or check the spelling`;
-      if (issue.code === 'invalid_type' && /received undefined/.test(msg)) msg = `missing required key (${issue.expected})`;
+      if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) msg = `missing required key (${issue.expected})`;
       return `  - ${where}: ${msg}`;
     })
     .join('\n');
@@ -633,7 +714,7 @@ export function parseConfig(raw: unknown, env: Env = process.env, source = 'conf
   const substituted = resolveSecretFiles(substituteEnv(raw, env));
   const result = configSchema.safeParse(substituted);
   if (!result.success) {
-    throw new ConnectorError('CONFIG_INVALID', `invalid ${source}:\n${formatIssues(result.error)}`);
+    throw new ConnectorError('CONFIG_INVALID', `invalid ${source}:\n${formatIssues(result.error, substituted)}`);
   }
   // From here on, logs, error messages and dead letters are scrubbed of these values.
   // Not the mappings: their keys are CRM field names the user chose (a field may well be called

@@ -14,7 +14,18 @@ import { scrubSecrets } from './secrets.ts';
  * - `data`: one record or value cannot be handled as it is (no key, unconvertible value).
  * - `state`: something pg2crm depends on is in the wrong state (slot lost, in use, snapshot failed).
  */
-export type ErrorKind = 'throttle' | 'server' | 'unreachable' | 'timeout' | 'too-large' | 'auth' | 'config' | 'protocol' | 'bad-response' | 'data' | 'state';
+export type ErrorKind =
+  | 'throttle'
+  | 'server'
+  | 'unreachable'
+  | 'timeout'
+  | 'too-large'
+  | 'auth'
+  | 'config'
+  | 'protocol'
+  | 'bad-response'
+  | 'data'
+  | 'state';
 
 /** Every error code pg2crm raises, with its kind. A new code is added here, nowhere else. */
 export const ERROR_CODES = {

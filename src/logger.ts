@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { ConnectorError } from './errors.ts';
 import { scrubSecrets } from './secrets.ts';
 
 export type { Logger };
@@ -45,11 +46,23 @@ const REDACT = [
 
 let root: Logger | undefined;
 
+/**
+ * pino's error serializer (type, message and stack with their causes, and the error's own fields:
+ * code, kind, retriable). A ConnectorError is a condition pg2crm named and explained; its stack
+ * is noise to the operator and is kept only at debug level. Anything else (a bug) keeps its stack.
+ */
+function serializeError(err: Error): ReturnType<typeof pino.stdSerializers.err> {
+  const out = pino.stdSerializers.err(err);
+  if (err instanceof ConnectorError && !root?.isLevelEnabled('debug')) delete (out as { stack?: string }).stack;
+  return out;
+}
+
 export function rootLogger(): Logger {
   root ??= pino({
     name: 'pg2crm',
     level: 'info',
     redact: { paths: REDACT, censor: '[redacted]' },
+    serializers: { err: serializeError },
     // Secrets quoted inside messages and error texts (secrets.ts), which paths cannot reach.
     hooks: { streamWrite: scrubSecrets },
   });

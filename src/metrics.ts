@@ -11,7 +11,7 @@ export const metrics = {
   }),
   snapshotRows: new Counter({
     name: 'pg2crm_snapshot_rows_total',
-    help: 'Rows read by snapshots: kind=initial (inside the slot\'s exported snapshot) or incremental (watermark chunks: resumed or pg2crm snapshot)',
+    help: "Rows read by snapshots: kind=initial (inside the slot's exported snapshot) or incremental (watermark chunks: resumed or pg2crm snapshot)",
     labelNames: ['table', 'kind'] as const,
     registers: [registry],
   }),

@@ -20,7 +20,8 @@ let ordered: string[] = [];
 const MIN_SECRET_CHARS = 8;
 
 /** Keys whose string values are credentials, in the config and in echoed JSON. */
-const SECRET_KEY = /^(token|password|passphrase|secret|clientSecret|refreshToken|accessToken|privateKey|apiKey|key)$|(Password|Secret|Token|PrivateKey|ApiKey)$/;
+const SECRET_KEY =
+  /^(token|password|passphrase|secret|clientSecret|refreshToken|accessToken|privateKey|apiKey|key)$|(Password|Secret|Token|PrivateKey|ApiKey)$/;
 
 /** Adds values to scrub from now on (empty and very short values are ignored). */
 export function registerSecrets(values: Iterable<string>): void {
@@ -108,7 +109,10 @@ const ECHOED: [RegExp, string][] = [
     `$1${MASK}"`,
   ],
   // Form bodies and query strings: client_secret=x&...
-  [/\b(access_token|refresh_token|id_token|client_secret|client_assertion|assertion|password|api_key|apikey|token)=[^&\s"'<>]+/gi, `$1=${MASK}`],
+  [
+    /\b(access_token|refresh_token|id_token|client_secret|client_assertion|assertion|password|api_key|apikey|token)=[^&\s"'<>]+/gi,
+    `$1=${MASK}`,
+  ],
 ];
 
 /** The text without any registered secret, echoed credential or URL password. */

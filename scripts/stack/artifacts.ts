@@ -33,7 +33,15 @@ async function intoPlace(target: string, fill: (tmp: string) => Promise<void>): 
 export function kafkaJars(): Promise<string> {
   return intoPlace(join(cacheDir(), `kafka-${KAFKA_VERSION}`), async (tmp) => {
     process.stderr.write(`fetching Apache Kafka ${KAFKA_VERSION} jars with mvn...\n`);
-    await run('mvn', ['-q', '-B', '-f', join(pomDir, 'kafka-pom.xml'), 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${tmp}`]);
+    await run('mvn', [
+      '-q',
+      '-B',
+      '-f',
+      join(pomDir, 'kafka-pom.xml'),
+      'dependency:copy-dependencies',
+      '-DincludeScope=runtime',
+      `-DoutputDirectory=${tmp}`,
+    ]);
   });
 }
 

@@ -33,9 +33,25 @@ export async function makeCa(dir: string, name: string, file = 'ca'): Promise<Ce
   mkdirSync(dir, { recursive: true });
   const pair = { cert: join(dir, `${file}.pem`), key: join(dir, `${file}.key`) };
   await run('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', pair.key, '-out', pair.cert, '-days', '3650', '-subj', `/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    pair.key,
+    '-out',
+    pair.cert,
+    '-days',
+    '3650',
+    '-subj',
+    `/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
   ]);
   return pair;
 }
@@ -51,8 +67,37 @@ export async function makeCert(ca: CertPair, dir: string, file: string, hosts: s
   const ext = join(dir, `${file}.ext`);
   const san = hosts.map((h) => (/^[\d.]+$|:/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
   writeFileSync(ext, `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n`);
-  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', pair.key, '-out', csr, '-subj', `/CN=${hosts[0] ?? file}`]);
-  await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', pair.cert, '-days', '3650', '-extfile', ext]);
+  await run('openssl', [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    pair.key,
+    '-out',
+    csr,
+    '-subj',
+    `/CN=${hosts[0] ?? file}`,
+  ]);
+  await run('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-CAcreateserial',
+    '-out',
+    pair.cert,
+    '-days',
+    '3650',
+    '-extfile',
+    ext,
+  ]);
   rmSync(csr);
   rmSync(ext);
   return pair;
@@ -78,8 +123,20 @@ export async function stackCerts(stackDir: string, hosts: string[] = SERVER_CERT
   const ca = await makeCa(tmp, 'pg2crm stack CA');
   await makeCert(ca, tmp, 'server', hosts);
   await run('openssl', [
-    'pkcs12', '-export', '-in', join(tmp, 'server.pem'), '-inkey', join(tmp, 'server.key'), '-certfile', ca.cert,
-    '-name', 'server', '-out', join(tmp, 'server.p12'), '-passout', `pass:${KEYSTORE_PASSWORD}`,
+    'pkcs12',
+    '-export',
+    '-in',
+    join(tmp, 'server.pem'),
+    '-inkey',
+    join(tmp, 'server.key'),
+    '-certfile',
+    ca.cert,
+    '-name',
+    'server',
+    '-out',
+    join(tmp, 'server.p12'),
+    '-passout',
+    `pass:${KEYSTORE_PASSWORD}`,
   ]);
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);

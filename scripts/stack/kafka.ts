@@ -65,7 +65,11 @@ export async function startKafka(dir: string, port: number, controllerPort: numb
   mkdirSync(dir, { recursive: true });
   const props = join(dir, 'server.properties');
   const secure = saslSsl ? saslSslProperties(saslSsl) : [];
-  const listeners = [`PLAINTEXT://127.0.0.1:${port}`, `CONTROLLER://127.0.0.1:${controllerPort}`, ...(saslSsl ? [`SASL_SSL://127.0.0.1:${saslSsl.port}`] : [])];
+  const listeners = [
+    `PLAINTEXT://127.0.0.1:${port}`,
+    `CONTROLLER://127.0.0.1:${controllerPort}`,
+    ...(saslSsl ? [`SASL_SSL://127.0.0.1:${saslSsl.port}`] : []),
+  ];
   const advertised = [`PLAINTEXT://127.0.0.1:${port}`, ...(saslSsl ? [`SASL_SSL://127.0.0.1:${saslSsl.port}`] : [])];
   writeFileSync(
     props,
@@ -94,17 +98,39 @@ export async function startKafka(dir: string, port: number, controllerPort: numb
   const log4j = join(dir, 'log4j.properties');
   writeFileSync(
     log4j,
-    ['log4j.rootLogger=WARN, stdout', 'log4j.appender.stdout=org.apache.log4j.ConsoleAppender', 'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout', 'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n', 'log4j.logger.kafka.server.KafkaRaftServer=INFO', ''].join('\n'),
+    [
+      'log4j.rootLogger=WARN, stdout',
+      'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
+      'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
+      'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
+      'log4j.logger.kafka.server.KafkaRaftServer=INFO',
+      '',
+    ].join('\n'),
   );
   if (!existsSync(join(dir, 'data', 'meta.properties'))) {
     const scram = saslSsl ? scramCredentials(saslSsl, true).flatMap((c) => ['--add-scram', c]) : [];
-    await run('java', ['-cp', classpath, `-Dlog4j.configuration=file:${log4j}`, 'kafka.tools.StorageTool', 'format', '-t', randomUUID().replace(/-/g, '').slice(0, 22), '-c', props, ...scram]);
+    await run('java', [
+      '-cp',
+      classpath,
+      `-Dlog4j.configuration=file:${log4j}`,
+      'kafka.tools.StorageTool',
+      'format',
+      '-t',
+      randomUUID().replace(/-/g, '').slice(0, 22),
+      '-c',
+      props,
+      ...scram,
+    ]);
     if (saslSsl) writeFileSync(join(dir, 'scram-users'), `${saslSsl.username}\n`);
   }
-  return spawnDetached('java', ['-Xms256m', '-Xmx768m', '-XX:+UseG1GC', `-Dlog4j.configuration=file:${log4j}`, '-cp', classpath, 'kafka.Kafka', props], {
-    cwd: dir,
-    log: join(dir, 'kafka.log'),
-  });
+  return spawnDetached(
+    'java',
+    ['-Xms256m', '-Xmx768m', '-XX:+UseG1GC', `-Dlog4j.configuration=file:${log4j}`, '-cp', classpath, 'kafka.Kafka', props],
+    {
+      cwd: dir,
+      log: join(dir, 'kafka.log'),
+    },
+  );
 }
 
 /**
@@ -117,9 +143,19 @@ export async function addScramUsers(dir: string, port: number, saslSsl: KafkaSas
   // One mechanism per call: the broker refuses two credentials of one user in one request.
   for (const credential of scramCredentials(saslSsl, false)) {
     await run('java', [
-      '-cp', `${jars}/*`, `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`, 'kafka.admin.ConfigCommand',
-      '--bootstrap-server', `127.0.0.1:${port}`, '--alter', '--entity-type', 'users', '--entity-name', saslSsl.username,
-      '--add-config', credential,
+      '-cp',
+      `${jars}/*`,
+      `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`,
+      'kafka.admin.ConfigCommand',
+      '--bootstrap-server',
+      `127.0.0.1:${port}`,
+      '--alter',
+      '--entity-type',
+      'users',
+      '--entity-name',
+      saslSsl.username,
+      '--add-config',
+      credential,
     ]);
   }
   writeFileSync(join(dir, 'scram-users'), `${saslSsl.username}\n`);
@@ -138,7 +174,8 @@ async function roundTrip(kafka: Kafka): Promise<boolean> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    if (!(await admin.listTopics()).includes(topic)) await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    if (!(await admin.listTopics()).includes(topic))
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
   } finally {
     await admin.disconnect();
   }

@@ -84,7 +84,11 @@ export const CREATE_TLS_ONLY_ROLE = `CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN
 
 /** The pg_hba lines, marked, that refuse TLS_ONLY_ROLE without TLS from `address` (a pg_hba address field). */
 export function tlsOnlyHbaLines(address: string): string[] {
-  return [HBA_MARK, `hostnossl all ${TLS_ONLY_ROLE.username} ${address} reject`, `hostnossl replication ${TLS_ONLY_ROLE.username} ${address} reject`];
+  return [
+    HBA_MARK,
+    `hostnossl all ${TLS_ONLY_ROLE.username} ${address} reject`,
+    `hostnossl replication ${TLS_ONLY_ROLE.username} ${address} reject`,
+  ];
 }
 
 async function ensureTlsOnlyRole(dir: string, port: number): Promise<void> {
@@ -128,7 +132,12 @@ async function switchSslOn(dir: string, port: number, server: { cert: string; ke
   } finally {
     await admin.end();
   }
-  await waitUntil('PostgreSQL ssl=on', () => withStackPg(port, async (c) => (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on'), 20_000, 'postgres.log in the stack directory');
+  await waitUntil(
+    'PostgreSQL ssl=on',
+    () => withStackPg(port, async (c) => (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl === 'on'),
+    20_000,
+    'postgres.log in the stack directory',
+  );
 }
 
 /** True when the stack's PostgreSQL serves TLS (ssl=on) and has its TLS-only role. */

@@ -17,19 +17,24 @@ export async function startRegistry(dir: string, port: number, opts: { dataDir?:
   const storage = opts.dataDir ? [`-Dapicurio.datasource.url=jdbc:h2:file:${join(opts.dataDir, 'registry-db')}`] : [];
   return spawnDetached(
     'java',
-    ['-Xms128m', '-Xmx512m', '-XX:TieredStopAtLevel=1', `-Dquarkus.http.port=${port}`, '-Dquarkus.http.host=127.0.0.1', '-Dquarkus.log.level=WARN', ...storage, '-jar', apicurioRunner(home)],
+    [
+      '-Xms128m',
+      '-Xmx512m',
+      '-XX:TieredStopAtLevel=1',
+      `-Dquarkus.http.port=${port}`,
+      '-Dquarkus.http.host=127.0.0.1',
+      '-Dquarkus.log.level=WARN',
+      ...storage,
+      '-jar',
+      apicurioRunner(home),
+    ],
     { cwd: dir, log: join(dir, 'registry.log') },
   );
 }
 
 /** Ready = an Avro schema registers and a value encodes and decodes through it. */
 export async function registryReady(url: string): Promise<void> {
-  await waitUntil(
-    'schema registry',
-    async () => (await fetch(`${url}/subjects`)).ok,
-    120_000,
-    'registry.log in the stack directory',
-  );
+  await waitUntil('schema registry', async () => (await fetch(`${url}/subjects`)).ok, 120_000, 'registry.log in the stack directory');
   const registry = new SchemaRegistry({ host: url });
   const schema = JSON.stringify({ type: 'record', name: 'StackCheck', fields: [{ name: 'ok', type: 'boolean' }] });
   const { id } = await registry.register({ type: SchemaType.AVRO, schema }, { subject: '__pg2crm_stack_check-value' });

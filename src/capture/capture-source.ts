@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { KafkaConfig, PostgresConfig } from '../config.ts';
 import { ConnectorError } from '../errors.ts';
@@ -10,12 +10,13 @@ import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../metrics.ts';
 import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
-import { formatLsn, type Lsn, parseLsn } from './lsn.ts';
+import { formatLsn, parseLsn } from './lsn.ts';
+import { OffsetContext, type PendingTransaction } from './offset-context.ts';
 import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
 import { INITIAL, IncrementalSnapshot, newTask } from './incremental-snapshot.ts';
 import { openPg, pgClientConfig } from './pg-connect.ts';
 import { createSlotWithSnapshot, dropSlot, ensurePublication, preflight, slotInfo } from './slot-admin.ts';
-import { readSnapshot } from './snapshot-reader.ts';
+import { readSnapshot, type SnapshotProgress } from './snapshot-reader.ts';
 import { SourceStateStore } from './source-state-store.ts';
 import { describeTables, type TableInfo } from './table-catalog.ts';
 import { DomainResolver } from './type-resolver.ts';
@@ -24,7 +25,8 @@ import { DomainResolver } from './type-resolver.ts';
  * The source half: PostgreSQL slot -> change events -> Kafka.
  *
  * No-loss rule: the slot's confirmed LSN only moves to the end LSN of a transaction whose every
- * event Kafka has acknowledged (acks=all). pg-logical-replication's own acknowledgement is off
+ * event Kafka has acknowledged (acks=all); the position and that rule live in OffsetContext
+ * (offset-context.ts). pg-logical-replication's own acknowledgement is off
  * (`auto: false, timeoutSeconds: 0`): its timer would confirm the last *received* LSN.
  * Streaming always starts at 0/0, which the server reads as "from the slot's confirmed_flush_lsn".
  *
@@ -38,10 +40,10 @@ import { DomainResolver } from './type-resolver.ts';
  */
 
 /**
- * A queued item: an event to publish, the end of a transaction whose LSN may be confirmed once
- * all before it is acked, or a callback to run once all before it is acked.
+ * A queued item: an event to publish, the commit of a transaction that may be acknowledged (and
+ * its LSN confirmed) once all before it is acked, or a callback to run once all before it is acked.
  */
-type Pending = { event: ChangeEvent; relation: SchemaSource } | { commitEndLsn: Lsn } | { acked: () => void };
+type Pending = { event: ChangeEvent; relation: SchemaSource } | { commit: PendingTransaction } | { acked: () => void };
 
 const MAX_SEND_BATCH = 5000;
 
@@ -58,8 +60,7 @@ export class CaptureSource {
   private readonly queue: Pending[] = [];
   private queueWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
-  private tx: TxContext | undefined;
-  private confirmed: Lsn = 0n;
+  private readonly offsets = new OffsetContext();
   private flushing: Promise<void> | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatClient: pg.Client | undefined;
@@ -96,7 +97,11 @@ export class CaptureSource {
       await ensureTopics(
         this.kafka,
         tables.map((t) => this.topicOf(t)),
-        { partitions: this.kafkaConfig.partitions, replicationFactor: this.kafkaConfig.replicationFactor, maxMessageBytes: this.kafkaConfig.maxMessageBytes },
+        {
+          partitions: this.kafkaConfig.partitions,
+          replicationFactor: this.kafkaConfig.replicationFactor,
+          maxMessageBytes: this.kafkaConfig.maxMessageBytes,
+        },
       );
       await this.publisher.start();
       await ensurePublication(admin, publication, tables, this.pgConfig.publish);
@@ -105,7 +110,13 @@ export class CaptureSource {
     } finally {
       await admin.end();
     }
-    this.incremental = new IncrementalSnapshot({ url: this.pgConfig, slot: this.pgConfig.slot, chunkRows: this.pgConfig.snapshotChunkRows, tables, store: this.store });
+    this.incremental = new IncrementalSnapshot({
+      url: this.pgConfig,
+      slot: this.pgConfig.slot,
+      chunkRows: this.pgConfig.snapshotChunkRows,
+      tables,
+      store: this.store,
+    });
     this.flushing = this.flushLoop();
     await this.stream();
     this.startHeartbeats();
@@ -135,28 +146,43 @@ export class CaptureSource {
       await dropSlot(admin, slot);
       info = await slotInfo(admin, slot);
     }
-    const configured = this.pgConfig.tables;
     if (info.exists) {
       await this.waitSlotFree(admin);
-      this.confirmed = info.confirmedFlush ?? 0n;
-      this.log.info({ slot, confirmedLsn: formatLsn(this.confirmed) }, 'resuming replication slot');
-      const state = store.get();
-      const onDemand = (state.tasks ?? []).filter((t) => t.id !== INITIAL);
-      if (snapshot === 'never') {
-        if (state.tasks?.some((t) => t.id === INITIAL)) await store.update((s) => (s.tasks = onDemand));
-      } else if (!state.snapshotDone) {
-        // The exported snapshot died with the crashed process: finish as an incremental snapshot
-        // (see incremental-snapshot.ts for why that is exact), from the last acked chunk.
-        let initial = (state.tasks ?? []).filter((t) => t.id === INITIAL);
-        if (initial.length === 0) initial = configured.map((t) => newTask(INITIAL, t));
-        await store.update((s) => (s.tasks = [...initial, ...onDemand]));
-        this.log.warn({ slot, table: initial[0]?.table, fromKey: initial[0]?.lastKey ?? null }, 'initial snapshot did not finish; resuming it after the last acknowledged chunk');
-      }
+      this.offsets.startAt(info.confirmedFlush ?? 0n);
+      this.log.info({ slot, confirmedLsn: formatLsn(this.offsets.confirmed) }, 'resuming replication slot');
+      await this.resumeSnapshotTasks(store);
       return;
     }
+    await this.createSlot(store);
+  }
+
+  /** On a reused slot: drops the initial snapshot under `never`, or resumes one that did not finish. */
+  private async resumeSnapshotTasks(store: SourceStateStore): Promise<void> {
+    const { slot, snapshot } = this.pgConfig;
+    const state = store.get();
+    const onDemand = (state.tasks ?? []).filter((t) => t.id !== INITIAL);
+    if (snapshot === 'never') {
+      if (state.tasks?.some((t) => t.id === INITIAL)) await store.update((s) => (s.tasks = onDemand));
+    } else if (!state.snapshotDone) {
+      // The exported snapshot died with the crashed process: finish as an incremental snapshot
+      // (see incremental-snapshot.ts for why that is exact), from the last acked chunk.
+      let initial = (state.tasks ?? []).filter((t) => t.id === INITIAL);
+      if (initial.length === 0) initial = this.pgConfig.tables.map((t) => newTask(INITIAL, t));
+      await store.update((s) => (s.tasks = [...initial, ...onDemand]));
+      this.log.warn(
+        { slot, table: initial[0]?.table, fromKey: initial[0]?.lastKey ?? null },
+        'initial snapshot did not finish; resuming it after the last acknowledged chunk',
+      );
+    }
+  }
+
+  /** A new slot, and under `initial` / `when_needed` the snapshot of every table in its exported snapshot. */
+  private async createSlot(store: SourceStateStore): Promise<void> {
+    const { slot, snapshot } = this.pgConfig;
+    const configured = this.pgConfig.tables;
     const created = await createSlotWithSnapshot(this.pgConfig, slot);
     try {
-      this.confirmed = parseLsn(created.consistentPoint);
+      this.offsets.startAt(parseLsn(created.consistentPoint));
       this.log.info({ slot, consistentPoint: created.consistentPoint }, 'created replication slot');
       // A new slot starts a new history: earlier unfinished tasks are void (a full snapshot follows, or `never`).
       if (snapshot === 'never') {
@@ -174,30 +200,14 @@ export class CaptureSource {
       });
       const tables = configured.map((t) => this.tables.get(t)!);
       const started = Date.now();
-      const rows = await readSnapshot(this.pgConfig, created.snapshotName, created.consistentPoint, tables, this.pgConfig.snapshotChunkRows, async (events, p) => {
-        await this.publishNow(events, p.table);
-        // Durable progress after Kafka acked the chunk: a crash resumes after it (tables before
-        // the current one are complete, so they leave the task list).
-        const name = qualifiedName(p.table.schema, p.table.table);
-        metrics.snapshotRows.inc({ table: name, kind: 'initial' }, p.rows);
-        await store.update((s) => {
-          const tasks = s.tasks ?? [];
-          const at = tasks.findIndex((t) => t.id === INITIAL && t.table === name);
-          s.tasks = at >= 0 ? tasks.slice(at) : tasks;
-          const task = s.tasks[0];
-          if (task && at >= 0) {
-            task.lastKey = p.lastKey;
-            task.rows += p.rows;
-            task.startedAt ||= started;
-          }
-        });
-        const elapsed = (Date.now() - started) / 1000;
-        const etaSeconds = p.done > 0 ? Math.round((elapsed / p.done) * (p.estimatedTotal - p.done)) : null;
-        this.log.info(
-          { table: name, lastKey: p.lastKey, rows: p.done, estimatedTotal: p.estimatedTotal, rowsPerSecond: Math.round(p.done / Math.max(elapsed, 0.001)), etaSeconds },
-          'snapshot progress',
-        );
-      });
+      const rows = await readSnapshot(
+        this.pgConfig,
+        created.snapshotName,
+        created.consistentPoint,
+        tables,
+        this.pgConfig.snapshotChunkRows,
+        (events, p) => this.onSnapshotChunk(store, started, events, p),
+      );
       await store.update((s) => {
         s.snapshotDone = true;
         s.tasks = [];
@@ -206,6 +216,39 @@ export class CaptureSource {
     } finally {
       await created.close();
     }
+  }
+
+  /** One chunk of the initial snapshot: published, then recorded as durable progress. */
+  private async onSnapshotChunk(store: SourceStateStore, started: number, events: ChangeEvent[], p: SnapshotProgress): Promise<void> {
+    await this.publishNow(events, p.table);
+    // Durable progress after Kafka acked the chunk: a crash resumes after it (tables before
+    // the current one are complete, so they leave the task list).
+    const name = qualifiedName(p.table.schema, p.table.table);
+    metrics.snapshotRows.inc({ table: name, kind: 'initial' }, p.rows);
+    await store.update((s) => {
+      const tasks = s.tasks ?? [];
+      const at = tasks.findIndex((t) => t.id === INITIAL && t.table === name);
+      s.tasks = at >= 0 ? tasks.slice(at) : tasks;
+      const task = s.tasks[0];
+      if (task && at >= 0) {
+        task.lastKey = p.lastKey;
+        task.rows += p.rows;
+        task.startedAt ||= started;
+      }
+    });
+    const elapsed = (Date.now() - started) / 1000;
+    const etaSeconds = p.done > 0 ? Math.round((elapsed / p.done) * (p.estimatedTotal - p.done)) : null;
+    this.log.info(
+      {
+        table: name,
+        lastKey: p.lastKey,
+        rows: p.done,
+        estimatedTotal: p.estimatedTotal,
+        rowsPerSecond: Math.round(p.done / Math.max(elapsed, 0.001)),
+        etaSeconds,
+      },
+      'snapshot progress',
+    );
   }
 
   /** After a crash the old walsender may hold the slot for a moment; wait for it, then fail clearly. */
@@ -249,7 +292,8 @@ export class CaptureSource {
     service
       .subscribe(new PgoutputPlugin(this.pgConfig.publication) as never, this.pgConfig.slot, '0/00000000')
       .then(() => {
-        if (!this.stopped) this.fail(new ConnectorError('REPLICATION_ENDED', 'the replication stream ended unexpectedly', { retriable: true }));
+        if (!this.stopped)
+          this.fail(new ConnectorError('REPLICATION_ENDED', 'the replication stream ended unexpectedly', { retriable: true }));
       })
       .catch((err: unknown) => {
         if (!this.stopped) this.fail(err as Error);
@@ -259,11 +303,10 @@ export class CaptureSource {
   private async onMessage(msg: PgoutputMessage): Promise<void> {
     switch (msg.tag) {
       case 'begin':
-        this.tx = { lsn: formatLsn(msg.finalLsn), xid: msg.xid, commitTsMicros: msg.commitTimeMicros, seq: 0 };
+        this.offsets.begin(msg.finalLsn, msg.xid, msg.commitTimeMicros);
         return;
       case 'commit':
-        this.tx = undefined;
-        this.enqueue({ commitEndLsn: msg.endLsn });
+        this.enqueue({ commit: this.offsets.commit(msg.endLsn) });
         break;
       case 'relation':
         this.log.debug({ table: `${msg.relation.schema}.${msg.relation.table}` }, 'relation');
@@ -274,12 +317,22 @@ export class CaptureSource {
         this.enqueueChange(buildInsert(msg.relation, this.keyOf(msg.relation), msg.after, this.currentTx()), toSource(msg.relation));
         break;
       case 'update':
-        for (const event of buildUpdate(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, msg.after, this.currentTx())) {
+        for (const event of buildUpdate(
+          msg.relation,
+          this.keyOf(msg.relation),
+          msg.before,
+          msg.beforeIsKeyOnly,
+          msg.after,
+          this.currentTx(),
+        )) {
           this.enqueueChange(event, toSource(msg.relation));
         }
         break;
       case 'delete':
-        this.enqueueChange(buildDelete(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, this.currentTx()), toSource(msg.relation));
+        this.enqueueChange(
+          buildDelete(msg.relation, this.keyOf(msg.relation), msg.before, msg.beforeIsKeyOnly, this.currentTx()),
+          toSource(msg.relation),
+        );
         break;
       case 'message': {
         // Watermarks and signals of incremental snapshots; heartbeats fall through unused.
@@ -302,15 +355,17 @@ export class CaptureSource {
   }
 
   private currentTx(): TxContext {
-    if (!this.tx) throw new ConnectorError('PGOUTPUT_ORDER', 'row change outside a transaction in the pgoutput stream');
-    return this.tx;
+    return this.offsets.currentTx();
   }
 
   private keyOf(relation: Relation): string[] {
     const info = this.tables.get(qualifiedName(relation.schema, relation.table));
     if (info) return info.primaryKey;
     // Only published tables arrive; a miss means the publication holds more than the config says.
-    throw new ConnectorError('UNEXPECTED_TABLE', `change for ${relation.schema}.${relation.table}, which is not in postgres.tables; check the publication`);
+    throw new ConnectorError(
+      'UNEXPECTED_TABLE',
+      `change for ${relation.schema}.${relation.table}, which is not in postgres.tables; check the publication`,
+    );
   }
 
   private enqueueChange(event: ChangeEvent, relation: SchemaSource): void {
@@ -346,11 +401,11 @@ export class CaptureSource {
   }
 
   private async sendChunk(chunk: Pending[]): Promise<void> {
-    let lastCommit: Lsn | undefined;
+    const commits: PendingTransaction[] = [];
     const toEncode: Extract<Pending, { event: unknown }>[] = [];
     const acked: (() => void)[] = [];
     for (const item of chunk) {
-      if ('commitEndLsn' in item) lastCommit = item.commitEndLsn;
+      if ('commit' in item) commits.push(item.commit);
       else if ('acked' in item) acked.push(item.acked);
       else toEncode.push(item);
     }
@@ -373,22 +428,22 @@ export class CaptureSource {
     }
     metrics.eventsProduced.inc(events);
     for (const done of acked) done();
-    if (lastCommit !== undefined && lastCommit > this.confirmed) {
-      this.confirmed = lastCommit;
-      await this.sendConfirmed();
-    }
+    // Every event of this chunk and of the chunks before it is acknowledged (they are sent one
+    // after the other), so each commit in it is too.
+    let moved = false;
+    for (const tx of commits) moved = this.offsets.acknowledge(tx) || moved;
+    if (moved) await this.sendConfirmed();
   }
 
   /**
-   * Standby status update with flush = the end LSN of the last transaction fully in Kafka.
-   * pg-logical-replication's acknowledge(lsn) reports lsn + 1, so it is given lsn - 1: reporting
-   * end + 1 could skip a transaction whose commit record starts exactly at `end` (the server
-   * skips commits that start before the confirmed position).
+   * Standby status update with flush = the end LSN of the last transaction fully in Kafka (see
+   * OffsetContext.statusUpdateLsn for why pg-logical-replication is given that LSN minus one).
    * https://www.postgresql.org/docs/15/protocol-replication.html#PROTOCOL-REPLICATION-STANDBY-STATUS-UPDATE
    */
   private async sendConfirmed(): Promise<void> {
-    if (this.confirmed === 0n) return;
-    await this.service?.acknowledge(formatLsn(this.confirmed - 1n));
+    const lsn = this.offsets.statusUpdateLsn();
+    if (lsn === undefined) return;
+    await this.service?.acknowledge(lsn);
   }
 
   /** A transactional logical message every few seconds gives an idle slot a commit to confirm. */

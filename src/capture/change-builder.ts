@@ -114,9 +114,7 @@ export function buildUpdate(
   }
   let changed: string[] | null = null;
   if (prev && !beforeIsKeyOnly) {
-    changed = Object.keys(next.row).filter(
-      (c) => !next.unchanged.includes(c) && !sameValue(prev.row[c], next.row[c]),
-    );
+    changed = Object.keys(next.row).filter((c) => !next.unchanged.includes(c) && !sameValue(prev.row[c], next.row[c]));
   }
   return [
     {
@@ -135,13 +133,7 @@ function buildInsertFromRow(row: Row, key: Row): Omit<ChangeEvent, 'source'> {
   return { op: 'c', key, before: null, after: row, changed: Object.keys(row), unchanged: [] };
 }
 
-export function buildDelete(
-  relation: Relation,
-  primaryKey: string[],
-  before: Tuple,
-  beforeIsKeyOnly: boolean,
-  tx: TxContext,
-): ChangeEvent {
+export function buildDelete(relation: Relation, primaryKey: string[], before: Tuple, beforeIsKeyOnly: boolean, tx: TxContext): ChangeEvent {
   const prev = decodeTuple(relation.columns, before);
   return {
     op: 'd',
@@ -173,4 +165,3 @@ export function buildSnapshotRow(
     source: { ...source(relationLike, tx), snapshot: true },
   };
 }
-

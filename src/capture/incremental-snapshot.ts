@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { openPg, type PgTarget } from './pg-connect.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { type ChangeEvent, encodeKey } from '../events/change-event.ts';
@@ -200,7 +200,9 @@ export class IncrementalSnapshot {
     if (this.store.get().tasks?.some((t) => t.id === id) || this.store.get().finished?.some((f) => f.id === id)) return; // replayed after a crash
     if (!this.configured.has(table)) {
       this.log.warn({ table, id }, 'snapshot requested for a table not in postgres.tables; ignored');
-      await this.store.update((s) => finish(s, { id, table, rows: 0, error: `table ${table} is not in postgres.tables of this connector` }));
+      await this.store.update((s) =>
+        finish(s, { id, table, rows: 0, error: `table ${table} is not in postgres.tables of this connector` }),
+      );
       return;
     }
     this.log.info({ table, id }, 'incremental snapshot requested');
@@ -253,7 +255,10 @@ export class IncrementalSnapshot {
     }
     if (!task.startedAt) {
       let estimated = await estimateRows(client, [table]);
-      if (estimated === 0) estimated = Number((await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${quoteTable(task.table)}`)).rows[0]?.n ?? 0);
+      if (estimated === 0)
+        estimated = Number(
+          (await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${quoteTable(task.table)}`)).rows[0]?.n ?? 0,
+        );
       await this.store.update(() => {
         task.startedAt = Date.now();
         task.estimatedRows = estimated;
@@ -322,7 +327,11 @@ export class IncrementalSnapshot {
   }
 
   /** The chunk's rows, and the transactions its snapshot saw as in progress. */
-  private async selectWithSnapshot(client: pg.Client, table: TableInfo, fromKey: (string | null)[] | null): Promise<{ rows: TextRow[]; inProgress: number[] }> {
+  private async selectWithSnapshot(
+    client: pg.Client,
+    table: TableInfo,
+    fromKey: (string | null)[] | null,
+  ): Promise<{ rows: TextRow[]; inProgress: number[] }> {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     try {
       // The first statement fixes the snapshot; the SELECT below reads with the same one.
@@ -341,10 +350,14 @@ export class IncrementalSnapshot {
     try {
       await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [WATERMARK_PREFIX, JSON.stringify({ slot: this.slot, id, w })]);
     } catch (err) {
-      throw new ConnectorError('SNAPSHOT_WATERMARK', `cannot write the ${w} watermark of an incremental snapshot chunk: ${errorMessage(err)}`, {
-        retriable: true,
-        cause: err,
-      });
+      throw new ConnectorError(
+        'SNAPSHOT_WATERMARK',
+        `cannot write the ${w} watermark of an incremental snapshot chunk: ${errorMessage(err)}`,
+        {
+          retriable: true,
+          cause: err,
+        },
+      );
     }
   }
 }

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ConnectorError, errorMessage } from '../errors.ts';
+import { tlsFailure } from '../tls-errors.ts';
 
 /**
  * Every PostgreSQL connection pg2crm opens is made here, so none is without bounds. node-postgres
@@ -105,44 +106,74 @@ export function redactedUrl(url: string): string {
  * timeout also names postgres.connectTimeoutMs). The client is ended on failure.
  */
 export async function connectPg(client: pg.Client, target: PgTarget): Promise<pg.Client> {
+  // node-postgres ends a connect that outlives connectionTimeoutMillis with a plain Error (no
+  // code): this timer, started first with the same delay, fires first and says it was that.
+  let timedOut = false;
+  const timer = setTimeout(() => (timedOut = true), resolve(target).connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs);
   try {
     await client.connect();
     return client;
   } catch (err) {
     await client.end().catch(() => undefined);
-    throw connectError(err, target);
+    throw connectError(err, target, timedOut);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
-export function connectError(err: unknown, target: PgTarget): ConnectorError {
+/** The OS gave up on the TCP connect (the host does not answer SYNs). */
+const CONNECT_TIMEOUT_CODES: ReadonlySet<string> = new Set(['ETIMEDOUT']);
+
+/**
+ * A failed connect as POSTGRES_TLS (naming postgres.ssl) or POSTGRES_CONNECT (naming postgres.url,
+ * and postgres.connectTimeoutMs when `timedOut`: pg2crm's connect timeout fired or the OS timed out).
+ */
+export function connectError(err: unknown, target: PgTarget, timedOut = CONNECT_TIMEOUT_CODES.has(codeOf(err))): ConnectorError {
   const conn = resolve(target);
   const timeoutMs = conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs;
   const where = `cannot connect to PostgreSQL at postgres.url (${redactedUrl(conn.url)})`;
   const tls = tlsProblem(err, conn.ssl);
   if (tls) return new ConnectorError('POSTGRES_TLS', `${where}: ${tls}`, { cause: err });
-  const message = /timeout/i.test(errorMessage(err))
+  const message = timedOut
     ? `${where}: no answer within postgres.connectTimeoutMs (${timeoutMs} ms); check that postgres.url points at a running PostgreSQL reachable from here (host, port, firewall, proxy), or raise postgres.connectTimeoutMs if the server is just slow to accept`
     : `${where}: ${errorMessage(err)}; check postgres.url and that PostgreSQL runs and accepts connections from this host`;
   return new ConnectorError('POSTGRES_CONNECT', message, { retriable: true, cause: err });
 }
 
-/** Codes Node's TLS gives a server certificate that is not trusted or does not name the host. */
-const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|ERR_SSL|EPROTO/;
+function codeOf(err: unknown): string {
+  return String((err as { code?: unknown } | null)?.code ?? '');
+}
+
+/**
+ * node-postgres's error when the server answers the SSLRequest with 'N' (ssl = off): a plain
+ * Error with no code (pg/lib/connection.js), so its text is the only thing to compare (exactly).
+ * https://www.postgresql.org/docs/15/protocol-flow.html#id-1.10.6.7.12
+ */
+const PG_SERVER_WITHOUT_TLS = 'The server does not support SSL connections';
+
+/**
+ * SQLSTATE 28000 invalid_authorization_specification: pg_hba.conf has no entry admitting the
+ * connection as made ("no pg_hba.conf entry for host ..., no encryption") or rejects it; over a
+ * plaintext connection, the usual cause is a server that admits only TLS (hostssl lines). 28P01
+ * (invalid_password) is a wrong password, not this.
+ * https://www.postgresql.org/docs/15/errcodes-appendix.html
+ */
+const SQLSTATE_INVALID_AUTHORIZATION = '28000';
 
 /** What `postgres.ssl` has to do with a failed connect, with the fix; undefined when nothing. */
 function tlsProblem(err: unknown, ssl: PgSsl | undefined): string | undefined {
-  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  const code = codeOf(err);
   const msg = errorMessage(err);
   if (ssl && ssl.mode !== 'disable') {
-    if (/does not support SSL/i.test(msg)) {
+    if (err instanceof Error && err.message === PG_SERVER_WITHOUT_TLS) {
       return `${msg}; the server has ssl=off: turn ssl on in postgresql.conf, or set postgres.ssl.mode to disable if plaintext is acceptable on this network`;
     }
-    if (TLS_CERT_CODES.test(code)) {
+    if (tlsFailure(err) !== undefined) {
       return `the server's TLS certificate was refused (${msg}, ${code}); check postgres.ssl: rootCert (or rootCert_FILE) must hold the CA that signed the server's certificate${
         ssl.mode === 'verify-full' ? ', and the host in postgres.url must be a name the certificate carries (or use mode verify-ca)' : ''
       }`;
     }
-  } else if (/no pg_hba\.conf entry .*no encryption|SSL (off|required)/i.test(msg)) {
+  } else if (code === SQLSTATE_INVALID_AUTHORIZATION) {
     return `${msg}; the server accepts only TLS connections: set postgres.ssl (mode verify-full and rootCert_FILE, or require)`;
   }
   return undefined;

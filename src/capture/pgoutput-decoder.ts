@@ -45,6 +45,63 @@ export type PgoutputMessage =
   | { tag: 'truncate'; relations: Relation[]; cascade: boolean; restartIdentity: boolean }
   | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
 
+/**
+ * The first byte (Byte1) of each pgoutput message, and what follows it on the wire in protocol
+ * version 1 (the Int32 xid that versions 2+ put after the tag in streamed transactions is absent).
+ * LSNs are Int64 (XLogRecPtr); timestamps Int64 microseconds since 2000-01-01; String is
+ * NUL-terminated.
+ */
+export const MessageType = {
+  /** Begin: Int64 final LSN of the transaction, Int64 commit timestamp, Int32 xid. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  BEGIN: 'B',
+  /** Commit: Int8 flags (unused, 0), Int64 LSN of the commit, Int64 end LSN of the transaction, Int64 commit timestamp. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  COMMIT: 'C',
+  /** Relation: Int32 relation OID, String namespace, String name, Int8 replica identity, Int16 columns, then per column Int8 flags (1 = key), String name, Int32 type OID, Int32 atttypmod. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  RELATION: 'R',
+  /** Insert: Int32 relation OID, Byte1 'N' (TupleMarker.NEW), TupleData of the new row. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  INSERT: 'I',
+  /** Update: Int32 relation OID, optionally Byte1 'K' or 'O' and the old TupleData, then Byte1 'N' and the new TupleData. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  UPDATE: 'U',
+  /** Delete: Int32 relation OID, Byte1 'K' or 'O', TupleData of the old key or row. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  DELETE: 'D',
+  /** Truncate: Int32 number of relations, Int8 options (1 = CASCADE, 2 = RESTART IDENTITY), Int32 OID per relation. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  TRUNCATE: 'T',
+  /** Type: Int32 type OID, String namespace, String type name (sent before a Relation using a non-built-in type). https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  TYPE: 'Y',
+  /** Origin: Int64 commit LSN on the origin server, String origin name. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  ORIGIN: 'O',
+  /** Message (pg_logical_emit_message): Int8 flags (1 = transactional), Int64 LSN, String prefix, Int32 length, Byten content. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  LOGICAL_MESSAGE: 'M',
+} as const;
+
+/**
+ * The Byte1 before each TupleData in Insert, Update and Delete messages, saying which row it is.
+ * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
+ */
+export const TupleMarker = {
+  /** The old values of the replica identity's key columns (the key changed, or a delete under REPLICA IDENTITY DEFAULT/INDEX). https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  OLD_KEY: 'K',
+  /** The whole old row (REPLICA IDENTITY FULL). https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  OLD_ROW: 'O',
+  /** The new row. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  NEW: 'N',
+} as const;
+
+/**
+ * TupleData is Int16 number of columns, then per column one of these Byte1 kinds; 't' and 'b'
+ * are followed by Int32 length and Byten value. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
+ */
+export const TupleValueKind = {
+  /** NULL, no value follows. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  NULL: 'n',
+  /** An unchanged TOASTed value: the value is not sent (it is not NULL). https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  UNCHANGED_TOAST: 'u',
+  /** Text output of the column's type: Int32 length, Byten text. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  TEXT: 't',
+  /** Binary send format: only when the `binary` option is asked for, which pg2crm never does. https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html */
+  BINARY: 'b',
+} as const;
+
 /** Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01). */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
 
@@ -112,17 +169,17 @@ export class PgoutputDecoder {
     const r = new Reader(buf);
     const tag = String.fromCharCode(r.u8());
     switch (tag) {
-      case 'B':
+      case MessageType.BEGIN:
         return { tag: 'begin', finalLsn: r.lsn(), commitTimeMicros: r.timestamp(), xid: r.u32() };
-      case 'C': {
+      case MessageType.COMMIT: {
         r.u8(); // flags, unused in v1
         return { tag: 'commit', commitLsn: r.lsn(), endLsn: r.lsn(), commitTimeMicros: r.timestamp() };
       }
-      case 'O':
+      case MessageType.ORIGIN:
         return { tag: 'origin', lsn: r.lsn(), name: r.cstring() };
-      case 'Y':
+      case MessageType.TYPE:
         return { tag: 'type', oid: r.u32(), schema: r.cstring(), name: r.cstring() };
-      case 'R': {
+      case MessageType.RELATION: {
         const oid = r.u32();
         const schema = r.cstring();
         const table = r.cstring();
@@ -137,39 +194,39 @@ export class PgoutputDecoder {
         this.relations.set(oid, relation);
         return { tag: 'relation', relation };
       }
-      case 'I': {
+      case MessageType.INSERT: {
         const relation = this.relation(r.u32());
-        expectByte(r, 'N');
+        expectByte(r, TupleMarker.NEW);
         return { tag: 'insert', relation, after: readTuple(r) };
       }
-      case 'U': {
+      case MessageType.UPDATE: {
         const relation = this.relation(r.u32());
         let kind = String.fromCharCode(r.u8());
         let before: Tuple | null = null;
         let beforeIsKeyOnly = false;
         // 'K': the key changed (old key follows); 'O': REPLICA IDENTITY FULL (old row follows).
-        if (kind === 'K' || kind === 'O') {
+        if (kind === TupleMarker.OLD_KEY || kind === TupleMarker.OLD_ROW) {
           before = readTuple(r);
-          beforeIsKeyOnly = kind === 'K';
+          beforeIsKeyOnly = kind === TupleMarker.OLD_KEY;
           kind = String.fromCharCode(r.u8());
         }
-        if (kind !== 'N') throw new Error(`pgoutput: unexpected update submessage ${kind}`);
+        if (kind !== TupleMarker.NEW) throw new Error(`pgoutput: unexpected update submessage ${kind}`);
         return { tag: 'update', relation, before, beforeIsKeyOnly, after: readTuple(r) };
       }
-      case 'D': {
+      case MessageType.DELETE: {
         const relation = this.relation(r.u32());
         const kind = String.fromCharCode(r.u8());
-        if (kind !== 'K' && kind !== 'O') throw new Error(`pgoutput: unexpected delete submessage ${kind}`);
-        return { tag: 'delete', relation, before: readTuple(r), beforeIsKeyOnly: kind === 'K' };
+        if (kind !== TupleMarker.OLD_KEY && kind !== TupleMarker.OLD_ROW) throw new Error(`pgoutput: unexpected delete submessage ${kind}`);
+        return { tag: 'delete', relation, before: readTuple(r), beforeIsKeyOnly: kind === TupleMarker.OLD_KEY };
       }
-      case 'T': {
+      case MessageType.TRUNCATE: {
         const n = r.i32();
         const options = r.u8();
         const relations: Relation[] = [];
         for (let i = 0; i < n; i++) relations.push(this.relation(r.u32()));
         return { tag: 'truncate', relations, cascade: (options & 1) === 1, restartIdentity: (options & 2) === 2 };
       }
-      case 'M': {
+      case MessageType.LOGICAL_MESSAGE: {
         const flags = r.u8();
         const lsn = r.lsn();
         const prefix = r.cstring();
@@ -192,9 +249,10 @@ function readTuple(r: Reader): Tuple {
   const values: Tuple = new Array(n);
   for (let i = 0; i < n; i++) {
     const kind = String.fromCharCode(r.u8());
-    if (kind === 'n') values[i] = null;
-    else if (kind === 'u') values[i] = UNCHANGED_TOAST;
-    else if (kind === 't') values[i] = r.bytes(r.i32()).toString('utf8');
+    if (kind === TupleValueKind.NULL) values[i] = null;
+    else if (kind === TupleValueKind.UNCHANGED_TOAST) values[i] = UNCHANGED_TOAST;
+    else if (kind === TupleValueKind.TEXT) values[i] = r.bytes(r.i32()).toString('utf8');
+    // TupleValueKind.BINARY among them: pg2crm never asks for binary.
     else throw new Error(`pgoutput: unsupported tuple value kind ${kind} (binary mode is not requested)`);
   }
   return values;

@@ -127,13 +127,19 @@ export async function ensurePublication(
   const want = [...tables].sort();
   if (schemas > 0 || have.length !== want.length || have.some((t, i) => t !== want[i])) {
     await publicationDdl(client, publication, `ALTER PUBLICATION ${name} SET TABLE ${list}`);
-    log.warn({ publication, before: have, schemasBefore: schemas, after: tables }, 'publication tables differed from postgres.tables; altered to match');
+    log.warn(
+      { publication, before: have, schemasBefore: schemas, after: tables },
+      'publication tables differed from postgres.tables; altered to match',
+    );
     Object.assign(sync, { action: 'altered', tablesBefore: have });
   }
   const current = ALL_PUBLISH_OPS.filter((op) => row[`pub${op}`]);
   if (current.length !== publish.length || current.some((op) => !publish.includes(op))) {
     await publicationDdl(client, publication, `ALTER PUBLICATION ${name} SET (${publishOption})`);
-    log.warn({ publication, before: current, after: publish }, 'publication publish option differed from postgres.publish; altered to match');
+    log.warn(
+      { publication, before: current, after: publish },
+      'publication publish option differed from postgres.publish; altered to match',
+    );
     Object.assign(sync, { action: 'altered', publishBefore: current });
   }
   return sync;
@@ -196,14 +202,20 @@ export interface SlotInfo {
 }
 
 export async function slotInfo(client: pg.Client, slot: string): Promise<SlotInfo> {
-  const res = await client.query<{ active: boolean; active_pid: number | null; confirmed_flush_lsn: string | null; plugin: string; wal_status: string | null }>(
-    'SELECT active, active_pid, confirmed_flush_lsn, plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1',
-    [slot],
-  );
+  const res = await client.query<{
+    active: boolean;
+    active_pid: number | null;
+    confirmed_flush_lsn: string | null;
+    plugin: string;
+    wal_status: string | null;
+  }>('SELECT active, active_pid, confirmed_flush_lsn, plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   const row = res.rows[0];
   if (!row) return { exists: false, active: false, activePid: null, confirmedFlush: null, walStatus: null };
   if (row.plugin !== 'pgoutput') {
-    throw new ConnectorError('SLOT_WRONG_PLUGIN', `replication slot ${slot} uses plugin ${row.plugin}; drop it or set postgres.slot to another name`);
+    throw new ConnectorError(
+      'SLOT_WRONG_PLUGIN',
+      `replication slot ${slot} uses plugin ${row.plugin}; drop it or set postgres.slot to another name`,
+    );
   }
   return {
     exists: true,
@@ -231,7 +243,10 @@ export interface CreatedSlot {
 
 export async function createSlotWithSnapshot(url: PgTarget, slot: string): Promise<CreatedSlot> {
   // No query timeout: CREATE_REPLICATION_SLOT waits for every running transaction to end.
-  const replication = await connectPg(new pg.Client({ ...pgClientConfig(url, 'replication'), replication: 'database' } as pg.ClientConfig), url);
+  const replication = await connectPg(
+    new pg.Client({ ...pgClientConfig(url, 'replication'), replication: 'database' } as pg.ClientConfig),
+    url,
+  );
   try {
     const res = await replication.query<{ consistent_point: string; snapshot_name: string }>(
       `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { openPg, type PgTarget } from './pg-connect.ts';
 import type { ChangeEvent } from '../events/change-event.ts';
 import { buildSnapshotRow, type TxContext } from './change-builder.ts';

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { openPg, type PgTarget } from './pg-connect.ts';
 import { readState, type SourceState, writeState } from './slot-admin.ts';
 

@@ -46,15 +46,16 @@ export async function describeTables(client: Client, tables: string[]): Promise<
       replicaIdentity: row.relreplident,
     });
   }
-  await resolveDomains(client, [...found.values()].flatMap((t) => t.columns));
+  await resolveDomains(
+    client,
+    [...found.values()].flatMap((t) => t.columns),
+  );
   const problems: string[] = [];
   for (const t of tables) {
     const info = found.get(t);
     if (!info) problems.push(`table ${t} does not exist; create it or remove it from postgres.tables`);
     else if (info.primaryKey.length === 0) {
-      problems.push(
-        `table ${t} has no primary key; add one (ALTER TABLE ${t} ADD PRIMARY KEY (...)) so changes can be keyed per record`,
-      );
+      problems.push(`table ${t} has no primary key; add one (ALTER TABLE ${t} ADD PRIMARY KEY (...)) so changes can be keyed per record`);
     }
   }
   if (problems.length) throw new ConnectorError('TABLE_NOT_CAPTURABLE', problems.join('\n'));

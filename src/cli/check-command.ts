@@ -1,12 +1,12 @@
 import { logLevel } from 'kafkajs';
-import pg from 'pg';
+import type pg from 'pg';
 import { pgClient, pgTlsError } from '../capture/pg-connect.ts';
 import type { Config } from '../config.ts';
 import { describeTables, type TableInfo } from '../capture/table-catalog.ts';
 import { preflight, slotInfo } from '../capture/slot-admin.ts';
 import { createAdapter } from '../crm/create-adapter.ts';
 import type { CrmTarget } from '../crm/crm-adapter.ts';
-import { errorMessage } from '../errors.ts';
+import { errorKind, errorMessage } from '../errors.ts';
 import { topicFor } from '../events/topic-router.ts';
 import { registryAuthError, registryFetch, registryTlsError } from '../events/registry-client.ts';
 import { createKafka } from '../kafka/client.ts';
@@ -22,11 +22,16 @@ export interface CheckResult {
   detail: string;
 }
 
-async function attempt(name: string, fn: () => Promise<string>): Promise<CheckResult> {
+/**
+ * Runs one check. `fix` is added to a failure's detail unless the error already names the
+ * setting to fix: TLS and SASL failures (kind `auth`: POSTGRES_TLS, KAFKA_TLS, KAFKA_AUTH) do.
+ */
+async function attempt(name: string, fn: () => Promise<string>, fix?: string): Promise<CheckResult> {
   try {
     return { name, ok: true, detail: await fn() };
   } catch (err) {
-    return { name, ok: false, detail: errorMessage(err) };
+    const detail = errorMessage(err);
+    return { name, ok: false, detail: fix !== undefined && errorKind(err) !== 'auth' ? `${detail}; ${fix}` : detail };
   }
 }
 
@@ -41,74 +46,111 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 export async function runChecks(config: Config): Promise<CheckResult[]> {
+  return [...(await checkPostgres(config)), ...(await checkKafka(config)), await checkRegistry(config), ...(await checkCrm(config))];
+}
+
+async function checkPostgres(config: Config): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const client = pgClient(config.postgres);
-  const pgUp = await attempt('PostgreSQL reachable', async () => {
-    // A TLS failure names postgres.ssl and its fix instead of postgres.url.
-    await client.connect().catch((err: unknown) => Promise.reject(pgTlsError(err, config.postgres) ?? err));
-    return 'connected';
-  });
-  if (!pgUp.ok && !pgUp.detail.includes('postgres.ssl')) pgUp.detail += '; check postgres.url, that PostgreSQL runs and accepts this host';
+  const pgUp = await attempt(
+    'PostgreSQL reachable',
+    async () => {
+      // A TLS failure names postgres.ssl and its fix instead of postgres.url.
+      await client.connect().catch((err: unknown) => Promise.reject(pgTlsError(err, config.postgres) ?? err));
+      return 'connected';
+    },
+    'check postgres.url, that PostgreSQL runs and accepts this host',
+  );
   results.push(pgUp);
-  if (pgUp.ok) {
-    results.push(await attempt('PostgreSQL ready for logical replication', async () => {
+  if (!pgUp.ok) return results;
+  results.push(
+    await attempt('PostgreSQL ready for logical replication', async () => {
       await preflight(client);
       return 'wal_level=logical, role may replicate';
-    }));
-    let tables: Map<string, TableInfo> | undefined;
-    results.push(await attempt('captured tables', async () => {
+    }),
+  );
+  let tables: Map<string, TableInfo> | undefined;
+  results.push(
+    await attempt('captured tables', async () => {
       tables = await describeTables(client, config.postgres.tables);
       return [...tables.values()].map((t) => `${t.schema}.${t.table} (key ${t.primaryKey.join(', ')})`).join('; ');
-    }));
-    // A mapping naming a column the table lacks would write nothing to that CRM field (or no
-    // external id at all) without any error: name each one here.
-    if (tables) results.push(await attempt('mapped columns', async () => checkMappedColumns(config.mappings, tables!)));
-    results.push(await attempt(`replication slot ${config.postgres.slot}`, () => checkSlot(client, config.postgres.slot)));
-    results.push(await attempt(`publication ${config.postgres.publication}`, () => checkPublication(client, config.postgres.publication, config.postgres.tables)));
-    results.push(await attempt('role may create and keep the publication', () => checkPublicationRights(client, config.postgres.publication, config.postgres.tables)));
-    await client.end().catch(() => undefined);
-  }
+    }),
+  );
+  // A mapping naming a column the table lacks would write nothing to that CRM field (or no
+  // external id at all) without any error: name each one here.
+  if (tables) results.push(await attempt('mapped columns', async () => checkMappedColumns(config.mappings, tables!)));
+  results.push(await attempt(`replication slot ${config.postgres.slot}`, () => checkSlot(client, config.postgres.slot)));
+  results.push(
+    await attempt(`publication ${config.postgres.publication}`, () =>
+      checkPublication(client, config.postgres.publication, config.postgres.tables),
+    ),
+  );
+  results.push(
+    await attempt('role may create and keep the publication', () =>
+      checkPublicationRights(client, config.postgres.publication, config.postgres.tables),
+    ),
+  );
+  await client.end().catch(() => undefined);
+  return results;
+}
+
+async function checkKafka(config: Config): Promise<CheckResult[]> {
   const kafka = createKafka(config.kafka, 'check', 0);
   // Kafka's failures are reported as FAIL lines below; kafkajs's own log lines would interleave
   // with the checklist (and its error-level retry lines read as failures of their own).
   kafka.logger().setLogLevel(logLevel.NOTHING);
   const admin = kafka.admin();
-  const kafkaUp = await attempt('Kafka reachable', async () => {
-    // One 10 s deadline for the whole check, as the README states.
-    const topics = await withTimeout(
-      admin.connect().then(() => admin.listTopics()),
-      10_000,
-      `Kafka at ${config.kafka.brokers.join(',')}`,
-    );
-    return `${topics.length} topics`;
-  });
-  // A TLS or SASL failure already names kafka.ssl / kafka.sasl (createKafka maps it).
-  if (!kafkaUp.ok && !kafkaUp.detail.includes('check kafka.')) kafkaUp.detail += '; check kafka.brokers and that the brokers run';
-  results.push(kafkaUp);
+  const kafkaUp = await attempt(
+    'Kafka reachable',
+    async () => {
+      // One 10 s deadline for the whole check, as the README states.
+      const topics = await withTimeout(
+        admin.connect().then(() => admin.listTopics()),
+        10_000,
+        `Kafka at ${config.kafka.brokers.join(',')}`,
+      );
+      return `${topics.length} topics`;
+    },
+    // A TLS or SASL failure already names kafka.ssl / kafka.sasl (createKafka maps it).
+    'check kafka.brokers and that the brokers run',
+  );
+  const results = [kafkaUp];
   if (kafkaUp.ok) {
-    results.push(await attempt('Kafka topics', async () => {
-      const existing = new Set(await admin.listTopics());
-      const wanted = config.postgres.tables.map((t) => {
-        const [schema, table] = t.split('.') as [string, string];
-        return topicFor(config.kafka.topicPrefix, schema, table);
-      });
-      const missing = wanted.filter((t) => !existing.has(t));
-      const present = wanted.filter((t) => existing.has(t));
-      const parts = present.length ? [`${present.join(', ')} exist`] : [];
-      if (missing.length) parts.push(`${missing.join(', ')} will be created with ${config.kafka.partitions} partitions`);
-      return parts.join('; ');
-    }));
+    results.push(
+      await attempt('Kafka topics', async () => {
+        const existing = new Set(await admin.listTopics());
+        const wanted = config.postgres.tables.map((t) => {
+          const [schema, table] = t.split('.') as [string, string];
+          return topicFor(config.kafka.topicPrefix, schema, table);
+        });
+        const missing = wanted.filter((t) => !existing.has(t));
+        const present = wanted.filter((t) => existing.has(t));
+        const parts = present.length ? [`${present.join(', ')} exist`] : [];
+        if (missing.length) parts.push(`${missing.join(', ')} will be created with ${config.kafka.partitions} partitions`);
+        return parts.join('; ');
+      }),
+    );
   }
   await boundedDisconnect(admin);
-  results.push(await attempt('schema registry reachable', async () => {
+  return results;
+}
+
+function checkRegistry(config: Config): Promise<CheckResult> {
+  return attempt('schema registry reachable', async () => {
     // With kafka.schemaRegistry's basic auth and CA (the URL itself carries no credentials).
-    const res = await withTimeout(registryFetch(config.kafka.schemaRegistry, '/subjects'), 10_000, 'schema registry').catch((err: unknown) => {
-      throw registryTlsError(err) ?? new Error(`${errorMessage(err)}; check kafka.schemaRegistry.url`);
-    });
+    const res = await withTimeout(registryFetch(config.kafka.schemaRegistry, '/subjects'), 10_000, 'schema registry').catch(
+      (err: unknown) => {
+        throw registryTlsError(err) ?? new Error(`${errorMessage(err)}; check kafka.schemaRegistry.url`);
+      },
+    );
     if (res.status === 401 || res.status === 403) throw registryAuthError(res.status, config.kafka.schemaRegistry);
     if (!res.ok) throw new Error(`GET /subjects answered HTTP ${res.status}; check kafka.schemaRegistry.url (Confluent-compatible API)`);
     return 'answers the Confluent API';
-  }));
+  });
+}
+
+async function checkCrm(config: Config): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
   const several = config.crm.credentials.length > 1;
   for (const [i, credential] of config.crm.credentials.entries()) {
     const adapter = createAdapter({ ...config.crm, auth: credential });
@@ -121,9 +163,9 @@ export async function runChecks(config: Config): Promise<CheckResult[]> {
     });
     results.push(accepted);
     if (accepted.ok && i === 0 && adapter.preflight) {
-      const checks = await withTimeout(adapter.preflight(crmTargets(config)), 30_000, `CRM at ${config.crm.baseUrl}`).catch((err: unknown) => [
-        { name: `CRM objects and fields (${config.crm.kind})`, ok: false, detail: errorMessage(err) },
-      ]);
+      const checks = await withTimeout(adapter.preflight(crmTargets(config)), 30_000, `CRM at ${config.crm.baseUrl}`).catch(
+        (err: unknown) => [{ name: `CRM objects and fields (${config.crm.kind})`, ok: false, detail: errorMessage(err) }],
+      );
       results.push(...checks);
     }
     await adapter.close().catch(() => undefined);
@@ -140,7 +182,8 @@ export function printChecks(results: CheckResult[], out: (line: string) => void)
 
 async function checkSlot(client: pg.Client, slot: string): Promise<string> {
   const info = await slotInfo(client, slot);
-  if (info.exists) return info.active ? `exists, in use by pid ${info.activePid} (a running connector)` : 'exists; the connector resumes from it';
+  if (info.exists)
+    return info.active ? `exists, in use by pid ${info.activePid} (a running connector)` : 'exists; the connector resumes from it';
   const r = await client.query<{ used: number; max: number }>(
     "SELECT (SELECT count(*) FROM pg_replication_slots)::int AS used, current_setting('max_replication_slots')::int AS max",
   );
@@ -150,10 +193,9 @@ async function checkSlot(client: pg.Client, slot: string): Promise<string> {
 }
 
 async function checkPublication(client: pg.Client, publication: string, tables: string[]): Promise<string> {
-  const r = await client.query<{ t: string }>(
-    "SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1",
-    [publication],
-  );
+  const r = await client.query<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1", [
+    publication,
+  ]);
   const exists = (await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publication])).rowCount === 1;
   if (!exists) return `will be created for ${tables.join(', ')}`;
   const have = new Set(r.rows.map((row) => row.t));
@@ -180,7 +222,9 @@ export function checkMappedColumns(mappings: Config['mappings'], tables: Map<str
     for (const [column, where] of used) {
       count++;
       if (!have.has(column)) {
-        problems.push(`${where}: column ${column} does not exist in ${m.table} (columns: ${[...have].join(', ')}); correct the column name in the mapping or add the column to the table`);
+        problems.push(
+          `${where}: column ${column} does not exist in ${m.table} (columns: ${[...have].join(', ')}); correct the column name in the mapping or add the column to the table`,
+        );
       }
     }
   });
@@ -195,7 +239,13 @@ export function checkMappedColumns(mappings: Config['mappings'], tables: Map<str
  * A superuser may do all of it. The snapshot reads the tables (SELECT).
  */
 async function checkPublicationRights(client: pg.Client, publication: string, tables: string[]): Promise<string> {
-  const who = await client.query<{ user: string; superuser: boolean; create_db: boolean; pub_owner: string | null; owns_pub: boolean | null }>(
+  const who = await client.query<{
+    user: string;
+    superuser: boolean;
+    create_db: boolean;
+    pub_owner: string | null;
+    owns_pub: boolean | null;
+  }>(
     `SELECT current_user AS user,
             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
             has_database_privilege(current_database(), 'CREATE') AS create_db,
@@ -216,24 +266,41 @@ async function checkPublicationRights(client: pg.Client, publication: string, ta
   const problems: string[] = [];
   const exists = pubOwner !== null;
   if (!exists && !createDb) {
-    problems.push(`role ${user} lacks CREATE on the database, which CREATE PUBLICATION needs; run GRANT CREATE ON DATABASE <database> TO ${user}, or create the publication as the tables' owner: CREATE PUBLICATION ${publication} FOR TABLE ${tables.join(', ')}; ALTER PUBLICATION ${publication} OWNER TO ${user}`);
+    problems.push(
+      `role ${user} lacks CREATE on the database, which CREATE PUBLICATION needs; run GRANT CREATE ON DATABASE <database> TO ${user}, or create the publication as the tables' owner: CREATE PUBLICATION ${publication} FOR TABLE ${tables.join(', ')}; ALTER PUBLICATION ${publication} OWNER TO ${user}`,
+    );
   }
   if (exists && !ownsPub) {
-    problems.push(`publication ${publication} is owned by ${pubOwner}, and role ${user} cannot alter it or keep the connector's state in it; run ALTER PUBLICATION ${publication} OWNER TO ${user} as ${pubOwner} or a superuser`);
+    problems.push(
+      `publication ${publication} is owned by ${pubOwner}, and role ${user} cannot alter it or keep the connector's state in it; run ALTER PUBLICATION ${publication} OWNER TO ${user} as ${pubOwner} or a superuser`,
+    );
   }
   // An existing publication gains tables by ALTER PUBLICATION ... SET TABLE, which needs
   // ownership of each table it adds; one it already publishes needs nothing more.
   const published = new Set(
-    exists ? (await client.query<{ t: string }>('SELECT schemaname || \'.\' || tablename AS t FROM pg_publication_tables WHERE pubname = $1', [publication])).rows.map((r) => r.t) : [],
+    exists
+      ? (
+          await client.query<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1", [
+            publication,
+          ])
+        ).rows.map((r) => r.t)
+      : [],
   );
   const notOwned = rel.rows.filter((r) => !r.owns && !published.has(r.t));
   if (notOwned.length) {
-    problems.push(`role ${user} does not own ${notOwned.map((r) => `${r.t} (owner ${r.owner})`).join(', ')}, and only a table's owner may add it to a publication; run ALTER TABLE <table> OWNER TO ${user}, GRANT <owner> TO ${user}, or connect as the owner (postgres.url)`);
+    problems.push(
+      `role ${user} does not own ${notOwned.map((r) => `${r.t} (owner ${r.owner})`).join(', ')}, and only a table's owner may add it to a publication; run ALTER TABLE <table> OWNER TO ${user}, GRANT <owner> TO ${user}, or connect as the owner (postgres.url)`,
+    );
   }
   const noSelect = rel.rows.filter((r) => !r.can_select);
-  if (noSelect.length) problems.push(`role ${user} may not read ${noSelect.map((r) => r.t).join(', ')} (the snapshot needs it); run GRANT SELECT ON <table> TO ${user}`);
+  if (noSelect.length)
+    problems.push(
+      `role ${user} may not read ${noSelect.map((r) => r.t).join(', ')} (the snapshot needs it); run GRANT SELECT ON <table> TO ${user}`,
+    );
   if (problems.length) throw new Error(problems.join('; '));
-  return exists ? `${user} owns publication ${publication}` : `${user} may create the publication (owns the tables, CREATE on the database)`;
+  return exists
+    ? `${user} owns publication ${publication}`
+    : `${user} may create the publication (owns the tables, CREATE on the database)`;
 }
 
 /** Every object and external-id field the mappings write to or look up, once each. */

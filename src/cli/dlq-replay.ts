@@ -117,7 +117,8 @@ async function readLetters(
             const offset = Number(message.offset);
             // Parsed here without throwing: an exception in eachMessage would make kafkajs retry
             // the same message for ever.
-            if (range && offset >= range.from && offset < range.to) letters.push(parseLetter({ topic, partition, offset: message.offset }, message.value));
+            if (range && offset >= range.from && offset < range.to)
+              letters.push(parseLetter({ topic, partition, offset: message.offset }, message.value));
             if (range && offset >= range.to - 1) open.delete(partition);
             if (open.size === 0) resolve();
           },
@@ -172,7 +173,11 @@ function isDataException(err: unknown): boolean {
 async function republish(config: Config, read: ReadLetter[]): Promise<ReplayResult> {
   const skipped: SkippedLetter[] = [];
   const skip = (r: ReadLetter, reason: string): void => {
-    skipped.push({ at: r.at, ...(r.letter ? { original: { topic: r.letter.topic, partition: r.letter.partition, offset: String(r.letter.offset) } } : {}), reason });
+    skipped.push({
+      at: r.at,
+      ...(r.letter ? { original: { topic: r.letter.topic, partition: r.letter.partition, offset: String(r.letter.offset) } } : {}),
+      reason,
+    });
   };
   for (const r of read) if (r.unreadable) skip(r, r.unreadable);
   const letters = read.filter((r) => r.letter);
@@ -251,6 +256,14 @@ function deletion(table: TableInfo, key: Row, tx: TxContext): ChangeEvent {
     after: null,
     changed: null,
     unchanged: [],
-    source: { lsn: tx.lsn, seq: tx.seq++, xid: 0, commitTsMicros: tx.commitTsMicros, schema: table.schema, table: table.table, snapshot: true },
+    source: {
+      lsn: tx.lsn,
+      seq: tx.seq++,
+      xid: 0,
+      commitTsMicros: tx.commitTsMicros,
+      schema: table.schema,
+      table: table.table,
+      snapshot: true,
+    },
   };
 }

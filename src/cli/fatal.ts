@@ -6,13 +6,16 @@ import { ConnectorError, errorMessage } from '../errors.ts';
  * systemd journal shows first, and what a wrapper script can grep.
  */
 export function fatalLine(err: unknown): string {
-  let text = errorMessage(err).replace(/\s*\n\s*/g, '; ').trim();
+  let text = errorMessage(err)
+    .replace(/\s*\n\s*/g, '; ')
+    .trim();
   if (!(err instanceof ConnectorError) && !text.includes('; ')) {
     // A failure no pg2crm code has explained: say where to look rather than nothing.
     const name = (err as { name?: unknown } | null)?.name;
-    text += typeof name === 'string' && name.startsWith('KafkaJS')
-      ? '; check kafka.brokers and the kafka.* settings, and that the brokers run (pg2crm check --config <file> tests them)'
-      : '; see the log lines above, and run pg2crm check --config <file> to test every dependency';
+    text +=
+      typeof name === 'string' && name.startsWith('KafkaJS')
+        ? '; check kafka.brokers and the kafka.* settings, and that the brokers run (pg2crm check --config <file> tests them)'
+        : '; see the log lines above, and run pg2crm check --config <file> to test every dependency';
   }
   return `pg2crm: ${text}`;
 }

@@ -25,12 +25,25 @@ export async function probeKafka(config: Pick<Config, 'kafka'>, timeoutMs = KAFK
         await admin.listTopics();
       })(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new ConnectorError('KAFKA_UNREACHABLE', `Kafka at ${brokers} did not answer within ${timeoutMs / 1000} s; check kafka.brokers and that the brokers run and are reachable from this host`)), timeoutMs);
+        timer = setTimeout(
+          () =>
+            reject(
+              new ConnectorError(
+                'KAFKA_UNREACHABLE',
+                `Kafka at ${brokers} did not answer within ${timeoutMs / 1000} s; check kafka.brokers and that the brokers run and are reachable from this host`,
+              ),
+            ),
+          timeoutMs,
+        );
       }),
     ]);
   } catch (err) {
     if (err instanceof ConnectorError) throw err;
-    throw new ConnectorError('KAFKA_UNREACHABLE', `Kafka at ${brokers} cannot be reached (${errorMessage(err)}); check kafka.brokers and that the brokers run and are reachable from this host`, { cause: err });
+    throw new ConnectorError(
+      'KAFKA_UNREACHABLE',
+      `Kafka at ${brokers} cannot be reached (${errorMessage(err)}); check kafka.brokers and that the brokers run and are reachable from this host`,
+      { cause: err },
+    );
   } finally {
     clearTimeout(timer);
     // A broker that took the connection but never answers holds disconnect() until kafkajs's

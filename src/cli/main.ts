@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../config.ts';
-import { ConnectorError } from '../errors.ts';
+import { ConnectorError, type ErrorCode, type KnownErrorCode } from '../errors.ts';
 import { reportFatal } from './fatal.ts';
 import { probeKafka } from './kafka-probe.ts';
 import { setLogLevel } from '../logger.ts';
@@ -19,10 +19,27 @@ import { describeSkipped, replayDeadLetters } from './dlq-replay.ts';
 const EXIT_FAILURE = 1;
 const EXIT_CONFIG = 2;
 
+/**
+ * The config file (or a command's arguments) cannot be used as written: exit 2. Other errors of
+ * kind `config` are about the database's or CRM's setup, found at run time: exit 1.
+ */
+const CONFIG_FILE_CODES: ReadonlySet<ErrorCode> = new Set<KnownErrorCode>([
+  'CONFIG_CRM_KIND',
+  'CONFIG_ENV_MISSING',
+  'CONFIG_INVALID',
+  'CONFIG_NOT_FOUND',
+  'CONFIG_SECRET_FILE',
+  'CONFIG_SIM_KIND',
+  'CONFIG_SIM_LIMIT',
+  'CONFIG_SIM_TTL',
+  'CONFIG_SYNTAX',
+  'CONFIG_TABLE',
+]);
+
 installStopSignals(); // already done by bin/pg2crm.js; here for `node src/cli/main.ts`
 
 function fail(err: unknown): never {
-  const code = err instanceof ConnectorError && err.code.startsWith('CONFIG') ? EXIT_CONFIG : EXIT_FAILURE;
+  const code = err instanceof ConnectorError && CONFIG_FILE_CODES.has(err.code) ? EXIT_CONFIG : EXIT_FAILURE;
   reportFatal(err);
   process.exit(code);
 }
@@ -48,7 +65,11 @@ program
   .command('run')
   .description('run the connector (long-lived): capture, publish to Kafka, write to the CRM')
   .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
-  .addOption(new Option('--role <role>', 'what this process runs; scale sinks out with --role sink').choices(['all', 'source', 'sink']).default('all'))
+  .addOption(
+    new Option('--role <role>', 'what this process runs; scale sinks out with --role sink')
+      .choices(['all', 'source', 'sink'])
+      .default('all'),
+  )
   .action(async (opts: { config: string; role: Role }) => {
     try {
       const config = loadConfig(opts.config);
@@ -99,7 +120,9 @@ program
 
 program
   .command('snapshot')
-  .description('re-snapshot one table while streaming continues (incremental, deduplicated against concurrent changes), e.g. after a CRM was wiped or a mapping changed; shows progress until done')
+  .description(
+    're-snapshot one table while streaming continues (incremental, deduplicated against concurrent changes), e.g. after a CRM was wiped or a mapping changed; shows progress until done',
+  )
   .requiredOption('-c, --config <file>', 'connector config (YAML or JSON) of the running connector')
   .requiredOption('-t, --table <schema.table>', 'table to snapshot again; one of postgres.tables')
   .option('--timeout <seconds>', 'stop waiting after this long (exit 1); the request stays queued', seconds)
@@ -108,7 +131,12 @@ program
     try {
       const config = loadConfig(opts.config);
       setLogLevel('warn');
-      await requestSnapshot(config, opts.table, (l) => process.stdout.write(`${l}\n`), opts.timeout ? { timeoutSeconds: opts.timeout } : {});
+      await requestSnapshot(
+        config,
+        opts.table,
+        (l) => process.stdout.write(`${l}\n`),
+        opts.timeout ? { timeoutSeconds: opts.timeout } : {},
+      );
       process.exit(0);
     } catch (err) {
       fail(err);
@@ -154,9 +182,13 @@ program
       for (const s of r.skipped) process.stderr.write(`skipped dead letter ${describeSkipped(s)}\n`);
       if (r.letters === 0 && r.skipped.length === 0) process.stdout.write(`no dead letters to replay in ${config.sink.deadLetterTopic}\n`);
       else {
-        process.stdout.write(`replayed ${r.letters} dead letter(s): ${r.records} record(s) re-published from PostgreSQL (${r.deleted} as deletions)\n`);
+        process.stdout.write(
+          `replayed ${r.letters} dead letter(s): ${r.records} record(s) re-published from PostgreSQL (${r.deleted} as deletions)\n`,
+        );
         if (r.skipped.length > 0) {
-          process.stdout.write(`skipped ${r.skipped.length} dead letter(s) that cannot be replayed (listed above); the replay group moved past them\n`);
+          process.stdout.write(
+            `skipped ${r.skipped.length} dead letter(s) that cannot be replayed (listed above); the replay group moved past them\n`,
+          );
         }
       }
       process.exit(0);
@@ -167,29 +199,37 @@ program
 
 program
   .command('sim')
-  .description('run a CRM simulator with the vendor\'s documented limits and throttling')
+  .description("run a CRM simulator with the vendor's documented limits and throttling")
   .argument('<crm>', 'CRM kind, e.g. zendesk-sell')
   .requiredOption('-p, --port <n>', 'port to listen on (0 = any)', port)
   .option('--host <address>', 'address to listen on (0.0.0.0 in containers)', '127.0.0.1')
   .option('--limit <requests/window>', 'rate limit, e.g. 200/60s, 36000/1h')
   .option('--token <t...>', 'accepted API tokens (all share one bucket)')
   .option('--retry-after <seconds>', 'Retry-After of throttled responses', (v) => Number(v))
-  .option('--token-ttl <duration>', "lifetime of the OAuth access tokens the simulator's token endpoint issues, e.g. 20s, 5m, 1h (default: the vendor's)")
+  .option(
+    '--token-ttl <duration>',
+    "lifetime of the OAuth access tokens the simulator's token endpoint issues, e.g. 20s, 5m, 1h (default: the vendor's)",
+  )
   .option('--control', 'serve the /__sim/* control routes (stored records, stats, fault injection, clock, reset); off by default')
-  .action(async (crm: string, opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string; control?: boolean }) => {
-    try {
-      await runSimulator(crm, {
-        port: opts.port,
-        host: opts.host,
-        ...(opts.limit ? { limit: opts.limit } : {}),
-        ...(opts.token ? { token: opts.token } : {}),
-        ...(opts.tokenTtl ? { tokenTtl: opts.tokenTtl } : {}),
-        ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),
-        ...(opts.control ? { control: true } : {}),
-      });
-    } catch (err) {
-      fail(err);
-    }
-  });
+  .action(
+    async (
+      crm: string,
+      opts: { port: number; host: string; limit?: string; token?: string[]; retryAfter?: number; tokenTtl?: string; control?: boolean },
+    ) => {
+      try {
+        await runSimulator(crm, {
+          port: opts.port,
+          host: opts.host,
+          ...(opts.limit ? { limit: opts.limit } : {}),
+          ...(opts.token ? { token: opts.token } : {}),
+          ...(opts.tokenTtl ? { tokenTtl: opts.tokenTtl } : {}),
+          ...(opts.retryAfter !== undefined ? { retryAfter: opts.retryAfter } : {}),
+          ...(opts.control ? { control: true } : {}),
+        });
+      } catch (err) {
+        fail(err);
+      }
+    },
+  );
 
 await program.parseAsync(process.argv);

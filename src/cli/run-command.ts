@@ -53,7 +53,10 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
   const source = role !== 'sink' ? new CaptureSource(config.postgres, config.kafka, onFatal) : undefined;
   // One cache of CRM ids and links for all credentials' adapters (see crm-caches.ts).
   const caches = new CrmCaches();
-  const sink = role !== 'source' ? new SinkRunner(config, (credential) => createAdapter({ ...config.crm, auth: credential }, caches), onFatal) : undefined;
+  const sink =
+    role !== 'source'
+      ? new SinkRunner(config, (credential) => createAdapter({ ...config.crm, auth: credential }, caches), onFatal)
+      : undefined;
   if (config.ops.port) {
     const lag = new LagMonitor(config, { slot: !!source, group: !!sink });
     const timeseries = new TimeseriesSampler({
@@ -69,7 +72,12 @@ export async function runConnector(config: Config, role: Role): Promise<void> {
         };
       },
     });
-    const ops = new OpsServer(config.ops.port, () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true), timeseries, { host: config.ops.host, token: config.ops.token });
+    const ops = new OpsServer(
+      config.ops.port,
+      () => (source ? source.isStreaming() : true) && (sink ? sink.isJoined() : true),
+      timeseries,
+      { host: config.ops.host, token: config.ops.token },
+    );
     components.push(ops, lag, timeseries);
     await ops.start();
     void lag.start();

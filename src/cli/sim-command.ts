@@ -19,7 +19,8 @@ export function parseLimit(text: string): { requests: number; windowSeconds: num
   if (!m) throw new ConnectorError('CONFIG_SIM_LIMIT', `--limit ${text}: write <requests>/<window>, e.g. 200/60s, 36000/1h, 100/10s`);
   const requests = Number(m[1]);
   const windowSeconds = Number(m[2] || '1') * UNITS[m[3]!]!;
-  if (requests < 1 || windowSeconds < 1) throw new ConnectorError('CONFIG_SIM_LIMIT', `--limit ${text}: requests and window must be positive`);
+  if (requests < 1 || windowSeconds < 1)
+    throw new ConnectorError('CONFIG_SIM_LIMIT', `--limit ${text}: requests and window must be positive`);
   return { requests, windowSeconds };
 }
 
@@ -64,7 +65,8 @@ export async function runSimulator(
   const start = STARTERS[kind as (typeof SIMULATORS)[number]];
   if (!start) throw new ConnectorError('CONFIG_SIM_KIND', `unknown CRM simulator ${kind}; supported: ${SIMULATORS.join(', ')}`);
   const ttl = opts.tokenTtl === undefined ? undefined : parseTtl(opts.tokenTtl);
-  if (opts.tokenTtl !== undefined && ttl === undefined) throw new ConnectorError('CONFIG_SIM_TTL', `--token-ttl ${opts.tokenTtl}: write a duration, e.g. 20s, 5m, 1h`);
+  if (opts.tokenTtl !== undefined && ttl === undefined)
+    throw new ConnectorError('CONFIG_SIM_TTL', `--token-ttl ${opts.tokenTtl}: write a duration, e.g. 20s, 5m, 1h`);
   const sim = await start({
     port: opts.port,
     ...(opts.host ? { host: opts.host } : {}),
@@ -75,7 +77,11 @@ export async function runSimulator(
     control: opts.control === true,
   });
   process.stdout.write(`simulator ${kind} listening on ${sim.url}\n`);
-  process.stdout.write(opts.control ? `control routes on: ${sim.url}/__sim/{records/<object>,stats,faults,clock,reset}\n` : 'control routes (/__sim/*) off; --control turns them on\n');
+  process.stdout.write(
+    opts.control
+      ? `control routes on: ${sim.url}/__sim/{records/<object>,stats,faults,clock,reset}\n`
+      : 'control routes (/__sim/*) off; --control turns them on\n',
+  );
   const t = TOKEN_PATHS[kind as (typeof SIMULATORS)[number]];
   process.stdout.write(
     `OAuth token endpoint ${sim.url}${t.path} (${t.grant}; client_id ${SIM_OAUTH_CLIENT.clientId}, client_secret ${SIM_OAUTH_CLIENT.clientSecret}, refresh_token ${SIM_OAUTH_CLIENT.refreshToken}${ttl !== undefined ? `; tokens live ${ttl} s` : ''})\n`,

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { openPg } from '../capture/pg-connect.ts';
 import { dropPublication, slotInfo } from '../capture/slot-admin.ts';
 import type { Config } from '../config.ts';
@@ -37,7 +37,13 @@ async function plan(client: pg.Client, config: Config): Promise<Plan> {
     [publication],
   );
   return {
-    slot: { exists: info.exists, active: info.active, activePid: info.activePid, confirmedLsn: wal.rows[0]?.confirmed ?? null, walBytes: wal.rows[0]?.bytes ?? null },
+    slot: {
+      exists: info.exists,
+      active: info.active,
+      activePid: info.activePid,
+      confirmedLsn: wal.rows[0]?.confirmed ?? null,
+      walBytes: wal.rows[0]?.bytes ?? null,
+    },
     publication: { exists: pub.rowCount === 1, tables: pub.rows[0]?.tables ?? [] },
   };
 }
@@ -62,12 +68,15 @@ export async function dropSlotCommand(config: Config, yes: boolean, out: (line: 
       );
       return DROP_REFUSED;
     }
-    if (p.slot.exists) out(`will drop replication slot ${slot} (confirmed LSN ${p.slot.confirmedLsn ?? 'none'}, holding ${mib(p.slot.walBytes)} of WAL)`);
+    if (p.slot.exists)
+      out(`will drop replication slot ${slot} (confirmed LSN ${p.slot.confirmedLsn ?? 'none'}, holding ${mib(p.slot.walBytes)} of WAL)`);
     else out(`no replication slot ${slot}`);
     if (p.publication.exists) out(`will drop publication ${publication} (tables: ${p.publication.tables.join(', ') || 'none'})`);
     else out(`no publication ${publication}`);
     if (!yes) {
-      out('nothing dropped: add --yes to drop them. A connector started again afterwards creates a new slot and snapshots its tables anew.');
+      out(
+        'nothing dropped: add --yes to drop them. A connector started again afterwards creates a new slot and snapshots its tables anew.',
+      );
       return DROP_NEEDS_YES;
     }
     if (p.slot.exists) {

@@ -29,12 +29,18 @@ export async function requestSnapshot(
   const table = tableArg.includes('.') ? tableArg : `public.${tableArg}`;
   const { slot, publication, tables } = config.postgres;
   if (!tables.includes(table)) {
-    throw new ConnectorError('CONFIG_TABLE', `--table ${tableArg}: not captured by this connector; use one of postgres.tables: ${tables.join(', ')}`);
+    throw new ConnectorError(
+      'CONFIG_TABLE',
+      `--table ${tableArg}: not captured by this connector; use one of postgres.tables: ${tables.join(', ')}`,
+    );
   }
   const client = await openPg(config.postgres);
   try {
     if (!(await slotInfo(client, slot)).exists) {
-      throw new ConnectorError('SLOT_MISSING', `replication slot ${slot} does not exist; start the connector (pg2crm run) first: its initial snapshot covers every table`);
+      throw new ConnectorError(
+        'SLOT_MISSING',
+        `replication slot ${slot} does not exist; start the connector (pg2crm run) first: its initial snapshot covers every table`,
+      );
     }
     const id = randomUUID();
     const signal: SnapshotSignal = { slot, type: 'snapshot', table, id };
@@ -58,7 +64,11 @@ export async function requestSnapshot(
       const task = tasks[at];
       if (!task) {
         const active = (await slotInfo(client, slot)).active;
-        say(active ? 'waiting for the connector to read the request' : `waiting for the connector: slot ${slot} is not streaming (is pg2crm run up?)`);
+        say(
+          active
+            ? 'waiting for the connector to read the request'
+            : `waiting for the connector: slot ${slot} is not streaming (is pg2crm run up?)`,
+        );
       } else if (!task.startedAt) {
         say(`queued behind ${at} other snapshot task(s)`);
       } else {

@@ -25,6 +25,9 @@ export function createAdapter(config: CrmConfig, caches: CrmCaches = new CrmCach
     case 'salesforce':
       return new SalesforceAdapter(config);
     default:
-      throw new ConnectorError('CONFIG_CRM_KIND', `crm.kind ${config.kind} has no adapter in this build; use one of: zendesk-sell, hubspot, dynamics, zoho, salesforce`);
+      throw new ConnectorError(
+        'CONFIG_CRM_KIND',
+        `crm.kind ${config.kind} has no adapter in this build; use one of: zendesk-sell, hubspot, dynamics, zoho, salesforce`,
+      );
   }
 }

@@ -1,3 +1,5 @@
+import { ConnectorError, type ErrorKind } from '../errors.ts';
+
 /**
  * What the sink hands a CRM adapter and what it gets back. Adapters map these to the CRM's own
  * requests; they never retry or sleep themselves: throttles and transient failures surface as
@@ -124,4 +126,32 @@ export interface CrmAdapter {
    */
   preflight?(targets: CrmTarget[]): Promise<{ name: string; ok: boolean; detail: string }[]>;
   close(): Promise<void>;
+}
+
+/** The retry kind of each error kind that means the CRM itself (or its budget) is the trouble. */
+const RETRY_KIND_OF: Partial<Record<ErrorKind, RetryKind>> = {
+  throttle: 'throttle',
+  server: 'server',
+  unreachable: 'unreachable',
+  timeout: 'timeout',
+  'bad-response': 'bad-response',
+};
+
+/**
+ * A whole-call failure as the outcome of the records it left undecided (an adapter that settled
+ * part of a call keeps those outcomes and gives the rest this one). The kind comes from the
+ * error's kind, never from its code's spelling; an error of another kind (a TLS trust refusal
+ * retried) gets none. Undefined when the error is not a retriable ConnectorError: that one
+ * fails the call.
+ */
+export function retryOutcomeOf(err: unknown): Extract<WriteOutcome, { status: 'retry' }> | undefined {
+  if (!(err instanceof ConnectorError) || !err.retriable) return undefined;
+  const kind = RETRY_KIND_OF[err.kind];
+  return {
+    status: 'retry',
+    code: err.code,
+    message: err.message,
+    ...(kind ? { kind } : {}),
+    ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}),
+  };
 }

@@ -3,6 +3,8 @@ import { Agent, type Dispatcher, Pool, fetch as undiciFetch } from 'undici';
 import type { CrmConfig } from '../config.ts';
 import { ConnectorError, errorMessage } from '../errors.ts';
 import { VERSION } from '../version.ts';
+import { CERTIFICATE_ERROR_CODES } from '../tls-errors.ts';
+import type { RateSignal, WriteOutcome } from './crm-adapter.ts';
 
 /**
  * Sent with every CRM request. Zendesk refuses requests without one (400 `invalid_user_agent`,
@@ -61,7 +63,8 @@ export function crmFetch(tls: CrmTls): typeof globalThis.fetch {
   let agent = tlsAgents.get(tls);
   if (!agent) tlsAgents.set(tls, (agent = new Agent({ connect })));
   const dispatcher = agent;
-  return ((input: string | URL, init?: RequestInit) => undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher })) as unknown as typeof globalThis.fetch;
+  return ((input: string | URL, init?: RequestInit) =>
+    undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher })) as unknown as typeof globalThis.fetch;
 }
 
 export interface HttpAnswer {
@@ -101,14 +104,26 @@ export async function send(
         { retriable: true, cause: err },
       );
     }
-    if (req.signal?.aborted) return new ConnectorError('CRM_UNREACHABLE', `${req.what}: aborted (${stage}): the connector is stopping`, { retriable: true, cause: err });
+    if (req.signal?.aborted)
+      return new ConnectorError('CRM_UNREACHABLE', `${req.what}: aborted (${stage}): the connector is stopping`, {
+        retriable: true,
+        cause: err,
+      });
     const tls = untrustedCertificate(err);
     if (tls) {
-      return new ConnectorError('CRM_TLS', `${req.what} failed: the CRM's TLS certificate is not trusted (${tls}); if a corporate proxy re-signs TLS, set crm.tls.ca (or ca_FILE) to its CA bundle`, { retriable: true, cause: err });
+      return new ConnectorError(
+        'CRM_TLS',
+        `${req.what} failed: the CRM's TLS certificate is not trusted (${tls}); if a corporate proxy re-signs TLS, set crm.tls.ca (or ca_FILE) to its CA bundle`,
+        { retriable: true, cause: err },
+      );
     }
-    return new ConnectorError('CRM_UNREACHABLE', `${req.what}${stage === 'request' ? ' failed' : ': the response was cut off'}: ${errorMessage(err)}`, { retriable: true, cause: err });
+    return new ConnectorError(
+      'CRM_UNREACHABLE',
+      `${req.what}${stage === 'request' ? ' failed' : ': the response was cut off'}: ${errorMessage(err)}`,
+      { retriable: true, cause: err },
+    );
   };
-  let res;
+  let res: Dispatcher.ResponseData;
   try {
     res = await pool.request({
       method: req.method as Dispatcher.HttpMethod,
@@ -132,9 +147,12 @@ export async function send(
 
 /** The code of a certificate Node's TLS did not trust (the error or its cause), else undefined. */
 export function untrustedCertificate(err: unknown): string | undefined {
-  for (let x = err as { code?: unknown; cause?: unknown } | undefined, i = 0; x && typeof x === 'object' && i < 4; x = x.cause as typeof x, i++) {
-    const code = typeof x.code === 'string' ? x.code : '';
-    if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME/.test(code)) return code;
+  for (
+    let x = err as { code?: unknown; cause?: unknown } | undefined, i = 0;
+    x && typeof x === 'object' && i < 4;
+    x = x.cause as typeof x, i++
+  ) {
+    if (typeof x.code === 'string' && CERTIFICATE_ERROR_CODES.has(x.code)) return x.code;
   }
   return undefined;
 }
@@ -178,7 +196,11 @@ export function isObject(v: unknown): v is Record<string, unknown> {
  */
 export function badResponse(what: string, status: number, text: string, expected: string): ConnectorError {
   const quoted = text.length === 0 ? 'an empty body' : JSON.stringify(text.length > 120 ? `${text.slice(0, 120)}…` : text);
-  return new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${status} with ${quoted}, expected ${expected}; the CRM or a proxy in front of it answered something else`, { retriable: true });
+  return new ConnectorError(
+    'CRM_BAD_RESPONSE',
+    `${what}: HTTP ${status} with ${quoted}, expected ${expected}; the CRM or a proxy in front of it answered something else`,
+    { retriable: true },
+  );
 }
 
 /** Longest wait a Retry-After may ask for (Zendesk Sell's documented lockout is an hour). */
@@ -209,6 +231,49 @@ export function parseRetryAfter(value: string | number | undefined | null, now =
 export function header(headers: HttpHeaders, name: string): string | undefined {
   const v = headers[name.toLowerCase()];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** The wait a throttled answer asks for: its Retry-After, else the vendor's documented wait. */
+export function throttleWait(headers: HttpHeaders, defaultSeconds?: number, now?: number): number | undefined {
+  return parseRetryAfter(header(headers, 'retry-after'), now) ?? defaultSeconds;
+}
+
+/** A per-record retry outcome. */
+export type RetryOutcome = Extract<WriteOutcome, { status: 'retry' }>;
+
+/**
+ * The one path of a throttle from a CRM's answer to the pause: the wait is read once from
+ * Retry-After (parseRetryAfter), else the vendor's documented wait (`defaultSeconds`, which may
+ * itself depend on the answer: Salesforce's limit named in the body, HubSpot's DAILY policy,
+ * Zoho's credits left), and the same number goes to the budget (`onSignal`, with the rest of
+ * the answer's rate information in `signal`) and into the records' outcome, so the pause the
+ * budget takes and the one the records ask for cannot disagree. Without either, neither carries
+ * a wait (the budget's own backoff applies).
+ */
+export function throttled(
+  headers: HttpHeaders,
+  opts: { message: string; onSignal: (s: RateSignal) => void; defaultSeconds?: number | undefined; signal?: RateSignal; now?: number },
+): RetryOutcome {
+  const wait = throttleWait(headers, opts.defaultSeconds, opts.now);
+  const after = wait !== undefined ? { retryAfterSeconds: wait } : {};
+  opts.onSignal({ ...opts.signal, throttled: true, ...after });
+  return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: opts.message, ...after };
+}
+
+/**
+ * A throttle that ends a whole call (the adapter cannot go on with the rest): a retriable
+ * RATE_LIMITED ConnectorError that carries the outcome `throttled` built, so the records left
+ * get that outcome and its wait, the one the budget was given.
+ */
+export class ThrottledCall extends ConnectorError {
+  readonly outcome: RetryOutcome;
+  constructor(outcome: RetryOutcome) {
+    super('RATE_LIMITED', outcome.message, {
+      retriable: true,
+      ...(outcome.retryAfterSeconds !== undefined ? { retryAfterSeconds: outcome.retryAfterSeconds } : {}),
+    });
+    this.outcome = outcome;
+  }
 }
 
 /** The body as JSON, or as the text itself when it is not JSON (error pages, CSV). */

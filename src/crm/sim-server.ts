@@ -205,7 +205,9 @@ export abstract class SimServer {
 
   private async dispatch(req: SimRequest): Promise<SimResponse> {
     if (req.path.startsWith('/__sim/')) {
-      return this.controlEnabled ? this.control(req) : { status: 404, body: { error: 'simulator control routes are off; start the simulator with --control (control: true)' } };
+      return this.controlEnabled
+        ? this.control(req)
+        : { status: 404, body: { error: 'simulator control routes are off; start the simulator with --control (control: true)' } };
     }
     this.stats.requests++;
     const endpoint = `${req.method} ${req.path.replace(/\/\d+(?=\/|$)/g, '/{id}')}`;
@@ -224,7 +226,11 @@ export abstract class SimServer {
     } else if (garbage && garbage.requests > 0) {
       garbage.requests--;
       const html = garbage.kind === 'html';
-      res = { status: garbage.status ?? 200, headers: { 'content-type': html ? 'text/html' : 'application/json' }, body: GARBAGE[garbage.kind] };
+      res = {
+        status: garbage.status ?? 200,
+        headers: { 'content-type': html ? 'text/html' : 'application/json' },
+        body: GARBAGE[garbage.kind],
+      };
     } else if (resets && resets.requests > 0) {
       resets.requests--;
       if (resets.afterWrite) await this.handle(req);
@@ -236,7 +242,8 @@ export abstract class SimServer {
         res = { ...res, transport: { trickleMs: trickle.intervalMs } };
       }
     }
-    if (res.status === 429 || (res.status === 403 && JSON.stringify(res.body ?? '').includes('REQUEST_LIMIT_EXCEEDED'))) this.stats.throttled++;
+    if (res.status === 429 || (res.status === 403 && JSON.stringify(res.body ?? '').includes('REQUEST_LIMIT_EXCEEDED')))
+      this.stats.throttled++;
     this.stats.byStatus[res.status] = (this.stats.byStatus[res.status] ?? 0) + 1;
     return res;
   }
@@ -258,7 +265,14 @@ export abstract class SimServer {
         this.send(res, { status: 400, body: { errors: [{ error: { code: 'invalid_json', message: 'request body is not valid JSON' } }] } });
         return;
       }
-      this.dispatch({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body, raw: bytes }).then(
+      this.dispatch({
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        body,
+        raw: bytes,
+      }).then(
         (r) => this.send(res, r),
         (err: unknown) => this.send(res, { status: 500, body: { error: String(err) } }),
       );
@@ -272,7 +286,8 @@ export abstract class SimServer {
     }
     const headers: Record<string, string | number> = { ...r.headers };
     // A text or binary body with its own content type (multipart $batch, CSV, zip) goes out as is.
-    const verbatim = (typeof r.body === 'string' || Buffer.isBuffer(r.body)) && Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
+    const verbatim =
+      (typeof r.body === 'string' || Buffer.isBuffer(r.body)) && Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
     if (r.body !== undefined && !verbatim) headers['content-type'] = 'application/json';
     const payload = r.body === undefined ? undefined : verbatim ? (r.body as string | Buffer) : JSON.stringify(r.body);
     if (r.transport && 'trickleMs' in r.transport && payload !== undefined) {

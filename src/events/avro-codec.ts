@@ -131,10 +131,14 @@ export class AvroCodec {
         .catch((err: unknown) => {
           this.byId.delete(id);
           if (err instanceof ConnectorError) throw err;
-          throw new ConnectorError('SCHEMA_FETCH', `cannot fetch schema id ${id} from the registry: ${(err as Error).message}; check kafka.schemaRegistry.url and that the registry runs`, {
-            retriable: true,
-            cause: err,
-          });
+          throw new ConnectorError(
+            'SCHEMA_FETCH',
+            `cannot fetch schema id ${id} from the registry: ${(err as Error).message}; check kafka.schemaRegistry.url and that the registry runs`,
+            {
+              retriable: true,
+              cause: err,
+            },
+          );
         });
       this.byId.set(id, found);
     }

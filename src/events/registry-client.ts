@@ -2,6 +2,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
 import { Agent, fetch, type Response } from 'undici';
 import { ConnectorError } from '../errors.ts';
+import { isCertificateError } from '../tls-errors.ts';
 
 /**
  * How pg2crm reaches the schema registry (issue 12 §1): the URL (config validation refuses a
@@ -18,7 +19,9 @@ export interface RegistryConnection {
 }
 
 function basicAuth(r: RegistryConnection): string | undefined {
-  return r.username !== undefined && r.password !== undefined ? `Basic ${Buffer.from(`${r.username}:${r.password}`).toString('base64')}` : undefined;
+  return r.username !== undefined && r.password !== undefined
+    ? `Basic ${Buffer.from(`${r.username}:${r.password}`).toString('base64')}`
+    : undefined;
 }
 
 /** @kafkajs/confluent-schema-registry's client with the connection's auth and CA. */
@@ -67,8 +70,8 @@ export function registryAuthError(status: number, r: RegistryConnection, cause?:
 /** A TLS failure towards an https registry as the fix naming kafka.schemaRegistry.ca; undefined when it is not one. */
 export function registryTlsError(err: unknown, retriable = false): ConnectorError | undefined {
   for (let x = err as { code?: unknown; cause?: unknown; message?: unknown } | undefined, i = 0; x && i < 5; x = x.cause as typeof x, i++) {
-    const code = String(x.code ?? '');
-    if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME/.test(code)) {
+    if (isCertificateError(x)) {
+      const code = String(x.code);
       return new ConnectorError(
         'SCHEMA_REGISTRY_TLS',
         `TLS to the schema registry failed (${String(x.message)}, ${code}); check kafka.schemaRegistry.ca (or ca_FILE): it must hold the CA that signed the registry's certificate`,

@@ -92,7 +92,7 @@ function numericValue(t: string): unknown {
 function numericRule(typeMod: number): TypeRule {
   if (typeMod < 4) return { avro: [{ type: 'string', 'pg2crm.type': 'numeric' }], fromText: numericValue };
   const precision = ((typeMod - 4) >> 16) & 0xffff;
-  const scale = ((((typeMod - 4) & 0x7ff) ^ 1024) - 1024);
+  const scale = (((typeMod - 4) & 0x7ff) ^ 1024) - 1024;
   // Avro's decimal needs 0 <= scale <= precision; PostgreSQL 15 also allows negative scales
   // and scales above the precision (numeric(2, 5)): those keep the exact text.
   if (scale < 0 || scale > precision) return { avro: [{ type: 'string', 'pg2crm.type': 'numeric' }], fromText: numericValue };
@@ -115,7 +115,10 @@ const RULES: Record<number, TypeRule> = {
   701: { avro: ['double'], fromText: (t) => Number(t) },
   2950: { avro: [{ type: 'string', logicalType: 'uuid' }], fromText: (t) => t },
   1082: { avro: [{ type: 'int', logicalType: 'date' }, special('date')], fromText: (t) => PgDate.parse(t) },
-  1114: { avro: [{ type: 'long', logicalType: 'local-timestamp-micros' }, special('timestamp')], fromText: (t) => PgTimestamp.parse(t, false) },
+  1114: {
+    avro: [{ type: 'long', logicalType: 'local-timestamp-micros' }, special('timestamp')],
+    fromText: (t) => PgTimestamp.parse(t, false),
+  },
   1184: { avro: [{ type: 'long', logicalType: 'timestamp-micros' }, special('timestamptz')], fromText: (t) => PgTimestamp.parse(t, true) },
   1083: { avro: [{ type: 'long', logicalType: 'time-micros' }], fromText: (t) => PgTime.parse(t) },
   114: textOf('json'),

@@ -6,6 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { ConnectorError } from '../errors.ts';
 import { componentLogger } from '../logger.ts';
+import { type TlsFailure, tlsFailure } from '../tls-errors.ts';
 import { kafkajsLevel } from './log-levels.ts';
 import { dropKafkajsTimerWarning } from './timer-warning.ts';
 import type { KafkaConfig } from '../config.ts';
@@ -16,10 +17,10 @@ import type { KafkaConfig } from '../config.ts';
  */
 const toPino: logCreator = () => {
   const log = componentLogger('kafka.client');
-  return ({ level, log: entry }) => {
+  return ({ namespace, level, log: entry }) => {
     const { message, ...fields } = entry;
     // Retried attempts and routine group traffic are debug (see log-levels.ts).
-    log[kafkajsLevel(level, entry)](fields, message);
+    log[kafkajsLevel(level, entry, namespace)](fields, message);
   };
 };
 
@@ -60,7 +61,13 @@ export function kafkaSecurity(config: Partial<Pick<KafkaConfig, 'ssl' | 'sasl'>>
   const out: Pick<KafkaJSConfig, 'ssl' | 'sasl'> = {};
   if (config.ssl) {
     const { ca, cert, key, passphrase, rejectUnauthorized } = config.ssl;
-    out.ssl = { rejectUnauthorized, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(passphrase ? { passphrase } : {}) };
+    out.ssl = {
+      rejectUnauthorized,
+      ...(ca ? { ca } : {}),
+      ...(cert ? { cert } : {}),
+      ...(key ? { key } : {}),
+      ...(passphrase ? { passphrase } : {}),
+    };
   }
   if (config.sasl) {
     const { mechanism, username, password } = config.sasl;
@@ -69,13 +76,6 @@ export function kafkaSecurity(config: Partial<Pick<KafkaConfig, 'ssl' | 'sasl'>>
   }
   return out;
 }
-
-/**
- * Codes Node's TLS gives a certificate that is not trusted or does not name the host, and a
- * handshake that fails (EPROTO, ERR_SSL_*: often a plaintext listener). Issue 13 replaces this
- * pattern with a closed set of codes.
- */
-const TLS_CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|ERR_TLS|ERR_SSL|EPROTO/;
 
 /**
  * kafkajs's own socket factory (network/socketFactory.js: no servername for an IP address,
@@ -89,30 +89,48 @@ interface TlsWatch {
   /**
    * A promise that rejects on the first TLS failure of any socket of this client while `done`
    * is not called: one per connect(), so a failure seen once (a broker restarting with another
-   * certificate, say) never fails later connects of a long-lived client.
+   * certificate, say) never fails later connects of a long-lived client. `handshakeDropped`
+   * says whether the last socket that failed meanwhile was closed by the other end after the TCP
+   * connect and before the TLS handshake finished (a plaintext listener drops a ClientHello):
+   * Node reports that as ECONNRESET, and kafkajs keeps only the code, so it is seen here.
    */
-  during(): { failed: Promise<never>; done: () => void };
+  during(): { failed: Promise<never>; done: () => void; handshakeDropped: () => boolean };
+}
+
+interface TlsWatcher {
+  fail: (err: Error) => void;
+  handshakeDropped: boolean;
 }
 
 function watchTls(): TlsWatch {
-  const waiting = new Set<(err: Error) => void>();
+  const watchers = new Set<TlsWatcher>();
   return {
     during() {
-      let fail: (err: Error) => void = () => undefined;
+      const watcher: TlsWatcher = { fail: () => undefined, handshakeDropped: false };
       const failed = new Promise<never>((_, reject) => {
-        fail = reject;
+        watcher.fail = reject;
       });
       failed.catch(() => undefined); // observed by whoever races it
-      waiting.add(fail);
-      return { failed, done: () => waiting.delete(fail) };
+      watchers.add(watcher);
+      return { failed, done: () => watchers.delete(watcher), handshakeDropped: () => watcher.handshakeDropped };
     },
     socketFactory: ({ host, port, ssl, onConnect }) => {
       const socket = ssl
         ? tls.connect({ host, port, ...(!net.isIP(host) ? { servername: host } : {}), ...ssl }, onConnect)
         : net.connect({ host, port }, onConnect);
       socket.setKeepAlive(true, 60_000);
+      // A TLSSocket emits 'connect' when TCP is up and 'secureConnect' when the handshake is done.
+      let tcpUp = false;
+      let secured = false;
+      socket.once('connect', () => (tcpUp = true));
+      socket.once('secureConnect', () => (secured = true));
       socket.on('error', (err: Error & { code?: string }) => {
-        if (ssl && TLS_CERT_CODES.test(err.code ?? '')) for (const fail of waiting) fail(err);
+        if (!ssl) return;
+        const failure = tlsFailure(err);
+        for (const w of watchers) {
+          w.handshakeDropped = failure === undefined && tcpUp && !secured;
+          if (failure) w.fail(err);
+        }
       });
       return socket;
     },
@@ -124,7 +142,7 @@ function watchTls(): TlsWatch {
  * setting and the fix; anything else unchanged. kafkajs gives up on a SASL failure at once (it is
  * not retriable) but only says "SASL SCRAM SHA512 authentication failed".
  */
-export function kafkaSecurityError(err: unknown, config: KafkaClientConfig): unknown {
+export function kafkaSecurityError(err: unknown, config: KafkaClientConfig, seen: { handshakeDropped?: boolean } = {}): unknown {
   // kafkajs wraps the failure it gave up on (KafkaJSNumberOfRetriesExceeded, KafkaJSNonRetriableError): look down the causes.
   type Cause = { name?: string; code?: string; message?: string; cause?: unknown };
   const chain: Cause[] = [];
@@ -139,16 +157,33 @@ export function kafkaSecurityError(err: unknown, config: KafkaClientConfig): unk
       { cause: err },
     );
   }
-  // TLS towards a plaintext listener: the broker drops the connection during the handshake.
-  const tlsErr = chain.find((c) => TLS_CERT_CODES.test(c.code ?? '')) ?? chain.find((c) => /before secure TLS connection was established/.test(c.message ?? ''));
-  const code = tlsErr ? (TLS_CERT_CODES.test(tlsErr.code ?? '') ? (tlsErr.code ?? '') : 'ERR_SSL_HANDSHAKE_CLOSED') : '';
-  if (config.ssl && tlsErr) {
-    const fix = /EPROTO|ERR_SSL/.test(code)
-      ? 'the address may not be a TLS listener: check that kafka.brokers names the brokers\' TLS (SSL or SASL_SSL) listener, or remove kafka.ssl for a plaintext one'
-      : "check kafka.ssl: ca (or ca_FILE) must hold the CA that signed the brokers' certificates, and kafka.brokers must use a host name or address the certificates name";
-    return new ConnectorError('KAFKA_TLS', `TLS to Kafka at ${brokers} failed: ${tlsErr.message ?? code} (${code}); ${fix}`, { cause: err });
+  const failed = config.ssl ? tlsFailureIn(chain, seen.handshakeDropped === true) : undefined;
+  if (failed) {
+    const { failure, code, message } = failed;
+    const fix =
+      failure === 'handshake'
+        ? "the address may not be a TLS listener: check that kafka.brokers names the brokers' TLS (SSL or SASL_SSL) listener, or remove kafka.ssl for a plaintext one"
+        : "check kafka.ssl: ca (or ca_FILE) must hold the CA that signed the brokers' certificates, and kafka.brokers must use a host name or address the certificates name";
+    return new ConnectorError('KAFKA_TLS', `TLS to Kafka at ${brokers} failed: ${message ?? code} (${code}); ${fix}`, { cause: err });
   }
   return err;
+}
+
+/**
+ * The TLS failure in kafkajs's chain of causes (by code: see tls-errors.ts), or a handshake the
+ * broker dropped (TLS towards a plaintext listener: the broker closes the connection during the
+ * handshake), which is named ERR_SSL_HANDSHAKE_CLOSED here.
+ */
+function tlsFailureIn(
+  chain: { code?: string; message?: string }[],
+  handshakeDropped: boolean,
+): { failure: TlsFailure; code: string; message: string | undefined } | undefined {
+  for (const c of chain) {
+    const failure = tlsFailure(c);
+    if (failure) return { failure, code: c.code ?? '', message: c.message };
+  }
+  if (handshakeDropped) return { failure: 'handshake', code: 'ERR_SSL_HANDSHAKE_CLOSED', message: chain.at(-1)?.message };
+  return undefined;
 }
 
 /** Maps the connect() failures of every producer, consumer and admin through kafkaSecurityError. */
@@ -162,7 +197,7 @@ function withSecurityErrors(kafka: Kafka, config: KafkaClientConfig, tlsWatch: T
         .catch((err: unknown) => {
           // Stop kafkajs's own retries of a connect given up on here.
           void client.disconnect().catch(() => undefined);
-          return Promise.reject(kafkaSecurityError(err, config));
+          return Promise.reject(kafkaSecurityError(err, config, { handshakeDropped: watch.handshakeDropped() }));
         })
         .finally(watch.done);
     };
@@ -211,7 +246,10 @@ export async function topicMaxMessageBytes(kafka: Kafka, topic: string): Promise
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }] });
+    const res = await admin.describeConfigs({
+      includeSynonyms: false,
+      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+    });
     const value = res.resources[0]?.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue;
     return value ? Number(value) : undefined;
   } finally {

@@ -27,7 +27,10 @@ export async function readTopic(
     try {
       await consumer.subscribe({ topics: [topic], fromBeginning: true });
       await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`reading ${topic} took more than ${opts.timeoutMs ?? 120_000} ms`)), opts.timeoutMs ?? 120_000);
+        timer = setTimeout(
+          () => reject(new Error(`reading ${topic} took more than ${opts.timeoutMs ?? 120_000} ms`)),
+          opts.timeoutMs ?? 120_000,
+        );
         consumer
           .run({
             eachBatch: async ({ batch }) => {

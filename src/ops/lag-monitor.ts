@@ -60,7 +60,10 @@ export class LagMonitor {
         if (slot.lagBytes !== null) {
           metrics.slotLagBytes.set({ slot: slot.name }, slot.lagBytes);
           if (slot.lagBytes > this.config.ops.slotLagWarnBytes) {
-            this.log.warn({ slot: slot.name, lagBytes: slot.lagBytes, thresholdBytes: this.config.ops.slotLagWarnBytes }, 'replication slot holds more WAL than the threshold');
+            this.log.warn(
+              { slot: slot.name, lagBytes: slot.lagBytes, thresholdBytes: this.config.ops.slotLagWarnBytes },
+              'replication slot holds more WAL than the threshold',
+            );
           }
         }
       }

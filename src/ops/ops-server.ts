@@ -114,7 +114,10 @@ export class OpsServer {
       );
       server.listen(this.port, this.host, () => resolve());
     });
-    this.log.info({ host: this.host, port: this.address()?.port ?? this.port, tokenRequired: !!this.tokenDigest }, 'ops endpoints listening');
+    this.log.info(
+      { host: this.host, port: this.address()?.port ?? this.port, tokenRequired: !!this.tokenDigest },
+      'ops endpoints listening',
+    );
   }
 
   async stop(): Promise<void> {

@@ -7,7 +7,10 @@ export class StallTracker {
   private readonly last = new Map<string, { committed: number | null; since: number }>();
 
   /** Feeds one sample; returns the seconds each partition has been stalled (0 = moving or no lag). */
-  observe(partitions: { topic: string; partition: number; committed: number | null; lag: number }[], now = Date.now()): Map<string, number> {
+  observe(
+    partitions: { topic: string; partition: number; committed: number | null; lag: number }[],
+    now = Date.now(),
+  ): Map<string, number> {
     const out = new Map<string, number>();
     for (const p of partitions) {
       const id = `${p.topic}/${p.partition}`;

@@ -150,7 +150,9 @@ export function formatStatus(s: ConnectorStatus): string {
   lines.push('', `total lag ${s.totalLag}`);
   const stuck = s.partitions.filter((p) => (p.stalledSeconds ?? 0) >= 300);
   if (stuck.length > 0) {
-    lines.push(`stalled: ${stuck.map((p) => `${p.topic}/${p.partition} (${p.stalledSeconds}s)`).join(', ')} have not committed for 5 minutes or more with messages waiting: see the sink's logs for the record retried there`);
+    lines.push(
+      `stalled: ${stuck.map((p) => `${p.topic}/${p.partition} (${p.stalledSeconds}s)`).join(', ')} have not committed for 5 minutes or more with messages waiting: see the sink's logs for the record retried there`,
+    );
   }
   lines.push(
     s.slot.exists
@@ -162,11 +164,21 @@ export function formatStatus(s: ConnectorStatus): string {
   if (s.instances.length === 0) lines.push('sink instances: none reporting (no sink running, or started before this version)');
   else {
     const quota = s.instances[0]!.budget;
-    lines.push(`budget: ${quota.quota} requests per ${quota.windowSeconds} s for the credential${quota.dailyQuota ? `, ${quota.dailyQuota} per day` : ''}`);
+    lines.push(
+      `budget: ${quota.quota} requests per ${quota.windowSeconds} s for the credential${quota.dailyQuota ? `, ${quota.dailyQuota} per day` : ''}`,
+    );
     table(
       lines,
       ['INSTANCE', 'SHARE', 'LIMIT', 'USED', 'CIRCUIT', 'IN FLIGHT', 'PAUSED'],
-      s.instances.map((i) => [i.instance, `${(i.budget.share * 100).toFixed(1)}%`, String(i.budget.limit), String(i.budget.used), i.circuit, String(i.inFlight), String(i.paused.length)]),
+      s.instances.map((i) => [
+        i.instance,
+        `${(i.budget.share * 100).toFixed(1)}%`,
+        String(i.budget.limit),
+        String(i.budget.used),
+        i.circuit,
+        String(i.inFlight),
+        String(i.paused.length),
+      ]),
     );
   }
   return lines.join('\n');
@@ -174,5 +186,11 @@ export function formatStatus(s: ConnectorStatus): string {
 
 function table(lines: string[], header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const r of [header, ...rows])
+    lines.push(
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
 }

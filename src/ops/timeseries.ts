@@ -18,7 +18,8 @@ export class RingBuffer<T> {
 
   constructor(capacity: number) {
     this.capacity = capacity;
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`ring buffer capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new RangeError(`ring buffer capacity must be a positive integer, got ${capacity}`);
     this.items = new Array<T | undefined>(capacity);
   }
 
@@ -120,7 +121,14 @@ export interface Point {
   /** Unix milliseconds. */
   t: number;
   rates: { eventsProduced: number; eventsConsumed: number; recordsWritten: number; crmRequests: number; throttles: number };
-  totals: { eventsProduced: number; eventsConsumed: number; recordsWritten: number; crmRequests: number; throttles: number; deadLettered: number };
+  totals: {
+    eventsProduced: number;
+    eventsConsumed: number;
+    recordsWritten: number;
+    crmRequests: number;
+    throttles: number;
+    deadLettered: number;
+  };
   pausedPartitions: number;
   budgetTokens: number | null;
   /** Requests used in the current budget window and the limits (quota, this instance's share), by scope. */

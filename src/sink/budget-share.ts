@@ -124,7 +124,7 @@ export class BudgetShare {
   private async read(): Promise<void> {
     const { groups } = await this.admin.describeGroups([this.opts.groupId]);
     const group = groups[0];
-    if (!group || group.state !== 'Stable') return; // mid-rebalance: the next join resamples
+    if (group?.state !== 'Stable') return; // mid-rebalance: the next join resamples
     const assignment = new Map<string, Map<string, number[]>>();
     for (const m of group.members) {
       const decoded = m.memberAssignment.length ? AssignerProtocol.MemberAssignment.decode(m.memberAssignment) : null;
@@ -148,7 +148,10 @@ export class BudgetShare {
     this.granted = true;
     metrics.budgetShare.set(share);
     if (Math.abs(share - before) >= 0.05) {
-      this.log.info({ share: Number(share.toFixed(3)), members: assignment.size, limit: Math.floor(this.budget.quota * share) }, 'budget share changed');
+      this.log.info(
+        { share: Number(share.toFixed(3)), members: assignment.size, limit: Math.floor(this.budget.quota * share) },
+        'budget share changed',
+      );
     }
   }
 

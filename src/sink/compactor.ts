@@ -57,7 +57,12 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
     noteTargets(named, key, w, change.held);
     const prev = byKey.get(key);
     if (!prev) {
-      const first: CompactedWrite = { write: w, offsets: [change.offset], firstOffset: change.offset, restore: w.op === 'upsert' && change.restore };
+      const first: CompactedWrite = {
+        write: w,
+        offsets: [change.offset],
+        firstOffset: change.offset,
+        restore: w.op === 'upsert' && change.restore,
+      };
       byKey.set(key, first);
       out.push(first);
       continue;
@@ -102,7 +107,12 @@ export function mergeLookups(earlier: Record<string, CrmLookup>, later: Record<s
   return out;
 }
 
-function noteTargets(named: Map<string, Map<string, Set<string>>>, key: string, w: CrmWrite, held: Record<string, string> | undefined): void {
+function noteTargets(
+  named: Map<string, Map<string, Set<string>>>,
+  key: string,
+  w: CrmWrite,
+  held: Record<string, string> | undefined,
+): void {
   let fields = named.get(key);
   if (!fields) named.set(key, (fields = new Map()));
   const note = (field: string, target: string | null | undefined): void => {
@@ -125,7 +135,7 @@ function noteTargets(named: Map<string, Map<string, Set<string>>>, key: string, 
  * links; a many-to-many CRM keeps a link until it is removed.
  */
 function staleLinks(w: CrmWrite | null, fields: Map<string, Set<string>> | undefined): CrmWrite | null {
-  if (!w || w.op !== 'upsert' || !w.lookups || !fields) return w;
+  if (w?.op !== 'upsert' || !w.lookups || !fields) return w;
   const lookups: Record<string, CrmLookup> = {};
   for (const [field, l] of Object.entries(w.lookups)) {
     const { staleExternalIds: _s, ...rest } = l;

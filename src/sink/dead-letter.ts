@@ -79,7 +79,12 @@ export function encodeDeadLetter(letter: DeadLetter, maxBytes: number): Buffer {
  * broker checks a whole record batch against it, and kafkajs puts one request's messages for a
  * partition into one batch.
  */
-export async function sendDeadLetters(publisher: Publisher, dlqTopic: string, letters: DeadLetter[], maxMessageBytes: number): Promise<void> {
+export async function sendDeadLetters(
+  publisher: Publisher,
+  dlqTopic: string,
+  letters: DeadLetter[],
+  maxMessageBytes: number,
+): Promise<void> {
   const limit = Math.max(1024, maxMessageBytes - BATCH_OVERHEAD_BYTES);
   let chunk: { topic: string; key: string; value: Buffer }[] = [];
   let size = 0;

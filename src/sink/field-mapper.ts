@@ -88,7 +88,10 @@ export function mapEvent(event: ChangeEvent, mapping: MappingConfig): CrmWrite |
   const source = event.after ?? event.before ?? event.key;
   const idValue = column({ ...event.key, ...source }, mapping.externalId.column, mapping, 'externalId');
   if (idValue === null || idValue === undefined) {
-    throw new ConnectorError('EXTERNAL_ID_NULL', `mapping for ${mapping.table}: externalId column ${mapping.externalId.column} is NULL; use a NOT NULL column`);
+    throw new ConnectorError(
+      'EXTERNAL_ID_NULL',
+      `mapping for ${mapping.table}: externalId column ${mapping.externalId.column} is NULL; use a NOT NULL column`,
+    );
   }
   const base = {
     object: mapping.object,

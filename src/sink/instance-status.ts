@@ -4,7 +4,6 @@ import type { Kafka, Producer } from 'kafkajs';
 import { type InstanceReport, REPORT_INTERVAL_MS } from '../kafka/instance-report.ts';
 import { componentLogger } from '../logger.ts';
 
-
 export class InstanceStatus {
   private readonly log = componentLogger('sink.status');
   readonly instance = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -29,7 +28,13 @@ export class InstanceStatus {
   }
 
   async publish(): Promise<void> {
-    const value: InstanceReport = { instance: this.instance, host: hostname(), pid: process.pid, at: new Date().toISOString(), ...this.report() };
+    const value: InstanceReport = {
+      instance: this.instance,
+      host: hostname(),
+      pid: process.pid,
+      at: new Date().toISOString(),
+      ...this.report(),
+    };
     await this.producer
       .send({ topic: this.topic, messages: [{ key: this.instance, value: JSON.stringify(value) }] })
       .catch((err: unknown) => this.log.warn({ err }, 'cannot publish the instance status'));

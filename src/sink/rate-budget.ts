@@ -1,4 +1,8 @@
 import type { RateSignal } from '../crm/crm-adapter.ts';
+import { PacingBucket } from './pacing-bucket.ts';
+import { type Spent, SpendLedger } from './spend-ledger.ts';
+
+export type { Spent };
 
 /**
  * The request budget of one sink instance for one CRM credential.
@@ -25,16 +29,13 @@ import type { RateSignal } from '../crm/crm-adapter.ts';
  * 0.7 factor). A Retry-After blocks the budget until it has passed, however long.
  *
  * Daily: an optional rolling-24 h quota in the CRM's own unit (calls or Zoho credits), counted in
- * one-minute buckets so memory does not grow with the quota; shared by the same fraction.
+ * one-minute buckets (spend-ledger.ts); shared by the same fraction.
  *
  * Priorities: a caller that could not get budget registers its demand with its priority; callers
  * of lower priority then leave that much budget for it.
  *
- * Pacing (`burst` < 1): a rolling window hands calls back in the pattern they were spent, so a
- * burst of a whole window stays a burst — and the sink, with nothing to send for most of the
- * window, pauses and pays a refetch before the next burst. A token bucket of `burst × limit`
- * refilled at limit/window spreads the calls evenly (the sink uses burst 0.1) (same total: the window still rules), so
- * the wait for the next call is short enough to wait for.
+ * Pacing (`burst` < 1): a token bucket of `burst × limit` refilled at limit/window spreads the
+ * calls evenly inside the window (pacing-bucket.ts says why).
  */
 export interface Clock {
   now(): number;
@@ -42,19 +43,12 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
-const DAY_MS = 86_400_000;
-const MINUTE_MS = 60_000;
 const DECREASE = 0.7;
 const MIN_SCALE = 0.05;
 const INCREASE = 0.05;
 const MAX_RAISE_DELAY_MS = 60_000;
 /** How soon to look again when the share is below one call: BudgetShare samples at most every 5 s. */
 const SHARE_RECHECK_MS = 5_000;
-
-export interface Spent {
-  at: number;
-  n: number;
-}
 
 interface Grant {
   at: number;
@@ -76,9 +70,8 @@ export class RateBudget {
   readonly dailyQuota: number | undefined;
   private readonly windowMs: number;
   private readonly clock: Clock;
-  /** Send times (and costs) of the calls inside the current window, oldest first. */
-  private readonly sent: { at: number; n: number }[] = [];
-  private sentCount = 0;
+  /** What was spent in the window and the day. */
+  private readonly ledger: SpendLedger;
   private blockedUntil = 0;
   /** Share limits granted, newest last; entries older than a window are dropped but the newest of them. */
   private grants: Grant[];
@@ -86,19 +79,10 @@ export class RateBudget {
   private scale = 1;
   private lastDecrease = -Infinity;
   private lastIncrease = 0;
-  private readonly daily = new Map<number, number>();
-  private dailySpent = 0;
   private dailyCorrection = 0;
   private readonly demand = new Map<string, { n: number; priority: number; at: number }>();
-  private readonly burst: number;
-  /**
-   * The pacing bucket's fill as a fraction of its capacity (1 = full). Kept as a fraction, not a
-   * token count, so a limit that was 0 for a moment (share 0 before the first view of the group)
-   * does not leave the bucket empty once the share arrives: refilled at limit/window, an empty
-   * bucket would hold back a 500-credit Zoho Bulk Write job for 45 s at 1,000,000 credits a day.
-   */
-  private paceLevel = 1;
-  private paceAt = 0;
+  /** Absent without pacing (`burst` 1). */
+  private readonly pacing: PacingBucket | undefined;
 
   constructor(opts: BudgetOptions, clock: Clock = systemClock) {
     const utilisation = opts.utilisation ?? 1;
@@ -108,17 +92,9 @@ export class RateBudget {
     this.clock = clock;
     this.grants = [{ at: -Infinity, limit: this.quota }];
     this.lastIncrease = clock.now();
-    this.burst = opts.burst ?? 1;
-  }
-
-  private pace(now: number): { tokens: number; capacity: number; ratePerMs: number } {
-    const limit = this.limit();
-    const capacity = limit * this.burst;
-    const ratePerMs = limit / this.windowMs;
-    // capacity / (window × burst) = limit / window: the fill rises by ratePerMs tokens per ms.
-    this.paceLevel = Math.min(1, this.paceLevel + Math.max(0, now - this.paceAt) / (this.windowMs * this.burst));
-    this.paceAt = now;
-    return { tokens: this.paceLevel * capacity, capacity, ratePerMs };
+    const burst = opts.burst ?? 1;
+    this.pacing = burst < 1 ? new PacingBucket(this.windowMs, burst) : undefined;
+    this.ledger = new SpendLedger(this.windowMs, this.dailyQuota !== undefined);
   }
 
   get windowSeconds(): number {
@@ -169,35 +145,24 @@ export class RateBudget {
     return Math.floor(this.shareLimit(now) * this.scale);
   }
 
-  private prune(now: number): void {
-    // Completed calls may move behind younger ones; the head then waits for them (conservative).
-    while (this.sent.length > 0 && this.sent[0]!.at <= now - this.windowMs) this.sentCount -= this.sent.shift()!.n;
-    const oldest = Math.floor((now - DAY_MS) / MINUTE_MS);
-    for (const [minute, n] of this.daily) {
-      if (minute > oldest) break;
-      this.daily.delete(minute);
-      this.dailySpent -= n;
-    }
-  }
-
   /** Calls spent in the current window. */
   used(): number {
-    this.prune(this.clock.now());
-    return this.sentCount;
+    this.ledger.prune(this.clock.now());
+    return this.ledger.inWindow;
   }
 
   /** Requests that may be sent right now (before priorities). */
   available(): number {
     const now = this.clock.now();
     if (now < this.blockedUntil) return 0;
-    this.prune(now);
-    return Math.max(0, this.limit() - this.sentCount);
+    this.ledger.prune(now);
+    return Math.max(0, this.limit() - this.ledger.inWindow);
   }
 
   private dailyAvailable(): number {
     if (this.dailyQuota === undefined) return Infinity;
-    this.prune(this.clock.now());
-    return Math.floor(this.dailyQuota * this.share) - this.dailySpent - this.dailyCorrection;
+    this.ledger.prune(this.clock.now());
+    return Math.floor(this.dailyQuota * this.share) - this.ledger.today - this.dailyCorrection;
   }
 
   private reservedAbove(priority: number, who: string | undefined): number {
@@ -223,7 +188,7 @@ export class RateBudget {
   take(n: number, opts: { priority?: number; who?: string; daily?: number } = {}): Spent | undefined {
     const priority = opts.priority ?? 5;
     const daily = opts.daily ?? n;
-    const bucket = this.burst < 1 ? this.pace(this.clock.now()) : undefined;
+    const bucket = this.pacing?.fill(this.clock.now(), this.limit());
     const paced = !bucket || bucket.tokens + 1e-9 >= Math.min(n, bucket.capacity);
     const ok = paced && this.available() - this.reservedAbove(priority, opts.who) >= n && this.dailyAvailable() >= daily;
     if (!ok) {
@@ -231,21 +196,8 @@ export class RateBudget {
       return undefined;
     }
     if (opts.who !== undefined) this.demand.delete(opts.who);
-    const now = this.clock.now();
-    if (bucket && bucket.capacity > 0) {
-      this.paceLevel -= n / bucket.capacity;
-      // Fractions round: 25 takes of 1/25 must leave the bucket exactly empty, not 1e-16 short.
-      if (Math.abs(this.paceLevel) < 1e-9) this.paceLevel = 0;
-    }
-    const spent = { at: now, n };
-    this.sent.push(spent);
-    this.sentCount += n;
-    if (this.dailyQuota !== undefined) {
-      const minute = Math.floor(now / MINUTE_MS);
-      this.daily.set(minute, (this.daily.get(minute) ?? 0) + daily);
-      this.dailySpent += daily;
-    }
-    return spent;
+    if (bucket) this.pacing!.take(n, bucket.capacity);
+    return this.ledger.spend(this.clock.now(), n, daily);
   }
 
   /**
@@ -260,8 +212,7 @@ export class RateBudget {
 
   /** The call was not sent after all: its requests are free again. */
   refund(spent: Spent): void {
-    this.sentCount -= spent.n;
-    spent.n = 0;
+    this.ledger.refund(spent);
   }
 
   /** Forgets a caller's demand (its partition was revoked or it has nothing left). */
@@ -273,7 +224,7 @@ export class RateBudget {
   waitMs(n: number, daily = n): number {
     const now = this.clock.now();
     const blocked = Math.max(0, this.blockedUntil - now);
-    this.prune(now);
+    this.ledger.prune(now);
     const limit = this.limit();
     let windowWait = 0;
     if (limit < n) {
@@ -282,26 +233,18 @@ export class RateBudget {
       // (budget-share.ts), and a sink has share 0 until its first view of the group: a tenth of
       // a 24 h window (2.4 h, Salesforce and Zoho) would stall a sink started on a backlog.
       windowWait = Math.floor(this.shareLimit(now)) < n ? Math.min(this.windowMs / 10, SHARE_RECHECK_MS) : this.windowMs / 10;
-    } else {
-      let excess = this.sentCount + n - limit;
-      for (const s of this.sent) {
-        if (excess <= 0) break;
-        excess -= s.n;
-        windowWait = s.at + this.windowMs - now;
-      }
-    }
-    if (this.burst < 1 && limit >= n) {
-      const p = this.pace(now);
+    } else windowWait = this.ledger.windowWait(this.ledger.inWindow + n - limit, now);
+    if (this.pacing && limit >= n) {
+      const p = this.pacing.fill(now, this.limit());
       const need = Math.min(n, p.capacity);
       if (p.tokens + 1e-9 < need && p.ratePerMs > 0) windowWait = Math.max(windowWait, (need - p.tokens) / p.ratePerMs);
     }
     let dailyWait = 0;
     if (this.dailyAvailable() < daily) {
-      const first = this.daily.keys().next();
       // Below one call by the share alone (e.g. share 0 before the first view): spending ageing
       // out cannot help, a new share can.
       if (Math.floor((this.dailyQuota ?? 0) * this.share) < daily) dailyWait = SHARE_RECHECK_MS;
-      else dailyWait = first.done ? MINUTE_MS : (first.value + 1) * MINUTE_MS + DAY_MS - now;
+      else dailyWait = this.ledger.dailyWait(now);
     }
     return Math.max(blocked, windowWait, dailyWait);
   }
@@ -313,18 +256,9 @@ export class RateBudget {
       // Calls the adapter made beyond what it was paid for: spent all the same (before the
       // remaining-count check below, which would otherwise take them for someone else's).
       const n = signal.extraRequests;
-      this.prune(now);
-      this.sent.push({ at: now, n });
-      this.sentCount += n;
-      if (this.dailyQuota !== undefined) {
-        const minute = Math.floor(now / MINUTE_MS);
-        this.daily.set(minute, (this.daily.get(minute) ?? 0) + n);
-        this.dailySpent += n;
-      }
-      if (this.burst < 1) {
-        const p = this.pace(now);
-        if (p.capacity > 0) this.paceLevel -= n / p.capacity;
-      }
+      this.ledger.prune(now);
+      this.ledger.spend(now, n, n);
+      this.pacing?.drain(n, now, this.limit());
     }
     if (signal.retryAfterSeconds !== undefined) {
       this.blockedUntil = Math.max(this.blockedUntil, now + signal.retryAfterSeconds * 1000);
@@ -340,17 +274,14 @@ export class RateBudget {
     // slow-down above handle: taken as "the window is spent", it silenced a Zendesk Sell sink for
     // a whole hour after a 429 that asked for 2 s.
     if (signal.remaining !== undefined && !signal.throttled) {
-      this.prune(now);
-      const ours = this.limit() - this.sentCount;
+      this.ledger.prune(now);
+      const ours = this.limit() - this.ledger.inWindow;
       // Someone else (another tool of the account, a previous incarnation) spends from the same
       // bucket: count it as spent here too, so this window ends where the CRM's does.
-      if (signal.remaining < ours) {
-        this.sent.push({ at: now, n: ours - signal.remaining });
-        this.sentCount += ours - signal.remaining;
-      }
+      if (signal.remaining < ours) this.ledger.spend(now, ours - signal.remaining);
     }
     if (signal.dailyRemaining !== undefined && this.dailyQuota !== undefined) {
-      const ours = Math.floor(this.dailyQuota * this.share) - this.dailySpent;
+      const ours = Math.floor(this.dailyQuota * this.share) - this.ledger.today;
       this.dailyCorrection = Math.max(0, ours - signal.dailyRemaining);
     }
   }

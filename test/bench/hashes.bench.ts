@@ -16,10 +16,21 @@ const map = new Map<string, string>();
 for (let i = 0; i < keys; i++) {
   const externalId = String(1_000_000 + i);
   // The store keeps strings built from Kafka message bytes, as here (not interned literals).
-  map.set(recordKey('contacts', externalId), writeHash({ op: 'upsert', object: 'contacts', externalIdField: 'erp_id', externalId, fields: { email: `c${i}@example.com`, last_name: `L${i}` } }));
+  map.set(
+    recordKey('contacts', externalId),
+    writeHash({
+      op: 'upsert',
+      object: 'contacts',
+      externalIdField: 'erp_id',
+      externalId,
+      fields: { email: `c${i}@example.com`, last_name: `L${i}` },
+    }),
+  );
 }
 gc();
 const after = process.memoryUsage().heapUsed;
 const bytesPerKey = (after - before) / keys;
-process.stdout.write(`${JSON.stringify({ scenario: 'written-hash store', keys, heapBytes: after - before, bytesPerKey: Math.round(bytesPerKey), mbPerMillionKeys: Math.round(bytesPerKey) })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ scenario: 'written-hash store', keys, heapBytes: after - before, bytesPerKey: Math.round(bytesPerKey), mbPerMillionKeys: Math.round(bytesPerKey) })}\n`,
+);
 if (map.size !== keys) throw new Error('lost keys');

@@ -40,29 +40,47 @@ export const sinkBenchCrms: SinkBenchCrm[] = [
     limit: { requests: 100, windowSeconds: 10 },
     scaling: 'documented burst limit 100 per rolling 10 s (Free/Starter), used as is',
     token: 'sim-token',
-    mapping: { object: 'contacts', externalIdField: 'erp_id', fields: { firstname: 'first_name', lastname: 'last_name', email: 'email', erp_n: 'n' } },
+    mapping: {
+      object: 'contacts',
+      externalIdField: 'erp_id',
+      fields: { firstname: 'first_name', lastname: 'last_name', email: 'email', erp_n: 'n' },
+    },
   },
   {
     kind: 'salesforce',
     limit: { requests: 50, windowSeconds: 10 },
-    scaling: 'documented as a rolling 24 h quota (100k + per licence); bench 50 per 10 s; sObject Collections (200 per call), Bulk API off (bulkThreshold 0)',
+    scaling:
+      'documented as a rolling 24 h quota (100k + per licence); bench 50 per 10 s; sObject Collections (200 per call), Bulk API off (bulkThreshold 0)',
     token: 'sim-token',
     crm: { bulkThreshold: 0 },
-    mapping: { object: 'Contact', externalIdField: 'ERP_Id__c', fields: { FirstName: 'first_name', LastName: 'last_name', Email: 'email', ERP_N__c: 'n' } },
+    mapping: {
+      object: 'Contact',
+      externalIdField: 'ERP_Id__c',
+      fields: { FirstName: 'first_name', LastName: 'last_name', Email: 'email', ERP_N__c: 'n' },
+    },
   },
   {
     kind: 'dynamics',
     limit: { requests: 200, windowSeconds: 10 },
     scaling: 'documented 6,000 per 5 min sliding window, each $batch operation counting; bench 200 per 10 s (same 20/s)',
     token: 'sim-token',
-    mapping: { object: 'contacts', externalIdField: 'erp_id', fields: { firstname: 'first_name', lastname: 'last_name', emailaddress1: 'email', erp_n: 'n' } },
+    mapping: {
+      object: 'contacts',
+      externalIdField: 'erp_id',
+      fields: { firstname: 'first_name', lastname: 'last_name', emailaddress1: 'email', erp_n: 'n' },
+    },
   },
   {
     kind: 'zoho',
     limit: { requests: 100, windowSeconds: 10 },
-    scaling: 'documented as credits per rolling 24 h (1 credit per 10 records upserted); bench 100 credits per 10 s; upsert API (100 per call), Bulk Write off (bulkThreshold 0)',
+    scaling:
+      'documented as credits per rolling 24 h (1 credit per 10 records upserted); bench 100 credits per 10 s; upsert API (100 per call), Bulk Write off (bulkThreshold 0)',
     token: 'sim-token',
     crm: { bulkThreshold: 0 },
-    mapping: { object: 'Contacts', externalIdField: 'ERP_Id', fields: { First_Name: 'first_name', Last_Name: 'last_name', Email: 'email', ERP_N: 'n' } },
+    mapping: {
+      object: 'Contacts',
+      externalIdField: 'ERP_Id',
+      fields: { First_Name: 'first_name', Last_Name: 'last_name', Email: 'email', ERP_N: 'n' },
+    },
   },
 ];

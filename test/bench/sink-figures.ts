@@ -89,9 +89,17 @@ export function goalsOf(pg2crm: SinkFigures, drained: SinkFigures): GoalVerdict[
   const reduction = drained.callsPerChange === null ? null : round(1 - drained.callsPerChange, 4);
   return [
     { goal: `capacityUsed >= ${GOALS.capacityUsed}`, value: pg2crm.capacityUsed, met: pg2crm.capacityUsed >= GOALS.capacityUsed },
-    { goal: `throttledShare <= ${GOALS.throttledShare}`, value: pg2crm.throttledShare, met: pg2crm.throttledShare <= GOALS.throttledShare && drained.throttledShare <= GOALS.throttledShare },
+    {
+      goal: `throttledShare <= ${GOALS.throttledShare}`,
+      value: pg2crm.throttledShare,
+      met: pg2crm.throttledShare <= GOALS.throttledShare && drained.throttledShare <= GOALS.throttledShare,
+    },
     // One call per change is callsPerChange = 1 by definition; "90% fewer" is <= 0.1.
-    { goal: `calls vs one-call-per-change >= ${1 - GOALS.callsPerChange} fewer (hourly sync)`, value: reduction, met: reduction !== null && reduction >= 1 - GOALS.callsPerChange },
+    {
+      goal: `calls vs one-call-per-change >= ${1 - GOALS.callsPerChange} fewer (hourly sync)`,
+      value: reduction,
+      met: reduction !== null && reduction >= 1 - GOALS.callsPerChange,
+    },
   ];
 }
 

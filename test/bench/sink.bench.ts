@@ -3,9 +3,6 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Kafka, logLevel } from 'kafkajs';
-import pg from 'pg';
-import { stackUp } from '../../scripts/stack.ts';
 import { CaptureSource } from '../../src/capture/capture-source.ts';
 import { parseLsn } from '../../src/capture/lsn.ts';
 import { type Config, parseConfig } from '../../src/config.ts';
@@ -19,8 +16,18 @@ import { topicFor } from '../../src/events/topic-router.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { mapEvent } from '../../src/sink/field-mapper.ts';
 import { type SinkBenchCrm, sinkBenchCrms } from './sink-bench-crms.ts';
-import { type Capacity, chargedPerRecord, figuresOf, goalsOf, type SinkFigures, theoreticalFigures, theoreticalRecordsPerSecond, writesPerChangeFloor } from './sink-figures.ts';
+import {
+  type Capacity,
+  chargedPerRecord,
+  figuresOf,
+  goalsOf,
+  type SinkFigures,
+  theoreticalFigures,
+  theoreticalRecordsPerSecond,
+  writesPerChangeFloor,
+} from './sink-figures.ts';
 import { distinctKeys, hotShare, zipfExponentFor, zipfKeys } from './zipf-workload.ts';
+import { benchStack } from './bench-stack.ts';
 
 /**
  * `npm run bench:sink [-- --crm zendesk-sell,hubspot --seconds 30 --changes 200000]`: the sink half
@@ -104,12 +111,7 @@ if (unknown.length) {
   process.exit(2);
 }
 
-const env = await stackUp();
-const kafka = new Kafka({ clientId: 'bench-sink', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
-const admin = kafka.admin();
-await admin.connect();
-const db = new pg.Client({ connectionString: env.PG_URL });
-await db.connect();
+const { env, kafka, admin, db } = await benchStack('bench-sink');
 
 const runId = Date.now().toString(36);
 const schema = `bench_sink_${runId}`;
@@ -131,7 +133,14 @@ interface Workload {
 }
 
 function tableWorkload(name: Workload['name'], tableName: string): Workload {
-  return { name, table: `${schema}.${tableName}`, topic: topicFor(topicPrefix, schema, tableName), start: [], ends: new Map(), keys: new Map() };
+  return {
+    name,
+    table: `${schema}.${tableName}`,
+    topic: topicFor(topicPrefix, schema, tableName),
+    start: [],
+    ends: new Map(),
+    keys: new Map(),
+  };
 }
 
 /** The capacity workload (saturates every CRM) and the hourly-sync backlog (drained to the end). */
@@ -146,7 +155,14 @@ function connectorConfig(crm: SinkBenchCrm, baseUrl: string, groupId: string, w:
     postgres: { url: env.PG_URL, tables: [capacityWl.table, hourlyWl.table], snapshot: 'never', heartbeatSeconds: 0 },
     kafka: { brokers: env.KAFKA_BROKERS, topicPrefix, partitions: 3, groupId, schemaRegistry: { url: env.SCHEMA_REGISTRY_URL } },
     crm: { kind: crm.kind, baseUrl, auth: { token: crm.token }, limits: { ...crm.limit }, ...crm.crm },
-    mappings: [{ table: w.table, object: crm.mapping.object, externalId: { column: 'id', field: crm.mapping.externalIdField }, fields: crm.mapping.fields }],
+    mappings: [
+      {
+        table: w.table,
+        object: crm.mapping.object,
+        externalId: { column: 'id', field: crm.mapping.externalIdField },
+        fields: crm.mapping.fields,
+      },
+    ],
     // Per CRM and workload: the written-hash store would otherwise let one run skip another's writes.
     sink: {
       deadLetterTopic: `${topicPrefix}.${tag}.dlq`,
@@ -168,7 +184,9 @@ async function waitCount(topic: string, n: number): Promise<void> {
 // ---------------------------------------------------------------- workload, through the real source
 async function createTable(w: Workload): Promise<void> {
   const [, name] = w.table.split('.') as [string, string];
-  await db.query(`CREATE TABLE ${w.table} (id int PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, email text NOT NULL, company text NOT NULL, n int NOT NULL DEFAULT 0)`);
+  await db.query(
+    `CREATE TABLE ${w.table} (id int PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, email text NOT NULL, company text NOT NULL, n int NOT NULL DEFAULT 0)`,
+  );
   // Creates and updates commit in transactions of 1,000 and 100 rows (an OLTP-ish shape).
   await db.query(`CREATE PROCEDURE ${schema}.create_${name}(total int) LANGUAGE plpgsql AS $$
     BEGIN
@@ -275,7 +293,11 @@ function floorOf(w: Workload, from: Map<number, number>, to: Map<number, number>
   return writesPerChangeFloor(
     w.start.map((p) => {
       const base = Number(p.offset);
-      return { keys: w.keys.get(p.partition) ?? [], from: (from.get(p.partition) ?? base) - base, to: (to.get(p.partition) ?? base) - base };
+      return {
+        keys: w.keys.get(p.partition) ?? [],
+        from: (from.get(p.partition) ?? base) - base,
+        to: (to.get(p.partition) ?? base) - base,
+      };
     }),
   );
 }
@@ -482,7 +504,12 @@ async function writeOnce(adapter: CrmAdapter, write: CrmWrite): Promise<WriteOut
   } catch (err) {
     if (err instanceof ConnectorError && !err.retriable) throw err;
     const e = err instanceof ConnectorError ? err : new ConnectorError('CRM_CALL', errorMessage(err), { retriable: true });
-    return { status: 'retry', code: e.code, message: e.message, ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}) };
+    return {
+      status: 'retry',
+      code: e.code,
+      message: e.message,
+      ...(e.retryAfterSeconds !== undefined ? { retryAfterSeconds: e.retryAfterSeconds } : {}),
+    };
   }
 }
 
@@ -608,7 +635,13 @@ async function benchCrm(crm: SinkBenchCrm, start: StartSimulator, w: Workload, c
     await simReset(sim);
     const p = await runPg2crm(crm, sim, w, interval);
     const pf = figuresOf(crm.kind, 'pg2crm', p, theoretical);
-    console.log(line(pf, capacity, p, interval, { backlogLeft: p.backlogLeft, ...floorFields(pf, p, capacity), ...(p.problem ? { problem: p.problem } : {}) }));
+    console.log(
+      line(pf, capacity, p, interval, {
+        backlogLeft: p.backlogLeft,
+        ...floorFields(pf, p, capacity),
+        ...(p.problem ? { problem: p.problem } : {}),
+      }),
+    );
 
     note(`${crm.kind}: naive script, ${interval} s`);
     await simReset(sim);
@@ -616,14 +649,34 @@ async function benchCrm(crm: SinkBenchCrm, start: StartSimulator, w: Workload, c
     const writes = changes.map((e) => mapEvent(e, mapping)).filter((x): x is CrmWrite => x !== null);
     const n = await runNaive(adapter, sim, writes, interval);
     const nf = figuresOf(crm.kind, 'naive', n, theoretical);
-    console.log(line(nf, capacity, n, interval, { rejected: n.rejected, onThrottle: 'sleeps Retry-After (5 s if none), then retries the same change; never gives up' }));
+    console.log(
+      line(nf, capacity, n, interval, {
+        rejected: n.rejected,
+        onThrottle: 'sleeps Retry-After (5 s if none), then retries the same change; never gives up',
+      }),
+    );
 
     note(`${crm.kind}: pg2crm sink draining the hourly-sync backlog (${HOURLY_UPDATES} changes, up to ${DRAIN_SECONDS} s)`);
     await simReset(sim);
     const d = await runDrain(crm, sim, hourlyWl);
     const df = figuresOf(crm.kind, 'pg2crm', d, theoretical);
-    console.log(line(df, capacity, d, DRAIN_SECONDS, { workload: hourlyWl.name, backlogLeft: d.backlogLeft, ...floorFields(df, d, capacity), ...(d.problem ? { problem: d.problem } : {}) }));
-    return { crm, capacity, figures: [pf, nf, tf], drain: df, floors: [p.writesPerChangeFloor ?? null, d.writesPerChangeFloor ?? null], backlogLeft: p.backlogLeft ?? 0, problem: p.problem ?? d.problem };
+    console.log(
+      line(df, capacity, d, DRAIN_SECONDS, {
+        workload: hourlyWl.name,
+        backlogLeft: d.backlogLeft,
+        ...floorFields(df, d, capacity),
+        ...(d.problem ? { problem: d.problem } : {}),
+      }),
+    );
+    return {
+      crm,
+      capacity,
+      figures: [pf, nf, tf],
+      drain: df,
+      floors: [p.writesPerChangeFloor ?? null, d.writesPerChangeFloor ?? null],
+      backlogLeft: p.backlogLeft ?? 0,
+      problem: p.problem ?? d.problem,
+    };
   } finally {
     await adapter?.close().catch(() => undefined);
     await sim.close();
@@ -634,7 +687,9 @@ function summary(results: CrmResult[]): void {
   const pad = (s: string, n: number): string => s.padEnd(n);
   const num = (v: number | null | undefined, d = 3): string => (v === null || v === undefined ? '-' : v.toFixed(d));
   console.log('');
-  console.log(`${pad('crm', 14)}${pad('contender', 13)}${pad('workload', 13)}${pad('limit', 10)}${pad('maxBatch', 10)}${pad('records/s', 12)}${pad('capacity', 10)}${pad('throttled', 11)}${pad('calls/change', 14)}writes/change floor`);
+  console.log(
+    `${pad('crm', 14)}${pad('contender', 13)}${pad('workload', 13)}${pad('limit', 10)}${pad('maxBatch', 10)}${pad('records/s', 12)}${pad('capacity', 10)}${pad('throttled', 11)}${pad('calls/change', 14)}writes/change floor`,
+  );
   for (const r of results) {
     const rows: [SinkFigures, string, number | null][] = [
       [r.figures[0]!, capacityWl.name, r.floors[0]],
@@ -652,16 +707,21 @@ function summary(results: CrmResult[]): void {
     }
   }
   console.log('');
-  console.log('goals (pg2crm): >= 95% of theoretical capacity and <= 0.5% throttled calls (capacity workload), >= 90% fewer calls than one call per change (hourly-sync backlog)');
+  console.log(
+    'goals (pg2crm): >= 95% of theoretical capacity and <= 0.5% throttled calls (capacity workload), >= 90% fewer calls than one call per change (hourly-sync backlog)',
+  );
   for (const r of results) {
     const [pf, nf] = r.figures as [SinkFigures, SinkFigures];
     const verdicts = goalsOf(pf, r.drain).map((g) => `${g.met ? 'MET' : 'MISSED'} ${g.goal} (${g.value ?? '-'})`);
-    const vsNaive = nf.recordsPerSecond > 0 ? `${(pf.recordsPerSecond / nf.recordsPerSecond).toFixed(1)}x naive records/s` : 'naive wrote nothing';
+    const vsNaive =
+      nf.recordsPerSecond > 0 ? `${(pf.recordsPerSecond / nf.recordsPerSecond).toFixed(1)}x naive records/s` : 'naive wrote nothing';
     const drained = r.backlogLeft === 0 ? '; NOTE backlog drained: pg2crm ran out of work, not at the limit (raise --changes)' : '';
     const problem = r.problem ? `; PROBLEM ${r.problem}` : '';
     console.log(`${r.crm.kind}: ${verdicts.join('; ')}; ${vsNaive}${drained}${problem}`);
     if (chargedPerRecord(r.capacity)) {
-      console.log(`  every record costs one unit of quota: calls/change on the capacity interval ${num(pf.callsPerChange, 4)} vs ${num(r.floors[0], 4)} for any sink (writes/change floor)`);
+      console.log(
+        `  every record costs one unit of quota: calls/change on the capacity interval ${num(pf.callsPerChange, 4)} vs ${num(r.floors[0], 4)} for any sink (writes/change floor)`,
+      );
     }
     console.log(`  limits: ${r.crm.scaling}`);
   }
@@ -688,7 +748,9 @@ try {
   }
   summary(results);
 } finally {
-  await db.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot]).catch(() => undefined);
+  await db
+    .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot])
+    .catch(() => undefined);
   await db.query(`DROP PUBLICATION IF EXISTS ${slot}`).catch(() => undefined);
   await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
   await admin.deleteGroups(groups).catch(() => undefined);

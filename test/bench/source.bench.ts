@@ -1,12 +1,10 @@
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { Kafka, logLevel } from 'kafkajs';
-import pg from 'pg';
-import { stackUp } from '../../scripts/stack.ts';
 import { CaptureSource } from '../../src/capture/capture-source.ts';
 import { parseConfig } from '../../src/config.ts';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import { setLogLevel } from '../../src/logger.ts';
+import { benchStack } from './bench-stack.ts';
 
 /**
  * `npm run bench:source [-- --rows N]`: the source half (PostgreSQL slot -> Kafka acks=all)
@@ -25,12 +23,7 @@ const ROWS = Number(args.rows);
 const PACED_SECONDS = Number(args['paced-seconds']);
 setLogLevel('warn');
 
-const env = await stackUp();
-const kafka = new Kafka({ clientId: 'bench', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
-const admin = kafka.admin();
-await admin.connect();
-const db = new pg.Client({ connectionString: env.PG_URL });
-await db.connect();
+const { env, kafka, admin, db } = await benchStack('bench');
 
 interface Scenario {
   name: string;
@@ -48,7 +41,9 @@ async function prepare(name: string): Promise<Scenario> {
   // LogAppendTime: the broker stamps each message when it appends it, i.e. at the ack.
   await admin.createTopics({
     waitForLeaders: true,
-    topics: [{ topic, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }],
+    topics: [
+      { topic, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] },
+    ],
   });
   const slot = `pg2crm_${schema}`;
   await db.query(`CREATE PUBLICATION ${slot} FOR TABLE ${schema}.t`);
@@ -99,7 +94,28 @@ async function recvlogicalSeconds(s: Scenario): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     const child = spawn(
       '/usr/lib/postgresql/15/bin/pg_recvlogical',
-      ['-h', url.hostname, '-p', url.port, '-U', url.username, '-d', url.pathname.slice(1), '-S', s.slot, '--start', '--endpos', endpos, '-o', 'proto_version=1', '-o', `publication_names=${s.publication}`, '-f', '/dev/null', '--no-loop'],
+      [
+        '-h',
+        url.hostname,
+        '-p',
+        url.port,
+        '-U',
+        url.username,
+        '-d',
+        url.pathname.slice(1),
+        '-S',
+        s.slot,
+        '--start',
+        '--endpos',
+        endpos,
+        '-o',
+        'proto_version=1',
+        '-o',
+        `publication_names=${s.publication}`,
+        '-f',
+        '/dev/null',
+        '--no-loop',
+      ],
       { env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';
@@ -200,7 +216,16 @@ async function pacedScenario(rate: number): Promise<void> {
   const achieved = Math.round(total / ((performance.now() - started) / 1000));
   await src.stop();
   const lat = await latencies(s.topic, total);
-  console.log(JSON.stringify({ scenario: `paced-${rate}-rows-per-second`, rows: total, rowsPerSecond: achieved, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99), goalP99Ms: 250 }));
+  console.log(
+    JSON.stringify({
+      scenario: `paced-${rate}-rows-per-second`,
+      rows: total,
+      rowsPerSecond: achieved,
+      p50Ms: percentile(lat, 50),
+      p99Ms: percentile(lat, 99),
+      goalP99Ms: 250,
+    }),
+  );
   await cleanup(s);
 }
 

@@ -5,7 +5,17 @@ import pg from 'pg';
 import { type StackEnv, type StackOptions, stackDown, stackPorts, stackServices, stackUp } from '../../scripts/stack.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import { createErpSchema, groupLag, readDeadLetters, recordField, simRecords, waitSlotActive, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { seededRandom } from '../bench/zipf-workload.ts';
+import {
+  createErpSchema,
+  groupLag,
+  readDeadLetters,
+  recordField,
+  simRecords,
+  waitSlotActive,
+  withPg,
+  writeConnectorConfig,
+} from '../helpers/fixtures.ts';
 
 /**
  * "Prove it" under chaos (issue 10): a workload of inserts, skewed updates, deletes, lookup moves
@@ -82,20 +92,6 @@ export interface ChaosResult {
   summary: string;
 }
 
-// ---------------------------------------------------------------- seeded randomness
-
-/** mulberry32: small, fast, good enough for a workload; the same seed gives the same choices. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------- connector processes
@@ -119,7 +115,6 @@ class Connector {
   private expectExit = false;
   private stopped = false;
   private readonly logFile: string;
-  private restarts = 0;
   readonly name: string;
   private readonly args: string[];
   private readonly onCrash: (name: string, code: number | null, tail: string) => void;
@@ -165,7 +160,6 @@ class Connector {
     this.expectExit = true;
     this.child.kill('SIGKILL');
     await this.exited;
-    this.restarts++;
     this.start();
   }
 
@@ -313,7 +307,12 @@ class Writer {
     try {
       if (withReject) {
         const v = ++this.counter;
-        const r = await exec(`INSERT INTO ${s}.customers (first_name, last_name, email, company) VALUES ($1, $2, $3, $4) RETURNING id`, [`R${v}`, `${REJECT_MARKER}${v}`, `r${v}@example.com`, 'Rejects Inc']);
+        const r = await exec(`INSERT INTO ${s}.customers (first_name, last_name, email, company) VALUES ($1, $2, $3, $4) RETURNING id`, [
+          `R${v}`,
+          `${REJECT_MARKER}${v}`,
+          `r${v}@example.com`,
+          'Rejects Inc',
+        ]);
         const id = Number(r.rows[0].id);
         after.push(() => {
           m.rejected.add(id);
@@ -330,12 +329,26 @@ class Writer {
           // Skewed updates of one or several columns: field-level changes.
           const which = this.int(3);
           if (which === 0) await exec(`UPDATE ${s}.customers SET last_name = $2, updated_at = now() WHERE id = $1`, [id, `L${v}`]);
-          else if (which === 1) await exec(`UPDATE ${s}.customers SET email = $2, company = $3 WHERE id = $1`, [id, `e${v}@example.com`, `Co ${v % 500}`]);
-          else await exec(`UPDATE ${s}.customers SET first_name = $2, last_name = $3, email = $4, company = $5 WHERE id = $1`, [id, `F${v}`, `L${v}`, `e${v}@example.com`, `Co ${v % 500}`]);
+          else if (which === 1)
+            await exec(`UPDATE ${s}.customers SET email = $2, company = $3 WHERE id = $1`, [id, `e${v}@example.com`, `Co ${v % 500}`]);
+          else
+            await exec(`UPDATE ${s}.customers SET first_name = $2, last_name = $3, email = $4, company = $5 WHERE id = $1`, [
+              id,
+              `F${v}`,
+              `L${v}`,
+              `e${v}@example.com`,
+              `Co ${v % 500}`,
+            ]);
         } else if (roll < 0.54) {
           const id = this.skewed(m.orders);
           if (id === undefined) continue;
-          await exec(`UPDATE ${s}.orders SET amount = $2, status = $3, title = CASE WHEN $4 THEN $5 ELSE title END WHERE id = $1`, [id, ((v % 100_000) / 100).toFixed(2), STATUSES[v % STATUSES.length], v % 3 === 0, `Order ${v}`]);
+          await exec(`UPDATE ${s}.orders SET amount = $2, status = $3, title = CASE WHEN $4 THEN $5 ELSE title END WHERE id = $1`, [
+            id,
+            ((v % 100_000) / 100).toFixed(2),
+            STATUSES[v % STATUSES.length],
+            v % 3 === 0,
+            `Order ${v}`,
+          ]);
         } else if (roll < 0.6) {
           // One multi-row statement: its rows share one commit LSN.
           if (m.customers.length < 60) continue;
@@ -344,14 +357,23 @@ class Writer {
           const ids = m.customers.slice(start, start + size);
           await exec(`UPDATE ${s}.customers SET company = $2 || '-' || id WHERE id = ANY($1::bigint[])`, [ids, `Bulk ${v}`]);
         } else if (roll < 0.68) {
-          const r = await exec(`INSERT INTO ${s}.customers (first_name, last_name, email, company) VALUES ($1, $2, $3, $4) RETURNING id`, [`F${v}`, `L${v}`, `n${v}@example.com`, `Co ${v % 500}`]);
+          const r = await exec(`INSERT INTO ${s}.customers (first_name, last_name, email, company) VALUES ($1, $2, $3, $4) RETURNING id`, [
+            `F${v}`,
+            `L${v}`,
+            `n${v}@example.com`,
+            `Co ${v % 500}`,
+          ]);
           const id = Number(r.rows[0].id);
           after.push(() => m.customers.push(id));
         } else if (roll < 0.76) {
           const customer = m.customers[this.int(m.customers.length)];
           if (customer === undefined) continue;
           m.pinned.add(customer); // before the commit: a lost answer must not free it for deletion
-          const r = await exec(`INSERT INTO ${s}.orders (customer_id, title, amount, status) VALUES ($1, $2, $3, 'open') RETURNING id`, [customer, `Order ${v}`, ((v % 50_000) / 10).toFixed(2)]);
+          const r = await exec(`INSERT INTO ${s}.orders (customer_id, title, amount, status) VALUES ($1, $2, $3, 'open') RETURNING id`, [
+            customer,
+            `Order ${v}`,
+            ((v % 50_000) / 10).toFixed(2),
+          ]);
           const id = Number(r.rows[0].id);
           after.push(() => m.orders.push(id));
         } else if (roll < 0.86) {
@@ -419,7 +441,11 @@ async function readTruth(url: string, schema: string): Promise<Truth> {
 
 const text = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
 
-export function compareCrm(truth: Truth, contacts: Record<string, unknown>[], deals: Record<string, unknown>[]): { figures: Omit<ChaosFigures, 'dead_lettered'>; examples: string[] } {
+export function compareCrm(
+  truth: Truth,
+  contacts: Record<string, unknown>[],
+  deals: Record<string, unknown>[],
+): { figures: Omit<ChaosFigures, 'dead_lettered'>; examples: string[] } {
   const f = { lost: 0, stale: 0, extra: 0, duplicates: 0 };
   const examples: string[] = [];
   const note = (s: string): void => {
@@ -433,65 +459,79 @@ export function compareCrm(truth: Truth, contacts: Record<string, unknown>[], de
     }
     return m;
   };
+  /**
+   * One CRM object against its table: a row without a record is lost, more records than one
+   * are duplicates, a first record that `diffs` finds different is stale, a record of no row extra.
+   */
+  const compare = <Row>(
+    what: string,
+    rows: Map<string, Row>,
+    byId: Map<string, Record<string, unknown>[]>,
+    diffs: (r: Record<string, unknown>, row: Row) => string[],
+    extraNote: (id: string) => string,
+  ): void => {
+    for (const [id, row] of rows) {
+      const recs = byId.get(id);
+      if (!recs) {
+        f.lost++;
+        note(`${what} ${id}: lost`);
+        continue;
+      }
+      if (recs.length > 1) {
+        f.duplicates += recs.length - 1;
+        note(`${what} ${id}: ${recs.length} records`);
+      }
+      const d = diffs(recs[0]!, row);
+      if (d.length) {
+        f.stale++;
+        note(`${what} ${id}: stale ${d.join(', ')}`);
+      }
+    }
+    for (const [id, recs] of byId) {
+      if (rows.has(id)) continue;
+      f.extra += recs.length;
+      note(`${what} ${id}: extra${extraNote(id)}`);
+    }
+  };
   const byErp = group(contacts, 'custom_fields.erp_id');
   const byOrder = group(deals, 'custom_fields.erp_order_id');
   const contactIdOf = new Map<string, string>();
   for (const [erp, recs] of byErp) contactIdOf.set(erp, text(recs[0]!.id));
 
-  for (const [id, row] of truth.customers) {
-    const recs = byErp.get(id);
-    if (!recs) {
-      f.lost++;
-      note(`contact ${id}: lost`);
-      continue;
-    }
-    if (recs.length > 1) {
-      f.duplicates += recs.length - 1;
-      note(`contact ${id}: ${recs.length} records`);
-    }
-    const r = recs[0]!;
-    const have: Record<string, string> = { first_name: text(r.first_name), last_name: text(r.last_name), email: text(r.email), company: text(recordField(r, 'custom_fields.company')) };
-    const diffs = Object.entries(have)
-      .filter(([k, v]) => v !== text(row[k as keyof typeof row]))
-      .map(([k, v]) => `${k}=${v} (table ${text(row[k as keyof typeof row])})`);
-    if (diffs.length) {
-      f.stale++;
-      note(`contact ${id}: stale ${diffs.join(', ')}`);
-    }
-  }
-  for (const [id, recs] of byErp) {
-    if (truth.customers.has(id)) continue;
-    f.extra += recs.length;
-    note(`contact ${id}: extra${truth.rejected.has(id) ? ' (a rejected row)' : ''}`);
-  }
-  for (const [id, row] of truth.orders) {
-    const recs = byOrder.get(id);
-    if (!recs) {
-      f.lost++;
-      note(`deal ${id}: lost`);
-      continue;
-    }
-    if (recs.length > 1) {
-      f.duplicates += recs.length - 1;
-      note(`deal ${id}: ${recs.length} records`);
-    }
-    const r = recs[0]!;
-    const diffs: string[] = [];
-    if (text(r.name) !== row.title) diffs.push(`name=${text(r.name)} (table ${row.title})`);
-    if (Number(r.value) !== Number(row.amount)) diffs.push(`value=${text(r.value)} (table ${row.amount})`);
-    if (text(recordField(r, 'custom_fields.status')) !== row.status) diffs.push(`status=${text(recordField(r, 'custom_fields.status'))} (table ${row.status})`);
-    const want = contactIdOf.get(row.customer_id);
-    if (text(r.contact_id) !== text(want)) diffs.push(`contact_id=${text(r.contact_id)} (customer ${row.customer_id} is contact ${text(want)})`);
-    if (diffs.length) {
-      f.stale++;
-      note(`deal ${id}: stale ${diffs.join(', ')}`);
-    }
-  }
-  for (const [id, recs] of byOrder) {
-    if (truth.orders.has(id)) continue;
-    f.extra += recs.length;
-    note(`deal ${id}: extra`);
-  }
+  compare(
+    'contact',
+    truth.customers,
+    byErp,
+    (r, row) => {
+      const have: Record<string, string> = {
+        first_name: text(r.first_name),
+        last_name: text(r.last_name),
+        email: text(r.email),
+        company: text(recordField(r, 'custom_fields.company')),
+      };
+      return Object.entries(have)
+        .filter(([k, v]) => v !== text(row[k as keyof typeof row]))
+        .map(([k, v]) => `${k}=${v} (table ${text(row[k as keyof typeof row])})`);
+    },
+    (id) => (truth.rejected.has(id) ? ' (a rejected row)' : ''),
+  );
+  compare(
+    'deal',
+    truth.orders,
+    byOrder,
+    (r, row) => {
+      const diffs: string[] = [];
+      if (text(r.name) !== row.title) diffs.push(`name=${text(r.name)} (table ${row.title})`);
+      if (Number(r.value) !== Number(row.amount)) diffs.push(`value=${text(r.value)} (table ${row.amount})`);
+      if (text(recordField(r, 'custom_fields.status')) !== row.status)
+        diffs.push(`status=${text(recordField(r, 'custom_fields.status'))} (table ${row.status})`);
+      const want = contactIdOf.get(row.customer_id);
+      if (text(r.contact_id) !== text(want))
+        diffs.push(`contact_id=${text(r.contact_id)} (customer ${row.customer_id} is contact ${text(want)})`);
+      return diffs;
+    },
+    () => '',
+  );
   return { figures: f, examples };
 }
 
@@ -518,45 +558,23 @@ export const FAULT_KINDS = [
   'crm-validation-reject',
 ] as const;
 
-type FaultKind =
-  | 'source-kill'
-  | 'sink-kill'
-  | 'kafka-kill'
-  | 'postgres-restart-fast'
-  | 'postgres-restart-immediate'
-  | 'registry-restart'
-  | 'scale-2-3'
-  | 'scale-3-1'
-  | 'scale-1-2'
-  | 'crm-lockout-429'
-  | 'crm-5xx-burst'
-  | 'crm-timeouts'
-  | 'crm-resets'
-  | 'crm-resets-after-write'
-  | 'crm-garbage-200'
-  | 'crm-partial-failures'
-  | 'crm-trickle';
+/** The kinds the run injects; a validation reject is part of the workload (rejected rows), not an action. */
+type FaultKind = Exclude<(typeof FAULT_KINDS)[number], 'crm-validation-reject'>;
 
-/** Fault kinds that can overlap with others in the mixed phase (scaling and lockouts stay sequential). */
-const MIXABLE: FaultKind[] = [
-  'source-kill',
-  'sink-kill',
-  'kafka-kill',
-  'postgres-restart-fast',
-  'postgres-restart-immediate',
-  'registry-restart',
-  'crm-5xx-burst',
-  'crm-timeouts',
-  'crm-resets',
-  'crm-resets-after-write',
-  'crm-garbage-200',
-  'crm-partial-failures',
-  'crm-trickle',
+/** Kinds that never overlap with others in the mixed phase: scaling and lockouts stay sequential. */
+const SEQUENTIAL: readonly (typeof FAULT_KINDS)[number][] = [
+  'scale-2-3',
+  'scale-3-1',
+  'scale-1-2',
+  'crm-lockout-429',
+  'crm-validation-reject',
 ];
+/** Fault kinds that can overlap with others in the mixed phase, in FAULT_KINDS order. */
+const MIXABLE: FaultKind[] = FAULT_KINDS.filter((k): k is FaultKind => !SEQUENTIAL.includes(k));
 
 export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const started = Date.now();
-  const random = rng(o.seed);
+  const random = seededRandom(o.seed);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
   const between = ([a, b]: [number, number]): number => a + random() * (b - a);
   const faults: Record<string, number> = {};
@@ -600,7 +618,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const topics = [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
     const dlqTopic = `${conn.topicPrefix}.dlq`;
 
-    writer = new Writer(env.PG_URL, schema, rng(o.seed ^ 0x5eed));
+    writer = new Writer(env.PG_URL, schema, seededRandom(o.seed ^ 0x5eed));
     await writer.seed(o.records, Math.floor(o.records / 2));
 
     const recentExits: number[] = [];
@@ -633,7 +651,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     // ---- the fault actions
     // CRM faults act on calls: each starts once the sinks are calling (a sink SIGKILL stalls the
     // group for its session timeout) and lasts a few seconds.
-    const simStats = async (): Promise<{ requests: number; throttled: number }> => (await (await fetch(`${simUrl}/__sim/stats`)).json()) as { requests: number; throttled: number };
+    const simStats = async (): Promise<{ requests: number; throttled: number }> =>
+      (await (await fetch(`${simUrl}/__sim/stats`)).json()) as { requests: number; throttled: number };
     const whenCalling = async (what: string): Promise<void> => {
       const deadline = Date.now() + o.trafficWaitSeconds * 1000;
       while (Date.now() < deadline) {
@@ -702,10 +721,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         sinks.push(startSink());
       },
       'crm-lockout-429': lockout,
-      'crm-5xx-burst': () => during('5xx burst', 5, { errors5xx: { requests: 1_000_000, status: pick([500, 502, 503, 504]) } }, { errors5xx: { requests: 0, status: 500 } }),
+      'crm-5xx-burst': () =>
+        during(
+          '5xx burst',
+          5,
+          { errors5xx: { requests: 1_000_000, status: pick([500, 502, 503, 504]) } },
+          { errors5xx: { requests: 0, status: 500 } },
+        ),
       'crm-timeouts': () => during('timeouts', 5, { latencyMs: 3000 }, { latencyMs: 0 }),
       'crm-resets': () => during('connection resets', 4, { resets: { requests: 1_000_000 } }, { resets: { requests: 0 } }),
-      'crm-resets-after-write': () => during('resets after the write', 4, { resets: { requests: 1_000_000, afterWrite: true } }, { resets: { requests: 0 } }),
+      'crm-resets-after-write': () =>
+        during('resets after the write', 4, { resets: { requests: 1_000_000, afterWrite: true } }, { resets: { requests: 0 } }),
       'crm-garbage-200': async () => {
         for (const kind of ['html', 'truncated', 'empty'] as const) {
           await during(`200 with ${kind} garbage`, 2, { garbage: { requests: 1_000_000, kind } }, { garbage: { requests: 0, kind } });
@@ -721,7 +747,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         }
         await fault({ errors5xx: { requests: 0, status: 500 }, resets: { requests: 0 } });
       },
-      'crm-trickle': () => during('trickled answers', 3, { trickle: { requests: 1_000_000, intervalMs: 50 } }, { trickle: { requests: 0, intervalMs: 0 } }),
+      'crm-trickle': () =>
+        during('trickled answers', 3, { trickle: { requests: 1_000_000, intervalMs: 50 } }, { trickle: { requests: 0, intervalMs: 0 } }),
     };
     const inject = async (kind: FaultKind): Promise<void> => {
       log(`fault: ${kind}`);
@@ -732,7 +759,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     };
 
     // ---- schedule: one kind at a time (every kind, kills spread in between), then mixed rounds
-    const single: FaultKind[] = Object.keys(actions).filter((k) => !k.startsWith('scale') && k !== 'source-kill' && k !== 'sink-kill') as FaultKind[];
+    const single: FaultKind[] = Object.keys(actions).filter(
+      (k) => !k.startsWith('scale') && k !== 'source-kill' && k !== 'sink-kill',
+    ) as FaultKind[];
     for (let i = 1; i < o.sourceKills; i++) single.push('source-kill');
     for (let i = 1; i < o.sinkKills; i++) single.push('sink-kill');
     for (let i = single.length - 1; i > 0; i--) {
@@ -761,7 +790,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       void (async () => {
         const st = (await (await fetch(`${simUrl}/__sim/stats`)).json()) as { requests: number; byStatus: Record<string, number> };
         const lag = await groupLag(env.KAFKA_BROKERS, conn.groupId, topics).catch(() => -1);
-        log(`progress: ${writer!.changes} changes committed, consumer lag ${lag}, CRM calls +${st.requests - lastRequests} (by status so far ${JSON.stringify(st.byStatus)})`);
+        log(
+          `progress: ${writer!.changes} changes committed, consumer lag ${lag}, CRM calls +${st.requests - lastRequests} (by status so far ${JSON.stringify(st.byStatus)})`,
+        );
         lastRequests = st.requests;
       })().catch(() => undefined);
     }, 10_000);
@@ -780,7 +811,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     }
     planDone = true;
     await writing;
-    log(`writer done: ${writer.changes} changes committed (${writer.errors} transactions cut by faults), ${writer.rejectsInserted} rejects`);
+    log(
+      `writer done: ${writer.changes} changes committed (${writer.errors} transactions cut by faults), ${writer.rejectsInserted} rejects`,
+    );
     count('crm-validation-reject', writer.rejectsInserted);
     stopProgress();
 
@@ -790,10 +823,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     // Every change is in PostgreSQL's WAL below this point; the source has published them all
     // once the slot has confirmed it. Consumer lag 0 alone says nothing while the source is
     // still behind (e.g. retrying a registry that is not back yet).
-    const walEnd = await withPg(env.PG_URL, async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+    const walEnd = await withPg(
+      env.PG_URL,
+      async (c) => (await c.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn,
+    );
     const slotBehind = (): Promise<number> =>
       withPg(env.PG_URL, async (c) =>
-        Number((await c.query<{ behind: string }>('SELECT pg_wal_lsn_diff($1, confirmed_flush_lsn)::text AS behind FROM pg_replication_slots WHERE slot_name = $2', [walEnd, conn.slot])).rows[0]?.behind ?? '-1'),
+        Number(
+          (
+            await c.query<{ behind: string }>(
+              'SELECT pg_wal_lsn_diff($1, confirmed_flush_lsn)::text AS behind FROM pg_replication_slots WHERE slot_name = $2',
+              [walEnd, conn.slot],
+            )
+          ).rows[0]?.behind ?? '-1',
+        ),
       ).catch(() => -1);
     const settleUntil = Date.now() + o.settleSeconds * 1000;
     let last = '';
@@ -826,16 +869,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const figures: ChaosFigures = { ...compared.figures, dead_lettered: lettered.size };
     if (figures.lost || figures.stale || figures.extra) problems.push(`CRM differs from the tables: ${compared.examples.join('; ')}`);
     const behindAtEnd = await slotBehind();
-    if (behindAtEnd > 0) problems.push(`the source had not published every change: its slot confirmed ${behindAtEnd} bytes less than the WAL held when the writer stopped (see source.log)`);
+    if (behindAtEnd > 0)
+      problems.push(
+        `the source had not published every change: its slot confirmed ${behindAtEnd} bytes less than the WAL held when the writer stopped (see source.log)`,
+      );
     const unexpected = [...lettered].filter((k) => !expected.has(k));
     const missing = [...expected].filter((k) => !lettered.has(k));
     if (unexpected.length) {
       const codes = new Map<string, number>();
-      for (const l of letters) if (!expected.has(`${l.object}/${l.externalId}`)) codes.set(l.error.code, (codes.get(l.error.code) ?? 0) + 1);
-      problems.push(`${unexpected.length} records dead-lettered that the CRM did not reject by design (${[...codes].map(([c, n]) => `${c} x${n}`).join(', ')}), e.g. ${unexpected.slice(0, 10).join(', ')}`);
+      for (const l of letters)
+        if (!expected.has(`${l.object}/${l.externalId}`)) codes.set(l.error.code, (codes.get(l.error.code) ?? 0) + 1);
+      problems.push(
+        `${unexpected.length} records dead-lettered that the CRM did not reject by design (${[...codes].map(([c, n]) => `${c} x${n}`).join(', ')}), e.g. ${unexpected.slice(0, 10).join(', ')}`,
+      );
     }
     if (missing.length) problems.push(`${missing.length} rejected records not dead-lettered, e.g. ${missing.slice(0, 10).join(', ')}`);
-    if (truth.rejected.size !== writer.rejectsInserted) problems.push(`table holds ${truth.rejected.size} rejected rows, the writer counted ${writer.rejectsInserted}`);
+    if (truth.rejected.size !== writer.rejectsInserted)
+      problems.push(`table holds ${truth.rejected.size} rejected rows, the writer counted ${writer.rejectsInserted}`);
     if (problems.length && crashTails.length) problems.push(`connector exits on their own:\n${crashTails.join('\n')}`);
 
     const stats = (await (await fetch(`${simUrl}/__sim/stats`)).json()) as { requests: number; byStatus: Record<string, number> };

@@ -1,6 +1,6 @@
-import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { CliProcess, dropCapture, readAllEvents, uniqueName, waitFor, waitSlotActive, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { type CliProcess, readAllEvents, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * Chaos: the source is SIGKILLed at random moments, at least 5 times, while 50,000 changes are
@@ -8,44 +8,36 @@ import { CliProcess, dropCapture, readAllEvents, uniqueName, waitFor, waitSlotAc
  * after the last restart Kafka must hold every (id, v) from 0 to the row's final version:
  * duplicates are allowed (at-least-once), gaps are not.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 const ROWS = 2_000;
 const CHANGES = 50_000;
 const KILLS = 6;
 
 describe('source under repeated SIGKILL', () => {
   const schema = uniqueName('chaos');
-  let configFile: string;
-  let slot: string;
+  let conn: Connector;
   let topic: string;
-  const procs: CliProcess[] = [];
 
   beforeAll(async () => {
-    await withPg(env.PG_URL, (c) => c.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.customers (id int PRIMARY KEY, v int NOT NULL); CREATE TABLE ${schema}.orders (id int PRIMARY KEY, customer_id int)`));
-    const conn = writeConnectorConfig(env, schema, 'http://127.0.0.1:1', { snapshot: 'never' });
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.customers (id int PRIMARY KEY, v int NOT NULL); CREATE TABLE ${schema}.orders (id int PRIMARY KEY, customer_id int)`,
+      ),
+    );
+    conn = await h.connector(schema, 'http://127.0.0.1:1', { snapshot: 'never', erp: false });
     // Only the customers table matters here; the mapping is irrelevant to the source.
-    const config = JSON.parse(readFileSync(conn.configFile, 'utf8')) as { mappings: { fields: Record<string, string> }[] };
-    config.mappings[0]!.fields = { last_name: 'v' };
-    writeFileSync(conn.configFile, JSON.stringify(config));
-    configFile = conn.configFile;
-    slot = conn.slot;
-    topic = `${conn.topicPrefix}.${schema}.customers`;
-  });
-
-  afterAll(async () => {
-    for (const p of procs) await p.stop();
-    await dropCapture(env.PG_URL, slot, slot);
+    conn.editConfig((config) => {
+      config.mappings[0]!.fields = { last_name: 'v' };
+    });
+    topic = conn.topic();
   });
 
   it(`loses no change over ${KILLS} kills during ${CHANGES} changes`, async () => {
-    const start = (): CliProcess => {
-      const p = new CliProcess(['run', '--config', configFile, '--role', 'source']);
-      procs.push(p);
-      return p;
-    };
-    onTestFailed(() => console.log(procs.map((p) => p.output.slice(-2000)).join('\n---\n')));
+    const start = (): CliProcess => conn.run('--role', 'source');
+    h.printOnFailure({ chars: 2000 });
     let proc = start();
-    await waitSlotActive(env.PG_URL, slot);
+    await conn.slotActive();
 
     let done = false;
     const writer = withPg(env.PG_URL, async (c) => {
@@ -72,19 +64,29 @@ describe('source under repeated SIGKILL', () => {
     }
     await writer;
     expect(kills).toBeGreaterThanOrEqual(KILLS);
-    await waitSlotActive(env.PG_URL, slot); // the last incarnation streams: it has changes to finish
+    await conn.slotActive(); // the last incarnation streams: it has changes to finish
 
-    const final = await withPg(env.PG_URL, async (c) => (await c.query<{ id: number; v: number }>(`SELECT id, v FROM ${schema}.customers`)).rows);
+    const final = await withPg(
+      env.PG_URL,
+      async (c) => (await c.query<{ id: number; v: number }>(`SELECT id, v FROM ${schema}.customers`)).rows,
+    );
     const expected = final.reduce((n, r) => n + r.v + 1, 0);
-    const events = await waitFor('every change in Kafka', async () => {
-      const all = await readAllEvents(env, topic);
-      const distinct = new Set(all.map((e) => `${String(e.key.id)}:${String(e.after?.v)}`));
-      return distinct.size >= expected ? all : undefined;
-    }, 180_000, 2000);
+    const events = await waitFor(
+      'every change in Kafka',
+      async () => {
+        const all = await readAllEvents(env, topic);
+        const distinct = new Set(all.map((e) => `${String(e.key.id)}:${String(e.after?.v)}`));
+        return distinct.size >= expected ? all : undefined;
+      },
+      180_000,
+      2000,
+    );
     const seen = new Set(events.map((e) => `${String(e.key.id)}:${String(e.after?.v)}`));
     const missing = final.flatMap((r) => Array.from({ length: r.v + 1 }, (_, v) => `${r.id}:${v}`)).filter((k) => !seen.has(k));
     expect(missing).toEqual([]);
-    console.log(`chaos: ${kills} kills, ${expected} distinct changes, ${events.length} events in Kafka (${events.length - expected} duplicates)`);
+    console.log(
+      `chaos: ${kills} kills, ${expected} distinct changes, ${events.length} events in Kafka (${events.length - expected} duplicates)`,
+    );
     expect(await proc.stop()).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
-import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:http';
+import { bodyOf, listenLoopback } from './loopback.ts';
 
 /**
  * A proxy in front of a CRM simulator that answers chosen requests itself, to rehearse what the
@@ -33,16 +33,14 @@ export interface AnswerProxy {
 
 /** The garbage a proxy or a broken CRM answers with, as the simulators' `garbage` fault sends it. */
 export const GARBAGE = {
-  html: { status: 200, headers: { 'content-type': 'text/html' }, text: '<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>' },
+  html: {
+    status: 200,
+    headers: { 'content-type': 'text/html' },
+    text: '<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>',
+  },
   truncated: { status: 200, headers: { 'content-type': 'application/json' }, text: '{"results":[{"id":"12' },
   empty: { status: 200, headers: { 'content-type': 'application/json' }, text: '' },
 } satisfies Record<string, ProxyAnswer>;
-
-async function bodyOf(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 export async function startAnswerProxy(target: string, rules: ProxyRule[]): Promise<AnswerProxy> {
   const left = rules.map((r) => r.times ?? 1);
@@ -56,7 +54,8 @@ export async function startAnswerProxy(target: string, rules: ProxyRule[]): Prom
       let real: ProxyAnswer | undefined;
       if (!rule || rule.forward) {
         const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'content-length' && k !== 'connection') headers[k] = v;
+        for (const [k, v] of Object.entries(req.headers))
+          if (typeof v === 'string' && k !== 'host' && k !== 'content-length' && k !== 'connection') headers[k] = v;
         const r = await fetch(`${target}${req.url}`, { method: req.method!, headers, ...(body.length ? { body } : {}) });
         const h: Record<string, string> = {};
         r.headers.forEach((v, k) => {
@@ -77,15 +76,6 @@ export async function startAnswerProxy(target: string, rules: ProxyRule[]): Prom
       res.end(String(err));
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    hits,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, close } = await listenLoopback(server);
+  return { url, hits, close };
 }

@@ -52,20 +52,24 @@ export async function bundledChromium(opts: BundledChromiumOptions = {}): Promis
   const env = opts.env ?? process.env;
   const override = env[CHROMIUM_ENV];
   if (override) {
-    if (!existsSync(override)) throw new Error(`${CHROMIUM_ENV}=${override} does not exist; point it at a Chromium executable or unset it to use the bundled one`);
+    if (!existsSync(override))
+      throw new Error(`${CHROMIUM_ENV}=${override} does not exist; point it at a Chromium executable or unset it to use the bundled one`);
     return override;
   }
   const platform = opts.platform ?? process.platform;
   const arch = opts.arch ?? process.arch;
   if (platform !== 'linux' || arch !== 'x64') {
-    throw new Error(`the bundled test Chromium is built for linux x64, not ${platform} ${arch}; set ${CHROMIUM_ENV} to a Chromium executable`);
+    throw new Error(
+      `the bundled test Chromium is built for linux x64, not ${platform} ${arch}; set ${CHROMIUM_ENV} to a Chromium executable`,
+    );
   }
   const pkg = opts.binDir && opts.version ? { binDir: opts.binDir, version: opts.version } : installedPackage();
   const dir = join(opts.cacheDir ?? join(repoRoot, 'node_modules', '.cache', 'pg2crm-chromium'), pkg.version);
   const exe = join(dir, 'chromium');
   if (existsSync(exe)) return exe;
   const source = join(pkg.binDir, 'chromium.br');
-  if (!existsSync(source)) throw new Error(`${source} is missing: the @sparticuz/chromium package layout changed; update test/helpers/browser.ts`);
+  if (!existsSync(source))
+    throw new Error(`${source} is missing: the @sparticuz/chromium package layout changed; update test/helpers/browser.ts`);
   mkdirSync(dir, { recursive: true });
   // Unpack beside the target and rename: a run that is interrupted, or two runs at once, never
   // leave a half-written executable under the final name.

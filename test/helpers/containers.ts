@@ -44,11 +44,15 @@ export const SERVICES_ENV = 'PG2CRM_TEST_SERVICES';
  * without an engine.
  */
 export async function chooseServices(env: NodeJS.ProcessEnv, engineReachable: () => Promise<boolean>): Promise<ServicesChoice> {
-  if (env.PG_URL && env.KAFKA_BROKERS && env.SCHEMA_REGISTRY_URL) return { kind: 'env', reason: 'PG_URL, KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set' };
+  if (env.PG_URL && env.KAFKA_BROKERS && env.SCHEMA_REGISTRY_URL)
+    return { kind: 'env', reason: 'PG_URL, KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set' };
   const forced = env[SERVICES_ENV];
   if (forced === 'stack') return { kind: 'stack', reason: `${SERVICES_ENV}=stack` };
   if (forced === 'containers') {
-    if (!(await engineReachable())) throw new Error(`${SERVICES_ENV}=containers but no Docker engine is reachable (DOCKER_HOST or /var/run/docker.sock); start one, or unset ${SERVICES_ENV} to use the local stack`);
+    if (!(await engineReachable()))
+      throw new Error(
+        `${SERVICES_ENV}=containers but no Docker engine is reachable (DOCKER_HOST or /var/run/docker.sock); start one, or unset ${SERVICES_ENV} to use the local stack`,
+      );
     return { kind: 'containers', reason: `${SERVICES_ENV}=containers` };
   }
   if (forced !== undefined && forced !== '') throw new Error(`${SERVICES_ENV}=${forced}: use "containers" or "stack", or unset it`);
@@ -148,7 +152,11 @@ export function containerCerts(dir: string, engineHost: string): Promise<StackCe
 export const POSTGRES_TLS_CERT = '/var/lib/postgresql/server.crt';
 export const POSTGRES_TLS_KEY = '/var/lib/postgresql/server.key';
 /** Settings added to POSTGRES_SETTINGS: the stack sets them with ALTER SYSTEM (ensurePostgresSsl). */
-export const POSTGRES_SSL_SETTINGS: Record<string, string> = { ssl: 'on', ssl_cert_file: POSTGRES_TLS_CERT, ssl_key_file: POSTGRES_TLS_KEY };
+export const POSTGRES_SSL_SETTINGS: Record<string, string> = {
+  ssl: 'on',
+  ssl_cert_file: POSTGRES_TLS_CERT,
+  ssl_key_file: POSTGRES_TLS_KEY,
+};
 export const POSTGRES_INIT_SCRIPT = '/docker-entrypoint-initdb.d/pg2crm-tls-only.sh';
 
 /**
@@ -183,20 +191,25 @@ export function postgresInitScript(): string {
 
 /** PostgreSQL with the local stack's settings, ssl=on with `certs`' server certificate, and the TLS-only role. */
 export function postgresContainer(certs: StackCerts): GenericContainer {
-  return new GenericContainer(POSTGRES_IMAGE)
-    .withEnvironment({ POSTGRES_USER: 'pg2crm', POSTGRES_PASSWORD: 'pg2crm', POSTGRES_DB: 'pg2crm' })
-    .withEntrypoint(['sh', '-c', POSTGRES_ENTRYPOINT_SCRIPT, 'pg2crm-entrypoint'])
-    .withCommand(['postgres', ...Object.entries({ ...POSTGRES_SETTINGS, ...POSTGRES_SSL_SETTINGS }).flatMap(([k, v]) => ['-c', `${k}=${v}`])])
-    .withCopyFilesToContainer([
-      { source: certs.server.cert, target: POSTGRES_TLS_CERT, mode: 0o644 },
-      { source: certs.server.key, target: POSTGRES_TLS_KEY, mode: 0o600 },
-    ])
-    .withCopyContentToContainer([{ content: postgresInitScript(), target: POSTGRES_INIT_SCRIPT, mode: 0o755 }])
-    .withExposedPorts(POSTGRES_PORT)
-    // The image's entrypoint runs a temporary server for initdb first, then the real one: the
-    // second "ready" line is the server the tests use.
-    .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
-    .withStartupTimeout(STARTUP_TIMEOUT_MS);
+  return (
+    new GenericContainer(POSTGRES_IMAGE)
+      .withEnvironment({ POSTGRES_USER: 'pg2crm', POSTGRES_PASSWORD: 'pg2crm', POSTGRES_DB: 'pg2crm' })
+      .withEntrypoint(['sh', '-c', POSTGRES_ENTRYPOINT_SCRIPT, 'pg2crm-entrypoint'])
+      .withCommand([
+        'postgres',
+        ...Object.entries({ ...POSTGRES_SETTINGS, ...POSTGRES_SSL_SETTINGS }).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+      ])
+      .withCopyFilesToContainer([
+        { source: certs.server.cert, target: POSTGRES_TLS_CERT, mode: 0o644 },
+        { source: certs.server.key, target: POSTGRES_TLS_KEY, mode: 0o600 },
+      ])
+      .withCopyContentToContainer([{ content: postgresInitScript(), target: POSTGRES_INIT_SCRIPT, mode: 0o755 }])
+      .withExposedPorts(POSTGRES_PORT)
+      // The image's entrypoint runs a temporary server for initdb first, then the real one: the
+      // second "ready" line is the server the tests use.
+      .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
+      .withStartupTimeout(STARTUP_TIMEOUT_MS)
+  );
 }
 
 export function registryContainer(): GenericContainer {
@@ -279,7 +292,12 @@ export class KafkaKraftContainer extends GenericContainer {
   }
 
   protected override async containerStarted(container: StartedTestContainer, inspectResult: InspectResult): Promise<void> {
-    const script = kafkaStartScript(serviceHost(container.getHost()), container.getMappedPort(KAFKA_PORT), container.getMappedPort(KAFKA_SASL_SSL_PORT), inspectResult.hostname);
+    const script = kafkaStartScript(
+      serviceHost(container.getHost()),
+      container.getMappedPort(KAFKA_PORT),
+      container.getMappedPort(KAFKA_SASL_SSL_PORT),
+      inspectResult.hostname,
+    );
     await container.copyContentToContainer([{ content: script, target: KAFKA_START_SCRIPT, mode: 0o755 }]);
     const client = await getContainerRuntimeClient();
     const boundPorts = BoundPorts.fromInspectResult(client.info.containerRuntime.hostIps, inspectResult).filter(this.exposedPorts);
@@ -287,7 +305,10 @@ export class KafkaKraftContainer extends GenericContainer {
     for (const command of kafkaScramCommands()) {
       // The tool's JVM needs no broker-sized heap.
       const r = await container.exec(command, { env: { KAFKA_HEAP_OPTS: '-Xmx256m' } });
-      if (r.exitCode !== 0) throw new Error(`adding the SCRAM user ${KAFKA_SASL_USER.username} in the Kafka container failed (exit ${r.exitCode}): ${r.output.trim().slice(-2000)}`);
+      if (r.exitCode !== 0)
+        throw new Error(
+          `adding the SCRAM user ${KAFKA_SASL_USER.username} in the Kafka container failed (exit ${r.exitCode}): ${r.output.trim().slice(-2000)}`,
+        );
     }
   }
 }
@@ -299,8 +320,16 @@ export class KafkaKraftContainer extends GenericContainer {
  */
 export function kafkaScramCommands(): string[][] {
   return scramCredentials(KAFKA_SASL_USER, false).map((credential) => [
-    '/opt/kafka/bin/kafka-configs.sh', '--bootstrap-server', `localhost:${KAFKA_BROKER_PORT}`,
-    '--alter', '--entity-type', 'users', '--entity-name', KAFKA_SASL_USER.username, '--add-config', credential,
+    '/opt/kafka/bin/kafka-configs.sh',
+    '--bootstrap-server',
+    `localhost:${KAFKA_BROKER_PORT}`,
+    '--alter',
+    '--entity-type',
+    'users',
+    '--entity-name',
+    KAFKA_SASL_USER.username,
+    '--add-config',
+    credential,
   ]);
 }
 
@@ -309,7 +338,11 @@ export function kafkaScramCommands(): string[][] {
  * and SASL_SSL), the container's for the inter-broker listener.
  */
 export function kafkaStartScript(host: string, mappedPort: number, mappedSaslSslPort: number, containerHostname: string): string {
-  const advertised = [`PLAINTEXT://${host}:${mappedPort}`, `BROKER://${containerHostname}:${KAFKA_BROKER_PORT}`, `SASL_SSL://${host}:${mappedSaslSslPort}`];
+  const advertised = [
+    `PLAINTEXT://${host}:${mappedPort}`,
+    `BROKER://${containerHostname}:${KAFKA_BROKER_PORT}`,
+    `SASL_SSL://${host}:${mappedSaslSslPort}`,
+  ];
   return ['#!/bin/bash', `export KAFKA_ADVERTISED_LISTENERS=${advertised.join(',')}`, 'exec /etc/kafka/docker/run', ''].join('\n');
 }
 
@@ -353,7 +386,11 @@ export async function startContainerServices(): Promise<ContainerServices> {
     removeDir();
     throw err;
   }
-  const results = await Promise.allSettled([postgresContainer(certs).start(), new KafkaKraftContainer(certs).start(), registryContainer().start()]);
+  const results = await Promise.allSettled([
+    postgresContainer(certs).start(),
+    new KafkaKraftContainer(certs).start(),
+    registryContainer().start(),
+  ]);
   const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const stop = async (): Promise<void> => {
     await Promise.allSettled(started.map((c) => c.stop()));
@@ -367,7 +404,12 @@ export async function startContainerServices(): Promise<ContainerServices> {
   const [postgres, kafka, registry] = started as [StartedTestContainer, StartedTestContainer, StartedTestContainer];
   const env = containerServicesEnv(
     { postgres: postgres.getHost(), kafka: kafka.getHost(), registry: registry.getHost() },
-    { postgres: postgres.getMappedPort(POSTGRES_PORT), kafka: kafka.getMappedPort(KAFKA_PORT), kafkaSaslSsl: kafka.getMappedPort(KAFKA_SASL_SSL_PORT), registry: registry.getMappedPort(REGISTRY_PORT) },
+    {
+      postgres: postgres.getMappedPort(POSTGRES_PORT),
+      kafka: kafka.getMappedPort(KAFKA_PORT),
+      kafkaSaslSsl: kafka.getMappedPort(KAFKA_SASL_SSL_PORT),
+      registry: registry.getMappedPort(REGISTRY_PORT),
+    },
     certs.ca.cert,
   );
   try {
@@ -388,11 +430,17 @@ async function postgresTookSettings(url: string): Promise<void> {
   await c.connect();
   try {
     const walLevel = (await c.query<{ wal_level: string }>('SHOW wal_level')).rows[0]?.wal_level;
-    if (walLevel !== 'logical') throw new Error(`PostgreSQL container has wal_level=${walLevel}, not logical; check the command in test/helpers/containers.ts`);
+    if (walLevel !== 'logical')
+      throw new Error(`PostgreSQL container has wal_level=${walLevel}, not logical; check the command in test/helpers/containers.ts`);
     const ssl = (await c.query<{ ssl: string }>('SHOW ssl')).rows[0]?.ssl;
-    if (ssl !== 'on') throw new Error(`PostgreSQL container has ssl=${ssl}, not on; check the command and the certificate files in test/helpers/containers.ts`);
+    if (ssl !== 'on')
+      throw new Error(
+        `PostgreSQL container has ssl=${ssl}, not on; check the command and the certificate files in test/helpers/containers.ts`,
+      );
     if ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [TLS_ONLY_ROLE.username])).rowCount !== 1) {
-      throw new Error(`PostgreSQL container lacks the role ${TLS_ONLY_ROLE.username}; check the init script (${POSTGRES_INIT_SCRIPT}) in test/helpers/containers.ts`);
+      throw new Error(
+        `PostgreSQL container lacks the role ${TLS_ONLY_ROLE.username}; check the init script (${POSTGRES_INIT_SCRIPT}) in test/helpers/containers.ts`,
+      );
     }
   } finally {
     await c.end();

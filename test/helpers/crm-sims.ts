@@ -5,7 +5,11 @@ import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
 
-export type SimStart = (opts: { port: number; control?: boolean; limit: { requests: number; windowSeconds: number } }) => Promise<CrmSimulator>;
+export type SimStart = (opts: {
+  port: number;
+  control?: boolean;
+  limit: { requests: number; windowSeconds: number };
+}) => Promise<CrmSimulator>;
 
 export interface TestCrm {
   kind: string;

@@ -29,7 +29,9 @@ export function uniqueName(prefix: string): string {
 
 /** Creates the demo ERP tables in their own PostgreSQL schema, so tests never share tables. */
 export async function createErpSchema(pgUrl: string, schema: string): Promise<void> {
-  const sql = readFileSync(join(repoRoot, 'scripts/demo/erp-schema.sql'), 'utf8').replaceAll('erp.', `${schema}.`).replace('SCHEMA IF NOT EXISTS erp', `SCHEMA IF NOT EXISTS ${schema}`);
+  const sql = readFileSync(join(repoRoot, 'scripts/demo/erp-schema.sql'), 'utf8')
+    .replaceAll('erp.', `${schema}.`)
+    .replace('SCHEMA IF NOT EXISTS erp', `SCHEMA IF NOT EXISTS ${schema}`);
   await withPg(pgUrl, (c) => c.query(sql));
 }
 
@@ -46,7 +48,10 @@ export async function withPg<T>(pgUrl: string, fn: (client: pg.Client) => Promis
 /** Resolves once a connector streams from `slot`. */
 export async function waitSlotActive(pgUrl: string, slot: string): Promise<void> {
   await waitFor(`slot ${slot} streaming`, () =>
-    withPg(pgUrl, async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rowCount === 1),
+    withPg(
+      pgUrl,
+      async (c) => (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rowCount === 1,
+    ),
   );
 }
 
@@ -86,7 +91,12 @@ export function writeConnectorConfig(
   const configFile = join(dir, 'connector.json');
   const config = {
     name,
-    postgres: { url: env.PG_URL, tables: [`${schema}.customers`, `${schema}.orders`], snapshot: overrides.snapshot ?? 'initial', heartbeatSeconds: 2 },
+    postgres: {
+      url: env.PG_URL,
+      tables: [`${schema}.customers`, `${schema}.orders`],
+      snapshot: overrides.snapshot ?? 'initial',
+      heartbeatSeconds: 2,
+    },
     kafka: { brokers: env.KAFKA_BROKERS, topicPrefix, partitions: 3, schemaRegistry: { url: env.SCHEMA_REGISTRY_URL } },
     crm: {
       kind: 'zendesk-sell',
@@ -215,7 +225,10 @@ export function crmDifferences(
 /** Every dead letter in `topic` (read to its current end). */
 export async function readDeadLetters(brokers: string, topic: string): Promise<DeadLetter[]> {
   const letters: DeadLetter[] = [];
-  await readTopic(kafkaOf(brokers), topic, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), { groupPrefix: 'test-dlq', timeoutMs: 30_000 });
+  await readTopic(kafkaOf(brokers), topic, (m) => letters.push(JSON.parse(m.value!.toString('utf8')) as DeadLetter), {
+    groupPrefix: 'test-dlq',
+    timeoutMs: 30_000,
+  });
   return letters;
 }
 

@@ -1,5 +1,5 @@
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLoopback } from './loopback.ts';
 
 /**
  * A pass-through proxy in front of a CRM simulator that arms the simulator's own `garbage` fault
@@ -30,7 +30,12 @@ export async function garbageProxy(
  * answer is replaced by `rewrite(answer)`: well-formed JSON in the wrong shape (a result short,
  * an id missing), which no garbage fault can produce.
  */
-export async function rewriteProxy(target: string, when: (method: string, path: string) => boolean, rewrite: (body: unknown) => unknown, times = 1): Promise<GarbageProxy> {
+export async function rewriteProxy(
+  target: string,
+  when: (method: string, path: string) => boolean,
+  rewrite: (body: unknown) => unknown,
+  times = 1,
+): Promise<GarbageProxy> {
   return startProxy(target, when, times, { rewrite });
 }
 
@@ -53,7 +58,8 @@ async function startProxy(
         if (left > 0 && when(req.method ?? 'GET', path.split('?')[0]!)) {
           left--;
           hits.push(`${req.method} ${path.split('?')[0]}`);
-          if ('kind' in how) await fetch(`${target}/__sim/faults`, { method: 'POST', body: JSON.stringify({ garbage: { requests: 1, kind: how.kind } }) });
+          if ('kind' in how)
+            await fetch(`${target}/__sim/faults`, { method: 'POST', body: JSON.stringify({ garbage: { requests: 1, kind: how.kind } }) });
           else rewrite = how.rewrite;
         }
         const up = request({ host: t.hostname, port: t.port, method: req.method, path, headers: req.headers }, (upRes) => {
@@ -75,15 +81,6 @@ async function startProxy(
       })();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    hits,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, close } = await listenLoopback(server);
+  return { url, hits, close };
 }

@@ -5,34 +5,29 @@
 class Writer {
   private parts: Buffer[] = [];
   byte(c: string | number): this {
-    this.parts.push(Buffer.from([typeof c === 'string' ? c.charCodeAt(0) : c]));
-    return this;
+    return this.raw(Buffer.from([typeof c === 'string' ? c.charCodeAt(0) : c]));
   }
+  /** Network byte order, as every pgoutput integer. */
   i16(n: number): this {
-    const b = Buffer.alloc(2);
-    b.writeInt16BE(n);
-    this.parts.push(b);
-    return this;
+    return this.fixed(2, (b) => b.writeInt16BE(n));
   }
   i32(n: number): this {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(n);
-    this.parts.push(b);
-    return this;
+    return this.fixed(4, (b) => b.writeInt32BE(n));
   }
   i64(n: bigint): this {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64BE(n);
-    this.parts.push(b);
-    return this;
+    return this.fixed(8, (b) => b.writeBigInt64BE(n));
   }
   cstr(s: string): this {
-    this.parts.push(Buffer.from(`${s}\0`, 'utf8'));
-    return this;
+    return this.raw(Buffer.from(`${s}\0`, 'utf8'));
   }
   raw(b: Buffer): this {
     this.parts.push(b);
     return this;
+  }
+  private fixed(size: number, write: (b: Buffer) => unknown): this {
+    const b = Buffer.alloc(size);
+    write(b);
+    return this.raw(b);
   }
   build(): Buffer {
     return Buffer.concat(this.parts);
@@ -55,12 +50,17 @@ function tuple(w: Writer, values: TupleValue[]): Writer {
 }
 
 export const pgoutput = {
-  begin: (finalLsn: bigint, commitTsPgMicros: bigint, xid: number) => new Writer().byte('B').i64(finalLsn).i64(commitTsPgMicros).i32(xid).build(),
+  begin: (finalLsn: bigint, commitTsPgMicros: bigint, xid: number) =>
+    new Writer().byte('B').i64(finalLsn).i64(commitTsPgMicros).i32(xid).build(),
   commit: (commitLsn: bigint, endLsn: bigint, commitTsPgMicros: bigint) =>
     new Writer().byte('C').byte(0).i64(commitLsn).i64(endLsn).i64(commitTsPgMicros).build(),
   relation: (oid: number, schema: string, table: string, identity: string, columns: { name: string; key?: boolean; typeOid: number }[]) => {
     const w = new Writer().byte('R').i32(oid).cstr(schema).cstr(table).byte(identity).i16(columns.length);
-    for (const c of columns) w.byte(c.key ? 1 : 0).cstr(c.name).i32(c.typeOid).i32(-1);
+    for (const c of columns)
+      w.byte(c.key ? 1 : 0)
+        .cstr(c.name)
+        .i32(c.typeOid)
+        .i32(-1);
     return w.build();
   },
   insert: (oid: number, values: TupleValue[]) => tuple(new Writer().byte('I').i32(oid).byte('N'), values).build(),

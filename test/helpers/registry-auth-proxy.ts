@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { listenLoopback } from './loopback.ts';
 import { timingSafeEqual } from 'node:crypto';
 
 /**
@@ -52,20 +52,15 @@ export async function startRegistryAuthProxy(
     });
     req.pipe(out);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const { url, close } = await listenLoopback(server, 'https');
   return {
-    url: `https://127.0.0.1:${port}${upstream.pathname}`,
+    url: `${url}${upstream.pathname}`,
     get refused() {
       return state.refused;
     },
     get forwarded() {
       return state.forwarded;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }

@@ -1,25 +1,11 @@
-import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { type Config, loadConfig } from '../../src/config.ts';
+import { describe, expect, inject, it } from 'vitest';
+import type { Config } from '../../src/config.ts';
 import type { CrmSimulator, SimStats } from '../../src/crm/sim-server.ts';
 import { startSalesforceSimulator } from '../../src/crm/salesforce/simulator.ts';
 import { startZohoSimulator } from '../../src/crm/zoho/simulator.ts';
 import type { DeadLetter } from '../../src/sink/dead-letter.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  crmDifferences,
-  dropCapture,
-  groupLag,
-  readDeadLetters,
-  simRecords,
-  topicSize,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { type Connector, readyConfig, simStats, useHarness } from '../helpers/connector-harness.ts';
+import { topicSize, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * The switch between a CRM's regular batch API and its asynchronous bulk API, in the real
@@ -76,79 +62,46 @@ function calls(stats: SimStats, pattern: RegExp): number {
 }
 
 describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limit, bulkJob, regularUpsert, rejection }) => {
+  const h = useHarness();
   let sim: CrmSimulator;
-  let conn: TestConnector;
+  let conn: Connector;
   let mapping: Config['mappings'][number];
   let emailField: string;
-  const procs: CliProcess[] = [];
   const schema = uniqueName(`bulk_${kind.slice(0, 4)}`);
   const rejected = new Set<string>();
 
-  afterAll(async () => {
-    await Promise.all(procs.map((p) => p.stop()));
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
-  });
-
-  const stats = async (): Promise<SimStats> => (await (await fetch(`${sim.url}/__sim/stats`)).json()) as SimStats;
-  const logs = async (): Promise<void> => {
-    procs.forEach((p, i) => console.log(`--- process ${i}\n${p.output.slice(-5000)}`));
-    console.log(JSON.stringify(await stats()));
-  };
-
+  const stats = (): Promise<SimStats> => simStats<SimStats>(sim);
+  const logs = (): void => h.printOnFailure({ all: true, more: async () => JSON.stringify(await stats()) });
 
   /** Waits until the group's lag is 0 and the CRM equals the table, then asserts it. */
   async function converged(): Promise<void> {
-    const topic = `${conn.topicPrefix}.${schema}.customers`;
-    let last: string[] = ['not compared yet'];
-    try {
-      await waitFor(
-        `${kind} equal to the table`,
-        async () => {
-          if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
-          const rows = await withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
-          last = crmDifferences(await simRecords(sim.url, mapping.object), rows, mapping, rejected);
-          return last.length === 0;
-        },
-        40_000,
-        250,
-      );
-    } finally {
-      expect(last.slice(0, 10)).toEqual([]);
-    }
+    await conn.crmMatchesTable(sim, mapping, (last) => expect(last.slice(0, 10)).toEqual([]), {
+      skip: rejected,
+      timeoutMs: 40_000,
+      what: `${kind} equal to the table`,
+    });
   }
 
-  const deadLetters = (): Promise<DeadLetter[]> => readDeadLetters(env.KAFKA_BROKERS, `${conn.topicPrefix}.dlq`);
+  const deadLetters = (): Promise<DeadLetter[]> => conn.deadLetters();
 
   it(`writes a backlog of ${BACKLOG} changes through bulk jobs and dead-letters what the CRM rejects`, async () => {
-    onTestFailed(logs);
-    sim = await start({ port: 0, control: true, limit });
-    await createErpSchema(env.PG_URL, schema);
-    const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
-    const customers = ready.mappings.find((m) => m.table === 'erp.customers');
-    if (!customers) throw new Error(`connectors/${kind}.yaml maps no erp.customers`);
-    mapping = customers;
+    logs();
+    sim = await h.simulator(start, { control: true, limit });
+    const ready = readyConfig(kind);
+    mapping = ready.customers;
     emailField = Object.entries(mapping.fields).find(([, col]) => col === 'email')![0];
-    conn = writeConnectorConfig(env, schema, sim.url, {
+    conn = await h.connector(schema, sim.url, {
       snapshot: 'never',
-      extra: {
-        crm: {
-          ...ready.crm,
-          credentials: undefined,
-          baseUrl: sim.url,
-          auth: { token: 'sim-token' },
-          limits: { ...ready.crm.limits, ...limit },
-          bulkThreshold: BULK_THRESHOLD,
-        },
-        mappings: [{ ...customers, table: `${schema}.customers`, lookups: {}, onDelete: 'delete' }],
-      },
+      extra: { crm: ready.crm(sim.url, { limit, bulkThreshold: BULK_THRESHOLD }), mappings: [ready.customersIn(schema)] },
     });
-    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }) });
+    await fetch(`${sim.url}/__sim/faults`, {
+      method: 'POST',
+      body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }),
+    });
 
     // The source alone first: the whole backlog is in Kafka before the sink fetches, so a fetch
     // carries ~1,000 changes per partition, above the threshold.
-    procs.push(new CliProcess(['run', '--role', 'source', '--config', conn.configFile]));
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.running('--role', 'source');
     await withPg(env.PG_URL, (c) =>
       c.query(
         `INSERT INTO ${schema}.customers (first_name, last_name, email, company)
@@ -157,15 +110,17 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
          FROM generate_series(1, ${BACKLOG}) g`,
       ),
     );
-    for (const id of await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id))) {
+    for (const id of await withPg(env.PG_URL, async (c) =>
+      (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id),
+    )) {
       rejected.add(id);
     }
     expect(rejected.size).toBe(BACKLOG / REJECT_EVERY);
-    const topic = `${conn.topicPrefix}.${schema}.customers`;
+    const topic = conn.topic();
     await waitFor(`${BACKLOG} changes in ${topic}`, async () => (await topicSize(env.KAFKA_BROKERS, topic)) === BACKLOG, 30_000);
     expect(calls(await stats(), /./)).toBe(0);
 
-    procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
+    conn.run('--role', 'sink');
     await converged();
     const after = await stats();
     const bulkJobs = calls(after, bulkJob);
@@ -189,11 +144,13 @@ describe.each(CRMS)('$kind: bulk API switch through Kafka', ({ kind, start, limi
   });
 
   it('sends a call below the threshold through the regular API, not a bulk job', async () => {
-    onTestFailed(logs);
+    logs();
     const before = await stats();
     expect(calls(before, bulkJob)).toBeGreaterThanOrEqual(1);
     await withPg(env.PG_URL, (c) =>
-      c.query(`UPDATE ${schema}.customers SET first_name = 'upd-' || id, company = 'Updated Co' WHERE id IN (SELECT id FROM ${schema}.customers WHERE email NOT LIKE '%@rejected.%' ORDER BY id LIMIT 20)`),
+      c.query(
+        `UPDATE ${schema}.customers SET first_name = 'upd-' || id, company = 'Updated Co' WHERE id IN (SELECT id FROM ${schema}.customers WHERE email NOT LIKE '%@rejected.%' ORDER BY id LIMIT 20)`,
+      ),
     );
     await converged();
     const after = await stats();

@@ -27,10 +27,15 @@ function topic(table: string): string {
 }
 
 async function eventsOf(table: string, count: number): Promise<ChangeEvent[]> {
-  return waitFor(`${count} events of ${table}`, async () => {
-    const events = await readAllEvents(env, topic(table));
-    return events.length >= count ? events : undefined;
-  }, 60_000, 500);
+  return waitFor(
+    `${count} events of ${table}`,
+    async () => {
+      const events = await readAllEvents(env, topic(table));
+      return events.length >= count ? events : undefined;
+    },
+    60_000,
+    500,
+  );
 }
 
 beforeAll(async () => {
@@ -58,7 +63,12 @@ beforeAll(async () => {
   );
   const config = parseConfig({
     name: schema,
-    postgres: { url: env.PG_URL, tables: ['types', 'lines', 'docs', 'evolving'].map((t) => `${schema}.${t}`), snapshot: 'initial', heartbeatSeconds: 1 },
+    postgres: {
+      url: env.PG_URL,
+      tables: ['types', 'lines', 'docs', 'evolving'].map((t) => `${schema}.${t}`),
+      snapshot: 'initial',
+      heartbeatSeconds: 1,
+    },
     kafka: { brokers: env.KAFKA_BROKERS, topicPrefix: prefix, partitions: 1, schemaRegistry: { url: env.SCHEMA_REGISTRY_URL } },
     crm: { kind: 'zendesk-sell', baseUrl: 'http://127.0.0.1:1', auth: { token: 'unused' }, limits: { requests: 1, windowSeconds: 1 } },
     mappings: [{ table: `${schema}.types`, object: 'x', externalId: { column: 'id', field: 'id' }, fields: { t: 't' } }],
@@ -103,7 +113,10 @@ describe('capture', () => {
           `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = '${schema}.types'::regclass AND attnum > 0 ORDER BY attnum`,
         )
       ).rows;
-      const res = await c.query({ text: `SELECT ${cols.map((col) => asText(col.name)).join(', ')} FROM ${schema}.types ORDER BY id`, rowMode: 'array' });
+      const res = await c.query({
+        text: `SELECT ${cols.map((col) => asText(col.name)).join(', ')} FROM ${schema}.types ORDER BY id`,
+        rowMode: 'array',
+      });
       return { columns: cols, rows: res.rows as (string | null)[][] };
     });
     expect(rows).toHaveLength(6);
@@ -119,7 +132,9 @@ describe('capture', () => {
         });
         return res.rows[0] as (string | null)[];
       });
-      expect(Object.fromEntries(columns.map((col, i) => [col.name, printed[i]]))).toEqual(Object.fromEntries(columns.map((col, i) => [col.name, row[i]])));
+      expect(Object.fromEntries(columns.map((col, i) => [col.name, printed[i]]))).toEqual(
+        Object.fromEntries(columns.map((col, i) => [col.name, row[i]])),
+      );
     }
     const big = events.find((e) => String(e.key.id) === '9007199254740993')!.after!;
     expect(typeof big.id).toBe('bigint');
@@ -177,7 +192,9 @@ describe('capture', () => {
 
   it('marks an unchanged 1 MB TOASTed column as unchanged, never null', async () => {
     await withPg(env.PG_URL, async (c) => {
-      await c.query(`INSERT INTO ${schema}.docs SELECT 1, 'v1', string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 32768) g`);
+      await c.query(
+        `INSERT INTO ${schema}.docs SELECT 1, 'v1', string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 32768) g`,
+      );
       await c.query(`UPDATE ${schema}.docs SET title = 'v2' WHERE id = 1`);
     });
     const [insert, update] = await eventsOf('docs', 2);

@@ -1,19 +1,6 @@
-import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import type { CrmSimulator } from '../../src/crm/sim-server.ts';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
-  freePort,
-  simRecords,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { describe, expect, it } from 'vitest';
+import { simFaults, simStats, useHarness } from '../helpers/connector-harness.ts';
+import { freePort, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * A CRM that answers 503 to everything: after a few failures the circuit opens and pg2crm stops
@@ -21,31 +8,23 @@ import {
  * on its own; /metrics shows the circuit open. When the CRM recovers, the probe closes the
  * circuit and every record arrives.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 describe('circuit breaker', () => {
-  let sim: CrmSimulator;
-  let conn: TestConnector;
-  let proc: CliProcess;
   const schema = uniqueName('circuit');
 
-  afterAll(async () => {
-    await proc?.stop();
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
-  });
-
   it('opens on a failing CRM, probes, and closes when it recovers', async () => {
-    onTestFailed(() => console.log(proc?.output.slice(-5000)));
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
-    await createErpSchema(env.PG_URL, schema);
+    h.printOnFailure();
+    const sim = await h.simulator();
     const port = await freePort();
-    conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never', extra: { ops: { port, lagIntervalSeconds: 1 } } });
-    proc = new CliProcess(['run', '--config', conn.configFile]);
-    await waitSlotActive(env.PG_URL, conn.slot);
-    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ errors5xx: { requests: 1_000_000, status: 503 } }) });
+    const conn = await h.connector(schema, sim.url, { snapshot: 'never', extra: { ops: { port, lagIntervalSeconds: 1 } } });
+    const proc = await conn.running();
+    await simFaults(sim, { errors5xx: { requests: 1_000_000, status: 503 } });
     await withPg(env.PG_URL, (c) =>
-      c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example' FROM generate_series(1, 30) g`),
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example' FROM generate_series(1, 30) g`,
+      ),
     );
     const circuit = async (): Promise<number | undefined> => {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -53,7 +32,7 @@ describe('circuit breaker', () => {
       return m ? Number(m[1]) : undefined;
     };
     await waitFor('the circuit open', async () => (await circuit()) === 2, 60_000, 200);
-    const stats = async () => (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { requests: number };
+    const stats = () => simStats<{ requests: number }>(sim);
     const atOpen = (await stats()).requests;
     await new Promise((r) => setTimeout(r, 12_000));
     const during = (await stats()).requests - atOpen;
@@ -61,7 +40,7 @@ describe('circuit breaker', () => {
     expect(during).toBeLessThanOrEqual(3);
     expect(proc.output).toMatch(/circuit open/);
 
-    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+    await simFaults(sim, { clear: true });
     await waitFor('all 30 contacts after recovery', async () => (await simRecords(sim.url, 'contacts')).length === 30, 90_000, 500);
     expect(await circuit()).toBe(0);
   });

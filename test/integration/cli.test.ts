@@ -1,32 +1,21 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { postgresUrl, startPostgres, stopPostgres } from '../../scripts/stack/postgres.ts';
-import { createErpSchema, runCli, uniqueName, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { useHarness } from '../helpers/connector-harness.ts';
+import { createErpSchema, runCli, uniqueName } from '../helpers/fixtures.ts';
 
 /** Bad input exits non-zero with a message naming the problem; a good setup passes `check`. */
-const env = inject('stack');
-
 describe('pg2crm CLI', () => {
-  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  const h = useHarness();
   let good: Record<string, unknown>;
-  const dir = mkdtempSync(join(tmpdir(), 'pg2crm-cli-'));
   const schema = uniqueName('cli');
+  const configFile = (config: unknown): string => h.configFile(config);
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, tokens: ['sim-token'] });
-    await createErpSchema(env.PG_URL, schema);
-    good = JSON.parse(readFileSync(writeConnectorConfig(env, schema, sim.url).configFile, 'utf8')) as Record<string, unknown>;
+    good = await h.validConfig(schema);
   });
-  afterAll(() => sim?.close());
-
-  function configFile(config: unknown): string {
-    const file = join(dir, `${uniqueName('c')}.json`);
-    writeFileSync(file, JSON.stringify(config));
-    return file;
-  }
 
   it('check passes on a good setup', async () => {
     const { code, output } = await runCli(['check', '--config', configFile(good)]);
@@ -38,7 +27,7 @@ describe('pg2crm CLI', () => {
   });
 
   it('a missing config file exits 2 and names the file', async () => {
-    const { code, output } = await runCli(['run', '--config', join(dir, 'nope.yaml')]);
+    const { code, output } = await runCli(['run', '--config', h.tempPath('nope.yaml')]);
     expect(code).toBe(2);
     expect(output).toMatch(/cannot read config file .*nope\.yaml/);
   });
@@ -81,7 +70,9 @@ describe('pg2crm CLI', () => {
       const onReplica = { ...good, postgres: { ...(good.postgres as object), url: postgresUrl(port) } };
       const { code, output } = await runCli(['check', '--config', configFile(onReplica)]);
       expect(code).toBe(1);
-      expect(output).toMatch(/FAIL {2}PostgreSQL ready for logical replication: wal_level is replica; set wal_level = logical in postgresql\.conf and restart PostgreSQL/);
+      expect(output).toMatch(
+        /FAIL {2}PostgreSQL ready for logical replication: wal_level is replica; set wal_level = logical in postgresql\.conf and restart PostgreSQL/,
+      );
       expect(output).toMatch(/PASS {2}captured tables/);
     } finally {
       await stopPostgres(pgDir);

@@ -1,18 +1,7 @@
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
-  readAllEvents,
-  simRecords,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
+import { type Connector, simStats, useHarness } from '../helpers/connector-harness.ts';
+import { type CliProcess, readAllEvents, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * At-least-once under SIGKILL: the connector is killed while a stream of changes is being
@@ -20,38 +9,24 @@ import {
  * final PostgreSQL state. Each update stamps a version into `notes`, so a lost change shows as
  * a missing (id, version) pair in Kafka.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 describe('crash recovery', () => {
-  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
-  let conn: TestConnector;
+  let sim: CrmSimulator;
+  let conn: Connector;
   const schema = uniqueName('crash');
-  const procs: CliProcess[] = [];
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
-    await createErpSchema(env.PG_URL, schema);
-    conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
-  });
-
-  afterAll(async () => {
-    for (const p of procs) await p.stop();
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+    sim = await h.simulator();
+    conn = await h.connector(schema, sim.url, { snapshot: 'never' });
   });
 
   it('SIGKILL mid-stream loses nothing', async () => {
-    const start = (): CliProcess => {
-      const p = new CliProcess(['run', '--config', conn.configFile]);
-      procs.push(p);
-      return p;
-    };
+    const start = (): CliProcess => conn.run();
+    h.printOnFailure({ chars: 4000, more: async () => `simulator stats ${JSON.stringify(await simStats(sim))}` });
     let proc = start();
-    onTestFailed(async () => {
-      for (const p of procs) console.log(`connector output (tail):\n${p.output.slice(-4000)}`);
-      console.log('simulator stats', JSON.stringify(await (await fetch(`${sim.url}/__sim/stats`)).json()));
-    });
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.slotActive();
 
     const customers = 100;
     const rounds = 30;
@@ -77,15 +52,19 @@ describe('crash recovery', () => {
     proc = start();
     await writer;
 
-    const expected = await withPg(env.PG_URL, async (c) =>
-      (await c.query<{ id: string; last_name: string }>(`SELECT id::text, last_name FROM ${schema}.customers ORDER BY id`)).rows,
+    const expected = await withPg(
+      env.PG_URL,
+      async (c) =>
+        (await c.query<{ id: string; last_name: string }>(`SELECT id::text, last_name FROM ${schema}.customers ORDER BY id`)).rows,
     );
     const crmState = async (): Promise<string[]> =>
       (await simRecords(sim.url, 'contacts'))
         .map((r) => `${String((r.custom_fields as Record<string, unknown>).erp_id)}=${String(r.last_name)}`)
         .sort();
     const pgState = expected.map((r) => `${r.id}=${r.last_name}`).sort();
-    await waitFor('CRM equal to PostgreSQL after the restart', async () => (await crmState()).join() === pgState.join(), 120_000).catch(() => undefined);
+    await waitFor('CRM equal to PostgreSQL after the restart', async () => (await crmState()).join() === pgState.join(), 120_000).catch(
+      () => undefined,
+    );
     expect(await crmState()).toEqual(pgState);
 
     const events = await readAllEvents(env, `${conn.topicPrefix}.${schema}.customers`);

@@ -1,24 +1,9 @@
-import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { type Config, loadConfig } from '../../src/config.ts';
+import { describe, expect, inject, it } from 'vitest';
+import type { Config } from '../../src/config.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  crmDifferences,
-  dropCapture,
-  groupLag,
-  groupMembers,
-  recordField,
-  simRecords,
-  topicSize,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { type Connector, readyConfig, simStats, useHarness } from '../helpers/connector-harness.ts';
 import { TEST_CRMS } from '../helpers/crm-sims.ts';
+import { groupMembers, recordField, topicSize, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * Every CRM through real PostgreSQL, Kafka and the registry, with the mapping of its ready
@@ -30,63 +15,31 @@ import { TEST_CRMS } from '../helpers/crm-sims.ts';
 const env = inject('stack');
 
 describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) => {
+  const h = useHarness();
   let sim: CrmSimulator;
-  let conn: TestConnector;
-  let proc: CliProcess;
+  let conn: Connector;
   let mapping: Config['mappings'][number];
   const schema = uniqueName(kind.replace('-', '_').slice(0, 8));
 
-  afterAll(async () => {
-    await proc?.stop();
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
-  });
-
-  async function tableRows(): Promise<Record<string, unknown>[]> {
-    return withPg(env.PG_URL, async (c) => (await c.query(`SELECT * FROM ${schema}.customers ORDER BY id`)).rows as Record<string, unknown>[]);
-  }
-
-
   /** Waits until lag is 0 and the CRM equals the table, then asserts it. */
-  async function converged(skip = new Set<string>()): Promise<Record<string, unknown>[]> {
-    const topic = `${conn.topicPrefix}.${schema}.customers`;
-    let last: string[] = [];
-    let records: Record<string, unknown>[] = [];
-    try {
-      await waitFor(
-        `${kind} equal to the table`,
-        async () => {
-          if ((await groupLag(env.KAFKA_BROKERS, conn.groupId, [topic])) !== 0) return false;
-          records = await simRecords(sim.url, mapping.object);
-          last = crmDifferences(records, await tableRows(), mapping, skip);
-          return last.length === 0;
-        },
-        150_000,
-        500,
-      );
-    } finally {
-      expect(last.slice(0, 10)).toEqual([]);
-    }
-    return records;
-  }
+  const converged = (skip = new Set<string>()): Promise<Record<string, unknown>[]> =>
+    conn.crmMatchesTable(sim, mapping, (last) => expect(last.slice(0, 10)).toEqual([]), {
+      skip,
+      timeoutMs: 150_000,
+      everyMs: 500,
+      what: `${kind} equal to the table`,
+    });
 
   it('writes 10,000 changes so the CRM equals the table', async () => {
-    onTestFailed(() => console.log(proc?.output.slice(-6000)));
-    sim = await start({ port: 0, control: true, limit });
-    await createErpSchema(env.PG_URL, schema);
-    const ready = loadConfig(new URL(`../../connectors/${kind}.yaml`, import.meta.url).pathname, {});
-    const customers = ready.mappings.find((m) => m.table === 'erp.customers');
-    if (!customers) throw new Error(`connectors/${kind}.yaml maps no erp.customers`);
-    mapping = customers;
-    conn = writeConnectorConfig(env, schema, sim.url, {
+    h.printOnFailure({ chars: 6000, all: true });
+    sim = await h.simulator(start, { control: true, limit });
+    const ready = readyConfig(kind);
+    mapping = ready.customers;
+    conn = await h.connector(schema, sim.url, {
       snapshot: 'never',
-      extra: {
-        crm: { ...ready.crm, credentials: undefined, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...ready.crm.limits, ...limit } },
-        mappings: [{ ...customers, table: `${schema}.customers`, lookups: {}, onDelete: 'delete' }],
-      },
+      extra: { crm: ready.crm(sim.url, { limit }), mappings: [ready.customersIn(schema)] },
     });
-    proc = new CliProcess(['run', '--config', conn.configFile]);
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.running();
     await withPg(env.PG_URL, async (c) => {
       await c.query(
         `INSERT INTO ${schema}.customers (first_name, last_name, email, company)
@@ -105,10 +58,13 @@ describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) =>
   });
 
   it('dead-letters the records the CRM rejects and writes the rest', async () => {
-    onTestFailed(() => console.log(proc?.output.slice(-6000)));
+    h.printOnFailure({ chars: 6000, all: true });
     const emailField = Object.entries(mapping.fields).find(([, col]) => col === 'email')?.[0];
     expect(emailField).toBeDefined();
-    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }) });
+    await fetch(`${sim.url}/__sim/faults`, {
+      method: 'POST',
+      body: JSON.stringify({ rejectWhen: { field: emailField, contains: '@rejected.' } }),
+    });
     await withPg(env.PG_URL, (c) =>
       c.query(
         `INSERT INTO ${schema}.customers (first_name, last_name, email)
@@ -117,7 +73,9 @@ describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) =>
       ),
     );
     const rejected = new Set(
-      await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id)),
+      await withPg(env.PG_URL, async (c) =>
+        (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id),
+      ),
     );
     expect(rejected.size).toBe(10);
     expect(await converged(rejected)).toHaveLength(2090);
@@ -126,19 +84,24 @@ describe.each(TEST_CRMS)('$kind sink through Kafka', ({ kind, start, limit }) =>
   });
 
   it('pauses on a throttle storm, stays in the group and resumes', async () => {
-    onTestFailed(() => console.log(proc?.output.slice(-6000)));
+    h.printOnFailure({ chars: 6000, all: true });
     const before = await groupMembers(env.KAFKA_BROKERS, conn.groupId);
     expect(before).toHaveLength(1);
-    const stats0 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    const stats0 = await simStats<{ throttled: number }>(sim);
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 3, retryAfterSeconds: 5 } }) });
-    await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'after-storm-' || id WHERE id <= 300 AND email NOT LIKE '%@rejected.%'`));
+    await withPg(env.PG_URL, (c) =>
+      c.query(`UPDATE ${schema}.customers SET first_name = 'after-storm-' || id WHERE id <= 300 AND email NOT LIKE '%@rejected.%'`),
+    );
     const rejected = new Set(
-      await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id)),
+      await withPg(env.PG_URL, async (c) =>
+        (await c.query(`SELECT id::text FROM ${schema}.customers WHERE email LIKE '%@rejected.%'`)).rows.map((r: { id: string }) => r.id),
+      ),
     );
     const firstName = Object.entries(mapping.fields).find(([, c]) => c === 'first_name')![0];
-    const storm = (records: Record<string, unknown>[]) => records.filter((r) => String(recordField(r, firstName)).startsWith('after-storm-'));
+    const storm = (records: Record<string, unknown>[]) =>
+      records.filter((r) => String(recordField(r, firstName)).startsWith('after-storm-'));
     const records = await converged(rejected);
-    const stats1 = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    const stats1 = await simStats<{ throttled: number }>(sim);
     expect(stats1.throttled - stats0.throttled).toBeGreaterThanOrEqual(1);
     expect(stats1.throttled - stats0.throttled).toBeLessThanOrEqual(3);
     expect((await groupMembers(env.KAFKA_BROKERS, conn.groupId)).map((m) => m.memberId)).toEqual(before.map((m) => m.memberId));

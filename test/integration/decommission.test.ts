@@ -1,13 +1,15 @@
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { CliProcess, createErpSchema, dropCapture, runCli, uniqueName, waitSlotActive, withPg, writeConnectorConfig, type TestConnector } from '../helpers/fixtures.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { runCli, type TestConnector, uniqueName, waitSlotActive, withPg } from '../helpers/fixtures.ts';
 
 /**
  * `pg2crm slot drop`: decommissioning drops the slot and the publication, refuses while a
  * connector streams, and drops nothing without --yes.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 async function exists(c: TestConnector): Promise<{ slot: boolean; publication: boolean }> {
   return withPg(env.PG_URL, async (db) => ({
@@ -18,13 +20,11 @@ async function exists(c: TestConnector): Promise<{ slot: boolean; publication: b
 
 describe('pg2crm slot drop', () => {
   const schema = uniqueName('dec');
-  let connector: TestConnector;
+  let connector: Connector;
 
   beforeAll(async () => {
-    await createErpSchema(env.PG_URL, schema);
-    connector = writeConnectorConfig(env, schema, 'http://127.0.0.1:1', { snapshot: 'never' });
+    connector = await h.connector(schema, 'http://127.0.0.1:1', { snapshot: 'never' });
   });
-  afterAll(() => dropCapture(env.PG_URL, connector.slot, connector.publication));
 
   it('--help explains --yes and the exit codes', async () => {
     const { code, output } = await runCli(['slot', 'drop', '--help']);
@@ -34,12 +34,14 @@ describe('pg2crm slot drop', () => {
   });
 
   it('refuses while the connector streams, prints the plan without --yes, drops with --yes', async () => {
-    const run = new CliProcess(['run', '--config', connector.configFile, '--role', 'source']);
+    const run = connector.run('--role', 'source');
     try {
       await waitSlotActive(env.PG_URL, connector.slot);
       const refused = await runCli(['slot', 'drop', '--config', connector.configFile, '--yes']);
       expect(refused.code).toBe(1);
-      expect(refused.output).toMatch(new RegExp(`refusing to drop replication slot ${connector.slot}: a connector is streaming from it \\(pid \\d+\\)`));
+      expect(refused.output).toMatch(
+        new RegExp(`refusing to drop replication slot ${connector.slot}: a connector is streaming from it \\(pid \\d+\\)`),
+      );
       expect(refused.output).toMatch(/Stop that connector first/);
       expect(await exists(connector)).toEqual({ slot: true, publication: true });
     } finally {
@@ -48,7 +50,9 @@ describe('pg2crm slot drop', () => {
 
     const dry = await runCli(['slot', 'drop', '--config', connector.configFile]);
     expect(dry.code).toBe(2);
-    expect(dry.output).toMatch(new RegExp(`will drop replication slot ${connector.slot} \\(confirmed LSN [0-9A-F]+/[0-9A-F]+, holding [\\d.]+ MiB of WAL\\)`));
+    expect(dry.output).toMatch(
+      new RegExp(`will drop replication slot ${connector.slot} \\(confirmed LSN [0-9A-F]+/[0-9A-F]+, holding [\\d.]+ MiB of WAL\\)`),
+    );
     expect(dry.output).toContain(`will drop publication ${connector.publication} (tables: ${schema}.customers, ${schema}.orders)`);
     expect(dry.output).toContain('nothing dropped: add --yes');
     expect(await exists(connector)).toEqual({ slot: true, publication: true });

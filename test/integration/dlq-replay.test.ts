@@ -1,39 +1,49 @@
 import { Kafka, logLevel } from 'kafkajs';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { topicFor } from '../../src/events/topic-router.ts';
 import type { DeadLetter } from '../../src/sink/dead-letter.ts';
-import { createErpSchema, readAllEvents, runCli, type TestConnector, uniqueName, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { readAllEvents, runCli, uniqueName, withPg } from '../helpers/fixtures.ts';
 
 /**
  * `pg2crm dlq replay` with letters it cannot replay in front of valid ones: each bad letter is
  * reported (where it is, why) and counted, the valid ones behind it are replayed, and the
  * replay group moves past all of them, so the next replay does not meet them again.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 interface Setup {
-  conn: TestConnector;
+  conn: Connector;
   customers: string;
   dlq: string;
 }
 
 describe('dlq replay with letters that cannot be replayed', () => {
   const kafka = new Kafka({ clientId: 'dlq-test', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
-  const schemas: string[] = [];
 
   /** A connector (not running: a replay needs none) over customers 1 and 2, its topics created. */
   async function setup(): Promise<Setup> {
     const schema = uniqueName('dlqbad');
-    schemas.push(schema);
-    await createErpSchema(env.PG_URL, schema);
+    h.onCleanup(() => withPg(env.PG_URL, (c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)));
     // No CRM is called by a replay; the URL only has to be valid config.
-    const conn = writeConnectorConfig(env, schema, 'http://127.0.0.1:9', { snapshot: 'never' });
+    const conn = await h.connector(schema, 'http://127.0.0.1:9', { snapshot: 'never' });
     const customers = topicFor(conn.topicPrefix, schema, 'customers');
     const dlq = `${conn.topicPrefix}.dlq`;
-    await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${schema}.customers (id, first_name, last_name, email) VALUES (1, 'A', 'One', 'a@ok.example'), (2, 'B', 'Two', 'b@ok.example')`));
+    await withPg(env.PG_URL, (c) =>
+      c.query(
+        `INSERT INTO ${schema}.customers (id, first_name, last_name, email) VALUES (1, 'A', 'One', 'a@ok.example'), (2, 'B', 'Two', 'b@ok.example')`,
+      ),
+    );
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic: dlq, numPartitions: 1 }, { topic: customers, numPartitions: 3 }], waitForLeaders: true });
+    await admin.createTopics({
+      topics: [
+        { topic: dlq, numPartitions: 1 },
+        { topic: customers, numPartitions: 3 },
+      ],
+      waitForLeaders: true,
+    });
     await admin.disconnect();
     return { conn, customers, dlq };
   }
@@ -44,10 +54,6 @@ describe('dlq replay with letters that cannot be replayed', () => {
     await producer.send({ topic, messages });
     await producer.disconnect();
   }
-
-  afterAll(async () => {
-    for (const schema of schemas) await withPg(env.PG_URL, (c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
-  });
 
   const letter = (topic: string, key: string | null, offset: number): DeadLetter => ({
     topic,
@@ -75,7 +81,9 @@ describe('dlq replay with letters that cannot be replayed', () => {
 
     const replay = await runCli(['dlq', 'replay', '--config', conn.configFile]);
     console.log(replay.output);
-    expect(replay.output).toMatch(new RegExp(`skipped dead letter ${re(dlq)}/0@0 \\(${re(customers)}/0@100\\): its key "garbage-key" is not JSON`));
+    expect(replay.output).toMatch(
+      new RegExp(`skipped dead letter ${re(dlq)}/0@0 \\(${re(customers)}/0@100\\): its key "garbage-key" is not JSON`),
+    );
     expect(replay.output).toContain('replayed 2 dead letter(s): 2 record(s) re-published from PostgreSQL (0 as deletions)');
     expect(replay.output).toContain('skipped 1 dead letter(s) that cannot be replayed');
     expect(replay.code).toBe(0);
@@ -107,8 +115,12 @@ describe('dlq replay with letters that cannot be replayed', () => {
     const replay = await runCli(['dlq', 'replay', '--config', conn.configFile]);
     console.log(replay.output);
     expect(replay.output).toMatch(new RegExp(`skipped dead letter ${re(dlq)}/0@0: not a dead letter \\(not JSON\\)`));
-    expect(replay.output).toMatch(new RegExp(`skipped dead letter ${re(dlq)}/0@1 \\(${re(customers)}/0@101\\): its key .* lacks primary key column id`));
-    expect(replay.output).toMatch(new RegExp(`skipped dead letter ${re(dlq)}/0@2 \\(${re(customers)}/0@102\\): its key .* does not fit .*invalid input syntax`));
+    expect(replay.output).toMatch(
+      new RegExp(`skipped dead letter ${re(dlq)}/0@1 \\(${re(customers)}/0@101\\): its key .* lacks primary key column id`),
+    );
+    expect(replay.output).toMatch(
+      new RegExp(`skipped dead letter ${re(dlq)}/0@2 \\(${re(customers)}/0@102\\): its key .* does not fit .*invalid input syntax`),
+    );
     expect(replay.output).toContain('replayed 2 dead letter(s): 2 record(s) re-published from PostgreSQL (1 as deletions)');
     expect(replay.output).toContain('skipped 3 dead letter(s) that cannot be replayed');
     expect(replay.code).toBe(0);

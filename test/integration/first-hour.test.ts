@@ -1,14 +1,13 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { logLevel, Partitioners } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import { createKafka } from '../../src/kafka/client.ts';
-import { createErpSchema, uniqueName, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { useHarness } from '../helpers/connector-harness.ts';
+import { uniqueName, withPg } from '../helpers/fixtures.ts';
 
 /**
  * An operator's first hour (issue 12, section 3): `pg2crm check` names what would break the
@@ -45,16 +44,14 @@ function cli(args: string[], timeoutMs = 90_000): Promise<CliRun> {
 const lines = (text: string): string[] => text.split('\n').filter((l) => l.length > 0);
 
 describe('pg2crm check: what would fail later', () => {
-  let sell: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  const h = useHarness();
   let good: Record<string, unknown>;
-  const dir = mkdtempSync(join(tmpdir(), 'pg2crm-first-hour-'));
   const schema = uniqueName('fh');
   const role = uniqueName('fh_role');
+  const configFile = (config: unknown): string => h.configFile(config);
 
   beforeAll(async () => {
-    sell = await startZendeskSellSimulator({ port: 0, tokens: ['sim-token'] });
-    await createErpSchema(env.PG_URL, schema);
-    good = JSON.parse(readFileSync(writeConnectorConfig(env, schema, sell.url).configFile, 'utf8')) as Record<string, unknown>;
+    good = await h.validConfig(schema);
     // A role that may log in, replicate and read the tables, but owns none of them (the stack's
     // PostgreSQL trusts local connections, so it needs no password).
     await withPg(env.PG_URL, async (c) => {
@@ -64,7 +61,6 @@ describe('pg2crm check: what would fail later', () => {
     });
   });
   afterAll(async () => {
-    await sell?.close();
     await withPg(env.PG_URL, async (c) => {
       await c.query(`REVOKE CREATE ON DATABASE ${new URL(env.PG_URL).pathname.slice(1)} FROM ${role}`);
       await c.query(`DROP OWNED BY ${role}`);
@@ -72,23 +68,23 @@ describe('pg2crm check: what would fail later', () => {
     });
   });
 
-  function configFile(config: unknown): string {
-    const file = join(dir, `${uniqueName('c')}.json`);
-    writeFileSync(file, JSON.stringify(config));
-    return file;
-  }
-
   it('names a mapped column, an external-id column and a lookup column the table lacks', async () => {
     const [customers, orders] = good.mappings as Record<string, unknown>[];
     const broken = {
       ...good,
       mappings: [
         { ...customers, fields: { ...(customers!.fields as object), email: 'e_mail' } },
-        { ...orders, externalId: { column: 'order_no', field: 'custom_fields.erp_order_id' }, lookups: { contact_id: { object: 'contacts', column: 'client_id' } } },
+        {
+          ...orders,
+          externalId: { column: 'order_no', field: 'custom_fields.erp_order_id' },
+          lookups: { contact_id: { object: 'contacts', column: 'client_id' } },
+        },
       ],
     };
     const r = await cli(['check', '--config', configFile(broken)]);
-    expect(r.stdout).toMatch(/FAIL {2}mapped columns: mappings\[0\]\.fields\.email: column e_mail does not exist in fh_\w+\.customers .*correct the column name/);
+    expect(r.stdout).toMatch(
+      /FAIL {2}mapped columns: mappings\[0\]\.fields\.email: column e_mail does not exist in fh_\w+\.customers .*correct the column name/,
+    );
     expect(r.stdout).toMatch(/mappings\[1\]\.externalId\.column: column order_no does not exist in fh_\w+\.orders/);
     expect(r.stdout).toMatch(/mappings\[1\]\.lookups\.contact_id\.column: column client_id does not exist/);
     expect(r.code).toBe(1);
@@ -98,13 +94,21 @@ describe('pg2crm check: what would fail later', () => {
     const url = env.PG_URL.replace(/\/\/[^@]*@/, `//${role}@`);
     const r = await cli(['check', '--config', configFile({ ...good, postgres: { ...(good.postgres as object), url } })]);
     expect(r.stdout).toMatch(/PASS {2}PostgreSQL ready for logical replication/);
-    expect(r.stdout).toMatch(new RegExp(`FAIL {2}role may create and keep the publication: .*role ${role} does not own fh_\\w+\\.customers \\(owner pg2crm\\).*only a table's owner may add it to a publication; run ALTER TABLE`));
+    expect(r.stdout).toMatch(
+      new RegExp(
+        `FAIL {2}role may create and keep the publication: .*role ${role} does not own fh_\\w+\\.customers \\(owner pg2crm\\).*only a table's owner may add it to a publication; run ALTER TABLE`,
+      ),
+    );
     expect(r.stdout).toMatch(/lacks CREATE on the database.*GRANT CREATE ON DATABASE/);
     expect(r.code).toBe(1);
     // `run` as that role stops with one line that says the same, not PostgreSQL's bare "permission denied".
     const run = await cli(['run', '--config', configFile({ ...good, postgres: { ...(good.postgres as object), url } })]);
     expect(run.code).toBe(1);
-    expect(lines(run.stderr)).toEqual([expect.stringMatching(/^pg2crm: postgres: the role of postgres\.url may not create or alter publication \w+ .*must own the tables .*run pg2crm check/)]);
+    expect(lines(run.stderr)).toEqual([
+      expect.stringMatching(
+        /^pg2crm: postgres: the role of postgres\.url may not create or alter publication \w+ .*must own the tables .*run pg2crm check/,
+      ),
+    ]);
     // A superuser passes; so does the tables' owner with CREATE on the database.
     const ok = await cli(['check', '--config', configFile(good)]);
     expect(ok.stdout).toMatch(/PASS {2}role may create and keep the publication: pg2crm is a superuser/);
@@ -120,7 +124,11 @@ describe('pg2crm check: what would fail later', () => {
   });
 
   it('names a HubSpot idProperty without unique values', async () => {
-    const hubspot = await startHubSpotSimulator({ port: 0, tokens: ['sim-token'], properties: { deals: { erp_ref: { hasUniqueValue: false } } } });
+    const hubspot = await startHubSpotSimulator({
+      port: 0,
+      tokens: ['sim-token'],
+      properties: { deals: { erp_ref: { hasUniqueValue: false } } },
+    });
     try {
       const [customers, orders] = good.mappings as Record<string, unknown>[];
       const config = {
@@ -128,7 +136,12 @@ describe('pg2crm check: what would fail later', () => {
         crm: { kind: 'hubspot', baseUrl: hubspot.url, auth: { token: 'sim-token' }, limits: { requests: 100, windowSeconds: 10 } },
         mappings: [
           { ...customers, externalId: { column: 'id', field: 'erp_id' }, fields: { firstname: 'first_name' } },
-          { ...orders, externalId: { column: 'id', field: 'erp_ref' }, fields: { dealname: 'title' }, lookups: { contact: { object: 'contacts', column: 'customer_id' } } },
+          {
+            ...orders,
+            externalId: { column: 'id', field: 'erp_ref' },
+            fields: { dealname: 'title' },
+            lookups: { contact: { object: 'contacts', column: 'customer_id' } },
+          },
         ],
       };
       const r = await cli(['check', '--config', configFile(config)]);
@@ -190,23 +203,14 @@ async function silentServer(): Promise<{ address: string; close(): void }> {
 }
 
 describe('fatal errors: one stderr line, quickly', () => {
-  let sell: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  const h = useHarness();
   let good: Record<string, unknown>;
-  const dir = mkdtempSync(join(tmpdir(), 'pg2crm-fatal-'));
   const schema = uniqueName('fatal');
+  const configFile = (config: unknown): string => h.configFile(config);
 
   beforeAll(async () => {
-    sell = await startZendeskSellSimulator({ port: 0, tokens: ['sim-token'] });
-    await createErpSchema(env.PG_URL, schema);
-    good = JSON.parse(readFileSync(writeConnectorConfig(env, schema, sell.url).configFile, 'utf8')) as Record<string, unknown>;
+    good = await h.validConfig(schema);
   });
-  afterAll(() => sell?.close());
-
-  function configFile(config: unknown): string {
-    const file = join(dir, `${uniqueName('c')}.json`);
-    writeFileSync(file, JSON.stringify(config));
-    return file;
-  }
 
   it('run with Kafka unreachable exits 1 within ~10 s with one stderr line naming kafka.brokers', async () => {
     const r = await cli(['run', '--config', configFile({ ...good, kafka: { ...(good.kafka as object), brokers: '127.0.0.1:1' } })]);
@@ -224,7 +228,9 @@ describe('fatal errors: one stderr line, quickly', () => {
       const file = configFile({ ...good, kafka: { ...(good.kafka as object), brokers: hung.address } });
       const run = await cli(['run', '--config', file]);
       expect(run.code).toBe(1);
-      expect(lines(run.stderr)).toEqual([expect.stringMatching(new RegExp(`^pg2crm: Kafka at ${hung.address} did not answer within 10 s; check kafka\\.brokers`))]);
+      expect(lines(run.stderr)).toEqual([
+        expect.stringMatching(new RegExp(`^pg2crm: Kafka at ${hung.address} did not answer within 10 s; check kafka\\.brokers`)),
+      ]);
       expect(run.ms).toBeLessThan(15_000);
       const check = await cli(['check', '--config', file]);
       expect(check.stdout).toMatch(/FAIL {2}Kafka reachable: .*within 10 s; check kafka\.brokers/);
@@ -240,20 +246,26 @@ describe('fatal errors: one stderr line, quickly', () => {
     for (const args of [['dlq', 'replay'], ['status']]) {
       const r = await cli([...args, '--config', file]);
       expect(r.code, args.join(' ')).toBe(1);
-      expect(lines(r.stderr), args.join(' ')).toEqual([expect.stringMatching(/^pg2crm: .*ECONNREFUSED 127\.0\.0\.1:1.*; check kafka\.brokers/)]);
+      expect(lines(r.stderr), args.join(' ')).toEqual([
+        expect.stringMatching(/^pg2crm: .*ECONNREFUSED 127\.0\.0\.1:1.*; check kafka\.brokers/),
+      ]);
       expect(r.ms, args.join(' ')).toBeLessThan(15_000);
     }
   });
 
   it('run with PostgreSQL unreachable: one stderr line naming postgres.url', async () => {
-    const r = await cli(['run', '--config', configFile({ ...good, postgres: { ...(good.postgres as object), url: 'postgresql://pg2crm@127.0.0.1:1/pg2crm' } })]);
+    const r = await cli([
+      'run',
+      '--config',
+      configFile({ ...good, postgres: { ...(good.postgres as object), url: 'postgresql://pg2crm@127.0.0.1:1/pg2crm' } }),
+    ]);
     expect(r.code).toBe(1);
     expect(lines(r.stderr)).toEqual([expect.stringMatching(/^pg2crm: .*; .*postgres\.url/)]);
   });
 
   it('status and check with a bad config: one stderr line, exit 2', async () => {
     for (const cmd of ['status', 'check', 'run']) {
-      const r = await cli([cmd, '--config', join(dir, 'nope.yaml')]);
+      const r = await cli([cmd, '--config', h.tempPath('nope.yaml')]);
       expect(r.code).toBe(2);
       expect(lines(r.stderr)).toEqual([expect.stringMatching(/^pg2crm: cannot read config file .*nope\.yaml/)]);
     }
@@ -286,4 +298,3 @@ describe('kafka clients made by createKafka', () => {
     }
   });
 });
-

@@ -24,7 +24,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let env: StackEnv;
   let teardown = async (): Promise<void> => undefined;
   if (choice.kind === 'env') {
-    env = { PG_URL: envSetting('PG_URL') ?? '', KAFKA_BROKERS: envSetting('KAFKA_BROKERS') ?? '', SCHEMA_REGISTRY_URL: envSetting('SCHEMA_REGISTRY_URL') ?? '' };
+    env = {
+      PG_URL: envSetting('PG_URL') ?? '',
+      KAFKA_BROKERS: envSetting('KAFKA_BROKERS') ?? '',
+      SCHEMA_REGISTRY_URL: envSetting('SCHEMA_REGISTRY_URL') ?? '',
+    };
     console.log(`integration tests use services from the environment (${choice.reason})`);
   } else if (choice.kind === 'containers') {
     console.log(`integration tests start PostgreSQL, Kafka and the registry in containers (${choice.reason})`);
@@ -51,7 +55,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (startedHere) teardown = () => stackDown();
     console.log(`integration tests use the local stack${startedHere ? ' (started for this run)' : ''} (${choice.reason})`);
   }
-  console.log(`  PostgreSQL ${env.PG_URL.replace(/:[^:@/]*@/, ':***@')}\n  Kafka ${env.KAFKA_BROKERS}\n  schema registry ${env.SCHEMA_REGISTRY_URL}`);
+  console.log(
+    `  PostgreSQL ${env.PG_URL.replace(/:[^:@/]*@/, ':***@')}\n  Kafka ${env.KAFKA_BROKERS}\n  schema registry ${env.SCHEMA_REGISTRY_URL}`,
+  );
   if (env.KAFKA_SASL_SSL_BROKERS) console.log(`  Kafka SASL_SSL ${env.KAFKA_SASL_SSL_BROKERS}, CA ${env.STACK_CA_FILE}`);
   project.provide('stack', env);
   return teardown;

@@ -1,22 +1,24 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPg } from '../../src/capture/pg-connect.ts';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
-import { CliProcess, uniqueName, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { useHarness } from '../helpers/connector-harness.ts';
+import { uniqueName } from '../helpers/fixtures.ts';
 
 /**
  * A PostgreSQL that accepts TCP connections and never answers (a hung server, a half-dead
  * proxy, a black-holing load balancer) must not hang `pg2crm run`: it fails within a bounded
  * time, exit 1, with a message naming postgres.url and what to do.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 describe('PostgreSQL that accepts TCP but never answers', () => {
   let silent: Server;
   const sockets = new Set<Socket>();
   let url: string;
-  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+  let sim: CrmSimulator;
 
   beforeAll(async () => {
     // Accepts, reads and ignores everything: the startup message never gets an answer.
@@ -28,19 +30,18 @@ describe('PostgreSQL that accepts TCP but never answers', () => {
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     url = `postgresql://pg2crm:secret@127.0.0.1:${(silent.address() as { port: number }).port}/erp`;
-    sim = await startZendeskSellSimulator({ port: 0, tokens: ['sim-token'] });
+    sim = await h.simulator(startZendeskSellSimulator, { tokens: ['sim-token'] });
   });
 
   afterAll(async () => {
     for (const s of sockets) s.destroy();
     await new Promise<void>((resolve) => silent.close(() => resolve()));
-    await sim?.close();
   });
 
   it('`run` exits 1 within the bound, naming postgres.url and the fix', async () => {
     const schema = uniqueName('hungpg');
-    const conn = writeConnectorConfig({ ...env, PG_URL: url }, schema, sim.url, { snapshot: 'never' });
-    const proc = new CliProcess(['run', '--config', conn.configFile]);
+    const conn = await h.connector(schema, sim.url, { snapshot: 'never', erp: false }, { ...env, PG_URL: url });
+    const proc = conn.run();
     const started = Date.now();
     const killer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
     const code = await proc.exited;
@@ -55,11 +56,11 @@ describe('PostgreSQL that accepts TCP but never answers', () => {
 
   it('the connect timeout comes from postgres.connectTimeoutMs', async () => {
     const schema = uniqueName('hungpg');
-    const conn = writeConnectorConfig({ ...env, PG_URL: url }, schema, sim.url, { snapshot: 'never' });
-    const config = JSON.parse(readFileSync(conn.configFile, 'utf8')) as { postgres: Record<string, unknown> };
-    config.postgres.connectTimeoutMs = 2000;
-    writeFileSync(conn.configFile, JSON.stringify(config));
-    const proc = new CliProcess(['run', '--config', conn.configFile, '--role', 'source']);
+    const conn = await h.connector(schema, sim.url, { snapshot: 'never', erp: false }, { ...env, PG_URL: url });
+    conn.editConfig((config) => {
+      config.postgres.connectTimeoutMs = 2000;
+    });
+    const proc = conn.run('--role', 'source');
     const started = Date.now();
     const killer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
     const code = await proc.exited;

@@ -1,28 +1,27 @@
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import type { ConnectorStatus } from '../../src/ops/status.ts';
+import { type Connector, simStats, useHarness } from '../helpers/connector-harness.ts';
 import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
+  type CliProcess,
+  freePort,
   groupLag,
   readAllEvents,
   runCli,
   simRecords,
-  type TestConnector,
   uniqueName,
   waitFor,
   withPg,
-  writeConnectorConfig,
 } from '../helpers/fixtures.ts';
 
 /**
  * The first vertical slice end to end, against the real PostgreSQL, Kafka and registry:
  * rows in PostgreSQL -> pgoutput -> Avro in Kafka -> Zendesk Sell simulator.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
-type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+type Sim = CrmSimulator;
 
 interface ContactView {
   erp_id: string;
@@ -34,7 +33,13 @@ interface ContactView {
 
 function contactView(r: Record<string, unknown>): ContactView {
   const cf = (r.custom_fields ?? {}) as Record<string, unknown>;
-  return { erp_id: String(cf.erp_id), first_name: r.first_name, last_name: r.last_name, email: r.email ?? null, company: cf.company ?? null };
+  return {
+    erp_id: String(cf.erp_id),
+    first_name: r.first_name,
+    last_name: r.last_name,
+    email: r.email ?? null,
+    company: cf.company ?? null,
+  };
 }
 
 async function pgContacts(schema: string): Promise<ContactView[]> {
@@ -42,7 +47,13 @@ async function pgContacts(schema: string): Promise<ContactView[]> {
     const r = await c.query<{ id: string; first_name: string; last_name: string; email: string | null; company: string | null }>(
       `SELECT id::text, first_name, last_name, email, company FROM ${schema}.customers ORDER BY id`,
     );
-    return r.rows.map((row) => ({ erp_id: row.id, first_name: row.first_name, last_name: row.last_name, email: row.email, company: row.company }));
+    return r.rows.map((row) => ({
+      erp_id: row.id,
+      first_name: row.first_name,
+      last_name: row.last_name,
+      email: row.email,
+      company: row.company,
+    }));
   });
 }
 
@@ -65,21 +76,15 @@ async function simContacts(sim: Sim): Promise<ContactView[]> {
 
 describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
   let sim: Sim;
-  let conn: TestConnector;
+  let conn: Connector;
   const schema = uniqueName('e2e');
   let proc: CliProcess | undefined;
-  const opsPort = 20_000 + Math.floor(Math.random() * 20_000);
+  let opsPort: number;
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
-    await createErpSchema(env.PG_URL, schema);
-    conn = writeConnectorConfig(env, schema, sim.url, { extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
-  });
-
-  afterAll(async () => {
-    await proc?.stop();
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+    sim = await h.simulator();
+    opsPort = await freePort();
+    conn = await h.connector(schema, sim.url, { extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
   });
 
   it('snapshot, inserts, updates and deletes end equal to PostgreSQL, with lag 0', async () => {
@@ -90,11 +95,8 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
          SELECT 'First' || g, 'Last' || g, 'c' || g || '@example.com', 'Co ' || (g % 7) FROM generate_series(1, 200) g`,
       ),
     );
-    proc = new CliProcess(['run', '--config', conn.configFile]);
-    onTestFailed(async () => {
-      console.log(`connector output (tail):\n${proc?.output.slice(-6000)}`);
-      console.log('simulator stats', JSON.stringify(await (await fetch(`${sim.url}/__sim/stats`)).json()));
-    });
+    h.printOnFailure({ chars: 6000, more: async () => `simulator stats ${JSON.stringify(await simStats(sim))}` });
+    proc = conn.run();
     await waitFor('snapshot in the CRM', async () => (await simContacts(sim)).length === 200, 90_000);
 
     await withPg(env.PG_URL, async (c) => {
@@ -115,7 +117,9 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
 
     const expected = await pgContacts(schema);
     // On timeout the assertion below names the records that differ.
-    await waitFor('CRM equal to PostgreSQL', async () => differences(await simContacts(sim), expected).length === 0, 90_000).catch(() => undefined);
+    await waitFor('CRM equal to PostgreSQL', async () => differences(await simContacts(sim), expected).length === 0, 90_000).catch(
+      () => undefined,
+    );
     expect(differences(await simContacts(sim), expected)).toEqual([]);
     expect(expected.find((c) => c.erp_id === '21')).toBeUndefined();
 
@@ -127,7 +131,7 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
     expect(deals[0]).toMatchObject({ name: 'First order', contact_id: contact?.id });
     expect(String(deals[0]?.value)).toBe('1234.56');
 
-    const topics = [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
+    const topics = conn.topics;
     await waitFor('consumer group lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics)) === 0, 60_000);
 
     // Kafka holds typed, field-level events: the update with REPLICA IDENTITY FULL names its changed columns.
@@ -145,11 +149,15 @@ describe('PostgreSQL -> Kafka -> Zendesk Sell', () => {
     expect(status.slot).toMatchObject({ exists: true, active: true });
     expect(status.deadLetters.count).toBe(0);
     // /metrics exposes the same per-partition lag (sampled every second here), and readiness.
-    const metricLag = await waitFor('lag gauges for every partition', async () => {
-      const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
-      const lines = text.split('\n').filter((l) => l.startsWith('pg2crm_consumer_lag{'));
-      return lines.length === 6 && lines.every((l) => l.endsWith(' 0')) ? lines : undefined;
-    }, 30_000);
+    const metricLag = await waitFor(
+      'lag gauges for every partition',
+      async () => {
+        const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+        const lines = text.split('\n').filter((l) => l.startsWith('pg2crm_consumer_lag{'));
+        return lines.length === 6 && lines.every((l) => l.endsWith(' 0')) ? lines : undefined;
+      },
+      30_000,
+    );
     expect(metricLag.map((l) => /partition="(\d+)"/.exec(l)?.[1]).sort()).toEqual(['0', '0', '1', '1', '2', '2']);
     const metricsText = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
     expect(metricsText).toMatch(new RegExp(`pg2crm_replication_slot_lag_bytes\\{slot="${conn.slot}"\\} \\d+`));

@@ -46,10 +46,17 @@ describe('publication', () => {
   });
 
   it('an existing publication with other tables or operations is altered to the config, never left stale', async () => {
-    await withPg(env.PG_URL, (c) => c.query(`ALTER PUBLICATION ${name} SET TABLE ${schema}.a, ${schema}.c; ALTER PUBLICATION ${name} SET (publish = 'delete')`));
-    const sync = await withPg(env.PG_URL, (c) => ensurePublication(c, name, [`${schema}.a`, `${schema}.b`], ['insert', 'update', 'delete', 'truncate']));
+    await withPg(env.PG_URL, (c) =>
+      c.query(`ALTER PUBLICATION ${name} SET TABLE ${schema}.a, ${schema}.c; ALTER PUBLICATION ${name} SET (publish = 'delete')`),
+    );
+    const sync = await withPg(env.PG_URL, (c) =>
+      ensurePublication(c, name, [`${schema}.a`, `${schema}.b`], ['insert', 'update', 'delete', 'truncate']),
+    );
     expect(sync).toEqual({ action: 'altered', tablesBefore: [`${schema}.a`, `${schema}.c`], publishBefore: ['delete'] });
-    expect(await publicationState(name)).toEqual({ tables: [`${schema}.a`, `${schema}.b`], ops: ['insert', 'update', 'delete', 'truncate'] });
+    expect(await publicationState(name)).toEqual({
+      tables: [`${schema}.a`, `${schema}.b`],
+      ops: ['insert', 'update', 'delete', 'truncate'],
+    });
 
     // FOR TABLES IN SCHEMA members count too: SET TABLE replaces them.
     await withPg(env.PG_URL, (c) => c.query(`ALTER PUBLICATION ${name} ADD TABLES IN SCHEMA ${schema}`));
@@ -62,7 +69,9 @@ describe('publication', () => {
     await withPg(env.PG_URL, async (c) => {
       await c.query(`CREATE PUBLICATION ${all} FOR ALL TABLES`);
       try {
-        await expect(ensurePublication(c, all, [`${schema}.a`])).rejects.toThrow(/FOR ALL TABLES.*DROP PUBLICATION|set postgres\.publication/);
+        await expect(ensurePublication(c, all, [`${schema}.a`])).rejects.toThrow(
+          /FOR ALL TABLES.*DROP PUBLICATION|set postgres\.publication/,
+        );
       } finally {
         await c.query(`DROP PUBLICATION ${all}`);
       }
@@ -88,11 +97,20 @@ describe('publication', () => {
         await c.query(`DELETE FROM ${schema}.a WHERE id = 1`);
         await c.query(`UPDATE ${schema}.a SET v = 'TWO' WHERE id = 2`);
       });
-      const events = await waitFor('3 events', async () => {
-        const e = await readAllEvents(env, `pub.${schema}.${schema}.a`);
-        return e.length >= 3 ? e : undefined;
-      }, 60_000, 500);
-      expect(events.map((e) => [e.op, e.key.id])).toEqual([['c', 1], ['c', 2], ['u', 2]]);
+      const events = await waitFor(
+        '3 events',
+        async () => {
+          const e = await readAllEvents(env, `pub.${schema}.${schema}.a`);
+          return e.length >= 3 ? e : undefined;
+        },
+        60_000,
+        500,
+      );
+      expect(events.map((e) => [e.op, e.key.id])).toEqual([
+        ['c', 1],
+        ['c', 2],
+        ['u', 2],
+      ]);
       expect(await publicationState(config.postgres.publication)).toEqual({ tables: [`${schema}.a`], ops: ['insert', 'update'] });
     } finally {
       await source.stop();

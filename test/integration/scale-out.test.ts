@@ -1,22 +1,8 @@
-import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { loadConfig } from '../../src/config.ts';
+import { describe, expect, it } from 'vitest';
 import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
-import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import type { ConnectorStatus } from '../../src/ops/status.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
-  groupMembers,
-  runCli,
-  simRecords,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { readyConfig, simStats, useHarness } from '../helpers/connector-harness.ts';
+import { groupMembers, runCli, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * Sinks scale out from 1 to 3 processes mid-stream against one HubSpot credential of 20 calls
@@ -24,65 +10,69 @@ import {
  * every partition falling to 0, nothing is lost (the CRM equals the table), and the simulator
  * never throttles: the instances' budget shares add up to the quota at every moment.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 const LIMIT = { requests: 20, windowSeconds: 10 };
 
 describe('scaling sinks out from 1 to 3 processes', () => {
-  let sim: CrmSimulator;
-  let conn: TestConnector;
-  const procs: CliProcess[] = [];
   const schema = uniqueName('scale');
 
-  afterAll(async () => {
-    await Promise.all(procs.map((p) => p.stop()));
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
-  });
-
   it('rebalances, drains every partition to lag 0, loses nothing and never exceeds the quota', async () => {
-    onTestFailed(() => procs.forEach((p, i) => console.log(`--- process ${i}\n${p.output.slice(-4000)}`)));
-    sim = await startHubSpotSimulator({ port: 0, control: true, limit: LIMIT });
-    await createErpSchema(env.PG_URL, schema);
-    const ready = loadConfig(new URL('../../connectors/hubspot.yaml', import.meta.url).pathname, {});
-    const customers = ready.mappings.find((m) => m.table === 'erp.customers')!;
-    conn = writeConnectorConfig(env, schema, sim.url, {
+    h.printOnFailure({ chars: 4000 });
+    const sim = await h.simulator(startHubSpotSimulator, { control: true, limit: LIMIT });
+    const ready = readyConfig('hubspot');
+    const conn = await h.connector(schema, sim.url, {
       snapshot: 'never',
       extra: {
-        crm: { ...ready.crm, credentials: undefined, baseUrl: sim.url, auth: { token: 'sim-token' }, limits: { ...LIMIT, concurrency: 4 } },
-        mappings: [{ ...customers, table: `${schema}.customers`, lookups: {} }],
+        crm: ready.crm(sim.url, { limits: { ...LIMIT, concurrency: 4 } }),
+        mappings: [{ ...ready.customers, table: `${schema}.customers`, lookups: {} }],
       },
     });
-    procs.push(new CliProcess(['run', '--role', 'source', '--config', conn.configFile]));
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.running('--role', 'source');
     await withPg(env.PG_URL, (c) =>
-      c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example' FROM generate_series(1, 4000) g`),
+      c.query(
+        `INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'c' || g || '@ok.example' FROM generate_series(1, 4000) g`,
+      ),
     );
     // A writer keeps updating while the sinks scale.
     let writing = true;
     const writer = withPg(env.PG_URL, async (c) => {
       for (let i = 0; writing; i++) {
-        await c.query(`UPDATE ${schema}.customers SET last_name = 'W' || $1::int WHERE id IN (SELECT 1 + (g * 7919 + $1::int * 104729) % 4000 FROM generate_series(1, 20) g)`, [i]);
+        await c.query(
+          `UPDATE ${schema}.customers SET last_name = 'W' || $1::int WHERE id IN (SELECT 1 + (g * 7919 + $1::int * 104729) % 4000 FROM generate_series(1, 20) g)`,
+          [i],
+        );
         await new Promise((r) => setTimeout(r, 200));
       }
     });
 
-    procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
+    conn.run('--role', 'sink');
     await waitFor('the first sink writing', async () => (await simRecords(sim.url, 'contacts')).length > 0, 60_000);
     const lagDuring = JSON.parse((await runCli(['status', '--json', '--config', conn.configFile])).output) as ConnectorStatus;
     expect(lagDuring.totalLag).toBeGreaterThan(0);
 
-    procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
-    procs.push(new CliProcess(['run', '--role', 'sink', '--config', conn.configFile]));
-    const spread = await waitFor('3 members with a partition each', async () => {
-      const m = await groupMembers(env.KAFKA_BROKERS, conn.groupId);
-      return m.length === 3 && m.every((x) => x.partitions === 1) ? m : false;
-    }, 90_000, 500);
+    conn.run('--role', 'sink');
+    conn.run('--role', 'sink');
+    const spread = await waitFor(
+      '3 members with a partition each',
+      async () => {
+        const m = await groupMembers(env.KAFKA_BROKERS, conn.groupId);
+        return m.length === 3 && m.every((x) => x.partitions === 1) ? m : false;
+      },
+      90_000,
+      500,
+    );
     expect(spread).toHaveLength(3);
     // Each instance reports its share of the credential; together they never pass the quota.
-    const reported = await waitFor('3 instances reporting their budget', async () => {
-      const status = JSON.parse((await runCli(['status', '--json', '--config', conn.configFile])).output) as ConnectorStatus;
-      return status.instances.length === 3 && status.instances.every((i) => i.memberId !== null) ? status : false;
-    }, 60_000, 1000);
+    const reported = await waitFor(
+      '3 instances reporting their budget',
+      async () => {
+        const status = JSON.parse((await runCli(['status', '--json', '--config', conn.configFile])).output) as ConnectorStatus;
+        return status.instances.length === 3 && status.instances.every((i) => i.memberId !== null) ? status : false;
+      },
+      60_000,
+      1000,
+    );
     // Shares follow each instance's own (slightly stale) view of the lag, so their sum can pass 1
     // for a moment; the one-window delay on raises is what keeps the calls under the quota,
     // which the simulator checks below (zero throttles).
@@ -103,7 +93,10 @@ describe('scaling sinks out from 1 to 3 processes', () => {
       async () => {
         const status = JSON.parse((await runCli(['status', '--json', '--config', conn.configFile])).output) as ConnectorStatus;
         if (status.partitions.length !== 3 || status.partitions.some((p) => p.lag !== 0)) return false;
-        const rows = await withPg(env.PG_URL, async (c) => (await c.query(`SELECT id::text, last_name FROM ${schema}.customers`)).rows as { id: string; last_name: string }[]);
+        const rows = await withPg(
+          env.PG_URL,
+          async (c) => (await c.query(`SELECT id::text, last_name FROM ${schema}.customers`)).rows as { id: string; last_name: string }[],
+        );
         const records = new Map((await simRecords(sim.url, 'contacts')).map((r) => [String(r.erp_id), r]));
         return rows.every((r) => records.get(r.id)?.lastname === r.last_name) && records.size === rows.length ? status : false;
       },
@@ -111,7 +104,7 @@ describe('scaling sinks out from 1 to 3 processes', () => {
       1000,
     );
     expect(final.partitions.map((p) => p.lag)).toEqual([0, 0, 0]);
-    const stats = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { requests: number; throttled: number };
+    const stats = await simStats<{ requests: number; throttled: number }>(sim);
     expect(stats.requests).toBeGreaterThan(40);
     expect(stats.throttled).toBe(0);
   });

@@ -8,7 +8,18 @@ import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { secretsOf } from '../../src/secrets.ts';
-import { CliProcess, createErpSchema, dropCapture, freePort, readDeadLetters, runCli, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
+import {
+  CliProcess,
+  createErpSchema,
+  dropCapture,
+  freePort,
+  readDeadLetters,
+  runCli,
+  simRecords,
+  uniqueName,
+  waitFor,
+  withPg,
+} from '../helpers/fixtures.ts';
 import { type RegistryAuthProxy, startRegistryAuthProxy } from '../helpers/registry-auth-proxy.ts';
 
 /**
@@ -37,13 +48,20 @@ async function startEchoingCrm(target: string): Promise<{ url: string; echoed: (
         const body = Buffer.concat(chunks);
         if (req.method === 'POST' && body.toString().includes('@echo.')) {
           echoed++;
-          const request = `${req.method} ${req.url} HTTP/1.1\n${Object.entries(req.headers).map(([k, v]) => `${k}: ${String(v)}`).join('\n')}\n\n${body.toString()}`;
+          const request = `${req.method} ${req.url} HTTP/1.1\n${Object.entries(req.headers)
+            .map(([k, v]) => `${k}: ${String(v)}`)
+            .join('\n')}\n\n${body.toString()}`;
           res.writeHead(422, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ errors: [{ error: { code: 'invalid', field: 'email', message: `email is invalid in request: ${request}` } }] }));
+          res.end(
+            JSON.stringify({
+              errors: [{ error: { code: 'invalid', field: 'email', message: `email is invalid in request: ${request}` } }],
+            }),
+          );
           return;
         }
         const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !['host', 'content-length', 'connection'].includes(k)) headers[k] = v;
+        for (const [k, v] of Object.entries(req.headers))
+          if (typeof v === 'string' && !['host', 'content-length', 'connection'].includes(k)) headers[k] = v;
         const r = await fetch(`${target}${req.url}`, { method: req.method!, headers, ...(body.length ? { body } : {}) });
         const out: Record<string, string> = {};
         r.headers.forEach((v, k) => {
@@ -89,7 +107,7 @@ describe('secrets never leave the process', () => {
 
   beforeAll(async () => {
     if (!env.KAFKA_SASL_SSL_BROKERS || !env.STACK_CA_FILE || !env.KAFKA_SASL_USERNAME || !env.KAFKA_SASL_PASSWORD) {
-      throw new Error('this test needs the stack\'s SASL_SSL listener and CA: run `npm run stack -- up` once to bring the stack up to date');
+      throw new Error("this test needs the stack's SASL_SSL listener and CA: run `npm run stack -- up` once to bring the stack up to date");
     }
     const certDir = dirname(env.STACK_CA_FILE);
     registry = await startRegistryAuthProxy(env.SCHEMA_REGISTRY_URL, {
@@ -122,7 +140,12 @@ describe('secrets never leave the process', () => {
           partitions: 1,
           schemaRegistry: { url: registry.url, username: 'registry-user', password: secrets.registryPassword, ca_FILE: env.STACK_CA_FILE },
         },
-        crm: { kind: 'zendesk-sell', baseUrl: crm.url, auth: { token: secrets.crmToken }, limits: { requests: 100_000, windowSeconds: 60 } },
+        crm: {
+          kind: 'zendesk-sell',
+          baseUrl: crm.url,
+          auth: { token: secrets.crmToken },
+          limits: { requests: 100_000, windowSeconds: 60 },
+        },
         mappings: [
           {
             table: `${schema}.customers`,
@@ -160,10 +183,14 @@ describe('secrets never leave the process', () => {
       ),
     );
     await waitFor('2 contacts in the CRM', async () => (await simRecords(sim.url, 'contacts')).length === 2, 60_000);
-    const letters = await waitFor('the echoed record dead-lettered', async () => {
-      const l = await readDeadLetters(env.KAFKA_BROKERS, `${topicPrefix}.dlq`);
-      return l.length >= 1 ? l : undefined;
-    }, 60_000);
+    const letters = await waitFor(
+      'the echoed record dead-lettered',
+      async () => {
+        const l = await readDeadLetters(env.KAFKA_BROKERS, `${topicPrefix}.dlq`);
+        return l.length >= 1 ? l : undefined;
+      },
+      60_000,
+    );
     expect(crm.echoed()).toBeGreaterThanOrEqual(1);
     found.dlq = JSON.stringify(letters);
     // The letter still says what was wrong and quotes the request: only the secrets are gone.

@@ -1,28 +1,17 @@
 import { Kafka, logLevel } from 'kafkajs';
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import type { DeadLetter } from '../../src/sink/dead-letter.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
-  groupLag,
-  runCli,
-  simRecords,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  waitSlotActive,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { type Connector, simStats, useHarness } from '../helpers/connector-harness.ts';
+import { runCli, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * The sink under CRM faults, through real Kafka: records the CRM rejects go to the dead-letter
  * topic and the rest is written; a throttle storm with a Retry-After longer than the session
  * timeout pauses the partitions, the consumer stays in its group, and resumes by itself.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
 async function deadLetters(topic: string, expected: number): Promise<DeadLetter[]> {
   const kafka = new Kafka({ clientId: 'dlq-reader', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
@@ -37,29 +26,23 @@ async function deadLetters(topic: string, expected: number): Promise<DeadLetter[
 }
 
 describe('sink under CRM faults', () => {
-  let sim: Awaited<ReturnType<typeof startZendeskSellSimulator>>;
-  let conn: TestConnector;
-  let proc: CliProcess;
+  let sim: CrmSimulator;
+  let conn: Connector;
   const schema = uniqueName('faults');
-  const topics = (): string[] => [`${conn.topicPrefix}.${schema}.customers`, `${conn.topicPrefix}.${schema}.orders`];
+  const topics = (): string[] => conn.topics;
 
   beforeAll(async () => {
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
-    await createErpSchema(env.PG_URL, schema);
-    conn = writeConnectorConfig(env, schema, sim.url, { snapshot: 'never' });
-    proc = new CliProcess(['run', '--config', conn.configFile]);
-    await waitSlotActive(env.PG_URL, conn.slot);
-  });
-
-  afterAll(async () => {
-    await proc?.stop();
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
+    sim = await h.simulator();
+    conn = await h.connector(schema, sim.url, { snapshot: 'never' });
+    await conn.running();
   });
 
   it('dead-letters the records the CRM rejects and writes the rest', async () => {
-    onTestFailed(() => console.log(proc.output.slice(-5000)));
-    await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ rejectWhen: { field: 'email', contains: '@rejected.' } }) });
+    h.printOnFailure({ all: true });
+    await fetch(`${sim.url}/__sim/faults`, {
+      method: 'POST',
+      body: JSON.stringify({ rejectWhen: { field: 'email', contains: '@rejected.' } }),
+    });
     await withPg(env.PG_URL, (c) =>
       c.query(
         `INSERT INTO ${schema}.customers (first_name, last_name, email)
@@ -72,7 +55,7 @@ describe('sink under CRM faults', () => {
     expect(letters.map((l) => Number(l.externalId)).sort((a, b) => a - b)).toEqual([10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
     expect(letters[0]).toMatchObject({ object: 'contacts', error: { field: 'email' }, attempts: 1, topic: topics()[0] });
     expect(letters[0]?.value).toBeTruthy(); // the original Avro message, for `dlq replay`
-    await waitFor('lag 0', async () => (await groupLag(env.KAFKA_BROKERS, conn.groupId, topics())) === 0);
+    await conn.lagZero();
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ clear: true }) });
 
     // The CRM-side cause is fixed: `dlq replay` re-drives the 10 records from PostgreSQL's current rows.
@@ -87,7 +70,7 @@ describe('sink under CRM faults', () => {
   });
 
   it('pauses on a throttle storm longer than the session timeout, stays in the group, resumes', async () => {
-    onTestFailed(() => console.log(proc.output.slice(-5000)));
+    h.printOnFailure({ all: true });
     const kafka = new Kafka({ clientId: 'group-watch', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
@@ -98,7 +81,7 @@ describe('sink under CRM faults', () => {
     await fetch(`${sim.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ throttle: { requests: 1, retryAfterSeconds: 40 } }) });
     const throttledAt = Date.now();
     await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET first_name = 'after-storm' WHERE id <= 5`));
-    await waitFor('the throttle', async () => ((await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number }).throttled === 1);
+    await waitFor('the throttle', async () => (await simStats<{ throttled: number }>(sim)).throttled === 1);
 
     await new Promise((r) => setTimeout(r, 35_000));
     const during = (await admin.describeGroups([conn.groupId])).groups[0];
@@ -107,9 +90,13 @@ describe('sink under CRM faults', () => {
     const stillOld = (await simRecords(sim.url, 'contacts')).filter((r) => r.first_name === 'after-storm');
     expect(stillOld).toHaveLength(0); // paused: nothing sent before Retry-After passed
 
-    await waitFor('writes after the Retry-After', async () => (await simRecords(sim.url, 'contacts')).filter((r) => r.first_name === 'after-storm').length === 5, 60_000);
+    await waitFor(
+      'writes after the Retry-After',
+      async () => (await simRecords(sim.url, 'contacts')).filter((r) => r.first_name === 'after-storm').length === 5,
+      60_000,
+    );
     expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(40_000);
-    const stats = (await (await fetch(`${sim.url}/__sim/stats`)).json()) as { throttled: number };
+    const stats = await simStats<{ throttled: number }>(sim);
     expect(stats.throttled).toBe(1); // no request was sent into the storm while paused
     expect((await admin.describeGroups([conn.groupId])).groups[0]?.members.map((m) => m.memberId)).toEqual(membersBefore);
     await admin.disconnect();

@@ -1,7 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
-import { CliProcess, dropCapture, readAllEvents, runCli, type TestConnector, uniqueName, waitFor, waitSlotActive, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { type CliProcess, readAllEvents, runCli, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * Snapshots against the real services, the connector running as a process: (a) an initial
@@ -10,16 +10,15 @@ import { CliProcess, dropCapture, readAllEvents, runCli, type TestConnector, uni
  * overtaking a newer change of its key. Every update increments `v`, so per key the values in
  * Kafka order must never go down, and the last event per key must equal the table.
  */
-const env = inject('stack');
-const procs: CliProcess[] = [];
-const captures: TestConnector[] = [];
+const h = useHarness();
+const env = h.env;
 
-afterAll(async () => {
-  for (const p of procs) await p.stop();
-  for (const c of captures) await dropCapture(env.PG_URL, c.slot, c.publication);
-});
-
-async function setUp(prefix: string, rows: number, snapshot: string, chunkRows: number): Promise<{ conn: TestConnector; schema: string; topic: string }> {
+async function setUp(
+  prefix: string,
+  rows: number,
+  snapshot: string,
+  chunkRows: number,
+): Promise<{ conn: Connector; schema: string; topic: string }> {
   const schema = uniqueName(prefix);
   await withPg(env.PG_URL, (c) =>
     c.query(`CREATE SCHEMA ${schema};
@@ -28,19 +27,16 @@ async function setUp(prefix: string, rows: number, snapshot: string, chunkRows: 
       INSERT INTO ${schema}.customers SELECT g, 0, repeat('x', 200) FROM generate_series(1, ${rows}) g;
       ANALYZE ${schema}.customers;`),
   );
-  const conn = writeConnectorConfig(env, schema, 'http://127.0.0.1:1', { snapshot });
-  captures.push(conn);
-  const config = JSON.parse(readFileSync(conn.configFile, 'utf8')) as { postgres: Record<string, unknown>; mappings: { fields: Record<string, string> }[] };
-  config.postgres.snapshotChunkRows = chunkRows;
-  config.mappings[0]!.fields = { last_name: 'v' }; // the sink does not run; the mapping only has to be valid
-  writeFileSync(conn.configFile, JSON.stringify(config));
-  return { conn, schema, topic: `${conn.topicPrefix}.${schema}.customers` };
+  const conn = await h.connector(schema, 'http://127.0.0.1:1', { snapshot, erp: false });
+  conn.editConfig((config) => {
+    config.postgres.snapshotChunkRows = chunkRows;
+    config.mappings[0]!.fields = { last_name: 'v' }; // the sink does not run; the mapping only has to be valid
+  });
+  return { conn, schema, topic: conn.topic() };
 }
 
-function start(conn: TestConnector): CliProcess {
-  const p = new CliProcess(['run', '--config', conn.configFile, '--role', 'source']);
-  procs.push(p);
-  return p;
+function start(conn: Connector): CliProcess {
+  return conn.run('--role', 'source');
 }
 
 /** The connector's JSON log lines with message `msg`. */
@@ -61,8 +57,25 @@ function lastPerKey(events: ChangeEvent[]): Map<string, string> {
 }
 
 async function tableState(schema: string): Promise<Map<string, string>> {
-  const rows = await withPg(env.PG_URL, async (c) => (await c.query<{ id: number; v: number }>(`SELECT id, v FROM ${schema}.customers`)).rows);
+  const rows = await withPg(
+    env.PG_URL,
+    async (c) => (await c.query<{ id: number; v: number }>(`SELECT id, v FROM ${schema}.customers`)).rows,
+  );
   return new Map(rows.map((r) => [String(r.id), String(r.v)]));
+}
+
+/** Every event of `topic`, once the last event per key equals `expected` (the table). */
+function kafkaEqualTo(expected: Map<string, string>, topic: string): Promise<ChangeEvent[]> {
+  return waitFor(
+    'Kafka equal to the table',
+    async () => {
+      const all = await readAllEvents(env, topic);
+      const state = lastPerKey(all);
+      return [...expected].every(([id, v]) => state.get(id) === v) && state.size === expected.size ? all : undefined;
+    },
+    30_000,
+    1000,
+  );
 }
 
 /** Per key in Kafka order: `v` never goes down, and no snapshot row follows a delete. Returns the violations. */
@@ -90,7 +103,7 @@ describe('snapshots', () => {
     const { conn, schema, topic } = await setUp('snapres', ROWS, 'initial', 500);
     let proc = start(conn);
     const first = proc;
-    onTestFailed(() => console.log(procs.map((p) => p.output.slice(-3000)).join('\n---\n')));
+    h.printOnFailure({ chars: 3000, all: true });
     await waitFor('a few snapshot chunks', async () => logLines(first, 'snapshot progress').length >= 3, 60_000, 20);
     first.kill('SIGKILL');
     await first.exited;
@@ -106,7 +119,7 @@ describe('snapshots', () => {
         INSERT INTO ${schema}.customers SELECT g, 5, 'new' FROM generate_series(${ROWS + 1}, ${ROWS + 50}) g;`),
     );
     proc = start(conn);
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.slotActive();
     // And while it resumes.
     await withPg(env.PG_URL, (c) => c.query(`UPDATE ${schema}.customers SET v = v + 10 WHERE id % 89 = 0`));
     const second = proc;
@@ -121,11 +134,7 @@ describe('snapshots', () => {
     expect(logLines(second, 'snapshot progress')).toEqual([]); // no exported-snapshot re-read from zero
 
     const expected = await tableState(schema);
-    const events = await waitFor('Kafka equal to the table', async () => {
-      const all = await readAllEvents(env, topic);
-      const state = lastPerKey(all);
-      return [...expected].every(([id, v]) => state.get(id) === v) && state.size === expected.size ? all : undefined;
-    }, 30_000, 1000);
+    const events = await kafkaEqualTo(expected, topic);
     const ids = new Set(events.map((e) => String(e.key.id)));
     const missing = Array.from({ length: ROWS + 50 }, (_, i) => String(i + 1)).filter((id) => !ids.has(id));
     expect(missing).toEqual([]);
@@ -136,9 +145,9 @@ describe('snapshots', () => {
   it('pg2crm snapshot --table re-reads a table while a writer changes it, without stale snapshot rows', async () => {
     const ROWS = 5_000;
     const { conn, schema, topic } = await setUp('snapinc', ROWS, 'never', 250);
+    h.printOnFailure({ chars: 4000 });
     const proc = start(conn);
-    onTestFailed(() => console.log(proc.output.slice(-4000)));
-    await waitSlotActive(env.PG_URL, conn.slot);
+    await conn.slotActive();
 
     let stop = false;
     let changes = 0;
@@ -164,22 +173,20 @@ describe('snapshots', () => {
     expect(changes).toBeGreaterThan(50);
 
     const expected = await tableState(schema);
-    const events = await waitFor('Kafka equal to the table', async () => {
-      const all = await readAllEvents(env, topic);
-      const state = lastPerKey(all);
-      return [...expected].every(([id, v]) => state.get(id) === v) && state.size === expected.size ? all : undefined;
-    }, 30_000, 1000);
+    const events = await kafkaEqualTo(expected, topic);
     expect(orderViolations(events)).toEqual([]);
     const snapshotRows = events.filter((e) => e.op === 'r');
     expect(snapshotRows.length).toBeGreaterThan(ROWS / 2);
     expect(snapshotRows.every((e) => e.source.snapshot)).toBe(true);
     const chunks = logLines(proc, 'incremental snapshot chunk');
-    console.log(`incremental snapshot: ${chunks.length} chunks, ${snapshotRows.length} snapshot rows, ${chunks.reduce((n, l) => n + Number(l.dropped), 0)} dropped as changed in their window, ${changes} writer transactions`);
+    console.log(
+      `incremental snapshot: ${chunks.length} chunks, ${snapshotRows.length} snapshot rows, ${chunks.reduce((n, l) => n + Number(l.dropped), 0)} dropped as changed in their window, ${changes} writer transactions`,
+    );
     expect(await proc.stop()).toBe(0);
   });
 
   it('pg2crm snapshot exits 2 for a table the connector does not capture, 1 when there is no slot yet', async () => {
-    const conn = writeConnectorConfig(env, uniqueName('snapcli'), 'http://127.0.0.1:1', { snapshot: 'never' });
+    const conn = await h.connector(uniqueName('snapcli'), 'http://127.0.0.1:1', { snapshot: 'never', erp: false });
     const wrong = await runCli(['snapshot', '--config', conn.configFile, '--table', 'public.not_captured']);
     expect(wrong.code).toBe(2);
     expect(wrong.output).toContain('not captured by this connector; use one of postgres.tables');
@@ -193,8 +200,7 @@ describe('snapshots', () => {
   });
 
   it('pg2crm snapshot --timeout stops waiting for a connector that is not running and says the request stays queued', async () => {
-    const conn = writeConnectorConfig(env, uniqueName('snapwait'), 'http://127.0.0.1:1', { snapshot: 'never' });
-    captures.push(conn);
+    const conn = await h.connector(uniqueName('snapwait'), 'http://127.0.0.1:1', { snapshot: 'never', erp: false });
     // A slot nobody streams from: the connector is down (or runs only sink processes).
     await withPg(env.PG_URL, (c) => c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [conn.slot]));
     const started = Date.now();

@@ -9,7 +9,9 @@ const env = inject('stack');
 
 describe('local stack', () => {
   it('PostgreSQL 15 with logical replication', async () => {
-    const r = await withPg(env.PG_URL, (c) => c.query<{ wal_level: string; v: string }>("SELECT current_setting('wal_level') AS wal_level, current_setting('server_version') AS v"));
+    const r = await withPg(env.PG_URL, (c) =>
+      c.query<{ wal_level: string; v: string }>("SELECT current_setting('wal_level') AS wal_level, current_setting('server_version') AS v"),
+    );
     expect(r.rows[0]?.wal_level).toBe('logical');
     expect(r.rows[0]?.v).toMatch(/^15\./);
   });
@@ -30,7 +32,9 @@ describe('local stack', () => {
     const consumer = kafka.consumer({ groupId: topic });
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
-    const got = await new Promise<string>((resolve) => void consumer.run({ eachMessage: async ({ message }) => resolve(`${message.key}=${message.value}`) }));
+    const got = await new Promise<string>(
+      (resolve) => void consumer.run({ eachMessage: async ({ message }) => resolve(`${message.key}=${message.value}`) }),
+    );
     await consumer.disconnect();
     expect(got).toBe('k=v');
   });

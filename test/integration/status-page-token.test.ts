@@ -73,7 +73,9 @@ describe('status page with ops.token', () => {
 
   it('without the token the data stays shut: asked once, then no data', async () => {
     const { page, dialogs } = await open(`${base}/status`, () => undefined);
-    await page.waitForFunction(`document.getElementById('conn')?.textContent === 'connection lost: retrying'`, undefined, { timeout: 15_000 });
+    await page.waitForFunction(`document.getElementById('conn')?.textContent === 'connection lost: retrying'`, undefined, {
+      timeout: 15_000,
+    });
     await page.waitForTimeout(4_500);
     expect(dialogs).toHaveLength(1);
     expect(await page.textContent('#name')).toBe('…');

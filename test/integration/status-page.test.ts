@@ -1,11 +1,13 @@
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import type { TimeseriesResponse } from '../../src/ops/timeseries.ts';
 import { bundledChromium, CHROMIUM_ARGS } from '../helpers/browser.ts';
-import { CliProcess, createErpSchema, dropCapture, simRecords, type TestConnector, uniqueName, waitFor, withPg, writeConnectorConfig } from '../helpers/fixtures.ts';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { type CliProcess, freePort, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 
 /**
  * The status page in a real headless Chromium, fed by a real pipeline (PostgreSQL -> Kafka ->
@@ -14,11 +16,12 @@ import { CliProcess, createErpSchema, dropCapture, simRecords, type TestConnecto
  * The browser is the one the @sparticuz/chromium devDependency carries (test/helpers/browser.ts),
  * so `npm ci && npm test` needs no system Chromium.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 const repoRoot = new URL('../../', import.meta.url).pathname;
 const artifacts = join(repoRoot, 'test-artifacts');
 
-type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+type Sim = CrmSimulator;
 
 /** Sum of a metric's samples in a Prometheus text exposition, by metric name (all labels). */
 function metricSum(text: string, name: string): number {
@@ -31,22 +34,23 @@ function metricSum(text: string, name: string): number {
 
 describe('status page', () => {
   let sim: Sim;
-  let conn: TestConnector;
+  let conn: Connector;
   let proc: CliProcess | undefined;
   let browser: Browser | undefined;
   let executablePath: string;
   const schema = uniqueName('page');
-  const opsPort = 20_000 + Math.floor(Math.random() * 20_000);
-  const base = `http://127.0.0.1:${opsPort}`;
+  let opsPort: number;
+  let base: string;
   // A quota small enough that the budget plot's used line and quota line share a scale.
   const limit = { requests: 600, windowSeconds: 10 };
 
   beforeAll(async () => {
     // Unpacked once into node_modules/.cache (a few seconds the first time), before the clock of the test starts.
     executablePath = await bundledChromium();
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit });
-    await createErpSchema(env.PG_URL, schema);
-    conn = writeConnectorConfig(env, schema, sim.url, { limits: limit, extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
+    sim = await h.simulator(startZendeskSellSimulator, { control: true, limit });
+    opsPort = await freePort();
+    base = `http://127.0.0.1:${opsPort}`;
+    conn = await h.connector(schema, sim.url, { limits: limit, extra: { ops: { port: opsPort, lagIntervalSeconds: 1 } } });
   });
 
   afterAll(async () => {
@@ -57,13 +61,11 @@ describe('status page', () => {
       mkdirSync(artifacts, { recursive: true });
       writeFileSync(join(artifacts, 'status-page-connector.log'), proc.output);
     }
-    await sim?.close();
-    if (conn) await dropCapture(env.PG_URL, conn.slot, conn.publication);
   });
 
   it('plots live throughput, budget, lag, throttles and dead letters that match /metrics', async () => {
-    proc = new CliProcess(['run', '--config', conn.configFile]);
-    onTestFailed(() => console.log(`connector output (tail):\n${proc?.output.slice(-6000)}`));
+    h.printOnFailure({ chars: 6000 });
+    proc = conn.run();
     await waitFor('connector ready', async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200, 90_000);
 
     // ~10 s of ERP activity: new customers, updates of earlier ones, orders for them.
@@ -71,10 +73,16 @@ describe('status page', () => {
     await withPg(env.PG_URL, async (c) => {
       const until = Date.now() + 10_000;
       while (Date.now() < until) {
-        await c.query(`INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'p' || g || '@example.com' FROM generate_series(1, 8) g`);
+        await c.query(
+          `INSERT INTO ${schema}.customers (first_name, last_name, email) SELECT 'F' || g, 'L' || g, 'p' || g || '@example.com' FROM generate_series(1, 8) g`,
+        );
         customers += 8;
-        await c.query(`UPDATE ${schema}.customers SET email = 'u' || id || '-' || floor(random() * 1e6) || '@example.com' WHERE id IN (SELECT id FROM ${schema}.customers ORDER BY random() LIMIT 4)`);
-        await c.query(`INSERT INTO ${schema}.orders (customer_id, title, amount) SELECT id, 'Order ' || id, 10 FROM ${schema}.customers ORDER BY random() LIMIT 2`);
+        await c.query(
+          `UPDATE ${schema}.customers SET email = 'u' || id || '-' || floor(random() * 1e6) || '@example.com' WHERE id IN (SELECT id FROM ${schema}.customers ORDER BY random() LIMIT 4)`,
+        );
+        await c.query(
+          `INSERT INTO ${schema}.orders (customer_id, title, amount) SELECT id, 'Order ' || id, 10 FROM ${schema}.customers ORDER BY random() LIMIT 2`,
+        );
         await new Promise((r) => setTimeout(r, 250));
       }
     });
@@ -97,7 +105,13 @@ describe('status page', () => {
 
     // Every plot has data: each chart's paths have >= 3 points, the lag plot one line per partition.
     const points = (chart: string) =>
-      page.$$eval(`svg[data-chart="${chart}"] path[data-series]`, (ps) => ps.map((p) => ({ name: p.getAttribute('data-series'), n: Number(p.getAttribute('data-points')), max: Number(p.getAttribute('data-max')) })));
+      page.$$eval(`svg[data-chart="${chart}"] path[data-series]`, (ps) =>
+        ps.map((p) => ({
+          name: p.getAttribute('data-series'),
+          n: Number(p.getAttribute('data-points')),
+          max: Number(p.getAttribute('data-max')),
+        })),
+      );
     await waitFor(
       'every plot with data',
       async () => {
@@ -111,13 +125,19 @@ describe('status page', () => {
       500,
     ).catch(async (err: unknown) => {
       // Say which plot stayed empty, and keep a picture of it.
-      const state = Object.fromEntries(await Promise.all(['throughput', 'budget', 'lag', 'throttles', 'dlq'].map(async (c) => [c, await points(c)])));
+      const state = Object.fromEntries(
+        await Promise.all(['throughput', 'budget', 'lag', 'throttles', 'dlq'].map(async (c) => [c, await points(c)])),
+      );
       console.log('plots', JSON.stringify(state), 'page errors', pageErrors);
       mkdirSync(artifacts, { recursive: true });
       await page.screenshot({ path: join(artifacts, 'status-page-failed.png'), fullPage: true });
       throw err;
     });
-    expect((await points('budget')).map((p) => p.name).sort()).toEqual(['quota (all instances)', "this instance's share", 'used by this instance']);
+    expect((await points('budget')).map((p) => p.name).sort()).toEqual([
+      'quota (all instances)',
+      "this instance's share",
+      'used by this instance',
+    ]);
     const lagLegend = await page.$$eval('#lag-legend [data-series]', (items) => items.map((i) => i.getAttribute('data-series')));
     expect(lagLegend.sort()).toEqual(['customers/0', 'customers/1', 'customers/2', 'orders/0', 'orders/1', 'orders/2']);
     expect(await page.locator('.empty').count()).toBe(0);
@@ -148,7 +168,9 @@ describe('status page', () => {
       'page totals caught up',
       async () => {
         const v = Number(await page.getAttribute('#t-written-total', 'data-value'));
-        const lagLast = await page.$$eval('svg[data-chart="lag"] path[data-series]', (ps) => ps.map((p) => Number(p.getAttribute('data-last'))));
+        const lagLast = await page.$$eval('svg[data-chart="lag"] path[data-series]', (ps) =>
+          ps.map((p) => Number(p.getAttribute('data-last'))),
+        );
         return v >= written && lagLast.every((l) => l === 0) ? v : undefined;
       },
       20_000,

@@ -1,23 +1,12 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { makeCa } from '../../scripts/stack/certs.ts';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { createKafka } from '../../src/kafka/client.ts';
-import {
-  CliProcess,
-  createErpSchema,
-  dropCapture,
-  readAllEvents,
-  runCli,
-  simRecords,
-  type TestConnector,
-  uniqueName,
-  waitFor,
-  withPg,
-  writeConnectorConfig,
-} from '../helpers/fixtures.ts';
+import { type Connector, useHarness } from '../helpers/connector-harness.ts';
+import { readAllEvents, runCli, simRecords, uniqueName, waitFor, withPg } from '../helpers/fixtures.ts';
 import { type RegistryAuthProxy, startRegistryAuthProxy } from '../helpers/registry-auth-proxy.ts';
 
 /**
@@ -30,11 +19,14 @@ import { type RegistryAuthProxy, startRegistryAuthProxy } from '../helpers/regis
  *   see registry-auth-proxy.ts);
  * and each misconfiguration failing fast with an error naming the setting to fix.
  */
-const env = inject('stack');
+const h = useHarness();
+const env = h.env;
 
-const secureStack = Boolean(env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD && env.PG_TLS_ONLY_URL);
+const secureStack = Boolean(
+  env.KAFKA_SASL_SSL_BROKERS && env.STACK_CA_FILE && env.KAFKA_SASL_USERNAME && env.KAFKA_SASL_PASSWORD && env.PG_TLS_ONLY_URL,
+);
 
-type Sim = Awaited<ReturnType<typeof startZendeskSellSimulator>>;
+type Sim = CrmSimulator;
 
 describe('transport security (TLS, SASL, registry auth)', () => {
   const secrets = mkdtempSync(join(tmpdir(), 'pg2crm-tls-'));
@@ -44,7 +36,6 @@ describe('transport security (TLS, SASL, registry auth)', () => {
   let wrongCaFile: string;
   let sim: Sim;
   let proxy: RegistryAuthProxy;
-  const connectors: TestConnector[] = [];
 
   beforeAll(async () => {
     if (!secureStack) {
@@ -66,39 +57,36 @@ describe('transport security (TLS, SASL, registry auth)', () => {
       username: registryUser,
       password: registryPassword,
     });
-    sim = await startZendeskSellSimulator({ port: 0, control: true, limit: { requests: 100_000, windowSeconds: 60 } });
-  });
-
-  afterAll(async () => {
-    await sim?.close();
-    await proxy?.close();
-    for (const c of connectors) await dropCapture(env.PG_URL, c.slot, c.publication).catch(() => undefined);
+    h.onCleanup(() => proxy.close());
+    sim = await h.simulator();
   });
 
   /**
    * A connector of its own schema whose every transport is secured; `change` alters the config
    * (e.g. a wrong password) before it is written.
    */
-  async function secureConnector(prefix: string, change: (cfg: Record<string, any>) => void = () => undefined): Promise<TestConnector> {
-    const schema = uniqueName(prefix);
-    await createErpSchema(env.PG_URL, schema);
-    const conn = writeConnectorConfig(env, schema, sim.url);
-    connectors.push(conn);
-    const cfg = JSON.parse(readFileSync(conn.configFile, 'utf8')) as Record<string, any>;
-    // A role the stack's PostgreSQL admits over TLS only: the run below proves TLS was used.
-    cfg.postgres.url = env.PG_TLS_ONLY_URL;
-    cfg.postgres.ssl = { mode: 'verify-full', rootCert_FILE: caFile };
-    cfg.kafka.brokers = env.KAFKA_SASL_SSL_BROKERS;
-    cfg.kafka.ssl = { ca_FILE: caFile };
-    cfg.kafka.sasl = { mechanism: 'scram-sha-512', username: env.KAFKA_SASL_USERNAME, password_FILE: join(secrets, 'kafka-password') };
-    cfg.kafka.schemaRegistry = { url: proxy.url, username: registryUser, password_FILE: join(secrets, 'registry-password'), ca_FILE: caFile };
-    change(cfg);
-    writeFileSync(conn.configFile, JSON.stringify(cfg, null, 2));
+  async function secureConnector(prefix: string, change: (cfg: Record<string, any>) => void = () => undefined): Promise<Connector> {
+    const conn = await h.connector(uniqueName(prefix), sim.url);
+    conn.editConfig((cfg) => {
+      // A role the stack's PostgreSQL admits over TLS only: the run below proves TLS was used.
+      cfg.postgres.url = env.PG_TLS_ONLY_URL;
+      cfg.postgres.ssl = { mode: 'verify-full', rootCert_FILE: caFile };
+      cfg.kafka.brokers = env.KAFKA_SASL_SSL_BROKERS;
+      cfg.kafka.ssl = { ca_FILE: caFile };
+      cfg.kafka.sasl = { mechanism: 'scram-sha-512', username: env.KAFKA_SASL_USERNAME, password_FILE: join(secrets, 'kafka-password') };
+      cfg.kafka.schemaRegistry = {
+        url: proxy.url,
+        username: registryUser,
+        password_FILE: join(secrets, 'registry-password'),
+        ca_FILE: caFile,
+      };
+      change(cfg);
+    }, 2);
     return conn;
   }
 
   /** `pg2crm run` expected to give up: its exit code, output and how long it took. */
-  async function failingRun(conn: TestConnector): Promise<{ code: number | null; output: string; seconds: number }> {
+  async function failingRun(conn: Connector): Promise<{ code: number | null; output: string; seconds: number }> {
     const started = Date.now();
     const { code, output } = await runCli(['run', '--config', conn.configFile], 60_000);
     return { code, output, seconds: (Date.now() - started) / 1000 };
@@ -107,20 +95,29 @@ describe('transport security (TLS, SASL, registry auth)', () => {
   it('PostgreSQL (verify-full) -> Kafka (SASL_SSL, SCRAM-SHA-512) -> registry (https, basic auth) -> CRM, end to end', async () => {
     const conn = await secureConnector('tls_e2e');
     await withPg(env.PG_URL, (c) =>
-      c.query(`INSERT INTO ${conn.schema}.customers (first_name, last_name, email) SELECT 'First' || g, 'Last' || g, 'c' || g || '@example.com' FROM generate_series(1, 30) g`),
+      c.query(
+        `INSERT INTO ${conn.schema}.customers (first_name, last_name, email) SELECT 'First' || g, 'Last' || g, 'c' || g || '@example.com' FROM generate_series(1, 30) g`,
+      ),
     );
     const check = await runCli(['check', '--config', conn.configFile]);
     expect(check.output).toMatch(/PASS +Kafka reachable/);
     expect(check.output).toMatch(/PASS +schema registry reachable/);
     expect(check.output).toMatch(/PASS +PostgreSQL reachable/);
 
-    const proc = new CliProcess(['run', '--config', conn.configFile]);
-    onTestFailed(() => console.log(`connector output (tail):\n${proc.output.slice(-6000)}`));
+    h.printOnFailure({ chars: 6000 });
+    const proc = conn.run();
     const contacts = () => simRecords(sim.url, 'contacts');
     await waitFor('snapshot in the CRM', async () => (await contacts()).length === 30, 90_000);
     // The replication connection is TLS too: the slot's walsender runs on an SSL connection.
-    const replicationSsl = await withPg(env.PG_URL, async (c) =>
-      (await c.query<{ ssl: boolean }>('SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid WHERE r.slot_name = $1', [conn.slot])).rows[0]?.ssl,
+    const replicationSsl = await withPg(
+      env.PG_URL,
+      async (c) =>
+        (
+          await c.query<{ ssl: boolean }>(
+            'SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid WHERE r.slot_name = $1',
+            [conn.slot],
+          )
+        ).rows[0]?.ssl,
     );
     expect(replicationSsl).toBe(true);
     // ... and the server requires it of this role: without TLS it is refused.
@@ -131,17 +128,21 @@ describe('transport security (TLS, SASL, registry auth)', () => {
       await c.query(`INSERT INTO ${conn.schema}.customers (first_name, last_name, email) VALUES ('Streamed', 'Row', 's@example.com')`);
       await c.query(`UPDATE ${conn.schema}.customers SET email = 'changed@example.com' WHERE id = 1`);
     });
-    await waitFor('streamed changes in the CRM', async () => {
-      const all = await contacts();
-      return all.length === 31 && all.some((r) => r.email === 'changed@example.com');
-    }, 60_000);
+    await waitFor(
+      'streamed changes in the CRM',
+      async () => {
+        const all = await contacts();
+        return all.length === 31 && all.some((r) => r.email === 'changed@example.com');
+      },
+      60_000,
+    );
     expect(await proc.stop()).toBe(0);
 
     // Every schema the connector used went through the authenticating registry, none was refused.
     expect(proxy.forwarded).toBeGreaterThan(0);
     expect(proxy.refused).toBe(0);
     // The events are in Kafka (read back over the plaintext listener of the same broker).
-    const events = await readAllEvents(env, `${conn.topicPrefix}.${conn.schema}.customers`);
+    const events = await readAllEvents(env, conn.topic());
     expect(events.filter((e) => e.op === 'r')).toHaveLength(30);
     // No secret in what the connector printed.
     for (const secret of [env.KAFKA_SASL_PASSWORD!, registryPassword]) {
@@ -198,7 +199,9 @@ describe('transport security (TLS, SASL, registry auth)', () => {
     await withPg(env.PG_URL, (c) => c.query(`INSERT INTO ${conn.schema}.customers (first_name, last_name) VALUES ('A', 'B')`));
     const refusedBefore = proxy.refused;
     const check = await runCli(['check', '--config', conn.configFile]);
-    expect(check.output).toMatch(/FAIL +schema registry reachable: the schema registry answered HTTP 401: check kafka\.schemaRegistry\.username \(registry-user\) and kafka\.schemaRegistry\.password/);
+    expect(check.output).toMatch(
+      /FAIL +schema registry reachable: the schema registry answered HTTP 401: check kafka\.schemaRegistry\.username \(registry-user\) and kafka\.schemaRegistry\.password/,
+    );
     const r = await failingRun(conn);
     expect(r.code).toBe(1);
     expect(r.output).toMatch(/HTTP 401: check kafka\.schemaRegistry\.username/);
@@ -214,7 +217,9 @@ describe('transport security (TLS, SASL, registry auth)', () => {
     const r = await failingRun(conn);
     expect(r.code).toBe(1);
     // PostgreSQL sends its certificate without the chain: Node says "unable to verify the first certificate".
-    expect(r.output).toMatch(/pg2crm: cannot connect to PostgreSQL .*TLS certificate was refused \(unable to verify the first certificate.*check postgres\.ssl: rootCert/);
+    expect(r.output).toMatch(
+      /pg2crm: cannot connect to PostgreSQL .*TLS certificate was refused \(unable to verify the first certificate.*check postgres\.ssl: rootCert/,
+    );
     expect(r.seconds).toBeLessThan(30);
     const check = await runCli(['check', '--config', conn.configFile]);
     expect(check.output).toMatch(/FAIL +PostgreSQL reachable: the server's TLS certificate was refused .*check postgres\.ssl: rootCert/);

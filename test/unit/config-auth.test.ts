@@ -11,7 +11,9 @@ const base = {
   name: 'erp',
   postgres: { url: 'postgresql://u:p@h:5432/db', tables: ['erp.customers'] },
   kafka: { brokers: 'k1:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r:8081' } },
-  mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { last_name: 'last_name' } }],
+  mappings: [
+    { table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { last_name: 'last_name' } },
+  ],
 };
 const limits = { requests: 100, windowSeconds: 10 };
 
@@ -23,7 +25,18 @@ describe('crm.auth', () => {
   it('keeps the static form unchanged, named by where it is configured', () => {
     const c = parseConfig(crm('zendesk-sell', { token: 't' }, 'https://api.getbase.com'), {});
     expect(c.crm.auth).toEqual({ token: 't', quotaGroup: 'default', name: 'crm.auth' });
-    const several = parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'https://api.hubapi.com', credentials: [{ token: 'a' }, { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r', quotaGroup: 'b' }], limits } }, {});
+    const several = parseConfig(
+      {
+        ...base,
+        crm: {
+          kind: 'hubspot',
+          baseUrl: 'https://api.hubapi.com',
+          credentials: [{ token: 'a' }, { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r', quotaGroup: 'b' }],
+          limits,
+        },
+      },
+      {},
+    );
     expect(several.crm.credentials.map((x) => x.name)).toEqual(['crm.credentials[0]', 'crm.credentials[1]']);
     expect(several.crm.credentials[1]).toMatchObject({ flow: 'refresh_token', quotaGroup: 'b' });
   });
@@ -31,7 +44,10 @@ describe('crm.auth', () => {
   it('reads OAuth secrets from <key>_FILE', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pg2crm-auth-'));
     writeFileSync(join(dir, 'secret'), 'the-secret\n');
-    const c = parseConfig(crm('dynamics', { flow: 'client_credentials', tenantId: 't', clientId: 'c', clientSecret_FILE: join(dir, 'secret') }), {});
+    const c = parseConfig(
+      crm('dynamics', { flow: 'client_credentials', tenantId: 't', clientId: 'c', clientSecret_FILE: join(dir, 'secret') }),
+      {},
+    );
     expect(c.crm.auth.clientSecret).toBe('the-secret');
   });
 
@@ -39,13 +55,37 @@ describe('crm.auth', () => {
     expect(errorOf(crm('dynamics', { flow: 'client_credentials', tenantId: 't', clientId: 'c' }))).toMatch(
       /crm\.auth\.clientSecret: client_credentials needs crm\.auth\.clientSecret \(or clientSecret_FILE\)/,
     );
-    expect(errorOf(crm('dynamics', { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r' }))).toMatch(/crm\.auth\.flow: dynamics takes flow client_credentials \(or a static token\)/);
-    expect(errorOf(crm('dynamics', { token: 't', flow: 'client_credentials' }))).toMatch(/crm\.auth: set either crm\.auth\.token .* or crm\.auth\.flow \(OAuth\), not both/);
-    expect(errorOf(crm('dynamics', {}))).toMatch(/crm\.auth: set crm\.auth\.token .* or crm\.auth\.flow \(OAuth: client_credentials for dynamics\)/);
-    expect(errorOf(crm('dynamics', { flow: 'client_credentials', clientId: 'c', clientSecret: 's' }))).toMatch(/crm\.auth\.tenantId: client_credentials needs crm\.auth\.tenantId/);
-    expect(errorOf(crm('salesforce', { flow: 'client_credentials', clientId: 'c', clientSecret: 's' }, 'https://acme.my.salesforce.com'))).toMatch(/crm\.auth\.tokenUrl: .*My Domain token endpoint/);
-    expect(errorOf(crm('salesforce', { flow: 'jwt_bearer', clientId: 'c', username: 'u', privateKey: 'not a key' }, 'https://acme.my.salesforce.com'))).toMatch(/crm\.auth\.privateKey: use an unencrypted PEM private key/);
-    expect(errorOf({ ...base, crm: { kind: 'hubspot', baseUrl: 'https://api.hubapi.com', credentials: [{ token: 'a' }, { flow: 'refresh_token', clientId: 'c' }], limits } })).toMatch(/crm\.credentials\.1\.clientSecret: refresh_token needs crm\.credentials\.1\.clientSecret/);
+    expect(errorOf(crm('dynamics', { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r' }))).toMatch(
+      /crm\.auth\.flow: dynamics takes flow client_credentials \(or a static token\)/,
+    );
+    expect(errorOf(crm('dynamics', { token: 't', flow: 'client_credentials' }))).toMatch(
+      /crm\.auth: set either crm\.auth\.token .* or crm\.auth\.flow \(OAuth\), not both/,
+    );
+    expect(errorOf(crm('dynamics', {}))).toMatch(
+      /crm\.auth: set crm\.auth\.token .* or crm\.auth\.flow \(OAuth: client_credentials for dynamics\)/,
+    );
+    expect(errorOf(crm('dynamics', { flow: 'client_credentials', clientId: 'c', clientSecret: 's' }))).toMatch(
+      /crm\.auth\.tenantId: client_credentials needs crm\.auth\.tenantId/,
+    );
+    expect(
+      errorOf(crm('salesforce', { flow: 'client_credentials', clientId: 'c', clientSecret: 's' }, 'https://acme.my.salesforce.com')),
+    ).toMatch(/crm\.auth\.tokenUrl: .*My Domain token endpoint/);
+    expect(
+      errorOf(
+        crm('salesforce', { flow: 'jwt_bearer', clientId: 'c', username: 'u', privateKey: 'not a key' }, 'https://acme.my.salesforce.com'),
+      ),
+    ).toMatch(/crm\.auth\.privateKey: use an unencrypted PEM private key/);
+    expect(
+      errorOf({
+        ...base,
+        crm: {
+          kind: 'hubspot',
+          baseUrl: 'https://api.hubapi.com',
+          credentials: [{ token: 'a' }, { flow: 'refresh_token', clientId: 'c' }],
+          limits,
+        },
+      }),
+    ).toMatch(/crm\.credentials\.1\.clientSecret: refresh_token needs crm\.credentials\.1\.clientSecret/);
   });
 
   it("Zoho: the accounts server follows the API domain's data centre, and an unknown domain needs tokenUrl", () => {
@@ -58,13 +98,21 @@ describe('crm.auth', () => {
     const zoho = { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r' };
     const c = parseConfig(crm('zoho', zoho, 'https://www.zohoapis.eu'), {});
     expect(tokenUrlOf(c.crm, c.crm.auth)).toBe('https://accounts.zoho.eu/oauth/v2/token');
-    expect(errorOf(crm('zoho', zoho, 'http://127.0.0.1:8080'))).toMatch(/crm\.auth\.tokenUrl: crm\.baseUrl 127\.0\.0\.1:8080 is not a zohoapis domain/);
+    expect(errorOf(crm('zoho', zoho, 'http://127.0.0.1:8080'))).toMatch(
+      /crm\.auth\.tokenUrl: crm\.baseUrl 127\.0\.0\.1:8080 is not a zohoapis domain/,
+    );
   });
 
   it('defaults the Entra token endpoint from the tenant and HubSpot from the API origin', () => {
-    const d = parseConfig(crm('dynamics', { flow: 'client_credentials', tenantId: 'contoso.onmicrosoft.com', clientId: 'c', clientSecret: 's' }), {});
+    const d = parseConfig(
+      crm('dynamics', { flow: 'client_credentials', tenantId: 'contoso.onmicrosoft.com', clientId: 'c', clientSecret: 's' }),
+      {},
+    );
     expect(tokenUrlOf(d.crm, d.crm.auth)).toBe('https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token');
-    const h = parseConfig(crm('hubspot', { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r' }, 'https://api.hubapi.com'), {});
+    const h = parseConfig(
+      crm('hubspot', { flow: 'refresh_token', clientId: 'c', clientSecret: 's', refreshToken: 'r' }, 'https://api.hubapi.com'),
+      {},
+    );
     expect(tokenUrlOf(h.crm, h.crm.auth)).toBe('https://api.hubapi.com/oauth/2026-03/token');
   });
 });

@@ -7,7 +7,9 @@ const config = (publish?: unknown) => ({
   postgres: { url: 'postgresql://u:p@h:5432/db', tables: ['erp.customers'], ...(publish === undefined ? {} : { publish }) },
   kafka: { brokers: 'k1:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r:8081' } },
   crm: { kind: 'zendesk-sell', baseUrl: 'http://crm', auth: { token: 't' }, limits: { requests: 200, windowSeconds: 60 } },
-  mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { last_name: 'last_name' } }],
+  mappings: [
+    { table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'erp_id' }, fields: { last_name: 'last_name' } },
+  ],
 });
 
 describe('postgres.publish', () => {

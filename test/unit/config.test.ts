@@ -7,7 +7,12 @@ const valid = {
   kafka: { brokers: 'k1:9092,k2:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r:8081' } },
   crm: { kind: 'zendesk-sell', baseUrl: 'http://crm', auth: { token: 't' }, limits: { requests: 200, windowSeconds: 60 } },
   mappings: [
-    { table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'custom_fields.erp_id' }, fields: { last_name: 'last_name' } },
+    {
+      table: 'erp.customers',
+      object: 'contacts',
+      externalId: { column: 'id', field: 'custom_fields.erp_id' },
+      fields: { last_name: 'last_name' },
+    },
   ],
 };
 
@@ -39,6 +44,12 @@ describe('config', () => {
     expect(errorOf({ ...valid, kafka: { ...valid.kafka, partitions: 'three' } })).toMatch(/kafka\.partitions/);
   });
 
+  it('tells a missing key from a present key of the wrong type', () => {
+    const err = errorOf({ ...valid, kafka: { ...valid.kafka, partitions: 'three' }, crm: undefined });
+    expect(err).toMatch(/crm: missing required key \(object\)/);
+    expect(err).toMatch(/kafka\.partitions: (?!missing required key)/);
+  });
+
   it('rejects an unknown CRM kind and lists the supported ones', () => {
     expect(errorOf({ ...valid, crm: { ...valid.crm, kind: 'sugarcrm' } })).toMatch(/crm\.kind: unknown CRM kind; supported: zendesk-sell/);
   });
@@ -53,10 +64,17 @@ describe('config', () => {
   });
 
   it('substitutes ${VAR} and ${VAR:-default}, typed when the scalar is one placeholder', () => {
-    expect(substituteEnv({ a: '${A}', b: '${B:-7}', c: 'x-${A}-y', d: '${D:-true}' }, { A: 'one' })).toEqual({ a: 'one', b: 7, c: 'x-one-y', d: true });
+    expect(substituteEnv({ a: '${A}', b: '${B:-7}', c: 'x-${A}-y', d: '${D:-true}' }, { A: 'one' })).toEqual({
+      a: 'one',
+      b: 7,
+      c: 'x-one-y',
+      d: true,
+    });
   });
 
   it('names a missing environment variable and where it is used', () => {
-    expect(errorOf({ ...valid, crm: { ...valid.crm, auth: { token: '${SELL_TOKEN}' } } })).toMatch(/crm\.auth\.token: environment variable SELL_TOKEN is not set/);
+    expect(errorOf({ ...valid, crm: { ...valid.crm, auth: { token: '${SELL_TOKEN}' } } })).toMatch(
+      /crm\.auth\.token: environment variable SELL_TOKEN is not set/,
+    );
   });
 });

@@ -52,7 +52,10 @@ describe('docker-compose.yml', () => {
 
   it('has Prometheus scrape the connector ops port of every source and sink replica, with the ops token', () => {
     const prom = parse(readFileSync(`${root}deploy/prometheus.yml`, 'utf8')) as {
-      scrape_configs: { dns_sd_configs: { names: string[]; port: number }[]; authorization?: { type?: string; credentials_file?: string } }[];
+      scrape_configs: {
+        dns_sd_configs: { names: string[]; port: number }[];
+        authorization?: { type?: string; credentials_file?: string };
+      }[];
     };
     const sd = prom.scrape_configs[0]?.dns_sd_configs[0];
     expect(sd?.names.sort()).toEqual(['sink', 'source']);
@@ -93,7 +96,7 @@ describe('docker-compose.yml', () => {
     expect(readFileSync(`${root}${compose.secrets.ops_token!.file}`, 'utf8').trim().length).toBeGreaterThanOrEqual(16);
   });
 
-  it('sets the connectors\' ops host explicitly: every interface of their container, for Prometheus', () => {
+  it("sets the connectors' ops host explicitly: every interface of their container, for Prometheus", () => {
     expect(services.source?.environment?.PG2CRM_OPS_HOST).toBe('0.0.0.0');
     expect(services.sink?.environment?.PG2CRM_OPS_HOST).toBe('0.0.0.0');
     expect(services.source?.ports ?? []).toEqual([]);
@@ -110,7 +113,11 @@ describe('docker-compose.yml', () => {
     const config = loadConfig(`${root}connectors/zendesk-sell.yaml`, env);
     expect(config.postgres.url).toBe(readFileSync(`${root}deploy/secrets/pg_url`, 'utf8').trim());
     expect(config.crm.auth.token).toBe('sim-token');
-    expect(config.ops).toMatchObject({ port: 9464, host: '0.0.0.0', token: readFileSync(`${root}deploy/secrets/ops_token`, 'utf8').trim() });
+    expect(config.ops).toMatchObject({
+      port: 9464,
+      host: '0.0.0.0',
+      token: readFileSync(`${root}deploy/secrets/ops_token`, 'utf8').trim(),
+    });
   });
 
   it('runs the simulator without its /__sim/* control routes', () => {
@@ -122,7 +129,9 @@ describe('docker-compose.yml', () => {
 describe('Dockerfile', () => {
   const dockerfile = readFileSync(`${root}Dockerfile`, 'utf8');
   const args = Object.fromEntries([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
-  const froms = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!.replace(/^\$\{(\w+)\}$/, (_x, name: string) => args[name] ?? name));
+  const froms = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) =>
+    m[1]!.replace(/^\$\{(\w+)\}$/, (_x, name: string) => args[name] ?? name),
+  );
 
   it('pins every base image by digest', () => {
     expect(froms.length).toBe(2);

@@ -1,6 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { configKeys, configReference, DESCRIPTIONS, END, README_URL, START, withConfigReference } from '../../scripts/gen-config-reference.ts';
+import {
+  configKeys,
+  configReference,
+  DESCRIPTIONS,
+  END,
+  README_URL,
+  START,
+  withConfigReference,
+} from '../../scripts/gen-config-reference.ts';
 import { configJsonSchema } from '../../scripts/gen-schemas.ts';
 
 describe('schemas/pg2crm-config.schema.json', () => {
@@ -18,16 +26,33 @@ describe('README.md configuration reference', () => {
 
   it('lists every key of the schema with its default and allowed values', () => {
     const section = readme.slice(readme.indexOf(START), readme.indexOf(END));
-    for (const key of ['name', 'postgres.snapshot', 'kafka.schemaRegistry.compatibility', 'crm.limits.utilisation', 'mappings[].lookups.<field>.column', 'ops.slotLagWarnBytes']) {
+    for (const key of [
+      'name',
+      'postgres.snapshot',
+      'kafka.schemaRegistry.compatibility',
+      'crm.limits.utilisation',
+      'mappings[].lookups.<field>.column',
+      'ops.slotLagWarnBytes',
+    ]) {
       expect(section).toContain(`| \`${key}\` |`);
     }
     expect(section).toMatch(/\| `postgres\.snapshot` \| string \| `initial` \| `initial`, `never`, `when_needed` \|/);
-    expect(section).toMatch(/\| `crm\.kind` \| string, \*\*required\*\* \|  \| `zendesk-sell`, `salesforce`, `hubspot`, `dynamics`, `zoho` \|/);
-    expect(configReference().split('\n').filter((l) => l.startsWith('| `')).length).toBe(configKeys().length);
+    expect(section).toMatch(
+      /\| `crm\.kind` \| string, \*\*required\*\* \| {2}\| `zendesk-sell`, `salesforce`, `hubspot`, `dynamics`, `zoho` \|/,
+    );
+    expect(
+      configReference()
+        .split('\n')
+        .filter((l) => l.startsWith('| `')).length,
+    ).toBe(configKeys().length);
   });
 
   it('has a description for every key (add it to DESCRIPTIONS in scripts/gen-config-reference.ts)', () => {
-    expect(configKeys().filter((k) => !k.description).map((k) => k.path)).toEqual([]);
+    expect(
+      configKeys()
+        .filter((k) => !k.description)
+        .map((k) => k.path),
+    ).toEqual([]);
   });
 
   it('describes no key that the schema does not have', () => {

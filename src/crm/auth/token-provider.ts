@@ -101,7 +101,9 @@ export class TokenProvider {
   refused(vendor: string | undefined, status = 401): ConnectorError {
     const who = vendor ?? 'the CRM';
     if (this.isStatic) {
-      return new ConnectorError('CRM_AUTH', `${who} rejected the token (HTTP ${status}); check ${this.credential}.token`, { retriable: false });
+      return new ConnectorError('CRM_AUTH', `${who} rejected the token (HTTP ${status}); check ${this.credential}.token`, {
+        retriable: false,
+      });
     }
     return new ConnectorError(
       'CRM_AUTH',
@@ -117,7 +119,11 @@ export class TokenProvider {
     if (!cur) return `${this.flow} (no token yet)`;
     const parts = [`${this.flow} token`];
     // Salesforce's token answer has no expires_in: its session lasts the org's session timeout.
-    parts.push(cur.expiresAt !== undefined ? `expires in ${formatDuration(cur.expiresAt - this.now())}` : 'expiry not given (renewed when the CRM answers 401)');
+    parts.push(
+      cur.expiresAt !== undefined
+        ? `expires in ${formatDuration(cur.expiresAt - this.now())}`
+        : 'expiry not given (renewed when the CRM answers 401)',
+    );
     if (cur.instanceUrl) parts.push(`instance ${cur.instanceUrl}`);
     return parts.join(', ');
   }
@@ -150,13 +156,21 @@ export class TokenProvider {
         this.failedAt = undefined;
         this.issued++;
         if (!this.isStatic) {
-          log.info({ credential: this.credential, flow: this.flow, expiresInSeconds: t.expiresAt === undefined ? undefined : Math.round((t.expiresAt - issuedAt) / 1000) }, 'access token issued');
+          log.info(
+            {
+              credential: this.credential,
+              flow: this.flow,
+              expiresInSeconds: t.expiresAt === undefined ? undefined : Math.round((t.expiresAt - issuedAt) / 1000),
+            },
+            'access token issued',
+          );
         }
         return this.current;
       } catch (err) {
         this.failedAt = this.now();
         // The message names the endpoint and the vendor's error, never a secret (see oauth-flows.ts).
-        log.warn({ credential: this.credential, flow: this.flow, code: err instanceof ConnectorError ? err.code : undefined, retriable: err instanceof ConnectorError ? err.retriable : false, err: err instanceof Error ? err.message : String(err) }, 'token request failed');
+        // pino's err serializer keeps the code, kind, retriable and cause.
+        log.warn({ credential: this.credential, flow: this.flow, err }, 'token request failed');
         throw err;
       } finally {
         this.inFlight = undefined;
@@ -171,7 +185,12 @@ export class TokenProvider {
  * an expired or invalid token), refreshes once and retries once; refused again, throws CRM_AUTH
  * naming the credential. `vendor` names the CRM in that message.
  */
-export async function withToken<T>(auth: TokenProvider, vendor: string, call: (token: AccessToken) => Promise<T>, rejected: (answer: T) => boolean): Promise<T> {
+export async function withToken<T>(
+  auth: TokenProvider,
+  vendor: string,
+  call: (token: AccessToken) => Promise<T>,
+  rejected: (answer: T) => boolean,
+): Promise<T> {
   const first = await auth.token();
   const answer = await call(first);
   if (!rejected(answer)) return answer;

@@ -1,12 +1,19 @@
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, parseRetryAfter, send, crmPool } from '../http.ts';
+import { badResponse, crmPool, header, type RetryOutcome, send, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
-import { type BatchItemResponse, type BatchOperation, boundaryOf, buildBatchRequest, newBoundary, parseBatchResponse } from './multipart.ts';
+import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import {
+  type BatchItemResponse,
+  type BatchOperation,
+  boundaryOf,
+  buildBatchRequest,
+  newBoundary,
+  parseBatchResponse,
+} from './multipart.ts';
 
 /**
  * Microsoft Dataverse (Dynamics 365) Web API adapter. Every write is an operation of a `$batch`
@@ -56,6 +63,8 @@ interface HttpResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   text: string;
+  /** A 429 (service protection): the outcome of the records it refused, already signalled to the budget. */
+  throttle?: RetryOutcome;
 }
 
 /** `erp_id='O''Brien'` with the value percent-encoded for the URL (quotes doubled per OData). */
@@ -97,7 +106,8 @@ function keyRefs(chunk: CrmWrite[]): KeyRef[] {
     if (!keySegmentUsable(r.externalId)) add({ object: r.object, field: r.externalIdField, value: r.externalId });
     if (r.op === 'delete') continue;
     for (const l of Object.values(r.lookups ?? {})) {
-      if (l.externalId !== null && !keySegmentUsable(l.externalId)) add({ object: l.object, field: l.externalIdField, value: l.externalId });
+      if (l.externalId !== null && !keySegmentUsable(l.externalId))
+        add({ object: l.object, field: l.externalIdField, value: l.externalId });
     }
   }
   return [...refs.values()];
@@ -134,7 +144,12 @@ const GUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 function isWhoAmI(text: string): boolean {
   try {
     const body = JSON.parse(text) as unknown;
-    return typeof body === 'object' && body !== null && typeof (body as { UserId?: unknown }).UserId === 'string' && GUID.test((body as { UserId: string }).UserId);
+    return (
+      typeof body === 'object' &&
+      body !== null &&
+      typeof (body as { UserId?: unknown }).UserId === 'string' &&
+      GUID.test((body as { UserId: string }).UserId)
+    );
   } catch {
     return false;
   }
@@ -147,19 +162,6 @@ function isWhoAmI(text: string): boolean {
 function entityIdOf(part: BatchItemResponse): string | undefined {
   const key = /\(([^()]+)\)\s*$/.exec(part.headers['odata-entityid'] ?? '')?.[1];
   return key === undefined ? undefined : GUID.test(key) ? key : '';
-}
-
-/** The retry kind of a whole-request error turned into the outcome of the records it left undecided. */
-function kindOf(code: string): { kind?: RetryKind } {
-  if (code === 'CRM_BAD_RESPONSE') return { kind: 'bad-response' };
-  if (code === 'CRM_UNAVAILABLE') return { kind: 'server' };
-  if (code === 'RATE_LIMITED') return { kind: 'throttle' };
-  return {};
-}
-
-/** Retry-After of a response or a `$batch` part (seconds or HTTP-date), by the one shared parser. */
-function retryAfter(headers: Record<string, string | string[] | undefined>): number | undefined {
-  return parseRetryAfter(header(headers, 'retry-after'));
 }
 
 export class DynamicsAdapter implements CrmAdapter {
@@ -230,7 +232,10 @@ export class DynamicsAdapter implements CrmAdapter {
   async ping(): Promise<void> {
     const res = await this.request('GET', `${this.apiPath}/WhoAmI`, {}, undefined, () => undefined);
     if (res.status !== 200) {
-      throw new ConnectorError('CRM_PING', `Dynamics 365 answered HTTP ${res.status} to GET ${this.apiPath}/WhoAmI; check crm.baseUrl (the environment URL, e.g. https://org.crm.dynamics.com) and crm.apiVersion`);
+      throw new ConnectorError(
+        'CRM_PING',
+        `Dynamics 365 answered HTTP ${res.status} to GET ${this.apiPath}/WhoAmI; check crm.baseUrl (the environment URL, e.g. https://org.crm.dynamics.com) and crm.apiVersion`,
+      );
     }
     // A proxy or captive portal answering 200 must not pass `pg2crm check`.
     if (!isWhoAmI(res.text)) throw badResponse(`Dynamics 365 GET ${this.apiPath}/WhoAmI`, res.status, res.text, '{"UserId":"<guid>",…}');
@@ -245,13 +250,13 @@ export class DynamicsAdapter implements CrmAdapter {
         results = await this.writeChunk(chunk, onSignal);
       } catch (err) {
         // Outcomes already known are kept; the rest is retried (or the whole call fails first time).
-        if (out.length === 0 || !(err instanceof ConnectorError) || !err.retriable) throw err;
-        const rest: WriteOutcome = { status: 'retry', code: err.code, ...kindOf(err.code), message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
+        const rest = out.length > 0 ? retryOutcomeOf(err) : undefined;
+        if (!rest) throw err;
         while (out.length < records.length) out.push(rest);
         break;
       }
       out.push(...results);
-      const throttle = results.find((r) => r.status === 'retry' && r.code === 'RATE_LIMITED');
+      const throttle = results.find((r) => r.status === 'retry' && r.kind === 'throttle');
       if (throttle && out.length < records.length) {
         while (out.length < records.length) out.push(throttle);
       }
@@ -272,10 +277,16 @@ export class DynamicsAdapter implements CrmAdapter {
     }
     const plans = chunk.map((r) => this.plan(r, found));
     const send = plans.flatMap((p, i) => ('op' in p ? [i] : []));
-    const sent = send.length ? await this.sendBatch(send.map((i) => chunk[i]!), send.map((i) => plans[i] as Planned), onSignal) : [];
+    const sent = send.length
+      ? await this.sendBatch(
+          send.map((i) => chunk[i]!),
+          send.map((i) => plans[i] as Planned),
+          onSignal,
+        )
+      : [];
     let next = 0;
     const results = plans.map((p) => ('outcome' in p ? p.outcome : sent[next++]!));
-    if (!results.some((r) => r.status === 'retry' && r.code === 'RATE_LIMITED')) {
+    if (!results.some((r) => r.status === 'retry' && r.kind === 'throttle')) {
       const elapsed = Date.now() - started;
       if (elapsed > this.timeoutMs / 2) this.resize(Math.floor(this.batchSize / 2), 'slow batch');
       else if (full) this.resize(this.batchSize * 2, 'fast batch');
@@ -286,7 +297,9 @@ export class DynamicsAdapter implements CrmAdapter {
   /** The write of one record: an operation of the `$batch`, or an outcome known without one. */
   private plan(r: CrmWrite, found: Map<string, Resolved>): Planned | { outcome: WriteOutcome } {
     const set = `${this.apiPath}/${r.object}`;
-    const own = keySegmentUsable(r.externalId) ? undefined : found.get(refId({ object: r.object, field: r.externalIdField, value: r.externalId }));
+    const own = keySegmentUsable(r.externalId)
+      ? undefined
+      : found.get(refId({ object: r.object, field: r.externalIdField, value: r.externalId }));
     if (own && 'outcome' in own) return { outcome: own.outcome };
     const byKey = `${set}(${keySegment(r.externalIdField, r.externalId)})`;
     if (r.op === 'delete') {
@@ -302,19 +315,37 @@ export class DynamicsAdapter implements CrmAdapter {
       else {
         const target = found.get(refId({ object: l.object, field: l.externalIdField, value: l.externalId }));
         // keyRefs() asks for every such lookup: a missing answer is a bug in this adapter.
-        if (!target) throw new ConnectorError('INTERNAL', `Dynamics 365 adapter: no look-up result for ${l.object} ${l.externalIdField}; this is a pg2crm bug, report it`);
+        if (!target)
+          throw new ConnectorError(
+            'INTERNAL',
+            `Dynamics 365 adapter: no look-up result for ${l.object} ${l.externalIdField}; this is a pg2crm bug, report it`,
+          );
         if ('outcome' in target) return { outcome: target.outcome };
         if ('absent' in target) {
-          return { outcome: { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${nav}: Dynamics 365 has no ${l.object} record whose ${l.externalIdField} is ${JSON.stringify(l.externalId)} yet` } };
+          return {
+            outcome: {
+              status: 'retry',
+              code: 'LOOKUP_PENDING',
+              kind: 'pending',
+              message: `${nav}: Dynamics 365 has no ${l.object} record whose ${l.externalIdField} is ${JSON.stringify(l.externalId)} yet`,
+            },
+          };
         }
         body[`${nav}@odata.bind`] = `/${l.object}(${target.guid})`;
       }
     }
     const json = { 'Content-Type': 'application/json' };
     if (!own) return { op: { method: 'PATCH', url: byKey, headers: json, body: JSON.stringify(body) }, byGuid: false };
-    if ('absent' in own) return { op: { method: 'POST', url: set, headers: json, body: JSON.stringify({ ...body, [r.externalIdField]: r.externalId }) }, byGuid: true };
+    if ('absent' in own)
+      return {
+        op: { method: 'POST', url: set, headers: json, body: JSON.stringify({ ...body, [r.externalIdField]: r.externalId }) },
+        byGuid: true,
+      };
     // Update only: a record deleted since the look-up must not come back without its key.
-    return { op: { method: 'PATCH', url: `${set}(${own.guid})`, headers: { ...json, 'If-Match': '*' }, body: JSON.stringify(body) }, byGuid: true };
+    return {
+      op: { method: 'PATCH', url: `${set}(${own.guid})`, headers: { ...json, 'If-Match': '*' }, body: JSON.stringify(body) },
+      byGuid: true,
+    };
   }
 
   /**
@@ -323,7 +354,10 @@ export class DynamicsAdapter implements CrmAdapter {
    * `$filter` are case-insensitive, like the alternate key's unique index; more than one hit means
    * the column is no alternate key, and the record cannot be told apart.
    */
-  private async resolve(refs: KeyRef[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { found: Map<string, Resolved> }> {
+  private async resolve(
+    refs: KeyRef[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<{ throttled: WriteOutcome } | { found: Map<string, Resolved> }> {
     const found = new Map<string, Resolved>();
     const tables = await this.learnPrimaryIds([...new Set(refs.map((r) => r.object))], onSignal);
     if ('throttled' in tables) return tables;
@@ -339,14 +373,24 @@ export class DynamicsAdapter implements CrmAdapter {
     });
     const answer = await this.postBatch(ops, onSignal);
     if ('throttled' in answer) return answer;
-    ask.forEach((r, i) => found.set(refId(r), this.lookedUp(r, answer.parts[i], answer.what, onSignal)));
+    ask.forEach((r, i) => {
+      found.set(refId(r), this.lookedUp(r, answer.parts[i], answer.what, onSignal));
+    });
     return { found };
   }
 
   /** One `$filter` look-up's answer. */
   private lookedUp(r: KeyRef, part: BatchItemResponse | undefined, what: string, onSignal: (s: RateSignal) => void): Resolved {
     const asked = `look-up of ${r.object} by ${r.field} ${JSON.stringify(r.value)}`;
-    if (!part) return { outcome: { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: no part for the ${asked}; the CRM or a proxy in front of it answered something else` } };
+    if (!part)
+      return {
+        outcome: {
+          status: 'retry',
+          code: 'CRM_BAD_RESPONSE',
+          kind: 'bad-response',
+          message: `${what}: no part for the ${asked}; the CRM or a proxy in front of it answered something else`,
+        },
+      };
     if (part.status === 200) {
       const pid = this.primaryIds.get(r.object)!;
       let rows: unknown;
@@ -360,10 +404,19 @@ export class DynamicsAdapter implements CrmAdapter {
         const bad = badResponse(`${what} (${asked})`, part.status, part.body, shape);
         return { outcome: { status: 'retry', code: bad.code, kind: 'bad-response', message: bad.message } };
       }
-      const hits = rows.filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && String((x as Record<string, unknown>)[r.field]).toLowerCase() === r.value.toLowerCase());
+      const hits = rows.filter(
+        (x): x is Record<string, unknown> =>
+          typeof x === 'object' && x !== null && String((x as Record<string, unknown>)[r.field]).toLowerCase() === r.value.toLowerCase(),
+      );
       if (hits.length === 0) return { absent: true };
       if (hits.length > 1) {
-        return { outcome: { status: 'rejected', code: 'CRM_KEY_NOT_UNIQUE', message: `Dynamics 365 has ${hits.length} ${r.object} records whose ${r.field} is ${JSON.stringify(r.value)}; define an alternate key on ${r.field} so each value names one record` } };
+        return {
+          outcome: {
+            status: 'rejected',
+            code: 'CRM_KEY_NOT_UNIQUE',
+            message: `Dynamics 365 has ${hits.length} ${r.object} records whose ${r.field} is ${JSON.stringify(r.value)}; define an alternate key on ${r.field} so each value names one record`,
+          },
+        };
       }
       const id = hits[0]![pid];
       if (typeof id !== 'string' || !GUID.test(id)) {
@@ -374,13 +427,15 @@ export class DynamicsAdapter implements CrmAdapter {
     }
     const err = odataError(part.body);
     const message = `Dynamics 365 ${asked}: HTTP ${part.status} ${err.code ?? ''}: ${err.message ?? part.body.slice(0, 200)}`;
-    if (part.status === 429) {
-      const after = retryAfter(part.headers);
-      onSignal({ throttled: true, ...(after !== undefined ? { retryAfterSeconds: after } : {}) });
-      return { outcome: { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message, ...(after !== undefined ? { retryAfterSeconds: after } : {}) } };
-    }
+    if (part.status === 429) return { outcome: throttled(part.headers, { message, onSignal }) };
     if (part.status >= 500) return { outcome: { status: 'retry', code: `HTTP_${part.status}`, kind: 'server', message } };
-    return { outcome: { status: 'rejected', code: `HTTP_${part.status}_${err.code ?? 'error'}`, message: `${message}; check that ${r.field} is a column of ${r.object}` } };
+    return {
+      outcome: {
+        status: 'rejected',
+        code: `HTTP_${part.status}_${err.code ?? 'error'}`,
+        message: `${message}; check that ${r.field} is a column of ${r.object}`,
+      },
+    };
   }
 
   /**
@@ -389,18 +444,30 @@ export class DynamicsAdapter implements CrmAdapter {
    * definitions do not change under a running connector). A table Dataverse does not know fails
    * its records, a throttle the whole chunk.
    */
-  private async learnPrimaryIds(objects: string[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { failed: Map<string, WriteOutcome> }> {
+  private async learnPrimaryIds(
+    objects: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<{ throttled: WriteOutcome } | { failed: Map<string, WriteOutcome> }> {
     const failed = new Map<string, WriteOutcome>();
     for (const object of objects) {
       if (this.primaryIds.has(object)) continue;
       const path = `${this.apiPath}/EntityDefinitions?$select=EntitySetName,PrimaryIdAttribute&$filter=${encodeURIComponent(`EntitySetName eq '${object.replace(/'/g, "''")}'`)}`;
       const res = await this.request('GET', path, {}, undefined, onSignal);
-      if (res.status === 429) return { throttled: this.throttled(res) };
+      if (res.throttle) return { throttled: this.throttled(res.throttle) };
       const what = `Dynamics 365 GET ${this.apiPath}/EntityDefinitions (table ${object})`;
-      if (res.status >= 500) throw new ConnectorError('CRM_UNAVAILABLE', `${what}: HTTP ${res.status}: ${odataError(res.text).message ?? res.text.slice(0, 200)}`, { retriable: true });
+      if (res.status >= 500)
+        throw new ConnectorError(
+          'CRM_UNAVAILABLE',
+          `${what}: HTTP ${res.status}: ${odataError(res.text).message ?? res.text.slice(0, 200)}`,
+          { retriable: true },
+        );
       if (res.status !== 200) {
         const err = odataError(res.text);
-        failed.set(object, { status: 'rejected', code: `HTTP_${res.status}_${err.code ?? 'error'}`, message: `${what}: HTTP ${res.status}: ${err.message ?? res.text.slice(0, 200)}` });
+        failed.set(object, {
+          status: 'rejected',
+          code: `HTTP_${res.status}_${err.code ?? 'error'}`,
+          message: `${what}: HTTP ${res.status}: ${err.message ?? res.text.slice(0, 200)}`,
+        });
         continue;
       }
       let rows: unknown;
@@ -409,9 +476,15 @@ export class DynamicsAdapter implements CrmAdapter {
       } catch {
         rows = undefined;
       }
-      const row = Array.isArray(rows) ? (rows as { EntitySetName?: unknown; PrimaryIdAttribute?: unknown }[]).find((x) => x?.EntitySetName === object) : undefined;
+      const row = Array.isArray(rows)
+        ? (rows as { EntitySetName?: unknown; PrimaryIdAttribute?: unknown }[]).find((x) => x?.EntitySetName === object)
+        : undefined;
       if (Array.isArray(rows) && !row) {
-        failed.set(object, { status: 'rejected', code: 'CRM_UNKNOWN_TABLE', message: `${what}: Dynamics 365 has no table whose entity set is '${object}'; a mapping's object must be the entity set name (e.g. contacts, accounts)` });
+        failed.set(object, {
+          status: 'rejected',
+          code: 'CRM_UNKNOWN_TABLE',
+          message: `${what}: Dynamics 365 has no table whose entity set is '${object}'; a mapping's object must be the entity set name (e.g. contacts, accounts)`,
+        });
         continue;
       }
       if (!row || typeof row.PrimaryIdAttribute !== 'string' || !/^[a-z_][a-z0-9_]*$/.test(row.PrimaryIdAttribute)) {
@@ -428,21 +501,32 @@ export class DynamicsAdapter implements CrmAdapter {
     this.batchSize = size;
   }
 
-  /** A whole request throttled (429): the outcome of every record it carried; the batch halves. */
-  private throttled(res: HttpResponse): WriteOutcome {
+  /** A whole request throttled (429, signalled by `request`): the outcome of every record it carried; the batch halves. */
+  private throttled(throttle: RetryOutcome): WriteOutcome {
     this.resize(Math.floor(this.batchSize / 2), 'throttled');
-    const after = retryAfter(res.headers);
-    const err = odataError(res.text);
-    return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(), ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
+    return throttle;
   }
 
   /** One `$batch` request: its parts in order, or the throttle that refused it. */
-  private async postBatch(ops: BatchOperation[], onSignal: (s: RateSignal) => void): Promise<{ throttled: WriteOutcome } | { parts: BatchItemResponse[]; status: number; what: string }> {
+  private async postBatch(
+    ops: BatchOperation[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<{ throttled: WriteOutcome } | { parts: BatchItemResponse[]; status: number; what: string }> {
     const boundary = newBoundary('batch');
-    const res = await this.request('POST', `${this.apiPath}/$batch`, { 'content-type': `multipart/mixed; boundary=${boundary}`, prefer: 'odata.continue-on-error' }, buildBatchRequest(boundary, ops), onSignal);
-    if (res.status === 429) return { throttled: this.throttled(res) };
+    const res = await this.request(
+      'POST',
+      `${this.apiPath}/$batch`,
+      { 'content-type': `multipart/mixed; boundary=${boundary}`, prefer: 'odata.continue-on-error' },
+      buildBatchRequest(boundary, ops),
+      onSignal,
+    );
+    if (res.throttle) return { throttled: this.throttled(res.throttle) };
     if (res.status >= 500) {
-      throw new ConnectorError('CRM_UNAVAILABLE', `Dynamics 365 answered HTTP ${res.status} to $batch: ${odataError(res.text).message ?? res.text.slice(0, 200)}`, { retriable: true });
+      throw new ConnectorError(
+        'CRM_UNAVAILABLE',
+        `Dynamics 365 answered HTTP ${res.status} to $batch: ${odataError(res.text).message ?? res.text.slice(0, 200)}`,
+        { retriable: true },
+      );
     }
     const what = `Dynamics 365 POST ${this.apiPath}/$batch`;
     const multipart = 'multipart/mixed with one part per operation';
@@ -451,7 +535,10 @@ export class DynamicsAdapter implements CrmAdapter {
       // A 2xx that is not multipart is not Dataverse's answer (a proxy's page, a cut-off body).
       if (res.status >= 200 && res.status < 300) throw badResponse(what, res.status, res.text, multipart);
       const err = odataError(res.text);
-      throw new ConnectorError('CRM_BATCH_REJECTED', `Dynamics 365 rejected the $batch request (HTTP ${res.status} ${err.code ?? ''}): ${err.message ?? res.text.slice(0, 200)}; this is a pg2crm bug or an unsupported environment, report it`);
+      throw new ConnectorError(
+        'CRM_BATCH_REJECTED',
+        `Dynamics 365 rejected the $batch request (HTTP ${res.status} ${err.code ?? ''}): ${err.message ?? res.text.slice(0, 200)}; this is a pg2crm bug or an unsupported environment, report it`,
+      );
     }
     let parts: BatchItemResponse[];
     try {
@@ -462,14 +549,21 @@ export class DynamicsAdapter implements CrmAdapter {
     }
     // More answers than operations: which part is whose cannot be told, so none is trusted.
     if (parts.length > ops.length) {
-      throw new ConnectorError('CRM_BAD_RESPONSE', `${what}: HTTP ${res.status} with ${parts.length} parts for ${ops.length} operations, expected one part per operation; the CRM or a proxy in front of it answered something else`, { retriable: true });
+      throw new ConnectorError(
+        'CRM_BAD_RESPONSE',
+        `${what}: HTTP ${res.status} with ${parts.length} parts for ${ops.length} operations, expected one part per operation; the CRM or a proxy in front of it answered something else`,
+        { retriable: true },
+      );
     }
     return { parts, status: res.status, what };
   }
 
   /** The write `$batch`: one outcome per record, in order. */
   private async sendBatch(chunk: CrmWrite[], planned: Planned[], onSignal: (s: RateSignal) => void): Promise<WriteOutcome[]> {
-    const answer = await this.postBatch(planned.map((p) => p.op), onSignal);
+    const answer = await this.postBatch(
+      planned.map((p) => p.op),
+      onSignal,
+    );
     if ('throttled' in answer) return chunk.map(() => answer.throttled);
     const { parts, status, what } = answer;
     const last = parts.at(-1);
@@ -480,7 +574,12 @@ export class DynamicsAdapter implements CrmAdapter {
         // Dataverse stops at a failure only without continue-on-error (always sent): after a
         // failed part that is what happened; after a successful one, the answer is cut short.
         if (stopped) return { status: 'retry', code: 'BATCH_STOPPED', message: 'Dynamics 365 stopped the batch before this operation' };
-        return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `${what}: HTTP ${status} with ${parts.length} parts for ${chunk.length} operations, none for operation ${i + 1}; the CRM or a proxy in front of it answered something else` };
+        return {
+          status: 'retry',
+          code: 'CRM_BAD_RESPONSE',
+          kind: 'bad-response',
+          message: `${what}: HTTP ${status} with ${parts.length} parts for ${chunk.length} operations, none for operation ${i + 1}; the CRM or a proxy in front of it answered something else`,
+        };
       }
       return this.outcome(r, part, planned[i]!, onSignal, i);
     });
@@ -507,25 +606,36 @@ export class DynamicsAdapter implements CrmAdapter {
     const message = err.message ?? `HTTP ${part.status}`;
     // Only a bind to a record can miss its target; a null bind (disassociate) looks nothing up.
     if (part.status === 404 && Object.values(r.lookups ?? {}).some((l) => l.externalId !== null)) {
-      return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${message} (a referenced record is not in Dynamics 365 yet)` };
+      return {
+        status: 'retry',
+        code: 'LOOKUP_PENDING',
+        kind: 'pending',
+        message: `${message} (a referenced record is not in Dynamics 365 yet)`,
+      };
     }
     // Written by GUID after a look-up: the record was deleted (404 to the update-only PATCH) or
     // created by someone else (412 duplicate key to the POST) in between; look it up again.
     if (planned.byGuid && (part.status === 404 || part.status === 412)) {
-      return { status: 'retry', code: 'CRM_RECORD_CHANGED', message: `${message} (${r.object} ${r.externalIdField} ${JSON.stringify(r.externalId)} changed in Dynamics 365 since it was looked up; it is looked up again)` };
+      return {
+        status: 'retry',
+        code: 'CRM_RECORD_CHANGED',
+        message: `${message} (${r.object} ${r.externalIdField} ${JSON.stringify(r.externalId)} changed in Dynamics 365 since it was looked up; it is looked up again)`,
+      };
     }
-    if (part.status === 429) {
-      const after = retryAfter(part.headers);
-      onSignal({ throttled: true, ...(after !== undefined ? { retryAfterSeconds: after } : {}) });
-      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message, ...(after !== undefined ? { retryAfterSeconds: after } : {}) };
-    }
+    if (part.status === 429) return throttled(part.headers, { message, onSignal });
     if (part.status >= 500) return { status: 'retry', code: `HTTP_${part.status}`, kind: 'server', message };
     if (part.status === 408) return { status: 'retry', code: `HTTP_${part.status}`, kind: 'timeout', message };
     const field = fieldOf(err.message);
     return { status: 'rejected', code: `HTTP_${part.status}_${err.code ?? 'error'}`, message, ...(field ? { field } : {}) };
   }
 
-  private async request(method: 'GET' | 'POST', path: string, headers: Record<string, string>, body: string | undefined, onSignal: (s: RateSignal) => void): Promise<HttpResponse> {
+  private async request(
+    method: 'GET' | 'POST',
+    path: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+    onSignal: (s: RateSignal) => void,
+  ): Promise<HttpResponse> {
     // An Entra token Dataverse no longer accepts (expired: they live 60-90 minutes) is answered
     // 401; refresh once and retry, stop only when a fresh token is refused too.
     const out: HttpResponse = await withToken(
@@ -552,15 +662,20 @@ export class DynamicsAdapter implements CrmAdapter {
     // `x-ms-ratelimit-*-remaining-*`: "You should not depend on these values to control how many
     // requests you send. They are intended for debugging purposes."
     // (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits#http-response-headers)
-    const signal: RateSignal = {};
+    // Microsoft sends Retry-After with every 429 (same page): no default wait of our own.
     if (out.status === 429) {
-      signal.throttled = true;
-      const after = retryAfter(out.headers);
-      if (after !== undefined) signal.retryAfterSeconds = after;
-    }
-    onSignal(signal);
+      const err = odataError(out.text);
+      out.throttle = throttled(out.headers, {
+        message: `Dynamics 365 service protection limit ${err.code ?? ''}: ${err.message ?? 'too many requests'}`.trim(),
+        onSignal,
+      });
+    } else onSignal({});
     if (out.status === 403) {
-      throw new ConnectorError('CRM_AUTH', `Dynamics 365 refused the request of ${this.auth.credential} (HTTP 403); give the application user a security role that may write these tables`, { retriable: false });
+      throw new ConnectorError(
+        'CRM_AUTH',
+        `Dynamics 365 refused the request of ${this.auth.credential} (HTTP 403); give the application user a security role that may write these tables`,
+        { retriable: false },
+      );
     }
     return out;
   }

@@ -141,7 +141,7 @@ function httpMessage(startLine: string, headers: Record<string, string> | undefi
 }
 
 function assemble(boundary: string, parts: string[]): string {
-  return parts.map((p) => `--${boundary}${CRLF}${p}${CRLF}`).join('') + `--${boundary}--${CRLF}`;
+  return `${parts.map((p) => `--${boundary}${CRLF}${p}${CRLF}`).join('')}--${boundary}--${CRLF}`;
 }
 
 function operationPart(op: BatchOperation): string {

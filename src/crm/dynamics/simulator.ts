@@ -1,6 +1,14 @@
 import { SimTokens, type SimOAuthOptions, tokenParams, verifyJwt } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
-import { type BatchItemResponse, type BatchOperation, type BatchResponseItem, boundaryOf, buildBatchResponse, newBoundary, parseBatchRequest } from './multipart.ts';
+import {
+  type BatchItemResponse,
+  type BatchOperation,
+  type BatchResponseItem,
+  boundaryOf,
+  buildBatchResponse,
+  newBoundary,
+  parseBatchRequest,
+} from './multipart.ts';
 
 /**
  * Microsoft Dataverse (Dynamics 365) Web API v9.x as documented:
@@ -123,7 +131,10 @@ const MAX_LENGTH: Record<string, number> = {
 };
 
 const THROTTLE = {
-  requests: { code: '0x80072322', message: (n: number, w: number) => `Number of requests exceeded the limit of ${n} over time window of ${w} seconds.` },
+  requests: {
+    code: '0x80072322',
+    message: (n: number, w: number) => `Number of requests exceeded the limit of ${n} over time window of ${w} seconds.`,
+  },
   time: {
     code: '0x80072321',
     message: (n: number, w: number) =>
@@ -253,7 +264,11 @@ class DynamicsSim extends SimServer {
   private throttled(limit: Limit, retryAfterSeconds: number): SimResponse {
     const w = this.window.windowMs / 1000;
     const message =
-      limit === 'requests' ? THROTTLE.requests.message(this.window.limit, w) : limit === 'time' ? THROTTLE.time.message(this.executionLimitMs / 1000, w) : THROTTLE.concurrency.message(this.concurrency);
+      limit === 'requests'
+        ? THROTTLE.requests.message(this.window.limit, w)
+        : limit === 'time'
+          ? THROTTLE.time.message(this.executionLimitMs / 1000, w)
+          : THROTTLE.concurrency.message(this.concurrency);
     return {
       status: 429,
       headers: { 'Retry-After': retryAfterSeconds, 'OData-Version': '4.0', ...this.rateHeaders(this.now()) },
@@ -296,7 +311,8 @@ class DynamicsSim extends SimServer {
     // A `$batch` is one request toward the 6,000 ("will avoid the number of requests limit");
     // each of its operations costs execution time ("be prepared for the execution time limit").
     if (this.window.remaining(now) < 1) return this.lockOut(now, 'requests', Math.max(1, this.window.resetSeconds(now)));
-    if (this.execution.total(now) >= this.executionLimitMs) return this.lockOut(now, 'time', this.execution.secondsUntilBelow(now, this.executionLimitMs));
+    if (this.execution.total(now) >= this.executionLimitMs)
+      return this.lockOut(now, 'time', this.execution.secondsUntilBelow(now, this.executionLimitMs));
     this.lock = undefined;
     this.window.tryAcquire(now);
     this.execution.add(now, n * this.opMs);
@@ -308,22 +324,56 @@ class DynamicsSim extends SimServer {
     const p = tokenParams(req);
     const fail = (status: number, error: string, code: number, description: string): SimResponse => ({
       status,
-      body: { error, error_description: `AADSTS${code}: ${description}`, error_codes: [code], timestamp: new Date(this.now()).toISOString(), trace_id: crypto.randomUUID(), correlation_id: crypto.randomUUID() },
+      body: {
+        error,
+        error_description: `AADSTS${code}: ${description}`,
+        error_codes: [code],
+        timestamp: new Date(this.now()).toISOString(),
+        trace_id: crypto.randomUUID(),
+        correlation_id: crypto.randomUUID(),
+      },
     });
     if (req.method !== 'POST') return fail(400, 'invalid_request', 900561, 'The endpoint only accepts POST requests.');
-    if (p.get('grant_type') !== 'client_credentials') return fail(400, 'unsupported_grant_type', 70003, 'The app requested an unsupported grant type.');
+    if (p.get('grant_type') !== 'client_credentials')
+      return fail(400, 'unsupported_grant_type', 70003, 'The app requested an unsupported grant type.');
     const scope = p.get('scope') ?? '';
-    if (!/^\S+\/\.default$/.test(scope)) return fail(400, 'invalid_scope', 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+    if (!/^\S+\/\.default$/.test(scope))
+      return fail(
+        400,
+        'invalid_scope',
+        1002012,
+        `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`,
+      );
     const client = this.tokens.client(p.get('client_id'));
-    if (!client) return fail(400, 'unauthorized_client', 700016, `Application with identifier '${p.get('client_id') ?? ''}' was not found in the directory.`);
+    if (!client)
+      return fail(
+        400,
+        'unauthorized_client',
+        700016,
+        `Application with identifier '${p.get('client_id') ?? ''}' was not found in the directory.`,
+      );
     const assertion = p.get('client_assertion');
     if (assertion !== null) {
-      const claims = p.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' ? verifyJwt(assertion, client.publicKey) : undefined;
-      if (!claims || !client.publicKey || claims.iss !== client.clientId || claims.sub !== client.clientId || Number(claims.exp) * 1000 <= this.now()) {
+      const claims =
+        p.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+          ? verifyJwt(assertion, client.publicKey)
+          : undefined;
+      if (
+        !claims ||
+        !client.publicKey ||
+        claims.iss !== client.clientId ||
+        claims.sub !== client.clientId ||
+        Number(claims.exp) * 1000 <= this.now()
+      ) {
         return fail(401, 'invalid_client', 700027, 'Client assertion failed signature validation.');
       }
     } else if (!client.clientSecret || p.get('client_secret') !== client.clientSecret) {
-      return fail(401, 'invalid_client', 7000215, 'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.');
+      return fail(
+        401,
+        'invalid_client',
+        7000215,
+        'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.',
+      );
     }
     const t = this.tokens.issue();
     return { status: 200, body: { token_type: 'Bearer', expires_in: t.expiresIn, ext_expires_in: t.expiresIn, access_token: t.value } };
@@ -337,24 +387,40 @@ class DynamicsSim extends SimServer {
     if (state !== 'valid') {
       return {
         status: 401,
-        headers: { 'WWW-Authenticate': `Bearer ${state === 'expired' ? 'error="invalid_token", error_description="The access token expired", ' : ''}authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://org.crm.dynamics.com/` },
-        body: { error: { code: 'Unauthorized', message: 'The user is not authenticated: the access token is missing, expired or not issued for this environment.' } },
+        headers: {
+          'WWW-Authenticate': `Bearer ${state === 'expired' ? 'error="invalid_token", error_description="The access token expired", ' : ''}authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id=https://org.crm.dynamics.com/`,
+        },
+        body: {
+          error: {
+            code: 'Unauthorized',
+            message: 'The user is not authenticated: the access token is missing, expired or not issued for this environment.',
+          },
+        },
       };
     }
-    if (!API.test(req.path)) return this.json(odataError(404, '0x8006088a', `Resource not found for the segment '${req.path.split('/').filter(Boolean)[0] ?? ''}'.`));
+    if (!API.test(req.path))
+      return this.json(
+        odataError(404, '0x8006088a', `Resource not found for the segment '${req.path.split('/').filter(Boolean)[0] ?? ''}'.`),
+      );
     const rel = req.path.replace(API, '');
     const isBatch = rel === '$batch' && req.method === 'POST';
     let batch: ReturnType<typeof parseBatchRequest> | undefined;
     if (isBatch) {
       const boundary = boundaryOf(String(req.headers['content-type'] ?? ''));
-      if (!boundary || typeof req.body !== 'string') return this.json(odataError(400, '0x80048d19', 'The batch request must have a Content-Type multipart/mixed header with a boundary.'));
+      if (!boundary || typeof req.body !== 'string')
+        return this.json(
+          odataError(400, '0x80048d19', 'The batch request must have a Content-Type multipart/mixed header with a boundary.'),
+        );
       try {
         batch = parseBatchRequest(req.body, boundary);
       } catch (err) {
         return this.json(odataError(400, '0x80048d19', `The batch request body is malformed: ${(err as Error).message}`));
       }
       const count = batch.reduce((n, item) => n + ('changeset' in item ? item.changeset.length : 1), 0);
-      if (count > MAX_BATCH) return this.json(odataError(400, '0x80040203', `The number of requests in a batch exceeds the limit of ${MAX_BATCH}; it contains ${count}.`));
+      if (count > MAX_BATCH)
+        return this.json(
+          odataError(400, '0x80040203', `The number of requests in a batch exceeds the limit of ${MAX_BATCH}; it contains ${count}.`),
+        );
     }
     const now = this.now();
     const operations = batch ? batch.reduce((n, item) => n + ('changeset' in item ? item.changeset.length : 1), 0) : 1;
@@ -363,7 +429,16 @@ class DynamicsSim extends SimServer {
     this.inFlight++;
     try {
       if (this.holdMs > 0) await new Promise((r) => setTimeout(r, this.holdMs));
-      const res = batch ? this.runBatch(batch, req) : this.json(this.execute(origin(req), { method: req.method, url: withQuery(req), headers: flatHeaders(req.headers), ...(req.body !== undefined ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}) }));
+      const res = batch
+        ? this.runBatch(batch, req)
+        : this.json(
+            this.execute(origin(req), {
+              method: req.method,
+              url: withQuery(req),
+              headers: flatHeaders(req.headers),
+              ...(req.body !== undefined ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}),
+            }),
+          );
       return { ...res, headers: { ...this.rateHeaders(now), ...res.headers } };
     } finally {
       this.inFlight--;
@@ -443,7 +518,12 @@ class DynamicsSim extends SimServer {
       return {
         status: 200,
         headers: {},
-        body: { '@odata.context': '/api/data/v9.2/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse', BusinessUnitId: 'b0000000-0000-0000-0000-000000000001', UserId: 'a0000000-0000-0000-0000-000000000001', OrganizationId: 'c0000000-0000-0000-0000-000000000001' },
+        body: {
+          '@odata.context': '/api/data/v9.2/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse',
+          BusinessUnitId: 'b0000000-0000-0000-0000-000000000001',
+          UserId: 'a0000000-0000-0000-0000-000000000001',
+          OrganizationId: 'c0000000-0000-0000-0000-000000000001',
+        },
       };
     }
     if (rel === 'EntityDefinitions' && op.method === 'GET') return this.entityDefinitions(url.searchParams);
@@ -468,7 +548,13 @@ class DynamicsSim extends SimServer {
     if (key === 'unsafe') return odataError(400, '0x80060888', QUERY_SYNTAX);
     if (!key) return odataError(400, '0x80060888', `Bad key segment (${m[2]}).`);
     const existing = this.find(set, key);
-    const absent = odataError(404, '0x80040217', 'guid' in key ? `${entity.logical} With Id = ${key.guid} Does Not Exist` : `A record with the specified key values does not exist in ${entity.logical} entity`);
+    const absent = odataError(
+      404,
+      '0x80040217',
+      'guid' in key
+        ? `${entity.logical} With Id = ${key.guid} Does Not Exist`
+        : `A record with the specified key values does not exist in ${entity.logical} entity`,
+    );
     if (op.method === 'GET') return existing ? { status: 200, headers: {}, body: existing } : absent;
     if (op.method === 'DELETE') {
       if (!existing) return absent;
@@ -498,7 +584,11 @@ class DynamicsSim extends SimServer {
       const value = f[2]!.replace(/''/g, "'").toLowerCase();
       rows = rows.filter((r) => r[column] !== undefined && r[column] !== null && String(r[column]).toLowerCase() === value);
     }
-    const select = q.get('$select')?.split(',').map((c) => c.trim()).filter(Boolean);
+    const select = q
+      .get('$select')
+      ?.split(',')
+      .map((c) => c.trim())
+      .filter(Boolean);
     const pid = `${entity.logical}id`;
     const value = rows.map((r) => {
       const out: Record<string, unknown> = { '@odata.etag': `W/"${r.id}"` };
@@ -511,9 +601,18 @@ class DynamicsSim extends SimServer {
   /** `EntityDefinitions?$select=...&$filter=EntitySetName eq '<set>'` for the tables this simulator knows. */
   private entityDefinitions(q: URLSearchParams): OpResult {
     const f = /^\s*EntitySetName\s+eq\s+'([^']*)'\s*$/.exec(q.get('$filter') ?? '');
-    if (!f) return odataError(400, '0x80060888', 'The simulator supports only EntityDefinitions?$filter=EntitySetName eq \'<set>\'.');
+    if (!f) return odataError(400, '0x80060888', "The simulator supports only EntityDefinitions?$filter=EntitySetName eq '<set>'.");
     const entity = entityOf(f[1]!);
-    const value = entity ? [{ MetadataId: guid(0xe0000 + f[1]!.length), EntitySetName: f[1], LogicalName: entity.logical, PrimaryIdAttribute: `${entity.logical}id` }] : [];
+    const value = entity
+      ? [
+          {
+            MetadataId: guid(0xe0000 + f[1]!.length),
+            EntitySetName: f[1],
+            LogicalName: entity.logical,
+            PrimaryIdAttribute: `${entity.logical}id`,
+          },
+        ]
+      : [];
     return { status: 200, headers: {}, body: { '@odata.context': '/api/data/v9.2/$metadata#EntityDefinitions', value } };
   }
 
@@ -522,25 +621,43 @@ class DynamicsSim extends SimServer {
     for (const k of this.alternateKeys) {
       const v = data[k];
       if (v === undefined || v === null) continue;
-      if (this.find(set, { keys: { [k]: String(v) } })) return odataError(412, '0x80040237', `A record that has the attribute values ${k} = ${String(v)} already exists. The entity key requires that this set of attributes contains unique values.`);
+      if (this.find(set, { keys: { [k]: String(v) } }))
+        return odataError(
+          412,
+          '0x80040237',
+          `A record that has the attribute values ${k} = ${String(v)} already exists. The entity key requires that this set of attributes contains unique values.`,
+        );
     }
     return this.upsert(root, set, entity, undefined, {}, data);
   }
 
   private find(set: string, key: { guid: string } | { keys: Record<string, string> }): SimRecord | undefined {
     for (const r of this.records(set).values()) {
-      if ('guid' in key ? guid(r.id) === key.guid : Object.entries(key.keys).every(([k, v]) => r[k] !== undefined && String(r[k]) === v)) return r;
+      if ('guid' in key ? guid(r.id) === key.guid : Object.entries(key.keys).every(([k, v]) => r[k] !== undefined && String(r[k]) === v))
+        return r;
     }
     return undefined;
   }
 
-  private upsert(root: string, set: string, entity: { logical: string; required?: string }, existing: SimRecord | undefined, keys: Record<string, string>, data: Record<string, unknown>): OpResult {
+  private upsert(
+    root: string,
+    set: string,
+    entity: { logical: string; required?: string },
+    existing: SimRecord | undefined,
+    keys: Record<string, string>,
+    data: Record<string, unknown>,
+  ): OpResult {
     const fields: Record<string, unknown> = {};
     for (const [name, value] of Object.entries(data)) {
       const bind = /^(.+)@odata\.bind$/.exec(name);
       if (bind) {
         const nav = bind[1]!;
-        if (!NAVIGATION.test(nav)) return odataError(400, '0x80060888', `Could not find a property named '${nav}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`);
+        if (!NAVIGATION.test(nav))
+          return odataError(
+            400,
+            '0x80060888',
+            `Could not find a property named '${nav}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`,
+          );
         if (value === null) {
           fields[nav] = null;
           continue;
@@ -548,7 +665,8 @@ class DynamicsSim extends SimServer {
         const target = /^\/?(?:.*\/api\/data\/v9\.\d\/)?([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$/.exec(String(value));
         const targetKey = target ? parseKey(target[2]!) : undefined;
         if (targetKey === 'unsafe') return odataError(400, '0x80060888', QUERY_SYNTAX);
-        if (!target || !targetKey) return odataError(400, '0x80060888', `The value '${String(value)}' of '${name}' is not a valid entity reference.`);
+        if (!target || !targetKey)
+          return odataError(400, '0x80060888', `The value '${String(value)}' of '${name}' is not a valid entity reference.`);
         const found = this.find(target[1]!, targetKey);
         const logical = ENTITIES[target[1]!]?.logical ?? target[1]!;
         if (!found) return odataError(404, '0x80040217', `A record with the specified key values does not exist in ${logical} entity`);
@@ -556,7 +674,12 @@ class DynamicsSim extends SimServer {
         continue;
       }
       if (name.startsWith('@') || name.includes('@')) continue; // instance annotations
-      if (!ATTRIBUTE.test(name)) return odataError(400, '0x80060888', `Could not find a property named '${name}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`);
+      if (!ATTRIBUTE.test(name))
+        return odataError(
+          400,
+          '0x80060888',
+          `Could not find a property named '${name}' on type 'Microsoft.Dynamics.CRM.${entity.logical}'.`,
+        );
       fields[name] = value;
     }
     for (const [k, v] of Object.entries(keys)) {
@@ -585,15 +708,19 @@ class DynamicsSim extends SimServer {
     for (const [name, max] of Object.entries(MAX_LENGTH)) {
       const v = r[name];
       if (typeof v === 'string' && v.length > max) {
-        return invalid(`The length of the '${name}' attribute of the '${entity.logical}' entity exceeded the maximum allowed length of '${max}'.`);
+        return invalid(
+          `The length of the '${name}' attribute of the '${entity.logical}' entity exceeded the maximum allowed length of '${max}'.`,
+        );
       }
     }
     for (const name of ['emailaddress1', 'emailaddress2', 'emailaddress3']) {
       const v = r[name];
-      if (!blank(v) && !EMAIL.test(String(v))) return invalid(`The value of the '${name}' attribute of the '${entity.logical}' entity is not a valid e-mail address.`);
+      if (!blank(v) && !EMAIL.test(String(v)))
+        return invalid(`The value of the '${name}' attribute of the '${entity.logical}' entity is not a valid e-mail address.`);
     }
     const injected = this.rejected(r);
-    if (injected) return invalid(`The value of the '${injected.field}' attribute of the '${entity.logical}' entity is invalid: ${injected.message}.`);
+    if (injected)
+      return invalid(`The value of the '${injected.field}' attribute of the '${entity.logical}' entity is invalid: ${injected.message}.`);
     return undefined;
   }
 }

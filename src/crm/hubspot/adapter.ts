@@ -1,7 +1,7 @@
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { badResponse, header, isObject, parseRetryAfter, sendJson, crmPool } from '../http.ts';
+import { badResponse, crmPool, header, isObject, sendJson, ThrottledCall, throttleWait, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import type { CrmAdapter, CrmLookup, CrmTarget, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
@@ -58,7 +58,16 @@ const DAILY_LOW_MIN = 100;
 /** After the usage API failed, how long the UTC-midnight guess stands before it is tried again. */
 const USAGE_RETRY_MS = 3_600_000;
 /** Per-record error categories no retry can fix. */
-const PERMANENT = new Set(['VALIDATION_ERROR', 'OBJECT_NOT_FOUND', 'INVALID_EMAIL', 'PROPERTY_DOESNT_EXIST', 'CONFLICT', 'INVALID_OPTION', 'INVALID_INTEGER', 'INVALID_DATE']);
+const PERMANENT = new Set([
+  'VALIDATION_ERROR',
+  'OBJECT_NOT_FOUND',
+  'INVALID_EMAIL',
+  'PROPERTY_DOESNT_EXIST',
+  'CONFLICT',
+  'INVALID_OPTION',
+  'INVALID_INTEGER',
+  'INVALID_DATE',
+]);
 
 interface HubSpotResponse {
   status: number;
@@ -102,9 +111,10 @@ interface Unlink {
  * targets the sink names (a redelivered window may have linked them, see CrmLookup).
  */
 function movedFrom(l: CrmLookup): string[] {
-  return [...new Set([l.previousExternalId, ...(l.staleExternalIds ?? [])])].filter((t): t is string => t !== undefined && t !== l.externalId);
+  return [...new Set([l.previousExternalId, ...(l.staleExternalIds ?? [])])].filter(
+    (t): t is string => t !== undefined && t !== l.externalId,
+  );
 }
-
 
 /*
  * The documented success answers
@@ -152,13 +162,19 @@ function numberHeader(res: HubSpotResponse, name: string): number | undefined {
 }
 
 /**
- * Seconds to wait after a 429. HubSpot sends no Retry-After (should one come, seconds or an
- * HTTP-date, it wins); its body names the policy hit. DAILY: until `dailyResetAt` (the account's
- * documented reset, epoch ms) when known and ahead, else until 00:00 UTC, the only guess left.
+ * Seconds to wait after a 429: what `throttled` (http.ts) will take. HubSpot sends no Retry-After
+ * (should one come, seconds or an HTTP-date, it wins); its body names the policy hit.
  */
 export function retryAfterOf(res: HubSpotResponse, now = Date.now(), dailyResetAt?: number): number {
-  const explicit = parseRetryAfter(header(res.headers, 'retry-after'), now);
-  if (explicit !== undefined) return explicit;
+  return throttleWait(res.headers, documentedWait(res, now, dailyResetAt), now)!;
+}
+
+/**
+ * HubSpot's wait for the policy a 429 names. DAILY: until `dailyResetAt` (the account's
+ * documented reset, epoch ms) when known and ahead, else until 00:00 UTC, the only guess left;
+ * the rolling ones: the interval the headers name, else ten seconds.
+ */
+function documentedWait(res: HubSpotResponse, now: number, dailyResetAt?: number): number {
   if ((res.body as BatchBody | undefined)?.policyName === 'DAILY') {
     const reset = dailyResetAt !== undefined && dailyResetAt > now ? dailyResetAt : (Math.floor(now / 86_400_000) + 1) * 86_400_000;
     return Math.max(1, Math.ceil((reset - now) / 1000));
@@ -296,9 +312,11 @@ export class HubSpotAdapter implements CrmAdapter {
 
   async ping(): Promise<void> {
     const res = await this.request('GET', '/crm/v3/objects/contacts?limit=1', undefined, () => undefined);
-    if (res.status !== 200) throw new ConnectorError('CRM_PING', `HubSpot answered HTTP ${res.status} to GET /crm/v3/objects/contacts; check crm.baseUrl`);
+    if (res.status !== 200)
+      throw new ConnectorError('CRM_PING', `HubSpot answered HTTP ${res.status} to GET /crm/v3/objects/contacts; check crm.baseUrl`);
     // A proxy or captive portal answering 200 must not pass `pg2crm check`.
-    if (!isBatchEnvelope(res.body)) throw badResponse('HubSpot GET /crm/v3/objects/contacts', res.status, textOf(res.body), '{"results":[…]}');
+    if (!isBatchEnvelope(res.body))
+      throw badResponse('HubSpot GET /crm/v3/objects/contacts', res.status, textOf(res.body), '{"results":[…]}');
   }
 
   /**
@@ -319,13 +337,27 @@ export class HubSpotAdapter implements CrmAdapter {
       const name = `HubSpot idProperty ${t.object}.${t.externalIdField}`;
       const fix = `make ${t.externalIdField} a unique-value property in HubSpot settings (Properties > ${t.object} > ${t.externalIdField} > "Require unique values") or choose another idProperty (mappings[].externalId.field)`;
       try {
-        const res = await this.request('GET', `/crm/v3/properties/${encodeURIComponent(t.object)}/${encodeURIComponent(t.externalIdField)}`, undefined, () => undefined);
+        const res = await this.request(
+          'GET',
+          `/crm/v3/properties/${encodeURIComponent(t.object)}/${encodeURIComponent(t.externalIdField)}`,
+          undefined,
+          () => undefined,
+        );
         const body = res.body as { hasUniqueValue?: unknown; message?: string } | undefined;
-        if (res.status === 404) out.push({ name, ok: false, detail: `${t.object} has no property ${t.externalIdField} (HTTP 404); create it and ${fix}` });
+        if (res.status === 404)
+          out.push({ name, ok: false, detail: `${t.object} has no property ${t.externalIdField} (HTTP 404); create it and ${fix}` });
         else if (res.status !== 200 || !isObject(body) || typeof body.hasUniqueValue !== 'boolean') {
-          out.push({ name, ok: false, detail: `cannot read the property definition: HTTP ${res.status} ${body?.message ?? textOf(res.body).slice(0, 120)}; grant the private app the crm.schemas.${t.object}.read scope, or check crm.baseUrl` });
+          out.push({
+            name,
+            ok: false,
+            detail: `cannot read the property definition: HTTP ${res.status} ${body?.message ?? textOf(res.body).slice(0, 120)}; grant the private app the crm.schemas.${t.object}.read scope, or check crm.baseUrl`,
+          });
         } else if (!body.hasUniqueValue) {
-          out.push({ name, ok: false, detail: `${t.externalIdField} has hasUniqueValue false: HubSpot refuses batch upsert/read by it (HTTP 400 on every call); ${fix}` });
+          out.push({
+            name,
+            ok: false,
+            detail: `${t.externalIdField} has hasUniqueValue false: HubSpot refuses batch upsert/read by it (HTTP 400 on every call); ${fix}`,
+          });
         } else {
           this.uniqueIdProperty.set(key, true);
           out.push({ name, ok: true, detail: `${t.externalIdField} is a unique-value property (hasUniqueValue true)` });
@@ -339,9 +371,10 @@ export class HubSpotAdapter implements CrmAdapter {
     out.push({
       name: 'HubSpot daily limit reset',
       ok: true,
-      detail: at !== undefined
-        ? `resets at ${new Date(at).toISOString()} (midnight in the account's time zone, from ${USAGE_PATH})`
-        : `${USAGE_PATH} unavailable; after a DAILY 429 the connector waits until 00:00 UTC, which may be before or after the account's reset`,
+      detail:
+        at !== undefined
+          ? `resets at ${new Date(at).toISOString()} (midnight in the account's time zone, from ${USAGE_PATH})`
+          : `${USAGE_PATH} unavailable; after a DAILY 429 the connector waits until 00:00 UTC, which may be before or after the account's reset`,
     });
     return out;
   }
@@ -353,7 +386,9 @@ export class HubSpotAdapter implements CrmAdapter {
       // This call's ids come from `found`, not from the shared cache, which a rebalance may drop
       // while the call runs: a delete must not then pass for "not in HubSpot".
       const found = await this.resolveIds(records, onSignal);
-      const deletes = records.flatMap((r, i) => (r.op === 'delete' ? [{ index: i, id: found.get(this.key(r.object, r.externalIdField, r.externalId)) }] : []));
+      const deletes = records.flatMap((r, i) =>
+        r.op === 'delete' ? [{ index: i, id: found.get(this.key(r.object, r.externalIdField, r.externalId)) }] : [],
+      );
       const upserts: number[] = [];
       const associations: Association[] = [];
       const unlinks: Unlink[] = [];
@@ -363,14 +398,23 @@ export class HubSpotAdapter implements CrmAdapter {
         for (const l of lookups) {
           const typeId = HUBSPOT_ASSOCIATION_TYPES[`${r.object}/${l.object}`];
           if (typeId === undefined) {
-            out[i] = { status: 'rejected', code: 'HUBSPOT_NO_ASSOCIATION_TYPE', message: `HubSpot defines no association type from ${r.object} to ${l.object}; remove this lookup from the mapping` };
+            out[i] = {
+              status: 'rejected',
+              code: 'HUBSPOT_NO_ASSOCIATION_TYPE',
+              message: `HubSpot defines no association type from ${r.object} to ${l.object}; remove this lookup from the mapping`,
+            };
             return;
           }
           // null: the record points to nothing now; only the link to the previous target goes.
           if (l.externalId !== null) {
             const toId = found.get(this.key(l.object, l.externalIdField, l.externalId));
             if (toId === undefined) {
-              out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet` };
+              out[i] = {
+                status: 'retry',
+                code: 'LOOKUP_PENDING',
+                kind: 'pending',
+                message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in HubSpot yet`,
+              };
               return;
             }
             associations.push({ index: i, toObject: l.object, toIdField: l.externalIdField, toExternalId: l.externalId, toId, typeId });
@@ -379,22 +423,36 @@ export class HubSpotAdapter implements CrmAdapter {
             // A previous target not in HubSpot (deleted meanwhile) has no link left to remove.
             const previousId = found.get(this.key(l.object, l.externalIdField, previous));
             // Never unlink a target another lookup of the same record points to now.
-            const stillWanted = lookups.some((o) => o.object === l.object && o.externalId !== null && found.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId);
+            const stillWanted = lookups.some(
+              (o) =>
+                o.object === l.object &&
+                o.externalId !== null &&
+                found.get(this.key(o.object, o.externalIdField, o.externalId)) === previousId,
+            );
             if (previousId !== undefined && !stillWanted) unlinks.push({ index: i, toObject: l.object, toId: previousId });
           }
         }
         upserts.push(i);
       });
       for (const chunk of chunks(upserts, MAX_BATCH)) await this.upsert(records, chunk, out, onSignal);
-      await this.associate(records, associations.filter((a) => out[a.index]?.status === 'done'), out, onSignal);
+      await this.associate(
+        records,
+        associations.filter((a) => out[a.index]?.status === 'done'),
+        out,
+        onSignal,
+      );
       // Only once the new link is made (a record HubSpot just created has no old links).
-      await this.unlink(records, unlinks.filter((u) => out[u.index]?.status === 'done' && (out[u.index] as { created?: boolean }).created !== true), out, onSignal);
+      await this.unlink(
+        records,
+        unlinks.filter((u) => out[u.index]?.status === 'done' && (out[u.index] as { created?: boolean }).created !== true),
+        out,
+        onSignal,
+      );
       await this.archive(records, deletes, out, onSignal);
     } catch (err) {
-      if (!(err instanceof ConnectorError && err.code === 'RATE_LIMITED')) throw err;
+      if (!(err instanceof ThrottledCall)) throw err;
       // Throttled part-way: what was written stays done; the rest waits for the window.
-      const retry: WriteOutcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
-      for (let i = 0; i < out.length; i++) if (out[i] === undefined) out[i] = retry;
+      for (let i = 0; i < out.length; i++) if (out[i] === undefined) out[i] = err.outcome;
     }
     return out.map((o) => o ?? { status: 'retry', code: 'HUBSPOT_NO_RESULT', message: 'HubSpot returned no result for this record' });
   }
@@ -430,7 +488,12 @@ export class HubSpotAdapter implements CrmAdapter {
     }
     for (const { object, field, ids } of groups.values()) {
       for (const chunk of chunks([...ids], MAX_BATCH)) {
-        const res = await this.request('POST', `/crm/v3/objects/${object}/batch/read`, { idProperty: field, properties: [field], inputs: chunk.map((id) => ({ id })) }, onSignal);
+        const res = await this.request(
+          'POST',
+          `/crm/v3/objects/${object}/batch/read`,
+          { idProperty: field, properties: [field], inputs: chunk.map((id) => ({ id })) },
+          onSignal,
+        );
         // A 400 by a property without unique values would repeat forever: stop with the fix.
         if (res.status === 400) await this.requireUniqueIdProperties(object, [field], onSignal);
         // 207: some ids have no record (OBJECT_NOT_FOUND); they stay unresolved.
@@ -454,7 +517,13 @@ export class HubSpotAdapter implements CrmAdapter {
    * call without naming the input at fault, so the chunk is bisected (see the class comment);
    * `extra` marks a call `cost()` did not count (the halves of a bisect).
    */
-  private async upsert(records: CrmWrite[], chunk: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void, extra = false): Promise<void> {
+  private async upsert(
+    records: CrmWrite[],
+    chunk: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+    extra = false,
+  ): Promise<void> {
     const object = records[chunk[0]!]!.object;
     const inputs = chunk.map((i) => {
       const r = records[i]!;
@@ -473,7 +542,12 @@ export class HubSpotAdapter implements CrmAdapter {
       }
       // Refused alone: this input is what HubSpot rejects.
       const problem = propertyProblem(body?.message);
-      out[chunk[0]!] = { status: 'rejected', code: `HUBSPOT_${problem.error ?? body?.category ?? 'HTTP_400'}`, message: body?.message ?? 'HubSpot answered HTTP 400', ...(problem.name ? { field: problem.name } : {}) };
+      out[chunk[0]!] = {
+        status: 'rejected',
+        code: `HUBSPOT_${problem.error ?? body?.category ?? 'HTTP_400'}`,
+        message: body?.message ?? 'HubSpot answered HTTP 400',
+        ...(problem.name ? { field: problem.name } : {}),
+      };
       return;
     }
     if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/upsert of ${object}`);
@@ -488,14 +562,22 @@ export class HubSpotAdapter implements CrmAdapter {
       const problem = propertyProblem(e.message);
       const category = e.category ?? 'ERROR';
       const outcome: WriteOutcome = PERMANENT.has(category)
-        ? { status: 'rejected', code: `HUBSPOT_${problem.error ?? category}`, message: e.message ?? category, ...(problem.name ? { field: problem.name } : {}) }
+        ? {
+            status: 'rejected',
+            code: `HUBSPOT_${problem.error ?? category}`,
+            message: e.message ?? category,
+            ...(problem.name ? { field: problem.name } : {}),
+          }
         : { status: 'retry', code: `HUBSPOT_${category}`, message: e.message ?? category };
       for (const trace of e.context?.objectWriteTraceId ?? []) if (chunk.includes(Number(trace))) out[Number(trace)] = outcome;
     }
     // Results echo the objectWriteTraceId; should one not, its idProperty value names the input.
     const byExternalId = new Map(chunk.map((i) => [records[i]!.externalId, i]));
     for (const result of results) {
-      const i = result.objectWriteTraceId !== undefined ? Number(result.objectWriteTraceId) : byExternalId.get(result.properties?.[records[chunk[0]!]!.externalIdField] ?? '');
+      const i =
+        result.objectWriteTraceId !== undefined
+          ? Number(result.objectWriteTraceId)
+          : byExternalId.get(result.properties?.[records[chunk[0]!]!.externalIdField] ?? '');
       if (i === undefined || !chunk.includes(i)) continue;
       const r = records[i]!;
       remember(this.ids, this.key(r.object, r.externalIdField, r.externalId), result.id);
@@ -503,7 +585,13 @@ export class HubSpotAdapter implements CrmAdapter {
     }
     // An input the answer names neither in results nor in errors was not confirmed written.
     for (const i of chunk) {
-      if (out[i] === undefined) out[i] = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message: `HubSpot POST /crm/v3/objects/${object}/batch/upsert: HTTP ${res.status} names input ${i} neither in results nor in errors; the record is retried` };
+      if (out[i] === undefined)
+        out[i] = {
+          status: 'retry',
+          code: 'CRM_BAD_RESPONSE',
+          kind: 'bad-response',
+          message: `HubSpot POST /crm/v3/objects/${object}/batch/upsert: HTTP ${res.status} names input ${i} neither in results nor in errors; the record is retried`,
+        };
     }
   }
 
@@ -520,9 +608,15 @@ export class HubSpotAdapter implements CrmAdapter {
       if (unique === undefined) {
         let res: HubSpotResponse;
         try {
-          res = await this.request('GET', `/crm/v3/properties/${encodeURIComponent(object)}/${encodeURIComponent(property)}`, undefined, onSignal, true);
+          res = await this.request(
+            'GET',
+            `/crm/v3/properties/${encodeURIComponent(object)}/${encodeURIComponent(property)}`,
+            undefined,
+            onSignal,
+            true,
+          );
         } catch (err) {
-          if (err instanceof ConnectorError && (err.code === 'RATE_LIMITED' || !err.retriable)) throw err;
+          if (err instanceof ThrottledCall || (err instanceof ConnectorError && !err.retriable)) throw err;
           continue;
         }
         const body = res.body as { hasUniqueValue?: unknown } | undefined;
@@ -575,7 +669,12 @@ export class HubSpotAdapter implements CrmAdapter {
     return { status: 'retry', code: err.code, kind: 'bad-response', message: err.message };
   }
 
-  private async associate(records: CrmWrite[], wanted: Association[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async associate(
+    records: CrmWrite[],
+    wanted: Association[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     const byTarget = new Map<string, (Association & { fromId: string })[]>();
     for (const a of wanted) {
       const fromId = (out[a.index] as { crmId?: string }).crmId;
@@ -588,18 +687,27 @@ export class HubSpotAdapter implements CrmAdapter {
     for (const [toObject, list] of byTarget) {
       const object = records[list[0]!.index]!.object;
       for (const chunk of chunks(list, MAX_ASSOCIATION_BATCH)) {
-        const inputs = chunk.map((a) => ({ from: { id: a.fromId }, to: { id: a.toId }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: a.typeId }] }));
+        const inputs = chunk.map((a) => ({
+          from: { id: a.fromId },
+          to: { id: a.toId },
+          types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: a.typeId }],
+        }));
         let res: HubSpotResponse;
         try {
           res = await this.request('POST', `/crm/v4/associations/${object}/${toObject}/batch/create`, { inputs }, onSignal);
         } catch (err) {
           // The records are written; only their links wait. Re-upserting them later is harmless.
-          if (err instanceof ConnectorError && err.code === 'RATE_LIMITED') for (const a of chunk) out[a.index] = undefined;
+          if (err instanceof ThrottledCall) for (const a of chunk) out[a.index] = undefined;
           throw err;
         }
         if (res.status >= 300 && res.status !== 207) {
           const body = res.body as BatchBody | undefined;
-          for (const a of chunk) out[a.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status}` };
+          for (const a of chunk)
+            out[a.index] = {
+              status: 'rejected',
+              code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`,
+              message: body?.message ?? `HubSpot answered HTTP ${res.status}`,
+            };
           continue;
         }
         if (!isBatchEnvelope(res.body)) {
@@ -615,7 +723,11 @@ export class HubSpotAdapter implements CrmAdapter {
           if (e) {
             // Most likely the target was deleted meanwhile: the next attempt looks it up again.
             this.ids.delete(this.key(toObject, a.toIdField, a.toExternalId));
-            out[a.index] = { status: 'retry', code: `HUBSPOT_ASSOCIATION_${e.category ?? 'ERROR'}`, message: e.message ?? 'association failed' };
+            out[a.index] = {
+              status: 'retry',
+              code: `HUBSPOT_ASSOCIATION_${e.category ?? 'ERROR'}`,
+              message: e.message ?? 'association failed',
+            };
           } else {
             remember(this.links, this.linkKey(object, a.fromId, toObject), a.toId);
           }
@@ -630,7 +742,12 @@ export class HubSpotAdapter implements CrmAdapter {
    * (https://developers.hubspot.com/docs/api-reference/crm-associations-v4/batch/post-crm-v4-associations-fromObjectType-toObjectType-batch-archive).
    * It removes every association type between that pair only, so links to other records stay.
    */
-  private async unlink(records: CrmWrite[], wanted: Unlink[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async unlink(
+    records: CrmWrite[],
+    wanted: Unlink[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     const byTarget = new Map<string, (Unlink & { fromId: string })[]>();
     for (const u of wanted) {
       const fromId = (out[u.index] as { crmId?: string }).crmId;
@@ -648,12 +765,17 @@ export class HubSpotAdapter implements CrmAdapter {
           res = await this.request('POST', `/crm/v4/associations/${object}/${toObject}/batch/archive`, { inputs }, onSignal);
         } catch (err) {
           // The records and their new links are written; the old links wait for the retry.
-          if (err instanceof ConnectorError && err.code === 'RATE_LIMITED') for (const u of chunk) out[u.index] = undefined;
+          if (err instanceof ThrottledCall) for (const u of chunk) out[u.index] = undefined;
           throw err;
         }
         if (res.status >= 300 && res.status !== 207) {
           const body = res.body as BatchBody | undefined;
-          for (const u of chunk) out[u.index] = { status: 'rejected', code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`, message: body?.message ?? `HubSpot answered HTTP ${res.status} removing the old association` };
+          for (const u of chunk)
+            out[u.index] = {
+              status: 'rejected',
+              code: `HUBSPOT_ASSOCIATION_${body?.category ?? res.status}`,
+              message: body?.message ?? `HubSpot answered HTTP ${res.status} removing the old association`,
+            };
           continue;
         }
         if (res.status !== 204) {
@@ -671,7 +793,12 @@ export class HubSpotAdapter implements CrmAdapter {
   }
 
   /** Deletes the records by the HubSpot ids resolveIds found (none: not in HubSpot, already gone). */
-  private async archive(records: CrmWrite[], deletes: { index: number; id: string | undefined }[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async archive(
+    records: CrmWrite[],
+    deletes: { index: number; id: string | undefined }[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     const known: { index: number; id: string }[] = [];
     for (const { index, id } of deletes) {
       if (id === undefined) out[index] = { status: 'done' };
@@ -679,7 +806,12 @@ export class HubSpotAdapter implements CrmAdapter {
     }
     for (const chunk of chunks(known, MAX_BATCH)) {
       const object = records[chunk[0]!.index]!.object;
-      const res = await this.request('POST', `/crm/v3/objects/${object}/batch/archive`, { inputs: chunk.map((k) => ({ id: k.id })) }, onSignal);
+      const res = await this.request(
+        'POST',
+        `/crm/v3/objects/${object}/batch/archive`,
+        { inputs: chunk.map((k) => ({ id: k.id })) },
+        onSignal,
+      );
       if (res.status < 200 || res.status >= 300) this.fail(res, `batch/archive of ${object}`);
       if (res.status !== 204) {
         // Documented: 204. Any other 2xx is some other server's answer; the records may still be there.
@@ -700,9 +832,16 @@ export class HubSpotAdapter implements CrmAdapter {
     const body = res.body as BatchBody | undefined;
     const detail = body?.message ?? `HTTP ${res.status}`;
     if (res.status === 403) {
-      throw new ConnectorError('CRM_FORBIDDEN', `HubSpot refused ${what} (HTTP 403: ${detail}); grant the private app the crm.objects.*.read/write scopes`, { retriable: false });
+      throw new ConnectorError(
+        'CRM_FORBIDDEN',
+        `HubSpot refused ${what} (HTTP 403: ${detail}); grant the private app the crm.objects.*.read/write scopes`,
+        { retriable: false },
+      );
     }
-    throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, { retriable: true, status: res.status });
+    throw new ConnectorError(`HTTP_${res.status}`, `HubSpot answered HTTP ${res.status} to ${what}: ${detail}`, {
+      retriable: true,
+      status: res.status,
+    });
   }
 
   /** The rate information of a response (headers; the wait after a 429 is added by `request`). */
@@ -716,24 +855,40 @@ export class HubSpotAdapter implements CrmAdapter {
   }
 
   /** `extra`: a call `cost()` did not count (a bisect half, a property read), reported as `extraRequests`. */
-  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, extra = false): Promise<HubSpotResponse> {
+  private async request(
+    method: string,
+    path: string,
+    body: unknown,
+    onSignal: (s: RateSignal) => void,
+    extra = false,
+  ): Promise<HubSpotResponse> {
     const out: HubSpotResponse = await this.send(method, path, body);
     const signal = this.signalOf(out);
     if (extra) signal.extraRequests = 1;
-    const policy = out.status === 429 ? ((out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING') : undefined;
-    if (policy === 'DAILY') await this.readDailyReset(onSignal);
     if (out.status === 429) {
-      signal.throttled = true;
-      signal.retryAfterSeconds = retryAfterOf(out, this.now(), this.dailyReset.at);
+      const policy = (out.body as BatchBody | undefined)?.policyName ?? 'TEN_SECONDLY_ROLLING';
+      if (policy === 'DAILY') await this.readDailyReset(onSignal);
+      const now = this.now();
+      throw new ThrottledCall(
+        throttled(out.headers, {
+          message: `HubSpot rate limit reached (${policy})`,
+          defaultSeconds: documentedWait(out, now, this.dailyReset.at),
+          signal,
+          onSignal,
+          now,
+        }),
+      );
     }
     onSignal(signal);
-    if (out.status === 429) {
-      throw new ConnectorError('RATE_LIMITED', `HubSpot rate limit reached (${policy})`, { retriable: true, retryAfterSeconds: signal.retryAfterSeconds! });
-    }
     if (out.status >= 500) this.fail(out, `${method} ${path}`);
     // Learn the daily reset while calls still get through (past the limit the usage call may be refused too).
     const daily = numberHeader(out, 'x-hubspot-ratelimit-daily');
-    if (signal.dailyRemaining !== undefined && daily !== undefined && signal.dailyRemaining <= Math.max(DAILY_LOW_MIN, daily * DAILY_LOW_SHARE)) await this.readDailyReset(onSignal);
+    if (
+      signal.dailyRemaining !== undefined &&
+      daily !== undefined &&
+      signal.dailyRemaining <= Math.max(DAILY_LOW_MIN, daily * DAILY_LOW_SHARE)
+    )
+      await this.readDailyReset(onSignal);
     return out;
   }
 
@@ -746,7 +901,15 @@ export class HubSpotAdapter implements CrmAdapter {
     return withToken(
       this.auth,
       'HubSpot',
-      (token) => sendJson(this.pool, { method, path, token: token.value, body, timeoutMs: this.timeoutMs, what: `HubSpot request ${method} ${path}` }),
+      (token) =>
+        sendJson(this.pool, {
+          method,
+          path,
+          token: token.value,
+          body,
+          timeoutMs: this.timeoutMs,
+          what: `HubSpot request ${method} ${path}`,
+        }),
       (res) => res.status === 401,
     );
   }

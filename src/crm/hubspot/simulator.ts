@@ -95,9 +95,29 @@ export interface HubSpotSimOptions extends SimOAuthOptions {
 const MAX_BATCH = 100;
 const MAX_ASSOCIATION_BATCH = 2000;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
-const STANDARD_OBJECTS = new Set(['contacts', 'companies', 'deals', 'tickets', 'line_items', 'products', 'quotes', 'calls', 'emails', 'meetings', 'notes', 'tasks']);
+const STANDARD_OBJECTS = new Set([
+  'contacts',
+  'companies',
+  'deals',
+  'tickets',
+  'line_items',
+  'products',
+  'quotes',
+  'calls',
+  'emails',
+  'meetings',
+  'notes',
+  'tasks',
+]);
 /** Object type ids the v4 association results name objects by. */
-const OBJECT_TYPE_IDS: Record<string, string> = { contacts: '0-1', companies: '0-2', deals: '0-3', tickets: '0-5', line_items: '0-8', products: '0-7' };
+const OBJECT_TYPE_IDS: Record<string, string> = {
+  contacts: '0-1',
+  companies: '0-2',
+  deals: '0-3',
+  tickets: '0-5',
+  line_items: '0-8',
+  products: '0-7',
+};
 
 interface PropertyProblem {
   isValid: false;
@@ -151,7 +171,16 @@ function view(record: SimRecord, only?: string[]): Record<string, unknown> {
 
 /** Milliseconds `timeZone` is ahead of UTC at `at`. */
 function offsetMs(at: number, timeZone: string): number {
-  const parts = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' }).formatToParts(new Date(at));
+  const parts = new Intl.DateTimeFormat('en-US', {
+    timeZone,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: 'numeric',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: 'numeric',
+    second: 'numeric',
+  }).formatToParts(new Date(at));
   const get = (type: string): number => Number(parts.find((p) => p.type === type)?.value);
   const wall = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour'), get('minute'), get('second'));
   return wall - Math.floor(at / 1000) * 1000;
@@ -247,7 +276,12 @@ class HubSpotSim extends SimServer {
   private property(object: string, name: string): PropertyDefinition | undefined {
     const own = this.definedProperties.get(object)?.get(name) ?? this.definedProperties.get('*')?.get(name);
     if (own) return own;
-    if (DEFAULT_UNIQUE.includes(name)) return definition(name, true, name === 'hs_object_id' ? { type: 'number', fieldType: 'number', groupName: 'contactinformation', hubspotDefined: true } : {});
+    if (DEFAULT_UNIQUE.includes(name))
+      return definition(
+        name,
+        true,
+        name === 'hs_object_id' ? { type: 'number', fieldType: 'number', groupName: 'contactinformation', hubspotDefined: true } : {},
+      );
     if (DEFAULT_PLAIN[object]?.includes(name)) return definition(name, false, { hubspotDefined: true });
     return undefined;
   }
@@ -262,7 +296,15 @@ class HubSpotSim extends SimServer {
         ? `${idProperty} is not a unique identifier property for ${object}: idProperty must be a property with unique values (hasUniqueValue)`
         : `Property ${idProperty} does not exist for ${object}: idProperty must be a property with unique values (hasUniqueValue)`,
       'VALIDATION_ERROR',
-      { errors: [{ message: `idProperty ${idProperty} is not a unique-value property`, code: def ? 'INVALID_ID_PROPERTY' : 'PROPERTY_DOESNT_EXIST', in: 'idProperty' }] },
+      {
+        errors: [
+          {
+            message: `idProperty ${idProperty} is not a unique-value property`,
+            code: def ? 'INVALID_ID_PROPERTY' : 'PROPERTY_DOESNT_EXIST',
+            in: 'idProperty',
+          },
+        ],
+      },
     );
   }
 
@@ -298,7 +340,11 @@ class HubSpotSim extends SimServer {
     const now = this.now();
     return {
       status: 429,
-      headers: { ...this.rateHeaders(now), 'X-HubSpot-RateLimit-Remaining': 0, ...(this.retryAfterHeader ? { 'Retry-After': retryAfterSeconds } : {}) },
+      headers: {
+        ...this.rateHeaders(now),
+        'X-HubSpot-RateLimit-Remaining': 0,
+        ...(this.retryAfterHeader ? { 'Retry-After': retryAfterSeconds } : {}),
+      },
       body: {
         status: 'error',
         message: `You have reached your ${policy === 'DAILY' ? 'daily' : 'ten_secondly_rolling'} limit.`,
@@ -313,22 +359,34 @@ class HubSpotSim extends SimServer {
   /** The OAuth refresh-token grant (see the header). */
   private issueToken(req: SimRequest): SimResponse {
     const p = tokenParams(req);
-    const refuse = (error: string, status: string, message: string): SimResponse => ({ status: 400, body: { error, error_description: message, status, message, correlationId: randomUUID() } });
-    if (p.get('grant_type') !== 'refresh_token') return refuse('unsupported_grant_type', 'BAD_GRANT_TYPE', 'missing or unsupported grant_type');
+    const refuse = (error: string, status: string, message: string): SimResponse => ({
+      status: 400,
+      body: { error, error_description: message, status, message, correlationId: randomUUID() },
+    });
+    if (p.get('grant_type') !== 'refresh_token')
+      return refuse('unsupported_grant_type', 'BAD_GRANT_TYPE', 'missing or unsupported grant_type');
     const client = this.tokens.client(p.get('client_id'));
-    if (!client || p.get('client_secret') !== client.clientSecret) return refuse('invalid_client', 'BAD_CLIENT_ID', 'missing or invalid client id or secret');
-    if (!client.refreshToken || p.get('refresh_token') !== client.refreshToken) return refuse('invalid_grant', 'BAD_REFRESH_TOKEN', 'refresh token is invalid, expired or revoked');
+    if (!client || p.get('client_secret') !== client.clientSecret)
+      return refuse('invalid_client', 'BAD_CLIENT_ID', 'missing or invalid client id or secret');
+    if (!client.refreshToken || p.get('refresh_token') !== client.refreshToken)
+      return refuse('invalid_grant', 'BAD_REFRESH_TOKEN', 'refresh token is invalid, expired or revoked');
     const t = this.tokens.issue();
-    return { status: 200, body: { token_type: 'bearer', refresh_token: client.refreshToken, access_token: t.value, expires_in: t.expiresIn } };
+    return {
+      status: 200,
+      body: { token_type: 'bearer', refresh_token: client.refreshToken, access_token: t.value, expires_in: t.expiresIn },
+    };
   }
 
   protected handle(req: SimRequest): SimResponse {
-    if (req.method === 'POST' && (req.path === '/oauth/2026-03/token' || req.path === '/oauth/v3/token' || req.path === '/oauth/v1/token')) return this.issueToken(req);
+    if (req.method === 'POST' && (req.path === '/oauth/2026-03/token' || req.path === '/oauth/v3/token' || req.path === '/oauth/v1/token'))
+      return this.issueToken(req);
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
     const state = this.tokens.state(token);
     if (state === 'expired') {
-      return error(401, 'The OAuth token used to make this call expired 1 second(s) ago.', 'EXPIRED_AUTHENTICATION', { context: { 'expire time': [new Date(this.now()).toISOString()] } });
+      return error(401, 'The OAuth token used to make this call expired 1 second(s) ago.', 'EXPIRED_AUTHENTICATION', {
+        context: { 'expire time': [new Date(this.now()).toISOString()] },
+      });
     }
     if (state !== 'valid') {
       return error(
@@ -356,7 +414,9 @@ class HubSpotSim extends SimServer {
       if (!this.knownObject(object)) return error(400, `Unable to infer object type from: ${object}`, 'VALIDATION_ERROR');
       if (parts.length === 5 && req.method === 'GET') {
         const def = this.property(object, decodeURIComponent(parts[4]!));
-        return def ? { status: 200, body: def } : error(404, `Unable to find property ${decodeURIComponent(parts[4]!)} for object type ${object}`, 'OBJECT_NOT_FOUND');
+        return def
+          ? { status: 200, body: def }
+          : error(404, `Unable to find property ${decodeURIComponent(parts[4]!)} for object type ${object}`, 'OBJECT_NOT_FOUND');
       }
       if (parts.length === 4 && req.method === 'POST') return this.createProperty(object, req.body);
     }
@@ -367,7 +427,8 @@ class HubSpotSim extends SimServer {
       if (parts[4] === 'batch' && req.method === 'POST' && parts.length === 6) {
         const inputs = (req.body as { inputs?: unknown } | undefined)?.inputs;
         if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
-        if (inputs.length > MAX_BATCH) return error(400, `Batch input must not exceed ${MAX_BATCH} inputs (got ${inputs.length})`, 'VALIDATION_ERROR');
+        if (inputs.length > MAX_BATCH)
+          return error(400, `Batch input must not exceed ${MAX_BATCH} inputs (got ${inputs.length})`, 'VALIDATION_ERROR');
         if (parts[5] === 'upsert') return this.upsert(object, inputs as UpsertInput[]);
         if (parts[5] === 'read') return this.read(object, req.body as ReadBody);
         if (parts[5] === 'archive') return this.archive(object, inputs as { id?: string }[]);
@@ -405,11 +466,23 @@ class HubSpotSim extends SimServer {
 
   private createProperty(object: string, body: unknown): SimResponse {
     const b = (body ?? {}) as Partial<PropertyDefinition>;
-    if (typeof b.name !== 'string' || b.name === '' || typeof b.label !== 'string' || typeof b.type !== 'string' || typeof b.fieldType !== 'string' || typeof b.groupName !== 'string') {
+    if (
+      typeof b.name !== 'string' ||
+      b.name === '' ||
+      typeof b.label !== 'string' ||
+      typeof b.type !== 'string' ||
+      typeof b.fieldType !== 'string' ||
+      typeof b.groupName !== 'string'
+    ) {
       return error(400, 'Invalid input JSON: a property needs name, label, type, fieldType and groupName', 'VALIDATION_ERROR');
     }
     if (this.property(object, b.name)) return error(409, `Property named '${b.name}' already exists.`, 'CONFLICT');
-    const def = definition(b.name, b.hasUniqueValue === true, { label: b.label, type: b.type, fieldType: b.fieldType, groupName: b.groupName });
+    const def = definition(b.name, b.hasUniqueValue === true, {
+      label: b.label,
+      type: b.type,
+      fieldType: b.fieldType,
+      groupName: b.groupName,
+    });
     this.define(object, def);
     return { status: 201, body: def };
   }
@@ -424,7 +497,8 @@ class HubSpotSim extends SimServer {
     let byValue = byProperty.get(property);
     if (!byValue) {
       byProperty.set(property, (byValue = new Map()));
-      for (const r of this.records(object).values()) if (r[property] !== undefined && r[property] !== null) byValue.set(String(r[property]), r.id);
+      for (const r of this.records(object).values())
+        if (r[property] !== undefined && r[property] !== null) byValue.set(String(r[property]), r.id);
     }
     return byValue;
   }
@@ -454,7 +528,11 @@ class HubSpotSim extends SimServer {
     if (email !== undefined && email !== null && email !== '' && !EMAIL.test(String(email))) {
       problems.push({ isValid: false, message: `Email address ${String(email)} is invalid`, error: 'INVALID_EMAIL', name: 'email' });
     }
-    if (object === 'deals' && creating && (merged.dealname === undefined || merged.dealname === null || String(merged.dealname).trim() === '')) {
+    if (
+      object === 'deals' &&
+      creating &&
+      (merged.dealname === undefined || merged.dealname === null || String(merged.dealname).trim() === '')
+    ) {
       problems.push({ isValid: false, message: 'dealname is required', error: 'REQUIRED_PROPERTY', name: 'dealname' });
     }
     const injected = this.rejected(merged);
@@ -488,16 +566,27 @@ class HubSpotSim extends SimServer {
     // batch create only); the message lists the problems, not which input had them.
     const problems = checked.flatMap((c) => c.problems);
     if (problems.length) {
-      return error(400, propertiesMessage(problems), 'VALIDATION_ERROR', { errors: problems.map((p) => ({ message: p.message, code: p.error, in: p.name })) });
+      return error(400, propertiesMessage(problems), 'VALIDATION_ERROR', {
+        errors: problems.map((p) => ({ message: p.message, code: p.error, in: p.name })),
+      });
     }
     const now = new Date(this.now()).toISOString();
     const results: Record<string, unknown>[] = [];
     for (const c of checked) {
-      const record: SimRecord = { ...c.merged, id: c.existing?.id ?? this.newId(), createdAt: c.existing?.createdAt ?? now, updatedAt: now };
+      const record: SimRecord = {
+        ...c.merged,
+        id: c.existing?.id ?? this.newId(),
+        createdAt: c.existing?.createdAt ?? now,
+        updatedAt: now,
+      };
       this.records(object).set(record.id, record);
       this.reindex(object, c.existing, record);
       this.stats.recordsWritten++;
-      results.push({ ...view(record), new: !c.existing, ...(c.input.objectWriteTraceId ? { objectWriteTraceId: c.input.objectWriteTraceId } : {}) });
+      results.push({
+        ...view(record),
+        new: !c.existing,
+        ...(c.input.objectWriteTraceId ? { objectWriteTraceId: c.input.objectWriteTraceId } : {}),
+      });
     }
     return { status: 200, body: { status: 'COMPLETE', results, startedAt: started, completedAt: new Date(this.now()).toISOString() } };
   }
@@ -543,7 +632,9 @@ class HubSpotSim extends SimServer {
       for (const a of [...associations.values()]) {
         if ((a.fromObjectType === object && a.fromObjectId === String(id)) || (a.toObjectType === object && a.toObjectId === String(id))) {
           associations.delete(a.id);
-          this.linkKeys.delete(`${String(a.fromObjectType)}/${String(a.fromObjectId)}/${String(a.toObjectType)}/${String(a.toObjectId)}/${String(a.associationTypeId)}`);
+          this.linkKeys.delete(
+            `${String(a.fromObjectType)}/${String(a.fromObjectId)}/${String(a.toObjectType)}/${String(a.toObjectId)}/${String(a.associationTypeId)}`,
+          );
         }
       }
     }
@@ -551,9 +642,11 @@ class HubSpotSim extends SimServer {
   }
 
   private associate(from: string, to: string, inputs: AssociationInput[] | undefined): SimResponse {
-    if (!this.knownObject(from) || !this.knownObject(to)) return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
+    if (!this.knownObject(from) || !this.knownObject(to))
+      return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
     if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
-    if (inputs.length > MAX_ASSOCIATION_BATCH) return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
+    if (inputs.length > MAX_ASSOCIATION_BATCH)
+      return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
     const started = new Date(this.now()).toISOString();
     const pair = `${from}/${to}`;
     const valid = new Set([HUBSPOT_ASSOCIATION_TYPES[pair], HUBSPOT_PRIMARY_ASSOCIATION_TYPES[pair]].filter((t) => t !== undefined));
@@ -570,7 +663,12 @@ class HubSpotSim extends SimServer {
       }
       if (!this.records(from).has(Number(fromId)) || !this.records(to).has(Number(toId))) {
         const which = this.records(from).has(Number(fromId)) ? `${singular(to)} ${toId}` : `${singular(from)} ${fromId}`;
-        errors.push({ status: 'error', category: 'VALIDATION_ERROR', message: `No ${which} exists`, context: { fromObjectId: [fromId], toObjectId: [toId] } });
+        errors.push({
+          status: 'error',
+          category: 'VALIDATION_ERROR',
+          message: `No ${which} exists`,
+          context: { fromObjectId: [fromId], toObjectId: [toId] },
+        });
         continue;
       }
       for (const t of types) {
@@ -578,7 +676,15 @@ class HubSpotSim extends SimServer {
         if (!this.linkKeys.has(key)) {
           this.linkKeys.add(key);
           const id = this.newId();
-          store.set(id, { id, fromObjectType: from, fromObjectId: fromId, toObjectType: to, toObjectId: toId, associationCategory: t.associationCategory, associationTypeId: t.associationTypeId });
+          store.set(id, {
+            id,
+            fromObjectType: from,
+            fromObjectId: fromId,
+            toObjectType: to,
+            toObjectId: toId,
+            associationCategory: t.associationCategory,
+            associationTypeId: t.associationTypeId,
+          });
         }
       }
       results.push({
@@ -590,14 +696,20 @@ class HubSpotSim extends SimServer {
       });
     }
     const completed = new Date(this.now()).toISOString();
-    if (errors.length) return { status: 207, body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed } };
+    if (errors.length)
+      return {
+        status: 207,
+        body: { status: 'COMPLETE', results, numErrors: errors.length, errors, startedAt: started, completedAt: completed },
+      };
     return { status: 201, body: { status: 'COMPLETE', results, startedAt: started, completedAt: completed } };
   }
 
   private unassociate(from: string, to: string, inputs: AssociationArchiveInput[] | undefined): SimResponse {
-    if (!this.knownObject(from) || !this.knownObject(to)) return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
+    if (!this.knownObject(from) || !this.knownObject(to))
+      return error(400, `Unable to infer object type from: ${this.knownObject(from) ? to : from}`, 'VALIDATION_ERROR');
     if (!Array.isArray(inputs)) return error(400, 'Invalid input JSON: inputs must be an array', 'VALIDATION_ERROR');
-    if (inputs.length > MAX_ASSOCIATION_BATCH) return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
+    if (inputs.length > MAX_ASSOCIATION_BATCH)
+      return error(400, `Batch input must not exceed ${MAX_ASSOCIATION_BATCH} inputs`, 'VALIDATION_ERROR');
     const pairs = new Set<string>();
     for (const input of inputs) {
       const fromId = input?.from?.id;

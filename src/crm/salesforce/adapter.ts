@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, isObject, parseRetryAfter, safeJson, send, crmPool } from '../http.ts';
+import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import { assertInstance } from './auth.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, WriteOutcome } from '../crm-adapter.ts';
-import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
+import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import { parseCsv, SALESFORCE_CSV, SALESFORCE_CSV_NULL, toCsv } from '../csv.ts';
 
 /**
  * Salesforce REST API adapter (reference/crm-apis.md).
@@ -87,7 +87,15 @@ const BAD_POLLS_TOLERATED = 3;
 const ASSUMED_JOB_START_MS = 1000;
 const ASSUMED_ROWS_PER_SECOND = 2000;
 /** Per-record errors that can pass when the record is sent again. */
-const TRANSIENT = new Set(['UNABLE_TO_LOCK_ROW', 'REQUEST_RUNNING_TOO_LONG', 'SERVER_UNAVAILABLE', 'ALL_OR_NONE_OPERATION_ROLLED_BACK', 'TXN_SECURITY_METERING_ERROR']);
+const TRANSIENT = new Set([
+  'UNABLE_TO_LOCK_ROW',
+  'REQUEST_RUNNING_TOO_LONG',
+  'SERVER_UNAVAILABLE',
+  'ALL_OR_NONE_OPERATION_ROLLED_BACK',
+  'TXN_SECURITY_METERING_ERROR',
+]);
+/** Of those, the ones that say Salesforce itself is failing, not the record (its row locked): the circuit breaker counts them. */
+const SERVER_FAILING = new Set(['SERVER_UNAVAILABLE']);
 
 const log = componentLogger('crm.salesforce');
 
@@ -148,7 +156,14 @@ interface JobInfo {
   errorMessage?: string;
 }
 function isJobInfo(v: unknown): v is JobInfo {
-  return isObject(v) && typeof v.id === 'string' && v.id.length > 0 && typeof v.state === 'string' && JOB_STATES.has(v.state) && (v.errorMessage === undefined || v.errorMessage === null || typeof v.errorMessage === 'string');
+  return (
+    isObject(v) &&
+    typeof v.id === 'string' &&
+    v.id.length > 0 &&
+    typeof v.state === 'string' &&
+    JOB_STATES.has(v.state) &&
+    (v.errorMessage === undefined || v.errorMessage === null || typeof v.errorMessage === 'string')
+  );
 }
 
 /**
@@ -156,14 +171,23 @@ function isJobInfo(v: unknown): v is JobInfo {
  * external id too). https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_successful_results.htm,
  * .../get_job_failed_results.htm, .../get_job_unprocessed_results.htm
  */
-const RESULT_COLUMNS = { successfulResults: ['sf__Id', 'sf__Created'], failedResults: ['sf__Id', 'sf__Error'], unprocessedrecords: [] } as const;
+const RESULT_COLUMNS = {
+  successfulResults: ['sf__Id', 'sf__Created'],
+  failedResults: ['sf__Id', 'sf__Error'],
+  unprocessedrecords: [],
+} as const;
 
 /**
  * `GET /limits`: an object of limits, `DailyApiRequests: {Max, Remaining}` among them.
  * https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_limits.htm
  */
 function isLimits(v: unknown): boolean {
-  return isObject(v) && isObject(v.DailyApiRequests) && typeof v.DailyApiRequests.Max === 'number' && typeof v.DailyApiRequests.Remaining === 'number';
+  return (
+    isObject(v) &&
+    isObject(v.DailyApiRequests) &&
+    typeof v.DailyApiRequests.Max === 'number' &&
+    typeof v.DailyApiRequests.Remaining === 'number'
+  );
 }
 
 /** A record's result that is not in the documented shape: try it again, counted like a 5xx. */
@@ -175,8 +199,8 @@ interface SfResponse {
   status: number;
   body: unknown;
   text: string;
-  /** Retry-After, should anything in front of Salesforce send one (Salesforce itself does not). */
-  retryAfter?: number;
+  /** A 403 REQUEST_LIMIT_EXCEEDED: the outcome of the records it refused (already signalled to the budget). */
+  throttle?: RetryOutcome;
 }
 
 /** The REQUEST_LIMIT_EXCEEDED error of a 403 body `[{errorCode, message}]`, if it is one. */
@@ -236,7 +260,7 @@ function soqlString(v: string): string {
 /** A cell of Bulk CSV: empty keeps the field, `#N/A` clears it (an empty string clears it too, as in the REST API). */
 function csvCell(v: unknown): string {
   if (v === undefined) return '';
-  if (v === null || v === '') return CSV_NULL;
+  if (v === null || v === '') return SALESFORCE_CSV_NULL;
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
@@ -248,7 +272,11 @@ export function parseBulkError(text: string): SfError {
   if (first < 0) return { statusCode: 'BULK_ERROR', message: text };
   const statusCode = t.slice(0, first);
   if (last === first) return { statusCode, message: t.slice(first + 1) };
-  const fields = t.slice(last + 1).split(',').map((f) => f.trim()).filter(Boolean);
+  const fields = t
+    .slice(last + 1)
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
   return { statusCode, message: t.slice(first + 1, last), fields };
 }
 
@@ -257,24 +285,23 @@ interface Call {
   records: CrmWrite[];
   out: (WriteOutcome | undefined)[];
   onSignal: (s: RateSignal) => void;
-  throttled: boolean;
-  /** The throttle outcome every record left gets once Salesforce throttled the call. */
+  /** Set once Salesforce throttled the call: the outcome of every record left. */
   throttle?: WriteOutcome;
 }
 
 /**
- * Which limit a 403 REQUEST_LIMIT_EXCEEDED names, by its message, and how long to wait: the
- * concurrency limit briefly, the daily allocation (and any message not known) long.
+ * Which limit a 403 REQUEST_LIMIT_EXCEEDED names, by its message, and how long to wait when no
+ * Retry-After says (Salesforce sends none; something in front of it might): the concurrency
+ * limit briefly, the daily allocation (and any message not known) long.
  */
-export function requestLimit(message: string | undefined, retryAfter?: number): { limit: 'concurrent' | 'daily'; retryAfterSeconds: number } {
+export function requestLimit(message: string | undefined): { limit: 'concurrent' | 'daily'; waitSeconds: number; message: string } {
   const limit = /Concurrent/i.test(message ?? '') ? 'concurrent' : 'daily';
-  return { limit, retryAfterSeconds: retryAfter ?? (limit === 'concurrent' ? CONCURRENCY_WAIT_SECONDS : DAILY_LIMIT_WAIT_SECONDS) };
-}
-
-function rateLimited(message: string | undefined, retryAfter?: number): WriteOutcome {
-  const { limit, retryAfterSeconds } = requestLimit(message, retryAfter);
   const what = limit === 'concurrent' ? 'concurrent long-running request limit' : 'daily API request allocation';
-  return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds, message: `Salesforce ${what} exceeded (403 REQUEST_LIMIT_EXCEEDED: ${message ?? 'no message'})` };
+  return {
+    limit,
+    waitSeconds: limit === 'concurrent' ? CONCURRENCY_WAIT_SECONDS : DAILY_LIMIT_WAIT_SECONDS,
+    message: `Salesforce ${what} exceeded (403 REQUEST_LIMIT_EXCEEDED: ${message ?? 'no message'})`,
+  };
 }
 
 /**
@@ -341,7 +368,12 @@ export class SalesforceAdapter implements CrmAdapter {
       const { bulk, collection, deletes } = this.plan(records, group);
       // Bulk: the job list once per object after a start, create + upload + UploadComplete +
       // polls + three result downloads.
-      if (bulk.length > 0) n += (this.listed.has(`${records[bulk[0]!]!.object}\u0000${records[bulk[0]!]!.externalIdField}`) ? 0 : 1) + 3 + estimatedPolls(bulk.length) + 3;
+      if (bulk.length > 0)
+        n +=
+          (this.listed.has(`${records[bulk[0]!]!.object}\u0000${records[bulk[0]!]!.externalIdField}`) ? 0 : 1) +
+          3 +
+          estimatedPolls(bulk.length) +
+          3;
       n += Math.ceil(collection.length / COLLECTION_MAX);
       n += 2 * Math.ceil(deletes.length / COLLECTION_MAX);
     }
@@ -351,27 +383,42 @@ export class SalesforceAdapter implements CrmAdapter {
   async ping(): Promise<void> {
     const res = await this.request('GET', `${this.prefix}/limits`, undefined, () => undefined);
     if (res.status !== 200) {
-      throw new ConnectorError('CRM_PING', `Salesforce answered HTTP ${res.status} to GET ${this.prefix}/limits; check crm.baseUrl (the instance URL) and crm.apiVersion`);
+      throw new ConnectorError(
+        'CRM_PING',
+        `Salesforce answered HTTP ${res.status} to GET ${this.prefix}/limits; check crm.baseUrl (the instance URL) and crm.apiVersion`,
+      );
     }
     // A proxy's login page or an empty 200 is not Salesforce: `pg2crm check` must not pass on it.
-    if (!isLimits(res.body)) throw badResponse(`Salesforce GET ${this.prefix}/limits`, res.status, res.text, 'a JSON object of limits with DailyApiRequests {Max, Remaining}');
+    if (!isLimits(res.body))
+      throw badResponse(
+        `Salesforce GET ${this.prefix}/limits`,
+        res.status,
+        res.text,
+        'a JSON object of limits with DailyApiRequests {Max, Remaining}',
+      );
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
-    const call: Call = { records, out: new Array<WriteOutcome | undefined>(records.length), onSignal, throttled: false };
+    const call: Call = { records, out: new Array<WriteOutcome | undefined>(records.length), onSignal };
     try {
       for (const group of this.groups(records).values()) {
         const { bulk, collection, deletes } = this.plan(records, group);
         if (bulk.length > 0) await this.bulkUpsert(call, bulk);
-        for (let i = 0; i < collection.length; i += COLLECTION_MAX) await this.collectionUpsert(call, collection.slice(i, i + COLLECTION_MAX));
+        for (let i = 0; i < collection.length; i += COLLECTION_MAX)
+          await this.collectionUpsert(call, collection.slice(i, i + COLLECTION_MAX));
         for (let i = 0; i < deletes.length; i += COLLECTION_MAX) await this.deleteChunk(call, deletes.slice(i, i + COLLECTION_MAX));
       }
     } catch (err) {
-      // A bad answer or a 5xx part-way: the records already settled keep their outcomes (a
-      // retry would pay for them again); the rest retry. Nothing settled yet: the call failed.
-      const kind = err instanceof ConnectorError && err.retriable ? (err.code === 'CRM_BAD_RESPONSE' ? 'bad-response' : /^CRM_HTTP_5\d\d$/.test(err.code) ? 'server' : undefined) : undefined;
-      if (!kind || !(err instanceof ConnectorError) || !call.out.some((o) => o !== undefined)) throw err;
-      this.settle(call, records.map((_, i) => i), { status: 'retry', code: err.code, kind, message: err.message });
+      // The CRM failing part-way (a bad answer, a 5xx, no answer): the records already settled
+      // keep their outcomes (a retry would pay for them again); the rest retry. Nothing settled
+      // yet: the call failed.
+      const rest = retryOutcomeOf(err);
+      if (!rest?.kind || !call.out.some((o) => o !== undefined)) throw err;
+      this.settle(
+        call,
+        records.map((_, i) => i),
+        rest,
+      );
     }
     return call.out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent to Salesforce' });
   }
@@ -417,26 +464,39 @@ export class SalesforceAdapter implements CrmAdapter {
   }
 
   private async collectionUpsert(call: Call, idx: number[]): Promise<void> {
-    if (call.throttled) return this.settle(call, idx, call.throttle ?? rateLimited(undefined));
+    if (call.throttle) return this.settle(call, idx, call.throttle);
     const first = call.records[idx[0]!]!;
     const path = `${this.prefix}/composite/sobjects/${encodeURIComponent(first.object)}/${encodeURIComponent(first.externalIdField)}`;
-    const res = await this.request('PATCH', path, { allOrNone: false, records: idx.map((i) => this.body(call.records[i]!)) }, call.onSignal);
+    const res = await this.request(
+      'PATCH',
+      path,
+      { allOrNone: false, records: idx.map((i) => this.body(call.records[i]!)) },
+      call.onSignal,
+    );
     if (!this.checkWhole(call, idx, res, path)) return;
     // One result per record, in request order: any other count cannot be matched to the records.
     if (!Array.isArray(res.body) || res.body.length !== idx.length) {
-      throw badResponse(`Salesforce PATCH ${path}`, res.status, res.text, `a JSON array of ${idx.length} results {id, success, created, errors}`);
+      throw badResponse(
+        `Salesforce PATCH ${path}`,
+        res.status,
+        res.text,
+        `a JSON array of ${idx.length} results {id, success, created, errors}`,
+      );
     }
     const results: unknown[] = res.body;
     idx.forEach((i, k) => {
       const r = results[k];
-      if (!isSaveResult(r, true)) call.out[i] = badRecord(`Salesforce PATCH ${path}: result ${k} is not {id, success, created, errors}: ${JSON.stringify(r)?.slice(0, 120)}`);
+      if (!isSaveResult(r, true))
+        call.out[i] = badRecord(
+          `Salesforce PATCH ${path}: result ${k} is not {id, success, created, errors}: ${JSON.stringify(r)?.slice(0, 120)}`,
+        );
       else if (r.success) call.out[i] = { status: 'done', crmId: r.id!, created: r.created! };
       else call.out[i] = this.recordError(r.errors);
     });
   }
 
   private async deleteChunk(call: Call, idx: number[]): Promise<void> {
-    if (call.throttled) return this.settle(call, idx, call.throttle ?? rateLimited(undefined));
+    if (call.throttle) return this.settle(call, idx, call.throttle);
     const first = call.records[idx[0]!]!;
     const field = first.externalIdField;
     const soql = `SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')})`;
@@ -445,13 +505,23 @@ export class SalesforceAdapter implements CrmAdapter {
     // Only a real query answer may say "not there": anything else would turn deletes into no-ops.
     // (A Number external id field comes back as a JSON number.)
     if (!isQueryResult(q.body) || !q.body.records.every((r) => typeof r[field] === 'string' || typeof r[field] === 'number')) {
-      throw badResponse(`Salesforce GET ${this.prefix}/query`, q.status, q.text, `a JSON object {totalSize, done, records: [{Id, ${field}}]}`);
+      throw badResponse(
+        `Salesforce GET ${this.prefix}/query`,
+        q.status,
+        q.text,
+        `a JSON object {totalSize, done, records: [{Id, ${field}}]}`,
+      );
     }
     if (!q.body.done) {
       // 200 external ids matched more rows than one page (2,000): the external id is not unique.
       // The rows on later pages would be missed and their records reported deleted.
       // Dead-letter them (visible, replayable) rather than guess.
-      return this.settle(call, idx, { status: 'rejected', code: 'DELETE_AMBIGUOUS', message: `Salesforce found more than ${q.body.records.length} ${first.object} records for ${idx.length} values of ${field}; make ${field} a unique external id field`, field });
+      return this.settle(call, idx, {
+        status: 'rejected',
+        code: 'DELETE_AMBIGUOUS',
+        message: `Salesforce found more than ${q.body.records.length} ${first.object} records for ${idx.length} values of ${field}; make ${field} a unique external id field`,
+        field,
+      });
     }
     const found = q.body.records;
     const idsByExt = new Map<string, string[]>();
@@ -464,21 +534,35 @@ export class SalesforceAdapter implements CrmAdapter {
     for (const i of idx) if (!idsByExt.has(call.records[i]!.externalId)) call.out[i] = { status: 'done' };
     if (ids.length === 0) return;
     const waiting = idx.filter((i) => call.out[i] === undefined);
-    const res = await this.request('DELETE', `${this.prefix}/composite/sobjects?ids=${ids.map(encodeURIComponent).join(',')}&allOrNone=false`, undefined, call.onSignal);
+    const res = await this.request(
+      'DELETE',
+      `${this.prefix}/composite/sobjects?ids=${ids.map(encodeURIComponent).join(',')}&allOrNone=false`,
+      undefined,
+      call.onSignal,
+    );
     if (!this.checkWhole(call, waiting, res, 'composite/sobjects')) return;
     // One result per id, in the order of `ids` (a failed one may carry no id).
     if (!Array.isArray(res.body) || res.body.length !== ids.length) {
-      throw badResponse(`Salesforce DELETE ${this.prefix}/composite/sobjects`, res.status, res.text, `a JSON array of ${ids.length} results {id, success, errors}`);
+      throw badResponse(
+        `Salesforce DELETE ${this.prefix}/composite/sobjects`,
+        res.status,
+        res.text,
+        `a JSON array of ${ids.length} results {id, success, errors}`,
+      );
     }
     const results: unknown[] = res.body;
-    const byId = new Map<string, SaveResult | undefined>(ids.map((id, k) => {
-      const r = results[k];
-      return [id, isSaveResult(r, false) && (!r.success || r.id === id) ? r : undefined];
-    }));
+    const byId = new Map<string, SaveResult | undefined>(
+      ids.map((id, k) => {
+        const r = results[k];
+        return [id, isSaveResult(r, false) && (!r.success || r.id === id) ? r : undefined];
+      }),
+    );
     for (const i of waiting) {
       const mine = (idsByExt.get(call.records[i]!.externalId) ?? []).map((id) => byId.get(id));
       if (mine.some((r) => r === undefined)) {
-        call.out[i] = badRecord(`Salesforce DELETE ${this.prefix}/composite/sobjects: the result for ${call.records[i]!.externalId} is not {id, success, errors} in request order`);
+        call.out[i] = badRecord(
+          `Salesforce DELETE ${this.prefix}/composite/sobjects: the result for ${call.records[i]!.externalId} is not {id, success, errors} in request order`,
+        );
         continue;
       }
       const failures = mine.filter((r) => !r!.success && r!.errors[0]?.statusCode !== 'ENTITY_IS_DELETED');
@@ -499,23 +583,29 @@ export class SalesforceAdapter implements CrmAdapter {
       }
     }
     const header = [...columns.keys()];
-    const cellsOf = (i: number): Record<string, string> => Object.fromEntries(header.map((h) => [h, csvCell(columns.get(h)!(call.records[i]!))]));
+    const cellsOf = (i: number): Record<string, string> =>
+      Object.fromEntries(header.map((h) => [h, csvCell(columns.get(h)!(call.records[i]!))]));
     const wanted = new Map<number, Record<string, string>>(idx.map((i) => [i, cellsOf(i)]));
 
     // Jobs that may already carry these records (an earlier call's, or one from before a restart).
     for (const job of await this.resumable(call, first.object, extField, idx, wanted)) {
       const waiting = idx.filter((i) => call.out[i] === undefined);
-      if (waiting.length === 0 || call.throttled) break;
+      if (waiting.length === 0 || call.throttle) break;
       log.info({ jobId: job.id, object: first.object, records: waiting.length }, 'resuming bulk job');
       await this.settleJob(call, job, waiting, wanted, false);
     }
     const todo = idx.filter((i) => call.out[i] === undefined);
     if (todo.length === 0) return;
-    if (call.throttled) return this.settle(call, todo, call.throttle ?? rateLimited(undefined));
+    if (call.throttle) return this.settle(call, todo, call.throttle);
 
-    const csv = toCsv(header, todo.map((i) => header.map((h) => wanted.get(i)![h]!)));
+    const csv = toCsv([header, ...todo.map((i) => header.map((h) => wanted.get(i)![h]!))], SALESFORCE_CSV);
     const jobs = `${this.prefix}/jobs/ingest`;
-    const created = await this.request('POST', jobs, { object: first.object, externalIdFieldName: extField, contentType: 'CSV', operation: 'upsert', lineEnding: 'LF' }, call.onSignal);
+    const created = await this.request(
+      'POST',
+      jobs,
+      { object: first.object, externalIdFieldName: extField, contentType: 'CSV', operation: 'upsert', lineEnding: 'LF' },
+      call.onSignal,
+    );
     if (!this.checkWhole(call, todo, created, 'jobs/ingest')) return;
     if (!isJobInfo(created.body)) throw badResponse(`Salesforce POST ${jobs}`, created.status, created.text, 'a JSON job info {id, state}');
     const jobId = created.body.id;
@@ -532,10 +622,17 @@ export class SalesforceAdapter implements CrmAdapter {
     if (uploaded.status !== 201) await abandon(uploaded, `PUT ${jobs}/${jobId}/batches`, 'HTTP 201 Created');
     const closed = await this.request('PATCH', `${jobs}/${jobId}`, { state: 'UploadComplete' }, call.onSignal);
     if (!this.checkWhole(call, todo, closed, 'jobs/ingest UploadComplete')) return;
-    if (!isJobInfo(closed.body) || closed.body.id !== jobId) await abandon(closed, `PATCH ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
+    if (!isJobInfo(closed.body) || closed.body.id !== jobId)
+      await abandon(closed, `PATCH ${jobs}/${jobId}`, `a JSON job info {id: ${jobId}, state}`);
     // Running now: remembered until its results are read, so a call that ends early (throttled,
     // stopping) leaves it to the redelivered records instead of paying for a second job.
-    const job: OpenJob = { id: jobId, object: first.object, extField, createdAt: Date.now(), cells: new Map(todo.map((i) => [call.records[i]!.externalId, wanted.get(i)!])) };
+    const job: OpenJob = {
+      id: jobId,
+      object: first.object,
+      extField,
+      createdAt: Date.now(),
+      cells: new Map(todo.map((i) => [call.records[i]!.externalId, wanted.get(i)!])),
+    };
     this.openJobs.set(jobId, job);
     log.debug({ jobId, object: first.object, records: todo.length }, 'bulk job uploaded');
     await this.settleJob(call, job, todo, wanted, true);
@@ -547,7 +644,13 @@ export class SalesforceAdapter implements CrmAdapter {
    * this object and field created within the job timeout before the start (contents unknown
    * until read: the most recent `resumeMax`).
    */
-  private async resumable(call: Call, object: string, extField: string, idx: number[], wanted: Map<number, Record<string, string>>): Promise<OpenJob[]> {
+  private async resumable(
+    call: Call,
+    object: string,
+    extField: string,
+    idx: number[],
+    wanted: Map<number, Record<string, string>>,
+  ): Promise<OpenJob[]> {
     const key = `${object}\u0000${extField}`;
     // A job past the job timeout that no call took up again is forgotten (its records went to
     // another instance, or were dead-lettered); a call still polling it aborts it at the deadline.
@@ -573,16 +676,17 @@ export class SalesforceAdapter implements CrmAdapter {
       const res = await this.request('GET', path, undefined, call.onSignal);
       // Not allowed to list (or throttled): nothing to resume; the write goes on with a new job.
       if (res.status !== 200) {
-        const limit = res.status === 403 ? limitError(res.body) : undefined;
-        if (limit) {
-          call.throttled = true;
-          call.throttle = rateLimited(limit.message, res.retryAfter);
-        }
+        if (res.throttle) call.throttle = res.throttle;
         break;
       }
       const body = res.body;
       if (!isObject(body) || !Array.isArray(body.records) || typeof body.done !== 'boolean') {
-        throw badResponse(`Salesforce GET ${this.prefix}/jobs/ingest`, res.status, res.text, 'a JSON object {done, records: [job info], nextRecordsUrl}');
+        throw badResponse(
+          `Salesforce GET ${this.prefix}/jobs/ingest`,
+          res.status,
+          res.text,
+          'a JSON object {done, records: [job info], nextRecordsUrl}',
+        );
       }
       for (const j of body.records) {
         if (!isJobInfo(j)) continue;
@@ -622,7 +726,7 @@ export class SalesforceAdapter implements CrmAdapter {
       if (typeof id === 'string' && id) this.userId = id;
       else log.warn({ status: res.status }, 'cannot tell the integration user (UserInfo); bulk jobs from before the start are not resumed');
     } catch (err) {
-      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot tell the integration user (UserInfo); bulk jobs from before the start are not resumed');
+      log.warn({ err }, 'cannot tell the integration user (UserInfo); bulk jobs from before the start are not resumed');
     }
     return this.userId;
   }
@@ -637,21 +741,68 @@ export class SalesforceAdapter implements CrmAdapter {
    * account for. `own`: this call created the job for exactly `idx`, so every record must be in
    * its results; a resumed job settles only the records it carries with the same cells.
    */
-  private async settleJob(call: Call, job: OpenJob, idx: number[], wanted: Map<number, Record<string, string>>, own: boolean): Promise<void> {
+  private async settleJob(
+    call: Call,
+    job: OpenJob,
+    idx: number[],
+    wanted: Map<number, Record<string, string>>,
+    own: boolean,
+  ): Promise<void> {
+    const ended = await this.pollJob(call, job, idx, own);
+    if (!ended) return;
+    const { state, errorText } = ended;
+    const jobId = job.id;
+    const results = await this.readResults(call, job, idx, wanted, own, state);
+    if (!results) return;
+    // Read in full: the job is settled, whatever of it this call could use.
+    this.openJobs.delete(jobId);
+    this.settleResults(call, idx, jobId, state, results, own ? undefined : wanted);
+    if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
+    if (!own) return;
+    const missing: WriteOutcome =
+      state === 'Failed'
+        ? {
+            status: 'rejected',
+            code: 'BULK_JOB_FAILED',
+            message: `Salesforce Bulk API job ${jobId} failed: ${errorText || 'no reason given'}`,
+          }
+        : state === 'JobComplete'
+          ? // A complete job lists every record in one of the three files: one missing is a bad answer.
+            badRecord(`Salesforce Bulk API job ${jobId} (JobComplete) returned no result row for the record`)
+          : {
+              status: 'retry',
+              code: 'BULK_NO_RESULT',
+              message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record`,
+            };
+    this.settle(call, idx, missing);
+  }
+
+  /**
+   * Polls `job` until it ends (JobComplete, Failed, Aborted) within the job timeout: its final
+   * state, or undefined when the poll settled the records itself (throttled, the job gone).
+   */
+  private async pollJob(call: Call, job: OpenJob, idx: number[], own: boolean): Promise<{ state: string; errorText: string } | undefined> {
     const jobs = `${this.prefix}/jobs/ingest`;
     const jobId = job.id;
     const deadline = job.createdAt + this.jobTimeoutMs;
-    let state = '';
-    let errorText = '';
     let badPolls = 0;
     for (let attempt = 0; ; attempt++) {
       if (Date.now() >= deadline) {
         // Abort, so a late finish cannot overwrite the newer values the retry will write.
         await this.abort(jobId, call.onSignal);
-        throw new ConnectorError('CRM_BULK_TIMEOUT', `Salesforce Bulk API job ${jobId} (${job.object}) did not finish within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; it was aborted and its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`, { retriable: true });
+        throw new ConnectorError(
+          'CRM_BULK_TIMEOUT',
+          `Salesforce Bulk API job ${jobId} (${job.object}) did not finish within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; it was aborted and its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`,
+          { retriable: true },
+        );
       }
       await sleep(Math.min(pollDelay(attempt), Math.max(0, deadline - Date.now())));
-      if (this.closed) throw new ConnectorError('CRM_UNREACHABLE', `Salesforce Bulk API job ${jobId}: the connector is stopping; the job runs on and is taken up again after the restart`, { retriable: true });
+      if (this.closed)
+        throw new ConnectorError(
+          'CRM_UNREACHABLE',
+          `Salesforce Bulk API job ${jobId}: the connector is stopping; the job runs on and is taken up again after the restart`,
+          { retriable: true },
+        );
       let polled: SfResponse;
       try {
         polled = await this.request('GET', `${jobs}/${jobId}`, undefined, call.onSignal);
@@ -666,10 +817,11 @@ export class SalesforceAdapter implements CrmAdapter {
       if (polled.status === 404) {
         // Deleted meanwhile (DELETE /jobs/ingest/{id} by someone): it will write nothing more.
         this.openJobs.delete(jobId);
-        if (own) this.settle(call, idx, { status: 'retry', code: 'BULK_JOB_GONE', message: `Salesforce Bulk API job ${jobId} no longer exists` });
-        return;
+        if (own)
+          this.settle(call, idx, { status: 'retry', code: 'BULK_JOB_GONE', message: `Salesforce Bulk API job ${jobId} no longer exists` });
+        return undefined;
       }
-      if (!this.checkWhole(call, idx, polled, 'jobs/ingest poll')) return;
+      if (!this.checkWhole(call, idx, polled, 'jobs/ingest poll')) return undefined;
       if (!isJobInfo(polled.body) || polled.body.id !== jobId) {
         // A garbled job info says nothing about the job, which keeps running: poll again (the
         // result files, checked below, decide what is done); only a run of them gives up on it.
@@ -678,53 +830,73 @@ export class SalesforceAdapter implements CrmAdapter {
         throw badResponse(`Salesforce GET ${jobs}/${jobId}`, polled.status, polled.text, `a JSON job info {id: ${jobId}, state}`);
       }
       badPolls = 0;
-      state = polled.body.state;
-      errorText = polled.body.errorMessage ?? '';
-      if (state === 'JobComplete' || state === 'Failed' || state === 'Aborted') break;
+      const state = polled.body.state;
+      if (state === 'JobComplete' || state === 'Failed' || state === 'Aborted') return { state, errorText: polled.body.errorMessage ?? '' };
     }
+  }
+
+  /**
+   * The three result files of an ended job, by external id: undefined when a download settled
+   * the records itself (throttled, refused). A file without its header row is not a result of
+   * this job: the records an earlier, good file accounted for keep their outcomes, and the call
+   * fails with a CRM_BAD_RESPONSE.
+   */
+  private async readResults(
+    call: Call,
+    job: OpenJob,
+    idx: number[],
+    wanted: Map<number, Record<string, string>>,
+    own: boolean,
+    state: string,
+  ): Promise<JobResults | undefined> {
+    const path = `${this.prefix}/jobs/ingest/${job.id}`;
     const results: JobResults = new Map();
     for (const kind of ['successfulResults', 'failedResults', 'unprocessedrecords'] as const) {
-      const res = await this.request('GET', `${jobs}/${jobId}/${kind}/`, undefined, call.onSignal, undefined, 'text/csv');
-      if (!this.checkWhole(call, idx, res, `jobs/ingest ${kind}`)) return;
+      const res = await this.request('GET', `${path}/${kind}/`, undefined, call.onSignal, undefined, 'text/csv');
+      if (!this.checkWhole(call, idx, res, `jobs/ingest ${kind}`)) return undefined;
       const { header: columns, rows } = parseCsv(res.text);
       // Every result file has a header row (also when it has no rows): its sf__ columns, then
-      // the uploaded ones. Without it the file is not a result of this job.
+      // the uploaded ones.
       const expected = [...RESULT_COLUMNS[kind], job.extField];
       if (!expected.every((c) => columns.includes(c))) {
-        // The records an earlier, good file accounted for keep their outcomes.
-        for (const i of idx) {
-          const r = results.get(call.records[i]!.externalId);
-          if (r) this.settleResult(call, i, jobId, state, r, own ? undefined : wanted.get(i));
-        }
-        throw badResponse(`Salesforce GET ${jobs}/${jobId}/${kind}/`, res.status, res.text, `CSV with the columns ${expected.join(', ')}`);
+        this.settleResults(call, idx, job.id, state, results, own ? undefined : wanted);
+        throw badResponse(`Salesforce GET ${path}/${kind}/`, res.status, res.text, `CSV with the columns ${expected.join(', ')}`);
       }
       for (const row of rows) {
         const ext = row[job.extField] ?? '';
         if (!results.has(ext)) results.set(ext, { kind, row });
       }
     }
-    // Read in full: the job is settled, whatever of it this call could use.
-    this.openJobs.delete(jobId);
+    return results;
+  }
+
+  /** Settles each record of `idx` the results name (`wanted`: the cells a resumed job must carry). */
+  private settleResults(
+    call: Call,
+    idx: number[],
+    jobId: string,
+    state: string,
+    results: JobResults,
+    wanted: Map<number, Record<string, string>> | undefined,
+  ): void {
     for (const i of idx) {
       const r = results.get(call.records[i]!.externalId);
-      if (r) this.settleResult(call, i, jobId, state, r, own ? undefined : wanted.get(i));
+      if (r) this.settleResult(call, i, jobId, state, r, wanted?.get(i));
     }
-    if (state !== 'JobComplete') log.warn({ jobId, state, errorMessage: errorText }, 'bulk job did not complete');
-    if (!own) return;
-    const missing: WriteOutcome = state === 'Failed'
-      ? { status: 'rejected', code: 'BULK_JOB_FAILED', message: `Salesforce Bulk API job ${jobId} failed: ${errorText || 'no reason given'}` }
-      : state === 'JobComplete'
-        // A complete job lists every record in one of the three files: one missing is a bad answer.
-        ? badRecord(`Salesforce Bulk API job ${jobId} (JobComplete) returned no result row for the record`)
-        : { status: 'retry', code: 'BULK_NO_RESULT', message: `Salesforce Bulk API job ${jobId} (${state}) returned no result for the record` };
-    this.settle(call, idx, missing);
   }
 
   /**
    * One record's result row. `cells`: the record came to a resumed job, which settles it only
    * when the row holds what this call would upload (otherwise it goes into a new job).
    */
-  private settleResult(call: Call, i: number, jobId: string, state: string, r: { kind: keyof typeof RESULT_COLUMNS; row: Record<string, string> }, cells?: Record<string, string>): void {
+  private settleResult(
+    call: Call,
+    i: number,
+    jobId: string,
+    state: string,
+    r: { kind: keyof typeof RESULT_COLUMNS; row: Record<string, string> },
+    cells?: Record<string, string>,
+  ): void {
     if (call.out[i] !== undefined) return;
     const { kind, row } = r;
     const ext = call.records[i]!.externalId;
@@ -733,11 +905,13 @@ export class SalesforceAdapter implements CrmAdapter {
     if (cells && kind === 'unprocessedrecords') return;
     if (kind === 'successfulResults') {
       // sf__Id may be empty (marketing objects), sf__Created is `true` or `false`.
-      call.out[i] = row.sf__Created === 'true' || row.sf__Created === 'false'
-        ? { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' }
-        : badRecord(`Salesforce Bulk API job ${jobId}: sf__Created of ${ext} is ${JSON.stringify(row.sf__Created)}, not true or false`);
+      call.out[i] =
+        row.sf__Created === 'true' || row.sf__Created === 'false'
+          ? { status: 'done', ...(row.sf__Id ? { crmId: row.sf__Id } : {}), created: row.sf__Created === 'true' }
+          : badRecord(`Salesforce Bulk API job ${jobId}: sf__Created of ${ext} is ${JSON.stringify(row.sf__Created)}, not true or false`);
     } else if (kind === 'failedResults') call.out[i] = this.recordError([parseBulkError(row.sf__Error ?? '')]);
-    else call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
+    else
+      call.out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Salesforce did not process the record (job ${jobId} ${state})` };
   }
 
   /**
@@ -748,39 +922,61 @@ export class SalesforceAdapter implements CrmAdapter {
   private checkWhole(call: Call, idx: number[], res: SfResponse, what: string): boolean {
     if (res.status >= 200 && res.status < 300) return true;
     const e = (Array.isArray(res.body) ? (res.body as SfError[])[0] : undefined) ?? {};
-    const limit = res.status === 403 ? limitError(res.body) : undefined;
-    if (limit) {
-      call.throttled = true;
-      call.throttle = rateLimited(limit.message, res.retryAfter);
+    if (res.throttle) {
+      call.throttle = res.throttle;
       this.settle(call, idx, call.throttle);
       return false;
     }
     if (res.status === 403) {
-      throw new ConnectorError('CRM_FORBIDDEN', `Salesforce refused ${what} (HTTP 403 ${e.errorCode ?? ''}: ${e.message ?? res.text.slice(0, 200)}); check the integration user's object and field permissions`, { retriable: false });
+      throw new ConnectorError(
+        'CRM_FORBIDDEN',
+        `Salesforce refused ${what} (HTTP 403 ${e.errorCode ?? ''}: ${e.message ?? res.text.slice(0, 200)}); check the integration user's object and field permissions`,
+        { retriable: false },
+      );
     }
     if (res.status === 404) {
-      throw new ConnectorError('CRM_NOT_FOUND', `Salesforce answered HTTP 404 to ${what} (${e.message ?? 'not found'}); check crm.baseUrl, crm.apiVersion and mappings[].object / externalId.field`, { retriable: false });
+      throw new ConnectorError(
+        'CRM_NOT_FOUND',
+        `Salesforce answered HTTP 404 to ${what} (${e.message ?? 'not found'}); check crm.baseUrl, crm.apiVersion and mappings[].object / externalId.field`,
+        { retriable: false },
+      );
     }
     if (res.status === 400 && e.errorCode) {
       this.settle(call, idx, { status: 'rejected', code: e.errorCode, message: e.message ?? `Salesforce rejected ${what}` });
       return false;
     }
-    this.settle(call, idx, { status: 'retry', code: `HTTP_${res.status}`, message: `Salesforce answered HTTP ${res.status} to ${what}: ${res.text.slice(0, 200)}` });
+    this.settle(call, idx, {
+      status: 'retry',
+      code: `HTTP_${res.status}`,
+      message: `Salesforce answered HTTP ${res.status} to ${what}: ${res.text.slice(0, 200)}`,
+    });
     return false;
   }
 
   private recordError(errors: SfError[]): WriteOutcome {
     const first = errors[0] ?? {};
     const code = first.statusCode ?? first.errorCode ?? 'UNKNOWN';
-    const message = errors.map((e) => e.message ?? '').filter(Boolean).join('; ') || code;
-    if (TRANSIENT.has(code)) return { status: 'retry', code, message };
+    const message =
+      errors
+        .map((e) => e.message ?? '')
+        .filter(Boolean)
+        .join('; ') || code;
+    if (TRANSIENT.has(code)) return { status: 'retry', code, message, ...(SERVER_FAILING.has(code) ? { kind: 'server' as const } : {}) };
     // The parent is not in Salesforce yet (its change may still be on the way): try again later.
-    if (code === 'INVALID_FIELD' && /Foreign key external ID: .* not found/.test(message)) return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message };
+    if (code === 'INVALID_FIELD' && /Foreign key external ID: .* not found/.test(message))
+      return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message };
     const field = first.fields?.[0];
     return { status: 'rejected', code, message, ...(field ? { field } : {}) };
   }
 
-  private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void, contentType = 'application/json', accept = 'application/json'): Promise<SfResponse> {
+  private async request(
+    method: string,
+    path: string,
+    body: unknown,
+    onSignal: (s: RateSignal) => void,
+    contentType = 'application/json',
+    accept = 'application/json',
+  ): Promise<SfResponse> {
     // A session past its timeout is answered 401 INVALID_SESSION_ID: a new token, one retry.
     const res = await withToken(
       this.auth,
@@ -805,19 +1001,21 @@ export class SalesforceAdapter implements CrmAdapter {
     const text = res.text;
     // Bulk API results are CSV: only a JSON answer is parsed.
     const parsed = String(header(res.headers, 'content-type') ?? '').includes('json') && text ? safeJson(text) : text;
-    const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
-    const out: SfResponse = { status: res.status, body: parsed, text, ...(retryAfter !== undefined ? { retryAfter } : {}) };
+    const out: SfResponse = { status: res.status, body: parsed, text };
     const signal: RateSignal = {};
     const usage = /api-usage=(\d+)\/(\d+)/.exec(String(res.headers['sforce-limit-info'] ?? ''));
     if (usage) signal.dailyRemaining = Math.max(0, Number(usage[2]) - Number(usage[1]));
     const limit = out.status === 403 ? limitError(parsed) : undefined;
     if (limit) {
-      signal.throttled = true;
-      signal.retryAfterSeconds = requestLimit(limit.message, retryAfter).retryAfterSeconds;
-    }
-    onSignal(signal);
+      const { waitSeconds, message } = requestLimit(limit.message);
+      out.throttle = throttled(res.headers, { message, defaultSeconds: waitSeconds, signal, onSignal });
+    } else onSignal(signal);
     if (out.status >= 500) {
-      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`, { retriable: true, status: out.status });
+      throw new ConnectorError(
+        `CRM_HTTP_${out.status}`,
+        `Salesforce answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; will retry`,
+        { retriable: true, status: out.status },
+      );
     }
     return out;
   }

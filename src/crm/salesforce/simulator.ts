@@ -1,7 +1,7 @@
 import { SimTokens, type SimOAuthOptions, tokenParams, verifyJwt } from '../auth/token-sim.ts';
 import { isObject } from '../http.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
-import { CSV_NULL, parseCsv, toCsv } from './csv.ts';
+import { parseCsv, SALESFORCE_CSV, SALESFORCE_CSV_NULL, toCsv } from '../csv.ts';
 
 /**
  * Salesforce REST API and Bulk API 2.0 as documented (reference/crm-apis.md and the links below).
@@ -105,7 +105,13 @@ const DATE = /^\d{4}-\d{2}-\d{2}/;
 /** Key prefixes of standard objects (first 3 characters of every record Id). */
 const PREFIXES: Record<string, string> = { Account: '001', Contact: '003', Opportunity: '006', Lead: '00Q', Case: '500', User: '005' };
 /** Standard relationship names -> the object they point to (`Parent` points to the same object). */
-const STANDARD_RELATIONSHIPS: Record<string, string> = { Account: 'Account', Contact: 'Contact', Owner: 'User', ReportsTo: 'Contact', Campaign: 'Campaign' };
+const STANDARD_RELATIONSHIPS: Record<string, string> = {
+  Account: 'Account',
+  Contact: 'Contact',
+  Owner: 'User',
+  ReportsTo: 'Contact',
+  Campaign: 'Campaign',
+};
 const REQUIRED: Record<string, string[]> = {
   Contact: ['LastName'],
   Lead: ['LastName', 'Company'],
@@ -134,8 +140,11 @@ function errorBody(status: number, errorCode: string, message: string, headers?:
 }
 
 /** The lookup field a relationship sets: `Rel__r` -> `Rel__c`, `Account` -> `AccountId`. */
-const lookupField = (relationship: string): string => (relationship.endsWith('__r') ? `${relationship.slice(0, -3)}__c` : `${relationship}Id`);
+const lookupField = (relationship: string): string =>
+  relationship.endsWith('__r') ? `${relationship.slice(0, -3)}__c` : `${relationship}Id`;
 const notFound = (): SimResponse => errorBody(404, 'NOT_FOUND', 'The requested resource does not exist');
+/** A result file as Salesforce sends it: a header row, then the rows (LF, as the job was created). */
+const resultCsv = (header: string[], rows: string[][]): string => toCsv([header, ...rows], SALESFORCE_CSV);
 const blank = (v: unknown): boolean => v === undefined || v === null || String(v).trim() === '';
 
 interface IngestJob {
@@ -207,8 +216,10 @@ class SalesforceSim extends SimServer {
 
   protected async handle(req: SimRequest): Promise<SimResponse> {
     const parts = req.path.split('/').filter(Boolean);
-    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'userinfo' && parts.length === 3 && req.method === 'GET') return this.userinfo(req);
-    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'token' && parts.length === 3 && req.method === 'POST') return this.issueToken(req);
+    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'userinfo' && parts.length === 3 && req.method === 'GET')
+      return this.userinfo(req);
+    if (parts[0] === 'services' && parts[1] === 'oauth2' && parts[2] === 'token' && parts.length === 3 && req.method === 'POST')
+      return this.issueToken(req);
     if (parts[0] !== 'services' || parts[1] !== 'data') return notFound();
     // The versions list is the one resource that needs no session and does not count.
     if (parts.length === 2 && req.method === 'GET') {
@@ -246,7 +257,8 @@ class SalesforceSim extends SimServer {
     const origin = `http://${req.headers.host ?? 'localhost'}`;
     if (grant === 'client_credentials') {
       const client = this.tokens.client(p.get('client_id'));
-      if (!client || !client.clientSecret || p.get('client_secret') !== client.clientSecret) return refuse('invalid_client', 'invalid client credentials');
+      if (!client?.clientSecret || p.get('client_secret') !== client.clientSecret)
+        return refuse('invalid_client', 'invalid client credentials');
     } else if (grant === 'urn:ietf:params:oauth:grant-type:jwt-bearer') {
       const assertion = p.get('assertion') ?? '';
       const unverified = verifyJwt(assertion, undefined);
@@ -254,23 +266,42 @@ class SalesforceSim extends SimServer {
       if (!client) return refuse('invalid_client_id', 'client identifier invalid');
       const claims = verifyJwt(assertion, client.publicKey);
       if (!claims || Number(claims.exp) * 1000 <= this.now()) return refuse('invalid_grant', 'invalid assertion');
-      if (![origin, 'https://login.salesforce.com', 'https://test.salesforce.com'].includes(String(claims.aud))) return refuse('invalid_grant', 'audience is invalid');
-      if (typeof claims.sub !== 'string' || (client.usernames && !client.usernames.includes(claims.sub))) return refuse('invalid_grant', "user hasn't approved this consumer");
+      if (![origin, 'https://login.salesforce.com', 'https://test.salesforce.com'].includes(String(claims.aud)))
+        return refuse('invalid_grant', 'audience is invalid');
+      if (typeof claims.sub !== 'string' || (client.usernames && !client.usernames.includes(claims.sub)))
+        return refuse('invalid_grant', "user hasn't approved this consumer");
     } else {
       return refuse('unsupported_grant_type', 'grant type not supported');
     }
     const t = this.tokens.issue(`${ORG_ID}!`);
     return {
       status: 200,
-      body: { access_token: t.value, signature: 'c2ltdWxhdG9y', instance_url: origin, id: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`, token_type: 'Bearer', issued_at: String(this.now()) },
+      body: {
+        access_token: t.value,
+        signature: 'c2ltdWxhdG9y',
+        instance_url: origin,
+        id: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`,
+        token_type: 'Bearer',
+        issued_at: String(this.now()),
+      },
     };
   }
 
   /** OpenID Connect UserInfo of the token's user; not an API request, so not counted. */
   private userinfo(req: SimRequest): SimResponse {
     const auth = req.headers.authorization ?? '';
-    if (this.tokens.state(auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '') !== 'valid') return { status: 403, body: 'Bad_OAuth_Token', headers: { 'content-type': 'text/plain' } };
-    return { status: 200, body: { sub: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`, user_id: USER_ID, organization_id: ORG_ID, preferred_username: 'integration@example.com', name: 'Integration User' } };
+    if (this.tokens.state(auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '') !== 'valid')
+      return { status: 403, body: 'Bad_OAuth_Token', headers: { 'content-type': 'text/plain' } };
+    return {
+      status: 200,
+      body: {
+        sub: `https://login.salesforce.com/id/${ORG_ID}/${USER_ID}`,
+        user_id: USER_ID,
+        organization_id: ORG_ID,
+        preferred_username: 'integration@example.com',
+        name: 'Integration User',
+      },
+    };
   }
 
   private route(req: SimRequest, p: string[], apiVersion: number): SimResponse {
@@ -367,8 +398,14 @@ class SalesforceSim extends SimServer {
   }
 
   private query(soql: string): SimResponse {
-    const m = /^\s*SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(\w+)\s*(=|IN)\s*(\(.*\)|'(?:[^'\\]|\\.)*'))?(?:\s+LIMIT\s+(\d+))?\s*$/is.exec(soql);
-    if (!m) return errorBody(400, 'MALFORMED_QUERY', `unexpected token in: ${soql.slice(0, 200)} (the simulator supports SELECT ... FROM ... [WHERE f = 'v' | f IN (...)] [LIMIT n])`);
+    const m =
+      /^\s*SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(\w+)\s*(=|IN)\s*(\(.*\)|'(?:[^'\\]|\\.)*'))?(?:\s+LIMIT\s+(\d+))?\s*$/is.exec(soql);
+    if (!m)
+      return errorBody(
+        400,
+        'MALFORMED_QUERY',
+        `unexpected token in: ${soql.slice(0, 200)} (the simulator supports SELECT ... FROM ... [WHERE f = 'v' | f IN (...)] [LIMIT n])`,
+      );
     const fields = m[1]!.split(',').map((f) => f.trim());
     const object = m[2]!;
     let rows = [...this.records(object).values()];
@@ -381,7 +418,10 @@ class SalesforceSim extends SimServer {
       });
     }
     if (m[6]) rows = rows.slice(0, Number(m[6]));
-    return this.page(object, rows.map((r) => this.view(object, r, fields)));
+    return this.page(
+      object,
+      rows.map((r) => this.view(object, r, fields)),
+    );
   }
 
   private page(object: string, rows: Record<string, unknown>[]): SimResponse {
@@ -409,14 +449,23 @@ class SalesforceSim extends SimServer {
   private validate(object: string, merged: Record<string, unknown>, creating: boolean, sent: Record<string, unknown>): SfError[] {
     const errors: SfError[] = [];
     const missing = (REQUIRED[object] ?? []).filter((f) => (creating || f in sent) && blank(merged[f]));
-    if (missing.length) errors.push({ statusCode: 'REQUIRED_FIELD_MISSING', message: `Required fields are missing: [${missing.join(', ')}]`, fields: missing });
+    if (missing.length)
+      errors.push({
+        statusCode: 'REQUIRED_FIELD_MISSING',
+        message: `Required fields are missing: [${missing.join(', ')}]`,
+        fields: missing,
+      });
     for (const [k, v] of Object.entries(sent)) {
       if (/email$/i.test(k) && !blank(v) && !EMAIL.test(String(v))) {
         errors.push({ statusCode: 'INVALID_EMAIL_ADDRESS', message: `${k}: invalid email address: ${String(v)}`, fields: [k] });
       }
     }
     if (object === 'Opportunity' && !blank(sent.CloseDate) && !DATE.test(String(sent.CloseDate))) {
-      errors.push({ statusCode: 'INVALID_TYPE_ON_FIELD_IN_RECORD', message: `Close Date: value not of required type: ${String(sent.CloseDate)}`, fields: ['CloseDate'] });
+      errors.push({
+        statusCode: 'INVALID_TYPE_ON_FIELD_IN_RECORD',
+        message: `Close Date: value not of required type: ${String(sent.CloseDate)}`,
+        fields: ['CloseDate'],
+      });
     }
     const injected = this.rejected(merged);
     if (injected) errors.push({ statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', message: injected.message, fields: [injected.field] });
@@ -449,16 +498,21 @@ class SalesforceSim extends SimServer {
       const keys = Object.keys(v).filter((x) => x !== 'attributes');
       const idField = keys[0];
       if (keys.length !== 1 || !idField) {
-        errors.push({ statusCode: 'INVALID_FIELD', message: `A relationship ${k} must name exactly one external ID field of the parent`, fields: [k] });
+        errors.push({
+          statusCode: 'INVALID_FIELD',
+          message: `A relationship ${k} must name exactly one external ID field of the parent`,
+          fields: [k],
+        });
         continue;
       }
       const type = this.relationshipTarget(object, k, idField, v[idField], (v.attributes as { type?: unknown } | undefined)?.type);
       const value = v[idField];
       const parents = type ? this.findBy(type, idField, value) : [];
       if (parents.length !== 1) {
-        const message = parents.length > 1
-          ? `Foreign key external ID: ${String(value)} matches more than one record for field ${idField} in entity ${type}`
-          : `Foreign key external ID: ${String(value)} not found for field ${idField} in entity ${type ?? k}`;
+        const message =
+          parents.length > 1
+            ? `Foreign key external ID: ${String(value)} matches more than one record for field ${idField} in entity ${type}`
+            : `Foreign key external ID: ${String(value)} not found for field ${idField} in entity ${type ?? k}`;
         errors.push({ statusCode: 'INVALID_FIELD', message, fields: [] });
         continue;
       }
@@ -466,20 +520,33 @@ class SalesforceSim extends SimServer {
     }
     for (const [k, v] of Object.entries(fields)) {
       if (isObject(v) && lookupField(k) in fields) {
-        errors.push({ statusCode: 'INVALID_FIELD', message: `Cannot specify both an external ID reference ${k} and a salesforce id, ${lookupField(k)}`, fields: [] });
+        errors.push({
+          statusCode: 'INVALID_FIELD',
+          message: `Cannot specify both an external ID reference ${k} and a salesforce id, ${lookupField(k)}`,
+          fields: [],
+        });
       }
     }
     return { fields: out, errors };
   }
 
   /** One record of an upsert: validated in full before anything is stored. */
-  private prepareUpsert(object: string, extField: string, input: Record<string, unknown>): { commit: () => WriteResult } | { errors: SfError[] } {
+  private prepareUpsert(
+    object: string,
+    extField: string,
+    input: Record<string, unknown>,
+  ): { commit: () => WriteResult } | { errors: SfError[] } {
     const extValue = input[extField];
     if (blank(extValue)) return { errors: [{ statusCode: 'MISSING_ARGUMENT', message: `${extField} not specified`, fields: [extField] }] };
     const resolved = this.resolveRelationships(object, input);
     if (resolved.errors.length) return { errors: resolved.errors };
     const found = this.findBy(object, extField, extValue);
-    if (found.length > 1) return { errors: [{ statusCode: 'DUPLICATE_EXTERNAL_ID', message: `Duplicate external id specified: ${String(extValue)}`, fields: [extField] }] };
+    if (found.length > 1)
+      return {
+        errors: [
+          { statusCode: 'DUPLICATE_EXTERNAL_ID', message: `Duplicate external id specified: ${String(extValue)}`, fields: [extField] },
+        ],
+      };
     const existing = found[0];
     const merged: Record<string, unknown> = { ...existing, ...resolved.fields };
     const errors = this.validate(object, merged, !existing, resolved.fields);
@@ -488,7 +555,13 @@ class SalesforceSim extends SimServer {
       commit: () => {
         const now = new Date(this.now()).toISOString().replace('Z', '+0000');
         const n = existing?.id ?? this.newId();
-        const record: SimRecord = { ...merged, id: n, Id: existing?.Id ?? this.sfId(object, n), CreatedDate: existing?.CreatedDate ?? now, LastModifiedDate: now };
+        const record: SimRecord = {
+          ...merged,
+          id: n,
+          Id: existing?.Id ?? this.sfId(object, n),
+          CreatedDate: existing?.CreatedDate ?? now,
+          LastModifiedDate: now,
+        };
         this.records(object).set(n, record);
         this.stats.recordsWritten++;
         return { ok: true, id: String(record.Id), created: !existing };
@@ -498,24 +571,35 @@ class SalesforceSim extends SimServer {
 
   private upsertCollection(object: string, extField: string, body: unknown): SimResponse {
     const b = body as { allOrNone?: boolean; records?: unknown } | undefined;
-    if (!isObject(b) || !Array.isArray(b.records)) return errorBody(400, 'JSON_PARSER_ERROR', 'The request body must be {"allOrNone": <bool>, "records": [...]}');
+    if (!isObject(b) || !Array.isArray(b.records))
+      return errorBody(400, 'JSON_PARSER_ERROR', 'The request body must be {"allOrNone": <bool>, "records": [...]}');
     const records = b.records as unknown[];
-    if (records.length > COLLECTION_MAX) return errorBody(400, 'EXCEEDED_ID_LIMIT', `record limit reached. cannot submit more than ${COLLECTION_MAX} records into this call`);
+    if (records.length > COLLECTION_MAX)
+      return errorBody(400, 'EXCEEDED_ID_LIMIT', `record limit reached. cannot submit more than ${COLLECTION_MAX} records into this call`);
     const counts = new Map<string, number>();
-    for (const r of records) if (isObject(r) && !blank(r[extField])) counts.set(String(r[extField]), (counts.get(String(r[extField])) ?? 0) + 1);
+    for (const r of records)
+      if (isObject(r) && !blank(r[extField])) counts.set(String(r[extField]), (counts.get(String(r[extField])) ?? 0) + 1);
     const prepared = records.map((r) => {
       if (!isObject(r) || (r.attributes as { type?: unknown } | undefined)?.type !== object) {
         return { errors: [{ statusCode: 'INVALID_TYPE', message: `Each record needs attributes.type = ${object}`, fields: [] }] };
       }
       if ('Id' in r) return { errors: [{ statusCode: 'INVALID_FIELD', message: 'Upsert by external id: don’t set Id', fields: ['Id'] }] };
       if ((counts.get(String(r[extField])) ?? 0) > 1) {
-        return { errors: [{ statusCode: 'DUPLICATE_EXTERNAL_ID', message: `Duplicate external id specified: ${String(r[extField])}`, fields: [extField] }] };
+        return {
+          errors: [
+            { statusCode: 'DUPLICATE_EXTERNAL_ID', message: `Duplicate external id specified: ${String(r[extField])}`, fields: [extField] },
+          ],
+        };
       }
       const { attributes: _attributes, ...fields } = r;
       return this.prepareUpsert(object, extField, fields);
     });
     const failed = prepared.some((p) => 'errors' in p);
-    const rolledBack: SfError = { statusCode: 'ALL_OR_NONE_OPERATION_ROLLED_BACK', message: 'Record rolled back because not all records were valid and the request was using AllOrNone header', fields: [] };
+    const rolledBack: SfError = {
+      statusCode: 'ALL_OR_NONE_OPERATION_ROLLED_BACK',
+      message: 'Record rolled back because not all records were valid and the request was using AllOrNone header',
+      fields: [],
+    };
     const results = prepared.map((p) => {
       if ('errors' in p) return { success: false, errors: p.errors };
       if (b.allOrNone === true && failed) return { success: false, errors: [rolledBack] };
@@ -526,7 +610,8 @@ class SalesforceSim extends SimServer {
   }
 
   private deleteOne(id: string): { id: string; success: boolean; errors: SfError[] } {
-    if (!/^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$/.test(id)) return { id, success: false, errors: [{ statusCode: 'MALFORMED_ID', message: `malformed id ${id}`, fields: [] }] };
+    if (!/^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$/.test(id))
+      return { id, success: false, errors: [{ statusCode: 'MALFORMED_ID', message: `malformed id ${id}`, fields: [] }] };
     const hit = this.byId(id);
     if (!hit) return { id, success: false, errors: [{ statusCode: 'ENTITY_IS_DELETED', message: 'entity is deleted', fields: [] }] };
     this.records(hit.object).delete(hit.record.id);
@@ -537,18 +622,31 @@ class SalesforceSim extends SimServer {
   private deleteCollection(query: URLSearchParams): SimResponse {
     const ids = (query.get('ids') ?? '').split(',').filter(Boolean);
     if (ids.length === 0) return errorBody(400, 'MISSING_ARGUMENT', 'ids parameter is required');
-    if (ids.length > COLLECTION_MAX) return errorBody(400, 'EXCEEDED_ID_LIMIT', `record limit reached. cannot submit more than ${COLLECTION_MAX} records into this call`);
+    if (ids.length > COLLECTION_MAX)
+      return errorBody(400, 'EXCEEDED_ID_LIMIT', `record limit reached. cannot submit more than ${COLLECTION_MAX} records into this call`);
     return { status: 200, body: ids.map((id) => this.deleteOne(id)) };
   }
 
   // ---- Bulk API 2.0 ingest -----------------------------------------------------------------
 
   private createJob(body: unknown, apiVersion: number): SimResponse {
-    const b = (isObject(body) ? body : {}) as { object?: string; operation?: string; externalIdFieldName?: string; contentType?: string; lineEnding?: string; columnDelimiter?: string };
+    const b = (isObject(body) ? body : {}) as {
+      object?: string;
+      operation?: string;
+      externalIdFieldName?: string;
+      contentType?: string;
+      lineEnding?: string;
+      columnDelimiter?: string;
+    };
     if (!b.object) return errorBody(400, 'INVALIDJOB', 'InvalidJob : object is required');
-    if (!['insert', 'update', 'upsert', 'delete', 'hardDelete'].includes(b.operation ?? '')) return errorBody(400, 'INVALIDJOB', `InvalidJob : Invalid operation: ${b.operation ?? ''}`);
+    if (!['insert', 'update', 'upsert', 'delete', 'hardDelete'].includes(b.operation ?? ''))
+      return errorBody(400, 'INVALIDJOB', `InvalidJob : Invalid operation: ${b.operation ?? ''}`);
     if (b.operation === 'upsert' && !b.externalIdFieldName) {
-      return errorBody(400, 'INVALIDJOB', `InvalidJob : External ID was blank for ${b.object}. An External ID must be specified for upsert.`);
+      return errorBody(
+        400,
+        'INVALIDJOB',
+        `InvalidJob : External ID was blank for ${b.object}. An External ID must be specified for upsert.`,
+      );
     }
     if ((b.contentType ?? 'CSV') !== 'CSV' || (b.columnDelimiter ?? 'COMMA') !== 'COMMA') {
       return errorBody(400, 'INVALIDJOB', 'InvalidJob : the simulator supports contentType CSV with columnDelimiter COMMA');
@@ -574,7 +672,8 @@ class SalesforceSim extends SimServer {
   /** Get All Jobs: every ingest job of the org as of now, 1,000 a page, in no promised order. */
   private listJobs(query: URLSearchParams, apiVersion: number): SimResponse {
     const type = query.get('jobType');
-    if (type && !['V2Ingest', 'Classic', 'BigObjectIngest'].includes(type)) return errorBody(400, 'INVALIDJOB', `InvalidJob : invalid jobType ${type}`);
+    if (type && !['V2Ingest', 'Classic', 'BigObjectIngest'].includes(type))
+      return errorBody(400, 'INVALIDJOB', `InvalidJob : invalid jobType ${type}`);
     const all = type && type !== 'V2Ingest' ? [] : [...this.jobs.values()];
     for (const job of all) this.advance(job);
     const from = Number(query.get('queryLocator') ?? 0) || 0;
@@ -583,7 +682,11 @@ class SalesforceSim extends SimServer {
     const v = apiVersion.toFixed(1);
     return {
       status: 200,
-      body: { done, records: page.map((j) => this.jobInfo(j)), ...(done ? {} : { nextRecordsUrl: `/services/data/v${v}/jobs/ingest?jobType=V2Ingest&queryLocator=${from + JOB_PAGE}` }) },
+      body: {
+        done,
+        records: page.map((j) => this.jobInfo(j)),
+        ...(done ? {} : { nextRecordsUrl: `/services/data/v${v}/jobs/ingest?jobType=V2Ingest&queryLocator=${from + JOB_PAGE}` }),
+      },
     };
   }
 
@@ -615,8 +718,10 @@ class SalesforceSim extends SimServer {
   }
 
   private upload(job: IngestJob, req: SimRequest): SimResponse {
-    if (!String(req.headers['content-type'] ?? '').startsWith('text/csv')) return errorBody(400, 'INVALIDJOB', 'InvalidJob : Content-Type must be text/csv');
-    if (job.state !== 'Open' || job.csv !== undefined) return errorBody(409, 'INVALIDJOBSTATE', `Job ${job.id} is not Open for data upload`);
+    if (!String(req.headers['content-type'] ?? '').startsWith('text/csv'))
+      return errorBody(400, 'INVALIDJOB', 'InvalidJob : Content-Type must be text/csv');
+    if (job.state !== 'Open' || job.csv !== undefined)
+      return errorBody(409, 'INVALIDJOBSTATE', `Job ${job.id} is not Open for data upload`);
     job.csv = typeof req.body === 'string' ? req.body : '';
     return { status: 201 };
   }
@@ -653,10 +758,24 @@ class SalesforceSim extends SimServer {
     const failed: string[][] = [];
     const extField = job.externalIdFieldName ?? '';
     const bad = header.find((h) => !/^(?:\w+:)?\w+(?:\.\w+)?$/.test(h));
-    if (bad !== undefined || (job.operation === 'upsert' && !header.includes(extField)) || (job.operation.endsWith('elete') && !header.includes('Id'))) {
+    if (
+      bad !== undefined ||
+      (job.operation === 'upsert' && !header.includes(extField)) ||
+      (job.operation.endsWith('elete') && !header.includes('Id'))
+    ) {
       job.state = 'Failed';
-      job.errorMessage = bad !== undefined ? `InvalidBatch : Field name not valid : ${bad}` : `InvalidBatch : Field name not found : ${job.operation === 'upsert' ? extField : 'Id'}`;
-      job.results = { successful: toCsv(['sf__Id', 'sf__Created', ...header], []), failed: toCsv(['sf__Id', 'sf__Error', ...header], []), unprocessed: toCsv(header, rows.map((r) => header.map((h) => r[h] ?? ''))) };
+      job.errorMessage =
+        bad !== undefined
+          ? `InvalidBatch : Field name not valid : ${bad}`
+          : `InvalidBatch : Field name not found : ${job.operation === 'upsert' ? extField : 'Id'}`;
+      job.results = {
+        successful: resultCsv(['sf__Id', 'sf__Created', ...header], []),
+        failed: resultCsv(['sf__Id', 'sf__Error', ...header], []),
+        unprocessed: resultCsv(
+          header,
+          rows.map((r) => header.map((h) => r[h] ?? '')),
+        ),
+      };
       return;
     }
     for (const row of rows) {
@@ -668,7 +787,14 @@ class SalesforceSim extends SimServer {
         continue;
       }
       const fields = this.rowFields(header, row);
-      const p = job.operation === 'upsert' ? this.prepareUpsert(job.object, extField, fields) : { errors: [{ statusCode: 'INVALIDJOB', message: `the simulator runs upsert and delete jobs, not ${job.operation}`, fields: [] }] };
+      const p =
+        job.operation === 'upsert'
+          ? this.prepareUpsert(job.object, extField, fields)
+          : {
+              errors: [
+                { statusCode: 'INVALIDJOB', message: `the simulator runs upsert and delete jobs, not ${job.operation}`, fields: [] },
+              ],
+            };
       if ('errors' in p) failed.push(['', this.bulkError(p.errors), ...cells]);
       else {
         const r = p.commit() as { id: string; created: boolean };
@@ -679,9 +805,9 @@ class SalesforceSim extends SimServer {
     job.numberRecordsProcessed = rows.length;
     job.numberRecordsFailed = failed.length;
     job.results = {
-      successful: toCsv(['sf__Id', 'sf__Created', ...header], shuffle(ok)),
-      failed: toCsv(['sf__Id', 'sf__Error', ...header], shuffle(failed)),
-      unprocessed: toCsv(header, []),
+      successful: resultCsv(['sf__Id', 'sf__Created', ...header], shuffle(ok)),
+      failed: resultCsv(['sf__Id', 'sf__Error', ...header], shuffle(failed)),
+      unprocessed: resultCsv(header, []),
     };
   }
 
@@ -693,7 +819,7 @@ class SalesforceSim extends SimServer {
       if (v === '') continue;
       const rel = /^(?:(\w+):)?(\w+)\.(\w+)$/.exec(h);
       if (rel) fields[rel[2]!] = { ...(rel[1] ? { attributes: { type: rel[1] } } : {}), [rel[3]!]: v };
-      else fields[h] = v === CSV_NULL ? null : v;
+      else fields[h] = v === SALESFORCE_CSV_NULL ? null : v;
     }
     return fields;
   }
@@ -704,11 +830,25 @@ class SalesforceSim extends SimServer {
   }
 
   private results(job: IngestJob, kind: string): SimResponse {
-    const which = kind === 'successfulResults' ? 'successful' : kind === 'failedResults' ? 'failed' : kind === 'unprocessedrecords' ? 'unprocessed' : undefined;
+    const which =
+      kind === 'successfulResults'
+        ? 'successful'
+        : kind === 'failedResults'
+          ? 'failed'
+          : kind === 'unprocessedrecords'
+            ? 'unprocessed'
+            : undefined;
     if (!which) return notFound();
     if (job.state === 'Aborted' && !job.results) {
       const { header, rows } = parseCsv(job.csv ?? '');
-      job.results = { successful: toCsv(['sf__Id', 'sf__Created', ...header], []), failed: toCsv(['sf__Id', 'sf__Error', ...header], []), unprocessed: toCsv(header, rows.map((r) => header.map((h) => r[h] ?? ''))) };
+      job.results = {
+        successful: resultCsv(['sf__Id', 'sf__Created', ...header], []),
+        failed: resultCsv(['sf__Id', 'sf__Error', ...header], []),
+        unprocessed: resultCsv(
+          header,
+          rows.map((r) => header.map((h) => r[h] ?? '')),
+        ),
+      };
     }
     if (!job.results) return errorBody(400, 'INVALIDJOBSTATE', `Job ${job.id} has no results yet: its state is ${job.state}`);
     return { status: 200, headers: { 'Content-Type': 'text/csv' }, body: job.results[which] };

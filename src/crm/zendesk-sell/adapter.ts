@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
-import type { CrmAdapter, CrmTarget, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
+import { type CrmAdapter, type CrmTarget, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { badResponse, header, isObject, parseRetryAfter, sendJson, crmPool } from '../http.ts';
+import { badResponse, crmPool, header, isObject, parseRetryAfter, type RetryOutcome, sendJson, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 
@@ -29,6 +29,8 @@ interface SellResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: unknown;
+  /** A 429: the outcome of the record it refused, already signalled to the budget. */
+  throttle?: RetryOutcome;
 }
 
 interface SellError {
@@ -70,7 +72,7 @@ function collectionItems(body: unknown): Hit[] | undefined {
 }
 
 /** A record's value of a field as pg2crm names it (`custom_fields.erp_id` or a plain attribute). */
-function valueOf(data: Record<string, unknown>, field: string): unknown {
+function fieldValue(data: Record<string, unknown>, field: string): unknown {
   const cf = /^custom_fields\.(.+)$/.exec(field);
   if (!cf) return data[field];
   const custom = data.custom_fields;
@@ -117,18 +119,12 @@ function toData(fields: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
- * Seconds to wait after a 429: the Retry-After header (seconds or an HTTP-date; Zendesk's
- * rate-limits page documents it in seconds), else the body's `retry_after` (field report), else
- * 60 s. Sell's own rate-limits page documents neither, only the 429.
+ * The wait after a 429 when no Retry-After header names one (`throttled` reads that first:
+ * seconds or an HTTP-date; Zendesk's rate-limits page documents it in seconds): the body's
+ * `retry_after` (field report), else 60 s. Sell's own rate-limits page documents neither, only the 429.
  */
-function retryAfterOf(res: { headers: Record<string, string | string[] | undefined>; body: unknown }): number {
-  const body = isObject(res.body) ? res.body : undefined;
-  return parseRetryAfter(header(res.headers, 'retry-after')) ?? parseRetryAfter(body?.retry_after as string | number | undefined) ?? 60;
-}
-
-/** The retry kind of a whole-request error turned into a record's outcome. */
-function kindOf(code: string): { kind?: RetryKind } {
-  return code === 'CRM_BAD_RESPONSE' ? { kind: 'bad-response' } : {};
+function documentedWait(body: unknown): number {
+  return parseRetryAfter((isObject(body) ? body.retry_after : undefined) as string | number | undefined) ?? 60;
 }
 
 export class ZendeskSellAdapter implements CrmAdapter {
@@ -165,7 +161,8 @@ export class ZendeskSellAdapter implements CrmAdapter {
       else {
         n += 1;
         // A cleared lookup (null) is sent as null: no id lookup to pay for.
-        for (const l of Object.values(r.lookups ?? {})) if (l.externalId !== null && !this.ids.has(this.cacheKey(l.object, l.externalId))) n += 1;
+        for (const l of Object.values(r.lookups ?? {}))
+          if (l.externalId !== null && !this.ids.has(this.cacheKey(l.object, l.externalId))) n += 1;
       }
     }
     return n;
@@ -173,7 +170,8 @@ export class ZendeskSellAdapter implements CrmAdapter {
 
   async ping(): Promise<void> {
     const res = await this.request('GET', '/v2/users/self', undefined, () => undefined);
-    if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zendesk Sell answered HTTP ${res.status} to GET /v2/users/self; check crm.baseUrl`);
+    if (res.status !== 200)
+      throw new ConnectorError('CRM_PING', `Zendesk Sell answered HTTP ${res.status} to GET /v2/users/self; check crm.baseUrl`);
     // A proxy or captive portal answering 200 must not pass `pg2crm check`.
     if (resourceId(res.body) === undefined) throw badResponse('Zendesk Sell GET /v2/users/self', res.status, textOf(res.body), RESOURCE);
   }
@@ -209,7 +207,14 @@ export class ZendeskSellAdapter implements CrmAdapter {
         }
         const id = await this.find(l.object, l.externalIdField, l.externalId, onSignal);
         if (typeof id !== 'number') {
-          return id ?? { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet` };
+          return (
+            id ?? {
+              status: 'retry',
+              code: 'LOOKUP_PENDING',
+              kind: 'pending',
+              message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zendesk Sell yet`,
+            }
+          );
         }
         data[field] = id;
       }
@@ -223,7 +228,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
       return this.failure(res);
     } catch (err) {
       if (err instanceof ConnectorError && !err.retriable) throw err;
-      return { status: 'retry', code: err instanceof ConnectorError ? err.code : 'NETWORK', message: errorMessage(err), ...(err instanceof ConnectorError ? kindOf(err.code) : {}) };
+      return retryOutcomeOf(err) ?? { status: 'retry', code: 'NETWORK', message: errorMessage(err) };
     }
   }
 
@@ -246,7 +251,12 @@ export class ZendeskSellAdapter implements CrmAdapter {
    * failure or when several records hold it. Throws CRM_FILTER_IGNORED (permanent: the connector
    * stops) when a hit does not hold the value: the filter did not filter.
    */
-  private async find(object: string, field: string, externalId: string, onSignal: (s: RateSignal) => void): Promise<number | undefined | WriteOutcome> {
+  private async find(
+    object: string,
+    field: string,
+    externalId: string,
+    onSignal: (s: RateSignal) => void,
+  ): Promise<number | undefined | WriteOutcome> {
     const cached = this.ids.get(this.cacheKey(object, externalId));
     if (cached !== undefined) return cached;
     const res = await this.request('GET', `/v2/${object}?${filterParam(field, externalId)}`, undefined, onSignal);
@@ -254,7 +264,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
     // Not an empty list: a garbage answer must not make a delete "already gone" or a lookup pending.
     const hits = collectionItems(res.body);
     if (hits === undefined) return this.badAnswer(`GET /v2/${object} by ${field}`, res, COLLECTION);
-    const other = hits.find((h) => String(valueOf(h.data, field) ?? '') !== externalId);
+    const other = hits.find((h) => String(fieldValue(h.data, field) ?? '') !== externalId);
     if (other) {
       // Every later search of this object would do the same: stopping keeps the records in
       // Kafka until the field filters, where dead-lettering would take every delete and lookup
@@ -262,7 +272,7 @@ export class ZendeskSellAdapter implements CrmAdapter {
       // unfiltered and paginated: "no hit equal to the value" would not mean "not in Sell".
       throw new ConnectorError(
         'CRM_FILTER_IGNORED',
-        `Zendesk Sell did not filter ${object} by ${field}: searching ${field}=${externalId} returned ${object} ${other.id} holding ${JSON.stringify(valueOf(other.data, field) ?? null)}; ` +
+        `Zendesk Sell did not filter ${object} by ${field}: searching ${field}=${externalId} returned ${object} ${other.id} holding ${JSON.stringify(fieldValue(other.data, field) ?? null)}; ` +
           `nothing was written or deleted. The field must filter exactly: ${FILTERABLE_FIX}, then restart (pg2crm check verifies it)`,
         { retriable: false },
       );
@@ -300,7 +310,10 @@ export class ZendeskSellAdapter implements CrmAdapter {
     return out;
   }
 
-  private async checkTarget(t: CrmTarget, fieldsOf: Map<string, Promise<CustomField[] | string>>): Promise<{ ok: boolean; detail: string }> {
+  private async checkTarget(
+    t: CrmTarget,
+    fieldsOf: Map<string, Promise<CustomField[] | string>>,
+  ): Promise<{ ok: boolean; detail: string }> {
     const resourceType = RESOURCE_TYPES[t.object];
     if (!resourceType) return { ok: false, detail: `Zendesk Sell has no object ${t.object} pg2crm writes; use contacts, leads or deals` };
     const cf = /^custom_fields\.(.+)$/.exec(t.externalIdField);
@@ -313,7 +326,10 @@ export class ZendeskSellAdapter implements CrmAdapter {
       const field = list.find((f) => f.name === cf[1]);
       if (!field) {
         const names = list.map((f) => f.name).join(', ') || 'none';
-        return { ok: false, detail: `custom field ${cf[1]} is not defined on ${resourceType} (defined: ${names}); create it in Zendesk Sell as a text field and ${FILTERABLE_FIX}` };
+        return {
+          ok: false,
+          detail: `custom field ${cf[1]} is not defined on ${resourceType} (defined: ${names}); create it in Zendesk Sell as a text field and ${FILTERABLE_FIX}`,
+        };
       }
       found = `custom field ${cf[1]} (type ${String(field.type)}) exists; `;
     }
@@ -364,15 +380,23 @@ export class ZendeskSellAdapter implements CrmAdapter {
 
   private failure(res: SellResponse): WriteOutcome {
     const body = res.body as { errors?: SellError[]; retry_after?: number; message?: string } | undefined;
-    if (res.status === 429) {
-      return { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: body?.message ?? 'API rate limit reached', retryAfterSeconds: retryAfterOf(res) };
-    }
+    if (res.throttle) return res.throttle;
     const first = body?.errors?.[0]?.error;
     if (res.status === 422 || res.status === 400 || res.status === 409) {
       const all = (body?.errors ?? []).map((e) => `${e.error?.field ?? ''} ${e.error?.message ?? ''}`.trim()).join('; ');
-      return { status: 'rejected', code: `HTTP_${res.status}_${first?.code ?? 'invalid'}`, message: all || `HTTP ${res.status}`, ...(first?.field ? { field: first.field } : {}) };
+      return {
+        status: 'rejected',
+        code: `HTTP_${res.status}_${first?.code ?? 'invalid'}`,
+        message: all || `HTTP ${res.status}`,
+        ...(first?.field ? { field: first.field } : {}),
+      };
     }
-    return { status: 'retry', code: `HTTP_${res.status}`, ...(res.status >= 500 ? { kind: 'server' as const } : {}), message: first?.message ?? `Zendesk Sell answered HTTP ${res.status}` };
+    return {
+      status: 'retry',
+      code: `HTTP_${res.status}`,
+      ...(res.status >= 500 ? { kind: 'server' as const } : {}),
+      message: first?.message ?? `Zendesk Sell answered HTTP ${res.status}`,
+    };
   }
 
   private async request(method: string, path: string, body: unknown, onSignal: (s: RateSignal) => void): Promise<SellResponse> {
@@ -384,21 +408,26 @@ export class ZendeskSellAdapter implements CrmAdapter {
       (token) => sendJson(this.pool, { method, path, token: token.value, body, timeoutMs: this.timeoutMs, what: 'Zendesk Sell request' }),
       (res) => res.status === 401,
     );
-    const signal: RateSignal = {};
     if (out.status === 429) {
       // The throttle and its wait say it all. An X-RateLimit-Remaining: 0 beside them would make
       // the budget count its whole window as spent from now: with Sell's documented hourly quota
       // an hour of silence after a 429 whose lockout is seconds.
-      signal.throttled = true;
-      signal.retryAfterSeconds = retryAfterOf(out);
+      const message =
+        (isObject(out.body) && typeof out.body.message === 'string' ? out.body.message : undefined) ?? 'API rate limit reached';
+      out.throttle = throttled(out.headers, { message, defaultSeconds: documentedWait(out.body), onSignal });
     } else {
+      const signal: RateSignal = {};
       // Field report only (Sell documents no rate-limit header): used when present, never needed.
       const remaining = header(out.headers, 'x-ratelimit-remaining')?.trim();
       if (remaining && Number.isFinite(Number(remaining))) signal.remaining = Number(remaining);
+      onSignal(signal);
     }
-    onSignal(signal);
     if (out.status === 401 || out.status === 403) {
-      throw new ConnectorError('CRM_AUTH', `Zendesk Sell rejected the token of ${this.auth.credential} (HTTP ${out.status}); check ${this.auth.credential}${this.auth.isStatic ? '.token' : ' (the OAuth grant and its scope)'}`, { retriable: false });
+      throw new ConnectorError(
+        'CRM_AUTH',
+        `Zendesk Sell rejected the token of ${this.auth.credential} (HTTP ${out.status}); check ${this.auth.credential}${this.auth.isStatic ? '.token' : ' (the OAuth grant and its scope)'}`,
+        { retriable: false },
+      );
     }
     return out;
   }

@@ -82,7 +82,10 @@ interface CustomField {
 function errors(status: number, list: { code: string; message: string; field?: string }[], type = 'error'): SimResponse {
   return {
     status,
-    body: { errors: list.map((e) => ({ error: e, meta: { type } })), meta: { type: 'errors', http_status: `${status} ${STATUS_CODES[status] ?? ''}`.trim() } },
+    body: {
+      errors: list.map((e) => ({ error: e, meta: { type } })),
+      meta: { type: 'errors', http_status: `${status} ${STATUS_CODES[status] ?? ''}`.trim() },
+    },
   };
 }
 
@@ -134,7 +137,11 @@ class ZendeskSellSim extends SimServer {
     if (this.retryAfterHeader === 'seconds') headers['Retry-After'] = retryAfterSeconds;
     if (this.retryAfterHeader === 'http-date') headers['Retry-After'] = new Date(Date.now() + retryAfterSeconds * 1000).toUTCString();
     if (this.rateLimitHeaders) Object.assign(headers, { 'X-RateLimit-Limit': this.window.limit, 'X-RateLimit-Remaining': 0 });
-    return { status: 429, headers, body: { error: 'rate_limit_exceeded', retry_after: retryAfterSeconds, message: 'API rate limit reached' } };
+    return {
+      status: 429,
+      headers,
+      body: { error: 'rate_limit_exceeded', retry_after: retryAfterSeconds, message: 'API rate limit reached' },
+    };
   }
 
   /** Field report only (see the header comment); none when `rateLimitHeaders` is false. */
@@ -158,7 +165,17 @@ class ZendeskSellSim extends SimServer {
     const state = this.tokens.state(token);
     // An expired OAuth token: the body a Sell user reported for it (support.zendesk.com community
     // post 5003737490458): "Required access token is missing, malformed, expired, or invalid."
-    if (state === 'expired') return { status: 401, body: { error: { code: 'unauthorized', message: 'request is unauthorized', details: 'Required access token is missing, malformed, expired, or invalid.' } } };
+    if (state === 'expired')
+      return {
+        status: 401,
+        body: {
+          error: {
+            code: 'unauthorized',
+            message: 'request is unauthorized',
+            details: 'Required access token is missing, malformed, expired, or invalid.',
+          },
+        },
+      };
     if (state !== 'valid') return errors(401, [{ code: 'unauthorized', message: 'Invalid or missing access token' }], 'authentication');
     const now = this.now();
     if (now < this.lockedUntil) return this.throttleResponse(Math.ceil((this.lockedUntil - now) / 1000));
@@ -188,11 +205,26 @@ class ZendeskSellSim extends SimServer {
       secret = decodeURIComponent(pw ?? '');
     }
     const client = this.tokens.client(id);
-    if (!client || secret !== client.clientSecret) return { status: 401, body: { error: 'invalid_client', error_description: 'Client authentication failed' } };
-    if (p.get('grant_type') !== 'refresh_token') return { status: 400, body: { error: 'unsupported_grant_type', error_description: 'The authorization grant type is not supported' } };
-    if (p.get('refresh_token') !== client.refreshToken) return { status: 400, body: { error: 'invalid_grant', error_description: 'The provided authorization grant is invalid, expired or revoked' } };
+    if (!client || secret !== client.clientSecret)
+      return { status: 401, body: { error: 'invalid_client', error_description: 'Client authentication failed' } };
+    if (p.get('grant_type') !== 'refresh_token')
+      return { status: 400, body: { error: 'unsupported_grant_type', error_description: 'The authorization grant type is not supported' } };
+    if (p.get('refresh_token') !== client.refreshToken)
+      return {
+        status: 400,
+        body: { error: 'invalid_grant', error_description: 'The provided authorization grant is invalid, expired or revoked' },
+      };
     const t = this.tokens.issue();
-    return { status: 200, body: { access_token: t.value, token_type: 'bearer', expires_in: t.expiresIn, refresh_token: client.refreshToken, scope: 'read write profile' } };
+    return {
+      status: 200,
+      body: {
+        access_token: t.value,
+        token_type: 'bearer',
+        expires_in: t.expiresIn,
+        refresh_token: client.refreshToken,
+        scope: 'read write profile',
+      },
+    };
   }
 
   private route(req: SimRequest): SimResponse {
@@ -202,7 +234,10 @@ class ZendeskSellSim extends SimServer {
       return { status: 200, body: { data: { id: 1, name: 'Simulator', email: 'sim@example.com' }, meta: { type: 'user' } } };
     }
     if (RESOURCE_TYPES.has(parts[1] ?? '') && parts[2] === 'custom_fields' && parts.length === 3 && req.method === 'GET') {
-      const items = [...(this.customFields.get(parts[1] as ResourceType)?.values() ?? [])].map((f) => ({ data: f, meta: { type: 'custom_field' } }));
+      const items = [...(this.customFields.get(parts[1] as ResourceType)?.values() ?? [])].map((f) => ({
+        data: f,
+        meta: { type: 'custom_field' },
+      }));
       return { status: 200, body: { items, meta: { type: 'collection', count: items.length, links: {} } } };
     }
     const object = parts[1] ?? '';
@@ -248,7 +283,8 @@ class ZendeskSellSim extends SimServer {
       return errors(400, [{ code: 'invalid_filter', message: 'upsert needs at least one filter query parameter' }]);
     }
     const data = (req.body as { data?: Record<string, unknown> } | undefined)?.data;
-    if (!data || typeof data !== 'object') return errors(422, [{ code: 'invalid', field: 'data', message: 'request body must be {"data": {...}}' }], 'validation');
+    if (!data || typeof data !== 'object')
+      return errors(422, [{ code: 'invalid', field: 'data', message: 'request body must be {"data": {...}}' }], 'validation');
     const found = this.matching(object, req.query);
     if (found.length > 1) return errors(409, [{ code: 'conflict', message: `${found.length} ${object} match the filters` }]);
     return this.write(object, type, found[0], data);
@@ -256,7 +292,10 @@ class ZendeskSellSim extends SimServer {
 
   private write(object: string, type: ResourceType, existing: SimRecord | undefined, data: Record<string, unknown>): SimResponse {
     const now = new Date(this.now()).toISOString();
-    const customFields = { ...((existing?.custom_fields as Record<string, unknown>) ?? {}), ...((data.custom_fields as Record<string, unknown>) ?? {}) };
+    const customFields = {
+      ...((existing?.custom_fields as Record<string, unknown>) ?? {}),
+      ...((data.custom_fields as Record<string, unknown>) ?? {}),
+    };
     const merged: SimRecord = { ...existing, ...data, custom_fields: customFields, id: existing?.id ?? 0 };
     const problems = this.validate(object, merged);
     const injected = this.rejected({ ...merged, ...customFields });
@@ -282,9 +321,11 @@ class ZendeskSellSim extends SimServer {
     if (object === 'deals') {
       if (blank(r.name)) out.push({ code: 'blank', field: 'name', message: "can't be blank" });
       if (blank(r.contact_id)) out.push({ code: 'blank', field: 'contact_id', message: "can't be blank" });
-      else if (!this.records('contacts').has(Number(r.contact_id))) out.push({ code: 'not_found', field: 'contact_id', message: 'contact does not exist' });
+      else if (!this.records('contacts').has(Number(r.contact_id)))
+        out.push({ code: 'not_found', field: 'contact_id', message: 'contact does not exist' });
     }
-    if (!blank(r.email) && !EMAIL.test(String(r.email))) out.push({ code: 'invalid', field: 'email', message: 'is not a valid email address' });
+    if (!blank(r.email) && !EMAIL.test(String(r.email)))
+      out.push({ code: 'invalid', field: 'email', message: 'is not a valid email address' });
     return out;
   }
 }

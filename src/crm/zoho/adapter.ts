@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, header, isObject, parseRetryAfter, safeJson, send, crmPool } from '../http.ts';
+import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, ThrottledCall, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
-import type { CrmAdapter, CrmWrite, RateSignal, RetryKind, WriteOutcome } from '../crm-adapter.ts';
-import { parseCsv, toCsv } from './csv.ts';
+import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import { parseCsvRows, toCsv, ZOHO_CSV } from '../csv.ts';
 import { unzip, zip } from './zip.ts';
 
 /**
@@ -55,7 +55,17 @@ const BAD_POLLS_TOLERATED = 3;
 /** For cost estimates only: a job starts after ~0.1 s and writes ~5,000 rows/s. */
 const BULK_START_SECONDS = 0.1;
 const BULK_ROWS_PER_SECOND = 5000;
-const PERMANENT_CODES = new Set(['INVALID_DATA', 'MANDATORY_NOT_FOUND', 'DUPLICATE_DATA', 'DEPENDENT_MISMATCH', 'EXPECTED_FIELD_MISSING', 'DEPENDENT_FIELD_MISSING', 'LIMIT_EXCEEDED', 'NO_PERMISSION', 'INVALID_MODULE']);
+const PERMANENT_CODES = new Set([
+  'INVALID_DATA',
+  'MANDATORY_NOT_FOUND',
+  'DUPLICATE_DATA',
+  'DEPENDENT_MISMATCH',
+  'EXPECTED_FIELD_MISSING',
+  'DEPENDENT_FIELD_MISSING',
+  'LIMIT_EXCEEDED',
+  'NO_PERMISSION',
+  'INVALID_MODULE',
+]);
 /**
  * Bulk Write result errors no retry fixes: a record held for approval or blocked needs a person
  * (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html lists
@@ -78,7 +88,14 @@ export function parseBulkErrors(cell: string): { code: string; columns: string[]
     .map((part) => {
       const dash = part.indexOf('-');
       if (dash < 0) return { code: part, columns: [] };
-      return { code: part.slice(0, dash), columns: part.slice(dash + 1).split(',').map((c) => c.trim()).filter(Boolean) };
+      return {
+        code: part.slice(0, dash),
+        columns: part
+          .slice(dash + 1)
+          .split(',')
+          .map((c) => c.trim())
+          .filter(Boolean),
+      };
     });
 }
 
@@ -139,22 +156,6 @@ function badRecord(message: string): WriteOutcome {
   return { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response', message };
 }
 
-/** The retry kind of a whole-call failure turned into per-record outcomes. */
-function kindOf(err: ConnectorError): RetryKind | undefined {
-  if (err.code === 'CRM_BAD_RESPONSE') return 'bad-response';
-  if (/TIMEOUT/.test(err.code)) return 'timeout';
-  if (/^CRM_HTTP_5\d\d$/.test(err.code)) return 'server';
-  return undefined;
-}
-
-/** The whole call was throttled: every record not finished yet gets this outcome. */
-class Throttled {
-  readonly outcome: WriteOutcome;
-  constructor(outcome: WriteOutcome) {
-    this.outcome = outcome;
-  }
-}
-
 /** A request failed for every record that depends on it (e.g. a search the CRM refused). */
 class CallFailed {
   readonly outcome: WriteOutcome;
@@ -162,7 +163,6 @@ class CallFailed {
     this.outcome = outcome;
   }
 }
-
 
 /** Search criteria values escape `(`, `)`, `,` and `\` with a backslash. */
 function criterionValue(v: string): string {
@@ -179,7 +179,9 @@ function lookupEntries(r: CrmWrite): [string, NonNullable<CrmWrite['lookups']>[s
 
 /** The records a write's lookups point to; a cleared (null) lookup points to none, so needs no search. */
 function lookupTargets(r: CrmWrite): { object: string; externalIdField: string; externalId: string }[] {
-  return lookupEntries(r).flatMap(([, l]) => (l.externalId === null ? [] : [{ object: l.object, externalIdField: l.externalIdField, externalId: l.externalId }]));
+  return lookupEntries(r).flatMap(([, l]) =>
+    l.externalId === null ? [] : [{ object: l.object, externalIdField: l.externalIdField, externalId: l.externalId }],
+  );
 }
 
 function clearsLookup(r: CrmWrite): boolean {
@@ -206,16 +208,23 @@ function skippedOutcome(r: CrmWrite, cell: string): WriteOutcome {
   const errors = parseBulkErrors(cell);
   const message = `Bulk Write skipped the record: ${cell || 'no ERRORS given'}`;
   // A lookup column whose value names no record: the parent may not be written yet.
-  const lookupMissing = (e: { code: string; columns: string[] }): boolean => (e.code === 'INVALID_DATA' || e.code === 'RESOURCE_NOT_FOUND') && e.columns.some((c) => r.lookups?.[c] !== undefined);
+  const lookupMissing = (e: { code: string; columns: string[] }): boolean =>
+    (e.code === 'INVALID_DATA' || e.code === 'RESOURCE_NOT_FOUND') && e.columns.some((c) => r.lookups?.[c] !== undefined);
   const others = errors.filter((e) => !lookupMissing(e));
   if (errors.length > 0 && others.length === 0) {
     const field = errors[0]!.columns.find((c) => r.lookups?.[c] !== undefined)!;
     const l = r.lookups![field]!;
-    return { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+    return {
+      status: 'retry',
+      code: 'LOOKUP_PENDING',
+      kind: 'pending',
+      message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet`,
+    };
   }
   // One error no retry fixes rejects the record, whatever else is wrong with it.
   const permanent = others.find((e) => BULK_PERMANENT_CODES.has(e.code));
-  if (permanent) return { status: 'rejected', code: permanent.code, message, ...(permanent.columns[0] ? { field: permanent.columns[0] } : {}) };
+  if (permanent)
+    return { status: 'rejected', code: permanent.code, message, ...(permanent.columns[0] ? { field: permanent.columns[0] } : {}) };
   return { status: 'retry', code: others[0]?.code || 'SKIPPED', message };
 }
 
@@ -252,7 +261,8 @@ export class ZohoAdapter implements CrmAdapter {
     // proxy serves both on one origin.
     const content = new URL(base.origin);
     if (/^(www\.)?zohoapis\./.test(content.hostname)) content.hostname = content.hostname.replace(/^(www\.)?/, 'content.');
-    this.contentPool = content.origin === base.origin ? this.pool : crmPool(content.origin, config.tls, { connections: 2, keepAliveTimeout: 30_000 });
+    this.contentPool =
+      content.origin === base.origin ? this.pool : crmPool(content.origin, config.tls, { connections: 2, keepAliveTimeout: 30_000 });
     this.auth = tokenProviderFor(config, config.auth);
     this.timeoutMs = config.timeoutMs;
     this.tls = config.tls;
@@ -282,7 +292,9 @@ export class ZohoAdapter implements CrmAdapter {
   private plan(records: CrmWrite[]): { bulk: number[]; upserts: number[]; deletes: number[] } {
     const deletes: number[] = [];
     const upserts: number[] = [];
-    records.forEach((r, i) => (r.op === 'delete' ? deletes : upserts).push(i));
+    records.forEach((r, i) => {
+      (r.op === 'delete' ? deletes : upserts).push(i);
+    });
     if (this.bulkThreshold <= 0 || upserts.length < this.bulkThreshold) return { bulk: [], upserts, deletes };
     const groups = new Map<string, number[]>();
     // A record that clears a lookup always takes the regular upsert (null in the record JSON).
@@ -338,10 +350,16 @@ export class ZohoAdapter implements CrmAdapter {
     }
     for (let i = 0; i < upserts.length; i += UPSERT_MAX) credits += upsertCredits(Math.min(UPSERT_MAX, upserts.length - i));
     credits += this.searchCredits(
-      upserts.flatMap((i) => lookupTargets(records[i]!).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId }))),
+      upserts.flatMap((i) =>
+        lookupTargets(records[i]!).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })),
+      ),
     );
     if (deletes.length) {
-      const targets = deletes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId }));
+      const targets = deletes.map((i) => ({
+        object: records[i]!.object,
+        field: records[i]!.externalIdField,
+        externalId: records[i]!.externalId,
+      }));
       credits += this.searchCredits(targets);
       // Records already gone cost no delete call; without a search we cannot know: count the calls.
       credits += Math.ceil(deletes.length / DELETE_MAX);
@@ -356,11 +374,16 @@ export class ZohoAdapter implements CrmAdapter {
 
   async ping(): Promise<void> {
     const res = await this.request('GET', `/crm/${this.version}/users?type=CurrentUser`, { onSignal: () => undefined, credits: 1 });
-    if (res.status !== 200) throw new ConnectorError('CRM_PING', `Zoho CRM answered HTTP ${res.status} to GET /crm/${this.version}/users; check crm.baseUrl and crm.apiVersion`);
+    if (res.status !== 200)
+      throw new ConnectorError(
+        'CRM_PING',
+        `Zoho CRM answered HTTP ${res.status} to GET /crm/${this.version}/users; check crm.baseUrl and crm.apiVersion`,
+      );
     // `{users: [{id, ...}]}` (https://www.zoho.com/crm/developer/docs/api/v7/get-users.html): a
     // proxy's page or an empty 200 is not Zoho, and `pg2crm check` must not pass on it.
     const users = isObject(res.body) && Array.isArray(res.body.users) ? res.body.users : [];
-    if (!users.some((u) => isObject(u) && isId(u.id))) throw badResponse(`Zoho CRM GET /crm/${this.version}/users`, res.status, res.text, 'a JSON object {users: [{id}]}');
+    if (!users.some((u) => isObject(u) && isId(u.id)))
+      throw badResponse(`Zoho CRM GET /crm/${this.version}/users`, res.status, res.text, 'a JSON object {users: [{id}]}');
   }
 
   async write(records: CrmWrite[], onSignal: (signal: RateSignal) => void): Promise<WriteOutcome[]> {
@@ -371,14 +394,11 @@ export class ZohoAdapter implements CrmAdapter {
       if (upserts.length) await this.upsert(records, upserts, out, onSignal);
       if (deletes.length) await this.delete(records, deletes, out, onSignal);
     } catch (err) {
-      let outcome: WriteOutcome;
-      if (err instanceof Throttled || err instanceof CallFailed) outcome = err.outcome;
-      else if (err instanceof ConnectorError && err.retriable && out.some((o) => o !== undefined)) {
-        // Part of the call is already written (say a Bulk Write job): keep those outcomes, so a
-        // retry does not pay for them again.
-        const kind = kindOf(err);
-        outcome = { status: 'retry', code: err.code, message: err.message, ...(kind ? { kind } : {}), ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) };
-      } else throw err;
+      // Part of the call is already written (say a Bulk Write job): keep those outcomes, so a
+      // retry does not pay for them again. Nothing written yet: the call failed.
+      const partial = out.some((o) => o !== undefined) ? retryOutcomeOf(err) : undefined;
+      const outcome = err instanceof ThrottledCall || err instanceof CallFailed ? err.outcome : partial;
+      if (!outcome) throw err;
       for (let i = 0; i < out.length; i++) out[i] ??= outcome;
     }
     return out.map((o) => o ?? { status: 'retry', code: 'NOT_SENT', message: 'record was not sent' });
@@ -386,17 +406,30 @@ export class ZohoAdapter implements CrmAdapter {
 
   // ---- upsert ----------------------------------------------------------------------------
 
-  private async upsert(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async upsert(
+    records: CrmWrite[],
+    indexes: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     // This call's ids come from `found`, not from the shared cache, which a rebalance may drop
     // while the call runs.
-    const found = await this.resolveLookups(indexes.map((i) => records[i]!), onSignal);
+    const found = await this.resolveLookups(
+      indexes.map((i) => records[i]!),
+      onSignal,
+    );
     const ready: number[] = [];
     const lookupData = new Map<number, Record<string, unknown>>();
     for (const i of indexes) {
       const r = records[i]!;
       const l = lookupTargets(r).find((t) => !found.has(this.key(t.object, t.externalId)));
       if (l) {
-        out[i] = { status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending', message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet` };
+        out[i] = {
+          status: 'retry',
+          code: 'LOOKUP_PENDING',
+          kind: 'pending',
+          message: `${l.object} with ${l.externalIdField}=${l.externalId} is not in Zoho CRM yet`,
+        };
         continue;
       }
       ready.push(i);
@@ -404,7 +437,8 @@ export class ZohoAdapter implements CrmAdapter {
       // A field left out of the record JSON keeps its value; a lookup is cleared by sending it
       // as null instead of `{id}` (record JSON of
       // https://www.zoho.com/crm/developer/docs/api/v7/upsert-records.html).
-      for (const [field, t] of lookupEntries(r)) d[field] = t.externalId === null ? null : { id: found.get(this.key(t.object, t.externalId)) };
+      for (const [field, t] of lookupEntries(r))
+        d[field] = t.externalId === null ? null : { id: found.get(this.key(t.object, t.externalId)) };
       lookupData.set(i, d);
     }
     for (let c = 0; c < ready.length; c += UPSERT_MAX) {
@@ -428,7 +462,8 @@ export class ZohoAdapter implements CrmAdapter {
         continue;
       }
       // One result per record, in request order: any other count cannot be matched to the records.
-      if (!results || results.length !== chunk.length) throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, action, details, status}]}`);
+      if (!results || results.length !== chunk.length)
+        throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, action, details, status}]}`);
       chunk.forEach((i, k) => {
         const r = records[i]!;
         const result = results[k];
@@ -444,7 +479,11 @@ export class ZohoAdapter implements CrmAdapter {
 
   private recordOutcome(result: ZohoResult): WriteOutcome {
     if (result.status === 'success') {
-      return { status: 'done', ...(result.details?.id ? { crmId: String(result.details.id) } : {}), ...(result.action ? { created: result.action === 'insert' } : {}) };
+      return {
+        status: 'done',
+        ...(result.details?.id ? { crmId: String(result.details.id) } : {}),
+        ...(result.action ? { created: result.action === 'insert' } : {}),
+      };
     }
     const code = result.code ?? 'UNKNOWN';
     const field = result.details?.api_name;
@@ -458,14 +497,17 @@ export class ZohoAdapter implements CrmAdapter {
     const b = res.body as ZohoResult | undefined;
     const code = b?.code ?? `HTTP_${res.status}`;
     const message = `Zoho CRM refused the ${what} (HTTP ${res.status}): ${b?.message ?? 'no message'}`;
-    if (res.status >= 400 && res.status < 500) return { status: 'rejected', code, message, ...(b?.details?.api_name ? { field: b.details.api_name } : {}) };
+    if (res.status >= 400 && res.status < 500)
+      return { status: 'rejected', code, message, ...(b?.details?.api_name ? { field: b.details.api_name } : {}) };
     return { status: 'retry', code, message };
   }
 
   // ---- lookups and ids -------------------------------------------------------------------
 
   private async resolveLookups(records: CrmWrite[], onSignal: (s: RateSignal) => void): Promise<Map<string, string>> {
-    const targets = records.flatMap((r) => lookupTargets(r).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })));
+    const targets = records.flatMap((r) =>
+      lookupTargets(r).map((l) => ({ object: l.object, field: l.externalIdField, externalId: l.externalId })),
+    );
     return this.resolveIds(targets, onSignal);
   }
 
@@ -473,7 +515,10 @@ export class ZohoAdapter implements CrmAdapter {
    * The Zoho ids of `targets`: cached ones, and the others found by one search per 10 ids
    * (criteria joined by `or`) and cached. Absent = no such record.
    */
-  private async resolveIds(targets: { object: string; field: string; externalId: string }[], onSignal: (s: RateSignal) => void): Promise<Map<string, string>> {
+  private async resolveIds(
+    targets: { object: string; field: string; externalId: string }[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, string>> {
     const found = new Map<string, string>();
     const groups = new Map<string, { object: string; field: string; ids: Set<string> }>();
     for (const t of targets) {
@@ -491,14 +536,22 @@ export class ZohoAdapter implements CrmAdapter {
       for (let c = 0; c < list.length; c += SEARCH_CRITERIA_MAX) {
         const part = list.slice(c, c + SEARCH_CRITERIA_MAX).map((v) => `(${field}:equals:${criterionValue(v)})`);
         const criteria = part.length === 1 ? part[0]! : `(${part.join('or')})`;
-        const res = await this.request('GET', `/crm/${this.version}/${object}/search?criteria=${encodeURIComponent(criteria)}`, { onSignal, credits: 1 });
+        const res = await this.request('GET', `/crm/${this.version}/${object}/search?criteria=${encodeURIComponent(criteria)}`, {
+          onSignal,
+          credits: 1,
+        });
         if (res.status === 204) continue; // nothing matched
         if (res.status !== 200) throw new CallFailed(this.callFailure(res, `search of ${object} by ${field}`));
         // `{data: [{id, <field>, ...}], info}` (https://www.zoho.com/crm/developer/docs/api/v7/search-records.html):
         // anything else must not read as "no such record" (a delete already done, a lookup pending).
         const rows = dataOf(res.body);
-        if (!rows || !rows.every((row) => isObject(row) && isId(row.id))) {
-          throw badResponse(`Zoho CRM GET /crm/${this.version}/${object}/search`, res.status, res.text, `a JSON object {data: [{id, ${field}}]} (or 204 when nothing matches)`);
+        if (!rows?.every((row) => isObject(row) && isId(row.id))) {
+          throw badResponse(
+            `Zoho CRM GET /crm/${this.version}/${object}/search`,
+            res.status,
+            res.text,
+            `a JSON object {data: [{id, ${field}}]} (or 204 when nothing matches)`,
+          );
         }
         for (const row of rows as Record<string, unknown>[]) {
           const v = row[field];
@@ -513,7 +566,12 @@ export class ZohoAdapter implements CrmAdapter {
 
   // ---- delete ----------------------------------------------------------------------------
 
-  private async delete(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async delete(
+    records: CrmWrite[],
+    indexes: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     const found = await this.resolveIds(
       indexes.map((i) => ({ object: records[i]!.object, field: records[i]!.externalIdField, externalId: records[i]!.externalId })),
       onSignal,
@@ -532,7 +590,10 @@ export class ZohoAdapter implements CrmAdapter {
     for (const [object, list] of byObject) {
       for (let c = 0; c < list.length; c += DELETE_MAX) {
         const chunk = list.slice(c, c + DELETE_MAX);
-        const res = await this.request('DELETE', `/crm/${this.version}/${object}?ids=${chunk.map((x) => x.id).join(',')}`, { onSignal, credits: 1 });
+        const res = await this.request('DELETE', `/crm/${this.version}/${object}?ids=${chunk.map((x) => x.id).join(',')}`, {
+          onSignal,
+          credits: 1,
+        });
         const results = dataOf(res.body);
         const what = `Zoho CRM DELETE /crm/${this.version}/${object}`;
         if (!results && !is2xx(res.status)) {
@@ -540,7 +601,8 @@ export class ZohoAdapter implements CrmAdapter {
           for (const x of chunk) out[x.index] = outcome;
           continue;
         }
-        if (!results || results.length !== chunk.length) throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, details: {id}, status}]}`);
+        if (!results || results.length !== chunk.length)
+          throw badResponse(what, res.status, res.text, `a JSON object {data: [${chunk.length} results {code, details: {id}, status}]}`);
         const byId = new Map<string, ZohoResult>();
         for (const r of results) if (isRecordResult(r, false) && r.details?.id !== undefined) byId.set(String(r.details.id), r);
         for (const x of chunk) {
@@ -550,7 +612,10 @@ export class ZohoAdapter implements CrmAdapter {
           if (result?.status === 'success' || result?.code === 'INVALID_DATA') {
             this.ids.delete(this.key(r.object, r.externalId));
             out[x.index] = { status: 'done' };
-          } else out[x.index] = result ? this.recordOutcome(result) : badRecord(`${what}: no result {code, details: {id: ${x.id}}, status} for ${object} ${x.id}`);
+          } else
+            out[x.index] = result
+              ? this.recordOutcome(result)
+              : badRecord(`${what}: no result {code, details: {id: ${x.id}}, status} for ${object} ${x.id}`);
         }
       }
     }
@@ -558,37 +623,65 @@ export class ZohoAdapter implements CrmAdapter {
 
   // ---- Bulk Write ------------------------------------------------------------------------
 
-  private async bulkWrite(records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
-    const first = records[indexes[0]!]!;
-    const object = first.object;
-    const idField = first.externalIdField;
-    const fields = Object.keys(first.fields).filter((f) => f !== idField).sort();
-    const lookups = lookupEntries(first).sort(([a], [b]) => a.localeCompare(b));
-    const columns = [idField, ...fields, ...lookups.map(([f]) => f)];
-    const rows: unknown[][] = [columns];
-    for (const i of indexes) {
-      const r = records[i]!;
-      rows.push([r.externalId, ...fields.map((f) => r.fields[f]), ...lookups.map(([f]) => r.lookups?.[f]?.externalId)]);
-    }
-    const lineOf = new Map<number, string>(indexes.map((i, k) => [i, toCsv([rows[k + 1]!])]));
-
-    // Jobs of earlier calls that carry some of these records with the same cells: wait for them.
-    // One past the job timeout is given up (its records went elsewhere, or are retried now).
-    for (const [id, job] of this.openJobs) if (Date.now() >= job.createdAt + this.jobTimeoutMs) this.openJobs.delete(id);
-    for (const job of [...this.openJobs.values()]) {
-      if (job.object !== object || job.idField !== idField) continue;
-      const carried = indexes.filter((i) => out[i] === undefined && job.rows.get(records[i]!.externalId) === lineOf.get(i));
-      if (carried.length === 0) continue;
-      log.info({ jobId: job.id, object, records: carried.length }, 'resuming bulk write job');
-      await this.settleJob(job, records, carried, out, onSignal);
-    }
+  private async bulkWrite(
+    records: CrmWrite[],
+    indexes: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
+    const sheet = bulkSheet(records, indexes);
+    const { object, idField, lineOf } = sheet;
+    await this.resumeOpenJobs(sheet, records, indexes, out, onSignal);
     const todo = indexes.filter((i) => out[i] === undefined);
     if (todo.length === 0) return;
-    const file = zip([{ name: `${object}.csv`, data: Buffer.from(toCsv([columns]) + todo.map((i) => lineOf.get(i)!).join(''), 'utf8') }]);
+    const fileId = await this.uploadSheet(sheet, todo, onSignal);
+    const jobId = await this.createJob(sheet, fileId, todo.length, onSignal);
+    log.debug({ jobId, object, records: todo.length }, 'bulk write job created');
+    // Running now: remembered until its result is read (see the class comment).
+    const job: OpenJob = {
+      id: jobId,
+      object,
+      idField,
+      createdAt: Date.now(),
+      rows: new Map(todo.map((i) => [records[i]!.externalId, lineOf.get(i)!])),
+    };
+    this.openJobs.set(jobId, job);
+    await this.settleJob(job, records, todo, out, onSignal);
+  }
+
+  /**
+   * Jobs of earlier calls that carry some of these records with the same cells: waits for them.
+   * One past the job timeout is given up (its records went elsewhere, or are retried now).
+   */
+  private async resumeOpenJobs(
+    sheet: BulkSheet,
+    records: CrmWrite[],
+    indexes: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
+    for (const [id, job] of this.openJobs) if (Date.now() >= job.createdAt + this.jobTimeoutMs) this.openJobs.delete(id);
+    for (const job of [...this.openJobs.values()]) {
+      if (job.object !== sheet.object || job.idField !== sheet.idField) continue;
+      const carried = indexes.filter((i) => out[i] === undefined && job.rows.get(records[i]!.externalId) === sheet.lineOf.get(i));
+      if (carried.length === 0) continue;
+      log.info({ jobId: job.id, object: sheet.object, records: carried.length }, 'resuming bulk write job');
+      await this.settleJob(job, records, carried, out, onSignal);
+    }
+  }
+
+  /** Uploads the rows of `todo` as a zipped CSV; returns the file id. */
+  private async uploadSheet(sheet: BulkSheet, todo: number[], onSignal: (s: RateSignal) => void): Promise<string> {
+    const { object, columns, lineOf } = sheet;
+    const file = zip([
+      { name: `${object}.csv`, data: Buffer.from(toCsv([columns], ZOHO_CSV) + todo.map((i) => lineOf.get(i)!).join(''), 'utf8') },
+    ]);
     const org = await this.org(onSignal);
     const boundary = `----pg2crm${randomUUID()}`;
     const multipart = Buffer.concat([
-      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${object}.zip"\r\nContent-Type: application/zip\r\n\r\n`),
+      Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${object}.zip"\r\nContent-Type: application/zip\r\n\r\n`,
+      ),
       file,
       Buffer.from(`\r\n--${boundary}--\r\n`),
     ]);
@@ -603,8 +696,19 @@ export class ZohoAdapter implements CrmAdapter {
     // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/upload-file.html)
     const fileId = isObject(uploaded.body) && isObject(uploaded.body.details) ? uploaded.body.details.file_id : undefined;
     if (uploaded.status !== 200) throw this.bulkError(uploaded, `upload of ${todo.length} ${object}`);
-    if (!isId(fileId)) throw badResponse(`Zoho CRM POST /crm/${this.version}/upload`, uploaded.status, uploaded.text, 'a JSON object {status, code, details: {file_id}}');
+    if (!isId(fileId))
+      throw badResponse(
+        `Zoho CRM POST /crm/${this.version}/upload`,
+        uploaded.status,
+        uploaded.text,
+        'a JSON object {status, code, details: {file_id}}',
+      );
+    return fileId;
+  }
 
+  /** Creates the upsert job over the uploaded file; returns its id. */
+  private async createJob(sheet: BulkSheet, fileId: string, count: number, onSignal: (s: RateSignal) => void): Promise<string> {
+    const { object, idField, columns, first } = sheet;
     const created = await this.request('POST', `/crm/bulk/${this.version}/write`, {
       body: {
         operation: 'upsert',
@@ -628,18 +732,25 @@ export class ZohoAdapter implements CrmAdapter {
     // 201 `{status: "success", code: "SUCCESS", details: {id}}`
     // (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/create-job.html)
     const jobId = isObject(created.body) && isObject(created.body.details) ? created.body.details.id : undefined;
-    if (!is2xx(created.status)) throw this.bulkError(created, `job for ${todo.length} ${object}`);
-    if (created.status !== 201 || !isId(jobId)) throw badResponse(`Zoho CRM POST /crm/bulk/${this.version}/write`, created.status, created.text, 'HTTP 201 with a JSON object {status, code, details: {id}}');
-    log.debug({ jobId, object, records: todo.length }, 'bulk write job created');
-
-    // Running now: remembered until its result is read (see the class comment).
-    const job: OpenJob = { id: jobId, object, idField, createdAt: Date.now(), rows: new Map(todo.map((i) => [records[i]!.externalId, lineOf.get(i)!])) };
-    this.openJobs.set(jobId, job);
-    await this.settleJob(job, records, todo, out, onSignal);
+    if (!is2xx(created.status)) throw this.bulkError(created, `job for ${count} ${object}`);
+    if (created.status !== 201 || !isId(jobId))
+      throw badResponse(
+        `Zoho CRM POST /crm/bulk/${this.version}/write`,
+        created.status,
+        created.text,
+        'HTTP 201 with a JSON object {status, code, details: {id}}',
+      );
+    return jobId;
   }
 
   /** Waits for `job` (within the job timeout), reads its result and settles the records of `indexes`. */
-  private async settleJob(job: OpenJob, records: CrmWrite[], indexes: number[], out: (WriteOutcome | undefined)[], onSignal: (s: RateSignal) => void): Promise<void> {
+  private async settleJob(
+    job: OpenJob,
+    records: CrmWrite[],
+    indexes: number[],
+    out: (WriteOutcome | undefined)[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<void> {
     const { id: jobId, object, idField } = job;
     const url = await this.poll(job, onSignal);
     const result = await this.download(url, onSignal);
@@ -647,7 +758,7 @@ export class ZohoAdapter implements CrmAdapter {
     // STATUS, RECORD_ID and ERRORS (https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html).
     const resultWhat = `Zoho CRM Bulk Write job ${jobId} result download`;
     const expected = `a zip holding a CSV with the columns ${idField}, STATUS, RECORD_ID, ERRORS`;
-    let entries;
+    let entries: ReturnType<typeof unzip>;
     try {
       entries = unzip(result);
     } catch {
@@ -656,7 +767,7 @@ export class ZohoAdapter implements CrmAdapter {
     const entry = entries.find((e) => e.name.toLowerCase().endsWith('.csv'));
     if (!entry) throw badResponse(resultWhat, 200, entries.map((e) => e.name).join(', '), expected);
     const text = entry.data.toString('utf8');
-    const [cols = [], ...lines] = parseCsv(text);
+    const [cols = [], ...lines] = parseCsvRows(text);
     const at = (name: string): number => cols.indexOf(name);
     const [idCol, statusCol, recordCol, errorsCol] = [at(idField), at('STATUS'), at('RECORD_ID'), at('ERRORS')];
     if (idCol < 0 || statusCol < 0 || recordCol < 0 || errorsCol < 0) throw badResponse(resultWhat, 200, text, expected);
@@ -682,7 +793,9 @@ export class ZohoAdapter implements CrmAdapter {
         out[i] = { status: 'retry', code: 'BULK_UNPROCESSED', message: `Bulk Write job ${jobId} did not process the record` };
       } else {
         // A completed job lists every uploaded row with one of the documented statuses.
-        out[i] = badRecord(`Bulk Write job ${jobId}: ${line ? `the row of ${r.externalId} has STATUS ${JSON.stringify(line[statusCol])}` : `no result row for ${r.externalId}`}`);
+        out[i] = badRecord(
+          `Bulk Write job ${jobId}: ${line ? `the row of ${r.externalId} has STATUS ${JSON.stringify(line[statusCol])}` : `no result row for ${r.externalId}`}`,
+        );
       }
     }
   }
@@ -690,7 +803,11 @@ export class ZohoAdapter implements CrmAdapter {
   /** A Bulk Write step failed: the whole call is retried (the records themselves were not judged). */
   private bulkError(res: ZohoResponse, what: string): ConnectorError {
     const b = res.body as ZohoResult | undefined;
-    return new ConnectorError('CRM_BULK_WRITE', `Zoho CRM refused the Bulk Write ${what} (HTTP ${res.status} ${b?.code ?? ''}): ${b?.message ?? 'no message'}`, { retriable: true });
+    return new ConnectorError(
+      'CRM_BULK_WRITE',
+      `Zoho CRM refused the Bulk Write ${what} (HTTP ${res.status} ${b?.code ?? ''}): ${b?.message ?? 'no message'}`,
+      { retriable: true },
+    );
   }
 
   private async org(onSignal: (s: RateSignal) => void): Promise<string> {
@@ -700,7 +817,8 @@ export class ZohoAdapter implements CrmAdapter {
     const org = isObject(res.body) && Array.isArray(res.body.org) && isObject(res.body.org[0]) ? res.body.org[0] : undefined;
     const id = org?.zgid ?? org?.id;
     if (res.status !== 200) throw this.bulkError(res, 'org lookup (GET /org)');
-    if ((typeof id !== 'string' && typeof id !== 'number') || id === '') throw badResponse(`Zoho CRM GET /crm/${this.version}/org`, res.status, res.text, 'a JSON object {org: [{zgid}]}');
+    if ((typeof id !== 'string' && typeof id !== 'number') || id === '')
+      throw badResponse(`Zoho CRM GET /crm/${this.version}/org`, res.status, res.text, 'a JSON object {org: [{zgid}]}');
     this.orgId = String(id);
     return this.orgId;
   }
@@ -720,11 +838,16 @@ export class ZohoAdapter implements CrmAdapter {
       if (Date.now() >= deadline) {
         // Zoho cannot cancel a Bulk Write job: give up on it (its records are retried).
         this.openJobs.delete(jobId);
-        throw new ConnectorError('CRM_BULK_TIMEOUT', `Zoho Bulk Write job ${jobId} did not complete within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`, { retriable: true });
+        throw new ConnectorError(
+          'CRM_BULK_TIMEOUT',
+          `Zoho Bulk Write job ${jobId} did not complete within crm.bulkJobTimeoutMinutes=${this.jobTimeoutMs / 60_000}; its records will be retried. Raise crm.bulkJobTimeoutMinutes or lower crm.bulkThreshold`,
+          { retriable: true },
+        );
       }
       await sleep(Math.max(0, Math.min(wait, deadline - Date.now())));
       wait = Math.min(wait * 2, POLL_MAX_MS);
-      if (this.closed) throw new ConnectorError('CRM_UNREACHABLE', `Zoho Bulk Write job ${jobId}: the connector is stopping`, { retriable: true });
+      if (this.closed)
+        throw new ConnectorError('CRM_UNREACHABLE', `Zoho Bulk Write job ${jobId}: the connector is stopping`, { retriable: true });
       let res: ZohoResponse;
       try {
         res = await this.request('GET', path, { onSignal, credits: 1, polling: true });
@@ -748,7 +871,12 @@ export class ZohoAdapter implements CrmAdapter {
         // A garbled status answer says nothing about the job, which keeps running (it has cost
         // 500 credits): poll again; only a run of them gives up on it.
         if (++badPolls >= BAD_POLLS_TOLERATED) {
-          throw badResponse(`Zoho CRM GET ${path}`, res.status, res.text, 'a JSON object {status: ADDED|IN PROGRESS|COMPLETED|FAILED, result: {download_url}}');
+          throw badResponse(
+            `Zoho CRM GET ${path}`,
+            res.status,
+            res.text,
+            'a JSON object {status: ADDED|IN PROGRESS|COMPLETED|FAILED, result: {download_url}}',
+          );
         }
         continue;
       }
@@ -785,8 +913,11 @@ export class ZohoAdapter implements CrmAdapter {
     const answer: ZohoResponse = { status: res.status, headers: res.headers, body: undefined, text: '' };
     const throttled = this.signal(answer, 1, onSignal);
     if (res.status === 401) throw this.authError();
-    if (throttled) throw new Throttled(throttled);
-    if (res.status !== 200) throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${res.status} to the Bulk Write result download`, { retriable: true });
+    if (throttled) throw new ThrottledCall(throttled);
+    if (res.status !== 200)
+      throw new ConnectorError('CRM_BULK_RESULT', `Zoho CRM answered HTTP ${res.status} to the Bulk Write result download`, {
+        retriable: true,
+      });
     return res.bytes ?? Buffer.alloc(0);
   }
 
@@ -797,7 +928,7 @@ export class ZohoAdapter implements CrmAdapter {
   }
 
   /** Reports the response's rate information; returns the throttle outcome for a 429. */
-  private signal(res: ZohoResponse, credits: number, onSignal: (s: RateSignal) => void): WriteOutcome | undefined {
+  private signal(res: ZohoResponse, credits: number, onSignal: (s: RateSignal) => void): RetryOutcome | undefined {
     const s: RateSignal = {};
     const remaining = header(res.headers, 'x-api-credits-remaining');
     if (remaining !== undefined && remaining !== '' && Number.isFinite(Number(remaining))) {
@@ -805,23 +936,32 @@ export class ZohoAdapter implements CrmAdapter {
       s.remaining = Number(remaining);
       s.dailyRemaining = Number(remaining);
     }
-    let outcome: WriteOutcome | undefined;
-    if (res.status === 429) {
-      const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
-      const creditsOut = s.remaining !== undefined && s.remaining < credits;
-      s.throttled = true;
-      s.retryAfterSeconds = retryAfter !== undefined && retryAfter > 0 ? retryAfter : creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS;
-      const message = (res.body as ZohoResult | undefined)?.message ?? 'Too many requests';
-      outcome = { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: `Zoho CRM: ${message}`, retryAfterSeconds: s.retryAfterSeconds };
+    if (res.status !== 429) {
+      onSignal(s);
+      return undefined;
     }
-    onSignal(s);
-    return outcome;
+    const creditsOut = s.remaining !== undefined && s.remaining < credits;
+    const message = (res.body as ZohoResult | undefined)?.message ?? 'Too many requests';
+    return throttled(res.headers, {
+      message: `Zoho CRM: ${message}`,
+      defaultSeconds: creditsOut ? CREDITS_EXHAUSTED_WAIT_SECONDS : CONCURRENCY_WAIT_SECONDS,
+      signal: s,
+      onSignal,
+    });
   }
 
   private async request(
     method: 'GET' | 'POST' | 'DELETE',
     path: string,
-    opts: { body?: unknown; raw?: Buffer; headers?: Record<string, string>; onSignal: (s: RateSignal) => void; credits: number; polling?: boolean; pool?: Pool },
+    opts: {
+      body?: unknown;
+      raw?: Buffer;
+      headers?: Record<string, string>;
+      onSignal: (s: RateSignal) => void;
+      credits: number;
+      polling?: boolean;
+      pool?: Pool;
+    },
   ): Promise<ZohoResponse> {
     const payload = opts.raw ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
     // An access token past its hour is answered 401 INVALID_TOKEN: refreshed once, retried once.
@@ -847,9 +987,13 @@ export class ZohoAdapter implements CrmAdapter {
     const out: ZohoResponse = { status: res.status, headers: res.headers, body: res.text ? safeJson(res.text) : undefined, text: res.text };
     const throttled = this.signal(out, opts.credits, opts.onSignal);
     if (out.status === 401) throw this.authError();
-    if (throttled && !opts.polling) throw new Throttled(throttled);
+    if (throttled && !opts.polling) throw new ThrottledCall(throttled);
     if (out.status >= 500) {
-      throw new ConnectorError(`CRM_HTTP_${out.status}`, `Zoho CRM answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; retrying later`, { retriable: true, status: out.status });
+      throw new ConnectorError(
+        `CRM_HTTP_${out.status}`,
+        `Zoho CRM answered HTTP ${out.status} to ${method} ${path.split('?')[0]}; retrying later`,
+        { retriable: true, status: out.status },
+      );
     }
     return out;
   }
@@ -865,4 +1009,30 @@ export class ZohoAdapter implements CrmAdapter {
     if (this.contentPool !== this.pool) await this.contentPool.close();
     await this.pool.close();
   }
+}
+
+/** The CSV of one bulk write: columns (external id first), and each record's line by its index. */
+interface BulkSheet {
+  first: CrmWrite;
+  object: string;
+  idField: string;
+  columns: string[];
+  lineOf: Map<number, string>;
+}
+
+function bulkSheet(records: CrmWrite[], indexes: number[]): BulkSheet {
+  const first = records[indexes[0]!]!;
+  const idField = first.externalIdField;
+  const fields = Object.keys(first.fields)
+    .filter((f) => f !== idField)
+    .sort();
+  const lookups = lookupEntries(first).sort(([a], [b]) => a.localeCompare(b));
+  const columns = [idField, ...fields, ...lookups.map(([f]) => f)];
+  const lineOf = new Map<number, string>();
+  for (const i of indexes) {
+    const r = records[i]!;
+    const row = [r.externalId, ...fields.map((f) => r.fields[f]), ...lookups.map(([f]) => r.lookups?.[f]?.externalId)];
+    lineOf.set(i, toCsv([row], ZOHO_CSV));
+  }
+  return { first, object: first.object, idField, columns, lineOf };
 }

@@ -1,7 +1,7 @@
 import { ConnectorError } from '../../errors.ts';
 import { SimTokens, type SimOAuthOptions, tokenParams } from '../auth/token-sim.ts';
 import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type SimResponse, SimServer } from '../sim-server.ts';
-import { parseCsv, toCsv } from './csv.ts';
+import { parseCsvRows, toCsv, ZOHO_CSV } from '../csv.ts';
 import { unzip, zip } from './zip.ts';
 
 /**
@@ -75,7 +75,20 @@ const BULK_ROWS_MAX = 25_000;
 const BULK_BYTES_MAX = 25 * 1024 * 1024;
 const CREDITS_PER_BULK_JOB = 500;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
-const MODULES = new Set(['Leads', 'Contacts', 'Accounts', 'Deals', 'Products', 'Vendors', 'Campaigns', 'Cases', 'Quotes', 'Sales_Orders', 'Purchase_Orders', 'Invoices']);
+const MODULES = new Set([
+  'Leads',
+  'Contacts',
+  'Accounts',
+  'Deals',
+  'Products',
+  'Vendors',
+  'Campaigns',
+  'Cases',
+  'Quotes',
+  'Sales_Orders',
+  'Purchase_Orders',
+  'Invoices',
+]);
 const MANDATORY: Record<string, string[]> = {
   Leads: ['Last_Name'],
   Contacts: ['Last_Name'],
@@ -209,10 +222,25 @@ class ZohoSim extends SimServer {
     let window = this.tokenWindows.get(refresh);
     if (!window) this.tokenWindows.set(refresh, (window = new RollingWindow(10, 600_000)));
     if (!window.tryAcquire(this.now())) {
-      return { status: 400, body: { error_description: 'You have made too many requests continuously. Please try again after some time.', error: 'Access Denied', status: 'failure' } };
+      return {
+        status: 400,
+        body: {
+          error_description: 'You have made too many requests continuously. Please try again after some time.',
+          error: 'Access Denied',
+          status: 'failure',
+        },
+      };
     }
     const t = this.tokens.issue('1000.');
-    return { status: 200, body: { access_token: t.value, api_domain: `http://${req.headers.host ?? 'localhost'}`, token_type: 'Bearer', expires_in: t.expiresIn } };
+    return {
+      status: 200,
+      body: {
+        access_token: t.value,
+        api_domain: `http://${req.headers.host ?? 'localhost'}`,
+        token_type: 'Bearer',
+        expires_in: t.expiresIn,
+      },
+    };
   }
 
   protected async handle(req: SimRequest): Promise<SimResponse> {
@@ -252,10 +280,17 @@ class ZohoSim extends SimServer {
       if (p.length === 5 && req.method === 'GET') return this.jobStatus(p[4]!, req);
     }
     if (p[0] === 'v2' && p[1] === 'crm' && p[3] === 'bulk-write' && p.length === 6 && req.method === 'GET') return this.download(p[4]!);
-    if (p[0] !== 'crm' || !/^v\d+$/.test(p[1] ?? '')) return error(404, 'INVALID_URL_PATTERN', 'Please check if the URL trying to access is a correct one');
+    if (p[0] !== 'crm' || !/^v\d+$/.test(p[1] ?? ''))
+      return error(404, 'INVALID_URL_PATTERN', 'Please check if the URL trying to access is a correct one');
     const what = p[2] ?? '';
     if (what === 'users' && p.length === 3 && req.method === 'GET') {
-      return { status: 200, body: { users: [{ id: USER.id, full_name: USER.name, email: 'sim@example.com', status: 'active' }], info: { per_page: 200, count: 1, page: 1, more_records: false } } };
+      return {
+        status: 200,
+        body: {
+          users: [{ id: USER.id, full_name: USER.name, email: 'sim@example.com', status: 'active' }],
+          info: { per_page: 200, count: 1, page: 1, more_records: false },
+        },
+      };
     }
     if (what === 'org' && p.length === 3 && req.method === 'GET') {
       return { status: 200, body: { org: [{ id: ORG_ID, zgid: ORG_ID, company_name: 'Simulator Org', currency: 'USD' }] } };
@@ -272,7 +307,9 @@ class ZohoSim extends SimServer {
 
   private find(module: string, field: string, value: unknown): SimRecord[] {
     if (blank(value)) return [];
-    return [...this.records(module).values()].filter((r) => r[field] !== undefined && r[field] !== null && String(r[field]) === String(value));
+    return [...this.records(module).values()].filter(
+      (r) => r[field] !== undefined && r[field] !== null && String(r[field]) === String(value),
+    );
   }
 
   private exists(id: unknown): boolean {
@@ -281,7 +318,13 @@ class ZohoSim extends SimServer {
   }
 
   /** Validates and writes one record; the per-record result in Zoho's shape. */
-  private writeOne(module: string, data: Json, index: number, dupFields: string[], operation: 'insert' | 'update' | 'upsert'): RecordResult {
+  private writeOne(
+    module: string,
+    data: Json,
+    index: number,
+    dupFields: string[],
+    operation: 'insert' | 'update' | 'upsert',
+  ): RecordResult {
     const path = (field: string): Json => ({ api_name: field, json_path: `$.data[${index}].${field}` });
     let existing: SimRecord | undefined;
     let matchedOn: string | null = null;
@@ -295,7 +338,13 @@ class ZohoSim extends SimServer {
         }
       }
     }
-    if (!existing && operation === 'update') return { code: 'INVALID_DATA', details: path(dupFields[0] ?? 'id'), message: 'the related id given seems to be invalid', status: 'error' };
+    if (!existing && operation === 'update')
+      return {
+        code: 'INVALID_DATA',
+        details: path(dupFields[0] ?? 'id'),
+        message: 'the related id given seems to be invalid',
+        status: 'error',
+      };
     const merged: Json = { ...existing, ...data };
     for (const f of existing ? [] : (MANDATORY[module] ?? [])) {
       if (blank(merged[f])) return { code: 'MANDATORY_NOT_FOUND', details: path(f), message: 'required field not found', status: 'error' };
@@ -309,14 +358,20 @@ class ZohoSim extends SimServer {
         const id = typeof v === 'object' ? (v as Json).id : v;
         const target = LOOKUPS[module]?.[f];
         const ok = target ? this.records(target).has(Number(id)) : this.exists(id);
-        if (!ok) return { code: 'INVALID_DATA', details: { expected_data_type: 'lookup', ...path(f) }, message: 'invalid data', status: 'error' };
+        if (!ok)
+          return { code: 'INVALID_DATA', details: { expected_data_type: 'lookup', ...path(f) }, message: 'invalid data', status: 'error' };
       }
     }
     // Every duplicate-check field is unique: another record holding the value is a duplicate.
     for (const f of dupFields) {
       const other = this.find(module, f, data[f]).find((r) => r.id !== existing?.id);
       if (other) {
-        return { code: 'DUPLICATE_DATA', details: { ...path(f), duplicate_record: { id: String(other.id), module: { api_name: module } } }, message: 'duplicate data', status: 'error' };
+        return {
+          code: 'DUPLICATE_DATA',
+          details: { ...path(f), duplicate_record: { id: String(other.id), module: { api_name: module } } },
+          message: 'duplicate data',
+          status: 'error',
+        };
       }
     }
     const injected = this.rejected(merged);
@@ -337,8 +392,14 @@ class ZohoSim extends SimServer {
 
   private upsert(module: string, body: unknown): SimResponse {
     const b = (body ?? {}) as { data?: unknown; duplicate_check_fields?: unknown };
-    if (!Array.isArray(b.data) || b.data.length === 0) return error(400, 'MANDATORY_NOT_FOUND', 'required field not found', { api_name: 'data', json_path: '$.data' });
-    if (b.data.length > UPSERT_MAX) return error(400, 'LIMIT_EXCEEDED', `a maximum of ${UPSERT_MAX} records can be upserted per call`, { limit: UPSERT_MAX, api_name: 'data', json_path: '$.data' });
+    if (!Array.isArray(b.data) || b.data.length === 0)
+      return error(400, 'MANDATORY_NOT_FOUND', 'required field not found', { api_name: 'data', json_path: '$.data' });
+    if (b.data.length > UPSERT_MAX)
+      return error(400, 'LIMIT_EXCEEDED', `a maximum of ${UPSERT_MAX} records can be upserted per call`, {
+        limit: UPSERT_MAX,
+        api_name: 'data',
+        json_path: '$.data',
+      });
     const dup = Array.isArray(b.duplicate_check_fields) ? b.duplicate_check_fields.map(String) : (SYSTEM_DUPLICATE_CHECK[module] ?? []);
     const data = b.data.map((d, i) => this.writeOne(module, (d ?? {}) as Json, i, dup, 'upsert'));
     const failed = data.filter((d) => d.status === 'error').length;
@@ -350,7 +411,8 @@ class ZohoSim extends SimServer {
   private search(module: string, query: URLSearchParams): SimResponse {
     const criteria = query.get('criteria') ?? '';
     const atoms = [...criteria.matchAll(/\(([A-Za-z0-9_]+):(equals|starts_with):((?:\\.|[^()\\])*)\)/g)];
-    if (!atoms.length) return error(400, 'INVALID_QUERY', 'invalid query formed', { reason: 'criteria must be (field:equals:value)', api_name: 'criteria' });
+    if (!atoms.length)
+      return error(400, 'INVALID_QUERY', 'invalid query formed', { reason: 'criteria must be (field:equals:value)', api_name: 'criteria' });
     if (atoms.length > 10) return error(400, 'LIMIT_EXCEEDED', 'a maximum of 10 criteria are allowed', { api_name: 'criteria' });
     const all = /\)\s*and\s*\(/i.test(criteria);
     const tests = atoms.map(([, field, op, value]) => {
@@ -370,9 +432,11 @@ class ZohoSim extends SimServer {
   private delete(module: string, query: URLSearchParams): SimResponse {
     const ids = (query.get('ids') ?? '').split(',').filter(Boolean);
     if (!ids.length) return error(400, 'REQUIRED_PARAM_MISSING', 'One of the expected parameter is missing', { param: 'ids' });
-    if (ids.length > DELETE_MAX) return error(400, 'LIMIT_EXCEEDED', `a maximum of ${DELETE_MAX} records can be deleted per call`, { limit: DELETE_MAX });
+    if (ids.length > DELETE_MAX)
+      return error(400, 'LIMIT_EXCEEDED', `a maximum of ${DELETE_MAX} records can be deleted per call`, { limit: DELETE_MAX });
     const data = ids.map((id) => {
-      if (!this.records(module).delete(Number(id))) return { code: 'INVALID_DATA', details: { id }, message: 'record not deleted', status: 'error' };
+      if (!this.records(module).delete(Number(id)))
+        return { code: 'INVALID_DATA', details: { id }, message: 'record not deleted', status: 'error' };
       this.stats.recordsDeleted++;
       return { code: 'SUCCESS', details: { id }, message: 'record deleted', status: 'success' };
     });
@@ -383,43 +447,83 @@ class ZohoSim extends SimServer {
   // ---- Bulk Write ------------------------------------------------------------------------
 
   private async upload(req: SimRequest): Promise<SimResponse> {
-    if (req.headers.feature !== 'bulk-write') return error(400, 'INVALID_DATA', 'the feature header must be bulk-write', { api_name: 'feature' });
-    if (req.headers['x-crm-org'] !== ORG_ID) return error(400, 'INVALID_ORG', 'the X-CRM-ORG header must be the org id (zgid)', { api_name: 'X-CRM-ORG' });
+    if (req.headers.feature !== 'bulk-write')
+      return error(400, 'INVALID_DATA', 'the feature header must be bulk-write', { api_name: 'feature' });
+    if (req.headers['x-crm-org'] !== ORG_ID)
+      return error(400, 'INVALID_ORG', 'the X-CRM-ORG header must be the org id (zgid)', { api_name: 'X-CRM-ORG' });
     const type = req.headers['content-type'] ?? '';
-    if (!type.startsWith('multipart/form-data') || !req.raw) return error(400, 'INVALID_DATA', 'upload the file as multipart/form-data field "file"', { api_name: 'file' });
-    if (req.raw.length > BULK_BYTES_MAX) return error(400, 'FILE_SIZE_EXCEEDED', 'the file may be at most 25 MB', { limit: BULK_BYTES_MAX });
-    let entries;
+    if (!type.startsWith('multipart/form-data') || !req.raw)
+      return error(400, 'INVALID_DATA', 'upload the file as multipart/form-data field "file"', { api_name: 'file' });
+    if (req.raw.length > BULK_BYTES_MAX)
+      return error(400, 'FILE_SIZE_EXCEEDED', 'the file may be at most 25 MB', { limit: BULK_BYTES_MAX });
+    let entries: ReturnType<typeof unzip>;
     try {
       const form = await new Response(new Uint8Array(req.raw), { headers: { 'content-type': type } }).formData();
       const file = form.get('file');
-      if (!file || typeof file === 'string') return error(400, 'INVALID_DATA', 'upload the file as multipart/form-data field "file"', { api_name: 'file' });
+      if (!file || typeof file === 'string')
+        return error(400, 'INVALID_DATA', 'upload the file as multipart/form-data field "file"', { api_name: 'file' });
       entries = unzip(Buffer.from(await file.arrayBuffer()));
     } catch (err) {
-      return error(400, 'INVALID_FILE_FORMAT', err instanceof ConnectorError ? err.message : 'the file must be a zipped CSV', { api_name: 'file' });
+      return error(400, 'INVALID_FILE_FORMAT', err instanceof ConnectorError ? err.message : 'the file must be a zipped CSV', {
+        api_name: 'file',
+      });
     }
     const csv = entries.find((e) => e.name.toLowerCase().endsWith('.csv'));
-    if (entries.length !== 1 || !csv) return error(400, 'INVALID_FILE_FORMAT', 'the zip must hold exactly one CSV file', { api_name: 'file' });
-    const [header = [], ...rows] = parseCsv(csv.data.toString('utf8'));
-    if (rows.length > BULK_ROWS_MAX) return error(400, 'LIMIT_EXCEEDED', `a file may hold at most ${BULK_ROWS_MAX} records`, { limit: BULK_ROWS_MAX });
+    if (entries.length !== 1 || !csv)
+      return error(400, 'INVALID_FILE_FORMAT', 'the zip must hold exactly one CSV file', { api_name: 'file' });
+    const [header = [], ...rows] = parseCsvRows(csv.data.toString('utf8'));
+    if (rows.length > BULK_ROWS_MAX)
+      return error(400, 'LIMIT_EXCEEDED', `a file may hold at most ${BULK_ROWS_MAX} records`, { limit: BULK_ROWS_MAX });
     const fileId = String(2_000_000_000 + this.nextFile++);
     this.files.set(fileId, { name: csv.name, header, rows });
-    return { status: 200, body: { status: 'success', code: 'FILE_UPLOAD_SUCCESS', message: 'file uploaded.', details: { file_id: fileId, created_time: new Date(this.now()).toISOString() } } };
+    return {
+      status: 200,
+      body: {
+        status: 'success',
+        code: 'FILE_UPLOAD_SUCCESS',
+        message: 'file uploaded.',
+        details: { file_id: fileId, created_time: new Date(this.now()).toISOString() },
+      },
+    };
   }
 
   private createJob(req: SimRequest): SimResponse {
-    const b = (req.body ?? {}) as { operation?: string; ignore_empty?: boolean; resource?: { type?: string; module?: { api_name?: string }; file_id?: string; find_by?: string; field_mappings?: BulkJob['mappings'] }[] };
+    const b = (req.body ?? {}) as {
+      operation?: string;
+      ignore_empty?: boolean;
+      resource?: {
+        type?: string;
+        module?: { api_name?: string };
+        file_id?: string;
+        find_by?: string;
+        field_mappings?: BulkJob['mappings'];
+      }[];
+    };
     const op = b.operation;
-    if (op !== 'insert' && op !== 'update' && op !== 'upsert') return error(400, 'INVALID_DATA', 'operation must be insert, update or upsert', { api_name: 'operation' });
+    if (op !== 'insert' && op !== 'update' && op !== 'upsert')
+      return error(400, 'INVALID_DATA', 'operation must be insert, update or upsert', { api_name: 'operation' });
     const r = b.resource?.[0];
-    if (!r || r.type !== 'data') return error(400, 'MANDATORY_NOT_FOUND', 'required field not found', { api_name: 'resource' });
+    if (r?.type !== 'data') return error(400, 'MANDATORY_NOT_FOUND', 'required field not found', { api_name: 'resource' });
     const module = r.module?.api_name ?? '';
     if (!MODULES.has(module)) return error(400, 'INVALID_MODULE', 'the module name given seems to be invalid', { api_name: 'module' });
     const file = this.files.get(String(r.file_id));
     if (!file) return error(400, 'INVALID_DATA', 'the file_id given seems to be invalid', { api_name: 'file_id' });
-    if (op !== 'insert' && !r.find_by) return error(400, 'MANDATORY_NOT_FOUND', 'find_by is required for update and upsert', { api_name: 'find_by' });
+    if (op !== 'insert' && !r.find_by)
+      return error(400, 'MANDATORY_NOT_FOUND', 'find_by is required for update and upsert', { api_name: 'find_by' });
     const mappings = r.field_mappings ?? file.header.map((api_name, index) => ({ api_name, index }));
     const id = String(3_000_000_000 + this.newId());
-    this.jobs.set(id, { id, module, operation: op, findBy: r.find_by, mappings, ignoreEmpty: b.ignore_empty === true, header: file.header, rows: file.rows, fileName: file.name, createdAt: this.now() });
+    this.jobs.set(id, {
+      id,
+      module,
+      operation: op,
+      findBy: r.find_by,
+      mappings,
+      ignoreEmpty: b.ignore_empty === true,
+      header: file.header,
+      rows: file.rows,
+      fileName: file.name,
+      createdAt: this.now(),
+    });
     this.files.delete(String(r.file_id));
     return { status: 201, body: { status: 'success', code: 'SUCCESS', message: 'success', details: { id, created_by: USER } } };
   }
@@ -437,7 +541,8 @@ class ZohoSim extends SimServer {
     const state = this.state(job);
     if (state === 'COMPLETED') this.run(job);
     const file: Json = { status: state, name: job.fileName, total_count: job.rows.length };
-    if (job.result) Object.assign(file, { added_count: job.result.added, updated_count: job.result.updated, skipped_count: job.result.skipped });
+    if (job.result)
+      Object.assign(file, { added_count: job.result.added, updated_count: job.result.updated, skipped_count: job.result.skipped });
     const body: Json = {
       status: state,
       character_encoding: 'UTF-8',
@@ -447,7 +552,8 @@ class ZohoSim extends SimServer {
       operation: job.operation,
       created_time: new Date(job.createdAt).toISOString(),
     };
-    if (job.result) body.result = { download_url: `http://${req.headers.host ?? '127.0.0.1'}/v2/crm/${ORG_ID}/bulk-write/${job.id}/${job.id}.zip` };
+    if (job.result)
+      body.result = { download_url: `http://${req.headers.host ?? '127.0.0.1'}/v2/crm/${ORG_ID}/bulk-write/${job.id}/${job.id}.zip` };
     return { status: 200, body };
   }
 
@@ -501,7 +607,7 @@ class ZohoSim extends SimServer {
         out.push([...row.slice(0, 3), '', 'skipped', `${res.code}-${column(String(res.details.api_name ?? ''))}`]);
       }
     }
-    const csv = zip([{ name: `${job.id}.csv`, data: Buffer.from(toCsv(out), 'utf8') }]);
+    const csv = zip([{ name: `${job.id}.csv`, data: Buffer.from(toCsv(out, ZOHO_CSV), 'utf8') }]);
     job.result = { csv, added, updated, skipped };
   }
 

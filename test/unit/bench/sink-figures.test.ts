@@ -7,7 +7,14 @@ describe('bench:sink figures', () => {
     // Zoho: 100 credits per 10 s, 100 records per call costing 10 credits -> 100 records/s.
     expect(theoreticalRecordsPerSecond({ requests: 100, windowSeconds: 10, maxBatch: 100, costOfFullBatch: 10 })).toBe(100);
     const t = theoreticalFigures('hubspot', { requests: 100, windowSeconds: 10, maxBatch: 100, costOfFullBatch: 1 });
-    expect(t).toEqual({ crm: 'hubspot', contender: 'theoretical', recordsPerSecond: 1000, capacityUsed: 1, throttledShare: 0, callsPerChange: 0.01 });
+    expect(t).toEqual({
+      crm: 'hubspot',
+      contender: 'theoretical',
+      recordsPerSecond: 1000,
+      capacityUsed: 1,
+      throttledShare: 0,
+      callsPerChange: 0.01,
+    });
     // Dynamics: every operation of a $batch counts toward the limit; still one HTTP call per 1,000 records.
     const d = theoreticalFigures('dynamics', { requests: 200, windowSeconds: 10, maxBatch: 1000, costOfFullBatch: 1000 });
     expect([d.recordsPerSecond, d.callsPerChange]).toEqual([20, 0.001]);
@@ -15,7 +22,14 @@ describe('bench:sink figures', () => {
 
   it('derives the ratios from records, calls, throttles and changes of the interval', () => {
     const f = figuresOf('zendesk-sell', 'naive', { records: 90, calls: 100, throttled: 10, changes: 90, seconds: 30 }, 5);
-    expect(f).toEqual({ crm: 'zendesk-sell', contender: 'naive', recordsPerSecond: 3, capacityUsed: 0.6, throttledShare: 0.1, callsPerChange: 1.1111 });
+    expect(f).toEqual({
+      crm: 'zendesk-sell',
+      contender: 'naive',
+      recordsPerSecond: 3,
+      capacityUsed: 0.6,
+      throttledShare: 0.1,
+      callsPerChange: 1.1111,
+    });
     expect(figuresOf('x', 'pg2crm', { records: 0, calls: 0, throttled: 0, changes: 0, seconds: 30 }, 5).callsPerChange).toBeNull();
   });
 

@@ -29,7 +29,10 @@ describe('zipf workload of bench:sink', () => {
     // The most hit key is not simply id 1: ranks are shuffled onto ids.
     const counts = new Map<number, number>();
     for (const k of a) counts.set(k, (counts.get(k) ?? 0) + 1);
-    const hottest = [...counts.entries()].sort((x, y) => y[1] - x[1]).slice(0, 5).map(([k]) => k);
+    const hottest = [...counts.entries()]
+      .sort((x, y) => y[1] - x[1])
+      .slice(0, 5)
+      .map(([k]) => k);
     expect(hottest).not.toEqual([1, 2, 3, 4, 5]);
     expect(distinctKeys(a)).toBeLessThan(500 + 1);
   });

@@ -23,7 +23,11 @@ describe('pg connections', () => {
     // The client stops waiting only after the server had its chance to cancel the statement.
     expect(config.query_timeout).toBeGreaterThan(30_000);
 
-    const client = pgClient({ url: 'postgresql://u:p@db:5432/erp', connectTimeoutMs: 7000, queryTimeoutMs: 30_000 }) as unknown as PgInternals;
+    const client = pgClient({
+      url: 'postgresql://u:p@db:5432/erp',
+      connectTimeoutMs: 7000,
+      queryTimeoutMs: 30_000,
+    }) as unknown as PgInternals;
     expect(client._connectionTimeoutMillis).toBe(7000);
     expect(client.connectionParameters.statement_timeout).toBe(30_000);
     expect(client.connectionParameters.query_timeout).toBe(config.query_timeout);

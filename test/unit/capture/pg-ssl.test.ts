@@ -22,7 +22,11 @@ describe('pgSslOptions', () => {
     expect(pgSslOptions(undefined)).toBeUndefined();
     expect(pgSslOptions({ mode: 'disable' })).toBe(false);
     expect(pgSslOptions({ mode: 'require' })).toEqual({ rejectUnauthorized: false });
-    const verifyCa = pgSslOptions({ mode: 'verify-ca', rootCert: 'CA' }) as { ca: string; rejectUnauthorized: boolean; checkServerIdentity: () => unknown };
+    const verifyCa = pgSslOptions({ mode: 'verify-ca', rootCert: 'CA' }) as {
+      ca: string;
+      rejectUnauthorized: boolean;
+      checkServerIdentity: () => unknown;
+    };
     expect(verifyCa).toMatchObject({ ca: 'CA', rejectUnauthorized: true });
     // verify-ca checks the chain only: any host name passes.
     expect(verifyCa.checkServerIdentity()).toBeUndefined();
@@ -45,5 +49,47 @@ describe('pgSslOptions', () => {
     expect(e.message).toMatch(/TLS certificate was refused .*check postgres\.ssl: rootCert \(or rootCert_FILE\)/);
     expect(e.message).not.toContain('secret');
     expect(connectError(new Error('The server does not support SSL connections'), target).message).toMatch(/ssl=off.*postgres\.ssl\.mode/);
+  });
+
+  it('reads the SQLSTATE of a pg_hba.conf refusal without TLS (28000), not its wording', () => {
+    const plain = { url: 'postgresql://u:secret@h/db' };
+    const refusal = (message: string) => Object.assign(new Error(message), { code: '28000', severity: 'FATAL' });
+    for (const text of [
+      'no pg_hba.conf entry for host "10.0.0.7", user "u", database "db", no encryption',
+      'pg_hba.conf rejects connection for host "10.0.0.7", user "u", database "db", no encryption',
+    ]) {
+      const e = connectError(refusal(text), plain);
+      expect(e.code).toBe('POSTGRES_TLS');
+      expect(e.message).toContain(text);
+      expect(e.message).toMatch(/the server accepts only TLS connections: set postgres\.ssl/);
+    }
+    // A wrong password (28P01) is not about TLS.
+    const password = Object.assign(new Error('password authentication failed for user "u"'), { code: '28P01' });
+    expect(connectError(password, plain)).toMatchObject({ code: 'POSTGRES_CONNECT', retriable: true });
+    // With TLS asked for, a refusal is not "set postgres.ssl".
+    expect(
+      connectError(refusal('no pg_hba.conf entry for host "10.0.0.7", user "u", database "db", SSL encryption'), {
+        ...plain,
+        ssl: { mode: 'require' as const },
+      }).code,
+    ).toBe('POSTGRES_CONNECT');
+  });
+
+  it('a TLS handshake failure (OpenSSL) is POSTGRES_TLS; a refused or timed-out TCP connect is POSTGRES_CONNECT', () => {
+    const target = { url: 'postgresql://u@h/db', ssl: { mode: 'verify-full' as const, rootCert: 'CA' }, connectTimeoutMs: 1234 };
+    const handshake = Object.assign(new Error('error:0A00010B:SSL routines::wrong version number'), {
+      code: 'ERR_SSL_WRONG_VERSION_NUMBER',
+      library: 'SSL routines',
+    });
+    expect(connectError(handshake, target).code).toBe('POSTGRES_TLS');
+    const altname = Object.assign(new Error("Hostname/IP does not match certificate's altnames"), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    expect(connectError(altname, target).message).toMatch(
+      /TLS certificate was refused .*the host in postgres\.url must be a name the certificate carries/,
+    );
+    const refused = Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:5432'), { code: 'ECONNREFUSED' });
+    expect(connectError(refused, target)).toMatchObject({ code: 'POSTGRES_CONNECT', retriable: true });
+    expect(connectError(refused, target).message).toMatch(/check postgres\.url and that PostgreSQL runs/);
+    const timedOut = Object.assign(new Error('connect ETIMEDOUT 10.0.0.7:5432'), { code: 'ETIMEDOUT' });
+    expect(connectError(timedOut, target).message).toContain('no answer within postgres.connectTimeoutMs (1234 ms)');
   });
 });

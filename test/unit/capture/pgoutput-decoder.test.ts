@@ -34,21 +34,42 @@ describe('LSN', () => {
 describe('PgoutputDecoder', () => {
   it('decodes begin and commit with Unix-epoch microseconds', () => {
     const d = new PgoutputDecoder();
-    expect(d.decode(pgoutput.begin(0x100n, 1_000_000n, 42))).toEqual({ tag: 'begin', finalLsn: 0x100n, commitTimeMicros: 946_684_801_000_000n, xid: 42 });
+    expect(d.decode(pgoutput.begin(0x100n, 1_000_000n, 42))).toEqual({
+      tag: 'begin',
+      finalLsn: 0x100n,
+      commitTimeMicros: 946_684_801_000_000n,
+      xid: 42,
+    });
     expect(d.decode(pgoutput.commit(0x100n, 0x130n, 0n))).toMatchObject({ tag: 'commit', commitLsn: 0x100n, endLsn: 0x130n });
   });
 
   it('keeps values as exact text and marks unchanged TOAST values', () => {
     const { d } = decoderWithRelation();
-    const msg = d.decode(pgoutput.update(OID, ['9007199254740993', 'Ann', 'UNCHANGED_TOAST', '12345678901234567890.123456789', '2026-01-02 03:04:05.123456+00'], { kind: 'O', values: ['9007199254740993', 'Anne', 'UNCHANGED_TOAST', '1.5', null] }));
+    const msg = d.decode(
+      pgoutput.update(
+        OID,
+        ['9007199254740993', 'Ann', 'UNCHANGED_TOAST', '12345678901234567890.123456789', '2026-01-02 03:04:05.123456+00'],
+        { kind: 'O', values: ['9007199254740993', 'Anne', 'UNCHANGED_TOAST', '1.5', null] },
+      ),
+    );
     expect(msg.tag).toBe('update');
     if (msg.tag !== 'update') return;
-    expect(msg.after).toEqual(['9007199254740993', 'Ann', UNCHANGED_TOAST, '12345678901234567890.123456789', '2026-01-02 03:04:05.123456+00']);
+    expect(msg.after).toEqual([
+      '9007199254740993',
+      'Ann',
+      UNCHANGED_TOAST,
+      '12345678901234567890.123456789',
+      '2026-01-02 03:04:05.123456+00',
+    ]);
     expect(msg.beforeIsKeyOnly).toBe(false);
   });
 
   it('decodes logical messages (heartbeats)', () => {
-    expect(new PgoutputDecoder().decode(pgoutput.message(0x200n, 'pg2crm.heartbeat', ''))).toMatchObject({ tag: 'message', transactional: true, prefix: 'pg2crm.heartbeat' });
+    expect(new PgoutputDecoder().decode(pgoutput.message(0x200n, 'pg2crm.heartbeat', ''))).toMatchObject({
+      tag: 'message',
+      transactional: true,
+      prefix: 'pg2crm.heartbeat',
+    });
   });
 
   it('fails loudly on a change before its relation', () => {
@@ -70,7 +91,9 @@ describe('change builder', () => {
 
   it('lists changed columns under REPLICA IDENTITY FULL and never nulls unchanged TOAST', () => {
     const { d, relation } = decoderWithRelation('f');
-    const m = d.decode(pgoutput.update(OID, ['1', 'Ann', 'UNCHANGED_TOAST', '2', null], { kind: 'O', values: ['1', 'Anne', 'UNCHANGED_TOAST', '2', null] }));
+    const m = d.decode(
+      pgoutput.update(OID, ['1', 'Ann', 'UNCHANGED_TOAST', '2', null], { kind: 'O', values: ['1', 'Anne', 'UNCHANGED_TOAST', '2', null] }),
+    );
     if (m.tag !== 'update') throw new Error();
     const [e] = buildUpdate(relation, ['id'], m.before, m.beforeIsKeyOnly, m.after, tx());
     expect(e?.changed).toEqual(['name']);
@@ -89,13 +112,21 @@ describe('change builder', () => {
     const m = d.decode(pgoutput.update(OID, ['2', 'Ann', 'x', '2', null], { kind: 'K', values: ['1', null, null, null, null] }));
     if (m.tag !== 'update') throw new Error();
     const events = buildUpdate(relation, ['id'], m.before, m.beforeIsKeyOnly, m.after, tx());
-    expect(events.map((e) => [e.op, e.key.id, e.source.seq])).toEqual([['d', 1n, 0], ['c', 2n, 1]]);
+    expect(events.map((e) => [e.op, e.key.id, e.source.seq])).toEqual([
+      ['d', 1n, 0],
+      ['c', 2n, 1],
+    ]);
   });
 
   it('builds a delete from the key', () => {
     const { d, relation } = decoderWithRelation('d');
     const m = d.decode(pgoutput.delete(OID, 'K', ['5', null, null, null, null]));
     if (m.tag !== 'delete') throw new Error();
-    expect(buildDelete(relation, ['id'], m.before, m.beforeIsKeyOnly, tx())).toMatchObject({ op: 'd', key: { id: 5n }, before: null, after: null });
+    expect(buildDelete(relation, ['id'], m.before, m.beforeIsKeyOnly, tx())).toMatchObject({
+      op: 'd',
+      key: { id: 5n },
+      before: null,
+      after: null,
+    });
   });
 });

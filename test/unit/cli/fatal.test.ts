@@ -4,9 +4,9 @@ import { ConnectorError } from '../../../src/errors.ts';
 
 describe('fatalLine', () => {
   it('is one `pg2crm: <what>; <fix>` line', () => {
-    expect(fatalLine(new ConnectorError('TABLE_NOT_CAPTURABLE', 'table a.b does not exist; create it\ntable a.c has no primary key; add one'))).toBe(
-      'pg2crm: table a.b does not exist; create it; table a.c has no primary key; add one',
-    );
+    expect(
+      fatalLine(new ConnectorError('TABLE_NOT_CAPTURABLE', 'table a.b does not exist; create it\ntable a.c has no primary key; add one')),
+    ).toBe('pg2crm: table a.b does not exist; create it; table a.c has no primary key; add one');
   });
 
   it('adds where to look when nothing explained the error', () => {

@@ -28,14 +28,17 @@ beforeAll(async () => {
   ca = readFileSync(proxyCa.cert, 'utf8');
   client = { cert: readFileSync(clientPair.cert, 'utf8'), key: readFileSync(clientPair.key, 'utf8') };
   // requestCert without rejecting: the answer says which client certificate (if any) came.
-  server = createServer({ cert: readFileSync(serverPair.cert), key: readFileSync(serverPair.key), ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-    const sock = req.socket as import('node:tls').TLSSocket;
-    const peer = sock.getPeerCertificate();
-    const who = sock.authorized && peer.subject ? String(peer.subject.CN) : 'none';
-    seenClientCert.push(who);
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ ok: true, client: who }));
-  });
+  server = createServer(
+    { cert: readFileSync(serverPair.cert), key: readFileSync(serverPair.key), ca, requestCert: true, rejectUnauthorized: false },
+    (req, res) => {
+      const sock = req.socket as import('node:tls').TLSSocket;
+      const peer = sock.getPeerCertificate();
+      const who = sock.authorized && peer.subject ? String(peer.subject.CN) : 'none';
+      seenClientCert.push(who);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: true, client: who }));
+    },
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }, 30_000);
@@ -45,7 +48,8 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
-const call = (pool: ReturnType<typeof crmPool>) => send(pool, { method: 'GET', path: '/v2/contacts', headers: {}, timeoutMs: 5_000, what: 'GET /v2/contacts' });
+const call = (pool: ReturnType<typeof crmPool>) =>
+  send(pool, { method: 'GET', path: '/v2/contacts', headers: {}, timeoutMs: 5_000, what: 'GET /v2/contacts' });
 
 describe('crm.tls', () => {
   it('without it, a certificate of an unknown CA fails naming crm.tls.ca', async () => {
@@ -54,7 +58,9 @@ describe('crm.tls', () => {
     await pool.close();
     expect(err).toBeInstanceOf(ConnectorError);
     expect(err.code).toBe('CRM_TLS');
-    expect(err.message).toMatch(/GET \/v2\/contacts failed: the CRM's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\).*set crm\.tls\.ca/);
+    expect(err.message).toMatch(
+      /GET \/v2\/contacts failed: the CRM's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\).*set crm\.tls\.ca/,
+    );
   });
 
   it('with crm.tls.ca the pool trusts the proxy CA', async () => {

@@ -1,6 +1,16 @@
 import { Pool } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseRetryAfter, RETRY_AFTER_CAP_SECONDS, send, USER_AGENT } from '../../../src/crm/http.ts';
+import type { RateSignal } from '../../../src/crm/crm-adapter.ts';
+import { retryOutcomeOf } from '../../../src/crm/crm-adapter.ts';
+import {
+  parseRetryAfter,
+  RETRY_AFTER_CAP_SECONDS,
+  send,
+  ThrottledCall,
+  throttled,
+  untrustedCertificate,
+  USER_AGENT,
+} from '../../../src/crm/http.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
 import { startZendeskSellSimulator } from '../../../src/crm/zendesk-sell/simulator.ts';
 import { ConnectorError } from '../../../src/errors.ts';
@@ -87,6 +97,66 @@ describe('parseRetryAfter', () => {
   });
   it('ignores what is absent or unreadable', () => {
     for (const v of [undefined, null, '', 'soon', 'NaN', 'Infinity', '-5', '1e9']) expect(parseRetryAfter(v, now)).toBeUndefined();
+  });
+});
+
+describe('throttled: one wait for the budget and the records', () => {
+  const now = Date.UTC(2026, 0, 1, 12, 0, 0);
+  it.each([
+    ['Retry-After seconds, over the vendor default', { 'retry-after': '7' }, 300, 7],
+    ['Retry-After HTTP-date', { 'retry-after': 'Thu, 01 Jan 2026 12:02:00 GMT' }, 300, 120],
+    ['no header: the vendor default', {}, 300, 300],
+    ['an unreadable header: the vendor default', { 'retry-after': 'soon' }, 5, 5],
+    ['neither: no wait at all', {}, undefined, undefined],
+  ] as const)('%s', (_name, headers, defaultSeconds, wait) => {
+    const signals: RateSignal[] = [];
+    const out = throttled(headers, { message: 'm', defaultSeconds, signal: { remaining: 0 }, onSignal: (s) => signals.push(s), now });
+    expect(out).toEqual({
+      status: 'retry',
+      code: 'RATE_LIMITED',
+      kind: 'throttle',
+      message: 'm',
+      ...(wait !== undefined ? { retryAfterSeconds: wait } : {}),
+    });
+    expect(signals).toEqual([{ remaining: 0, throttled: true, ...(wait !== undefined ? { retryAfterSeconds: wait } : {}) }]);
+  });
+
+  it('a ThrottledCall carries that outcome, and its error says the same wait', () => {
+    const outcome = throttled({}, { message: 'HubSpot rate limit reached (DAILY)', defaultSeconds: 60, onSignal: () => undefined });
+    const err = new ThrottledCall(outcome);
+    expect(err).toMatchObject({ code: 'RATE_LIMITED', kind: 'throttle', retriable: true, retryAfterSeconds: 60 });
+    expect(retryOutcomeOf(err)).toEqual(outcome);
+  });
+});
+
+describe('retryOutcomeOf: a whole-call failure as a record outcome, its kind from the error kind', () => {
+  it.each([
+    [new ConnectorError('CRM_UNREACHABLE', 'x', { retriable: true }), 'unreachable'],
+    [new ConnectorError('CRM_TIMEOUT', 'x', { retriable: true }), 'timeout'],
+    [new ConnectorError('CRM_BULK_TIMEOUT', 'x', { retriable: true }), 'timeout'],
+    [new ConnectorError('CRM_BAD_RESPONSE', 'x', { retriable: true }), 'bad-response'],
+    [new ConnectorError('CRM_HTTP_503', 'x', { retriable: true, status: 503 }), 'server'],
+    [new ConnectorError('HTTP_500', 'x', { retriable: true, status: 500 }), 'server'],
+    [new ConnectorError('CRM_UNAVAILABLE', 'x', { retriable: true }), 'server'],
+    [new ConnectorError('CRM_TLS', 'x', { retriable: true }), undefined],
+  ] as const)('%s -> %s', (err, kind) => {
+    expect(retryOutcomeOf(err)).toEqual({ status: 'retry', code: err.code, message: 'x', ...(kind ? { kind } : {}) });
+  });
+
+  it('is undefined for what fails the call: a permanent error, or not a ConnectorError', () => {
+    expect(retryOutcomeOf(new ConnectorError('CRM_AUTH', 'x'))).toBeUndefined();
+    expect(retryOutcomeOf(new Error('x'))).toBeUndefined();
+  });
+});
+
+describe('untrustedCertificate', () => {
+  it('names the code of a certificate Node did not trust, in the error or its cause; other failures are not TLS trust', () => {
+    expect(untrustedCertificate(Object.assign(new Error('x'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }))).toBe('SELF_SIGNED_CERT_IN_CHAIN');
+    expect(
+      untrustedCertificate(new Error('fetch failed', { cause: Object.assign(new Error('y'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' }) })),
+    ).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
+    expect(untrustedCertificate(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).toBeUndefined();
+    expect(untrustedCertificate(Object.assign(new Error('x'), { code: 'OUT_OF_MEM' }))).toBeUndefined();
   });
 });
 

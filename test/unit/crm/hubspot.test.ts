@@ -7,6 +7,7 @@ import { type HubSpotSimOptions, nextMidnight, startHubSpotSimulator } from '../
 import type { CrmSimulator, SimStats } from '../../../src/crm/sim-server.ts';
 import { RateBudget } from '../../../src/sink/rate-budget.ts';
 import { type AnswerProxy, GARBAGE, startAnswerProxy } from '../../helpers/answer-proxy.ts';
+import { expectPingFailsOnGarbage, simCall } from './sim-harness.ts';
 
 let sim: CrmSimulator | undefined;
 let adapters: HubSpotAdapter[] = [];
@@ -25,21 +26,21 @@ async function start(opts: Partial<HubSpotSimOptions> = {}): Promise<CrmSimulato
   return sim;
 }
 
-function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
-  return fetch(`${s.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-}
+const call = simCall;
 
-const records = async (s: CrmSimulator, object: string) => (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as Record<string, unknown>[];
+const records = async (s: CrmSimulator, object: string) =>
+  (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as Record<string, unknown>[];
 const stats = async (s: CrmSimulator) => (await (await fetch(`${s.url}/__sim/stats`)).json()) as SimStats;
 const advance = (s: CrmSimulator, seconds: number) => call(s, 'POST', '/__sim/clock', { advanceSeconds: seconds });
 const ping = (s: CrmSimulator, token?: string) => call(s, 'GET', '/crm/v3/objects/contacts?limit=1', undefined, token);
 
 const upsertBody = (inputs: { id: string; properties: Record<string, unknown>; trace?: string }[]) => ({
-  inputs: inputs.map((i) => ({ id: i.id, idProperty: 'erp_id', properties: i.properties, ...(i.trace ? { objectWriteTraceId: i.trace } : {}) })),
+  inputs: inputs.map((i) => ({
+    id: i.id,
+    idProperty: 'erp_id',
+    properties: i.properties,
+    ...(i.trace ? { objectWriteTraceId: i.trace } : {}),
+  })),
 });
 
 describe('HubSpot simulator', () => {
@@ -59,7 +60,12 @@ describe('HubSpot simulator', () => {
     expect(res.headers.get('x-hubspot-ratelimit-interval-milliseconds')).toBe('10000');
     expect(res.headers.get('x-hubspot-ratelimit-daily')).toBe('250000');
     const body = (await res.json()) as Record<string, unknown>;
-    expect(body).toMatchObject({ status: 'error', message: 'You have reached your ten_secondly_rolling limit.', errorType: 'RATE_LIMIT', policyName: 'TEN_SECONDLY_ROLLING' });
+    expect(body).toMatchObject({
+      status: 'error',
+      message: 'You have reached your ten_secondly_rolling limit.',
+      errorType: 'RATE_LIMIT',
+      policyName: 'TEN_SECONDLY_ROLLING',
+    });
     expect(typeof body.correlationId).toBe('string');
     // The window rolls: 10 s later the requests are allowed again.
     await advance(s, 10);
@@ -89,12 +95,19 @@ describe('HubSpot simulator', () => {
 
   it('batch/upsert creates, then updates the record found by its idProperty', async () => {
     const s = await start();
-    const first = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A', email: 'a@x.io' } }]));
+    const first = await call(
+      s,
+      'POST',
+      '/crm/v3/objects/contacts/batch/upsert',
+      upsertBody([{ id: '1', properties: { lastname: 'A', email: 'a@x.io' } }]),
+    );
     expect(first.status).toBe(200);
     const created = (await first.json()) as { status: string; results: { id: string; new: boolean; properties: Record<string, string> }[] };
     expect(created.status).toBe('COMPLETE');
     expect(created.results[0]).toMatchObject({ new: true, properties: { lastname: 'A', erp_id: '1' } });
-    const second = (await (await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'B' } }]))).json()) as typeof created;
+    const second = (await (
+      await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'B' } }]))
+    ).json()) as typeof created;
     expect(second.results[0]).toMatchObject({ id: created.results[0]!.id, new: false, properties: { lastname: 'B', email: 'a@x.io' } });
     const stored = await records(s, 'contacts');
     expect(stored).toHaveLength(1);
@@ -113,14 +126,31 @@ describe('HubSpot simulator', () => {
     // Multi-status 207 is documented for batch create only: upsert is all or nothing.
     const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody(inputs));
     expect(res.status).toBe(400);
-    const body = (await res.json()) as { status: string; category: string; message: string; correlationId: string; errors: { message: string; code: string; in: string }[] };
+    const body = (await res.json()) as {
+      status: string;
+      category: string;
+      message: string;
+      correlationId: string;
+      errors: { message: string; code: string; in: string }[];
+    };
     expect(body).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR' });
     expect(typeof body.correlationId).toBe('string');
     expect(body.message).toMatch(/^Property values were not valid: .*INVALID_EMAIL/);
-    expect(body.errors.map((e) => [e.code, e.in])).toEqual([['INVALID_EMAIL', 'email'], ['INVALID_PROPERTY_VALUE', 'lastname']]);
+    expect(body.errors.map((e) => [e.code, e.in])).toEqual([
+      ['INVALID_EMAIL', 'email'],
+      ['INVALID_PROPERTY_VALUE', 'lastname'],
+    ]);
     expect(await records(s, 'contacts')).toHaveLength(0);
     // Without objectWriteTraceId the same.
-    const atomic = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '4', properties: { lastname: 'y' } }, { id: '5', properties: { lastname: 'bad' } }]));
+    const atomic = await call(
+      s,
+      'POST',
+      '/crm/v3/objects/contacts/batch/upsert',
+      upsertBody([
+        { id: '4', properties: { lastname: 'y' } },
+        { id: '5', properties: { lastname: 'bad' } },
+      ]),
+    );
     expect(atomic.status).toBe(400);
     expect(await records(s, 'contacts')).toHaveLength(0);
     // The valid inputs alone are written; the trace id is echoed.
@@ -128,10 +158,28 @@ describe('HubSpot simulator', () => {
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { results: { objectWriteTraceId: string }[] }).results.map((r) => r.objectWriteTraceId)).toEqual(['a']);
     // Deals require a name; more than 100 inputs or duplicate ids are refused.
-    expect((await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { amount: 1 } }] })).status).toBe(400);
+    expect(
+      (
+        await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', {
+          inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { amount: 1 } }],
+        })
+      ).status,
+    ).toBe(400);
     const many = upsertBody(Array.from({ length: 101 }, (_, i) => ({ id: String(i), properties: { lastname: 'z' } })));
     expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', many)).status).toBe(400);
-    expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '7', properties: {} }, { id: '7', properties: {} }]))).status).toBe(400);
+    expect(
+      (
+        await call(
+          s,
+          'POST',
+          '/crm/v3/objects/contacts/batch/upsert',
+          upsertBody([
+            { id: '7', properties: {} },
+            { id: '7', properties: {} },
+          ]),
+        )
+      ).status,
+    ).toBe(400);
   });
 
   it('properties API: GET a definition with hasUniqueValue, 404 for none, POST creates; upsert/read by a non-unique idProperty is a 400', async () => {
@@ -139,24 +187,52 @@ describe('HubSpot simulator', () => {
     const erpId = await call(s, 'GET', '/crm/v3/properties/contacts/erp_id');
     expect(erpId.status).toBe(200);
     expect(await erpId.json()).toMatchObject({ name: 'erp_id', type: 'string', fieldType: 'text', hasUniqueValue: true });
-    expect(await (await call(s, 'GET', '/crm/v3/properties/contacts/erp_ref')).json()).toMatchObject({ name: 'erp_ref', hasUniqueValue: false });
+    expect(await (await call(s, 'GET', '/crm/v3/properties/contacts/erp_ref')).json()).toMatchObject({
+      name: 'erp_ref',
+      hasUniqueValue: false,
+    });
     expect(await (await call(s, 'GET', '/crm/v3/properties/contacts/lastname')).json()).toMatchObject({ hasUniqueValue: false });
     const missing = await call(s, 'GET', '/crm/v3/properties/contacts/nope');
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ status: 'error', category: 'OBJECT_NOT_FOUND' });
-    const created = await call(s, 'POST', '/crm/v3/properties/deals', { name: 'sap_no', label: 'SAP no', type: 'string', fieldType: 'text', groupName: 'dealinformation', hasUniqueValue: true });
+    const created = await call(s, 'POST', '/crm/v3/properties/deals', {
+      name: 'sap_no',
+      label: 'SAP no',
+      type: 'string',
+      fieldType: 'text',
+      groupName: 'dealinformation',
+      hasUniqueValue: true,
+    });
     expect(created.status).toBe(201);
     expect(await (await call(s, 'GET', '/crm/v3/properties/deals/sap_no')).json()).toMatchObject({ hasUniqueValue: true });
-    expect((await call(s, 'POST', '/crm/v3/properties/deals', { name: 'sap_no', label: 'x', type: 'string', fieldType: 'text', groupName: 'g' })).status).toBe(409);
+    expect(
+      (await call(s, 'POST', '/crm/v3/properties/deals', { name: 'sap_no', label: 'x', type: 'string', fieldType: 'text', groupName: 'g' }))
+        .status,
+    ).toBe(409);
     // Upsert and read by a property without unique values (or none at all): 400, nothing written.
     for (const idProperty of ['erp_ref', 'lastname', 'nope']) {
-      const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', { inputs: [{ id: '1', idProperty, properties: { firstname: 'A' } }] });
+      const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', {
+        inputs: [{ id: '1', idProperty, properties: { firstname: 'A' } }],
+      });
       expect(res.status).toBe(400);
-      expect(await res.json()).toMatchObject({ status: 'error', category: 'VALIDATION_ERROR', message: expect.stringContaining('hasUniqueValue') });
-      expect((await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', { idProperty, properties: [idProperty], inputs: [{ id: '1' }] })).status).toBe(400);
+      expect(await res.json()).toMatchObject({
+        status: 'error',
+        category: 'VALIDATION_ERROR',
+        message: expect.stringContaining('hasUniqueValue'),
+      });
+      expect(
+        (await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', { idProperty, properties: [idProperty], inputs: [{ id: '1' }] }))
+          .status,
+      ).toBe(400);
     }
     expect(await records(s, 'contacts')).toHaveLength(0);
-    expect((await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '1', idProperty: 'sap_no', properties: { dealname: 'D' } }] })).status).toBe(200);
+    expect(
+      (
+        await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', {
+          inputs: [{ id: '1', idProperty: 'sap_no', properties: { dealname: 'D' } }],
+        })
+      ).status,
+    ).toBe(200);
   });
 
   it('daily limit resets at midnight in the account time zone; the usage API says when (resetsAt)', async () => {
@@ -186,13 +262,22 @@ describe('HubSpot simulator', () => {
   it('batch/read by idProperty answers 207 OBJECT_NOT_FOUND for missing ids; batch/archive answers 204', async () => {
     const s = await start();
     await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A' } }]));
-    const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', { idProperty: 'erp_id', properties: ['erp_id'], inputs: [{ id: '1' }, { id: '2' }] });
+    const res = await call(s, 'POST', '/crm/v3/objects/contacts/batch/read', {
+      idProperty: 'erp_id',
+      properties: ['erp_id'],
+      inputs: [{ id: '1' }, { id: '2' }],
+    });
     expect(res.status).toBe(207);
-    const body = (await res.json()) as { results: { id: string; properties: Record<string, string> }[]; errors: { category: string; context: { ids: string[] } }[] };
+    const body = (await res.json()) as {
+      results: { id: string; properties: Record<string, string> }[];
+      errors: { category: string; context: { ids: string[] } }[];
+    };
     expect(body.results[0]!.properties.erp_id).toBe('1');
     expect(body.results[0]!.properties.lastname).toBeUndefined(); // only the properties asked for
     expect(body.errors[0]).toMatchObject({ category: 'OBJECT_NOT_FOUND', context: { ids: ['2'] } });
-    const archived = await call(s, 'POST', '/crm/v3/objects/contacts/batch/archive', { inputs: [{ id: body.results[0]!.id }, { id: '999' }] });
+    const archived = await call(s, 'POST', '/crm/v3/objects/contacts/batch/archive', {
+      inputs: [{ id: body.results[0]!.id }, { id: '999' }],
+    });
     expect(archived.status).toBe(204);
     expect(await records(s, 'contacts')).toHaveLength(0);
     expect((await stats(s)).recordsDeleted).toBe(1);
@@ -200,29 +285,50 @@ describe('HubSpot simulator', () => {
 
   it('v4 associations batch/archive answers 204 and removes only the named pairs, both directions', async () => {
     const s = await start();
-    await call(s, 'POST', '/crm/v3/objects/contacts/batch/upsert', upsertBody([{ id: '1', properties: { lastname: 'A' } }, { id: '2', properties: { lastname: 'B' } }]));
-    await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', { inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { dealname: 'D' } }] });
+    await call(
+      s,
+      'POST',
+      '/crm/v3/objects/contacts/batch/upsert',
+      upsertBody([
+        { id: '1', properties: { lastname: 'A' } },
+        { id: '2', properties: { lastname: 'B' } },
+      ]),
+    );
+    await call(s, 'POST', '/crm/v3/objects/deals/batch/upsert', {
+      inputs: [{ id: '9', idProperty: 'erp_order_id', properties: { dealname: 'D' } }],
+    });
     const [c1, c2] = (await records(s, 'contacts')).map((r) => String(r.id));
     const dealId = String((await records(s, 'deals'))[0]!.id);
     const link = (from: string, fromId: string, to: string, toId: string, type: number) =>
-      call(s, 'POST', `/crm/v4/associations/${from}/${to}/batch/create`, { inputs: [{ from: { id: fromId }, to: { id: toId }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: type }] }] });
+      call(s, 'POST', `/crm/v4/associations/${from}/${to}/batch/create`, {
+        inputs: [{ from: { id: fromId }, to: { id: toId }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: type }] }],
+      });
     await link('deals', dealId, 'contacts', c1!, 3);
     await link('contacts', c1!, 'deals', dealId, 4);
     await link('deals', dealId, 'contacts', c2!, 3);
-    const res = await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', { inputs: [{ from: { id: dealId }, to: [{ id: c1 }, { id: '999' }] }] });
+    const res = await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', {
+      inputs: [{ from: { id: dealId }, to: [{ id: c1 }, { id: '999' }] }],
+    });
     expect(res.status).toBe(204);
     expect((await records(s, 'associations')).map((l) => [l.fromObjectType, l.toObjectId])).toEqual([['deals', c2]]);
     // The link removed can be made again; a malformed body is a 400.
     expect((await link('deals', dealId, 'contacts', c1!, 3)).status).toBe(201);
     expect(await records(s, 'associations')).toHaveLength(2);
-    expect((await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', { inputs: [{ from: { id: dealId }, to: { id: c1 } }] })).status).toBe(400);
+    expect(
+      (await call(s, 'POST', '/crm/v4/associations/deals/contacts/batch/archive', { inputs: [{ from: { id: dealId }, to: { id: c1 } }] }))
+        .status,
+    ).toBe(400);
   });
 
   it('rejects unknown tokens with 401 INVALID_AUTHENTICATION, uncounted by the rate limit', async () => {
     const s = await start({ limit: { requests: 1, windowSeconds: 10 } });
     const res = await ping(s, 'stolen');
     expect(res.status).toBe(401);
-    expect(await res.json()).toMatchObject({ status: 'error', category: 'INVALID_AUTHENTICATION', message: expect.stringMatching(/^Authentication credentials not found/) });
+    expect(await res.json()).toMatchObject({
+      status: 'error',
+      category: 'INVALID_AUTHENTICATION',
+      message: expect.stringMatching(/^Authentication credentials not found/),
+    });
     expect((await ping(s)).status).toBe(200);
   });
 
@@ -250,8 +356,20 @@ describe('HubSpotAdapter', () => {
     adapters.push(a);
     return a;
   }
-  const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields });
-  const removeContact = (id: string): CrmWrite => ({ op: 'delete', object: 'contacts', externalIdField: 'erp_id', externalId: id, fields: {} });
+  const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({
+    op: 'upsert',
+    object: 'contacts',
+    externalIdField: 'erp_id',
+    externalId: id,
+    fields,
+  });
+  const removeContact = (id: string): CrmWrite => ({
+    op: 'delete',
+    object: 'contacts',
+    externalIdField: 'erp_id',
+    externalId: id,
+    fields: {},
+  });
   const deal = (id: string, customer: string, fields: Record<string, unknown> = { dealname: `Order ${id}`, amount: 10 }): CrmWrite => ({
     op: 'upsert',
     object: 'deals',
@@ -261,10 +379,36 @@ describe('HubSpotAdapter', () => {
     lookups: { contact: { object: 'contacts', externalIdField: 'erp_id', externalId: customer } },
   });
 
+  const company = (id: string): CrmWrite => ({
+    op: 'upsert',
+    object: 'companies',
+    externalIdField: 'erp_company_id',
+    externalId: id,
+    fields: { name: `Co ${id}` },
+  });
+  /** Deal `id` (`Order <id>`) whose company lookup points to `customer`, moved from `previous` when given. */
+  const companyDeal = (id: string, customer: string | null, previous?: string): CrmWrite => ({
+    op: 'upsert',
+    object: 'deals',
+    externalIdField: 'erp_order_id',
+    externalId: id,
+    fields: { dealname: `Order ${id}` },
+    lookups: {
+      company: {
+        object: 'companies',
+        externalIdField: 'erp_company_id',
+        externalId: customer,
+        ...(previous !== undefined ? { previousExternalId: previous } : {}),
+      },
+    },
+  });
+
   it('round trip: N records written in one call equal /__sim/records; cost equals the requests counted', async () => {
     const s = await start();
     const a = adapter(s);
-    const writes = Array.from({ length: 150 }, (_, i) => contact(String(i + 1), { firstname: `F${i}`, lastname: `L${i}`, email: `u${i}@example.com` }));
+    const writes = Array.from({ length: 150 }, (_, i) =>
+      contact(String(i + 1), { firstname: `F${i}`, lastname: `L${i}`, email: `u${i}@example.com` }),
+    );
     expect((a as CrmAdapter).maxBatchSize('contacts')).toBe(100);
     const expected = a.cost(writes);
     expect(expected).toBe(2);
@@ -282,7 +426,12 @@ describe('HubSpotAdapter', () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
-    const writes = [contact('1', { lastname: 'A' }), contact('2', { lastname: 'B', email: 'nope' }), contact('3', { lastname: 'C', email: null }), contact('4', { lastname: 'bad' })];
+    const writes = [
+      contact('1', { lastname: 'A' }),
+      contact('2', { lastname: 'B', email: 'nope' }),
+      contact('3', { lastname: 'C', email: null }),
+      contact('4', { lastname: 'bad' }),
+    ];
     const cost = a.cost(writes);
     expect(cost).toBe(1);
     const signals: RateSignal[] = [];
@@ -325,14 +474,33 @@ describe('HubSpotAdapter', () => {
     const s = await start({ limit: { requests: 3, windowSeconds: 10 } });
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'lastname', contains: 'bad' } });
-    const out = await a.write([contact('1', { lastname: 'bad' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    const out = await a.write(
+      [
+        contact('1', { lastname: 'bad' }),
+        contact('2', { lastname: 'B' }),
+        contact('3', { lastname: 'C' }),
+        contact('4', { lastname: 'D' }),
+      ],
+      () => undefined,
+    );
     expect(out.map((o) => (o.status === 'retry' ? o.kind : o.status))).toEqual(['throttle', 'throttle', 'throttle', 'throttle']);
     await advance(s, 10);
-    const next = await a.write([contact('1', { lastname: 'bad' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    const next = await a.write(
+      [
+        contact('1', { lastname: 'bad' }),
+        contact('2', { lastname: 'B' }),
+        contact('3', { lastname: 'C' }),
+        contact('4', { lastname: 'D' }),
+      ],
+      () => undefined,
+    );
     // [1..4] 400, [1,2] 400, [1] 400 -> rejected; the 4th call is throttled: 2, 3, 4 wait.
     expect(next.map((o) => (o.status === 'retry' ? o.kind : o.status))).toEqual(['rejected', 'throttle', 'throttle', 'throttle']);
     await advance(s, 10);
-    const last = await a.write([contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })], () => undefined);
+    const last = await a.write(
+      [contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' }), contact('4', { lastname: 'D' })],
+      () => undefined,
+    );
     expect(last.map((o) => o.status)).toEqual(['done', 'done', 'done']);
     expect((await records(s, 'contacts')).map((r) => r.erp_id)).toEqual(['2', '3', '4']);
   });
@@ -356,8 +524,20 @@ describe('HubSpotAdapter', () => {
     const signals: RateSignal[] = [];
     const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], (x) => signals.push(x));
     expect(out).toEqual([
-      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
-      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('TEN_SECONDLY_ROLLING'), retryAfterSeconds: 10 },
+      {
+        status: 'retry',
+        code: 'RATE_LIMITED',
+        kind: 'throttle',
+        message: expect.stringContaining('TEN_SECONDLY_ROLLING'),
+        retryAfterSeconds: 10,
+      },
+      {
+        status: 'retry',
+        code: 'RATE_LIMITED',
+        kind: 'throttle',
+        message: expect.stringContaining('TEN_SECONDLY_ROLLING'),
+        retryAfterSeconds: 10,
+      },
     ]);
     expect(signals).toEqual([{ remaining: 0, dailyRemaining: 249_999, throttled: true, retryAfterSeconds: 10 }]);
     await advance(s, 10);
@@ -371,7 +551,8 @@ describe('HubSpotAdapter', () => {
     const signals: RateSignal[] = [];
     expect((await a.write([contact('1', { lastname: 'A' })], (x) => signals.push(x)))[0]?.status).toBe('done');
     let outcome: WriteOutcome | undefined;
-    for (let i = 2; i < 6 && (outcome === undefined || outcome.status === 'done'); i++) [outcome] = await a.write([contact(String(i), { lastname: 'B' })], (x) => signals.push(x));
+    for (let i = 2; i < 6 && (outcome === undefined || outcome.status === 'done'); i++)
+      [outcome] = await a.write([contact(String(i), { lastname: 'B' })], (x) => signals.push(x));
     expect(outcome).toMatchObject({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('DAILY') });
     const wait = (outcome as { retryAfterSeconds: number }).retryAfterSeconds;
     const expected = Math.ceil((nextMidnight(Date.now(), 'Pacific/Honolulu') - Date.now()) / 1000);
@@ -384,12 +565,22 @@ describe('HubSpotAdapter', () => {
 
   it('daily limit: resetsAt is cached until it passes, then read again; without the usage API the wait is until 00:00 UTC', async () => {
     const s = await start({ timeZone: 'Asia/Tokyo' });
-    const daily429 = () => ({ status: 429, headers: { 'content-type': 'application/json' }, text: JSON.stringify({ status: 'error', message: 'You have reached your daily limit.', errorType: 'RATE_LIMIT', policyName: 'DAILY' }) });
+    const daily429 = () => ({
+      status: 429,
+      headers: { 'content-type': 'application/json' },
+      text: JSON.stringify({
+        status: 'error',
+        message: 'You have reached your daily limit.',
+        errorType: 'RATE_LIMIT',
+        policyName: 'DAILY',
+      }),
+    });
     proxy = await startAnswerProxy(s.url, [{ match: /^POST \/crm\/v3\/objects\/contacts\/batch\/upsert/, times: 10, answer: daily429 }]);
     let clock = Date.now();
     const a = adapter({ ...s, url: proxy.url }, 'sim-token', undefined, () => clock);
     const usageCalls = async () => (await stats(s)).byEndpoint['GET /account-info/v3/api-usage/daily/private-apps'] ?? 0;
-    const waitOf = async () => ((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0] as { retryAfterSeconds: number }).retryAfterSeconds;
+    const waitOf = async () =>
+      ((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0] as { retryAfterSeconds: number }).retryAfterSeconds;
     const first = await waitOf();
     // Tokyo (UTC+9) midnight is 15:00 UTC.
     expect(new Date(clock + first * 1000).getUTCHours()).toBe(15);
@@ -407,7 +598,14 @@ describe('HubSpotAdapter', () => {
     await proxy.close();
     proxy = await startAnswerProxy(s.url, [
       { match: /^POST \/crm\/v3\/objects\/contacts\/batch\/upsert/, answer: daily429 },
-      { match: /^GET \/account-info\//, answer: () => ({ status: 403, headers: { 'content-type': 'application/json' }, text: JSON.stringify({ status: 'error', category: 'MISSING_SCOPES', message: 'missing scopes' }) }) },
+      {
+        match: /^GET \/account-info\//,
+        answer: () => ({
+          status: 403,
+          headers: { 'content-type': 'application/json' },
+          text: JSON.stringify({ status: 'error', category: 'MISSING_SCOPES', message: 'missing scopes' }),
+        }),
+      },
     ]);
     const c = adapter({ ...s, url: proxy.url });
     const before = Date.now();
@@ -444,7 +642,9 @@ describe('HubSpotAdapter', () => {
       ['HubSpot idProperty deals.erp_nope', false],
       ['HubSpot daily limit reset', true],
     ]);
-    expect(checks[2]!.detail).toMatch(/hasUniqueValue false.*make erp_ref a unique-value property in HubSpot settings .*or choose another idProperty/);
+    expect(checks[2]!.detail).toMatch(
+      /hasUniqueValue false.*make erp_ref a unique-value property in HubSpot settings .*or choose another idProperty/,
+    );
     expect(checks[3]!.detail).toMatch(/deals has no property erp_nope .*make erp_nope a unique-value property/);
     expect(checks[4]!.detail).toMatch(/^resets at \d{4}-\d\d-\d\dT00:00:00\.000Z/);
   });
@@ -452,7 +652,13 @@ describe('HubSpotAdapter', () => {
   it('a write by a non-unique idProperty stops the connector with the fix (no dead letters, no bisect)', async () => {
     const s = await start({ properties: { contacts: { erp_ref: { hasUniqueValue: false } } } });
     const a = adapter(s);
-    const byRef = (id: string): CrmWrite => ({ op: 'upsert', object: 'contacts', externalIdField: 'erp_ref', externalId: id, fields: { lastname: id } });
+    const byRef = (id: string): CrmWrite => ({
+      op: 'upsert',
+      object: 'contacts',
+      externalIdField: 'erp_ref',
+      externalId: id,
+      fields: { lastname: id },
+    });
     const signals: RateSignal[] = [];
     await expect(a.write([byRef('1'), byRef('2'), byRef('3')], (x) => signals.push(x))).rejects.toMatchObject({
       code: 'HUBSPOT_ID_PROPERTY_NOT_UNIQUE',
@@ -463,7 +669,10 @@ describe('HubSpotAdapter', () => {
     expect(signals.filter((x) => x.extraRequests === 1)).toHaveLength(1);
     expect(await records(s, 'contacts')).toHaveLength(0);
     // A lookup whose target is found by that property: the batch/read fails the same way (the definition is cached).
-    const order: CrmWrite = { ...deal('7', '1'), lookups: { contact: { object: 'contacts', externalIdField: 'erp_ref', externalId: '1' } } };
+    const order: CrmWrite = {
+      ...deal('7', '1'),
+      lookups: { contact: { object: 'contacts', externalIdField: 'erp_ref', externalId: '1' } },
+    };
     await expect(a.write([order], () => undefined)).rejects.toMatchObject({ code: 'HUBSPOT_ID_PROPERTY_NOT_UNIQUE', retriable: false });
     expect((await stats(s)).requests).toBe(3);
   });
@@ -492,7 +701,11 @@ describe('HubSpotAdapter', () => {
     const s = await start();
     const a = adapter(s);
     expect(a.cost([deal('7', '5')])).toBe(3); // read contact id + upsert + association
-    expect((await a.write([deal('7', '5')], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
+    expect((await a.write([deal('7', '5')], () => undefined))[0]).toMatchObject({
+      status: 'retry',
+      code: 'LOOKUP_PENDING',
+      kind: 'pending',
+    });
     expect(await records(s, 'deals')).toHaveLength(0);
     await a.write([contact('5', { lastname: 'E' })], () => undefined);
     const contactId = String((await records(s, 'contacts'))[0]!.id);
@@ -508,9 +721,9 @@ describe('HubSpotAdapter', () => {
       { erp_order_id: '8', dealname: 'Order 8' },
     ]);
     const links = await records(s, 'associations');
-    expect(links.map((l) => ({ from: l.fromObjectId, to: l.toObjectId, type: l.associationTypeId, category: l.associationCategory }))).toEqual(
-      deals.map((d) => ({ from: String(d.id), to: contactId, type: 3, category: 'HUBSPOT_DEFINED' })),
-    );
+    expect(
+      links.map((l) => ({ from: l.fromObjectId, to: l.toObjectId, type: l.associationTypeId, category: l.associationCategory })),
+    ).toEqual(deals.map((d) => ({ from: String(d.id), to: contactId, type: 3, category: 'HUBSPOT_DEFINED' })));
     // Updating a deal whose link exists already costs one upsert, no association call.
     expect(a.cost([deal('7', '5', { amount: 20 })])).toBe(1);
     const n = (await stats(s)).requests;
@@ -528,18 +741,11 @@ describe('HubSpotAdapter', () => {
     const s = await start();
     const caches = new CrmCaches();
     const [a, b] = [adapter(s, 'sim-token', caches), adapter(s, 'sim-token', caches)];
-    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
-    const order = (customer: string, previous?: string): CrmWrite => ({
-      op: 'upsert',
-      object: 'deals',
-      externalIdField: 'erp_order_id',
-      externalId: '9',
-      fields: { dealname: 'Order 9' },
-      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
-    });
+    const order = (customer: string, previous?: string): CrmWrite => companyDeal('9', customer, previous);
     await a.write([company('A'), company('B')], () => undefined);
     const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
-    const linked = async () => (await records(s, 'associations')).map((l) => companyId.get('A') === String(l.toObjectId) ? 'A' : 'B').sort();
+    const linked = async () =>
+      (await records(s, 'associations')).map((l) => (companyId.get('A') === String(l.toObjectId) ? 'A' : 'B')).sort();
     expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
     // The sink spreads calls over the credentials: the move to B goes through the other adapter,
     expect((await b.write([order('B', 'A')], () => undefined))[0]?.status).toBe('done');
@@ -567,22 +773,29 @@ describe('HubSpotAdapter', () => {
   it('a lookup that moved (previousExternalId) removes the old association only, once the new one exists', async () => {
     const s = await start();
     const a = adapter(s);
-    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
-    const order = (customer: string, previous?: string): CrmWrite => ({
-      op: 'upsert',
-      object: 'deals',
-      externalIdField: 'erp_order_id',
-      externalId: '7',
-      fields: { dealname: 'Order 7' },
-      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
-    });
+    const order = (customer: string, previous?: string): CrmWrite => companyDeal('7', customer, previous);
     await a.write([company('A'), company('B'), company('C')], () => undefined);
     const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
     expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
     const dealId = String((await records(s, 'deals'))[0]!.id);
     // A link made by hand in HubSpot (deal -> company C) is not pg2crm's to remove.
-    expect((await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', { inputs: [{ from: { id: dealId }, to: { id: companyId.get('C') }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }] }] })).status).toBe(201);
-    const linked = async () => (await records(s, 'associations')).map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`).sort();
+    expect(
+      (
+        await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', {
+          inputs: [
+            {
+              from: { id: dealId },
+              to: { id: companyId.get('C') },
+              types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }],
+            },
+          ],
+        })
+      ).status,
+    ).toBe(201);
+    const linked = async () =>
+      (await records(s, 'associations'))
+        .map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`)
+        .sort();
     const dealTo = (c: string) => `deals:${dealId}->companies:${companyId.get(c)!}`;
     expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
 
@@ -611,7 +824,10 @@ describe('HubSpotAdapter', () => {
     expect(await linked()).toEqual([dealTo('B'), dealTo('C')].sort());
 
     // Stale targets only (a redelivered window may have linked B; this write points to A): B's link is archived too.
-    const back: CrmWrite = { ...order('A'), lookups: { company: { ...order('A').lookups!.company!, staleExternalIds: ['A', 'B', 'gone'] } } };
+    const back: CrmWrite = {
+      ...order('A'),
+      lookups: { company: { ...order('A').lookups!.company!, staleExternalIds: ['A', 'B', 'gone'] } },
+    };
     expect((await b.write([back], () => undefined))[0]?.status).toBe('done');
     expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
   });
@@ -619,22 +835,25 @@ describe('HubSpotAdapter', () => {
   it('a lookup whose column became NULL archives the link to its previous target only; without previousExternalId no call', async () => {
     const s = await start();
     const a = adapter(s);
-    const company = (id: string): CrmWrite => ({ op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: id, fields: { name: `Co ${id}` } });
-    const order = (id: string, customer: string | null, previous?: string): CrmWrite => ({
-      op: 'upsert',
-      object: 'deals',
-      externalIdField: 'erp_order_id',
-      externalId: id,
-      fields: { dealname: `Order ${id}` },
-      lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
-    });
+    const order = companyDeal;
     await a.write([company('A'), company('C')], () => undefined);
     const companyId = new Map((await records(s, 'companies')).map((c) => [String(c.erp_company_id), String(c.id)]));
     expect((await a.write([order('7', 'A')], () => undefined))[0]?.status).toBe('done');
     const dealId = String((await records(s, 'deals'))[0]!.id);
     // A link made by hand in HubSpot (deal -> company C) is not pg2crm's to remove.
-    await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', { inputs: [{ from: { id: dealId }, to: { id: companyId.get('C') }, types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }] }] });
-    const linked = async () => (await records(s, 'associations')).map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`).sort();
+    await call(s, 'POST', '/crm/v4/associations/deals/companies/batch/create', {
+      inputs: [
+        {
+          from: { id: dealId },
+          to: { id: companyId.get('C') },
+          types: [{ associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 }],
+        },
+      ],
+    });
+    const linked = async () =>
+      (await records(s, 'associations'))
+        .map((l) => `${String(l.fromObjectType)}:${String(l.fromObjectId)}->${String(l.toObjectType)}:${String(l.toObjectId)}`)
+        .sort();
     const dealTo = (c: string) => `deals:${dealId}->companies:${companyId.get(c)!}`;
     expect(await linked()).toEqual([dealTo('A'), dealTo('C')].sort());
 
@@ -665,13 +884,17 @@ describe('HubSpotAdapter', () => {
     expect(c.cost(batch)).toBe(4); // + the read of A, shared by all three
     before = (await stats(s)).requests;
     const out = await c.write(batch, () => undefined);
-    expect(out.map((o) => [o.status, o.status === 'done' ? o.created : undefined])).toEqual([['done', true], ['done', false], ['done', true]]);
+    expect(out.map((o) => [o.status, o.status === 'done' ? o.created : undefined])).toEqual([
+      ['done', true],
+      ['done', false],
+      ['done', true],
+    ]);
     expect((await stats(s)).requests - before).toBe(4);
     const deals = new Map((await records(s, 'deals')).map((d) => [String(d.erp_order_id), String(d.id)]));
     expect(await linked()).toEqual([dealTo('C'), `deals:${deals.get('9')!}->companies:${companyId.get('A')!}`].sort());
   });
 
-  describe('answers that are not HubSpot\'s (HTML, truncated JSON, empty)', () => {
+  describe("answers that are not HubSpot's (HTML, truncated JSON, empty)", () => {
     const KINDS = ['html', 'truncated', 'empty'] as const;
     const badResponse = { status: 'retry', code: 'CRM_BAD_RESPONSE', kind: 'bad-response' };
     const garbage = (s: CrmSimulator, kind: (typeof KINDS)[number], status?: number) =>
@@ -682,63 +905,74 @@ describe('HubSpotAdapter', () => {
       return adapter({ ...s, url: proxy.url });
     }
 
-    it.each([...KINDS.map((k) => [k, 200] as const), ['html', 207] as const, ['truncated', 207] as const])('batch/upsert answered %s with HTTP %i: every record is a CRM_BAD_RESPONSE retry', async (kind, status) => {
-      const s = await start();
-      const a = adapter(s);
-      await garbage(s, kind, status);
-      const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
-      expect(out).toEqual([expect.objectContaining(badResponse), expect.objectContaining(badResponse)]);
-      expect(out[0]).toMatchObject({ message: expect.stringMatching(/HubSpot.*batch\/upsert.*HTTP \d{3}.*expected/) });
-      expect(await records(s, 'contacts')).toHaveLength(0);
-      expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]).toMatchObject({ status: 'done', crmId: expect.stringMatching(/^\d+$/) });
-    });
+    it.each([...KINDS.map((k) => [k, 200] as const), ['html', 207] as const, ['truncated', 207] as const])(
+      'batch/upsert answered %s with HTTP %i: every record is a CRM_BAD_RESPONSE retry',
+      async (kind, status) => {
+        const s = await start();
+        const a = adapter(s);
+        await garbage(s, kind, status);
+        const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' })], () => undefined);
+        expect(out).toEqual([expect.objectContaining(badResponse), expect.objectContaining(badResponse)]);
+        expect(out[0]).toMatchObject({ message: expect.stringMatching(/HubSpot.*batch\/upsert.*HTTP \d{3}.*expected/) });
+        expect(await records(s, 'contacts')).toHaveLength(0);
+        expect((await a.write([contact('1', { lastname: 'A' })], () => undefined))[0]).toMatchObject({
+          status: 'done',
+          crmId: expect.stringMatching(/^\d+$/),
+        });
+      },
+    );
 
-    it.each(KINDS)('batch/read answered 200 with %s: the call fails CRM_BAD_RESPONSE; no delete passes for "already gone"', async (kind) => {
-      const s = await start();
-      await adapter(s).write([contact('1', { lastname: 'A' })], () => undefined);
-      const b = adapter(s); // no cached ids: reads them first
-      await garbage(s, kind);
-      await expect(b.write([removeContact('1')], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('batch/read') });
-      expect(await records(s, 'contacts')).toHaveLength(1);
-      // A lookup whose read is garbage is not "pending" either.
-      await garbage(s, kind);
-      await expect(b.write([deal('7', '1')], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE' });
-      expect(await records(s, 'deals')).toHaveLength(0);
-      expect((await b.write([removeContact('1')], () => undefined))[0]?.status).toBe('done');
-      expect(await records(s, 'contacts')).toHaveLength(0);
-    });
+    it.each(KINDS)(
+      'batch/read answered 200 with %s: the call fails CRM_BAD_RESPONSE; no delete passes for "already gone"',
+      async (kind) => {
+        const s = await start();
+        await adapter(s).write([contact('1', { lastname: 'A' })], () => undefined);
+        const b = adapter(s); // no cached ids: reads them first
+        await garbage(s, kind);
+        await expect(b.write([removeContact('1')], () => undefined)).rejects.toMatchObject({
+          code: 'CRM_BAD_RESPONSE',
+          retriable: true,
+          message: expect.stringContaining('batch/read'),
+        });
+        expect(await records(s, 'contacts')).toHaveLength(1);
+        // A lookup whose read is garbage is not "pending" either.
+        await garbage(s, kind);
+        await expect(b.write([deal('7', '1')], () => undefined)).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE' });
+        expect(await records(s, 'deals')).toHaveLength(0);
+        expect((await b.write([removeContact('1')], () => undefined))[0]?.status).toBe('done');
+        expect(await records(s, 'contacts')).toHaveLength(0);
+      },
+    );
 
-    it.each(KINDS)('association batch/create answered 200 with %s: the record is a CRM_BAD_RESPONSE retry and the link is made on the retry', async (kind) => {
-      const s = await start();
-      await adapter(s).write([contact('5', { lastname: 'E' })], () => undefined);
-      const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/contacts\/batch\/create/, kind);
-      expect((await b.write([deal('7', '5')], () => undefined))[0]).toMatchObject(badResponse);
-      expect(proxy!.hits).toEqual([1]);
-      expect(await records(s, 'associations')).toHaveLength(0);
-      expect((await b.write([deal('7', '5')], () => undefined))[0]?.status).toBe('done');
-      expect(await records(s, 'associations')).toHaveLength(1);
-    });
+    it.each(KINDS)(
+      'association batch/create answered 200 with %s: the record is a CRM_BAD_RESPONSE retry and the link is made on the retry',
+      async (kind) => {
+        const s = await start();
+        await adapter(s).write([contact('5', { lastname: 'E' })], () => undefined);
+        const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/contacts\/batch\/create/, kind);
+        expect((await b.write([deal('7', '5')], () => undefined))[0]).toMatchObject(badResponse);
+        expect(proxy!.hits).toEqual([1]);
+        expect(await records(s, 'associations')).toHaveLength(0);
+        expect((await b.write([deal('7', '5')], () => undefined))[0]?.status).toBe('done');
+        expect(await records(s, 'associations')).toHaveLength(1);
+      },
+    );
 
-    it.each(KINDS)('association batch/archive answered 200 with %s (documented: 204): the record is a CRM_BAD_RESPONSE retry, the old link stays', async (kind) => {
-      const s = await start();
-      const company: CrmWrite = { op: 'upsert', object: 'companies', externalIdField: 'erp_company_id', externalId: 'A', fields: { name: 'Co A' } };
-      const order = (customer: string | null, previous?: string): CrmWrite => ({
-        op: 'upsert',
-        object: 'deals',
-        externalIdField: 'erp_order_id',
-        externalId: '7',
-        fields: { dealname: 'Order 7' },
-        lookups: { company: { object: 'companies', externalIdField: 'erp_company_id', externalId: customer, ...(previous !== undefined ? { previousExternalId: previous } : {}) } },
-      });
-      const a = adapter(s);
-      await a.write([company], () => undefined);
-      expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
-      const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/companies\/batch\/archive/, kind);
-      expect((await b.write([order(null, 'A')], () => undefined))[0]).toMatchObject(badResponse);
-      expect(await records(s, 'associations')).toHaveLength(1);
-      expect((await b.write([order(null, 'A')], () => undefined))[0]?.status).toBe('done');
-      expect(await records(s, 'associations')).toHaveLength(0);
-    });
+    it.each(KINDS)(
+      'association batch/archive answered 200 with %s (documented: 204): the record is a CRM_BAD_RESPONSE retry, the old link stays',
+      async (kind) => {
+        const s = await start();
+        const order = (customer: string | null, previous?: string): CrmWrite => companyDeal('7', customer, previous);
+        const a = adapter(s);
+        await a.write([company('A')], () => undefined);
+        expect((await a.write([order('A')], () => undefined))[0]?.status).toBe('done');
+        const b = await through(s, /^POST \/crm\/v4\/associations\/deals\/companies\/batch\/archive/, kind);
+        expect((await b.write([order(null, 'A')], () => undefined))[0]).toMatchObject(badResponse);
+        expect(await records(s, 'associations')).toHaveLength(1);
+        expect((await b.write([order(null, 'A')], () => undefined))[0]?.status).toBe('done');
+        expect(await records(s, 'associations')).toHaveLength(0);
+      },
+    );
 
     it.each(KINDS)('objects batch/archive answered 200 with %s (documented: 204): the delete is a CRM_BAD_RESPONSE retry', async (kind) => {
       const s = await start();
@@ -763,17 +997,17 @@ describe('HubSpotAdapter', () => {
         },
       ]);
       const a = adapter({ ...s, url: proxy.url });
-      const out = await a.write([contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' })], () => undefined);
+      const out = await a.write(
+        [contact('1', { lastname: 'A' }), contact('2', { lastname: 'B' }), contact('3', { lastname: 'C' })],
+        () => undefined,
+      );
       expect(out.map((o) => o.status)).toEqual(['done', 'retry', 'done']);
       expect(out[1]).toMatchObject({ ...badResponse, message: expect.stringContaining('input 1') });
     });
 
     it.each(KINDS)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
       const s = await start();
-      const a = adapter(s);
-      await garbage(s, kind);
-      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('/crm/v3/objects/contacts') });
-      await a.ping();
+      await expectPingFailsOnGarbage(s, adapter(s), kind, '/crm/v3/objects/contacts');
     });
   });
 
@@ -783,7 +1017,14 @@ describe('HubSpotAdapter', () => {
     const a = adapter(s);
     await expect(a.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'HTTP_503', retriable: true });
     const bad = adapter(s, 'wrong');
-    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false, message: 'HubSpot rejected the token (HTTP 401); check crm.auth.token' });
-    await expect(bad.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false });
+    await expect(bad.ping()).rejects.toMatchObject({
+      code: 'CRM_AUTH',
+      retriable: false,
+      message: 'HubSpot rejected the token (HTTP 401); check crm.auth.token',
+    });
+    await expect(bad.write([contact('1', { lastname: 'A' })], () => undefined)).rejects.toMatchObject({
+      code: 'CRM_AUTH',
+      retriable: false,
+    });
   });
 });

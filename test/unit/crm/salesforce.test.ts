@@ -1,11 +1,22 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
-import type { CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
+import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
 import { SalesforceAdapter, estimatedPolls, lookupIdField, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
-import { parseCsv } from '../../../src/crm/salesforce/csv.ts';
+import { parseCsv } from '../../../src/crm/csv.ts';
 import { type SalesforceSimOptions, startSalesforceSimulator } from '../../../src/crm/salesforce/simulator.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
-import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
+import { type GarbageProxy, garbageProxy } from '../../helpers/garbage-proxy.ts';
+import {
+  armGarbage,
+  expectBad,
+  expectOneGarbledPollPassed,
+  expectPingFailsOnGarbage,
+  GARBAGE_KINDS,
+  outcomeLabels,
+  proxiedBy,
+  rewrittenBy,
+  simCall,
+} from './sim-harness.ts';
 
 let sim: CrmSimulator | undefined;
 let adapters: SalesforceAdapter[] = [];
@@ -26,13 +37,7 @@ async function start(opts: Partial<SalesforceSimOptions> = {}): Promise<CrmSimul
 
 const V = '/services/data/v62.0';
 
-function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token', contentType = 'application/json') {
-  return fetch(`${s.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': contentType },
-    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-  });
-}
+const call = simCall;
 
 async function json<T>(s: CrmSimulator, path: string): Promise<T> {
   return (await (await fetch(`${s.url}${path}`)).json()) as T;
@@ -84,10 +89,17 @@ describe('Salesforce simulator', () => {
   it('upserts a collection by external id: created, then updated in place, stored flat', async () => {
     const s = await start();
     const path = `${V}/composite/sobjects/Contact/ERP_Id__c`;
-    const first = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A' }), contact('2', { LastName: 'B' })] })).json()) as { id: string; success: boolean; created: boolean }[];
-    expect(first.map((r) => [r.success, r.created])).toEqual([[true, true], [true, true]]);
+    const first = (await (
+      await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A' }), contact('2', { LastName: 'B' })] })
+    ).json()) as { id: string; success: boolean; created: boolean }[];
+    expect(first.map((r) => [r.success, r.created])).toEqual([
+      [true, true],
+      [true, true],
+    ]);
     expect(first[0]!.id).toMatch(/^003[0-9A-Za-z]{15}$/);
-    const second = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A2', Email: 'a@x.io' })] })).json()) as { id: string; created: boolean }[];
+    const second = (await (
+      await call(s, 'PATCH', path, { allOrNone: false, records: [contact('1', { LastName: 'A2', Email: 'a@x.io' })] })
+    ).json()) as { id: string; created: boolean }[];
     expect(second[0]).toMatchObject({ id: first[0]!.id, created: false, success: true, errors: [] });
     const records = await stored(s, 'Contact');
     expect(records).toHaveLength(2);
@@ -100,19 +112,35 @@ describe('Salesforce simulator', () => {
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'LastName', contains: 'blocked' } });
     const res = await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, {
       allOrNone: false,
-      records: [contact('1', { LastName: 'ok' }), contact('2', { FirstName: 'no last name' }), contact('3', { LastName: 'x', Email: 'nope' }), contact('4', { LastName: 'blocked' }), contact('5', { LastName: 'ok too' })],
+      records: [
+        contact('1', { LastName: 'ok' }),
+        contact('2', { FirstName: 'no last name' }),
+        contact('3', { LastName: 'x', Email: 'nope' }),
+        contact('4', { LastName: 'blocked' }),
+        contact('5', { LastName: 'ok too' }),
+      ],
     });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { success: boolean; errors: { statusCode: string; message: string; fields: string[] }[] }[];
     expect(body.map((r) => r.success)).toEqual([true, false, false, false, true]);
-    expect(body[1]!.errors).toEqual([{ statusCode: 'REQUIRED_FIELD_MISSING', message: 'Required fields are missing: [LastName]', fields: ['LastName'] }]);
+    expect(body[1]!.errors).toEqual([
+      { statusCode: 'REQUIRED_FIELD_MISSING', message: 'Required fields are missing: [LastName]', fields: ['LastName'] },
+    ]);
     expect(body[2]!.errors[0]).toMatchObject({ statusCode: 'INVALID_EMAIL_ADDRESS', fields: ['Email'] });
     expect(body[3]!.errors[0]).toMatchObject({ statusCode: 'FIELD_CUSTOM_VALIDATION_EXCEPTION', fields: ['LastName'] });
     expect((await stored(s, 'Contact')).map((r) => r.ERP_Id__c)).toEqual(['1', '5']);
     // allOrNone:true rolls the good ones back too; more than 200 records is a request error.
-    const all = (await (await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: true, records: [contact('6', { LastName: 'ok' }), contact('7', {})] })).json()) as { errors: { statusCode: string }[] }[];
+    const all = (await (
+      await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, {
+        allOrNone: true,
+        records: [contact('6', { LastName: 'ok' }), contact('7', {})],
+      })
+    ).json()) as { errors: { statusCode: string }[] }[];
     expect(all.map((r) => r.errors[0]?.statusCode)).toEqual(['ALL_OR_NONE_OPERATION_ROLLED_BACK', 'REQUIRED_FIELD_MISSING']);
-    const tooMany = await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: false, records: Array.from({ length: 201 }, (_, i) => contact(String(i), { LastName: 'x' })) });
+    const tooMany = await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, {
+      allOrNone: false,
+      records: Array.from({ length: 201 }, (_, i) => contact(String(i), { LastName: 'x' })),
+    });
     expect(tooMany.status).toBe(400);
     expect(((await tooMany.json()) as { errorCode: string }[])[0]?.errorCode).toBe('EXCEEDED_ID_LIMIT');
   });
@@ -121,12 +149,31 @@ describe('Salesforce simulator', () => {
     const s = await start();
     const path = `${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`;
     await call(s, 'PATCH', `${V}/composite/sobjects/Contact/ERP_Id__c`, { allOrNone: false, records: [contact('5', { LastName: 'E' })] });
-    const deal = (fields: Record<string, unknown>) => ({ attributes: { type: 'Opportunity' }, ERP_Order_Id__c: '70', Name: 'D', StageName: 'Prospecting', CloseDate: '2026-12-01', ...fields });
+    const deal = (fields: Record<string, unknown>) => ({
+      attributes: { type: 'Opportunity' },
+      ERP_Order_Id__c: '70',
+      Name: 'D',
+      StageName: 'Prospecting',
+      CloseDate: '2026-12-01',
+      ...fields,
+    });
     await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__r: { ERP_Id__c: '5' } })] });
     expect((await stored(s, 'Opportunity'))[0]?.Customer__c).toMatch(/^003/);
-    const both = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__r: { ERP_Id__c: '5' }, Customer__c: null })] })).json()) as { success: boolean; errors: { statusCode: string; message: string }[] }[];
-    expect(both[0]).toMatchObject({ success: false, errors: [{ statusCode: 'INVALID_FIELD', message: 'Cannot specify both an external ID reference Customer__r and a salesforce id, Customer__c' }] });
-    const cleared = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__c: null })] })).json()) as { success: boolean }[];
+    const both = (await (
+      await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__r: { ERP_Id__c: '5' }, Customer__c: null })] })
+    ).json()) as { success: boolean; errors: { statusCode: string; message: string }[] }[];
+    expect(both[0]).toMatchObject({
+      success: false,
+      errors: [
+        {
+          statusCode: 'INVALID_FIELD',
+          message: 'Cannot specify both an external ID reference Customer__r and a salesforce id, Customer__c',
+        },
+      ],
+    });
+    const cleared = (await (await call(s, 'PATCH', path, { allOrNone: false, records: [deal({ Customer__c: null })] })).json()) as {
+      success: boolean;
+    }[];
     expect(cleared[0]?.success).toBe(true);
     expect((await stored(s, 'Opportunity'))[0]).toMatchObject({ ERP_Order_Id__c: '70', Customer__c: null });
   });
@@ -149,12 +196,17 @@ describe('Salesforce simulator', () => {
     const s = await start({ bulkStartSeconds: 60 });
     const ids: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const job = (await (await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert' })).json()) as { id: string };
+      const job = (await (
+        await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert' })
+      ).json()) as { id: string };
       ids.push(job.id);
     }
     await call(s, 'PUT', `${V}/jobs/ingest/${ids[0]}/batches`, 'ERP_Id__c,LastName\n1,A\n', 'sim-token', 'text/csv');
     await call(s, 'PATCH', `${V}/jobs/ingest/${ids[0]}`, { state: 'UploadComplete' });
-    const list = (await (await call(s, 'GET', `${V}/jobs/ingest?jobType=V2Ingest`)).json()) as { done: boolean; records: Record<string, unknown>[] };
+    const list = (await (await call(s, 'GET', `${V}/jobs/ingest?jobType=V2Ingest`)).json()) as {
+      done: boolean;
+      records: Record<string, unknown>[];
+    };
     expect(list.done).toBe(true);
     expect(list.records.map((j) => [j.id, j.state, j.object, j.externalIdFieldName, j.operation, j.createdById])).toEqual([
       [ids[0], 'InProgress', 'Contact', 'ERP_Id__c', 'upsert', '005SIM000000001AAA'],
@@ -168,11 +220,28 @@ describe('Salesforce simulator', () => {
 
   it('runs a Bulk API 2.0 ingest job on the simulator clock and returns CSV results', async () => {
     const s = await start({ bulkStartSeconds: 60, bulkRecordsPerSecond: 1 });
-    const job = (await (await call(s, 'POST', `${V}/jobs/ingest`, { object: 'Contact', externalIdFieldName: 'ERP_Id__c', operation: 'upsert', contentType: 'CSV', lineEnding: 'LF' })).json()) as { id: string; state: string };
+    const job = (await (
+      await call(s, 'POST', `${V}/jobs/ingest`, {
+        object: 'Contact',
+        externalIdFieldName: 'ERP_Id__c',
+        operation: 'upsert',
+        contentType: 'CSV',
+        lineEnding: 'LF',
+      })
+    ).json()) as { id: string; state: string };
     expect(job.state).toBe('Open');
-    const put = await call(s, 'PUT', `${V}/jobs/ingest/${job.id}/batches`, 'ERP_Id__c,LastName,Email\n1,"Doe, Jane",\n2,,x@y.io\n3,Roe,#N/A\n', 'sim-token', 'text/csv');
+    const put = await call(
+      s,
+      'PUT',
+      `${V}/jobs/ingest/${job.id}/batches`,
+      'ERP_Id__c,LastName,Email\n1,"Doe, Jane",\n2,,x@y.io\n3,Roe,#N/A\n',
+      'sim-token',
+      'text/csv',
+    );
     expect(put.status).toBe(201);
-    expect(((await (await call(s, 'PATCH', `${V}/jobs/ingest/${job.id}`, { state: 'UploadComplete' })).json()) as { state: string }).state).toBe('UploadComplete');
+    expect(
+      ((await (await call(s, 'PATCH', `${V}/jobs/ingest/${job.id}`, { state: 'UploadComplete' })).json()) as { state: string }).state,
+    ).toBe('UploadComplete');
     expect(((await (await call(s, 'GET', `${V}/jobs/ingest/${job.id}`)).json()) as { state: string }).state).toBe('InProgress');
     expect(await stored(s, 'Contact')).toHaveLength(0);
     await call(s, 'POST', '/__sim/clock', { advanceSeconds: 63 });
@@ -184,7 +253,15 @@ describe('Salesforce simulator', () => {
     expect(okRows.header).toEqual(['sf__Id', 'sf__Created', 'ERP_Id__c', 'LastName', 'Email']);
     expect(okRows.rows.map((r) => r.ERP_Id__c).sort()).toEqual(['1', '3']);
     const failed = parseCsv(await (await call(s, 'GET', `${V}/jobs/ingest/${job.id}/failedResults/`)).text());
-    expect(failed.rows).toEqual([{ sf__Id: '', sf__Error: 'REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --', ERP_Id__c: '2', LastName: '', Email: 'x@y.io' }]);
+    expect(failed.rows).toEqual([
+      {
+        sf__Id: '',
+        sf__Error: 'REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --',
+        ERP_Id__c: '2',
+        LastName: '',
+        Email: 'x@y.io',
+      },
+    ]);
     const records = await stored(s, 'Contact');
     expect(records.find((r) => r.ERP_Id__c === '1')).toMatchObject({ LastName: 'Doe, Jane' });
     expect(records.find((r) => r.ERP_Id__c === '3')).toMatchObject({ LastName: 'Roe', Email: null });
@@ -197,16 +274,50 @@ describe('SalesforceAdapter', () => {
       name: 't',
       postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
       kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
-      crm: { kind: 'salesforce', baseUrl: s.url, auth: { token: 'sim-token' }, limits: { requests: 100_000, windowSeconds: 86_400 }, bulkThreshold: 0, ...crm },
-      mappings: [{ table: 'erp.customers', object: 'Contact', externalId: { column: 'id', field: 'ERP_Id__c' }, fields: { LastName: 'l' } }],
+      crm: {
+        kind: 'salesforce',
+        baseUrl: s.url,
+        auth: { token: 'sim-token' },
+        limits: { requests: 100_000, windowSeconds: 86_400 },
+        bulkThreshold: 0,
+        ...crm,
+      },
+      mappings: [
+        { table: 'erp.customers', object: 'Contact', externalId: { column: 'id', field: 'ERP_Id__c' }, fields: { LastName: 'l' } },
+      ],
     });
     const a = new SalesforceAdapter(config.crm);
     adapters.push(a);
     return a;
   }
-  const upsert = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'Contact', externalIdField: 'ERP_Id__c', externalId: id, fields });
+  const upsert = (id: string, fields: Record<string, unknown>): CrmWrite => ({
+    op: 'upsert',
+    object: 'Contact',
+    externalIdField: 'ERP_Id__c',
+    externalId: id,
+    fields,
+  });
   const del = (id: string): CrmWrite => ({ op: 'delete', object: 'Contact', externalIdField: 'ERP_Id__c', externalId: id, fields: {} });
-  const people = (n: number, from = 1) => Array.from({ length: n }, (_, i) => upsert(String(from + i), { FirstName: `F${from + i}`, LastName: `L${from + i}`, Email: `p${from + i}@example.com` }));
+  /** Opportunity `ext` whose Customer__c lookup names Contact `customer` (moved from `previous` when given). */
+  const opportunity = (ext: string, customer: string | null, previous?: string): CrmWrite => ({
+    op: 'upsert',
+    object: 'Opportunity',
+    externalIdField: 'ERP_Order_Id__c',
+    externalId: ext,
+    fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
+    lookups: {
+      Customer__c: {
+        object: 'Contact',
+        externalIdField: 'ERP_Id__c',
+        externalId: customer,
+        ...(previous !== undefined ? { previousExternalId: previous } : {}),
+      },
+    },
+  });
+  const people = (n: number, from = 1) =>
+    Array.from({ length: n }, (_, i) =>
+      upsert(String(from + i), { FirstName: `F${from + i}`, LastName: `L${from + i}`, Email: `p${from + i}@example.com` }),
+    );
 
   it('round-trips records through sObject Collections (200 a request), spending exactly cost() requests', async () => {
     const s = await start();
@@ -233,7 +344,16 @@ describe('SalesforceAdapter', () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'LastName', contains: 'blocked' } });
-    const out = await a.write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: '' }), upsert('3', { LastName: 'C', Email: 'bad' }), upsert('4', { LastName: 'blocked' }), upsert('5', { LastName: 'E' })], () => undefined);
+    const out = await a.write(
+      [
+        upsert('1', { LastName: 'A' }),
+        upsert('2', { LastName: '' }),
+        upsert('3', { LastName: 'C', Email: 'bad' }),
+        upsert('4', { LastName: 'blocked' }),
+        upsert('5', { LastName: 'E' }),
+      ],
+      () => undefined,
+    );
     expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'rejected', 'rejected', 'done']);
     expect(out[1]).toMatchObject({ code: 'REQUIRED_FIELD_MISSING', field: 'LastName' });
     expect(out[2]).toMatchObject({ code: 'INVALID_EMAIL_ADDRESS', field: 'Email' });
@@ -261,22 +381,21 @@ describe('SalesforceAdapter', () => {
     // A standard lookup named by its field (AccountId) goes as the relationship `Account`.
     const acct: CrmWrite = { op: 'upsert', object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1', fields: { Name: 'Acme' } };
     const [acctOut] = await a.write([acct], () => undefined);
-    await a.write([{ ...upsert('5', {}), lookups: { AccountId: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1' } } }], () => undefined);
-    expect((await stored(s, 'Contact'))[0]).toMatchObject({ AccountId: acctOut?.status === 'done' ? acctOut.crmId : 'missing', LastName: 'E' });
+    await a.write(
+      [{ ...upsert('5', {}), lookups: { AccountId: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1' } } }],
+      () => undefined,
+    );
+    expect((await stored(s, 'Contact'))[0]).toMatchObject({
+      AccountId: acctOut?.status === 'done' ? acctOut.crmId : 'missing',
+      LastName: 'E',
+    });
     expect((await stats(s)).requests).toBe(5);
   });
 
   it('clears a lookup whose column became NULL with the lookup field set to null, creates with a null lookup, mixes both in one request', async () => {
     const s = await start();
     const a = adapter(s);
-    const opp = (ext: string, customer: string | null): CrmWrite => ({
-      op: 'upsert',
-      object: 'Opportunity',
-      externalIdField: 'ERP_Order_Id__c',
-      externalId: ext,
-      fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
-      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: customer, ...(customer === null ? { previousExternalId: '5' } : {}) } },
-    });
+    const opp = (ext: string, customer: string | null): CrmWrite => opportunity(ext, customer, customer === null ? '5' : undefined);
     const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
     const contactId = c?.status === 'done' ? c.crmId : 'missing';
     await a.write([opp('70', '5')], () => undefined);
@@ -293,12 +412,23 @@ describe('SalesforceAdapter', () => {
     const mixed = [opp('71', null), opp('72', '5'), opp('73', '404'), opp('70', '5')];
     expect(a.cost(mixed)).toBe(1);
     const out = await a.write(mixed, () => undefined);
-    expect(out.map((o) => (o.status === 'done' ? `done${o.created ? '+' : ''}` : o.code))).toEqual(['done+', 'done+', 'LOOKUP_PENDING', 'done']);
+    expect(out.map((o) => (o.status === 'done' ? `done${o.created ? '+' : ''}` : o.code))).toEqual([
+      'done+',
+      'done+',
+      'LOOKUP_PENDING',
+      'done',
+    ]);
     const deals = Object.fromEntries((await stored(s, 'Opportunity')).map((d) => [d.ERP_Order_Id__c, d.Customer__c]));
     expect(deals).toEqual({ '70': contactId, '71': null, '72': contactId });
     // A standard lookup, whether named by its field (AccountId) or its relationship (Account), clears AccountId.
-    await a.write([{ op: 'upsert', object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1', fields: { Name: 'Acme' } }], () => undefined);
-    const withAccount = (ext: string | null, field = 'AccountId'): CrmWrite => ({ ...upsert('5', {}), lookups: { [field]: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: ext } } });
+    await a.write(
+      [{ op: 'upsert', object: 'Account', externalIdField: 'ERP_Id__c', externalId: 'A1', fields: { Name: 'Acme' } }],
+      () => undefined,
+    );
+    const withAccount = (ext: string | null, field = 'AccountId'): CrmWrite => ({
+      ...upsert('5', {}),
+      lookups: { [field]: { object: 'Account', externalIdField: 'ERP_Id__c', externalId: ext } },
+    });
     await a.write([withAccount('A1')], () => undefined);
     expect((await stored(s, 'Contact'))[0]?.AccountId).toMatch(/^001/);
     expect((await a.write([withAccount(null, 'Account')], () => undefined))[0]?.status).toBe('done');
@@ -310,14 +440,7 @@ describe('SalesforceAdapter', () => {
     const a = adapter(s, { bulkThreshold: 3 });
     const [c] = await a.write([upsert('5', { LastName: 'E' })], () => undefined);
     const contactId = c?.status === 'done' ? c.crmId : 'missing';
-    const opp = (ext: string, customer: string | null): CrmWrite => ({
-      op: 'upsert',
-      object: 'Opportunity',
-      externalIdField: 'ERP_Order_Id__c',
-      externalId: ext,
-      fields: { Name: `Deal ${ext}`, StageName: 'Prospecting', CloseDate: '2026-12-01' },
-      lookups: { Customer__c: { object: 'Contact', externalIdField: 'ERP_Id__c', externalId: customer } },
-    });
+    const opp = (ext: string, customer: string | null): CrmWrite => opportunity(ext, customer);
     await a.write([opp('80', '5'), opp('81', '5')], () => undefined);
     // 3 that set the lookup go as a job, the 2 that clear it as one collection request.
     const records = [opp('80', null), opp('82', '5'), opp('83', '5'), opp('81', null), opp('84', '5')];
@@ -330,7 +453,10 @@ describe('SalesforceAdapter', () => {
     const after = await stats(s);
     expect(apiCalls(after) - apiCalls(before)).toBe(cost);
     expect((after.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0) - (before.byEndpoint[`POST ${V}/jobs/ingest`] ?? 0)).toBe(1);
-    expect((after.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0) - (before.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0)).toBe(1);
+    expect(
+      (after.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0) -
+        (before.byEndpoint[`PATCH ${V}/composite/sobjects/Opportunity/ERP_Order_Id__c`] ?? 0),
+    ).toBe(1);
     const deals = Object.fromEntries((await stored(s, 'Opportunity')).map((d) => [d.ERP_Order_Id__c, d.Customer__c]));
     expect(deals).toEqual({ '80': null, '81': null, '82': contactId, '83': contactId, '84': contactId });
     // Fewer than bulkThreshold records left to set lookups: everything goes in one collection request.
@@ -379,10 +505,17 @@ describe('SalesforceAdapter', () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
-    await expect(a.write([upsert('1', { LastName: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_HTTP_503', retriable: true });
+    await expect(a.write([upsert('1', { LastName: 'A' })], () => undefined)).rejects.toMatchObject({
+      code: 'CRM_HTTP_503',
+      retriable: true,
+    });
     await a.ping();
     const bad = adapter(s, { auth: { token: 'wrong' } });
-    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false, message: 'Salesforce rejected the token (HTTP 401); check crm.auth.token' });
+    await expect(bad.ping()).rejects.toMatchObject({
+      code: 'CRM_AUTH',
+      retriable: false,
+      message: 'Salesforce rejected the token (HTTP 401); check crm.auth.token',
+    });
     await expect(bad.write([upsert('1', { LastName: 'A' })], () => undefined)).rejects.toMatchObject({ code: 'CRM_AUTH' });
   });
 
@@ -390,7 +523,12 @@ describe('SalesforceAdapter', () => {
     const s = await start();
     const a = adapter(s, { bulkThreshold: 5 });
     expect(a.maxBatchSize('Contact')).toBe(10_000);
-    const records = [...people(6), upsert('7', { LastName: '' }), upsert('8', { LastName: 'x', Email: 'broken' }), upsert('9', { LastName: 'Null email', Email: null })];
+    const records = [
+      ...people(6),
+      upsert('7', { LastName: '' }),
+      upsert('8', { LastName: 'x', Email: 'broken' }),
+      upsert('9', { LastName: 'Null email', Email: null }),
+    ];
     const cost = a.cost(records);
     // The job list (once after a start), create, upload, close, polls, three result files.
     expect(cost).toBe(1 + 6 + estimatedPolls(records.length));
@@ -430,7 +568,10 @@ describe('SalesforceAdapter', () => {
     expect(out.map((o) => (o.status === 'done' ? 'done' : o.code))).toEqual(['done', 'LOOKUP_PENDING', 'done']);
     const deals = await stored(s, 'Opportunity');
     expect(deals.map((d) => [d.ERP_Order_Id__c, d.Customer__c])).toEqual(
-      expect.arrayContaining([['70', c?.status === 'done' ? c.crmId : 'missing'], ['72', c?.status === 'done' ? c.crmId : 'missing']]),
+      expect.arrayContaining([
+        ['70', c?.status === 'done' ? c.crmId : 'missing'],
+        ['72', c?.status === 'done' ? c.crmId : 'missing'],
+      ]),
     );
     expect(deals).toHaveLength(2);
   });
@@ -446,18 +587,33 @@ describe('SalesforceAdapter', () => {
     // A job still running when the job timeout (0.01 min = 600 ms here) is up is aborted.
     const s2 = await start({ bulkStartSeconds: 60 });
     const hasty = adapter(s2, { bulkThreshold: 2, bulkJobTimeoutMinutes: 0.01 });
-    await expect(hasty.write(people(3), () => undefined)).rejects.toMatchObject({ code: 'CRM_BULK_TIMEOUT', retriable: true, message: expect.stringContaining('crm.bulkJobTimeoutMinutes') });
+    await expect(hasty.write(people(3), () => undefined)).rejects.toMatchObject({
+      code: 'CRM_BULK_TIMEOUT',
+      retriable: true,
+      message: expect.stringContaining('crm.bulkJobTimeoutMinutes'),
+    });
     await call(s2, 'POST', '/__sim/clock', { advanceSeconds: 60 });
     const st = await stats(s2);
     // Polled, then UploadComplete and Aborted; the aborted job never writes.
-    expect(Object.entries(st.byEndpoint).filter(([k]) => k.startsWith('PATCH')).map(([, n]) => n)).toEqual([2]);
-    expect(Object.entries(st.byEndpoint).filter(([k]) => /^GET .*\/jobs\/ingest\/[^/]+$/.test(k)).reduce((n, [, c]) => n + c, 0)).toBeGreaterThanOrEqual(1);
+    expect(
+      Object.entries(st.byEndpoint)
+        .filter(([k]) => k.startsWith('PATCH'))
+        .map(([, n]) => n),
+    ).toEqual([2]);
+    expect(
+      Object.entries(st.byEndpoint)
+        .filter(([k]) => /^GET .*\/jobs\/ingest\/[^/]+$/.test(k))
+        .reduce((n, [, c]) => n + c, 0),
+    ).toBeGreaterThanOrEqual(1);
     expect(await stored(s2, 'Contact')).toHaveLength(0);
   });
 
   describe('bulk jobs and request limits as documented (issue 11)', () => {
     const jobCreates = async (s: CrmSimulator) => (await stats(s)).byEndpoint[`POST ${V}/jobs/ingest`] ?? 0;
-    const patches = async (s: CrmSimulator) => Object.entries((await stats(s)).byEndpoint).filter(([k]) => k.startsWith('PATCH') && k.includes('/jobs/ingest/')).reduce((n, [, c]) => n + c, 0);
+    const patches = async (s: CrmSimulator) =>
+      Object.entries((await stats(s)).byEndpoint)
+        .filter(([k]) => k.startsWith('PATCH') && k.includes('/jobs/ingest/'))
+        .reduce((n, [, c]) => n + c, 0);
     async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
       const end = Date.now() + ms;
       while (!(await check())) {
@@ -523,7 +679,15 @@ describe('SalesforceAdapter', () => {
       const slow = a.write([upsert('1', { LastName: 'A' })], () => undefined);
       await new Promise((r) => setTimeout(r, 200));
       const out = await a.write([upsert('2', { LastName: 'B' })], (x) => signals.push(x));
-      expect(out).toEqual([expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds: 5, message: expect.stringContaining('concurrent long-running request limit') })]);
+      expect(out).toEqual([
+        expect.objectContaining({
+          status: 'retry',
+          code: 'RATE_LIMITED',
+          kind: 'throttle',
+          retryAfterSeconds: 5,
+          message: expect.stringContaining('concurrent long-running request limit'),
+        }),
+      ]);
       expect(signals).toEqual([expect.objectContaining({ throttled: true, retryAfterSeconds: 5 })]);
       expect((await slow)[0]?.status).toBe('done');
       await s.close();
@@ -531,52 +695,47 @@ describe('SalesforceAdapter', () => {
       const b = adapter(daily);
       await b.write([upsert('1', { LastName: 'A' })], () => undefined);
       const over = await b.write([upsert('2', { LastName: 'B' })], () => undefined);
-      expect(over).toEqual([expect.objectContaining({ status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', retryAfterSeconds: 300, message: expect.stringContaining('daily API request allocation') })]);
+      expect(over).toEqual([
+        expect.objectContaining({
+          status: 'retry',
+          code: 'RATE_LIMITED',
+          kind: 'throttle',
+          retryAfterSeconds: 300,
+          message: expect.stringContaining('daily API request allocation'),
+        }),
+      ]);
     });
   });
 
-  describe('answers that are not Salesforce\'s (issue 10, defect 3)', () => {
-    const KINDS = ['html', 'truncated', 'empty'] as const;
-    /** The write either threw CRM_BAD_RESPONSE or retried every record with it; nothing is done. */
-    async function expectBad(p: Promise<WriteOutcome[]>, label = ''): Promise<void> {
-      let out: WriteOutcome[];
-      try {
-        out = await p;
-      } catch (err) {
-        expect(err).toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
-        return;
-      }
-      expect(out.map((o) => `${label}${o.status === 'retry' ? `${o.code}/${o.kind}` : o.status}`)).toEqual(out.map(() => `${label}CRM_BAD_RESPONSE/bad-response`));
-    }
-    const garbage = (s: CrmSimulator, kind: string, requests = 1) => call(s, 'POST', '/__sim/faults', { garbage: { requests, kind } });
-    async function proxied(s: CrmSimulator, when: (method: string, path: string) => boolean, kind: 'html' | 'truncated' | 'empty'): Promise<GarbageProxy> {
-      const p = await garbageProxy(s.url, when, kind);
-      proxies.push(p);
-      return p;
-    }
+  describe("answers that are not Salesforce's (issue 10, defect 3)", () => {
+    const proxied = proxiedBy((p) => proxies.push(p));
+    const rewritten = rewrittenBy((p) => proxies.push(p));
 
-    it.each(KINDS)('a %s 200 to a collection upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to a collection upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
       const s = await start();
       const a = adapter(s);
-      await garbage(s, kind);
+      await armGarbage(s, kind);
       await expectBad(a.write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: 'B' })], () => undefined));
       expect(await stored(s, 'Contact')).toHaveLength(0);
     });
 
-    it.each(KINDS)('a %s 200 to the delete query or to the collection delete is CRM_BAD_RESPONSE, not "already gone"', async (kind) => {
-      const s = await start();
-      const a = adapter(s);
-      await a.write(people(2), () => undefined);
-      await garbage(s, kind);
-      await expectBad(a.write([del('1'), del('2')], () => undefined));
-      const p = await proxied(s, (m, path) => m === 'DELETE' && path.endsWith('/composite/sobjects'), kind);
-      const b = adapter(s, { baseUrl: p.url });
-      await expectBad(b.write([del('1'), del('2')], () => undefined));
-      expect(p.hits).toEqual([`DELETE ${V}/composite/sobjects`]);
-      expect(await stored(s, 'Contact')).toHaveLength(2);
-    });
+    it.each(GARBAGE_KINDS)(
+      'a %s 200 to the delete query or to the collection delete is CRM_BAD_RESPONSE, not "already gone"',
+      async (kind) => {
+        const s = await start();
+        const a = adapter(s);
+        await a.write(people(2), () => undefined);
+        await armGarbage(s, kind);
+        await expectBad(a.write([del('1'), del('2')], () => undefined));
+        const p = await proxied(s, (m, path) => m === 'DELETE' && path.endsWith('/composite/sobjects'), kind);
+        const b = adapter(s, { baseUrl: p.url });
+        await expectBad(b.write([del('1'), del('2')], () => undefined));
+        expect(p.hits).toEqual([`DELETE ${V}/composite/sobjects`]);
+        expect(await stored(s, 'Contact')).toHaveLength(2);
+      },
+    );
 
-    it.each(KINDS)('a %s 200 to a Bulk API job step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to a Bulk API job step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
       const s = await start();
       for (const [name, step] of [
         ['create', (m: string, path: string) => m === 'POST' && path === `${V}/jobs/ingest`],
@@ -586,7 +745,10 @@ describe('SalesforceAdapter', () => {
       ] as const) {
         const p = await proxied(s, step, kind);
         const a = adapter(s, { baseUrl: p.url, bulkThreshold: 2, timeoutMs: 5000 });
-        await expectBad(a.write(people(3), () => undefined), `${name}: `);
+        await expectBad(
+          a.write(people(3), () => undefined),
+          `${name}: `,
+        );
         expect(p.hits).toHaveLength(1);
       }
       // A bad failedResults file after a good successfulResults one: the records the good file
@@ -594,46 +756,65 @@ describe('SalesforceAdapter', () => {
       const p = await proxied(s, (m, path) => m === 'GET' && path.endsWith('/failedResults/'), kind);
       const a = adapter(s, { baseUrl: p.url, bulkThreshold: 2, timeoutMs: 5000 });
       const out = await a.write([...people(2, 10), upsert('12', { LastName: '' })], () => undefined);
-      expect(out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status))).toEqual(['done', 'done', 'CRM_BAD_RESPONSE/bad-response']);
+      expect(out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status))).toEqual([
+        'done',
+        'done',
+        'CRM_BAD_RESPONSE/bad-response',
+      ]);
       expect(p.hits).toHaveLength(1);
     });
 
-    it.each(KINDS)('a %s 200 to one Bulk API job poll is polled past; three in a row give up on the job', async (kind) => {
-      const s = await start();
-      // One garbled job info is polled past (the job runs on); three in a row give up on the job.
-      const poll = (m: string, path: string) => m === 'GET' && /\/jobs\/ingest\/[^/]+$/.test(path);
-      const once = await proxied(s, poll, kind);
-      expect((await adapter(s, { baseUrl: once.url, bulkThreshold: 2, timeoutMs: 5000 }).write(people(3, 20), () => undefined)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
-      expect(once.hits).toHaveLength(1);
-      const thrice = await garbageProxy(s.url, poll, kind, 3);
-      proxies.push(thrice);
-      await expectBad(adapter(s, { baseUrl: thrice.url, bulkThreshold: 2, timeoutMs: 5000 }).write(people(3, 30), () => undefined), 'poll x3: ');
-      expect(thrice.hits).toHaveLength(3);
-    }, 20_000);
+    it.each(GARBAGE_KINDS)(
+      'a %s 200 to one Bulk API job poll is polled past; three in a row give up on the job',
+      async (kind) => {
+        const s = await start();
+        const poll = (m: string, path: string) => m === 'GET' && /\/jobs\/ingest\/[^/]+$/.test(path);
+        await expectOneGarbledPollPassed(
+          s,
+          poll,
+          kind,
+          (baseUrl, from) => adapter(s, { baseUrl, bulkThreshold: 2, timeoutMs: 5000 }).write(people(3, from), () => undefined),
+          (p) => proxies.push(p),
+        );
+      },
+      20_000,
+    );
 
-    it.each(KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
+    it.each(GARBAGE_KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
       const s = await start();
-      const a = adapter(s);
-      await garbage(s, kind);
-      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
-      await a.ping();
+      await expectPingFailsOnGarbage(s, adapter(s), kind);
     });
 
     it('checks every result of a well-formed answer: a result short, a success without an Id, a delete result for another Id', async () => {
       const s = await start();
-      const label = (out: WriteOutcome[]) => out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status));
+      const label = outcomeLabels;
       const collection = (m: string, path: string) => m === 'PATCH' && path.includes('/composite/sobjects/');
-      const short = await rewriteProxy(s.url, collection, (b) => (b as unknown[]).slice(0, 1));
-      proxies.push(short);
-      await expectBad(adapter(s, { baseUrl: short.url }).write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: 'B' })], () => undefined));
-      const noId = await rewriteProxy(s.url, collection, (b) => (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: null } : r)));
-      proxies.push(noId);
-      expect(label(await adapter(s, { baseUrl: noId.url }).write([upsert('3', { LastName: 'C' }), upsert('4', { LastName: 'D' })], () => undefined))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
-      const other = await rewriteProxy(s.url, (m) => m === 'DELETE', (b) => (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: '003000000000000AAA' } : r)));
-      proxies.push(other);
-      expect(label(await adapter(s, { baseUrl: other.url }).write([del('1'), del('2')], () => undefined))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
-      const notDone = await rewriteProxy(s.url, (m, path) => m === 'GET' && path.endsWith('/query'), (b) => ({ ...(b as object), done: undefined }));
-      proxies.push(notDone);
+      const short = await rewritten(s, collection, (b) => (b as unknown[]).slice(0, 1));
+      await expectBad(
+        adapter(s, { baseUrl: short.url }).write([upsert('1', { LastName: 'A' }), upsert('2', { LastName: 'B' })], () => undefined),
+      );
+      const noId = await rewritten(s, collection, (b) =>
+        (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: null } : r)),
+      );
+      expect(
+        label(
+          await adapter(s, { baseUrl: noId.url }).write([upsert('3', { LastName: 'C' }), upsert('4', { LastName: 'D' })], () => undefined),
+        ),
+      ).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const other = await rewritten(
+        s,
+        (m) => m === 'DELETE',
+        (b) => (b as Record<string, unknown>[]).map((r, k) => (k === 0 ? { ...r, id: '003000000000000AAA' } : r)),
+      );
+      expect(label(await adapter(s, { baseUrl: other.url }).write([del('1'), del('2')], () => undefined))).toEqual([
+        'CRM_BAD_RESPONSE/bad-response',
+        'done',
+      ]);
+      const notDone = await rewritten(
+        s,
+        (m, path) => m === 'GET' && path.endsWith('/query'),
+        (b) => ({ ...(b as object), done: undefined }),
+      );
       await expectBad(adapter(s, { baseUrl: notDone.url }).write([del('3')], () => undefined));
       expect((await stored(s, 'Contact')).map((r) => r.ERP_Id__c)).toEqual(['3', '4']);
     });
@@ -642,7 +823,9 @@ describe('SalesforceAdapter', () => {
       const s = await start();
       const a = adapter(s);
       await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 60 } });
-      expect(await a.write([upsert('1', { LastName: 'A' })], () => undefined)).toEqual([expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' })]);
+      expect(await a.write([upsert('1', { LastName: 'A' })], () => undefined)).toEqual([
+        expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' }),
+      ]);
       const opp: CrmWrite = {
         op: 'upsert',
         object: 'Opportunity',
@@ -661,9 +844,22 @@ describe('Salesforce helpers', () => {
     expect(relationshipName('Customer__c')).toBe('Customer__r');
     expect(relationshipName('AccountId')).toBe('Account');
     expect(relationshipName('Customer__r')).toBe('Customer__r');
-    expect([lookupIdField('Customer__c'), lookupIdField('Customer__r'), lookupIdField('AccountId'), lookupIdField('Account')]).toEqual(['Customer__c', 'Customer__c', 'AccountId', 'AccountId']);
-    expect(parseBulkError('INVALID_EMAIL_ADDRESS:Email: invalid email address: bad:Email --')).toEqual({ statusCode: 'INVALID_EMAIL_ADDRESS', message: 'Email: invalid email address: bad', fields: ['Email'] });
-    expect(parseBulkError('UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--')).toEqual({ statusCode: 'UNABLE_TO_LOCK_ROW', message: 'unable to obtain exclusive access to this record', fields: [] });
+    expect([lookupIdField('Customer__c'), lookupIdField('Customer__r'), lookupIdField('AccountId'), lookupIdField('Account')]).toEqual([
+      'Customer__c',
+      'Customer__c',
+      'AccountId',
+      'AccountId',
+    ]);
+    expect(parseBulkError('INVALID_EMAIL_ADDRESS:Email: invalid email address: bad:Email --')).toEqual({
+      statusCode: 'INVALID_EMAIL_ADDRESS',
+      message: 'Email: invalid email address: bad',
+      fields: ['Email'],
+    });
+    expect(parseBulkError('UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--')).toEqual({
+      statusCode: 'UNABLE_TO_LOCK_ROW',
+      message: 'unable to obtain exclusive access to this record',
+      fields: [],
+    });
     expect(estimatedPolls(10)).toBe(2);
     expect(estimatedPolls(10_000)).toBeGreaterThan(estimatedPolls(10));
   });

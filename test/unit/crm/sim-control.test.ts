@@ -25,7 +25,10 @@ describe('simulator control routes', () => {
     try {
       expect((await fetch(`${off.url}/__sim/stats`)).status).toBe(404);
       expect((await fetch(`${off.url}/__sim/records/contacts`)).status).toBe(404);
-      const faults = await fetch(`${off.url}/__sim/faults`, { method: 'POST', body: JSON.stringify({ errors5xx: { requests: 5, status: 503 } }) });
+      const faults = await fetch(`${off.url}/__sim/faults`, {
+        method: 'POST',
+        body: JSON.stringify({ errors5xx: { requests: 5, status: 503 } }),
+      });
       expect(faults.status).toBe(404);
       expect(await faults.text()).toMatch(/--control/);
     } finally {
@@ -42,7 +45,10 @@ describe('simulator control routes', () => {
 
   it('pg2crm sim: off unless --control', async () => {
     const bin = new URL('../../../bin/pg2crm.js', import.meta.url).pathname;
-    for (const [args, expected] of [[[], 404], [['--control'], 200]] as const) {
+    for (const [args, expected] of [
+      [[], 404],
+      [['--control'], 200],
+    ] as const) {
       const child = spawn(process.execPath, [bin, 'sim', 'zendesk-sell', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       try {
         const url = await new Promise<string>((resolve, reject) => {

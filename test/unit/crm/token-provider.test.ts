@@ -76,10 +76,15 @@ describe('TokenProvider', () => {
     const p = new TokenProvider('crm.credentials[1]', flow, { now: () => clock.now });
     const accepted = new Set(['tok-2']);
     const used: string[] = [];
-    const answer = await withToken(p, 'Dynamics 365', async (t) => {
-      used.push(t.value);
-      return { status: accepted.has(t.value) ? 200 : 401 };
-    }, (a) => a.status === 401);
+    const answer = await withToken(
+      p,
+      'Dynamics 365',
+      async (t) => {
+        used.push(t.value);
+        return { status: accepted.has(t.value) ? 200 : 401 };
+      },
+      (a) => a.status === 401,
+    );
     expect(answer.status).toBe(200);
     expect(used).toEqual(['tok-1', 'tok-2']);
     expect(calls).toHaveLength(2);
@@ -89,17 +94,29 @@ describe('TokenProvider', () => {
     const clock = { now: 0 };
     const { flow } = fakeFlow(3600, clock);
     const p = new TokenProvider('crm.credentials[1]', flow, { now: () => clock.now });
-    const err = await withToken(p, 'Dynamics 365', async () => ({ status: 401 }), (a) => a.status === 401).catch((e: unknown) => e);
+    const err = await withToken(
+      p,
+      'Dynamics 365',
+      async () => ({ status: 401 }),
+      (a) => a.status === 401,
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectorError);
     expect((err as ConnectorError).code).toBe('CRM_AUTH');
     expect((err as ConnectorError).retriable).toBe(false);
-    expect((err as Error).message).toMatch(/Dynamics 365 refused a token just issued for crm\.credentials\[1\] \(client_credentials, HTTP 401\)/);
+    expect((err as Error).message).toMatch(
+      /Dynamics 365 refused a token just issued for crm\.credentials\[1\] \(client_credentials, HTTP 401\)/,
+    );
     expect((err as Error).message).not.toMatch(/tok-/);
   });
 
   it('a static token refused stops at once with CRM_AUTH naming the credential (nothing to refresh)', async () => {
     const p = TokenProvider.static('crm.auth', 'plain-secret');
-    const err = await withToken(p, 'HubSpot', async () => ({ status: 401 }), (a) => a.status === 401).catch((e: unknown) => e);
+    const err = await withToken(
+      p,
+      'HubSpot',
+      async () => ({ status: 401 }),
+      (a) => a.status === 401,
+    ).catch((e: unknown) => e);
     expect((err as ConnectorError).code).toBe('CRM_AUTH');
     expect((err as Error).message).toMatch(/^HubSpot rejected the token \(HTTP 401\); check crm\.auth\.token$/);
     expect((err as Error).message).not.toMatch(/plain-secret/);
@@ -149,7 +166,12 @@ describe('token requests', () => {
       credential: 'crm.auth',
       flow: 'refresh_token',
       tokenUrl: `http://127.0.0.1:${port}/token`,
-      params: () => ({ grant_type: 'refresh_token', client_id: 'cid', client_secret: 'top-secret-value', refresh_token: 'refresh-secret-value' }),
+      params: () => ({
+        grant_type: 'refresh_token',
+        client_id: 'cid',
+        client_secret: 'top-secret-value',
+        refresh_token: 'refresh-secret-value',
+      }),
       timeoutMs: 5000,
       fix: 'check crm.auth',
     }).catch((e: unknown) => e);

@@ -10,7 +10,9 @@ describe('simulator tokens', () => {
     expect(parseTtl('90')).toBe(90);
     expect(parseTtl('0s')).toBeUndefined();
     expect(parseTtl('soon')).toBeUndefined();
-    await expect(runSimulator('dynamics', { port: 0, tokenTtl: 'soon' })).rejects.toThrow(/--token-ttl soon: write a duration, e.g. 20s, 5m, 1h/);
+    await expect(runSimulator('dynamics', { port: 0, tokenTtl: 'soon' })).rejects.toThrow(
+      /--token-ttl soon: write a duration, e.g. 20s, 5m, 1h/,
+    );
   });
 
   it('issued tokens are random and accepted until their lifetime ends on the simulator clock; static ones forever', () => {

@@ -8,6 +8,7 @@ import { startZendeskSellSimulator } from '../../../src/crm/zendesk-sell/simulat
 import { parseLimit } from '../../../src/cli/sim-command.ts';
 import { QuotaLanes } from '../../../src/sink/quota-lanes.ts';
 import { RateBudget } from '../../../src/sink/rate-budget.ts';
+import { expectPingFailsOnGarbage, GARBAGE_KINDS, simCall } from './sim-harness.ts';
 
 let sim: CrmSimulator | undefined;
 afterEach(async () => {
@@ -20,13 +21,7 @@ async function start(opts: Partial<Parameters<typeof startZendeskSellSimulator>[
   return sim;
 }
 
-function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
-  return fetch(`${s.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-}
+const call = simCall;
 
 const contact = (last: string) => ({ data: { last_name: last, custom_fields: { erp_id: '1' } } });
 
@@ -34,7 +29,8 @@ describe('Zendesk Sell simulator', () => {
   it('throttles past the limit with the documented 429 and locks the account for retry_after', async () => {
     const s = await start({ limit: { requests: 3, windowSeconds: 60 }, tokens: ['a', 'b'], retryAfterSeconds: 3600 });
     const remaining: (string | null)[] = [];
-    for (const token of ['a', 'b', 'a']) remaining.push((await call(s, 'GET', '/v2/users/self', undefined, token)).headers.get('x-ratelimit-remaining'));
+    for (const token of ['a', 'b', 'a'])
+      remaining.push((await call(s, 'GET', '/v2/users/self', undefined, token)).headers.get('x-ratelimit-remaining'));
     expect(remaining).toEqual(['2', '1', '0']);
     // Token b shares a's bucket: the 4th request of the account is throttled.
     const res = await call(s, 'GET', '/v2/users/self', undefined, 'b');
@@ -52,8 +48,12 @@ describe('Zendesk Sell simulator', () => {
 
   it('upserts by custom-field filter: create, then update the same record', async () => {
     const s = await start();
-    const first = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('A'))).json()) as { data: { id: number } };
-    const second = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('B'))).json()) as { data: { id: number; last_name: string } };
+    const first = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('A'))).json()) as {
+      data: { id: number };
+    };
+    const second = (await (await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('B'))).json()) as {
+      data: { id: number; last_name: string };
+    };
     expect(second.data.id).toBe(first.data.id);
     expect(second.data.last_name).toBe('B');
     expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
@@ -77,7 +77,10 @@ describe('Zendesk Sell simulator', () => {
     await call(s, 'POST', '/__sim/faults', { throttle: { requests: 2, retryAfterSeconds: 60 } });
     expect((await call(s, 'GET', '/v2/users/self')).status).toBe(429);
     expect((await call(s, 'GET', '/v2/users/self')).headers.get('retry-after')).toBe('60');
-    await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 }, rejectWhen: { field: 'last_name', contains: 'bad' } });
+    await call(s, 'POST', '/__sim/faults', {
+      errors5xx: { requests: 1, status: 503 },
+      rejectWhen: { field: 'last_name', contains: 'bad' },
+    });
     expect((await call(s, 'GET', '/v2/users/self')).status).toBe(503);
     expect((await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('bad'))).status).toBe(422);
     expect((await call(s, 'POST', '/v2/contacts/upsert?custom_fields[erp_id]=1', contact('good'))).status).toBe(200);
@@ -91,7 +94,14 @@ describe('ZendeskSellAdapter', () => {
       postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
       kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
       crm: { kind: 'zendesk-sell', baseUrl: s.url, auth: { token }, limits: { requests: 100, windowSeconds: 60 } },
-      mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'custom_fields.erp_id' }, fields: { last_name: 'l' } }],
+      mappings: [
+        {
+          table: 'erp.customers',
+          object: 'contacts',
+          externalId: { column: 'id', field: 'custom_fields.erp_id' },
+          fields: { last_name: 'l' },
+        },
+      ],
     });
     return new ZendeskSellAdapter(config.crm);
   }
@@ -108,7 +118,15 @@ describe('ZendeskSellAdapter', () => {
     const s = await start({ limit: { requests: 3, windowSeconds: 60 }, retryAfterSeconds: 3600 });
     const a = adapter(s);
     const signals: RateSignal[] = [];
-    const out = await a.write([upsert('1', { last_name: 'A', 'custom_fields.tier': 'gold' }), upsert('2', { last_name: '' }), upsert('3', { last_name: 'C' }), upsert('4', { last_name: 'D' })], (x) => signals.push(x));
+    const out = await a.write(
+      [
+        upsert('1', { last_name: 'A', 'custom_fields.tier': 'gold' }),
+        upsert('2', { last_name: '' }),
+        upsert('3', { last_name: 'C' }),
+        upsert('4', { last_name: 'D' }),
+      ],
+      (x) => signals.push(x),
+    );
     expect(out.map((o) => o.status)).toEqual(['done', 'rejected', 'done', 'retry']);
     expect(out[1]).toMatchObject({ field: 'last_name' });
     expect(out[3]).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 3600, kind: 'throttle' });
@@ -123,8 +141,19 @@ describe('ZendeskSellAdapter', () => {
     const s = await start();
     const a = adapter(s);
     await call(s, 'POST', '/__sim/faults', { errors5xx: { requests: 1, status: 503 } });
-    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'HTTP_503', kind: 'server' });
-    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } } };
+    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({
+      status: 'retry',
+      code: 'HTTP_503',
+      kind: 'server',
+    });
+    const deal: CrmWrite = {
+      op: 'upsert',
+      object: 'deals',
+      externalIdField: 'custom_fields.erp_order_id',
+      externalId: '7',
+      fields: { name: 'Deal' },
+      lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } },
+    };
     expect(a.cost([deal])).toBe(2);
     expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
     expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
@@ -141,10 +170,24 @@ describe('ZendeskSellAdapter', () => {
     const a = adapter(s);
     const org = (id: string): CrmWrite => upsert(id, { name: `Org ${id}`, is_organization: true });
     const person = (id: string, orgId: string | null): CrmWrite =>
-      upsert(id, { last_name: `P${id}` }, { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: orgId, ...(orgId === null ? { previousExternalId: 'O1' } : {}) } });
+      upsert(
+        id,
+        { last_name: `P${id}` },
+        {
+          contact_id: {
+            object: 'contacts',
+            externalIdField: 'custom_fields.erp_id',
+            externalId: orgId,
+            ...(orgId === null ? { previousExternalId: 'O1' } : {}),
+          },
+        },
+      );
     expect((await a.write([org('O1'), person('1', 'O1')], () => undefined)).map((o) => o.status)).toEqual(['done', 'done']);
     const stored = async (): Promise<Map<string, unknown>> => {
-      const all = (await (await fetch(`${s.url}/__sim/records/contacts`)).json()) as { contact_id?: unknown; custom_fields: { erp_id: string } }[];
+      const all = (await (await fetch(`${s.url}/__sim/records/contacts`)).json()) as {
+        contact_id?: unknown;
+        custom_fields: { erp_id: string };
+      }[];
       return new Map(all.map((r) => [r.custom_fields.erp_id, r.contact_id]));
     };
     const orgId = (await stored()).get('1');
@@ -165,7 +208,14 @@ describe('ZendeskSellAdapter', () => {
     expect(now.get('2')).toBeNull();
     expect(now.get('3')).toBe(orgId);
     // A deal's contact_id is required in Sell: clearing it is a validation error naming the field.
-    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: null } } };
+    const deal: CrmWrite = {
+      op: 'upsert',
+      object: 'deals',
+      externalIdField: 'custom_fields.erp_order_id',
+      externalId: '7',
+      fields: { name: 'Deal' },
+      lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: null } },
+    };
     expect((await a.write([deal], () => undefined))[0]).toMatchObject({ status: 'rejected', field: 'contact_id' });
     await a.close();
   });
@@ -189,44 +239,58 @@ describe('ZendeskSellAdapter', () => {
     expect(out).toMatchObject({ ...badResponse, message: expect.stringMatching(/Zendesk Sell.*HTTP \d{3}.*expected/) });
     expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
     // Nothing was remembered of the garbage: the retry writes the record.
-    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({ status: 'done', crmId: expect.stringMatching(/^\d+$/) });
+    expect((await a.write([upsert('1', { last_name: 'A' })], () => undefined))[0]).toMatchObject({
+      status: 'done',
+      crmId: expect.stringMatching(/^\d+$/),
+    });
     await a.close();
   });
 
-  it.each(['html', 'truncated', 'empty'] as const)('a search by external id answered %s is a CRM_BAD_RESPONSE retry: no delete passes for "already gone", no lookup for pending', async (kind) => {
-    const s = await start();
-    const writer = adapter(s);
-    expect((await writer.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
-    await writer.close();
-    const a = adapter(s); // empty id cache: the delete and the lookup search first
-    await garbage(s, kind);
-    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
-    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
-    const deal: CrmWrite = { op: 'upsert', object: 'deals', externalIdField: 'custom_fields.erp_order_id', externalId: '7', fields: { name: 'Deal' }, lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } } };
-    await garbage(s, kind);
-    expect((await a.write([deal], () => undefined))[0]).toMatchObject(badResponse);
-    expect(await (await fetch(`${s.url}/__sim/records/deals`)).json()).toHaveLength(0);
-    await a.close();
-  });
+  it.each(['html', 'truncated', 'empty'] as const)(
+    'a search by external id answered %s is a CRM_BAD_RESPONSE retry: no delete passes for "already gone", no lookup for pending',
+    async (kind) => {
+      const s = await start();
+      const writer = adapter(s);
+      expect((await writer.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
+      await writer.close();
+      const a = adapter(s); // empty id cache: the delete and the lookup search first
+      await garbage(s, kind);
+      expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
+      expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
+      const deal: CrmWrite = {
+        op: 'upsert',
+        object: 'deals',
+        externalIdField: 'custom_fields.erp_order_id',
+        externalId: '7',
+        fields: { name: 'Deal' },
+        lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: '5' } },
+      };
+      await garbage(s, kind);
+      expect((await a.write([deal], () => undefined))[0]).toMatchObject(badResponse);
+      expect(await (await fetch(`${s.url}/__sim/records/deals`)).json()).toHaveLength(0);
+      await a.close();
+    },
+  );
 
-  it.each(['html', 'truncated', 'empty'] as const)('a DELETE answered 200 with %s (documented: 204) is a CRM_BAD_RESPONSE retry', async (kind) => {
+  it.each(['html', 'truncated', 'empty'] as const)(
+    'a DELETE answered 200 with %s (documented: 204) is a CRM_BAD_RESPONSE retry',
+    async (kind) => {
+      const s = await start();
+      const a = adapter(s);
+      expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
+      await garbage(s, kind); // the id is cached: the DELETE is the next request
+      expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
+      expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
+      expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]?.status).toBe('done');
+      expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
+      await a.close();
+    },
+  );
+
+  it.each(GARBAGE_KINDS)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
     const s = await start();
     const a = adapter(s);
-    expect((await a.write([upsert('5', { last_name: 'E' })], () => undefined))[0]?.status).toBe('done');
-    await garbage(s, kind); // the id is cached: the DELETE is the next request
-    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]).toMatchObject(badResponse);
-    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(1);
-    expect((await a.write([{ ...upsert('5', {}), op: 'delete' }], () => undefined))[0]?.status).toBe('done');
-    expect(await (await fetch(`${s.url}/__sim/records/contacts`)).json()).toHaveLength(0);
-    await a.close();
-  });
-
-  it.each(['html', 'truncated', 'empty'] as const)('ping() (pg2crm check) fails on a 200 with %s', async (kind) => {
-    const s = await start();
-    const a = adapter(s);
-    await garbage(s, kind);
-    await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true, message: expect.stringContaining('GET /v2/users/self') });
-    await a.ping();
+    await expectPingFailsOnGarbage(s, a, kind, 'GET /v2/users/self');
     await a.close();
   });
 
@@ -260,7 +324,14 @@ describe('Zendesk Sell as documented (issue 11)', () => {
       postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
       kafka: { brokers: 'k:9092', topicPrefix: 'erp', schemaRegistry: { url: 'http://r' } },
       crm: { kind: 'zendesk-sell', baseUrl: s.url, auth: { token: 'sim-token' }, limits },
-      mappings: [{ table: 'erp.customers', object: 'contacts', externalId: { column: 'id', field: 'custom_fields.erp_id' }, fields: { last_name: 'l' } }],
+      mappings: [
+        {
+          table: 'erp.customers',
+          object: 'contacts',
+          externalId: { column: 'id', field: 'custom_fields.erp_id' },
+          fields: { last_name: 'l' },
+        },
+      ],
     }).crm;
   }
   const contactWrite = (id: string, fields: Record<string, unknown> = {}, op: CrmWrite['op'] = 'upsert'): CrmWrite => ({
@@ -278,7 +349,8 @@ describe('Zendesk Sell as documented (issue 11)', () => {
     fields: { name: 'Deal' },
     lookups: { contact_id: { object: 'contacts', externalIdField: 'custom_fields.erp_id', externalId: contactId } },
   });
-  const stored = async (s: CrmSimulator, object: string) => (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as { id: number; custom_fields: Record<string, unknown> }[];
+  const stored = async (s: CrmSimulator, object: string) =>
+    (await (await fetch(`${s.url}/__sim/records/${object}`)).json()) as { id: number; custom_fields: Record<string, unknown> }[];
 
   /** A request with no User-Agent at all (fetch and undici always add one; node:http adds none). */
   function bare(s: CrmSimulator, path: string): Promise<{ status: number; body: unknown }> {
@@ -311,16 +383,32 @@ describe('Zendesk Sell as documented (issue 11)', () => {
     const body = (await res.json()) as { items: { data: Record<string, unknown>; meta: { type: string } }[]; meta: { type: string } };
     expect(body.meta.type).toBe('collection');
     expect(body.items.map((i) => i.data.name)).toEqual(['erp_id', 'tier']);
-    expect(body.items[0]).toMatchObject({ data: { id: expect.any(Number), type: 'string', for_contact: true, for_company: true }, meta: { type: 'custom_field' } });
-    expect(Object.keys(body.items[0]!.data).sort()).toEqual(['created_at', 'for_company', 'for_contact', 'id', 'name', 'type', 'updated_at']);
+    expect(body.items[0]).toMatchObject({
+      data: { id: expect.any(Number), type: 'string', for_contact: true, for_company: true },
+      meta: { type: 'custom_field' },
+    });
+    expect(Object.keys(body.items[0]!.data).sort()).toEqual([
+      'created_at',
+      'for_company',
+      'for_contact',
+      'id',
+      'name',
+      'type',
+      'updated_at',
+    ]);
     expect((await call(s, 'GET', '/v2/lead/custom_fields')).status).toBe(200);
   });
 
   it('lists 25 per page by default; a filter on an unfilterable custom field (fault) is ignored: the unfiltered page', async () => {
     const s = await start({ unfilterable: { contacts: ['erp_id'] } });
-    for (let i = 1; i <= 30; i++) await call(s, 'POST', `/v2/contacts/upsert?custom_fields[erp_id]=${i}`, { data: { last_name: `L${i}`, custom_fields: { erp_id: String(i) } } });
+    for (let i = 1; i <= 30; i++)
+      await call(s, 'POST', `/v2/contacts/upsert?custom_fields[erp_id]=${i}`, {
+        data: { last_name: `L${i}`, custom_fields: { erp_id: String(i) } },
+      });
     expect(await stored(s, 'contacts')).toHaveLength(30); // upsert is not affected by the fault
-    const page = (await (await call(s, 'GET', '/v2/contacts?custom_fields[erp_id]=7')).json()) as { items: { data: { custom_fields: { erp_id: string } } }[] };
+    const page = (await (await call(s, 'GET', '/v2/contacts?custom_fields[erp_id]=7')).json()) as {
+      items: { data: { custom_fields: { erp_id: string } } }[];
+    };
     expect(page.items).toHaveLength(25);
     expect(page.items[0]?.data.custom_fields.erp_id).toBe('1');
     const s2 = await startZendeskSellSimulator({ port: 0, control: true });
@@ -337,13 +425,19 @@ describe('Zendesk Sell as documented (issue 11)', () => {
   it('a search whose hits do not hold the external id (filter ignored) deletes nothing and stops with the fix', async () => {
     const s = await start({ unfilterable: { contacts: ['erp_id'] } });
     const writer = new ZendeskSellAdapter(sellConfig(s));
-    expect((await writer.write([contactWrite('1', { last_name: 'A' }), contactWrite('2', { last_name: 'B' })], () => undefined)).map((o) => o.status)).toEqual(['done', 'done']);
+    expect(
+      (await writer.write([contactWrite('1', { last_name: 'A' }), contactWrite('2', { last_name: 'B' })], () => undefined)).map(
+        (o) => o.status,
+      ),
+    ).toEqual(['done', 'done']);
     await writer.close();
     const a = new ZendeskSellAdapter(sellConfig(s)); // empty id cache: the delete searches first
-    const err = await a.write([contactWrite('3', {}, 'delete')], () => undefined).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await a
+      .write([contactWrite('3', {}, 'delete')], () => undefined)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(err).toMatchObject({ code: 'CRM_FILTER_IGNORED', retriable: false });
     expect((err as Error).message).toMatch(/custom_fields\.erp_id.*contacts.*Filterable/s);
     expect(await stored(s, 'contacts')).toHaveLength(2); // nobody else's record deleted
@@ -358,7 +452,9 @@ describe('Zendesk Sell as documented (issue 11)', () => {
     // Two contacts with erp_id 5, written by someone else (upserts matched on other filters).
     const ids: number[] = [];
     for (const last of ['X', 'Y']) {
-      const res = (await (await call(s, 'POST', `/v2/contacts/upsert?last_name=${last}`, { data: { last_name: last, custom_fields: { erp_id: '5' } } })).json()) as { data: { id: number } };
+      const res = (await (
+        await call(s, 'POST', `/v2/contacts/upsert?last_name=${last}`, { data: { last_name: last, custom_fields: { erp_id: '5' } } })
+      ).json()) as { data: { id: number } };
       ids.push(res.data.id);
     }
     const a = new ZendeskSellAdapter(sellConfig(s));

@@ -2,13 +2,24 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
-import type { CrmWrite, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
+import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
 import { ZohoAdapter } from '../../../src/crm/zoho/adapter.ts';
-import { parseCsv, toCsv } from '../../../src/crm/zoho/csv.ts';
+import { parseCsvRows, toCsv, ZOHO_CSV } from '../../../src/crm/csv.ts';
 import { startZohoSimulator, type ZohoSimOptions } from '../../../src/crm/zoho/simulator.ts';
 import { unzip, zip } from '../../../src/crm/zoho/zip.ts';
 import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
+import {
+  armGarbage,
+  expectBad,
+  expectOneGarbledPollPassed,
+  expectPingFailsOnGarbage,
+  GARBAGE_KINDS,
+  outcomeLabels,
+  proxiedBy,
+  rewrittenBy,
+  simCall,
+} from './sim-harness.ts';
 
 let sim: CrmSimulator | undefined;
 const adapters: ZohoAdapter[] = [];
@@ -25,23 +36,23 @@ async function start(opts: Partial<ZohoSimOptions> = {}): Promise<CrmSimulator> 
   return sim;
 }
 
-function call(s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') {
-  return fetch(`${s.url}${path}`, {
-    method,
-    headers: { authorization: `Zoho-oauthtoken ${token}`, 'content-type': 'application/json' },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-}
+const call = (s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') =>
+  simCall(s, method, path, body, token, 'application/json', 'Zoho-oauthtoken');
 
 async function records(s: CrmSimulator, module: string): Promise<Record<string, unknown>[]> {
   return (await (await fetch(`${s.url}/__sim/records/${module}`)).json()) as Record<string, unknown>[];
 }
 
-async function stats(s: CrmSimulator): Promise<{ requests: number; throttled: number; byEndpoint: Record<string, number>; recordsWritten: number; recordsDeleted: number }> {
+async function stats(
+  s: CrmSimulator,
+): Promise<{ requests: number; throttled: number; byEndpoint: Record<string, number>; recordsWritten: number; recordsDeleted: number }> {
   return (await (await fetch(`${s.url}/__sim/stats`)).json()) as never;
 }
 
-function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number; baseUrl?: string; timeoutMs?: number; bulkJobTimeoutMinutes?: number } = {}): ZohoAdapter {
+function adapter(
+  s: CrmSimulator,
+  opts: { token?: string; bulkThreshold?: number; baseUrl?: string; timeoutMs?: number; bulkJobTimeoutMinutes?: number } = {},
+): ZohoAdapter {
   const config = parseConfig({
     name: 't',
     postgres: { url: 'postgresql://x/y', tables: ['erp.customers'] },
@@ -62,7 +73,13 @@ function adapter(s: CrmSimulator, opts: { token?: string; bulkThreshold?: number
   return a;
 }
 
-const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({ op: 'upsert', object: 'Contacts', externalIdField: 'ERP_Id', externalId: id, fields });
+const contact = (id: string, fields: Record<string, unknown>): CrmWrite => ({
+  op: 'upsert',
+  object: 'Contacts',
+  externalIdField: 'ERP_Id',
+  externalId: id,
+  fields,
+});
 const remove = (id: string): CrmWrite => ({ op: 'delete', object: 'Contacts', externalIdField: 'ERP_Id', externalId: id, fields: {} });
 const deal = (id: string, customer: string): CrmWrite => ({
   op: 'upsert',
@@ -76,7 +93,14 @@ const ok = (): void => undefined;
 /** A deal whose customer column is NULL now (it pointed to `previous` before, when given). */
 const orphanDeal = (id: string, previous?: string): CrmWrite => ({
   ...deal(id, 'unused'),
-  lookups: { Contact_Name: { object: 'Contacts', externalIdField: 'ERP_Id', externalId: null, ...(previous ? { previousExternalId: previous } : {}) } },
+  lookups: {
+    Contact_Name: {
+      object: 'Contacts',
+      externalIdField: 'ERP_Id',
+      externalId: null,
+      ...(previous ? { previousExternalId: previous } : {}),
+    },
+  },
 });
 
 describe('Zoho CRM simulator', () => {
@@ -101,23 +125,45 @@ describe('Zoho CRM simulator', () => {
     const res = await call(s, 'POST', '/crm/v7/Contacts/upsert', { data, duplicate_check_fields: ['ERP_Id'] });
     expect(res.status).toBe(201);
     expect(res.headers.get('x-api-credits-remaining')).toBe('10');
-    const tooMany = await call(s, 'POST', '/crm/v7/Contacts/upsert', { data: [...data, { ERP_Id: 'x', Last_Name: 'x' }], duplicate_check_fields: ['ERP_Id'] });
+    const tooMany = await call(s, 'POST', '/crm/v7/Contacts/upsert', {
+      data: [...data, { ERP_Id: 'x', Last_Name: 'x' }],
+      duplicate_check_fields: ['ERP_Id'],
+    });
     expect(tooMany.status).toBe(400);
     expect(await tooMany.json()).toMatchObject({ code: 'LIMIT_EXCEEDED', status: 'error' });
   });
 
   it('upserts by the duplicate check field: insert, then update the same record', async () => {
     const s = await start();
-    const body = (last: string) => ({ data: [{ ERP_Id: '1', Last_Name: last }, { ERP_Id: '2', Last_Name: 'B' }], duplicate_check_fields: ['ERP_Id'] });
+    const body = (last: string) => ({
+      data: [
+        { ERP_Id: '1', Last_Name: last },
+        { ERP_Id: '2', Last_Name: 'B' },
+      ],
+      duplicate_check_fields: ['ERP_Id'],
+    });
     const first = await call(s, 'POST', '/crm/v7/Contacts/upsert', body('A'));
     expect(first.status).toBe(201);
     const created = (await first.json()) as { data: { action: string; code: string; details: { id: string } }[] };
-    expect(created.data.map((d) => [d.code, d.action])).toEqual([['SUCCESS', 'insert'], ['SUCCESS', 'insert']]);
+    expect(created.data.map((d) => [d.code, d.action])).toEqual([
+      ['SUCCESS', 'insert'],
+      ['SUCCESS', 'insert'],
+    ]);
     const second = await call(s, 'POST', '/crm/v7/Contacts/upsert', body('A2'));
     expect(second.status).toBe(200);
-    const updated = (await second.json()) as { data: { action: string; duplicate_field: string; message: string; details: { id: string } }[] };
-    expect(updated.data[0]).toMatchObject({ action: 'update', duplicate_field: 'ERP_Id', message: 'record updated', details: { id: created.data[0]!.details.id } });
-    expect((await records(s, 'Contacts')).map((r) => [r.ERP_Id, r.Last_Name])).toEqual([['1', 'A2'], ['2', 'B']]);
+    const updated = (await second.json()) as {
+      data: { action: string; duplicate_field: string; message: string; details: { id: string } }[];
+    };
+    expect(updated.data[0]).toMatchObject({
+      action: 'update',
+      duplicate_field: 'ERP_Id',
+      message: 'record updated',
+      details: { id: created.data[0]!.details.id },
+    });
+    expect((await records(s, 'Contacts')).map((r) => [r.ERP_Id, r.Last_Name])).toEqual([
+      ['1', 'A2'],
+      ['2', 'B'],
+    ]);
   });
 
   it('answers a partial failure with 202 and per-record errors in order; all failed is 400; injected rejections hit every record', async () => {
@@ -135,7 +181,13 @@ describe('Zoho CRM simulator', () => {
     ]);
     expect(body.data[2]!.details.json_path).toBe('$.data[2].Email');
     await call(s, 'POST', '/__sim/faults', { rejectWhen: { field: 'Last_Name', contains: 'bad' } });
-    const all = await call(s, 'POST', '/crm/v7/Contacts/upsert', { data: [{ ERP_Id: '4', Last_Name: 'bad1' }, { ERP_Id: '5', Last_Name: 'bad2' }], duplicate_check_fields: ['ERP_Id'] });
+    const all = await call(s, 'POST', '/crm/v7/Contacts/upsert', {
+      data: [
+        { ERP_Id: '4', Last_Name: 'bad1' },
+        { ERP_Id: '5', Last_Name: 'bad2' },
+      ],
+      duplicate_check_fields: ['ERP_Id'],
+    });
     expect(all.status).toBe(400);
     expect(((await all.json()) as { data: { code: string }[] }).data.map((d) => d.code)).toEqual(['INVALID_DATA', 'INVALID_DATA']);
     expect(await records(s, 'Contacts')).toHaveLength(1);
@@ -161,21 +213,49 @@ describe('Zoho CRM simulator', () => {
 describe('Zoho Bulk Write plumbing', () => {
   it('runs a job on the simulator clock: upload -> ADDED/IN PROGRESS -> COMPLETED -> zipped result CSV with ERRORS as <code>-<column>', async () => {
     const s = await start({ bulkRowsPerSecond: 1 });
-    const csv = toCsv([['ERP_Id', 'Last_Name'], ['1', 'A'], ['2', '']]);
+    const csv = toCsv(
+      [
+        ['ERP_Id', 'Last_Name'],
+        ['1', 'A'],
+        ['2', ''],
+      ],
+      ZOHO_CSV,
+    );
     const form = new FormData();
     form.append('file', new Blob([zip([{ name: 'Contacts.csv', data: Buffer.from(csv) }])]), 'Contacts.zip');
     const auth = { authorization: 'Zoho-oauthtoken sim-token' };
-    expect((await fetch(`${s.url}/crm/v7/upload`, { method: 'POST', headers: { ...auth, 'x-crm-org': '1000000000' }, body: form })).status).toBe(400); // no feature header
-    const up = await fetch(`${s.url}/crm/v7/upload`, { method: 'POST', headers: { ...auth, feature: 'bulk-write', 'x-crm-org': '1000000000' }, body: form });
+    expect(
+      (await fetch(`${s.url}/crm/v7/upload`, { method: 'POST', headers: { ...auth, 'x-crm-org': '1000000000' }, body: form })).status,
+    ).toBe(400); // no feature header
+    const up = await fetch(`${s.url}/crm/v7/upload`, {
+      method: 'POST',
+      headers: { ...auth, feature: 'bulk-write', 'x-crm-org': '1000000000' },
+      body: form,
+    });
     const uploaded = (await up.json()) as { code: string; details: { file_id: string } };
     expect(uploaded.code).toBe('FILE_UPLOAD_SUCCESS');
     const job = (await (
       await call(s, 'POST', '/crm/bulk/v7/write', {
         operation: 'upsert',
-        resource: [{ type: 'data', module: { api_name: 'Contacts' }, file_id: uploaded.details.file_id, find_by: 'ERP_Id', field_mappings: [{ api_name: 'ERP_Id', index: 0 }, { api_name: 'Last_Name', index: 1 }] }],
+        resource: [
+          {
+            type: 'data',
+            module: { api_name: 'Contacts' },
+            file_id: uploaded.details.file_id,
+            find_by: 'ERP_Id',
+            field_mappings: [
+              { api_name: 'ERP_Id', index: 0 },
+              { api_name: 'Last_Name', index: 1 },
+            ],
+          },
+        ],
       })
     ).json()) as { details: { id: string } };
-    const status = async () => (await (await call(s, 'GET', `/crm/bulk/v7/write/${job.details.id}`)).json()) as { status: string; result?: { download_url: string } };
+    const status = async () =>
+      (await (await call(s, 'GET', `/crm/bulk/v7/write/${job.details.id}`)).json()) as {
+        status: string;
+        result?: { download_url: string };
+      };
     expect(['ADDED', 'IN PROGRESS']).toContain((await status()).status); // ADDED for its first 100 ms
     await call(s, 'POST', '/__sim/clock', { advanceSeconds: 1 });
     expect((await status()).status).toBe('IN PROGRESS');
@@ -186,19 +266,26 @@ describe('Zoho Bulk Write plumbing', () => {
     const result = await fetch(done.result!.download_url, { headers: auth });
     expect(result.headers.get('content-type')).toBe('application/zip');
     const [entry] = unzip(Buffer.from(await result.arrayBuffer()));
-    const [head, ...rows] = parseCsv(entry!.data.toString());
+    const [head, ...rows] = parseCsvRows(entry!.data.toString());
     expect(head).toEqual(['ERP_Id', 'Last_Name', 'RECORD_ID', 'STATUS', 'ERRORS']);
     // https://www.zoho.com/crm/developer/docs/api/v7/bulk-write/download-result.html
-    expect(rows.map((r) => [r[0], r[3], r[4]])).toEqual([['1', 'added', ''], ['2', 'skipped', 'MANDATORY_NOT_FOUND-Last_Name']]);
+    expect(rows.map((r) => [r[0], r[3], r[4]])).toEqual([
+      ['1', 'added', ''],
+      ['2', 'skipped', 'MANDATORY_NOT_FOUND-Last_Name'],
+    ]);
     expect(await records(s, 'Contacts')).toEqual([{ ERP_Id: '1', Last_Name: 'A', id: Number(rows[0]![2]) }]);
   });
 
   it('round-trips ZIP containers and CSV with quotes, commas and line breaks', () => {
-    const rows = [['ERP_Id', 'Last_Name'], ['1', 'O"Neil, Jr.\nline 2'], ['2', '']];
-    const packed = zip([{ name: 'Contacts.csv', data: Buffer.from(toCsv(rows)) }]);
+    const rows = [
+      ['ERP_Id', 'Last_Name'],
+      ['1', 'O"Neil, Jr.\nline 2'],
+      ['2', ''],
+    ];
+    const packed = zip([{ name: 'Contacts.csv', data: Buffer.from(toCsv(rows, ZOHO_CSV)) }]);
     const [entry] = unzip(packed);
     expect(entry?.name).toBe('Contacts.csv');
-    expect(parseCsv(entry!.data.toString())).toEqual(rows);
+    expect(parseCsvRows(entry!.data.toString())).toEqual(rows);
     const damaged = Buffer.from(packed);
     damaged[44] = damaged[44]! ^ 0xff; // inside the deflated data (30-byte header + 12-byte name)
     expect(() => unzip(damaged)).toThrow();
@@ -209,7 +296,9 @@ describe('ZohoAdapter', () => {
   it('writes a batch with outcomes in order and stores flat records the source can be compared with', async () => {
     const s = await start();
     const a = adapter(s);
-    const batch = Array.from({ length: 25 }, (_, i) => contact(String(i + 1), { Last_Name: `L${i + 1}`, First_Name: 'F', Email: i === 3 ? 'broken' : `c${i + 1}@example.com` }));
+    const batch = Array.from({ length: 25 }, (_, i) =>
+      contact(String(i + 1), { Last_Name: `L${i + 1}`, First_Name: 'F', Email: i === 3 ? 'broken' : `c${i + 1}@example.com` }),
+    );
     batch[7] = contact('8', { First_Name: 'no last name' });
     expect(a.cost(batch)).toBe(3); // 25 records = ceil(25/10) credits
     const out = await a.write(batch, ok);
@@ -242,7 +331,10 @@ describe('ZohoAdapter', () => {
   it('resolves lookups by searching the external id (cached), deletes by external id, cost = requests counted', async () => {
     const s = await start();
     const writer = adapter(s);
-    expect((await writer.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok)).map((o) => o.status)).toEqual(['done', 'done']);
+    expect((await writer.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok)).map((o) => o.status)).toEqual([
+      'done',
+      'done',
+    ]);
     const contacts = await records(s, 'Contacts');
 
     // A fresh adapter has no cache: the two deals' contacts cost one search (10 ids per search).
@@ -322,14 +414,36 @@ describe('ZohoAdapter', () => {
     const signals: RateSignal[] = [];
     const out = await a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], (x) => signals.push(x));
     expect(out).toEqual([
-      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
-      { status: 'retry', code: 'RATE_LIMITED', kind: 'throttle', message: expect.stringContaining('Too many requests'), retryAfterSeconds: 1 },
+      {
+        status: 'retry',
+        code: 'RATE_LIMITED',
+        kind: 'throttle',
+        message: expect.stringContaining('Too many requests'),
+        retryAfterSeconds: 1,
+      },
+      {
+        status: 'retry',
+        code: 'RATE_LIMITED',
+        kind: 'throttle',
+        message: expect.stringContaining('Too many requests'),
+        retryAfterSeconds: 1,
+      },
     ]);
     expect(signals).toEqual([{ throttled: true, retryAfterSeconds: 1 }]);
     // 4 credits: 30 records (3 credits) pass, the next 20 (2 credits) find 1 left.
-    expect((await a.write(Array.from({ length: 30 }, (_, i) => contact(String(i), { Last_Name: 'x' })), ok)).every((o) => o.status === 'done')).toBe(true);
+    expect(
+      (
+        await a.write(
+          Array.from({ length: 30 }, (_, i) => contact(String(i), { Last_Name: 'x' })),
+          ok,
+        )
+      ).every((o) => o.status === 'done'),
+    ).toBe(true);
     signals.length = 0;
-    const out2 = await a.write(Array.from({ length: 20 }, (_, i) => contact(`n${i}`, { Last_Name: 'x' })), (x) => signals.push(x));
+    const out2 = await a.write(
+      Array.from({ length: 20 }, (_, i) => contact(`n${i}`, { Last_Name: 'x' })),
+      (x) => signals.push(x),
+    );
     expect(out2.every((o) => o.status === 'retry' && o.code === 'RATE_LIMITED' && o.retryAfterSeconds === 300)).toBe(true);
     expect(signals).toEqual([{ remaining: 1, dailyRemaining: 1, throttled: true, retryAfterSeconds: 300 }]);
   });
@@ -341,7 +455,11 @@ describe('ZohoAdapter', () => {
     await expect(a.write([contact('1', { Last_Name: 'A' })], ok)).rejects.toMatchObject({ code: 'CRM_HTTP_503', retriable: true });
     await a.ping();
     const bad = adapter(s, { token: 'wrong' });
-    await expect(bad.ping()).rejects.toMatchObject({ code: 'CRM_AUTH', retriable: false, message: 'Zoho CRM rejected the token (HTTP 401); check crm.auth.token' });
+    await expect(bad.ping()).rejects.toMatchObject({
+      code: 'CRM_AUTH',
+      retriable: false,
+      message: 'Zoho CRM rejected the token (HTTP 401); check crm.auth.token',
+    });
     await expect(bad.write([contact('1', { Last_Name: 'A' })], ok)).rejects.toMatchObject({ code: 'CRM_AUTH' });
   });
 
@@ -350,7 +468,9 @@ describe('ZohoAdapter', () => {
     const a = adapter(s, { bulkThreshold: 20 });
     expect(a.maxBatchSize()).toBe(25_000);
     expect(adapter(s).maxBatchSize()).toBe(100);
-    const batch = Array.from({ length: 30 }, (_, i) => contact(String(i + 1), { Last_Name: `L${i + 1}`, Email: i === 4 ? 'broken' : `c${i + 1}@example.com`, Score: i }));
+    const batch = Array.from({ length: 30 }, (_, i) =>
+      contact(String(i + 1), { Last_Name: `L${i + 1}`, Email: i === 4 ? 'broken' : `c${i + 1}@example.com`, Score: i }),
+    );
     const cost = a.cost(batch);
     expect(cost).toBe(1 + 1 + 500 + 1 + 1); // org, upload, job, one poll, result download
     const out = await a.write(batch, ok);
@@ -358,7 +478,12 @@ describe('ZohoAdapter', () => {
     expect(out[4]).toMatchObject({ code: 'INVALID_DATA', field: 'Email' });
     expect(out[0]).toMatchObject({ status: 'done', created: true });
     const st = await stats(s);
-    expect(st.byEndpoint).toMatchObject({ 'GET /crm/v7/org': 1, 'POST /crm/v7/upload': 1, 'POST /crm/bulk/v7/write': 1, 'GET /crm/bulk/v7/write/{id}': 1 });
+    expect(st.byEndpoint).toMatchObject({
+      'GET /crm/v7/org': 1,
+      'POST /crm/v7/upload': 1,
+      'POST /crm/bulk/v7/write': 1,
+      'GET /crm/bulk/v7/write/{id}': 1,
+    });
     expect(st.requests - 1 + 500).toBe(cost); // the job costs 500 credits, every other call 1
     const stored = await records(s, 'Contacts');
     expect(stored).toHaveLength(29);
@@ -393,7 +518,13 @@ describe('ZohoAdapter', () => {
     expect(st.byEndpoint['POST /crm/bulk/v7/write']).toBe(1);
     const contactId = String((await records(s, 'Contacts'))[0]!.id);
     const stored = new Map((await records(s, 'Deals')).map((d) => [d.ERP_Order_Id, d.Contact_Name]));
-    expect(Object.fromEntries(stored)).toEqual({ '1': null, '2': null, '3': { id: contactId }, '4': { id: contactId }, '5': { id: contactId } });
+    expect(Object.fromEntries(stored)).toEqual({
+      '1': null,
+      '2': null,
+      '3': { id: contactId },
+      '4': { id: contactId },
+      '5': { id: contactId },
+    });
     // Only cleared lookups, above the threshold: no job at all.
     expect(a.cost([orphanDeal('1'), orphanDeal('2'), orphanDeal('3')])).toBe(1);
   });
@@ -424,7 +555,12 @@ describe('ZohoAdapter', () => {
       ];
       const out = await a.write(deals, ok);
       expect(out[0]).toMatchObject({ status: 'done' });
-      expect(out[1]).toMatchObject({ status: 'rejected', code: 'MANDATORY_NOT_FOUND', field: 'Deal_Name', message: 'Bulk Write skipped the record: MANDATORY_NOT_FOUND-Deal_Name:INVALID_DATA-Contact_Name' });
+      expect(out[1]).toMatchObject({
+        status: 'rejected',
+        code: 'MANDATORY_NOT_FOUND',
+        field: 'Deal_Name',
+        message: 'Bulk Write skipped the record: MANDATORY_NOT_FOUND-Deal_Name:INVALID_DATA-Contact_Name',
+      });
       expect(out[2]).toMatchObject({ status: 'retry', code: 'LOOKUP_PENDING', kind: 'pending' });
       expect(out[3]).toMatchObject({ status: 'done' });
       expect(await jobsCreated(s)).toBe(1);
@@ -515,47 +651,31 @@ describe('ZohoAdapter', () => {
     });
   });
 
-  describe('answers that are not Zoho CRM\'s (issue 10, defect 3)', () => {
-    const KINDS = ['html', 'truncated', 'empty'] as const;
-    /** The write either threw CRM_BAD_RESPONSE or retried every record with it; nothing is done. */
-    async function expectBad(p: Promise<WriteOutcome[]>, label = ''): Promise<void> {
-      let out: WriteOutcome[];
-      try {
-        out = await p;
-      } catch (err) {
-        expect(err).toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
-        return;
-      }
-      expect(out.map((o) => `${label}${o.status === 'retry' ? `${o.code}/${o.kind}` : o.status}`)).toEqual(out.map(() => `${label}CRM_BAD_RESPONSE/bad-response`));
-    }
-    const garbage = (s: CrmSimulator, kind: string, requests = 1) => call(s, 'POST', '/__sim/faults', { garbage: { requests, kind } });
-    async function proxied(s: CrmSimulator, when: (method: string, path: string) => boolean, kind: 'html' | 'truncated' | 'empty'): Promise<GarbageProxy> {
-      const p = await garbageProxy(s.url, when, kind);
-      proxies.push(p);
-      return p;
-    }
+  describe("answers that are not Zoho CRM's (issue 10, defect 3)", () => {
+    const proxied = proxiedBy((p) => proxies.push(p));
+    const rewritten = rewrittenBy((p) => proxies.push(p));
 
-    it.each(KINDS)('a %s 200 to an upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to an upsert is CRM_BAD_RESPONSE, not done', async (kind) => {
       const s = await start();
       const a = adapter(s);
-      await garbage(s, kind);
+      await armGarbage(s, kind);
       await expectBad(a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok));
       expect(await records(s, 'Contacts')).toHaveLength(0);
     });
 
-    it.each(KINDS)('a %s 200 to a lookup search is CRM_BAD_RESPONSE, not a pending lookup', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to a lookup search is CRM_BAD_RESPONSE, not a pending lookup', async (kind) => {
       const s = await start();
       await adapter(s).write([contact('1', { Last_Name: 'A' })], ok);
       const a = adapter(s);
-      await garbage(s, kind);
+      await armGarbage(s, kind);
       await expectBad(a.write([deal('7', '1'), deal('8', '1')], ok));
       expect(await records(s, 'Deals')).toHaveLength(0);
     });
 
-    it.each(KINDS)('a %s 200 to the delete search or to the DELETE is CRM_BAD_RESPONSE, not "already gone"', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to the delete search or to the DELETE is CRM_BAD_RESPONSE, not "already gone"', async (kind) => {
       const s = await start();
       await adapter(s).write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok);
-      await garbage(s, kind);
+      await armGarbage(s, kind);
       await expectBad(adapter(s).write([remove('1'), remove('2')], ok));
       const p = await proxied(s, (m) => m === 'DELETE', kind);
       await expectBad(adapter(s, { baseUrl: p.url }).write([remove('1'), remove('2')], ok));
@@ -563,7 +683,7 @@ describe('ZohoAdapter', () => {
       expect(await records(s, 'Contacts')).toHaveLength(2);
     });
 
-    it.each(KINDS)('a %s 200 to a Bulk Write step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
+    it.each(GARBAGE_KINDS)('a %s 200 to a Bulk Write step or result download is CRM_BAD_RESPONSE, not done', async (kind) => {
       const s = await start();
       for (const [name, step] of [
         ['org', (m: string, path: string) => m === 'GET' && path === '/crm/v7/org'],
@@ -573,49 +693,62 @@ describe('ZohoAdapter', () => {
       ] as const) {
         const p = await proxied(s, step, kind);
         const a = adapter(s, { baseUrl: p.url, bulkThreshold: 3 });
-        await expectBad(a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' }), contact('3', { Last_Name: 'C' })], ok), `${name}: `);
+        await expectBad(
+          a.write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' }), contact('3', { Last_Name: 'C' })], ok),
+          `${name}: `,
+        );
         expect(p.hits).toHaveLength(1);
       }
     });
 
-    it.each(KINDS)('a %s 200 to one Bulk Write job poll is polled past; three in a row give up on the job', async (kind) => {
-      const s = await start();
-      // One garbled job status is polled past (the job, 500 credits, runs on); three in a row give up on it.
-      const poll = (m: string, path: string) => m === 'GET' && path.startsWith('/crm/bulk/v7/write/');
-      const batch = (from: number) => [0, 1, 2].map((k) => contact(String(from + k), { Last_Name: `L${from + k}` }));
-      const once = await proxied(s, poll, kind);
-      expect((await adapter(s, { baseUrl: once.url, bulkThreshold: 3 }).write(batch(20), ok)).map((o) => o.status)).toEqual(['done', 'done', 'done']);
-      expect(once.hits).toHaveLength(1);
-      const thrice = await garbageProxy(s.url, poll, kind, 3);
-      proxies.push(thrice);
-      await expectBad(adapter(s, { baseUrl: thrice.url, bulkThreshold: 3 }).write(batch(30), ok), 'poll x3: ');
-      expect(thrice.hits).toHaveLength(3);
-    }, 20_000);
+    it.each(GARBAGE_KINDS)(
+      'a %s 200 to one Bulk Write job poll is polled past; three in a row give up on the job',
+      async (kind) => {
+        const s = await start();
+        // The job cost 500 credits: a garbled status answer alone does not give it up.
+        const poll = (m: string, path: string) => m === 'GET' && path.startsWith('/crm/bulk/v7/write/');
+        const batch = (from: number) => [0, 1, 2].map((k) => contact(String(from + k), { Last_Name: `L${from + k}` }));
+        await expectOneGarbledPollPassed(
+          s,
+          poll,
+          kind,
+          (baseUrl, from) => adapter(s, { baseUrl, bulkThreshold: 3 }).write(batch(from), ok),
+          (p) => proxies.push(p),
+        );
+      },
+      20_000,
+    );
 
-    it.each(KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
+    it.each(GARBAGE_KINDS)('ping (pg2crm check) fails on a %s 200', async (kind) => {
       const s = await start();
-      const a = adapter(s);
-      await garbage(s, kind);
-      await expect(a.ping()).rejects.toMatchObject({ code: 'CRM_BAD_RESPONSE', retriable: true });
-      await a.ping();
+      await expectPingFailsOnGarbage(s, adapter(s), kind);
     });
 
     it('checks every result of a well-formed answer: a result short, a success without an id, a delete result for another id, a search row without id', async () => {
       const s = await start();
-      const label = (out: WriteOutcome[]) => out.map((o) => (o.status === 'retry' ? `${o.code}/${o.kind}` : o.status));
+      const label = outcomeLabels;
       const data = (b: unknown) => (b as { data: Record<string, unknown>[] }).data;
       const upsertCall = (m: string, path: string) => m === 'POST' && path.endsWith('/upsert');
-      const short = await rewriteProxy(s.url, upsertCall, (b) => ({ data: data(b).slice(0, 1) }));
-      proxies.push(short);
+      const short = await rewritten(s, upsertCall, (b) => ({ data: data(b).slice(0, 1) }));
       await expectBad(adapter(s, { baseUrl: short.url }).write([contact('1', { Last_Name: 'A' }), contact('2', { Last_Name: 'B' })], ok));
-      const noId = await rewriteProxy(s.url, upsertCall, (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: {} } : r)) }));
-      proxies.push(noId);
-      expect(label(await adapter(s, { baseUrl: noId.url }).write([contact('3', { Last_Name: 'C' }), contact('4', { Last_Name: 'D' })], ok))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
-      const other = await rewriteProxy(s.url, (m) => m === 'DELETE', (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: { id: '999999' } } : r)) }));
-      proxies.push(other);
-      expect(label(await adapter(s, { baseUrl: other.url }).write([remove('1'), remove('2')], ok))).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
-      const rowNoId = await rewriteProxy(s.url, (m, path) => m === 'GET' && path.endsWith('/search'), (b) => ({ ...(b as object), data: data(b).map(({ id: _, ...r }) => r) }));
-      proxies.push(rowNoId);
+      const noId = await rewritten(s, upsertCall, (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: {} } : r)) }));
+      expect(
+        label(await adapter(s, { baseUrl: noId.url }).write([contact('3', { Last_Name: 'C' }), contact('4', { Last_Name: 'D' })], ok)),
+      ).toEqual(['CRM_BAD_RESPONSE/bad-response', 'done']);
+      const other = await rewritten(
+        s,
+        (m) => m === 'DELETE',
+        (b) => ({ data: data(b).map((r, k) => (k === 0 ? { ...r, details: { id: '999999' } } : r)) }),
+      );
+      expect(label(await adapter(s, { baseUrl: other.url }).write([remove('1'), remove('2')], ok))).toEqual([
+        'CRM_BAD_RESPONSE/bad-response',
+        'done',
+      ]);
+      const rowNoId = await rewritten(
+        s,
+        (m, path) => m === 'GET' && path.endsWith('/search'),
+        (b) => ({ ...(b as object), data: data(b).map(({ id: _, ...r }) => r) }),
+      );
       await expectBad(adapter(s, { baseUrl: rowNoId.url }).write([remove('3')], ok));
       expect((await records(s, 'Contacts')).map((r) => r.ERP_Id)).toEqual(['3', '4']);
     });
@@ -624,7 +757,9 @@ describe('ZohoAdapter', () => {
       const s = await start();
       const a = adapter(s);
       await call(s, 'POST', '/__sim/faults', { throttle: { requests: 1, retryAfterSeconds: 1 } });
-      expect(await a.write([contact('1', { Last_Name: 'A' })], ok)).toEqual([expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' })]);
+      expect(await a.write([contact('1', { Last_Name: 'A' })], ok)).toEqual([
+        expect.objectContaining({ code: 'RATE_LIMITED', kind: 'throttle' }),
+      ]);
       expect(await a.write([deal('7', '404')], ok)).toEqual([expect.objectContaining({ code: 'LOOKUP_PENDING', kind: 'pending' })]);
     });
   });

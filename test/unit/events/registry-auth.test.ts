@@ -61,7 +61,9 @@ describe('schema registry basic auth', () => {
     expect(decoding).toBeInstanceOf(ConnectorError);
     expect(decoding).toMatchObject({ code: 'SCHEMA_REGISTRY_AUTH', retriable: true });
     expect(decoding.message).toMatch(/HTTP 401: check kafka\.schemaRegistry\.username \(key\) and kafka\.schemaRegistry\.password/);
-    const registering = (await codec.register('s-value', JSON.parse(SCHEMA) as Record<string, unknown>).catch((e: unknown) => e)) as ConnectorError;
+    const registering = (await codec
+      .register('s-value', JSON.parse(SCHEMA) as Record<string, unknown>)
+      .catch((e: unknown) => e)) as ConnectorError;
     expect(registering).toMatchObject({ code: 'SCHEMA_REGISTRY_AUTH', retriable: false });
     expect(registering.message).not.toContain('wrong');
   });

@@ -31,8 +31,16 @@ describe('Avro schema of a table', () => {
     expect(fieldType(col(17))).toEqual(['null', 'bytes']);
     expect(fieldType(col(2950))).toEqual(['null', { type: 'string', logicalType: 'uuid' }]);
     expect(fieldType(col(1082))).toEqual(['null', { type: 'int', logicalType: 'date' }, { type: 'string', 'pg2crm.special': 'date' }]);
-    expect(fieldType(col(1114))).toEqual(['null', { type: 'long', logicalType: 'local-timestamp-micros' }, { type: 'string', 'pg2crm.special': 'timestamp' }]);
-    expect(fieldType(col(1184))).toEqual(['null', { type: 'long', logicalType: 'timestamp-micros' }, { type: 'string', 'pg2crm.special': 'timestamptz' }]);
+    expect(fieldType(col(1114))).toEqual([
+      'null',
+      { type: 'long', logicalType: 'local-timestamp-micros' },
+      { type: 'string', 'pg2crm.special': 'timestamp' },
+    ]);
+    expect(fieldType(col(1184))).toEqual([
+      'null',
+      { type: 'long', logicalType: 'timestamp-micros' },
+      { type: 'string', 'pg2crm.special': 'timestamptz' },
+    ]);
     expect(fieldType(col(1083))).toEqual(['null', { type: 'long', logicalType: 'time-micros' }]);
     expect(fieldType(col(3802))).toEqual(['null', { type: 'string', 'pg2crm.type': 'jsonb' }]);
     expect(fieldType(col(1186))).toEqual(['null', { type: 'string', 'pg2crm.type': 'interval' }]);
@@ -76,16 +84,29 @@ describe('values round-trip exactly through Avro', () => {
     if (text !== 'NaN') expect(v).toBeInstanceOf(PgDecimal);
   });
 
-  it.each(['3.14159265358979323846264338327950288', '1', '-0.5000', 'NaN', 'Infinity', '-Infinity'])('numeric %s without typmod', (text) => {
-    expect(String(roundTrip(col(1700), text))).toBe(text);
-  });
+  it.each(['3.14159265358979323846264338327950288', '1', '-0.5000', 'NaN', 'Infinity', '-Infinity'])(
+    'numeric %s without typmod',
+    (text) => {
+      expect(String(roundTrip(col(1700), text))).toBe(text);
+    },
+  );
 
   it('a numeric(p, s) value with fewer decimals is scaled, never rounded', () => {
     expect(String(roundTrip(col(1700, numericMod(10, 4)), '1.5'))).toBe('1.5000');
     expect(() => new PgDecimal(12345n, 3).withScale(2)).toThrow(/more than 2 decimal places/);
   });
 
-  it.each(['2024-02-29', '1970-01-01', '1969-12-31', '0001-01-01', '0044-03-15 BC', '4714-11-24 BC', '5874897-12-31', 'infinity', '-infinity'])('date %s', (text) => {
+  it.each([
+    '2024-02-29',
+    '1970-01-01',
+    '1969-12-31',
+    '0001-01-01',
+    '0044-03-15 BC',
+    '4714-11-24 BC',
+    '5874897-12-31',
+    'infinity',
+    '-infinity',
+  ])('date %s', (text) => {
     const v = roundTrip(col(1082), text);
     expect(v).toBeInstanceOf(PgDate);
     expect(String(v)).toBe(text);

@@ -34,7 +34,9 @@ describe('bundledChromium', () => {
     rmSync(join(binDir, 'chromium.br'));
     expect(await bundledChromium({ ...linux, binDir, version: '1.2.3', cacheDir })).toBe(exe);
     // Another version is a new cache entry: it needs the source again, and says what changed if absent.
-    await expect(bundledChromium({ ...linux, binDir, version: '1.2.4', cacheDir })).rejects.toThrow(/chromium\.br is missing.*package layout changed/);
+    await expect(bundledChromium({ ...linux, binDir, version: '1.2.4', cacheDir })).rejects.toThrow(
+      /chromium\.br is missing.*package layout changed/,
+    );
   });
 
   it('takes $PG2CRM_TEST_CHROMIUM when set, and names it when it points nowhere', async () => {
@@ -42,11 +44,15 @@ describe('bundledChromium', () => {
     const exe = join(d, 'chrome');
     writeFileSync(exe, '');
     expect(await bundledChromium({ ...linux, env: { [CHROMIUM_ENV]: exe } })).toBe(exe);
-    await expect(bundledChromium({ ...linux, env: { [CHROMIUM_ENV]: join(d, 'nope') } })).rejects.toThrow(/PG2CRM_TEST_CHROMIUM=.*nope does not exist/);
+    await expect(bundledChromium({ ...linux, env: { [CHROMIUM_ENV]: join(d, 'nope') } })).rejects.toThrow(
+      /PG2CRM_TEST_CHROMIUM=.*nope does not exist/,
+    );
   });
 
   it('on other platforms asks for $PG2CRM_TEST_CHROMIUM instead of running a linux x64 binary', async () => {
-    await expect(bundledChromium({ platform: 'darwin', arch: 'arm64', env: {} })).rejects.toThrow(/linux x64, not darwin arm64; set PG2CRM_TEST_CHROMIUM/);
+    await expect(bundledChromium({ platform: 'darwin', arch: 'arm64', env: {} })).rejects.toThrow(
+      /linux x64, not darwin arm64; set PG2CRM_TEST_CHROMIUM/,
+    );
     await expect(bundledChromium({ platform: 'linux', arch: 'arm64', env: {} })).rejects.toThrow(/set PG2CRM_TEST_CHROMIUM/);
   });
 

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { type GenericContainer, type WaitStrategy } from 'testcontainers';
+import type { GenericContainer, WaitStrategy } from 'testcontainers';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { APICURIO_VERSION, KAFKA_VERSION } from '../../../scripts/stack/artifacts.ts';
 import type { StackCerts } from '../../../scripts/stack/certs.ts';
@@ -71,7 +71,13 @@ const certs: StackCerts = {
  * The apache/kafka image's reading of an environment name (KafkaDockerWrapper.getServerConfigsFromEnv,
  * as its docker/examples/README documents it): drop KAFKA_, lower case, "_" -> ".", then "..." -> "-", ".." -> "_".
  */
-const imageProperty = (envName: string) => envName.replace('KAFKA_', '').toLowerCase().replace(/_/g, '.').replace(/\.\.\./g, '-').replace(/\.\./g, '_');
+const imageProperty = (envName: string) =>
+  envName
+    .replace('KAFKA_', '')
+    .toLowerCase()
+    .replace(/_/g, '.')
+    .replace(/\.\.\./g, '-')
+    .replace(/\.\./g, '_');
 
 describe('chooseServices', () => {
   const addresses = { PG_URL: 'postgresql://u:p@h:1/d', KAFKA_BROKERS: 'h:2', SCHEMA_REGISTRY_URL: 'http://h:3/apis/ccompat/v7' };
@@ -86,7 +92,12 @@ describe('chooseServices', () => {
     expect(await chooseServices({}, async () => true)).toEqual({ kind: 'containers', reason: 'a Docker engine is reachable' });
     expect(await chooseServices({}, async () => false)).toEqual({ kind: 'stack', reason: 'no Docker engine is reachable' });
     // Only some addresses set (or empty ones): not enough to skip starting services.
-    expect(await chooseServices({ PG_URL: addresses.PG_URL, KAFKA_BROKERS: '', SCHEMA_REGISTRY_URL: addresses.SCHEMA_REGISTRY_URL }, async () => false)).toMatchObject({ kind: 'stack' });
+    expect(
+      await chooseServices(
+        { PG_URL: addresses.PG_URL, KAFKA_BROKERS: '', SCHEMA_REGISTRY_URL: addresses.SCHEMA_REGISTRY_URL },
+        async () => false,
+      ),
+    ).toMatchObject({ kind: 'stack' });
   });
 
   it('PG2CRM_TEST_SERVICES forces the stack (no probe) or containers (engine required), and rejects other values', async () => {
@@ -94,8 +105,12 @@ describe('chooseServices', () => {
     expect(await chooseServices({ PG2CRM_TEST_SERVICES: 'stack' }, probe)).toEqual({ kind: 'stack', reason: 'PG2CRM_TEST_SERVICES=stack' });
     expect(probe).not.toHaveBeenCalled();
     expect(await chooseServices({ PG2CRM_TEST_SERVICES: 'containers' }, async () => true)).toMatchObject({ kind: 'containers' });
-    await expect(chooseServices({ PG2CRM_TEST_SERVICES: 'containers' }, async () => false)).rejects.toThrow(/PG2CRM_TEST_SERVICES=containers but no Docker engine is reachable.*unset PG2CRM_TEST_SERVICES/);
-    await expect(chooseServices({ PG2CRM_TEST_SERVICES: 'docker' }, async () => true)).rejects.toThrow(/PG2CRM_TEST_SERVICES=docker: use "containers" or "stack"/);
+    await expect(chooseServices({ PG2CRM_TEST_SERVICES: 'containers' }, async () => false)).rejects.toThrow(
+      /PG2CRM_TEST_SERVICES=containers but no Docker engine is reachable.*unset PG2CRM_TEST_SERVICES/,
+    );
+    await expect(chooseServices({ PG2CRM_TEST_SERVICES: 'docker' }, async () => true)).rejects.toThrow(
+      /PG2CRM_TEST_SERVICES=docker: use "containers" or "stack"/,
+    );
   });
 });
 
@@ -127,17 +142,28 @@ describe('container settings', () => {
     expect(c.createOpts.Image).toBe('postgres:15');
     expect(c.createOpts.Cmd).toEqual([
       'postgres',
-      '-c', 'wal_level=logical',
-      '-c', 'max_replication_slots=50',
-      '-c', 'max_wal_senders=50',
-      '-c', 'max_connections=200',
-      '-c', 'fsync=off',
-      '-c', 'synchronous_commit=off',
-      '-c', 'full_page_writes=off',
-      '-c', 'shared_buffers=256MB',
-      '-c', 'ssl=on',
-      '-c', 'ssl_cert_file=/var/lib/postgresql/server.crt',
-      '-c', 'ssl_key_file=/var/lib/postgresql/server.key',
+      '-c',
+      'wal_level=logical',
+      '-c',
+      'max_replication_slots=50',
+      '-c',
+      'max_wal_senders=50',
+      '-c',
+      'max_connections=200',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+      '-c',
+      'shared_buffers=256MB',
+      '-c',
+      'ssl=on',
+      '-c',
+      'ssl_cert_file=/var/lib/postgresql/server.crt',
+      '-c',
+      'ssl_key_file=/var/lib/postgresql/server.key',
     ]);
     expect(c.createOpts.Env).toEqual(['POSTGRES_USER=pg2crm', 'POSTGRES_PASSWORD=pg2crm', 'POSTGRES_DB=pg2crm']);
     // The server certificate and key of the run's CA, copied in before start; the key 0600.
@@ -152,7 +178,9 @@ describe('container settings', () => {
       'set -e; chown postgres:postgres /var/lib/postgresql/server.crt /var/lib/postgresql/server.key; chmod 0600 /var/lib/postgresql/server.key; exec docker-entrypoint.sh "$@"',
     );
     // The TLS-only role and its pg_hba lines: an executable init script, run once by the image.
-    expect(c.contentsToCopy).toEqual([{ content: postgresInitScript(), target: '/docker-entrypoint-initdb.d/pg2crm-tls-only.sh', mode: 0o755 }]);
+    expect(c.contentsToCopy).toEqual([
+      { content: postgresInitScript(), target: '/docker-entrypoint-initdb.d/pg2crm-tls-only.sh', mode: 0o755 },
+    ]);
     expect(POSTGRES_INIT_SCRIPT.startsWith('/docker-entrypoint-initdb.d/')).toBe(true);
     expect(c.createOpts.ExposedPorts).toEqual({ '5432/tcp': {} });
     expect(c.waitStrategy.constructor.name).toBe('LogWaitStrategy');
@@ -190,27 +218,40 @@ describe('container settings', () => {
     // The container announces it waits, then waits for the start script copied in by containerStarted().
     expect(c.createOpts.Entrypoint).toEqual(['sh', '-c']);
     expect(c.createOpts.Cmd).toHaveLength(1);
-    expect(c.createOpts.Cmd?.[0]).toBe(`echo '${KAFKA_WAITING_LINE}'; while [ ! -f ${KAFKA_START_SCRIPT} ]; do sleep 0.1; done; ${KAFKA_START_SCRIPT}`);
+    expect(c.createOpts.Cmd?.[0]).toBe(
+      `echo '${KAFKA_WAITING_LINE}'; while [ ! -f ${KAFKA_START_SCRIPT} ]; do sleep 0.1; done; ${KAFKA_START_SCRIPT}`,
+    );
     expect(c.waitStrategy.constructor.name).toBe('LogWaitStrategy');
     expect(c.waitStrategy.message).toBe(KAFKA_WAITING_LINE);
     // Then ready when the broker is unfenced.
     const ready = k.readyWaitStrategy as WaitStrategy & Record<string, unknown>;
     expect(ready.constructor.name).toBe('LogWaitStrategy');
     expect(ready.message).toBe(KAFKA_READY_LOG);
-    expect(KAFKA_READY_LOG.test('[2026-12-01 18:00:00,000] INFO [BrokerLifecycleManager id=1] The broker has been unfenced. Transitioning from RECOVERY to RUNNING. (kafka.server.BrokerLifecycleManager)')).toBe(true);
+    expect(
+      KAFKA_READY_LOG.test(
+        '[2026-12-01 18:00:00,000] INFO [BrokerLifecycleManager id=1] The broker has been unfenced. Transitioning from RECOVERY to RUNNING. (kafka.server.BrokerLifecycleManager)',
+      ),
+    ).toBe(true);
     expect(ready.getStartupTimeout()).toBe(180_000);
   });
 
   it("Kafka's SASL_SSL listener: the local stack's properties, the keystore and its password files where the image wants them", () => {
     const c = inside(new KafkaKraftContainer(certs));
     // Every SASL_SSL property of the stack's broker, as the image reads it back, keystore path inside the container.
-    const stackProps = saslSslProperties({ keystore: '/etc/kafka/secrets/server.p12', keystorePassword: 'pg2crm-stack', ...KAFKA_SASL_USER });
+    const stackProps = saslSslProperties({
+      keystore: '/etc/kafka/secrets/server.p12',
+      keystorePassword: 'pg2crm-stack',
+      ...KAFKA_SASL_USER,
+    });
     expect(stackProps).toHaveLength(8);
-    const fromEnv = Object.entries(c.environment).filter(([k]) => k.startsWith('KAFKA_LISTENER_NAME_') || k === 'KAFKA_SASL_ENABLED_MECHANISMS').map(([k, v]) => `${imageProperty(k)}=${v}`);
+    const fromEnv = Object.entries(c.environment)
+      .filter(([k]) => k.startsWith('KAFKA_LISTENER_NAME_') || k === 'KAFKA_SASL_ENABLED_MECHANISMS')
+      .map(([k, v]) => `${imageProperty(k)}=${v}`);
     expect(fromEnv.sort()).toEqual([...stackProps].sort());
     expect(c.environment).toMatchObject({
       KAFKA_SASL_ENABLED_MECHANISMS: 'PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
-      KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG: 'org.apache.kafka.common.security.plain.PlainLoginModule required user_pg2crm="pg2crm-sasl-secret";',
+      KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG:
+        'org.apache.kafka.common.security.plain.PlainLoginModule required user_pg2crm="pg2crm-sasl-secret";',
       KAFKA_LISTENER_NAME_SASL__SSL_SCRAM___SHA___512_SASL_JAAS_CONFIG: 'org.apache.kafka.common.security.scram.ScramLoginModule required;',
       KAFKA_LISTENER_NAME_SASL__SSL_SSL_KEYSTORE_LOCATION: '/etc/kafka/secrets/server.p12',
       // The image's configure script exits without these once an advertised listener is SASL_SSL.
@@ -237,8 +278,16 @@ describe('container settings', () => {
   it('the SCRAM users are added in the container with kafka-configs, one mechanism per call, as on the stack', () => {
     expect(kafkaScramCommands()).toEqual(
       ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map((m) => [
-        '/opt/kafka/bin/kafka-configs.sh', '--bootstrap-server', 'localhost:9093', '--alter', '--entity-type', 'users', '--entity-name', 'pg2crm',
-        '--add-config', `${m}=[password=pg2crm-sasl-secret]`,
+        '/opt/kafka/bin/kafka-configs.sh',
+        '--bootstrap-server',
+        'localhost:9093',
+        '--alter',
+        '--entity-type',
+        'users',
+        '--entity-name',
+        'pg2crm',
+        '--add-config',
+        `${m}=[password=pg2crm-sasl-secret]`,
       ]),
     );
   });
@@ -246,8 +295,14 @@ describe('container settings', () => {
   it("maps properties to the apache/kafka image's env names (. -> _, _ -> __, - -> ___), which the image reads back", () => {
     expect(kafkaEnvName('offsets.topic.replication.factor')).toBe('KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR');
     expect(kafkaEnvName('listener.name.sasl_ssl.plain.sasl.jaas.config')).toBe('KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG');
-    expect(kafkaEnvName('listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config')).toBe('KAFKA_LISTENER_NAME_SASL__SSL_SCRAM___SHA___256_SASL_JAAS_CONFIG');
-    for (const p of ['listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config', 'offsets.topic.num.partitions', 'listener.name.sasl_ssl.ssl.key.password']) {
+    expect(kafkaEnvName('listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config')).toBe(
+      'KAFKA_LISTENER_NAME_SASL__SSL_SCRAM___SHA___256_SASL_JAAS_CONFIG',
+    );
+    for (const p of [
+      'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config',
+      'offsets.topic.num.partitions',
+      'listener.name.sasl_ssl.ssl.key.password',
+    ]) {
       expect(imageProperty(kafkaEnvName(p))).toBe(p);
     }
     // Values are kept whole, "=" included.
@@ -267,9 +322,13 @@ describe('container settings', () => {
       chmodSync(join(bin, 'psql'), 0o755);
       const script = join(dir, 'init.sh');
       writeFileSync(script, postgresInitScript());
-      execFileSync('bash', [script], { env: { PATH: `${bin}:/usr/bin:/bin`, PGDATA: pgdata, POSTGRES_USER: 'pg2crm', POSTGRES_DB: 'pg2crm' } });
+      execFileSync('bash', [script], {
+        env: { PATH: `${bin}:/usr/bin:/bin`, PGDATA: pgdata, POSTGRES_USER: 'pg2crm', POSTGRES_DB: 'pg2crm' },
+      });
       expect(readFileSync(join(dir, 'psql.args'), 'utf8').trim()).toBe('-v ON_ERROR_STOP=1 --username pg2crm --dbname pg2crm');
-      expect(readFileSync(join(dir, 'psql.sql'), 'utf8')).toBe(`CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN SUPERUSER REPLICATION PASSWORD '${TLS_ONLY_ROLE.password}';\n`);
+      expect(readFileSync(join(dir, 'psql.sql'), 'utf8')).toBe(
+        `CREATE ROLE ${TLS_ONLY_ROLE.username} LOGIN SUPERUSER REPLICATION PASSWORD '${TLS_ONLY_ROLE.password}';\n`,
+      );
       // Clients come from the engine's network: any address, not only loopback.
       expect(readFileSync(join(pgdata, 'pg_hba.conf'), 'utf8')).toBe(
         '# pg2crm: TLS only\nhostnossl all pg2crm_tls all reject\nhostnossl replication pg2crm_tls all reject\nlocal all all trust\nhost all all all scram-sha-256\n',
@@ -301,7 +360,7 @@ describe('container settings', () => {
     }
     // The stack turns TLS on with ALTER SYSTEM (file paths of its own).
     expect(Object.keys(POSTGRES_SSL_SETTINGS)).toEqual(['ssl', 'ssl_cert_file', 'ssl_key_file']);
-    expect(postgresTs).toContain("ALTER SYSTEM SET ssl = on");
+    expect(postgresTs).toContain('ALTER SYSTEM SET ssl = on');
     for (const k of ['ssl_cert_file', 'ssl_key_file']) expect(postgresTs).toContain(`ALTER SYSTEM SET ${k} = `);
     const kafkaTs = readFileSync(new URL('../../../scripts/stack/kafka.ts', import.meta.url), 'utf8');
     for (const [k, v] of Object.entries(KAFKA_TOPIC_SETTINGS)) expect(kafkaTs).toContain(`'${k}=${v}'`);
@@ -337,7 +396,9 @@ describe('secure endpoints of the container path', () => {
     expect(server.checkIP('10.20.30.40')).toBe('10.20.30.40');
     expect(server.checkHost('localhost')).toBe('localhost');
     // The keystore opens with the password the broker is given.
-    const listing = execFileSync('openssl', ['pkcs12', '-in', made.keystore, '-passin', `pass:${made.keystorePassword}`, '-nokeys'], { encoding: 'utf8' });
+    const listing = execFileSync('openssl', ['pkcs12', '-in', made.keystore, '-passin', `pass:${made.keystorePassword}`, '-nokeys'], {
+      encoding: 'utf8',
+    });
     expect(listing).toContain('friendlyName: server');
   });
 
@@ -357,6 +418,12 @@ describe('secure endpoints of the container path', () => {
       STACK_CA_FILE: '/tmp/run/certs/ca.pem',
       PG_TLS_ONLY_URL: 'postgresql://pg2crm_tls:pg2crm-tls-only@127.0.0.1:32771/pg2crm',
     });
-    expect(containerServicesEnv({ postgres: 'docker', kafka: 'docker', registry: 'docker' }, { postgres: 1, kafka: 2, kafkaSaslSsl: 3, registry: 4 }, '/ca.pem').KAFKA_SASL_SSL_BROKERS).toBe('docker:3');
+    expect(
+      containerServicesEnv(
+        { postgres: 'docker', kafka: 'docker', registry: 'docker' },
+        { postgres: 1, kafka: 2, kafkaSaslSsl: 3, registry: 4 },
+        '/ca.pem',
+      ).KAFKA_SASL_SSL_BROKERS,
+    ).toBe('docker:3');
   });
 });

@@ -46,9 +46,19 @@ describe('ops server', () => {
     const first = new OpsServer(0, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), {});
     await first.start();
     try {
-      const taken = new OpsServer(first.address()!.port, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), {});
-      await expect(taken.start()).rejects.toMatchObject({ code: 'OPS_LISTEN', message: expect.stringMatching(/cannot listen on 127\.0\.0\.1:\d+ .*EADDRINUSE.*set ops\.host .*ops\.port/) });
-      const elsewhere = new OpsServer(0, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), { host: '192.0.2.1' });
+      const taken = new OpsServer(
+        first.address()!.port,
+        () => true,
+        new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }),
+        {},
+      );
+      await expect(taken.start()).rejects.toMatchObject({
+        code: 'OPS_LISTEN',
+        message: expect.stringMatching(/cannot listen on 127\.0\.0\.1:\d+ .*EADDRINUSE.*set ops\.host .*ops\.port/),
+      });
+      const elsewhere = new OpsServer(0, () => true, new TimeseriesSampler({ name: 'unit', registry, details: () => ({}) }), {
+        host: '192.0.2.1',
+      });
       await expect(elsewhere.start()).rejects.toMatchObject({ code: 'OPS_LISTEN', message: expect.stringMatching(/EADDRNOTAVAIL/) });
     } finally {
       await first.stop();
@@ -93,7 +103,9 @@ describe('ops server', () => {
 
   it('ops.token: empty means none, short is refused, token_FILE and ${VAR} with VAR_FILE are read', async () => {
     expect(parseConfig({ ...minimal, ops: { token: '' } }, {}).ops.token).toBeUndefined();
-    expect(() => parseConfig({ ...minimal, ops: { token: 'short' } }, {})).toThrow(/ops\.token: use an ops token of at least 16 characters/);
+    expect(() => parseConfig({ ...minimal, ops: { token: 'short' } }, {})).toThrow(
+      /ops\.token: use an ops token of at least 16 characters/,
+    );
     const { mkdtempSync, writeFileSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');

@@ -122,7 +122,14 @@ describe('TimeseriesSampler', () => {
   it('turns counter deltas into rates, keeps at most the retention, and falls back to the config quota', async () => {
     const { registry, m } = testRegistry();
     let now = 1_000_000;
-    const sampler = new TimeseriesSampler({ name: 'c', registry, intervalMs: 2000, retentionSeconds: 10, quota: { requests: 50, windowSeconds: 4 }, clock: () => now });
+    const sampler = new TimeseriesSampler({
+      name: 'c',
+      registry,
+      intervalMs: 2000,
+      retentionSeconds: 10,
+      quota: { requests: 50, windowSeconds: 4 },
+      clock: () => now,
+    });
     await sampler.sample();
     m.produced.inc(40);
     m.requests.inc({ object: 'contacts', outcome: 'ok' }, 6);

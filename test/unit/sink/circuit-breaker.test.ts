@@ -62,9 +62,12 @@ describe('writeHash', () => {
     const a = writeHash({ ...w, fields: { a: 1, b: 'x' } });
     expect(writeHash({ ...w, fields: { b: 'x', a: 1 } })).toBe(a);
     expect(writeHash({ ...w, fields: { a: 2, b: 'x' } })).not.toBe(a);
-    expect(writeHash({ ...w, fields: { a: 1, b: 'x' }, lookups: { c: { object: 'o', externalIdField: 'e', externalId: '9' } } })).not.toBe(a);
+    expect(writeHash({ ...w, fields: { a: 1, b: 'x' }, lookups: { c: { object: 'o', externalIdField: 'e', externalId: '9' } } })).not.toBe(
+      a,
+    );
     // A cleared lookup differs from no lookup and from a target whose external id is "null".
-    const lookup = (externalId: string | null) => writeHash({ ...w, fields: { a: 1, b: 'x' }, lookups: { c: { object: 'o', externalIdField: 'e', externalId } } });
+    const lookup = (externalId: string | null) =>
+      writeHash({ ...w, fields: { a: 1, b: 'x' }, lookups: { c: { object: 'o', externalIdField: 'e', externalId } } });
     expect(new Set([a, lookup(null), lookup('null'), lookup('9')]).size).toBe(4);
   });
 });

@@ -3,7 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { type DeadLetter, deadLetterOf, encodeDeadLetter, MAX_ERROR_CHARS } from '../../../src/sink/dead-letter.ts';
 import { clearSecrets, registerSecrets } from '../../../src/secrets.ts';
 
-const message = (valueBytes: number): KafkaMessage => ({ key: Buffer.from('{"id":"7"}'), value: Buffer.alloc(valueBytes, 1), offset: '42', timestamp: '0', attributes: 0, headers: {} });
+const message = (valueBytes: number): KafkaMessage => ({
+  key: Buffer.from('{"id":"7"}'),
+  value: Buffer.alloc(valueBytes, 1),
+  offset: '42',
+  timestamp: '0',
+  attributes: 0,
+  headers: {},
+});
 
 function letter(valueBytes: number, errorChars: number): DeadLetter {
   return deadLetterOf('t.erp.customers', 2, message(valueBytes), {
@@ -26,7 +33,12 @@ describe('dead letters', () => {
     registerSecrets(['crm-token-5f1e2d3c', 'client-secret-77aa']);
     try {
       const echoed = `email is invalid in request: POST /v2/contacts/upsert HTTP/1.1\nauthorization: Bearer crm-token-5f1e2d3c\n\n{"data":{"email":"eve@echo"}} client_secret=client-secret-77aa; retry with Bearer eyJ0eXAi.fetched.token`;
-      const l = deadLetterOf('t', 0, message(10), { object: 'contacts', externalId: '7', error: { code: 'HTTP_422_invalid', message: echoed }, attempts: 1 });
+      const l = deadLetterOf('t', 0, message(10), {
+        object: 'contacts',
+        externalId: '7',
+        error: { code: 'HTTP_422_invalid', message: echoed },
+        attempts: 1,
+      });
       expect(l.error.message).not.toContain('crm-token-5f1e2d3c');
       expect(l.error.message).not.toContain('client-secret-77aa');
       expect(l.error.message).not.toContain('eyJ0eXAi.fetched.token');
@@ -47,7 +59,15 @@ describe('dead letters', () => {
     const bytes = encodeDeadLetter(l, 4_000);
     expect(bytes.length).toBeLessThanOrEqual(4_000);
     const sent = JSON.parse(bytes.toString()) as DeadLetter;
-    expect(sent).toMatchObject({ topic: 't.erp.customers', partition: 2, offset: '42', key: '{"id":"7"}', value: null, valueOmittedBytes: 8_000, error: { code: 'INVALID', field: 'email' } });
+    expect(sent).toMatchObject({
+      topic: 't.erp.customers',
+      partition: 2,
+      offset: '42',
+      key: '{"id":"7"}',
+      value: null,
+      valueOmittedBytes: 8_000,
+      error: { code: 'INVALID', field: 'email' },
+    });
   });
 
   it('cuts the error text further when even the value-less letter is too large', () => {

@@ -29,9 +29,14 @@ describe('credentials and quota groups', () => {
   it('normalises crm.auth to one credential and rejects both or neither', () => {
     const one = parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', auth: { token: 't' }, limits } }, {});
     expect(one.crm.credentials).toEqual([{ token: 't', quotaGroup: 'default', name: 'crm.auth' }]);
-    expect(() => parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', limits } }, {})).toThrow(/crm\.auth: set crm\.auth\.token .* or crm\.credentials/);
+    expect(() => parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', limits } }, {})).toThrow(
+      /crm\.auth: set crm\.auth\.token .* or crm\.credentials/,
+    );
     expect(() =>
-      parseConfig({ ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', auth: { token: 't' }, credentials: [{ token: 'u' }], limits } }, {}),
+      parseConfig(
+        { ...base, crm: { kind: 'hubspot', baseUrl: 'http://h', auth: { token: 't' }, credentials: [{ token: 'u' }], limits } },
+        {},
+      ),
     ).toThrow(/not both/);
   });
 
@@ -42,7 +47,11 @@ describe('credentials and quota groups', () => {
         crm: {
           kind: 'hubspot',
           baseUrl: 'http://h',
-          credentials: [{ token: 'a1', quotaGroup: 'a' }, { token: 'a2', quotaGroup: 'a' }, { token: 'b1', quotaGroup: 'b' }],
+          credentials: [
+            { token: 'a1', quotaGroup: 'a' },
+            { token: 'a2', quotaGroup: 'a' },
+            { token: 'b1', quotaGroup: 'b' },
+          ],
           limits,
         },
       },

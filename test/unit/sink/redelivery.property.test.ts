@@ -103,7 +103,12 @@ function buildLog(steps: Step[], wipeAt: number | null): { log: Message[]; table
       case 'delete':
         previous.delete(key);
         table.delete(key);
-        push(key, 'd', { op: 'delete', object: OBJECT, externalIdField: ID_FIELD, externalId: key, fields: {} }, row.company === null ? undefined : { company: row.company });
+        push(
+          key,
+          'd',
+          { op: 'delete', object: OBJECT, externalIdField: ID_FIELD, externalId: key, fields: {} },
+          row.company === null ? undefined : { company: row.company },
+        );
         break;
       case 'snapshot':
         // A re-snapshot of the current row (no old row: no previous target).
@@ -205,7 +210,12 @@ function runSink(log: Message[], wipeOffset: number | null, rejectable: boolean,
     const window = log.slice(start, start + (cut === 0 ? avail : cut));
     trace.push(`window ${committed}..${committed + window.length - 1}`);
 
-    const changes: KeyedChange[] = window.map((m) => ({ offset: m.offset, write: m.write, restore: m.op === 'r', ...(m.held ? { held: m.held } : {}) }));
+    const changes: KeyedChange[] = window.map((m) => ({
+      offset: m.offset,
+      write: m.write,
+      restore: m.op === 'r',
+      ...(m.held ? { held: m.held } : {}),
+    }));
     const done = new Set<bigint>();
     const letters: bigint[] = [];
     const written: CrmWrite[] = [];
@@ -259,7 +269,9 @@ function runSink(log: Message[], wipeOffset: number | null, rejectable: boolean,
         const w = group.write!;
         let outcome = forced ? 'done' : OUTCOMES[tape.next() % OUTCOMES.length]!;
         if (outcome === 'reject' && !(rejectable && w.externalId === REJECTABLE)) outcome = 'done';
-        trace.push(`  ${w.op} ${w.externalId} ${w.op === 'upsert' ? JSON.stringify(w.fields) + (w.lookups?.company?.externalId ?? 'null') : ''} [${group.offsets.join(',')}]${group.restore ? ' restore' : ''} -> ${outcome}`);
+        trace.push(
+          `  ${w.op} ${w.externalId} ${w.op === 'upsert' ? JSON.stringify(w.fields) + (w.lookups?.company?.externalId ?? 'null') : ''} [${group.offsets.join(',')}]${group.restore ? ' restore' : ''} -> ${outcome}`,
+        );
         if (outcome === 'crash') {
           // The process dies: nothing of this window's memory survives, nothing more is committed.
           crashed = true;
@@ -304,12 +316,25 @@ const caseArb = fc
     rejectable: fc.boolean(),
     tape: fc.array(fc.nat({ max: 99 }), { maxLength: 300, size: 'medium' }),
   })
-  .map(({ keys, ...c }) => ({ ...c, steps: c.steps.map((s) => ({ ...s, key: s.key % keys })), wipe: c.wipe === null ? null : c.wipe % c.steps.length }));
+  .map(({ keys, ...c }) => ({
+    ...c,
+    steps: c.steps.map((s) => ({ ...s, key: s.key % keys })),
+    wipe: c.wipe === null ? null : c.wipe % c.steps.length,
+  }));
 
 function check(c: { steps: Step[]; wipe: number | null; rejectable: boolean; tape: number[] }): void {
   const { log, table, wipeOffset } = buildLog(c.steps, c.wipe);
   const run = runSink(log, wipeOffset, c.rejectable, new Tape(c.tape));
-  const context = () => ['log:', ...log.map((m) => `  ${m.offset} ${m.op} ${m.key} ${m.write ? JSON.stringify(m.write.fields) + (m.write.lookups?.company?.externalId ?? '') : '-'}`), 'sink:', ...run.trace].join('\n');
+  const context = () =>
+    [
+      'log:',
+      ...log.map(
+        (m) =>
+          `  ${m.offset} ${m.op} ${m.key} ${m.write ? JSON.stringify(m.write.fields) + (m.write.lookups?.company?.externalId ?? '') : '-'}`,
+      ),
+      'sink:',
+      ...run.trace,
+    ].join('\n');
   expect(run.committed, context()).toBe(log.length);
   for (const key of KEYS) {
     if (c.rejectable && key === REJECTABLE) continue;
@@ -328,7 +353,8 @@ function check(c: { steps: Step[]; wipe: number | null; rejectable: boolean; tap
     expect(log[Number(o)]!.key, context()).toBe(REJECTABLE);
   }
   const dead = new Set(run.deadLetters);
-  for (const o of run.rejected) expect(dead.has(o) || run.accepted.has(o), `rejected ${o} neither dead-lettered nor written\n${context()}`).toBe(true);
+  for (const o of run.rejected)
+    expect(dead.has(o) || run.accepted.has(o), `rejected ${o} neither dead-lettered nor written\n${context()}`).toBe(true);
 }
 
 describe('sink under at-least-once redelivery (model)', () => {
