@@ -71,6 +71,7 @@ export const ERROR_CODES = {
   NOT_AVRO: 'data',
   OPS_LISTEN: 'config',
   PGOUTPUT_ORDER: 'protocol',
+  PLAN_TABLE_MISSING: 'config',
   POSTGRES_CONNECT: 'unreachable',
   POSTGRES_NOT_READY: 'config',
   POSTGRES_PRIVILEGE: 'config',

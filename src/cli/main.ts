@@ -12,6 +12,8 @@ import { requestSnapshot } from './snapshot-command.ts';
 import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
 import { describeSkipped, replayDeadLetters } from './dlq-replay.ts';
+import { planFor } from './plan-command.ts';
+import { formatPlan } from '../plan/format-plan.ts';
 
 /**
  * Exit codes: 0 success; 1 runtime failure or failed checks; 2 invalid usage or config.
@@ -53,6 +55,12 @@ function port(value: string): number {
 function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('give a number of seconds greater than 0');
+  return n;
+}
+
+function milliseconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('give a number of milliseconds greater than 0');
   return n;
 }
 
@@ -113,6 +121,27 @@ program
         await new Promise((r) => setTimeout(r, opts.watch! * 1000));
         if (!opts.json) process.stdout.write('\n');
       }
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('plan')
+  .description(
+    'estimate, before running: calls, quota windows and wall time of the initial snapshot, and the share of the quota the change rate needs',
+  )
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .option('--json', 'machine-readable output')
+  .option('--sample-seconds <seconds>', 'how long to watch the tables change (pg_stat_user_tables)', seconds, 10)
+  .option('--call-ms <ms>', 'assumed duration of one CRM call (the CRM is not called)', milliseconds, 300)
+  .action(async (opts: { config: string; json?: boolean; sampleSeconds: number; callMs: number }) => {
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      const plan = await planFor(config, { sampleSeconds: opts.sampleSeconds, callSeconds: opts.callMs / 1000 });
+      process.stdout.write(opts.json ? `${JSON.stringify(plan)}\n` : `${formatPlan(plan).join('\n')}\n`);
+      process.exit(0);
     } catch (err) {
       fail(err);
     }

@@ -110,6 +110,17 @@ export interface CrmAdapter {
    */
   dailyCost?(records: CrmWrite[]): number;
   /**
+   * Changes what `cost` counts as a quick, successful `write(records)` would, without sending
+   * anything: `pg2crm plan` replays the sink's calls with it (Dynamics starts its $batch
+   * requests small and grows them while they stay fast). Absent: `cost` never changes.
+   */
+  warm?(records: CrmWrite[]): void;
+  /**
+   * Seconds `write(records)` waits for asynchronous bulk jobs to finish, under the same
+   * assumptions `cost` counts their polls with (for `pg2crm plan`). Absent: no such waits.
+   */
+  jobSeconds?(records: CrmWrite[]): number;
+  /**
    * Drops what the adapter remembers of the CRM (ids, links; see crm-caches.ts). The sink calls
    * it on every rebalance: another instance may have written these partitions' records meanwhile.
    */

@@ -14,8 +14,9 @@ import { RateBudget, type Spent } from './rate-budget.ts';
  * / 0.91–0.98, 0.5 → 0.67 / 0.67 — a bigger burst makes the window bind before the bucket does,
  * and the wait for the burst to age out grows past what the sink waits for without pausing.
  */
-const PACING_BURST = 0.1;
-const CALL_SHARE_OF_LIMIT = 0.1;
+export const PACING_BURST = 0.1;
+/** The largest call worth making, as a share of one group's window limit (see maxCallCost). */
+export const CALL_SHARE_OF_LIMIT = 0.1;
 
 export interface Lane {
   group: string;

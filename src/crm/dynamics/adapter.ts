@@ -217,6 +217,15 @@ export class DynamicsAdapter implements CrmAdapter {
     return requests + tables.size;
   }
 
+  /** As `write` grows the batch size: doubled after each full $batch that was quick. */
+  warm(records: CrmWrite[]): void {
+    for (let i = 0; i < records.length; ) {
+      const chunk = Math.min(this.batchSize, records.length - i);
+      i += chunk;
+      if (chunk === this.batchSize) this.batchSize = Math.min(API_MAX_BATCH, this.batchSize * 2);
+    }
+  }
+
   /**
    * The daily entitlement (Power Platform requests) counts every CRUD operation, batched or not:
    * "Batch operations are not a valid strategy to bypass entitlement limits. Entitlement limits are

@@ -244,13 +244,18 @@ function pollDelay(attempt: number): number {
   return POLL_DELAYS_MS[Math.min(attempt, POLL_DELAYS_MS.length - 1)]!;
 }
 
+/** Polls a job of `rows` rows is expected to need under the assumed run time, and the time they span. */
+function expectedPolling(rows: number): { polls: number; waitedMs: number } {
+  const expected = ASSUMED_JOB_START_MS + (rows / ASSUMED_ROWS_PER_SECOND) * 1000;
+  let waitedMs = 0;
+  let polls = 0;
+  while (waitedMs < expected) waitedMs += pollDelay(polls++);
+  return { polls: Math.max(1, polls), waitedMs };
+}
+
 /** Polls a job of `rows` rows is expected to need under the assumed run time. */
 export function estimatedPolls(rows: number): number {
-  const expected = ASSUMED_JOB_START_MS + (rows / ASSUMED_ROWS_PER_SECOND) * 1000;
-  let waited = 0;
-  let polls = 0;
-  while (waited < expected) waited += pollDelay(polls++);
-  return Math.max(1, polls);
+  return expectedPolling(rows).polls;
 }
 
 function soqlString(v: string): string {
@@ -378,6 +383,15 @@ export class SalesforceAdapter implements CrmAdapter {
       n += 2 * Math.ceil(deletes.length / COLLECTION_MAX);
     }
     return n;
+  }
+
+  jobSeconds(records: CrmWrite[]): number {
+    let ms = 0;
+    for (const group of this.groups(records).values()) {
+      const { bulk } = this.plan(records, group);
+      if (bulk.length > 0) ms += expectedPolling(bulk.length).waitedMs;
+    }
+    return ms / 1000;
   }
 
   async ping(): Promise<void> {

@@ -329,6 +329,11 @@ export class ZohoAdapter implements CrmAdapter {
 
   /** Polls a job of `rows` rows is expected to need with the poll schedule (an estimate). */
   static estimatedPolls(rows: number): number {
+    return ZohoAdapter.expectedPolling(rows).polls;
+  }
+
+  /** The polls of a job of `rows` rows and the seconds they span. */
+  private static expectedPolling(rows: number): { polls: number; seconds: number } {
     const done = BULK_START_SECONDS + rows / BULK_ROWS_PER_SECOND;
     let t = POLL_FIRST_MS / 1000;
     let wait = POLL_FIRST_MS / 1000;
@@ -338,7 +343,12 @@ export class ZohoAdapter implements CrmAdapter {
       t += wait;
       polls++;
     }
-    return polls;
+    return { polls, seconds: t };
+  }
+
+  jobSeconds(records: CrmWrite[]): number {
+    const { bulk } = this.plan(records);
+    return bulk.length ? ZohoAdapter.expectedPolling(bulk.length).seconds : 0;
   }
 
   cost(records: CrmWrite[]): number {
