@@ -11,6 +11,7 @@ import { componentLogger } from '../logger.ts';
 import { metrics } from '../metrics.ts';
 import { buildDelete, buildInsert, buildUpdate, type TxContext } from './change-builder.ts';
 import { formatLsn, parseLsn } from './lsn.ts';
+import { MessageSequencer } from './message-sequencer.ts';
 import { OffsetContext, type PendingTransaction } from './offset-context.ts';
 import { type PgoutputMessage, PgoutputPlugin, type Relation } from './pgoutput-decoder.ts';
 import { INITIAL, IncrementalSnapshot, newTask } from './incremental-snapshot.ts';
@@ -45,7 +46,13 @@ import { DomainResolver } from './type-resolver.ts';
  */
 type Pending = { event: ChangeEvent; relation: SchemaSource } | { commit: PendingTransaction } | { acked: () => void };
 
-const MAX_SEND_BATCH = 5000;
+/**
+ * Queue items (events and commits) per Kafka send. kafkajs groups a send's messages by partition
+ * by copying each partition's list once per message (producer/groupMessagesPerPartition.js), so
+ * its cost per message grows with the send; 1024 keeps that small
+ * while one request still carries hundreds of events.
+ */
+const MAX_SEND_BATCH = 1024;
 
 export class CaptureSource {
   private readonly log = componentLogger('capture.source');
@@ -276,10 +283,18 @@ export class CaptureSource {
     const service = new LogicalReplicationService(
       // Connect timeout and keepalive, no query timeout: the stream lasts as long as the connector.
       pgClientConfig(this.pgConfig, 'replication'),
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      // Flow control is the sequencer's (message-sequencer.ts): messages are emitted as they are parsed.
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
     this.service = service;
-    service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onMessage(msg));
+    // The socket is the library's; it pauses and resumes the same one for its own flow control.
+    const socket = () => (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection?.stream;
+    const sequencer = new MessageSequencer<PgoutputMessage>((msg) => this.onMessage(msg), {
+      pause: () => socket()?.pause(),
+      resume: () => socket()?.resume(),
+      fail: (err) => this.fail(err),
+    });
+    service.on('data', (_lsn: string, msg: PgoutputMessage) => sequencer.push(msg));
     service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
       // Answer with what is durably in Kafka, never with the received position.
       if (shouldRespond) void this.sendConfirmed();
@@ -300,7 +315,8 @@ export class CaptureSource {
       });
   }
 
-  private async onMessage(msg: PgoutputMessage): Promise<void> {
+  /** One stream message; a promise when the next must wait for it (see MessageSequencer). */
+  private onMessage(msg: PgoutputMessage): Promise<void> | undefined {
     switch (msg.tag) {
       case 'begin':
         this.offsets.begin(msg.finalLsn, msg.xid, msg.commitTimeMicros);
@@ -310,9 +326,8 @@ export class CaptureSource {
         break;
       case 'relation':
         this.log.debug({ table: `${msg.relation.schema}.${msg.relation.table}` }, 'relation');
-        // Domain columns take their base type's encoding; the handler is awaited before the next message.
-        await this.domains.annotate(msg.relation.columns);
-        return;
+        // Domain columns take their base type's encoding; the next message waits for it.
+        return this.domains.annotate(msg.relation.columns);
       case 'insert':
         this.enqueueChange(buildInsert(msg.relation, this.keyOf(msg.relation), msg.after, this.currentTx()), toSource(msg.relation));
         break;
@@ -337,11 +352,7 @@ export class CaptureSource {
       case 'message': {
         // Watermarks and signals of incremental snapshots; heartbeats fall through unused.
         if (!msg.transactional || !this.incremental) return;
-        const out = await this.incremental.onMessage(msg.prefix, msg.content, this.currentTx());
-        if (!out) return;
-        for (const event of out.events) this.enqueue({ event, relation: out.table });
-        this.enqueue({ acked: out.onAcked });
-        break;
+        return this.onSnapshotMessage(this.incremental, msg.prefix, msg.content);
       }
       case 'truncate':
         // A TRUNCATE carries no rows; replaying it as deletes in a CRM would be destructive, so
@@ -351,6 +362,14 @@ export class CaptureSource {
       default:
         return;
     }
+    return this.queue.length >= this.pgConfig.maxBufferedEvents ? this.waitDrain() : undefined;
+  }
+
+  private async onSnapshotMessage(incremental: IncrementalSnapshot, prefix: string, content: Buffer): Promise<void> {
+    const out = await incremental.onMessage(prefix, content, this.currentTx());
+    if (!out) return;
+    for (const event of out.events) this.enqueue({ event, relation: out.table });
+    this.enqueue({ acked: out.onAcked });
     if (this.queue.length >= this.pgConfig.maxBufferedEvents) await this.waitDrain();
   }
 

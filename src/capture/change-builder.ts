@@ -1,6 +1,6 @@
 import type { ChangeEvent, ChangeSource, Row } from '../events/change-event.ts';
 import { sameValue } from '../events/pg-values.ts';
-import { avroName, convertValue, type ColumnShape } from '../events/row-codec.ts';
+import { avroName, type ColumnShape, convertValue, type TypeRule, typeRule } from '../events/row-codec.ts';
 import { ConnectorError } from '../errors.ts';
 import { type Relation, type Tuple, UNCHANGED_TOAST } from './pgoutput-decoder.ts';
 
@@ -21,19 +21,33 @@ interface Decoded {
   unchanged: string[];
 }
 
+/**
+ * Each column's Avro field name and type rule, worked out once per relation version (the hot
+ * path needs them per value). Keyed by the columns array, which a new Relation message replaces;
+ * domain base types are set on it before its first row (the handler awaits them).
+ */
+const plans = new WeakMap<ColumnShape[], { names: string[]; rules: TypeRule[] }>();
+
+function planOf(columns: ColumnShape[]): { names: string[]; rules: TypeRule[] } {
+  let plan = plans.get(columns);
+  if (!plan) plans.set(columns, (plan = { names: columns.map((c) => avroName(c.name)), rules: columns.map(typeRule) }));
+  return plan;
+}
+
 function decodeTuple(columns: ColumnShape[], tuple: Tuple): Decoded {
   const row: Row = {};
   const unchanged: string[] = [];
-  columns.forEach((col, i) => {
+  const { names, rules } = planOf(columns);
+  for (let i = 0; i < columns.length; i++) {
     const v = tuple[i];
-    const name = avroName(col.name);
+    const name = names[i]!;
     if (v === UNCHANGED_TOAST) {
       // Not sent because unchanged: null in the record, listed in `unchanged` so no consumer
       // mistakes it for a value set to NULL.
       row[name] = null;
       unchanged.push(name);
-    } else row[name] = v === null || v === undefined ? null : convertValue(col, v);
-  });
+    } else row[name] = v === null || v === undefined ? null : convertValue(columns[i]!, v, rules[i]);
+  }
   return { row, unchanged };
 }
 

@@ -19,8 +19,13 @@ import { formatLsn, type Lsn } from './lsn.ts';
  */
 export class OffsetContext {
   private confirmedLsn: Lsn;
-  /** Committed in the stream, not yet acknowledged by Kafka: in commit (= end LSN) order. */
-  private readonly pending: PendingTransaction[] = [];
+  /**
+   * Committed in the stream, not yet acknowledged by Kafka: in commit (= end LSN) order, from
+   * `head` on. A head index, not shift(): with tens of thousands of single-row transactions in
+   * flight, shifting the array once per transaction cost a fifth of the source's CPU.
+   */
+  private pending: PendingTransaction[] = [];
+  private head = 0;
   private tx: TxContext | undefined;
 
   /** `start`: the slot's confirmed_flush_lsn when resuming it, its consistent point when it was just created. */
@@ -35,13 +40,14 @@ export class OffsetContext {
 
   /** Transactions committed in the stream whose events Kafka has not acknowledged yet. */
   get pendingCount(): number {
-    return this.pending.length;
+    return this.pending.length - this.head;
   }
 
   /** Where the slot starts (resumed or created); only at start, before anything is streamed. */
   startAt(lsn: Lsn): void {
     this.confirmedLsn = lsn;
-    this.pending.length = 0;
+    this.pending = [];
+    this.head = 0;
     this.tx = undefined;
   }
 
@@ -77,13 +83,20 @@ export class OffsetContext {
   acknowledge(tx: PendingTransaction): boolean {
     tx.acknowledged = true;
     let moved = false;
-    while (this.pending[0]?.acknowledged) {
-      const done = this.pending.shift()!;
+    while (this.pending[this.head]?.acknowledged) {
+      const done = this.pending[this.head++]!;
       // Never backwards (a transaction ending at or before where the slot started).
       if (done.endLsn > this.confirmedLsn) {
         this.confirmedLsn = done.endLsn;
         moved = true;
       }
+    }
+    if (this.head === this.pending.length) {
+      this.pending = [];
+      this.head = 0;
+    } else if (this.head >= 4096 && this.head * 2 >= this.pending.length) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
     }
     return moved;
   }

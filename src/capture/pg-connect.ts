@@ -68,10 +68,37 @@ export function pgSslOptions(ssl: PgSsl | undefined): pg.ClientConfig['ssl'] {
   return { rejectUnauthorized: true, ...ca, ...client };
 }
 
+/**
+ * Output styles pinned for every session: values are read as text (pgoutput's text format and
+ * the snapshot's `::text`), and the text depends on these settings, which a role or database may
+ * set otherwise (ALTER ROLE/DATABASE ... SET; they apply to replication connections too).
+ * Startup options take precedence over those (GucSource PGC_S_CLIENT), and come after any
+ * `options` of postgres.url so they win over it as well.
+ * https://www.postgresql.org/docs/15/runtime-config-client.html#RUNTIME-CONFIG-CLIENT-FORMAT
+ * https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-CONNECT-OPTIONS
+ */
+export const SESSION_OPTIONS = '-c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1 -c TimeZone=UTC';
+
+/** postgres.url without its `options` parameter, and those options followed by SESSION_OPTIONS. */
+function withSessionOptions(url: string): { url: string; options: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, options: SESSION_OPTIONS };
+  }
+  const own = parsed.searchParams.get('options');
+  if (own === null) return { url, options: SESSION_OPTIONS };
+  parsed.searchParams.delete('options');
+  return { url: parsed.toString(), options: `${own} ${SESSION_OPTIONS}` };
+}
+
 export function pgClientConfig(target: PgTarget, kind: PgConnectionKind = 'query'): pg.ClientConfig {
   const conn = resolve(target);
+  const session = withSessionOptions(conn.url);
   const config: pg.ClientConfig = {
-    connectionString: conn.url,
+    connectionString: session.url,
+    options: session.options,
     connectionTimeoutMillis: conn.connectTimeoutMs ?? PG_DEFAULTS.connectTimeoutMs,
     keepAlive: true,
     keepAliveInitialDelayMillis: PG_DEFAULTS.keepAliveInitialDelayMs,

@@ -64,6 +64,7 @@ export class AvroCodec {
   private readonly connection: RegistryConnection;
   private readonly byDefinition = new Map<string, Promise<RegisteredSchema>>();
   private readonly byId = new Map<number, Promise<avro.Type>>();
+  private scratch = Buffer.allocUnsafe(64 * 1024);
 
   private readonly compatibility: COMPATIBILITY;
 
@@ -105,13 +106,20 @@ export class AvroCodec {
     return found;
   }
 
-  encode(registered: RegisteredSchema, event: ChangeEvent): Buffer {
-    const wire: WireEvent = { ...event, key: encodeKey(event.key), source: { ...event.source, xid: BigInt(event.source.xid) } };
-    const body = registered.type.toBuffer(wire);
-    const header = Buffer.alloc(HEADER_BYTES);
-    header.writeUInt8(MAGIC, 0);
-    header.writeInt32BE(registered.id, 1);
-    return Buffer.concat([header, body]);
+  /** `key`: the event's key as encodeKey gives it, when the caller has it already. */
+  encode(registered: RegisteredSchema, event: ChangeEvent, key = encodeKey(event.key)): Buffer {
+    const wire: WireEvent = { ...event, key, source: { ...event.source, xid: BigInt(event.source.xid) } };
+    // Written once into a reused scratch buffer after the header, then copied out: toBuffer plus
+    // a header and a concat made three buffers per event. type.encode returns a negative position
+    // when the buffer is too small (by how much), https://github.com/mtth/avsc/wiki/API#typeencodeval-buf-pos
+    let end = registered.type.encode(wire, this.scratch, HEADER_BYTES);
+    if (end < 0) {
+      this.scratch = Buffer.allocUnsafe(Math.max(2 * this.scratch.length, HEADER_BYTES - end + this.scratch.length));
+      end = registered.type.encode(wire, this.scratch, HEADER_BYTES);
+    }
+    this.scratch.writeUInt8(MAGIC, 0);
+    this.scratch.writeInt32BE(registered.id, 1);
+    return Buffer.from(this.scratch.subarray(0, end));
   }
 
   async decode(buf: Buffer): Promise<ChangeEvent> {

@@ -53,7 +53,7 @@ export interface ColumnShape {
 
 type AvroType = string | Record<string, unknown>;
 
-interface TypeRule {
+export interface TypeRule {
   /** The non-null branches of the field's union. */
   avro: AvroType[];
   fromText: (text: string) => unknown;
@@ -154,9 +154,9 @@ export function rowSchema(name: string, columns: ColumnShape[]): Record<string, 
   };
 }
 
-export function convertValue(column: ColumnShape, text: string): unknown {
+export function convertValue(column: ColumnShape, text: string, rule: TypeRule = typeRule(column)): unknown {
   try {
-    return typeRule(column).fromText(text);
+    return rule.fromText(text);
   } catch (err) {
     throw new ConnectorError(
       'VALUE_CONVERSION',

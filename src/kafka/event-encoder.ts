@@ -37,7 +37,7 @@ export class EventEncoder {
       this.schemas.set(shape, registered);
     }
     const key = encodeKey(event.key);
-    const out: OutgoingMessage[] = [{ topic, key, value: this.codec.encode(await registered, event) }];
+    const out: OutgoingMessage[] = [{ topic, key, value: this.codec.encode(await registered, event, key) }];
     if (event.op === 'd' && this.config.tombstones) out.push({ topic, key, value: null });
     return out;
   }

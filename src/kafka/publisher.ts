@@ -1,6 +1,7 @@
 import type { Kafka, Message, Producer } from 'kafkajs';
-import { CompressionTypes, Partitioners } from 'kafkajs';
+import { CompressionTypes } from 'kafkajs';
 import { ConnectorError } from '../errors.ts';
+import { KeyPartitioner } from './key-partitioner.ts';
 
 export interface OutgoingMessage {
   topic: string;
@@ -25,7 +26,7 @@ export class Publisher {
       idempotent: true,
       maxInFlightRequests: 5,
       allowAutoTopicCreation: false,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: KeyPartitioner,
       retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 10_000 },
     });
   }

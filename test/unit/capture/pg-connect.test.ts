@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openPg, PG_DEFAULTS, pgClient, pgClientConfig } from '../../../src/capture/pg-connect.ts';
+import { openPg, PG_DEFAULTS, pgClient, pgClientConfig, SESSION_OPTIONS } from '../../../src/capture/pg-connect.ts';
 import { ConnectorError } from '../../../src/errors.ts';
 
 /** Internals of node-postgres the settings end up in (what actually bounds the connection). */
@@ -47,6 +47,18 @@ describe('pg connections', () => {
     expect(config).toMatchObject({ connectionTimeoutMillis: 7000, keepAlive: true });
     expect(config.statement_timeout).toBeUndefined();
     expect(config.query_timeout).toBeUndefined();
+  });
+
+  it("pins the output styles after the URL's own options, which node-postgres would otherwise let override them", () => {
+    const config = pgClientConfig('postgresql://u@db/erp?options=-c%20search_path%3Derp&application_name=x', 'replication');
+    expect(config.connectionString).toBe('postgresql://u@db/erp?application_name=x');
+    expect(config.options).toBe(`-c search_path=erp ${SESSION_OPTIONS}`);
+    expect(SESSION_OPTIONS).toContain('-c DateStyle=ISO');
+    const client = pgClient('postgresql://u@db/erp?options=-c%20search_path%3Derp') as unknown as {
+      connectionParameters: { options: string };
+    };
+    expect(client.connectionParameters.options).toBe(`-c search_path=erp ${SESSION_OPTIONS}`);
+    expect(pgClientConfig('postgresql://db/erp').options).toBe(SESSION_OPTIONS);
   });
 
   it('queryTimeoutMs 0 turns the query timeout off', () => {
