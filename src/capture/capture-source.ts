@@ -64,6 +64,7 @@ export class CaptureSource {
   private readonly kafka;
   private service: LogicalReplicationService | undefined;
   private tables = new Map<string, TableInfo>();
+  private readonly keysByRelation = new WeakMap<Relation, string[]>();
   private readonly queue: Pending[] = [];
   private queueWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
@@ -378,8 +379,14 @@ export class CaptureSource {
   }
 
   private keyOf(relation: Relation): string[] {
+    // Per Relation message (a new one comes after each ALTER TABLE), not a name lookup per row.
+    const known = this.keysByRelation.get(relation);
+    if (known) return known;
     const info = this.tables.get(qualifiedName(relation.schema, relation.table));
-    if (info) return info.primaryKey;
+    if (info) {
+      this.keysByRelation.set(relation, info.primaryKey);
+      return info.primaryKey;
+    }
     // Only published tables arrive; a miss means the publication holds more than the config says.
     throw new ConnectorError(
       'UNEXPECTED_TABLE',

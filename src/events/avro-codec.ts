@@ -119,7 +119,9 @@ export class AvroCodec {
     }
     this.scratch.writeUInt8(MAGIC, 0);
     this.scratch.writeInt32BE(registered.id, 1);
-    return Buffer.from(this.scratch.subarray(0, end));
+    const out = Buffer.allocUnsafe(end);
+    this.scratch.copy(out, 0, 0, end);
+    return out;
   }
 
   async decode(buf: Buffer): Promise<ChangeEvent> {
