@@ -65,6 +65,7 @@ export const ERROR_CODES = {
   KAFKA_MESSAGE_TOO_LARGE: 'too-large',
   KAFKA_PRODUCE: 'server',
   KAFKA_TLS: 'auth',
+  KAFKA_TOPIC_NOT_READY: 'timeout',
   KAFKA_UNREACHABLE: 'unreachable',
   KEY_COLUMN_MISSING: 'data',
   MAPPING_COLUMN_MISSING: 'config',
@@ -96,6 +97,7 @@ export const ERROR_CODES = {
   UNEXPECTED_TABLE: 'protocol',
   UNSUPPORTED_BYTEA_FORMAT: 'config',
   VALUE_CONVERSION: 'data',
+  VERIFY_UNSUPPORTED: 'config',
   ZIP_INVALID: 'bad-response',
 } as const satisfies Record<string, ErrorKind>;
 

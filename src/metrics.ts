@@ -17,18 +17,18 @@ export const metrics = {
   }),
   eventsConsumed: new Counter({
     name: 'pg2crm_events_consumed_total',
-    help: 'Change events read from Kafka by the sink',
+    help: 'Change events read from Kafka (sink)',
     registers: [registry],
   }),
   recordsWritten: new Counter({
     name: 'pg2crm_records_written_total',
-    help: 'Records the CRM accepted',
+    help: 'Records the CRM accepted, by object and op (upsert | delete)',
     labelNames: ['object', 'op'] as const,
     registers: [registry],
   }),
   crmRequests: new Counter({
     name: 'pg2crm_crm_requests_total',
-    help: 'CRM write calls by object and outcome',
+    help: 'CRM write calls, by object and outcome (ok | error)',
     labelNames: ['object', 'outcome'] as const,
     registers: [registry],
   }),
@@ -39,13 +39,13 @@ export const metrics = {
   }),
   deadLettered: new Counter({
     name: 'pg2crm_dead_lettered_total',
-    help: 'Records sent to the dead-letter topic',
+    help: 'Records sent to the dead-letter topic, by object',
     labelNames: ['object'] as const,
     registers: [registry],
   }),
   pausedPartitions: new Gauge({
     name: 'pg2crm_paused_partitions',
-    help: 'Partitions paused by backpressure',
+    help: 'Topic-partitions the sink paused for backpressure (a linger pause, waiting for fuller calls, is not counted)',
     registers: [registry],
   }),
   budgetTokens: new Gauge({
@@ -61,7 +61,7 @@ export const metrics = {
   }),
   budgetUsed: new Gauge({
     name: 'pg2crm_budget_used',
-    help: 'Requests this instance spent in the current rolling window',
+    help: 'Requests spent in the current rolling window: scope=instance is what this instance spent',
     labelNames: ['scope'] as const,
     registers: [registry],
   }),
@@ -82,7 +82,7 @@ export const metrics = {
   }),
   batchSize: new Histogram({
     name: 'pg2crm_crm_batch_size',
-    help: 'Records per CRM call',
+    help: 'Records per CRM call, by object',
     labelNames: ['object'] as const,
     buckets: [1, 5, 10, 25, 50, 100, 200, 500, 1000, 5000, 25000],
     registers: [registry],
@@ -101,7 +101,7 @@ export const metrics = {
   }),
   consumerLag: new Gauge({
     name: 'pg2crm_consumer_lag',
-    help: 'Sink consumer group lag per topic-partition: end offset - committed offset',
+    help: 'Sink consumer group lag per topic-partition, in messages: end offset - committed offset',
     labelNames: ['topic', 'partition'] as const,
     registers: [registry],
   }),
@@ -111,9 +111,14 @@ export const metrics = {
     labelNames: ['slot'] as const,
     registers: [registry],
   }),
+  writtenHashKeys: new Gauge({
+    name: 'pg2crm_written_hash_keys',
+    help: "CRM records in the sink's written-hash store (no-op skip), each ~125 bytes of heap (npm run bench:hashes)",
+    registers: [registry],
+  }),
   endToEndSeconds: new Histogram({
     name: 'pg2crm_end_to_end_seconds',
-    help: 'PostgreSQL commit -> CRM write accepted',
+    help: 'Seconds from the PostgreSQL commit to the CRM accepting the write',
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [registry],
   }),

@@ -1,17 +1,11 @@
-import type pg from 'pg';
+import type { TableInfo } from '../capture/table-catalog.ts';
 import type { Config } from '../config.ts';
-import { openPg } from '../capture/pg-connect.ts';
-import { buildSnapshotRow, type TxContext } from '../capture/change-builder.ts';
-import { quoteIdent, selectAsText } from '../capture/sql-identifiers.ts';
-import { describeTables, type TableInfo } from '../capture/table-catalog.ts';
 import { errorMessage } from '../errors.ts';
-import type { ChangeEvent, Row } from '../events/change-event.ts';
+import type { Row } from '../events/change-event.ts';
 import { avroName } from '../events/row-codec.ts';
-import { topicFor } from '../events/topic-router.ts';
 import { createKafka } from '../kafka/client.ts';
-import { EventEncoder } from '../kafka/event-encoder.ts';
-import { Publisher } from '../kafka/publisher.ts';
 import type { DeadLetter } from '../sink/dead-letter.ts';
+import { CurrentRowPublisher, isDataException } from '../replay/current-row-publisher.ts';
 
 /**
  * `pg2crm dlq replay`: re-drives the records of the dead-letter topic.
@@ -164,12 +158,6 @@ function keyOfLetter(letter: DeadLetter, table: TableInfo): Row | string {
   return key as Row;
 }
 
-/** SQLSTATE class 22 (data exception, e.g. 22P02 invalid input syntax): the key's values, not the database. */
-function isDataException(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code.startsWith('22');
-}
-
 async function republish(config: Config, read: ReadLetter[]): Promise<ReplayResult> {
   const skipped: SkippedLetter[] = [];
   const skip = (r: ReadLetter, reason: string): void => {
@@ -183,22 +171,15 @@ async function republish(config: Config, read: ReadLetter[]): Promise<ReplayResu
   const letters = read.filter((r) => r.letter);
   if (letters.length === 0) return { letters: 0, records: 0, deleted: 0, skipped };
 
-  const db = await openPg(config.postgres);
-  const publisher = new Publisher(createKafka(config.kafka, 'dlq-replay-producer'));
-  await publisher.start();
-  const encoder = new EventEncoder(config.kafka);
+  const out = await CurrentRowPublisher.open(config, 'dlq-replay-producer');
   let records = 0;
   let deleted = 0;
   let replayed = 0;
   try {
-    const tables = await describeTables(db, config.postgres.tables);
-    const byTopic = new Map<string, TableInfo>([...tables.values()].map((t) => [topicFor(config.kafka.topicPrefix, t.schema, t.table), t]));
-    const lsn = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
-    const tx: TxContext = { lsn, xid: 0, commitTsMicros: BigInt(Date.now()) * 1000n, seq: 0 };
     const seen = new Set<string>();
     for (const r of letters) {
       const letter = r.letter!;
-      const table = byTopic.get(letter.topic);
+      const table = out.tableOfTopic(letter.topic);
       if (!table) {
         skip(r, `its topic ${letter.topic} is not the topic of any table in postgres.tables`);
         continue;
@@ -213,57 +194,19 @@ async function republish(config: Config, read: ReadLetter[]): Promise<ReplayResu
         replayed++; // the record's current row is already re-published
         continue;
       }
-      let event: ChangeEvent;
       try {
-        event = (await currentRow(db, table, key, tx)) ?? deletion(table, key, tx);
+        if ((await out.publish(table, key)) === 'd') deleted++;
       } catch (err) {
         if (!isDataException(err)) throw err;
         skip(r, `its key ${letter.key} does not fit ${table.schema}.${table.table}'s primary key: ${errorMessage(err)}`);
         continue;
       }
       seen.add(id);
-      if (event.op === 'd') deleted++;
-      await publisher.send(await encoder.encode(event, table));
       records++;
       replayed++;
     }
   } finally {
-    await publisher.stop();
-    await db.end();
+    await out.close();
   }
   return { letters: replayed, records, deleted, skipped };
-}
-
-async function currentRow(db: pg.Client, table: TableInfo, key: Row, tx: TxContext): Promise<ChangeEvent | undefined> {
-  const select = selectAsText(table.columns);
-  const where = table.primaryKey
-    .map((k, i) => `${quoteIdent(k)} = $${i + 1}::${table.columns.find((c) => c.name === k)?.typeName ?? 'text'}`)
-    .join(' AND ');
-  const res = await db.query<(string | null)[]>({
-    text: `SELECT ${select} FROM ${quoteIdent(table.schema)}.${quoteIdent(table.table)} WHERE ${where}`,
-    values: table.primaryKey.map((k) => String(key[avroName(k)])),
-    rowMode: 'array',
-  });
-  const row = res.rows[0];
-  return row ? buildSnapshotRow(table, row, tx) : undefined;
-}
-
-function deletion(table: TableInfo, key: Row, tx: TxContext): ChangeEvent {
-  return {
-    op: 'd',
-    key,
-    before: null,
-    after: null,
-    changed: null,
-    unchanged: [],
-    source: {
-      lsn: tx.lsn,
-      seq: tx.seq++,
-      xid: 0,
-      commitTsMicros: tx.commitTsMicros,
-      schema: table.schema,
-      table: table.table,
-      snapshot: true,
-    },
-  };
 }

@@ -13,6 +13,7 @@ import { installStopSignals } from './stop-signals.ts';
 import { formatStatus, readStatus } from '../ops/status.ts';
 import { describeSkipped, replayDeadLetters } from './dlq-replay.ts';
 import { planFor } from './plan-command.ts';
+import { DEFAULT_READ_SHARE, readShare, sampleSize, settleSeconds, type VerifyCommandOptions, verifyCommand } from './verify-command.ts';
 import { formatPlan } from '../plan/format-plan.ts';
 
 /**
@@ -142,6 +143,47 @@ program
       const plan = await planFor(config, { sampleSeconds: opts.sampleSeconds, callSeconds: opts.callMs / 1000 });
       process.stdout.write(opts.json ? `${JSON.stringify(plan)}\n` : `${formatPlan(plan).join('\n')}\n`);
       process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('verify')
+  .description(
+    "compare the CRM's records with PostgreSQL's current rows (missing, stale, extra), reading under a share of the CRM quota; --repair re-drives the drift",
+  )
+  .requiredOption('-c, --config <file>', 'connector config (YAML or JSON)')
+  .option('-t, --table <schema.table>', 'only the mapping of this table')
+  .option('--sample <n>', 'check a random sample of n rows per mapping (extras are not looked for)', sampleSize)
+  .option('--repair', "re-drive the drift through the connector's topics: current rows for missing/stale; extras are only reported")
+  .option(
+    '--delete-extras',
+    'with --repair: also publish deletes for extras (CRM records with the external id field and no row in any mapping of that object); check first that no other tool made them',
+  )
+  .option('--read-share <f>', 'fraction of crm.limits (window and daily) verify may spend on reads', readShare, DEFAULT_READ_SHARE)
+  .option('--max-wait <seconds>', 'give up when the CRM quota would keep verify waiting longer than this', seconds, 600)
+  .option(
+    '--settle <seconds>',
+    'look again at what differs after this long (changes in flight while verify reads are not drift); 0 = at once',
+    settleSeconds,
+    5,
+  )
+  .option('--examples <n>', 'examples shown per kind of drift', sampleSize, 10)
+  .option('--json', 'machine-readable output')
+  .addHelpText(
+    'after',
+    '\nReads count against the CRM quota the running connector writes with; the rest of the quota stays with it.\n' +
+      'Exit codes: 0 no drift, 3 drift found (also after --repair: run verify again once the sink has caught up), 1 runtime failure, 2 invalid usage or configuration.',
+  )
+  .action(async (opts: VerifyCommandOptions & { config: string }) => {
+    if (opts.deleteExtras && !opts.repair)
+      program.error('error: --delete-extras deletes as part of a repair; add --repair', { exitCode: 2 });
+    try {
+      const config = loadConfig(opts.config);
+      setLogLevel('warn');
+      if (opts.repair) await probeKafka(config);
+      process.exit(await verifyCommand(config, opts, (l) => process.stdout.write(`${l}\n`)));
     } catch (err) {
       fail(err);
     }

@@ -136,7 +136,42 @@ export interface CrmAdapter {
    * what was found and how to fix it.
    */
   preflight?(targets: CrmTarget[]): Promise<{ name: string; ok: boolean; detail: string }[]>;
+  /**
+   * Most external ids one `readByExternalIds` call takes (`pg2crm verify`); every such call is
+   * one request of the CRM's quota. With the two read methods below; absent: verify refuses.
+   */
+  readBatchSize?(object: string): number;
+  /**
+   * The records holding these external ids (at most `readBatchSize`), in ONE request: external
+   * id -> the `fields` (pg2crm's field names, e.g. `custom_fields.company`) as the CRM holds
+   * them. Ids without a record are absent. Throws a ThrottledCall (after `onSignal`) when the
+   * CRM throttles, another ConnectorError when the call fails.
+   */
+  readByExternalIds?(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (signal: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>>;
+  /**
+   * One page (ONE request) of the records of `target.object` that hold an external id, from
+   * `cursor` (undefined: the first page); `next` absent on the last page. For `pg2crm verify`'s
+   * full check: records in the CRM with no row in PostgreSQL ("extra").
+   */
+  listRecords?(
+    target: CrmTarget,
+    fields: string[],
+    cursor: string | undefined,
+    onSignal: (signal: RateSignal) => void,
+  ): Promise<CrmReadPage>;
   close(): Promise<void>;
+}
+
+/** A page of records as `listRecords` reads them. */
+export interface CrmReadPage {
+  records: { externalId: string; fields: Record<string, unknown> }[];
+  /** Where the next page starts (an offset, a page number, a vendor's cursor); absent on the last page. */
+  next?: string;
 }
 
 /** The retry kind of each error kind that means the CRM itself (or its budget) is the trouble. */

@@ -20,6 +20,11 @@ import type { AddressInfo } from 'node:net';
  *   POST /__sim/clock             {advanceSeconds}: move the simulator's clock (rate windows,
  *                                 Retry-After lockouts) forward, so a 3600 s wait passes at once
  *   POST /__sim/reset             records, stats, faults and clock back to the start
+ *   POST   /__sim/records/<object>       adds a record (the body, as stored; a new id): drift made
+ *   PATCH  /__sim/records/<object>/<id>  merges the body's top-level keys into a stored record
+ *   DELETE /__sim/records/<object>/<id>  removes a stored record
+ *                                 (drift as an admin or another tool makes it, for `pg2crm verify`: not
+ *                                 API requests, so neither counted in the stats nor in the rate limits)
  *
  * The control routes are off unless the simulator is started with `control: true` (`pg2crm sim
  * --control`): they read every stored record and change the simulator's behaviour, and a
@@ -117,10 +122,23 @@ export class RollingWindow {
   }
 }
 
+/**
+ * A record write the simulator accepted: the object, the record as stored, and when (epoch
+ * milliseconds with a fraction: performance.timeOrigin + performance.now()).
+ */
+export type WriteListener = (object: string, record: SimRecord, atMs: number) => void;
+
 export interface CrmSimulator {
   url: string;
   port: number;
   close(): Promise<void>;
+  /**
+   * For benches that time writes (bench:latency): `listener` is called for every record write
+   * the simulator accepts, synchronously as the record is stored, before the answer goes out;
+   * undefined removes it. Only simulators that store writes through `SimServer.wrote` call it
+   * (HubSpot, Zendesk Sell); in-process only, it is not an HTTP route.
+   */
+  onWrite?(listener: WriteListener | undefined): void;
 }
 
 export abstract class SimServer {
@@ -130,6 +148,7 @@ export abstract class SimServer {
   private clockOffsetMs = 0;
   private nextId = 1;
   private controlEnabled = false;
+  private writeListener: WriteListener | undefined;
 
   static emptyStats(): SimStats {
     return { requests: 0, throttled: 0, byEndpoint: {}, byStatus: {}, recordsWritten: 0, recordsDeleted: 0 };
@@ -147,6 +166,12 @@ export abstract class SimServer {
     let m = this.store.get(object);
     if (!m) this.store.set(object, (m = new Map()));
     return m;
+  }
+
+  /** Counts a record write the CRM accepted (stats.recordsWritten) and tells the write listener, if any (CrmSimulator.onWrite). */
+  protected wrote(object: string, record: SimRecord): void {
+    this.stats.recordsWritten++;
+    this.writeListener?.(object, record, performance.timeOrigin + performance.now());
   }
 
   /** The CRM's own routes. */
@@ -167,6 +192,31 @@ export abstract class SimServer {
     return undefined;
   }
 
+  /** The `/__sim/records` routes: list, and drift made by hand (add, change, remove). */
+  private editRecords(method: string, object: string, id: string | undefined, body: unknown): SimResponse {
+    const records = this.records(object);
+    if (id === undefined) {
+      if (method === 'GET') return { status: 200, body: [...records.values()] };
+      if (method === 'POST') {
+        const record: SimRecord = { ...(body as Record<string, unknown>), id: this.newId() };
+        records.set(record.id, record);
+        return { status: 201, body: record };
+      }
+    }
+    const record = records.get(Number(id));
+    if (!record) return { status: 404, body: { error: `no ${object} ${id} stored` } };
+    if (method === 'DELETE') {
+      records.delete(record.id);
+      return { status: 204 };
+    }
+    if (method === 'PATCH') {
+      const changed: SimRecord = { ...record, ...(body as Record<string, unknown>), id: record.id };
+      records.set(record.id, changed);
+      return { status: 200, body: changed };
+    }
+    return { status: 404, body: { error: 'unknown simulator control route' } };
+  }
+
   private async control(req: SimRequest): Promise<SimResponse> {
     // Control bodies are JSON however the client labels them (`curl -d` sends form encoding, fetch text/plain).
     if (typeof req.body === 'string') {
@@ -176,10 +226,8 @@ export abstract class SimServer {
         return { status: 400, body: { error: 'simulator control bodies are JSON' } };
       }
     }
-    const [, , what, object] = req.path.split('/');
-    if (req.method === 'GET' && what === 'records' && object) {
-      return { status: 200, body: [...this.records(object).values()] };
-    }
+    const [, , what, object, id] = req.path.split('/');
+    if (what === 'records' && object) return this.editRecords(req.method, object, id, req.body);
     if (req.method === 'GET' && what === 'stats') return { status: 200, body: this.stats };
     if (req.method === 'POST' && what === 'faults') {
       const body = (req.body ?? {}) as Faults & { clear?: boolean };
@@ -321,6 +369,9 @@ export abstract class SimServer {
     return {
       url: `http://${shownHost}:${actual}`,
       port: actual,
+      onWrite: (listener) => {
+        this.writeListener = listener;
+      },
       close: () =>
         new Promise<void>((resolve) => {
           server.closeAllConnections();

@@ -1,4 +1,12 @@
-import kafkajs, { Kafka, type KafkaConfig as KafkaJSConfig, logLevel, type logCreator, Partitioners, type SASLOptions } from 'kafkajs';
+import kafkajs, {
+  type Admin,
+  Kafka,
+  type KafkaConfig as KafkaJSConfig,
+  logLevel,
+  type logCreator,
+  Partitioners,
+  type SASLOptions,
+} from 'kafkajs';
 
 // kafkajs is CommonJS: Node's ESM loader does not see this export by name.
 const { ConfigResourceTypes } = kafkajs;
@@ -212,11 +220,19 @@ function withSecurityErrors(kafka: Kafka, config: KafkaClientConfig, tlsWatch: T
   return kafka;
 }
 
-/** Creates the topics that do not exist yet (existing ones are left as they are). */
+/** How long ensureTopics waits for the leaders of the topics it created. */
+export const TOPIC_LEADERS_WAIT_MS = 30_000;
+const TOPIC_LEADERS_POLL_MS = 100;
+
+/**
+ * Creates the topics that do not exist yet (existing ones are left as they are), and returns
+ * once every partition of those it created has a leader, so that a producer right after it
+ * does not fail; it gives up after `leaderWaitMs` (TOPIC_LEADERS_WAIT_MS).
+ */
 export async function ensureTopics(
   kafka: Kafka,
   topics: string[],
-  opts: { partitions: number; replicationFactor: number; compacted?: boolean; maxMessageBytes?: number },
+  opts: { partitions: number; replicationFactor: number; compacted?: boolean; maxMessageBytes?: number; leaderWaitMs?: number },
 ): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
@@ -225,7 +241,10 @@ export async function ensureTopics(
     const missing = topics.filter((t) => !existing.has(t));
     if (missing.length === 0) return;
     await admin.createTopics({
-      waitForLeaders: true,
+      // kafkajs's own wait retries LEADER_NOT_AVAILABLE only and fails on the
+      // UNKNOWN_TOPIC_OR_PARTITION a busy broker answers until the new topic's metadata is
+      // out: waitForLeaders below waits out both.
+      waitForLeaders: false,
       topics: missing.map((topic) => ({
         topic,
         numPartitions: opts.partitions,
@@ -236,8 +255,58 @@ export async function ensureTopics(
         ],
       })),
     });
+    await waitForLeaders(admin, missing, opts.leaderWaitMs ?? TOPIC_LEADERS_WAIT_MS);
   } finally {
     await admin.disconnect();
+  }
+}
+
+/**
+ * Answers about a topic just created whose partitions' leaders are still being elected, or
+ * elected in the metadata but not yet serving the partition.
+ */
+const LEADERS_PENDING: ReadonlySet<string> = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION']);
+
+/** The Kafka protocol error type (`type` of a KafkaJSProtocolError) in a kafkajs error or the errors it wraps. */
+function kafkaErrorType(err: unknown): string | undefined {
+  let x = err as { type?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; x && typeof x === 'object' && depth < 5; depth++, x = x.cause as typeof x) {
+    if (typeof x.type === 'string') return x.type;
+  }
+  return undefined;
+}
+
+/**
+ * Polls the metadata of `topics` until every partition has a leader, and the leaders answer for
+ * their partitions (offsets: the metadata names a leader before it serves). It stops polling
+ * after `timeoutMs`; one request may run past that by kafkajs's own retries of it.
+ */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let pending: string;
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics });
+      const leaderless = found.flatMap((t) => t.partitions.filter((p) => p.leader < 0).map((p) => `${t.name}/${p.partitionId}`));
+      const unlisted = topics.filter((name) => !found.some((t) => t.name === name));
+      if (leaderless.length === 0 && unlisted.length === 0) {
+        for (const topic of topics) await admin.fetchTopicOffsets(topic);
+        return;
+      }
+      pending = `no leader for ${[...unlisted, ...leaderless].join(', ')}`;
+    } catch (err) {
+      const type = kafkaErrorType(err);
+      if (type === undefined || !LEADERS_PENDING.has(type)) throw err;
+      pending = type;
+    }
+    if (Date.now() >= deadline) {
+      throw new ConnectorError(
+        'KAFKA_TOPIC_NOT_READY',
+        `Kafka created the topics ${topics.join(', ')} but did not elect their partitions' leaders within ${timeoutMs / 1000} s (last answer: ${pending}); check that the brokers are healthy and that the replication factor is at most the number of brokers`,
+        { retriable: true },
+      );
+    }
+    await new Promise((r) => setTimeout(r, TOPIC_LEADERS_POLL_MS));
   }
 }
 

@@ -4,6 +4,8 @@ import { metrics } from '../metrics.ts';
 /** What the share is applied to: a RateBudget, or every quota group of a sink (QuotaLanes). */
 export interface Shareable {
   readonly quota: number;
+  /** The quota of one quota group (every group has `crm.limits`): shares are whole calls of it. */
+  readonly groupQuota: number;
   readonly fraction: number;
   setShare(fraction: number, immediate?: boolean): void;
 }
@@ -21,6 +23,14 @@ export interface Shareable {
  * rebalances (the assignment), busy partitions take the budget of idle ones (lag), and the floor
  * keeps a trickle for a partition that just became busy. A higher mapping priority multiplies
  * the weight (factor 2^(priority/3): priority 9 outweighs priority 0 8:1).
+ *
+ * The shares are whole calls of the window: every instance computes every member's exact
+ * `quota × weight / total` and hands out the calls the floors leave over by largest remainder
+ * (ties by member id), so the members' limits add up to the quota instead of losing up to one
+ * call each to rounding (2 of 20 calls with four instances). Whole calls also keep a share still
+ * while the lags move by less than half a call's worth: every change of a share costs a window
+ * (a cut applies at once, the matching raise a window later), and with a share taken straight
+ * from the lags each commit of a busy group moved them.
  *
  * Instances sample at different moments, so their views can disagree for up to one interval;
  * the budget therefore applies a raise only one window after it was granted (see
@@ -48,10 +58,13 @@ export interface GroupView {
   lag: Map<string, number>;
 }
 
-/** The share of `memberId` in a group view (pure; unit-tested). */
-export function shareOf(view: GroupView, memberId: string, priority: (topic: string) => number): number {
+/**
+ * The share of `memberId` in a group view (pure; unit-tested). With `quota` (calls per window of
+ * one quota group): whole calls of it by largest remainder, so the members' shares of one view
+ * add up to exactly the quota.
+ */
+export function shareOf(view: GroupView, memberId: string, priority: (topic: string) => number, quota?: number): number {
   let total = 0;
-  let mine = 0;
   let partitions = 0;
   let lagSum = 0;
   for (const topics of view.assignment.values()) {
@@ -64,16 +77,35 @@ export function shareOf(view: GroupView, memberId: string, priority: (topic: str
   }
   if (partitions === 0) return 0;
   const floor = 1 + (0.02 * lagSum) / partitions;
+  const weights = new Map<string, number>();
   for (const [member, topics] of view.assignment) {
+    let w = 0;
     for (const [topic, ps] of topics) {
-      for (const p of ps) {
-        const w = priorityFactor(priority(topic)) * ((view.lag.get(`${topic}/${p}`) ?? 0) + floor);
-        total += w;
-        if (member === memberId) mine += w;
-      }
+      for (const p of ps) w += priorityFactor(priority(topic)) * ((view.lag.get(`${topic}/${p}`) ?? 0) + floor);
     }
+    weights.set(member, w);
+    total += w;
   }
-  return total > 0 ? mine / total : 0;
+  if (!(total > 0)) return 0;
+  const mine = weights.get(memberId) ?? 0;
+  if (quota === undefined) return mine / total;
+  // Largest remainder: a member's exact number of calls, floored, plus one of the calls the
+  // floors leave over if its remainder is among the largest (ties by member id: every member
+  // computes the same split). Members without weight (no partitions) get none.
+  const exact = [...weights].map(([member, w]) => {
+    const x = (quota * w) / total;
+    const calls = Math.floor(x + 1e-9);
+    return { member, w, calls, rest: x - calls };
+  });
+  let left = quota - exact.reduce((n, e) => n + e.calls, 0);
+  exact.sort((a, b) => b.rest - a.rest || (a.member < b.member ? -1 : a.member > b.member ? 1 : 0));
+  for (const e of exact) {
+    if (left <= 0) break;
+    if (e.w <= 0) continue;
+    e.calls++;
+    left--;
+  }
+  return (exact.find((e) => e.member === memberId)?.calls ?? 0) / quota;
 }
 
 export class BudgetShare {
@@ -141,7 +173,7 @@ export class BudgetShare {
         lag.set(`${topic}/${e.partition}`, Math.max(0, Number(e.high) - (at >= 0 ? at : Number(e.low))));
       }
     }
-    const share = shareOf({ assignment, lag }, this.memberId, this.opts.priority);
+    const share = shareOf({ assignment, lag }, this.memberId, this.opts.priority, this.budget.groupQuota);
     const alone = assignment.size === 1;
     const before = this.budget.fraction;
     this.budget.setShare(share, alone && !this.granted);

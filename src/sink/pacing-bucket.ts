@@ -1,8 +1,11 @@
+/** The smallest bucket, in requests (see `fill`). */
+const MIN_CAPACITY = 2;
+
 /**
  * Pacing for a RateBudget (`burst` < 1). A rolling window hands calls back in the pattern they
  * were spent, so a burst of a whole window stays a burst — and the sink, with nothing to send
  * for most of the window, pauses and pays a refetch before the next burst. A token bucket of
- * `burst × limit` refilled at limit/window spreads the calls evenly (the sink uses burst 0.1;
+ * `burst × limit` (at least two requests) refilled at limit/window spreads the calls evenly (the sink uses burst 0.1;
  * same total: the window still rules), so the wait for the next call is short enough to wait
  * for.
  */
@@ -25,10 +28,16 @@ export class PacingBucket {
 
   /** Refills the bucket up to `now` for a window limit of `limit`; returns its tokens, capacity and refill rate. */
   fill(now: number, limit: number): { tokens: number; capacity: number; ratePerMs: number } {
-    const capacity = limit * this.burst;
+    // At least two requests (within the limit): a bucket that holds no more than the call must
+    // be full for it, and whatever refills between full and the caller's return (a timer, a
+    // batch being assembled) is lost: a sink with 5 calls per 10 s (one of four on 20/10 s),
+    // 200 ms late each time, made 5 calls in 11 s. Two calls at once are no burst to speak of.
+    const capacity = Math.max(limit * this.burst, Math.min(limit, MIN_CAPACITY));
     const ratePerMs = limit / this.windowMs;
-    // capacity / (window × burst) = limit / window: the fill rises by ratePerMs tokens per ms.
-    this.level = Math.min(1, this.level + Math.max(0, now - this.at) / (this.windowMs * this.burst));
+    // The fill rises by ratePerMs tokens per ms: ratePerMs / capacity of the bucket (with no
+    // limit, as a bucket of `burst × limit` would: see `level`).
+    const perMs = capacity > 0 ? ratePerMs / capacity : 1 / (this.windowMs * this.burst);
+    this.level = Math.min(1, this.level + Math.max(0, now - this.at) * perMs);
     this.at = now;
     return { tokens: this.level * capacity, capacity, ratePerMs };
   }

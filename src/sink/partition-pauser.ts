@@ -59,10 +59,16 @@ export class PartitionPauser {
     return [...this.timers.keys()].filter((id) => !this.lingering.has(id));
   }
 
-  /** Drops every timer: the consumer is leaving the group, nothing is resumed. */
+  /**
+   * Drops every timer: the consumer is leaving the group, nothing is resumed. Its backpressure
+   * pauses leave the gauge too, or it would count them for as long as the process lives.
+   */
   stop(): void {
     this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const [id, t] of this.timers) {
+      clearTimeout(t);
+      if (!this.lingering.has(id)) metrics.pausedPartitions.dec();
+    }
     this.timers.clear();
     this.lingering.clear();
   }

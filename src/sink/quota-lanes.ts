@@ -94,6 +94,11 @@ export class QuotaLanes {
     return this.sum((b) => b.quota);
   }
 
+  /** Every quota group has `crm.limits`, so one group's quota is any lane's. */
+  get groupQuota(): number {
+    return this.lanes[0]!.budget.quota;
+  }
+
   get windowSeconds(): number {
     return this.lanes[0]!.budget.windowSeconds;
   }

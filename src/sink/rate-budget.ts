@@ -34,8 +34,8 @@ export type { Spent };
  * Priorities: a caller that could not get budget registers its demand with its priority; callers
  * of lower priority then leave that much budget for it.
  *
- * Pacing (`burst` < 1): a token bucket of `burst × limit` refilled at limit/window spreads the
- * calls evenly inside the window (pacing-bucket.ts says why).
+ * Pacing (`burst` < 1): a token bucket of `burst × limit` (at least two requests) refilled at
+ * limit/window spreads the calls evenly inside the window (pacing-bucket.ts says why).
  */
 export interface Clock {
   now(): number;
@@ -101,6 +101,11 @@ export class RateBudget {
     return this.windowMs / 1000;
   }
 
+  /** The quota a share is whole calls of (see budget-share.ts). */
+  get groupQuota(): number {
+    return this.quota;
+  }
+
   /** This instance's fraction of the quota (0..1). */
   get fraction(): number {
     return this.share;
@@ -113,7 +118,8 @@ export class RateBudget {
   setShare(fraction: number, immediate = false): void {
     const now = this.clock.now();
     this.share = Math.min(1, Math.max(0, fraction));
-    const limit = Math.floor(this.quota * this.share);
+    // A share of whole calls (k / quota, budget-share.ts) must give k, not k - 1 by rounding.
+    const limit = Math.floor(this.quota * this.share + 1e-9);
     if (immediate) this.grants = [{ at: -Infinity, limit }];
     else this.grants.push({ at: now, limit });
   }

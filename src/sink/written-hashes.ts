@@ -3,6 +3,7 @@ import type { Kafka, Producer } from 'kafkajs';
 import type { CrmWrite } from '../crm/crm-adapter.ts';
 import { readTopic } from '../kafka/read-topic.ts';
 import { componentLogger } from '../logger.ts';
+import { metrics } from '../metrics.ts';
 
 /**
  * What pg2crm last wrote to each CRM record, as a hash, so a change that leaves every mapped
@@ -103,6 +104,7 @@ export class WrittenHashes {
       this.map.delete(key);
       this.pending?.set(key, null);
     }
+    metrics.writtenHashKeys.set(this.map.size);
     await this.producer.send({ topic: this.topic, acks: -1, messages: [...keys].map((key) => ({ key, value: null, partition })) });
   }
 
@@ -117,6 +119,7 @@ export class WrittenHashes {
       this.pending?.set(key, value);
       return { key, value, partition };
     });
+    metrics.writtenHashKeys.set(this.map.size);
     await this.producer.send({ topic: this.topic, acks: -1, messages });
   }
 
@@ -136,6 +139,7 @@ export class WrittenHashes {
         this.map = map;
         this.pending = undefined;
         this.loaded = true;
+        metrics.writtenHashKeys.set(map.size);
         this.log.info({ keys: map.size }, 'written-hash store loaded');
       })
       .catch((err: unknown) => {

@@ -1,4 +1,6 @@
 import { writeHash, recordKey } from '../../src/sink/written-hashes.ts';
+import { benchCommand } from './bench-command.ts';
+import { jsonOutArg, printResult } from './bench-result.ts';
 
 /**
  * Memory per CRM record of the sink's written-hash store (the no-op skip), measured the only
@@ -34,3 +36,13 @@ process.stdout.write(
   `${JSON.stringify({ scenario: 'written-hash store', keys, heapBytes: after - before, bytesPerKey: Math.round(bytesPerKey), mbPerMillionKeys: Math.round(bytesPerKey) })}\n`,
 );
 if (map.size !== keys) throw new Error('lost keys');
+// The BENCH_RESULT for `npm run bench` (bench-result.ts); the store has no stated bound, so no goal.
+printResult(
+  {
+    bench: 'hashes',
+    command: benchCommand('bench:hashes'),
+    figures: { keys, heapBytes: after - before, bytesPerKey: Math.round(bytesPerKey), mbPerMillionKeys: Math.round(bytesPerKey) },
+    goals: [],
+  },
+  jsonOutArg(),
+);

@@ -19,6 +19,29 @@ export interface SinkBenchCrm {
   crm?: Record<string, unknown>;
   /** CRM object, external-id field and CRM field -> column of the bench table (id, first_name, last_name, email, company, n). */
   mapping: { object: string; externalIdField: string; fields: Record<string, string> };
+  /** The documented (or field-reported) window when it is longer than the bench's 10 s: `bench:sink --real-windows` runs it. */
+  real?: RealWindow;
+}
+
+export interface RealWindow {
+  limit: { requests: number; windowSeconds: number };
+  scaling: string;
+  /** Extra simulator options at the real window (they replace `simulator`'s keys). */
+  simulator?: Record<string, unknown>;
+  /** Records per window another documented limit allows, when it binds before the request limit. */
+  bound?: { recordsPerWindow: number; why: string };
+}
+
+/** The CRM at its real window (limit, scaling note and simulator options replaced), or undefined when it has none. */
+export function realWindowCrm(crm: SinkBenchCrm): (SinkBenchCrm & { real: RealWindow }) | undefined {
+  if (!crm.real) return undefined;
+  return {
+    ...crm,
+    limit: crm.real.limit,
+    scaling: crm.real.scaling,
+    simulator: { ...crm.simulator, ...crm.real.simulator },
+    real: crm.real,
+  };
 }
 
 export const sinkBenchCrms: SinkBenchCrm[] = [
@@ -29,6 +52,11 @@ export const sinkBenchCrms: SinkBenchCrm[] = [
     // hide the failure mode users hit (a sync that stops for an hour).
     scaling: 'documented 36,000/h (field report 200/min); bench 50 per 10 s; Retry-After 3600 s after a throttle, as reported (not scaled)',
     token: 'sim-token',
+    real: {
+      limit: { requests: 200, windowSeconds: 60 },
+      scaling:
+        "field report 200 per minute per account (the simulator's default; Sell documents 36,000/h per token, i.e. 600/min, so the field report is the stricter); Retry-After 3600 s after a throttle",
+    },
     mapping: {
       object: 'contacts',
       externalIdField: 'custom_fields.erp_id',
@@ -62,8 +90,16 @@ export const sinkBenchCrms: SinkBenchCrm[] = [
   {
     kind: 'dynamics',
     limit: { requests: 200, windowSeconds: 10 },
-    scaling: 'documented 6,000 per 5 min sliding window, each $batch operation counting; bench 200 per 10 s (same 20/s)',
+    scaling: 'documented 6,000 per 5 min sliding window, a $batch counting as one request; bench 200 per 10 s (same 20/s)',
     token: 'sim-token',
+    real: {
+      limit: { requests: 6000, windowSeconds: 300 },
+      scaling:
+        'documented 6,000 requests per user per 5 min sliding window, a $batch counting as one request; 1,200 s of execution time per 5 min, 100 ms per operation in the simulator (12,000 operations per window)',
+      simulator: { executionSeconds: 1200, executionMsPerOperation: 100 },
+      // Microsoft documents the 1,200 s, not the time an operation takes: 100 ms is the simulator's default.
+      bound: { recordsPerWindow: 12_000, why: 'execution time: 1,200 s per 5 min at 100 ms per operation' },
+    },
     mapping: {
       object: 'contacts',
       externalIdField: 'erp_id',

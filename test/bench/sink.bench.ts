@@ -1,33 +1,42 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CaptureSource } from '../../src/capture/capture-source.ts';
 import { parseLsn } from '../../src/capture/lsn.ts';
 import { type Config, parseConfig } from '../../src/config.ts';
 import { createAdapter } from '../../src/crm/create-adapter.ts';
 import type { CrmAdapter, CrmWrite, WriteOutcome } from '../../src/crm/crm-adapter.ts';
-import type { CrmSimulator, SimStats } from '../../src/crm/sim-server.ts';
+import type { CrmSimulator } from '../../src/crm/sim-server.ts';
 import { ConnectorError, errorMessage } from '../../src/errors.ts';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import type { ChangeEvent } from '../../src/events/change-event.ts';
-import { topicFor } from '../../src/events/topic-router.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { mapEvent } from '../../src/sink/field-mapper.ts';
-import { type SinkBenchCrm, sinkBenchCrms } from './sink-bench-crms.ts';
+import { benchCommand } from './bench-command.ts';
+import { type BenchGoal, goal, printResult } from './bench-result.ts';
+import { type RealWindow, realWindowCrm, type SinkBenchCrm, sinkBenchCrms } from './sink-bench-crms.ts';
 import {
   type Capacity,
   chargedPerRecord,
   figuresOf,
+  GOALS,
   goalsOf,
   type SinkFigures,
   theoreticalFigures,
   theoreticalRecordsPerSecond,
-  writesPerChangeFloor,
 } from './sink-figures.ts';
-import { distinctKeys, hotShare, zipfExponentFor, zipfKeys } from './zipf-workload.ts';
-import { benchStack } from './bench-stack.ts';
+import {
+  delta,
+  type Interval,
+  note,
+  type SinkProcess,
+  type StartSimulator,
+  sampleWrites,
+  simReset,
+  simStats,
+  simulatorOf,
+  sinkWorkbench,
+  sleep,
+  total,
+  type Workload,
+} from './sink-workbench.ts';
 
 /**
  * `npm run bench:sink [-- --crm zendesk-sell,hubspot --seconds 30 --changes 200000]`: the sink half
@@ -52,7 +61,13 @@ import { benchStack } from './bench-stack.ts';
  * Options: --crm a,b (default: every CRM whose adapter exists), --seconds N (30, rounded up to
  * whole windows of the CRM's limit), --changes M (400,000 updates), --records N (200,000: enough
  * distinct records that no CRM drains the compacted backlog within the interval), --warmup S (5),
- * --seed n (1), --hourly-records N (500), --hourly-changes M (10,000), --drain-seconds S (300).
+ * --seed n (1), --hourly-records N (500), --hourly-changes M (10,000), --drain-seconds S (300),
+ * --json-out <file> (the BENCH_RESULT, see bench-result.ts).
+ * --real-windows: the CRMs whose documented window is longer than the bench's 10 s (Zendesk Sell
+ * 200 / 60 s, Dynamics 6,000 / 300 s; sink-bench-crms.ts `real`) at that window, pg2crm only, on
+ * the capacity workload for --windows W whole windows (2) after the warm-up; --seconds, the naive
+ * script and the hourly sync are left out. Capacity is the lower of the request limit and any
+ * other limit that binds first (Dynamics' execution time).
  */
 const { values: args } = parseArgs({
   options: {
@@ -65,8 +80,13 @@ const { values: args } = parseArgs({
     'hourly-records': { type: 'string', default: '500' },
     'hourly-changes': { type: 'string', default: '10000' },
     'drain-seconds': { type: 'string', default: '300' },
+    'real-windows': { type: 'boolean', default: false },
+    windows: { type: 'string', default: '2' },
+    'json-out': { type: 'string' },
   },
 });
+const REAL_WINDOWS = args['real-windows'];
+const WINDOWS = Number(args.windows);
 const SECONDS = Number(args.seconds);
 const UPDATES = Number(args.changes);
 const RECORDS = Number(args.records);
@@ -84,20 +104,16 @@ for (const [name, v] of Object.entries({
   'hourly-records': HOURLY_RECORDS,
   'hourly-changes': HOURLY_UPDATES,
   'drain-seconds': DRAIN_SECONDS,
+  windows: WINDOWS,
 })) {
   if (!Number.isFinite(v) || v < 0 || (name !== 'warmup' && name !== 'seed' && v === 0)) {
     console.error(`--${name} must be a positive number`);
     process.exit(2);
   }
 }
-const HOT_KEYS = 0.05;
-const HOT_UPDATES = 0.8;
 /** The naive script: 50 calls, then a 5 s sleep. */
 const NAIVE_GROUP = 50;
 const NAIVE_SLEEP_MS = 5000;
-const root = new URL('../../', import.meta.url).pathname;
-const note = (line: string): void => void process.stderr.write(`# ${line}\n`);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 /** Sleeps until performance.now() >= `t`: a timer may fire early by the event loop's stale clock. */
 async function sleepUntil(t: number): Promise<void> {
   while (performance.now() < t) await sleep(Math.ceil(t - performance.now()));
@@ -111,299 +127,23 @@ if (unknown.length) {
   process.exit(2);
 }
 
-const { env, kafka, admin, db } = await benchStack('bench-sink');
-
-const runId = Date.now().toString(36);
-const schema = `bench_sink_${runId}`;
-const topicPrefix = `bsink_${runId}`;
-const slot = `pg2crm_${schema}`;
-const tmp = mkdtempSync(join(tmpdir(), 'pg2crm-bench-sink-'));
-const groups: string[] = [];
-
-/** One table's backlog in Kafka: where every contender starts, where it ends, and each partition's keys in between. */
-interface Workload {
-  name: 'capacity' | 'hourly-sync';
-  table: string;
-  topic: string;
-  /** First update's offset per partition: where every contender starts. */
-  start: { partition: number; offset: string }[];
-  ends: Map<number, number>;
-  /** Message keys per partition from `start` to `ends`, in offset order (for the calls-per-change floor). */
-  keys: Map<number, string[]>;
-}
-
-function tableWorkload(name: Workload['name'], tableName: string): Workload {
-  return {
-    name,
-    table: `${schema}.${tableName}`,
-    topic: topicFor(topicPrefix, schema, tableName),
-    start: [],
-    ends: new Map(),
-    keys: new Map(),
-  };
-}
-
-/** The capacity workload (saturates every CRM) and the hourly-sync backlog (drained to the end). */
-const capacityWl = tableWorkload('capacity', 'contacts');
-const hourlyWl = tableWorkload('hourly-sync', 'active_contacts');
-
-/** The connector config of one CRM (the sink child reads it from a file; the naive script uses its crm and mapping slices). */
-function connectorConfig(crm: SinkBenchCrm, baseUrl: string, groupId: string, w: Workload = capacityWl): Record<string, unknown> {
-  const tag = w === capacityWl ? crm.kind : `${crm.kind}.${w.name}`;
-  return {
-    name: `bench_sink_${crm.kind.replace(/-/g, '_')}_${runId}`,
-    postgres: { url: env.PG_URL, tables: [capacityWl.table, hourlyWl.table], snapshot: 'never', heartbeatSeconds: 0 },
-    kafka: { brokers: env.KAFKA_BROKERS, topicPrefix, partitions: 3, groupId, schemaRegistry: { url: env.SCHEMA_REGISTRY_URL } },
-    crm: { kind: crm.kind, baseUrl, auth: { token: crm.token }, limits: { ...crm.limit }, ...crm.crm },
-    mappings: [
-      {
-        table: w.table,
-        object: crm.mapping.object,
-        externalId: { column: 'id', field: crm.mapping.externalIdField },
-        fields: crm.mapping.fields,
-      },
-    ],
-    // Per CRM and workload: the written-hash store would otherwise let one run skip another's writes.
-    sink: {
-      deadLetterTopic: `${topicPrefix}.${tag}.dlq`,
-      hashTopic: `${topicPrefix}.${tag}.sink-hashes`,
-      statusTopic: `${topicPrefix}.${tag}.sink-status`,
-    },
-    ops: { logLevel: 'warn' },
-  };
-}
-
-async function kafkaCount(topic: string): Promise<number> {
-  return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high), 0);
-}
-
-async function waitCount(topic: string, n: number): Promise<void> {
-  while ((await kafkaCount(topic)) < n) await sleep(200);
-}
-
-// ---------------------------------------------------------------- workload, through the real source
-async function createTable(w: Workload): Promise<void> {
-  const [, name] = w.table.split('.') as [string, string];
-  await db.query(
-    `CREATE TABLE ${w.table} (id int PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, email text NOT NULL, company text NOT NULL, n int NOT NULL DEFAULT 0)`,
-  );
-  // Creates and updates commit in transactions of 1,000 and 100 rows (an OLTP-ish shape).
-  await db.query(`CREATE PROCEDURE ${schema}.create_${name}(total int) LANGUAGE plpgsql AS $$
-    BEGIN
-      FOR i IN 1..total LOOP
-        INSERT INTO ${w.table} VALUES (i, 'First' || i, 'Last' || i, 'c' || i || '@example.com', 'Company ' || (i % 100), 0);
-        IF i % 1000 = 0 THEN COMMIT; END IF;
-      END LOOP;
-      COMMIT;
-    END $$`);
-  await db.query(`CREATE PROCEDURE ${schema}.update_${name}(keys int[]) LANGUAGE plpgsql AS $$
-    BEGIN
-      FOR i IN 1..coalesce(array_length(keys, 1), 0) LOOP
-        UPDATE ${w.table} SET n = n + 1, email = 'c' || id || '.' || (n + 1) || '@example.com' WHERE id = keys[i];
-        IF i % 100 = 0 THEN COMMIT; END IF;
-      END LOOP;
-      COMMIT;
-    END $$`);
-}
-
-/** Runs `updates` Zipf-skewed updates over `records` rows of `w`'s table and waits for them in Kafka; returns the workload line. */
-async function skewedUpdates(w: Workload, records: number, updates: number): Promise<Record<string, unknown>> {
-  const [, name] = w.table.split('.') as [string, string];
-  w.start = (await admin.fetchTopicOffsets(w.topic)).map((p) => ({ partition: p.partition, offset: p.high }));
-  const before = await kafkaCount(w.topic);
-  const s = zipfExponentFor(records, HOT_KEYS, HOT_UPDATES);
-  const keys = zipfKeys(records, updates, s, SEED);
-  const started = performance.now();
-  await db.query(`CALL ${schema}.update_${name}($1)`, [Array.from(keys)]);
-  const committedSeconds = (performance.now() - started) / 1000;
-  await waitCount(w.topic, before + updates);
-  const seconds = (performance.now() - started) / 1000;
-  w.ends = new Map((await admin.fetchTopicOffsets(w.topic)).map((p) => [p.partition, Number(p.high)]));
-  return {
-    workload: w.name,
-    records,
-    updates,
-    zipfExponent: Number(s.toFixed(3)),
-    updatesOnHottest5PercentOfKeys: Number(hotShare(keys, records, HOT_KEYS).toFixed(3)),
-    distinctKeysUpdated: distinctKeys(keys),
-    // The floor for a single-record API: every update of the whole backlog compacted at once.
-    callsPerChangeIfAllCompacted: Number((distinctKeys(keys) / updates).toFixed(4)),
-    updatesPerTransaction: 100,
-    postgresCommitSeconds: Number(committedSeconds.toFixed(1)),
-    inKafkaSeconds: Number(seconds.toFixed(1)),
-    partitions: w.ends.size,
-  };
-}
-
-async function prepareWorkloads(): Promise<void> {
-  await db.query(`CREATE SCHEMA ${schema}`);
-  await createTable(capacityWl);
-  await createTable(hourlyWl);
-  await db.query(`CREATE PUBLICATION ${slot} FOR TABLE ${capacityWl.table}, ${hourlyWl.table}`);
-  await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
-
-  const sourceConfig = parseConfig(connectorConfig(sinkBenchCrms[0]!, 'http://127.0.0.1:1', 'unused'));
-  const source = new CaptureSource({ ...sourceConfig.postgres, slot, publication: slot }, sourceConfig.kafka, (err) => {
-    console.error('source failed', err);
-    process.exit(1);
-  });
-  const started = performance.now();
-  await db.query(`CALL ${schema}.create_contacts($1)`, [RECORDS]);
-  await db.query(`CALL ${schema}.create_active_contacts($1)`, [HOURLY_RECORDS]);
-  await source.start();
-  await waitCount(capacityWl.topic, RECORDS);
-  await waitCount(hourlyWl.topic, HOURLY_RECORDS);
-  note(`created ${RECORDS} + ${HOURLY_RECORDS} records in PostgreSQL and Kafka in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  console.log(JSON.stringify(await skewedUpdates(capacityWl, RECORDS, UPDATES)));
-  console.log(JSON.stringify(await skewedUpdates(hourlyWl, HOURLY_RECORDS, HOURLY_UPDATES)));
-  await source.stop();
-  await readKeys(capacityWl);
-  await readKeys(hourlyWl);
-}
-
-/** Every message key of the workload's range, per partition (keys only: nothing is decoded). */
-async function readKeys(w: Workload): Promise<void> {
-  const groupId = `bench-sink-${runId}-keys-${w.name}`;
-  groups.push(groupId);
-  await admin.setOffsets({ groupId, topic: w.topic, partitions: w.start });
-  const remaining = new Set(w.start.filter((p) => Number(p.offset) < (w.ends.get(p.partition) ?? 0)).map((p) => p.partition));
-  for (const p of w.start) w.keys.set(p.partition, []);
-  const consumer = kafka.consumer({ groupId });
-  await consumer.connect();
-  await consumer.subscribe({ topic: w.topic });
-  await new Promise<void>((resolve, reject) => {
-    if (remaining.size === 0) resolve();
-    consumer
-      .run({
-        eachBatch: async ({ batch }) => {
-          const end = w.ends.get(batch.partition) ?? 0;
-          const list = w.keys.get(batch.partition)!;
-          for (const m of batch.messages) if (Number(m.offset) < end) list.push(m.key?.toString('hex') ?? '');
-          if (Number(batch.lastOffset()) + 1 >= end) remaining.delete(batch.partition);
-          if (remaining.size === 0) resolve();
-        },
-      })
-      .catch(reject);
-  });
-  await consumer.disconnect();
-}
-
-/** writesPerChangeFloor of the committed range `from` -> `to` of workload `w`. */
-function floorOf(w: Workload, from: Map<number, number>, to: Map<number, number>): number | null {
-  return writesPerChangeFloor(
-    w.start.map((p) => {
-      const base = Number(p.offset);
-      return {
-        keys: w.keys.get(p.partition) ?? [],
-        from: (from.get(p.partition) ?? base) - base,
-        to: (to.get(p.partition) ?? base) - base,
-      };
-    }),
-  );
-}
-
-// ---------------------------------------------------------------- measurements
-async function simStats(sim: CrmSimulator): Promise<SimStats> {
-  return (await (await fetch(`${sim.url}/__sim/stats`)).json()) as SimStats;
-}
-
-async function simReset(sim: CrmSimulator): Promise<void> {
-  const res = await fetch(`${sim.url}/__sim/reset`, { method: 'POST' });
-  if (!res.ok) throw new Error(`POST ${sim.url}/__sim/reset answered ${res.status}`);
-}
-
-/** The group's committed offset per partition (each partition starts at the workload's start). */
-async function committed(groupId: string, w: Workload): Promise<Map<number, number>> {
-  const [offsets] = await admin.fetchOffsets({ groupId, topics: [w.topic] });
-  return new Map((offsets?.partitions ?? []).map((p) => [p.partition, Math.max(0, Number(p.offset))]));
-}
-
-const total = (m: Map<number, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
-
-async function freshGroup(kind: string, contender: string, w: Workload): Promise<string> {
-  const groupId = `bench-sink-${runId}-${kind}-${contender}-${w.name}`;
-  groups.push(groupId);
-  await admin.setOffsets({ groupId, topic: w.topic, partitions: w.start });
-  return groupId;
-}
-
-interface Interval {
-  records: number;
-  calls: number;
-  throttled: number;
-  changes: number;
-  seconds: number;
-  /** Changes not yet committed at the end (0 = the contender ran out of work: not at the limit). */
-  backlogLeft?: number;
-  /** The fewest record writes per committed change any sink could have made (writesPerChangeFloor). */
-  writesPerChangeFloor?: number | null;
-  rejected?: number;
-  /** Why the figures say little (the sink never called the CRM, ...). */
-  problem?: string;
-}
-
-function delta(a: SimStats, b: SimStats): Pick<Interval, 'records' | 'calls' | 'throttled'> {
-  return { records: b.recordsWritten - a.recordsWritten, calls: b.requests - a.requests, throttled: b.throttled - a.throttled };
-}
-
-/** `pg2crm run --role sink` on workload `w` with a fresh group, as a child process. */
-interface SinkProcess {
-  groupId: string;
-  /** Fails the bench with the child's output when it has exited. */
-  check(when: string): void;
-  output(): string;
-  stop(): Promise<void>;
-}
-
-async function startSink(crm: SinkBenchCrm, sim: CrmSimulator, w: Workload): Promise<SinkProcess> {
-  const groupId = await freshGroup(crm.kind, 'pg2crm', w);
-  const file = join(tmp, `${crm.kind}-${w.name}.json`);
-  writeFileSync(file, JSON.stringify(connectorConfig(crm, sim.url, groupId, w), null, 2));
-  let output = '';
-  const child: ChildProcess = spawn(process.execPath, [join(root, 'bin/pg2crm.js'), 'run', '--config', file, '--role', 'sink'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const keep = (d: Buffer): void => void (output = (output + d.toString()).slice(-20_000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return {
-    groupId,
-    output: () => output,
-    check(when) {
-      if (child.exitCode === null) return;
-      throw new Error(`${crm.kind}: pg2crm sink exited with ${child.exitCode} ${when}; its output:\n${output}`);
-    },
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
-
-/** Waits for the sink's first CRM call (up to 30 s); returns why the figures say little when it never came. */
-async function firstCall(crm: SinkBenchCrm, sim: CrmSimulator, sink: SinkProcess): Promise<string | undefined> {
-  const deadline = Date.now() + 30_000;
-  while ((await simStats(sim)).requests === 0) {
-    sink.check('before its first CRM call');
-    if (Date.now() > deadline) {
-      // Measured anyway (zeros): a sink that never calls the CRM is a result, not a bench failure.
-      const problem = 'the sink made no CRM call within 30 s of starting';
-      note(`${crm.kind}: ${problem}; its last output:\n${sink.output().slice(-2000)}`);
-      return problem;
-    }
-    await sleep(100);
-  }
-  return undefined;
-}
+const wb = await sinkWorkbench({
+  name: 'bench-sink',
+  records: RECORDS,
+  updates: UPDATES,
+  hourlyRecords: HOURLY_RECORDS,
+  hourlyUpdates: HOURLY_UPDATES,
+  seed: SEED,
+  partitions: 3,
+});
+const { env, kafka, capacityWl, hourlyWl, connectorConfig, floorOf, committed, freshGroup, firstCall } = wb;
+const startSink = (crm: SinkBenchCrm, sim: CrmSimulator, w: Workload): Promise<SinkProcess> => wb.startSink(crm, sim.url, w);
 
 /** The real sink on the capacity workload: measured after the first CRM call plus the warm-up. */
 async function runPg2crm(crm: SinkBenchCrm, sim: CrmSimulator, w: Workload, interval: number): Promise<Interval> {
   const sink = await startSink(crm, sim, w);
   try {
-    const problem = await firstCall(crm, sim, sink);
+    const problem = await firstCall(crm, () => simStats(sim), sink);
     await sleep(WARMUP_SECONDS * 1000);
     const [s0, c0] = await Promise.all([simStats(sim), committed(sink.groupId, w)]);
     const t0 = performance.now();
@@ -548,29 +288,8 @@ async function runNaive(adapter: CrmAdapter, sim: CrmSimulator, writes: CrmWrite
  * wherever the interval starts; a partial window would count a burst or not by chance.
  */
 function intervalFor(crm: SinkBenchCrm): number {
+  if (REAL_WINDOWS) return WINDOWS * crm.limit.windowSeconds;
   return Math.ceil(SECONDS / crm.limit.windowSeconds) * crm.limit.windowSeconds;
-}
-
-type StartSimulator = (opts: Record<string, unknown>) => Promise<CrmSimulator>;
-
-/** The CRM's simulator factory (`start<X>Simulator`), or why it cannot be used. */
-async function simulatorOf(crm: SinkBenchCrm): Promise<StartSimulator | string> {
-  const dir = join(root, 'src/crm', crm.kind);
-  if (!existsSync(join(dir, 'adapter.ts'))) return `adapter not present (src/crm/${crm.kind}/adapter.ts)`;
-  if (!existsSync(join(dir, 'simulator.ts'))) return `simulator not present (src/crm/${crm.kind}/simulator.ts)`;
-  const mod = (await import(join(dir, 'simulator.ts'))) as Record<string, unknown>;
-  const name = Object.keys(mod).find((k) => /^start\w*Simulator$/.test(k));
-  return name ? (mod[name] as StartSimulator) : `src/crm/${crm.kind}/simulator.ts exports no start<X>Simulator`;
-}
-
-function sampleWrites(crm: SinkBenchCrm, n: number): CrmWrite[] {
-  return Array.from({ length: n }, (_, i) => ({
-    op: 'upsert' as const,
-    object: crm.mapping.object,
-    externalIdField: crm.mapping.externalIdField,
-    externalId: String(i + 1),
-    fields: {},
-  }));
 }
 
 interface CrmResult {
@@ -727,36 +446,171 @@ function summary(results: CrmResult[]): void {
   }
 }
 
+/** pg2crm at a CRM's real window (--real-windows): the capacity workload only. */
+interface RealResult {
+  crm: SinkBenchCrm;
+  capacity: Capacity;
+  /** Records per second the binding limit allows (the request limit, or another that binds first). */
+  theoretical: number;
+  bound: string;
+  pf: SinkFigures;
+  interval: Interval;
+}
+
+async function benchRealWindow(
+  crm: SinkBenchCrm & { real: RealWindow },
+  start: StartSimulator,
+  w: Workload,
+): Promise<RealResult | undefined> {
+  const sim = await start({ port: 0, control: true, limit: crm.limit, tokens: [crm.token], ...crm.simulator });
+  let adapter: CrmAdapter | undefined;
+  try {
+    adapter = createAdapter(parseConfig(connectorConfig(crm, sim.url, 'unused')).crm);
+    const maxBatch = adapter.maxBatchSize(crm.mapping.object);
+    const capacity: Capacity = { ...crm.limit, maxBatch, costOfFullBatch: adapter.cost(sampleWrites(crm, maxBatch)) };
+    const byRequests = theoreticalRecordsPerSecond(capacity);
+    const byOther = crm.real.bound ? crm.real.bound.recordsPerWindow / crm.limit.windowSeconds : Number.POSITIVE_INFINITY;
+    const theoretical = Math.min(byRequests, byOther);
+    const bound = byOther < byRequests ? crm.real.bound!.why : 'the request limit';
+    const interval = intervalFor(crm);
+    console.log(
+      JSON.stringify({
+        crm: crm.kind,
+        contender: 'theoretical',
+        windowLimit: `${capacity.requests}/${capacity.windowSeconds}s`,
+        maxBatch,
+        costOfFullBatch: capacity.costOfFullBatch,
+        recordsPerSecondByRequests: Number(byRequests.toFixed(2)),
+        recordsPerSecond: Number(theoretical.toFixed(2)),
+        boundBy: bound,
+        limitScaling: crm.scaling,
+      }),
+    );
+    note(`${crm.kind}: pg2crm sink at the real window, ${WARMUP_SECONDS} s warm-up + ${interval} s (${WINDOWS} windows)`);
+    await simReset(sim);
+    const p = await runPg2crm(crm, sim, w, interval);
+    const pf = figuresOf(crm.kind, 'pg2crm', p, theoretical);
+    console.log(line(pf, capacity, p, interval, { backlogLeft: p.backlogLeft, ...(p.problem ? { problem: p.problem } : {}) }));
+    return { crm, capacity, theoretical, bound, pf, interval: p };
+  } catch (err) {
+    console.log(`skipped: ${crm.kind}: ${errorMessage(err)}`);
+    return undefined;
+  } finally {
+    await adapter?.close().catch(() => undefined);
+    await sim.close();
+  }
+}
+
+function summaryReal(results: RealResult[]): BenchGoal[] {
+  console.log('');
+  console.log(`goals (pg2crm at the real window): >= ${GOALS.capacityUsed} of capacity, <= ${GOALS.throttledShare} throttled calls`);
+  const goals: BenchGoal[] = [];
+  for (const r of results) {
+    const g = [
+      goal(
+        `${r.crm.kind} ${r.crm.limit.requests}/${r.crm.limit.windowSeconds}s: capacity used`,
+        r.pf.capacityUsed,
+        GOALS.capacityUsed,
+        'min',
+      ),
+      goal(
+        `${r.crm.kind} ${r.crm.limit.requests}/${r.crm.limit.windowSeconds}s: throttled share`,
+        r.pf.throttledShare,
+        GOALS.throttledShare,
+      ),
+    ];
+    goals.push(...g);
+    const drained = r.interval.backlogLeft === 0 ? '; NOTE backlog drained: pg2crm ran out of work (raise --changes)' : '';
+    console.log(
+      `${r.crm.kind}: ${r.pf.recordsPerSecond} records/s of ${r.theoretical.toFixed(2)} (bound by ${r.bound}) over ${r.interval.seconds.toFixed(0)} s; ` +
+        `${g.map((x) => `${x.met ? 'MET' : 'MISSED'} ${x.name} (${x.value})`).join('; ')}${drained}`,
+    );
+  }
+  return goals;
+}
+
+/** The BENCH_RESULT of a default run: per CRM, pg2crm's figures, the naive script's and the goals. */
+function sinkResult(results: CrmResult[]): { figures: Record<string, unknown>; goals: BenchGoal[] } {
+  const figures: Record<string, unknown> = {};
+  const goals: BenchGoal[] = [];
+  for (const r of results) {
+    const [pf, nf, tf] = r.figures as [SinkFigures, SinkFigures, SinkFigures];
+    figures[r.crm.kind] = {
+      limit: `${r.capacity.requests}/${r.capacity.windowSeconds}s`,
+      maxBatch: r.capacity.maxBatch,
+      recordsPerSecond: pf.recordsPerSecond,
+      theoreticalRecordsPerSecond: tf.recordsPerSecond,
+      naiveRecordsPerSecond: nf.recordsPerSecond,
+      capacityUsed: pf.capacityUsed,
+      throttledShare: pf.throttledShare,
+      callsPerChangeCapacity: pf.callsPerChange,
+      writesPerChangeFloorCapacity: r.floors[0],
+      callsPerChangeHourlySync: r.drain.callsPerChange,
+      writesPerChangeFloorHourlySync: r.floors[1],
+      ...(r.problem ? { problem: r.problem } : {}),
+    };
+    goals.push(
+      goal(`${r.crm.kind}: capacity used`, pf.capacityUsed, GOALS.capacityUsed, 'min'),
+      goal(`${r.crm.kind}: throttled share`, Math.max(pf.throttledShare, r.drain.throttledShare), GOALS.throttledShare),
+      goal(`${r.crm.kind}: hourly-sync calls per change`, r.drain.callsPerChange ?? 1, GOALS.callsPerChange),
+    );
+  }
+  return { figures, goals };
+}
+
 // ---------------------------------------------------------------- main
 const results: CrmResult[] = [];
+const realResults: RealResult[] = [];
 try {
-  const chosen = sinkBenchCrms.filter((c) => !wanted || wanted.has(c.kind));
+  const chosen = REAL_WINDOWS
+    ? sinkBenchCrms.flatMap((c) => ((wanted ? wanted.has(c.kind) : true) ? [realWindowCrm(c) ?? c] : []))
+    : sinkBenchCrms.filter((c) => !wanted || wanted.has(c.kind));
   const runnable: [SinkBenchCrm, StartSimulator][] = [];
   for (const crm of chosen) {
     const start = await simulatorOf(crm);
-    if (typeof start === 'string') console.log(`skipped: ${crm.kind}: ${start}`);
+    if (REAL_WINDOWS && !crm.real) console.log(`skipped: ${crm.kind}: its documented window is the bench's (no real window to run)`);
+    else if (typeof start === 'string') console.log(`skipped: ${crm.kind}: ${start}`);
     else runnable.push([crm, start]);
   }
   if (runnable.length === 0) throw new Error('no CRM to measure: none of the chosen CRMs has an adapter and simulator yet');
-  await prepareWorkloads();
-  // Enough for the naive script's whole interval: it sends at most one group of 50 per 5 s sleep.
-  const longest = Math.max(...runnable.map(([crm]) => intervalFor(crm)));
-  const changes = await readChanges(capacityWl, (Math.floor(longest / (NAIVE_SLEEP_MS / 1000)) + 2) * NAIVE_GROUP);
-  for (const [crm, start] of runnable) {
-    const r = await benchCrm(crm, start, capacityWl, changes);
-    if (r) results.push(r);
+  await wb.prepareWorkloads(sinkBenchCrms[0]!);
+  if (REAL_WINDOWS) {
+    for (const [crm, start] of runnable) {
+      const r = await benchRealWindow(crm as SinkBenchCrm & { real: RealWindow }, start, capacityWl);
+      if (r) realResults.push(r);
+    }
+    const goals = summaryReal(realResults);
+    const figures = Object.fromEntries(
+      realResults.map((r) => [
+        r.crm.kind,
+        {
+          limit: `${r.crm.limit.requests}/${r.crm.limit.windowSeconds}s`,
+          windows: WINDOWS,
+          seconds: Number(r.interval.seconds.toFixed(1)),
+          recordsPerSecond: r.pf.recordsPerSecond,
+          theoreticalRecordsPerSecond: Number(r.theoretical.toFixed(2)),
+          boundBy: r.bound,
+          capacityUsed: r.pf.capacityUsed,
+          throttledShare: r.pf.throttledShare,
+          calls: r.interval.calls,
+          throttled: r.interval.throttled,
+          records: r.interval.records,
+          backlogLeft: r.interval.backlogLeft ?? null,
+        },
+      ]),
+    );
+    printResult({ bench: 'windows', command: benchCommand('bench:sink'), figures, goals }, args['json-out']);
+  } else {
+    // Enough for the naive script's whole interval: it sends at most one group of 50 per 5 s sleep.
+    const longest = Math.max(...runnable.map(([crm]) => intervalFor(crm)));
+    const changes = await readChanges(capacityWl, (Math.floor(longest / (NAIVE_SLEEP_MS / 1000)) + 2) * NAIVE_GROUP);
+    for (const [crm, start] of runnable) {
+      const r = await benchCrm(crm, start, capacityWl, changes);
+      if (r) results.push(r);
+    }
+    summary(results);
+    printResult({ bench: 'sink', command: benchCommand('bench:sink'), ...sinkResult(results) }, args['json-out']);
   }
-  summary(results);
 } finally {
-  await db
-    .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot])
-    .catch(() => undefined);
-  await db.query(`DROP PUBLICATION IF EXISTS ${slot}`).catch(() => undefined);
-  await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
-  await admin.deleteGroups(groups).catch(() => undefined);
-  const mine = (await admin.listTopics().catch(() => [] as string[])).filter((t) => t.startsWith(`${topicPrefix}.`));
-  if (mine.length) await admin.deleteTopics({ topics: mine }).catch(() => undefined);
-  await admin.disconnect();
-  await db.end();
-  rmSync(tmp, { recursive: true, force: true });
+  await wb.cleanup();
 }

@@ -7,6 +7,8 @@ import { parseConfig } from '../../src/config.ts';
 import { AvroCodec } from '../../src/events/avro-codec.ts';
 import { setLogLevel } from '../../src/logger.ts';
 import { benchStack } from './bench-stack.ts';
+import { benchCommand } from './bench-command.ts';
+import { goal, printResult } from './bench-result.ts';
 import {
   CONNECT_VERSION,
   CONNECTOR_SETTINGS,
@@ -48,6 +50,7 @@ const { values: args } = parseArgs({
     'per-tx': { type: 'string', default: '1,100' },
     'paced-seconds': { type: 'string', default: '15' },
     only: { type: 'string' },
+    'json-out': { type: 'string' },
   },
 });
 const ROWS = Number(args.rows);
@@ -472,6 +475,7 @@ async function pacedScenario(rate: number): Promise<void> {
   const achieved = Math.round(total / ((performance.now() - started) / 1000));
   await src.stop();
   const lat = await latencies(s.topic, total);
+  pacedResults.push({ rate, rowsPerSecond: achieved, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99) });
   console.log(
     JSON.stringify({
       scenario: `paced-${rate}-rows-per-second`,
@@ -485,6 +489,7 @@ async function pacedScenario(rate: number): Promise<void> {
   await cleanup(s, [s]);
 }
 
+const pacedResults: { rate: number; rowsPerSecond: number; p50Ms: number; p99Ms: number }[] = [];
 let finished = false;
 try {
   if (runDrain) for (const perTx of PER_TX) await drainScenario(perTx === 1 ? 'single-row-inserts' : `${perTx}-row-transactions`, perTx);
@@ -511,3 +516,23 @@ if (table.length) {
 }
 await admin.disconnect();
 await db.end();
+// The BENCH_RESULT for `npm run bench` (bench-result.ts): the table's figures and the paced p99 goal.
+printResult(
+  {
+    bench: 'source',
+    command: benchCommand('bench:source'),
+    figures: {
+      rows: ROWS,
+      drain: table.map(([scenario, contender, rowsPerSecond, , , cpuSecondsPerMillionRows, ratioToLimit]) => ({
+        scenario,
+        contender,
+        rowsPerSecond: Number(rowsPerSecond),
+        cpuSecondsPerMillionRows: Number(cpuSecondsPerMillionRows),
+        ratioToLimit: ratioToLimit === '-' ? null : Number(ratioToLimit),
+      })),
+      paced: pacedResults,
+    },
+    goals: pacedResults.map((r) => goal(`commit -> Kafka ack p99 at ${r.rate} rows/s (ms)`, r.p99Ms, 250)),
+  },
+  args['json-out'],
+);

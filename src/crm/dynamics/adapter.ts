@@ -2,10 +2,10 @@ import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, crmPool, header, type RetryOutcome, send, throttled } from '../http.ts';
+import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, ThrottledCall, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
-import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import { type CrmAdapter, type CrmTarget, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
 import {
   type BatchItemResponse,
   type BatchOperation,
@@ -74,6 +74,11 @@ export function keySegment(field: string, value: string): string {
 
 /** Characters Dataverse cannot take in an alternate-key value of a key segment (define-alternate-keys-portal). */
 const KEY_UNSAFE = /[/#<>*%&:\\?+]/;
+
+/** External ids per `$filter` read (pg2crm verify). */
+const READ_BATCH = 50;
+/** Records per page of a verify listing (`Prefer: odata.maxpagesize`; Dataverse's default and most is 5,000). */
+const LIST_PAGE = 1000;
 
 /** Whether `value` can be sent as `(<key>='<value>')`; otherwise the record is resolved by `$filter`. */
 export function keySegmentUsable(value: string): boolean {
@@ -687,6 +692,77 @@ export class DynamicsAdapter implements CrmAdapter {
       );
     }
     return out;
+  }
+
+  /**
+   * `pg2crm verify`: key values per `$filter` of `eq` comparisons joined by `or` (filter-rows,
+   * https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows); 50
+   * keep the URL far below the Web API's length limit. `$filter` works for any value, where a key
+   * segment refuses `/ < > * % & : \\ ? +` (the Corrections of reference/crm-apis.md).
+   */
+  readBatchSize(): number {
+    return READ_BATCH;
+  }
+
+  async readByExternalIds(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>> {
+    const f = target.externalIdField;
+    const filter = ids.map((id) => `${f} eq '${id.replace(/'/g, "''")}'`).join(' or ');
+    const page = await this.readPage(
+      `${this.apiPath}/${target.object}?$filter=${encodeURIComponent(filter)}&$select=${[f, ...fields].join(',')}`,
+      target,
+      fields,
+      onSignal,
+    );
+    return new Map(page.records.map((r) => [r.externalId, r.fields]));
+  }
+
+  /**
+   * `GET <set>?$filter=<key> ne null&$select=…` with `Prefer: odata.maxpagesize=<n>`, then
+   * `@odata.nextLink` page by page, each one request of the service protection limit
+   * (page-results, https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results).
+   */
+  async listRecords(target: CrmTarget, fields: string[], cursor: string | undefined, onSignal: (s: RateSignal) => void) {
+    const f = target.externalIdField;
+    const first = `${this.apiPath}/${target.object}?$filter=${encodeURIComponent(`${f} ne null`)}&$select=${[f, ...fields].join(',')}`;
+    // The nextLink is an absolute URL of the same environment: only its path and query are sent.
+    const path = cursor
+      ? (() => {
+          const u = new URL(cursor);
+          return `${u.pathname}${u.search}`;
+        })()
+      : first;
+    return this.readPage(path, target, fields, onSignal);
+  }
+
+  private async readPage(path: string, target: CrmTarget, fields: string[], onSignal: (s: RateSignal) => void) {
+    const res = await this.request('GET', path, { prefer: `odata.maxpagesize=${LIST_PAGE}` }, undefined, onSignal);
+    if (res.throttle) throw new ThrottledCall(res.throttle);
+    const what = `Dynamics 365 GET ${path.split('?')[0]}`;
+    if (res.status !== 200) {
+      throw new ConnectorError(
+        res.status >= 500 ? 'CRM_UNAVAILABLE' : 'CRM_CALL',
+        `${what} answered HTTP ${res.status}: ${res.text.slice(0, 200)}; check mappings[].object (the entity set), externalId.field and fields`,
+        {
+          retriable: res.status >= 500,
+        },
+      );
+    }
+    const body = safeJson(res.text);
+    if (!isObject(body) || !Array.isArray(body.value) || !body.value.every(isObject))
+      throw badResponse(what, res.status, res.text, '{"value":[{…}],"@odata.nextLink"?:"<url>"}');
+    const records: { externalId: string; fields: Record<string, unknown> }[] = [];
+    for (const row of body.value as Record<string, unknown>[]) {
+      const id = row[target.externalIdField];
+      if (id !== undefined && id !== null && id !== '')
+        records.push({ externalId: String(id), fields: Object.fromEntries(fields.map((k) => [k, row[k]])) });
+    }
+    const next = body['@odata.nextLink'];
+    return typeof next === 'string' && next !== '' ? { records, next } : { records };
   }
 
   describeAuth(): string {

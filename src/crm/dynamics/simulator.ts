@@ -540,7 +540,7 @@ class DynamicsSim extends SimServer {
       }
     }
     if (m[2] === undefined) {
-      if (op.method === 'GET') return this.query(set, entity, url.searchParams);
+      if (op.method === 'GET') return this.query(set, entity, url.searchParams, root, op.headers?.prefer ?? '');
       if (op.method === 'POST') return this.create(root, set, entity, data);
       return odataError(405, '0x80060888', `${op.method} on the ${set} collection is not supported.`);
     }
@@ -574,15 +574,18 @@ class DynamicsSim extends SimServer {
    * `GET <set>?$filter=<column> eq '<literal>'&$select=...`: string comparison case-insensitive
    * (filter-rows page); the primary id is always returned. Only `eq` on one column is simulated.
    */
-  private query(set: string, entity: { logical: string }, q: URLSearchParams): OpResult {
+  private query(set: string, entity: { logical: string }, q: URLSearchParams, root = '', prefer = ''): OpResult {
     const filter = q.get('$filter');
     let rows = [...this.records(set).values()];
     if (filter !== null) {
-      const f = /^\s*([a-z_][a-z0-9_]*)\s+eq\s+'((?:[^']|'')*)'\s*$/.exec(filter);
-      if (!f) return odataError(400, '0x80060888', `The simulator supports only $filter=<column> eq '<text>', not ${filter}.`);
-      const column = f[1]!;
-      const value = f[2]!.replace(/''/g, "'").toLowerCase();
-      rows = rows.filter((r) => r[column] !== undefined && r[column] !== null && String(r[column]).toLowerCase() === value);
+      const keep = filterRows(filter);
+      if (!keep)
+        return odataError(
+          400,
+          '0x80060888',
+          `The simulator supports only $filter=<column> eq '<text>' [or <column> eq '<text>' ...] or <column> ne null, not ${filter}.`,
+        );
+      rows = rows.filter(keep);
     }
     const select = q
       .get('$select')
@@ -595,7 +598,25 @@ class DynamicsSim extends SimServer {
       for (const [k, v] of Object.entries(r)) if (k !== 'id' && (!select || select.includes(k) || k === pid)) out[k] = v;
       return out;
     });
-    return { status: 200, headers: {}, body: { '@odata.context': `/api/data/v9.2/$metadata#${set}`, value } };
+    return this.paged(set, value, q, root, prefer);
+  }
+
+  /**
+   * Paging (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results):
+   * `Prefer: odata.maxpagesize=<n>` (default and most 5,000) limits a page; while more rows follow,
+   * `@odata.nextLink` is the absolute URL of the next page (`$skiptoken`, opaque to clients).
+   */
+  private paged(set: string, value: Record<string, unknown>[], q: URLSearchParams, root: string, prefer: string): OpResult {
+    const asked = Number(/odata\.maxpagesize=(\d+)/.exec(prefer)?.[1] ?? 0);
+    const size = asked > 0 ? Math.min(asked, 5000) : 5000;
+    const from = Number(q.get('$skiptoken') ?? 0) || 0;
+    const body: Record<string, unknown> = { '@odata.context': `/api/data/v9.2/$metadata#${set}`, value: value.slice(from, from + size) };
+    if (from + size < value.length) {
+      const next = new URLSearchParams(q);
+      next.set('$skiptoken', String(from + size));
+      body['@odata.nextLink'] = `${root}/api/data/v9.2/${set}?${next.toString()}`;
+    }
+    return { status: 200, headers: asked > 0 ? { 'Preference-Applied': `odata.maxpagesize=${size}` } : {}, body };
   }
 
   /** `EntityDefinitions?$select=...&$filter=EntitySetName eq '<set>'` for the tables this simulator knows. */
@@ -733,6 +754,28 @@ function entityOf(set: string): { logical: string; required?: string } | undefin
 function withQuery(req: SimRequest): string {
   const q = req.query.toString();
   return q ? `${req.path}?${q}` : req.path;
+}
+
+/**
+ * A `$filter` the simulator evaluates (filter-rows,
+ * https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows): `<column> eq
+ * '<text>'` (case-insensitive, like Dataverse's string comparisons), several joined by `or`, or
+ * `<column> ne null`. Undefined for anything else.
+ */
+function filterRows(filter: string): ((r: SimRecord) => boolean) | undefined {
+  const notNull = /^\s*([a-z_][a-z0-9_]*)\s+ne\s+null\s*$/.exec(filter);
+  if (notNull) return (r) => r[notNull[1]!] !== undefined && r[notNull[1]!] !== null;
+  const terms = filter.split(/\s+or\s+(?=[a-z_][a-z0-9_]*\s+eq\s+')/);
+  const wanted = new Map<string, Set<string>>();
+  for (const term of terms) {
+    const f = /^\s*([a-z_][a-z0-9_]*)\s+eq\s+'((?:[^']|'')*)'\s*$/.exec(term);
+    if (!f) return undefined;
+    const values = wanted.get(f[1]!) ?? new Set<string>();
+    values.add(f[2]!.replace(/''/g, "'").toLowerCase());
+    wanted.set(f[1]!, values);
+  }
+  return (r) =>
+    [...wanted].some(([column, values]) => r[column] !== undefined && r[column] !== null && values.has(String(r[column]).toLowerCase()));
 }
 
 /** The organization URL as the client addressed it, for `OData-EntityId`. */

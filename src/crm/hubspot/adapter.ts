@@ -914,6 +914,65 @@ export class HubSpotAdapter implements CrmAdapter {
     );
   }
 
+  /** `pg2crm verify`: batch/read takes as many inputs as batch/upsert. */
+  readBatchSize(): number {
+    return MAX_BATCH;
+  }
+
+  /**
+   * `POST /crm/v3/objects/{type}/batch/read` with `idProperty` (the mapping's unique-value
+   * external id) and the mapped `properties`: 200, or 207 listing the ids with no record
+   * (https://developers.hubspot.com/docs/guides/crm/using-object-apis, "retrieve a batch of
+   * specific records by record ID or a custom unique identifier property"). Properties come
+   * back as strings; verify compares numbers as numbers.
+   */
+  async readByExternalIds(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>> {
+    const { object, externalIdField: field } = target;
+    const path = `/crm/v3/objects/${object}/batch/read`;
+    const res = await this.request(
+      'POST',
+      path,
+      { idProperty: field, properties: [field, ...fields], inputs: ids.map((id) => ({ id })) },
+      onSignal,
+    );
+    if (res.status === 400) await this.requireUniqueIdProperties(object, [field], onSignal);
+    if (res.status !== 200 && res.status !== 207) this.fail(res, `batch/read of ${object}`);
+    const results = batchResults(res.body);
+    if (!results) throw badResponse(`HubSpot POST ${path}`, res.status, textOf(res.body), BATCH_SHAPE);
+    const out = new Map<string, Record<string, unknown>>();
+    for (const r of results) {
+      const id = r.properties?.[field];
+      if (id !== undefined && id !== null && id !== '') out.set(id, Object.fromEntries(fields.map((f) => [f, r.properties?.[f]])));
+    }
+    return out;
+  }
+
+  /**
+   * `GET /crm/v3/objects/{type}?limit=100&properties=…&after=<cursor>`: a page of records and
+   * `paging.next.after` while there are more (the objects API's list,
+   * https://developers.hubspot.com/docs/api-reference/latest/crm/objects/custom-objects/get-custom-objects).
+   * Records without the external id property are not pg2crm's and are left out.
+   */
+  async listRecords(target: CrmTarget, fields: string[], cursor: string | undefined, onSignal: (s: RateSignal) => void) {
+    const field = target.externalIdField;
+    const properties = encodeURIComponent([field, ...fields].join(','));
+    const path = `/crm/v3/objects/${target.object}?limit=${MAX_BATCH}&properties=${properties}${cursor ? `&after=${encodeURIComponent(cursor)}` : ''}`;
+    const res = await this.request('GET', path, undefined, onSignal);
+    if (res.status !== 200) this.fail(res, `the list of ${target.object}`);
+    const results = batchResults(res.body);
+    if (!results) throw badResponse(`HubSpot GET /crm/v3/objects/${target.object}`, res.status, textOf(res.body), BATCH_SHAPE);
+    const records = results
+      .filter((r) => r.properties?.[field] !== undefined && r.properties?.[field] !== null && r.properties?.[field] !== '')
+      .map((r) => ({ externalId: String(r.properties![field]), fields: Object.fromEntries(fields.map((f) => [f, r.properties?.[f]])) }));
+    const paging = isObject(res.body) && isObject(res.body.paging) && isObject(res.body.paging.next) ? res.body.paging.next : undefined;
+    return typeof paging?.after === 'string' && paging.after !== '' ? { records, next: paging.after } : { records };
+  }
+
   describeAuth(): string {
     return this.auth.describe();
   }

@@ -64,7 +64,9 @@ import { type CrmSimulator, RollingWindow, type SimRecord, type SimRequest, type
  *   every association (of any type, in either direction) between each pair removed; pairs with
  *   no association are not an error
  *   (https://developers.hubspot.com/docs/api-reference/crm-associations-v4/batch/post-crm-v4-associations-fromObjectType-toObjectType-batch-archive).
- * - `GET /crm/v3/objects/{type}?limit=n`: a page of records (the adapter's ping).
+ * - `GET /crm/v3/objects/{type}?limit=n&properties=a,b&after=<cursor>`: a page of records (the
+ *   adapter's ping; `pg2crm verify`), `paging.next.after` while more follow
+ *   (https://developers.hubspot.com/docs/api-reference/latest/crm/objects/custom-objects/get-custom-objects).
  *
  * Records are stored flat as the adapter sends them: `{id, <idProperty>: value, ...properties,
  * createdAt, updatedAt}`; associations under the object `associations`.
@@ -516,10 +518,21 @@ class HubSpotSim extends SimServer {
     }
   }
 
+  /**
+   * The objects API's list: `limit` (default 10, at most 100), `properties` (comma-separated; the
+   * default properties without), `after` the cursor of `paging.next.after`, which is present
+   * while more records follow (the cursor is opaque to clients; here the last record id).
+   */
   private list(object: string, query: URLSearchParams): SimResponse {
     const limit = Math.min(100, Math.max(1, Number(query.get('limit') ?? 10)));
-    const results = [...this.records(object).values()].slice(0, limit).map((r) => view(r));
-    return { status: 200, body: { results } };
+    const after = Number(query.get('after') ?? 0) || 0;
+    const only = query.get('properties')?.split(',').filter(Boolean);
+    const sorted = [...this.records(object).values()].filter((r) => r.id > after).sort((a, b) => a.id - b.id);
+    const page = sorted.slice(0, limit);
+    const results = page.map((r) => view(r, only));
+    if (sorted.length <= limit) return { status: 200, body: { results } };
+    const next = String(page[page.length - 1]!.id);
+    return { status: 200, body: { results, paging: { next: { after: next, link: `/crm/v3/objects/${object}?after=${next}` } } } };
   }
 
   private validate(object: string, merged: Record<string, unknown>, creating: boolean): PropertyProblem[] {
@@ -581,7 +594,7 @@ class HubSpotSim extends SimServer {
       };
       this.records(object).set(record.id, record);
       this.reindex(object, c.existing, record);
-      this.stats.recordsWritten++;
+      this.wrote(object, record);
       results.push({
         ...view(record),
         new: !c.existing,

@@ -3,11 +3,11 @@ import type { Pool } from 'undici';
 import type { CrmConfig } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { componentLogger } from '../../logger.ts';
-import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, throttled } from '../http.ts';
+import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, ThrottledCall, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 import { assertInstance } from './auth.ts';
-import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import { type CrmAdapter, type CrmTarget, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
 import { parseCsv, SALESFORCE_CSV, SALESFORCE_CSV_NULL, toCsv } from '../csv.ts';
 
 /**
@@ -258,8 +258,47 @@ export function estimatedPolls(rows: number): number {
   return expectedPolling(rows).polls;
 }
 
+/** A field of a query record: SOQL answers field names as the schema spells them, whatever case the query used. */
+function caseless(record: Record<string, unknown>, field: string): unknown {
+  if (field in record) return record[field];
+  const key = Object.keys(record).find((k) => k.toLowerCase() === field.toLowerCase());
+  return key === undefined ? undefined : record[key];
+}
+
 function soqlString(v: string): string {
   return `'${v.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+}
+
+/**
+ * Longest request URI a SOQL `IN (...)` GET may build. Salesforce refuses a request whose URI
+ * and headers together exceed 16,384 bytes (HTTP 414; https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm);
+ * the headers pg2crm sends (host, bearer token, content type) stay well under the 2,384 left.
+ */
+const MAX_QUERY_URI = 14_000;
+
+/**
+ * `items` split into runs whose `IN (...)` lists keep `uri(list)` within MAX_QUERY_URI bytes;
+ * `value` is an item's external id. A single value too long for any URI still gets its own run
+ * (Salesforce then refuses it, visibly).
+ */
+function splitByUri<T>(items: T[], value: (item: T) => string, uri: (inList: string) => string): T[][] {
+  const room = MAX_QUERY_URI - uri('').length;
+  const out: T[][] = [];
+  let run: T[] = [];
+  let used = 0;
+  for (const item of items) {
+    // The list's text is encoded once, as a whole: the sum of the encoded parts is its length.
+    const cost = encodeURIComponent(soqlString(value(item))).length + (run.length > 0 ? encodeURIComponent(', ').length : 0);
+    if (run.length > 0 && used + cost > room) {
+      out.push(run);
+      run = [];
+      used = 0;
+      used += cost - encodeURIComponent(', ').length;
+    } else used += cost;
+    run.push(item);
+  }
+  if (run.length > 0) out.push(run);
+  return out;
 }
 
 /** A cell of Bulk CSV: empty keeps the field, `#N/A` clears it (an empty string clears it too, as in the REST API). */
@@ -509,12 +548,34 @@ export class SalesforceAdapter implements CrmAdapter {
     });
   }
 
+  /** Deletes by external id: the records' Ids looked up by SOQL, then one collection DELETE. */
   private async deleteChunk(call: Call, idx: number[]): Promise<void> {
     if (call.throttle) return this.settle(call, idx, call.throttle);
     const first = call.records[idx[0]!]!;
     const field = first.externalIdField;
-    const soql = `SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')})`;
-    const q = await this.request('GET', `${this.prefix}/query?q=${encodeURIComponent(soql)}`, undefined, call.onSignal);
+    const queryUri = (list: string) =>
+      `${this.prefix}/query?q=${encodeURIComponent(`SELECT Id, ${field} FROM ${first.object} WHERE ${field} IN (${list})`)}`;
+    const parts = splitByUri(idx, (i) => call.records[i]!.externalId, queryUri);
+    // Long external ids: fewer than COLLECTION_MAX fit one URI. cost() counted one query and
+    // one delete per COLLECTION_MAX records; every further part is two calls it did not count.
+    for (const [k, part] of parts.entries()) {
+      if (call.throttle) this.settle(call, part, call.throttle);
+      else {
+        if (k > 0) call.onSignal({ extraRequests: 2 });
+        await this.deleteRun(call, part, queryUri);
+      }
+    }
+  }
+
+  private async deleteRun(call: Call, idx: number[], queryUri: (inList: string) => string): Promise<void> {
+    const first = call.records[idx[0]!]!;
+    const field = first.externalIdField;
+    const q = await this.request(
+      'GET',
+      queryUri(idx.map((i) => soqlString(call.records[i]!.externalId)).join(', ')),
+      undefined,
+      call.onSignal,
+    );
     if (!this.checkWhole(call, idx, q, 'query')) return;
     // Only a real query answer may say "not there": anything else would turn deletes into no-ops.
     // (A Number external id field comes back as a JSON number.)
@@ -1032,6 +1093,81 @@ export class SalesforceAdapter implements CrmAdapter {
       );
     }
     return out;
+  }
+
+  /** `pg2crm verify`: external ids per SOQL `IN (...)` read, as many as a delete looks up at once. */
+  readBatchSize(): number {
+    return COLLECTION_MAX;
+  }
+
+  /**
+   * SOQL `SELECT <external id>, <fields> FROM <Object> WHERE <external id> IN (...)` through
+   * `GET /services/data/vXX.X/query` (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query.htm).
+   * An answer may hold fewer records than matched (`done: false`): the rest is read from its
+   * `nextRecordsUrl`. Long external ids split the `IN (...)` list so that the URI fits
+   * (splitByUri). Each request beyond the first is reported as `extraRequests`, so the read
+   * budget counts every call made.
+   */
+  async readByExternalIds(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>> {
+    const field = target.externalIdField;
+    const queryUri = (list: string) =>
+      `${this.prefix}/query?q=${encodeURIComponent(`SELECT Id, ${[field, ...fields].join(', ')} FROM ${target.object} WHERE ${field} IN (${list})`)}`;
+    const out = new Map<string, Record<string, unknown>>();
+    let requests = 0;
+    const signal = (s: RateSignal) => onSignal(requests > 1 ? { ...s, extraRequests: (s.extraRequests ?? 0) + 1 } : s);
+    for (const part of splitByUri(ids, (id) => id, queryUri)) {
+      let path: string | undefined = queryUri(part.map(soqlString).join(', '));
+      while (path !== undefined) {
+        requests++;
+        const page = await this.queryPage(path, target, fields, signal);
+        for (const r of page.records) out.set(r.externalId, r.fields);
+        path = page.next === undefined ? undefined : `${this.basePath}${page.next}`;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Every record holding an external id: SOQL `WHERE <external id> != null`, then the answer's
+   * `nextRecordsUrl` (the cursor) page by page, each one API call (same page as above).
+   */
+  async listRecords(target: CrmTarget, fields: string[], cursor: string | undefined, onSignal: (s: RateSignal) => void) {
+    const field = target.externalIdField;
+    const soql = `SELECT Id, ${[field, ...fields].join(', ')} FROM ${target.object} WHERE ${field} != null`;
+    const path = cursor ? `${this.basePath}${cursor}` : `${this.prefix}/query?q=${encodeURIComponent(soql)}`;
+    return this.queryPage(path, target, fields, onSignal);
+  }
+
+  private async queryPage(path: string, target: CrmTarget, fields: string[], onSignal: (s: RateSignal) => void) {
+    const res = await this.request('GET', path, undefined, onSignal);
+    if (res.throttle) throw new ThrottledCall(res.throttle);
+    const what = `Salesforce GET ${this.prefix}/query`;
+    if (res.status !== 200) {
+      const e = (Array.isArray(res.body) ? (res.body as SfError[])[0] : undefined) ?? {};
+      throw new ConnectorError(
+        res.status === 403 ? 'CRM_FORBIDDEN' : 'CRM_CALL',
+        `${what} answered HTTP ${res.status} ${e.errorCode ?? ''}: ${e.message ?? res.text.slice(0, 200)}; check mappings[].object, externalId.field and fields, and the integration user's read permissions`,
+      );
+    }
+    if (!isQueryResult(res.body)) throw badResponse(what, res.status, res.text, 'a JSON object {totalSize, done, records: [{Id, …}]}');
+    const records: { externalId: string; fields: Record<string, unknown> }[] = [];
+    for (const r of res.body.records) {
+      const id = caseless(r, target.externalIdField);
+      if (id !== undefined && id !== null && id !== '')
+        records.push({ externalId: String(id), fields: Object.fromEntries(fields.map((f) => [f, caseless(r, f)])) });
+    }
+    if (res.body.done) return { records };
+    const next = res.body.nextRecordsUrl;
+    // Only a path on this instance is followed (as the job listing does): the bearer token must
+    // not go to whatever host an answer names, and stopping early would miss records.
+    if (typeof next !== 'string' || !next.startsWith('/'))
+      throw badResponse(what, res.status, res.text, 'a nextRecordsUrl that is a path on this instance ("/services/data/…")');
+    return { records, next };
   }
 
   describeAuth(): string {

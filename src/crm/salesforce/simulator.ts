@@ -47,7 +47,7 @@ import { parseCsv, SALESFORCE_CSV, SALESFORCE_CSV_NULL, toCsv } from '../csv.ts'
  *   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm
  * - sObject Collections delete: `DELETE /services/data/vXX.X/composite/sobjects?ids=a,b&allOrNone=false`,
  *   at most 200 ids; 200 with `{id, success, errors}` per id.
- * - SOQL: `GET /services/data/vXX.X/query?q=SELECT ... FROM Obj [WHERE f = 'v' | f IN ('v', ...)] [LIMIT n]`
+ * - SOQL: `GET /services/data/vXX.X/query?q=SELECT ... FROM Obj [WHERE f = 'v' | f IN ('v', ...) | f != null] [LIMIT n]`
  *   (only this subset), 2,000 records per page with `nextRecordsUrl`.
  * - Bulk API 2.0 ingest: `POST /jobs/ingest` -> `PUT /jobs/ingest/{id}/batches` (text/csv, 201)
  *   -> `PATCH /jobs/ingest/{id}` `{state:"UploadComplete"}` -> `GET /jobs/ingest/{id}` until
@@ -88,6 +88,13 @@ export interface SalesforceSimOptions extends SimOAuthOptions {
    * infers the parent from the stored records).
    */
   relationships?: Record<string, string>;
+  /**
+   * Records per SOQL query answer (default 2,000, Salesforce's default batch size; the
+   * `Sforce-Query-Options: batchSize` header takes 200..2,000, and Salesforce may answer fewer
+   * than asked). A smaller page splits answers so that `done: false` / `nextRecordsUrl` is
+   * exercised with few records.
+   */
+  queryPageSize?: number;
 }
 
 type SfError = { statusCode: string; message: string; fields: string[] };
@@ -145,6 +152,22 @@ const lookupField = (relationship: string): string =>
 const notFound = (): SimResponse => errorBody(404, 'NOT_FOUND', 'The requested resource does not exist');
 /** A result file as Salesforce sends it: a header row, then the rows (LF, as the job was created). */
 const resultCsv = (header: string[], rows: string[][]): string => toCsv([header, ...rows], SALESFORCE_CSV);
+/** A job's successfulResults, failedResults and unprocessedrecords, each with the uploaded columns. */
+const jobResults = (header: string[], ok: string[][], failed: string[][], unprocessed: string[][]): JobResults => ({
+  successful: resultCsv(['sf__Id', 'sf__Created', ...header], ok),
+  failed: resultCsv(['sf__Id', 'sf__Error', ...header], failed),
+  unprocessed: resultCsv(header, unprocessed),
+});
+/** The results of a job none of whose rows was processed (failed before processing, or aborted): all unprocessed. */
+const noneProcessed = (csv: string | undefined): JobResults => {
+  const { header, rows } = parseCsv(csv ?? '');
+  return jobResults(
+    header,
+    [],
+    [],
+    rows.map((r) => header.map((h) => r[h] ?? '')),
+  );
+};
 const blank = (v: unknown): boolean => v === undefined || v === null || String(v).trim() === '';
 
 interface IngestJob {
@@ -162,7 +185,13 @@ interface IngestJob {
   numberRecordsProcessed: number;
   numberRecordsFailed: number;
   errorMessage?: string;
-  results?: { successful: string; failed: string; unprocessed: string };
+  results?: JobResults;
+}
+
+interface JobResults {
+  successful: string;
+  failed: string;
+  unprocessed: string;
 }
 
 class SalesforceSim extends SimServer {
@@ -180,6 +209,7 @@ class SalesforceSim extends SimServer {
   private readonly longMs: number;
   /** Start times (real ms) of the API requests in flight. */
   private readonly inFlight = new Set<{ since: number }>();
+  private readonly queryPageSize: number;
 
   constructor(opts: SalesforceSimOptions) {
     super();
@@ -192,6 +222,7 @@ class SalesforceSim extends SimServer {
     this.serviceMs = opts.serviceMs ?? 0;
     this.concurrentLong = opts.concurrentLongRequests ?? 25;
     this.longMs = (opts.longRequestSeconds ?? 20) * 1000;
+    this.queryPageSize = Math.max(1, opts.queryPageSize ?? QUERY_PAGE);
   }
 
   protected resetLimits(): void {
@@ -399,17 +430,26 @@ class SalesforceSim extends SimServer {
 
   private query(soql: string): SimResponse {
     const m =
-      /^\s*SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(\w+)\s*(=|IN)\s*(\(.*\)|'(?:[^'\\]|\\.)*'))?(?:\s+LIMIT\s+(\d+))?\s*$/is.exec(soql);
+      /^\s*SELECT\s+(.+?)\s+FROM\s+(\w+)(?:\s+WHERE\s+(\w+)\s*(=|IN|!=)\s*(\(.*\)|'(?:[^'\\]|\\.)*'|null))?(?:\s+LIMIT\s+(\d+))?\s*$/is.exec(
+        soql,
+      );
     if (!m)
       return errorBody(
         400,
         'MALFORMED_QUERY',
-        `unexpected token in: ${soql.slice(0, 200)} (the simulator supports SELECT ... FROM ... [WHERE f = 'v' | f IN (...)] [LIMIT n])`,
+        `unexpected token in: ${soql.slice(0, 200)} (the simulator supports SELECT ... FROM ... [WHERE f = 'v' | f IN (...) | f != null] [LIMIT n])`,
       );
     const fields = m[1]!.split(',').map((f) => f.trim());
     const object = m[2]!;
     let rows = [...this.records(object).values()];
-    if (m[3]) {
+    if (m[3] && m[4] === '!=' && m[5]!.toLowerCase() === 'null') {
+      // `f != null`: the records that hold a value (SOQL's null comparison, for pg2crm verify's listing).
+      const field = m[3];
+      rows = rows.filter((r) => {
+        const key = Object.keys(r).find((k) => k.toLowerCase() === field.toLowerCase() && k !== 'id');
+        return key !== undefined && r[key] !== null && r[key] !== undefined;
+      });
+    } else if (m[3]) {
       const values = new Set([...m[5]!.matchAll(/'((?:[^'\\]|\\.)*)'/g)].map((v) => v[1]!.replace(/\\(.)/g, '$1')));
       const field = m[3];
       rows = rows.filter((r) => {
@@ -425,11 +465,12 @@ class SalesforceSim extends SimServer {
   }
 
   private page(object: string, rows: Record<string, unknown>[]): SimResponse {
-    const first = rows.slice(0, QUERY_PAGE);
-    const body: Record<string, unknown> = { totalSize: rows.length, done: rows.length <= QUERY_PAGE, records: first };
-    if (rows.length > QUERY_PAGE) {
-      const cursor = `01gSIM${String(this.newId()).padStart(9, '0')}-${QUERY_PAGE}`;
-      this.cursors.set(cursor, { object, rows: rows.slice(QUERY_PAGE) });
+    const size = this.queryPageSize;
+    const first = rows.slice(0, size);
+    const body: Record<string, unknown> = { totalSize: rows.length, done: rows.length <= size, records: first };
+    if (rows.length > size) {
+      const cursor = `01gSIM${String(this.newId()).padStart(9, '0')}-${size}`;
+      this.cursors.set(cursor, { object, rows: rows.slice(size) });
       body.nextRecordsUrl = `/services/data/v62.0/query/${cursor}`;
     }
     return { status: 200, body };
@@ -768,14 +809,7 @@ class SalesforceSim extends SimServer {
         bad !== undefined
           ? `InvalidBatch : Field name not valid : ${bad}`
           : `InvalidBatch : Field name not found : ${job.operation === 'upsert' ? extField : 'Id'}`;
-      job.results = {
-        successful: resultCsv(['sf__Id', 'sf__Created', ...header], []),
-        failed: resultCsv(['sf__Id', 'sf__Error', ...header], []),
-        unprocessed: resultCsv(
-          header,
-          rows.map((r) => header.map((h) => r[h] ?? '')),
-        ),
-      };
+      job.results = noneProcessed(job.csv);
       return;
     }
     for (const row of rows) {
@@ -804,11 +838,7 @@ class SalesforceSim extends SimServer {
     job.state = 'JobComplete';
     job.numberRecordsProcessed = rows.length;
     job.numberRecordsFailed = failed.length;
-    job.results = {
-      successful: resultCsv(['sf__Id', 'sf__Created', ...header], shuffle(ok)),
-      failed: resultCsv(['sf__Id', 'sf__Error', ...header], shuffle(failed)),
-      unprocessed: resultCsv(header, []),
-    };
+    job.results = jobResults(header, shuffle(ok), shuffle(failed), []);
   }
 
   /** A CSV row -> record fields: empty = not set, `#N/A` = null, `[Type:]Rel.Field` = a lookup. */
@@ -839,17 +869,7 @@ class SalesforceSim extends SimServer {
             ? 'unprocessed'
             : undefined;
     if (!which) return notFound();
-    if (job.state === 'Aborted' && !job.results) {
-      const { header, rows } = parseCsv(job.csv ?? '');
-      job.results = {
-        successful: resultCsv(['sf__Id', 'sf__Created', ...header], []),
-        failed: resultCsv(['sf__Id', 'sf__Error', ...header], []),
-        unprocessed: resultCsv(
-          header,
-          rows.map((r) => header.map((h) => r[h] ?? '')),
-        ),
-      };
-    }
+    if (job.state === 'Aborted' && !job.results) job.results = noneProcessed(job.csv);
     if (!job.results) return errorBody(400, 'INVALIDJOBSTATE', `Job ${job.id} has no results yet: its state is ${job.state}`);
     return { status: 200, headers: { 'Content-Type': 'text/csv' }, body: job.results[which] };
   }

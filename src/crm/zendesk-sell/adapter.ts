@@ -4,7 +4,7 @@ import type { CrmConfig } from '../../config.ts';
 import { ConnectorError, errorMessage } from '../../errors.ts';
 import { type CrmAdapter, type CrmTarget, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
 import { CrmCaches, remember } from '../crm-caches.ts';
-import { badResponse, crmPool, header, isObject, parseRetryAfter, type RetryOutcome, sendJson, throttled } from '../http.ts';
+import { badResponse, crmPool, header, isObject, parseRetryAfter, type RetryOutcome, sendJson, ThrottledCall, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
 
@@ -77,6 +77,14 @@ function fieldValue(data: Record<string, unknown>, field: string): unknown {
   if (!cf) return data[field];
   const custom = data.custom_fields;
   return isObject(custom) ? custom[cf[1]!] : undefined;
+}
+
+/** Sell's largest page (`per_page` at most 100). */
+const LIST_PAGE = 100;
+
+/** The record's values of `fields`, as pg2crm names them. */
+function pick(data: Record<string, unknown>, fields: string[]): Record<string, unknown> {
+  return Object.fromEntries(fields.map((f) => [f, fieldValue(data, f)]));
 }
 
 /** A custom field as GET /v2/:resource_type/custom_fields describes it (the parts read here). */
@@ -369,6 +377,73 @@ export class ZendeskSellAdapter implements CrmAdapter {
     if (res.status !== 200) return `Zendesk Sell answered HTTP ${res.status} to GET ${path.split('?')[0]}`;
     const hits = collectionItems(res.body);
     if (hits === undefined) throw badResponse(`Zendesk Sell GET ${path.split('?')[0]}`, res.status, textOf(res.body), COLLECTION);
+    return hits;
+  }
+
+  /**
+   * `pg2crm verify`: Sell filters a list by one custom field value at a time
+   * (`GET /v2/<object>?custom_fields[<name>]=<value>`,
+   * https://developer.zendesk.com/api-reference/sales-crm/requests/), so one id per read.
+   */
+  readBatchSize(): number {
+    return 1;
+  }
+
+  async readByExternalIds(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>> {
+    const out = new Map<string, Record<string, unknown>>();
+    for (const id of ids) {
+      // per_page=2: a second hit means a duplicate, which the write path rejects too; reported as found here.
+      const hits = await this.readList(`/v2/${target.object}?${filterParam(target.externalIdField, id)}&per_page=2`, onSignal);
+      const other = hits.find((h) => String(fieldValue(h.data, target.externalIdField) ?? '') !== id);
+      if (other) {
+        throw new ConnectorError(
+          'CRM_FILTER_IGNORED',
+          `Zendesk Sell did not filter ${target.object} by ${target.externalIdField} (a search for ${id} returned ${target.object} ${other.id}); ${FILTERABLE_FIX}`,
+        );
+      }
+      if (hits[0]) out.set(id, pick(hits[0].data, fields));
+    }
+    return out;
+  }
+
+  /**
+   * Every record page by page, `sort_by=id` so that records written meanwhile (new ids, at the
+   * end) do not shift the pages already read: `page` and `per_page` (at most 100) are Sell's
+   * pagination, `sort_by` its ordering (https://developer.zendesk.com/api-reference/sales-crm/requests/).
+   * Records without the external id are not pg2crm's and are left out.
+   */
+  async listRecords(target: CrmTarget, fields: string[], cursor: string | undefined, onSignal: (s: RateSignal) => void) {
+    const page = Number(cursor ?? 1);
+    const hits = await this.readList(`/v2/${target.object}?sort_by=id&page=${page}&per_page=${LIST_PAGE}`, onSignal);
+    const records: { externalId: string; fields: Record<string, unknown> }[] = [];
+    for (const h of hits) {
+      const id = fieldValue(h.data, target.externalIdField);
+      if (id !== undefined && id !== null && id !== '') records.push({ externalId: String(id), fields: pick(h.data, fields) });
+    }
+    return hits.length === LIST_PAGE ? { records, next: String(page + 1) } : { records };
+  }
+
+  /** A read's records; a throttle as a ThrottledCall (already signalled), other failures as errors. */
+  private async readList(path: string, onSignal: (s: RateSignal) => void): Promise<Hit[]> {
+    const res = await this.request('GET', path, undefined, onSignal);
+    if (res.throttle) throw new ThrottledCall(res.throttle);
+    const what = `Zendesk Sell GET ${path.split('?')[0]}`;
+    if (res.status !== 200) {
+      throw new ConnectorError(
+        res.status >= 500 ? 'CRM_UNAVAILABLE' : 'CRM_CALL',
+        `${what} answered HTTP ${res.status}; check crm.baseUrl and the mapping's object`,
+        {
+          retriable: res.status >= 500,
+        },
+      );
+    }
+    const hits = collectionItems(res.body);
+    if (hits === undefined) throw badResponse(what, res.status, textOf(res.body), COLLECTION);
     return hits;
   }
 

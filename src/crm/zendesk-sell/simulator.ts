@@ -89,6 +89,21 @@ function errors(status: number, list: { code: string; message: string; field?: s
   };
 }
 
+/**
+ * `sort_by=<attribute>[:asc|:desc]` (https://developer.zendesk.com/api-reference/sales-crm/requests/,
+ * ascending by default); without it, the store's order (creation order).
+ */
+function sortedBy(records: SimRecord[], sortBy: string | null): SimRecord[] {
+  if (!sortBy) return records;
+  const [field, direction] = sortBy.split(':');
+  const sign = direction === 'desc' ? -1 : 1;
+  const key = (r: SimRecord): string | number => {
+    const v = r[field!];
+    return typeof v === 'number' ? v : String(v ?? '');
+  };
+  return [...records].sort((a, b) => (key(a) < key(b) ? -sign : key(a) > key(b) ? sign : 0));
+}
+
 class ZendeskSellSim extends SimServer {
   private readonly window: RollingWindow;
   readonly tokens: SimTokens;
@@ -247,7 +262,7 @@ class ZendeskSellSim extends SimServer {
     if (parts.length === 2 && req.method === 'GET') {
       const page = Math.max(1, Math.floor(Number(req.query.get('page') ?? 1)) || 1);
       const perPage = Math.min(MAX_PER_PAGE, Math.max(1, Math.floor(Number(req.query.get('per_page') ?? PER_PAGE)) || PER_PAGE));
-      const all = this.matching(object, req.query, this.unfilterable[object] ?? []);
+      const all = sortedBy(this.matching(object, req.query, this.unfilterable[object] ?? []), req.query.get('sort_by'));
       const items = all.slice((page - 1) * perPage, page * perPage).map((r) => ({ data: r, meta: { type } }));
       return { status: 200, body: { items, meta: { type: 'collection', count: items.length } } };
     }
@@ -267,7 +282,7 @@ class ZendeskSellSim extends SimServer {
 
   /** Records matching every filter: `custom_fields[x]=v` or `<attribute>=v`; `ignored` custom fields do not filter. */
   private matching(object: string, query: URLSearchParams, ignored: string[] = []): SimRecord[] {
-    const filters = [...query.entries()].filter(([k]) => k !== 'page' && k !== 'per_page');
+    const filters = [...query.entries()].filter(([k]) => k !== 'page' && k !== 'per_page' && k !== 'sort_by');
     return [...this.records(object).values()].filter((r) =>
       filters.every(([k, v]) => {
         const cf = /^custom_fields\[(.+)\]$/.exec(k);
@@ -304,7 +319,7 @@ class ZendeskSellSim extends SimServer {
     const record: SimRecord = { ...merged, id: existing?.id ?? this.newId(), created_at: existing?.created_at ?? now, updated_at: now };
     this.records(object).set(record.id, record);
     if (this.definedOnUse) for (const name of Object.keys(customFields)) this.defineField(type, name);
-    this.stats.recordsWritten++;
+    this.wrote(object, record);
     return { status: 200, body: { data: record, meta: { type } } };
   }
 

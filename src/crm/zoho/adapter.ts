@@ -8,7 +8,7 @@ import { componentLogger } from '../../logger.ts';
 import { badResponse, crmPool, header, isObject, type RetryOutcome, safeJson, send, ThrottledCall, throttled } from '../http.ts';
 import { tokenProviderFor } from '../auth/oauth-flows.ts';
 import { type TokenProvider, withToken } from '../auth/token-provider.ts';
-import { type CrmAdapter, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
+import { type CrmAdapter, type CrmTarget, type CrmWrite, type RateSignal, retryOutcomeOf, type WriteOutcome } from '../crm-adapter.ts';
 import { parseCsvRows, toCsv, ZOHO_CSV } from '../csv.ts';
 import { unzip, zip } from './zip.ts';
 
@@ -1006,6 +1006,65 @@ export class ZohoAdapter implements CrmAdapter {
       );
     }
     return out;
+  }
+
+  /** `pg2crm verify`: a search takes up to 10 criteria joined by `or`, 1 credit. */
+  readBatchSize(): number {
+    return SEARCH_CRITERIA_MAX;
+  }
+
+  /**
+   * `GET /crm/{v}/{Module}/search?criteria=((F:equals:a)or(F:equals:b)…)`: 200 `{data}`, 204 when
+   * nothing matches (https://www.zoho.com/crm/developer/docs/api/v7/search-records.html).
+   */
+  async readByExternalIds(
+    target: CrmTarget,
+    ids: string[],
+    fields: string[],
+    onSignal: (s: RateSignal) => void,
+  ): Promise<Map<string, Record<string, unknown>>> {
+    const f = target.externalIdField;
+    const part = ids.map((v) => `(${f}:equals:${criterionValue(v)})`);
+    const criteria = part.length === 1 ? part[0]! : `(${part.join('or')})`;
+    const path = `/crm/${this.version}/${target.object}/search?criteria=${encodeURIComponent(criteria)}`;
+    const page = await this.readRows(path, target, fields, onSignal);
+    return new Map(page.records.map((r) => [r.externalId, r.fields]));
+  }
+
+  /**
+   * Get Records, `GET /crm/{v}/{Module}?fields=…&per_page=200`, then `page_token=<info.next_page_token>`
+   * while `info.more_records` (https://www.zoho.com/crm/developer/docs/api/v7/get-records.html:
+   * `fields` is required, at most 200 a page, a page token beyond the first 2,000 records). 1 credit a call.
+   */
+  async listRecords(target: CrmTarget, fields: string[], cursor: string | undefined, onSignal: (s: RateSignal) => void) {
+    const columns = encodeURIComponent([target.externalIdField, ...fields].join(','));
+    const path = `/crm/${this.version}/${target.object}?fields=${columns}&per_page=200${cursor ? `&page_token=${encodeURIComponent(cursor)}` : ''}`;
+    return this.readRows(path, target, fields, onSignal);
+  }
+
+  private async readRows(path: string, target: CrmTarget, fields: string[], onSignal: (s: RateSignal) => void) {
+    const res = await this.request('GET', path, { onSignal, credits: 1 });
+    if (res.status === 204) return { records: [] };
+    const what = `Zoho CRM GET ${path.split('?')[0]}`;
+    if (res.status !== 200) {
+      const body = res.body as ZohoResult | undefined;
+      throw new ConnectorError(
+        'CRM_CALL',
+        `${what} answered HTTP ${res.status} ${body?.code ?? ''}: ${body?.message ?? res.text.slice(0, 200)}; check mappings[].object (the module API name), externalId.field and fields`,
+      );
+    }
+    const rows = dataOf(res.body);
+    if (!rows?.every((row) => isObject(row) && isId(row.id)))
+      throw badResponse(what, res.status, res.text, '{"data":[{"id":…}],"info":{…}}');
+    const records: { externalId: string; fields: Record<string, unknown> }[] = [];
+    for (const row of rows as Record<string, unknown>[]) {
+      const id = row[target.externalIdField];
+      if (id !== undefined && id !== null && id !== '')
+        records.push({ externalId: String(id), fields: Object.fromEntries(fields.map((k) => [k, row[k]])) });
+    }
+    const info = isObject(res.body) && isObject(res.body.info) ? res.body.info : {};
+    const next = info.more_records === true && typeof info.next_page_token === 'string' ? info.next_page_token : undefined;
+    return next ? { records, next } : { records };
   }
 
   describeAuth(): string {

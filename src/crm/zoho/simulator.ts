@@ -35,6 +35,8 @@ import { unzip, zip } from './zip.ts';
  * - Search: `GET /crm/{v}/{Module}/search?criteria=(Field:equals:value)` (up to 10 criteria joined
  *   by `or`/`and`); 204 without a body when nothing matches.
  * - Delete: `DELETE /crm/{v}/{Module}?ids=1,2` (<= 100).
+ * - Get Records: `GET /crm/{v}/{Module}?fields=a,b&per_page=<=200&page=n|page_token=t`, 1 credit
+ *   (https://www.zoho.com/crm/developer/docs/api/v7/get-records.html).
  * - Bulk Write: `POST /crm/{v}/upload` (header `feature: bulk-write`, `X-CRM-ORG`, multipart field
  *   `file` = zipped CSV <= 25 MB / 25,000 rows) -> file_id; `POST /crm/bulk/{v}/write` -> job id;
  *   `GET /crm/bulk/{v}/write/{id}` ADDED -> IN PROGRESS -> COMPLETED
@@ -300,6 +302,7 @@ class ZohoSim extends SimServer {
     if (p[3] === 'upsert' && p.length === 4 && req.method === 'POST') return this.upsert(what, req.body);
     if (p[3] === 'search' && p.length === 4 && req.method === 'GET') return this.search(what, req.query);
     if (p.length === 3 && req.method === 'DELETE') return this.delete(what, req.query);
+    if (p.length === 3 && req.method === 'GET') return this.list(what, req.query);
     return error(405, 'INVALID_REQUEST_METHOD', 'The http request method type is not a valid one');
   }
 
@@ -427,6 +430,35 @@ class ZohoSim extends SimServer {
     if (!found.length) return { status: 204 };
     const page = found.slice(0, 200).map((r) => ({ ...r, id: String(r.id) }));
     return { status: 200, body: { data: page, info: { per_page: 200, count: page.length, page: 1, more_records: found.length > 200 } } };
+  }
+
+  /**
+   * Get Records (https://www.zoho.com/crm/developer/docs/api/v7/get-records.html): `fields`
+   * required (the record's `id` always comes too), `per_page` at most 200, `page` (the first
+   * 2,000 records) or `page_token` (the previous answer's `info.next_page_token`); 204 when
+   * there is nothing. The simulator's token is an offset.
+   */
+  private list(module: string, query: URLSearchParams): SimResponse {
+    const fields = query.get('fields')?.split(',').filter(Boolean);
+    if (!fields?.length) return error(400, 'REQUIRED_PARAM_MISSING', 'One of the expected parameter is missing', { param: 'fields' });
+    const perPage = Math.min(200, Math.max(1, Number(query.get('per_page') ?? 200) || 200));
+    const token = query.get('page_token');
+    const page = Math.max(1, Number(query.get('page') ?? 1) || 1);
+    const from = token ? Number(token.replace(/^sim-/, '')) || 0 : (page - 1) * perPage;
+    const all = [...this.records(module).values()];
+    const rows = all
+      .slice(from, from + perPage)
+      .map((r) => ({ id: String(r.id), ...Object.fromEntries(fields.map((f) => [f, r[f] ?? null])) }));
+    if (!rows.length) return { status: 204 };
+    const more = from + perPage < all.length;
+    const info = {
+      per_page: perPage,
+      count: rows.length,
+      page,
+      more_records: more,
+      ...(more ? { next_page_token: `sim-${from + perPage}` } : {}),
+    };
+    return { status: 200, body: { data: rows, info } };
   }
 
   private delete(module: string, query: URLSearchParams): SimResponse {

@@ -1,13 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmWrite, RateSignal } from '../../../src/crm/crm-adapter.ts';
 import { SalesforceAdapter, estimatedPolls, lookupIdField, parseBulkError, relationshipName } from '../../../src/crm/salesforce/adapter.ts';
 import { parseCsv } from '../../../src/crm/csv.ts';
 import { type SalesforceSimOptions, startSalesforceSimulator } from '../../../src/crm/salesforce/simulator.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
-import { type GarbageProxy, garbageProxy } from '../../helpers/garbage-proxy.ts';
+import { garbageProxy } from '../../helpers/garbage-proxy.ts';
 import {
   armGarbage,
+  closedAfterEach,
   expectBad,
   expectOneGarbledPollPassed,
   expectPingFailsOnGarbage,
@@ -18,21 +19,10 @@ import {
   simCall,
 } from './sim-harness.ts';
 
-let sim: CrmSimulator | undefined;
-let adapters: SalesforceAdapter[] = [];
-let proxies: GarbageProxy[] = [];
-afterEach(async () => {
-  for (const p of proxies) await p.close();
-  proxies = [];
-  for (const a of adapters) await a.close();
-  adapters = [];
-  await sim?.close();
-  sim = undefined;
-});
+const { proxies, adapters, started } = closedAfterEach<SalesforceAdapter>();
 
 async function start(opts: Partial<SalesforceSimOptions> = {}): Promise<CrmSimulator> {
-  sim = await startSalesforceSimulator({ port: 0, control: true, ...opts });
-  return sim;
+  return started(await startSalesforceSimulator({ port: 0, control: true, ...opts }));
 }
 
 const V = '/services/data/v62.0';

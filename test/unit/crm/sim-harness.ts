@@ -1,4 +1,4 @@
-import { expect } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import type { WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import type { CrmSimulator } from '../../../src/crm/sim-server.ts';
 import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
@@ -7,6 +7,35 @@ import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/gar
  * What the adapter unit tests share: requests to a simulator as a client sends them, and the
  * checks of answers that are not the CRM's (issue 10, defect 3).
  */
+
+/**
+ * What the tests of a file open, closed after each test: proxies, then adapters, then the
+ * simulator (the proxies and adapters talk to it). Tests push to `proxies` and `adapters`;
+ * `started(s)` records the simulator a test started and hands it back.
+ */
+export function closedAfterEach<A extends { close(): Promise<void> }>(): {
+  proxies: GarbageProxy[];
+  adapters: A[];
+  started(s: CrmSimulator): CrmSimulator;
+} {
+  let sim: CrmSimulator | undefined;
+  const proxies: GarbageProxy[] = [];
+  const adapters: A[] = [];
+  afterEach(async () => {
+    for (const p of proxies.splice(0)) await p.close();
+    for (const a of adapters.splice(0)) await a.close();
+    await sim?.close();
+    sim = undefined;
+  });
+  return {
+    proxies,
+    adapters,
+    started(s) {
+      sim = s;
+      return s;
+    },
+  };
+}
 
 /** A request to a simulator with a bearer token (Zoho's scheme is its own: `scheme`). */
 export function simCall(

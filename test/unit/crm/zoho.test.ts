@@ -8,9 +8,10 @@ import { ZohoAdapter } from '../../../src/crm/zoho/adapter.ts';
 import { parseCsvRows, toCsv, ZOHO_CSV } from '../../../src/crm/csv.ts';
 import { startZohoSimulator, type ZohoSimOptions } from '../../../src/crm/zoho/simulator.ts';
 import { unzip, zip } from '../../../src/crm/zoho/zip.ts';
-import { type GarbageProxy, garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
+import { garbageProxy, rewriteProxy } from '../../helpers/garbage-proxy.ts';
 import {
   armGarbage,
+  closedAfterEach,
   expectBad,
   expectOneGarbledPollPassed,
   expectPingFailsOnGarbage,
@@ -21,19 +22,10 @@ import {
   simCall,
 } from './sim-harness.ts';
 
-let sim: CrmSimulator | undefined;
-const adapters: ZohoAdapter[] = [];
-const proxies: GarbageProxy[] = [];
-afterEach(async () => {
-  for (const p of proxies.splice(0)) await p.close();
-  for (const a of adapters.splice(0)) await a.close();
-  await sim?.close();
-  sim = undefined;
-});
+const { proxies, adapters, started } = closedAfterEach<ZohoAdapter>();
 
 async function start(opts: Partial<ZohoSimOptions> = {}): Promise<CrmSimulator> {
-  sim = await startZohoSimulator({ port: 0, control: true, ...opts });
-  return sim;
+  return started(await startZohoSimulator({ port: 0, control: true, ...opts }));
 }
 
 const call = (s: CrmSimulator, method: string, path: string, body?: unknown, token = 'sim-token') =>

@@ -87,7 +87,7 @@ describe('kafkajs log levels', () => {
     fromKafkajs.stack = `TimeoutNegativeWarning: -1796150274787 is a negative number.\n    at setTimeout (node:timers:125:19)\n    at RequestQueue.scheduleCheckPendingRequests (${root}node_modules/kafkajs/src/network/requestQueue/index.js:317:37)`;
     expect(isKafkajsTimerWarning(fromKafkajs)).toBe(true);
     const ours = Object.assign(new Error('-5 is a negative number.'), { name: 'TimeoutNegativeWarning' });
-    ours.stack = `TimeoutNegativeWarning: -5 is a negative number.\n    at setTimeout (node:timers:125:19)\n    at SinkRunner.onBatch (${root}src/sink/sink-runner.ts:368:36)`;
+    ours.stack = `TimeoutNegativeWarning: -5 is a negative number.\n    at setTimeout (node:timers:125:19)\n    at BatchWorker.waitForBudget (${root}src/sink/batch-worker.ts:250:32)`;
     expect(isKafkajsTimerWarning(ours)).toBe(false);
     expect(isKafkajsTimerWarning(Object.assign(new Error('x'), { name: 'DeprecationWarning' }))).toBe(false);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { CrmAdapter, RateSignal, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
+import type { CrmAdapter, RateSignal, RetryKind, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import { ConnectorError } from '../../../src/errors.ts';
 import type { Call } from '../../../src/sink/call-planner.ts';
 import { CallWriter } from '../../../src/sink/call-writer.ts';
@@ -66,33 +66,17 @@ describe('CallWriter', () => {
     expect(seen.observed).toEqual([{ remaining: 10 }]);
   });
 
-  it('all records failing by server kinds counts as the call failing; a timeout among them as a timeout', async () => {
-    const s1 = setup({
-      outcomes: [
-        { status: 'retry', code: 'HTTP_503', message: 'x', kind: 'server' },
-        { status: 'retry', code: 'E', message: 'x', kind: 'unreachable' },
-      ],
-    });
-    await s1.writer.write(s1.call, beat);
-    expect(s1.seen.failures).toEqual(['error']);
-    const s2 = setup({
-      outcomes: [
-        { status: 'retry', code: 'E', message: 'x', kind: 'timeout' },
-        { status: 'retry', code: 'E', message: 'x', kind: 'bad-response' },
-      ],
-    });
-    await s2.writer.write(s2.call, beat);
-    expect(s2.seen.failures).toEqual(['timeout']);
+  const retry = (code: string, kind?: RetryKind): WriteOutcome => ({ status: 'retry', code, message: 'x', ...(kind ? { kind } : {}) });
+  it.each([
+    ['all records failing by server kinds: the call failed', [retry('HTTP_503', 'server'), retry('E', 'unreachable')], ['error'], 0],
+    ['a timeout among them: the call timed out', [retry('E', 'timeout'), retry('E', 'bad-response')], ['timeout'], 0],
     // A code that looks like a 5xx without a kind is not classified as one.
-    const s3 = setup({
-      outcomes: [
-        { status: 'retry', code: 'CRM_HTTP_503', message: 'x' },
-        { status: 'retry', code: 'CRM_HTTP_503', message: 'x' },
-      ],
-    });
-    await s3.writer.write(s3.call, beat);
-    expect(s3.seen.failures).toEqual([]);
-    expect(s3.seen.successes).toBe(1);
+    ['a 5xx-looking code without a kind: not a failure', [retry('CRM_HTTP_503'), retry('CRM_HTTP_503')], [], 1],
+  ] as const)('%s', async (_name, outcomes, failures, successes) => {
+    const { writer, call, seen } = setup({ outcomes: [...outcomes] });
+    await writer.write(call, beat);
+    expect(seen.failures).toEqual(failures);
+    expect(seen.successes).toBe(successes);
   });
 
   it('a throttled call feeds no breaker, and its unclassified retries become throttles', async () => {
@@ -106,23 +90,19 @@ describe('CallWriter', () => {
     expect(seen.successes).toBe(0);
   });
 
-  it("a thrown error becomes a retry of every record, its kind read from the error's kind", async () => {
-    const cases: [ConnectorError, string, string[]][] = [
-      [new ConnectorError('CRM_TIMEOUT', 't', { retriable: true }), 'timeout', ['timeout']],
-      [new ConnectorError('CRM_UNREACHABLE', 'u', { retriable: true }), 'unreachable', ['error']],
-      [new ConnectorError('CRM_BAD_RESPONSE', 'b', { retriable: true }), 'bad-response', ['error']],
-      [new ConnectorError('CRM_HTTP_502', 'h', { retriable: true, status: 502 }), 'server', ['error']],
-      [new ConnectorError('CRM_HTTP_504', 'g', { retriable: true, status: 504 }), 'timeout', ['timeout']],
-      [new ConnectorError('RATE_LIMITED', 'r', { retriable: true, retryAfterSeconds: 3 }), 'throttle', []],
-    ];
-    for (const [err, kind, failures] of cases) {
-      const { writer, call, seen } = setup({ error: err });
-      const out = await writer.write(call, beat);
-      expect(out).toHaveLength(2);
-      expect(out.every((o) => o.status === 'retry' && o.kind === kind && o.code === err.code)).toBe(true);
-      expect(seen.failures).toEqual(failures);
-      expect(seen.inFlight).toEqual(['enter', 'leave']);
-    }
+  it.each([
+    ['CRM_TIMEOUT', 'timeout', ['timeout'], new ConnectorError('CRM_TIMEOUT', 't', { retriable: true })],
+    ['CRM_UNREACHABLE', 'unreachable', ['error'], new ConnectorError('CRM_UNREACHABLE', 'u', { retriable: true })],
+    ['CRM_BAD_RESPONSE', 'bad-response', ['error'], new ConnectorError('CRM_BAD_RESPONSE', 'b', { retriable: true })],
+    ['CRM_HTTP_502', 'server', ['error'], new ConnectorError('CRM_HTTP_502', 'h', { retriable: true, status: 502 })],
+    ['CRM_HTTP_504', 'timeout', ['timeout'], new ConnectorError('CRM_HTTP_504', 'g', { retriable: true, status: 504 })],
+    ['RATE_LIMITED', 'throttle', [], new ConnectorError('RATE_LIMITED', 'r', { retriable: true, retryAfterSeconds: 3 })],
+  ] as const)("a thrown %s becomes a retry of every record of kind '%s', the error's kind", async (_code, kind, failures, err) => {
+    const { writer, call, seen } = setup({ error: err });
+    const out = await writer.write(call, beat);
+    expect(out.map((o) => o.status === 'retry' && `${o.code}/${o.kind}`)).toEqual([`${err.code}/${kind}`, `${err.code}/${kind}`]);
+    expect(seen.failures).toEqual(failures);
+    expect(seen.inFlight).toEqual(['enter', 'leave']);
   });
 
   it("carries the error's Retry-After to every record", async () => {
@@ -130,16 +110,14 @@ describe('CallWriter', () => {
     expect((await writer.write(call, beat)).map((o) => o.status === 'retry' && o.retryAfterSeconds)).toEqual([3, 3]);
   });
 
-  it('a call too large halves the batch and is not the CRM failing', async () => {
-    for (const err of [
-      new ConnectorError('CRM_TOO_LARGE', 'big', { retriable: true }),
-      new ConnectorError('CRM_HTTP_413', 'big', { retriable: true, status: 413 }),
-    ]) {
-      const { writer, call, seen } = setup({ error: err });
-      await writer.write(call, beat);
-      expect(seen.sizes).toEqual([true]);
-      expect(seen.failures).toEqual([]);
-    }
+  it.each([
+    ['CRM_TOO_LARGE', new ConnectorError('CRM_TOO_LARGE', 'big', { retriable: true })],
+    ['CRM_HTTP_413', new ConnectorError('CRM_HTTP_413', 'big', { retriable: true, status: 413 })],
+  ] as const)('a call too large (%s) halves the batch and is not the CRM failing', async (_code, err) => {
+    const { writer, call, seen } = setup({ error: err });
+    await writer.write(call, beat);
+    expect(seen.sizes).toEqual([true]);
+    expect(seen.failures).toEqual([]);
   });
 
   it('a permanent error stops the sink; anything not a ConnectorError is retried without feeding the breaker', async () => {

@@ -81,4 +81,15 @@ describe('PartitionPauser', () => {
     vi.advanceTimersByTime(10_000);
     expect(fake.resumes).toBe(0);
   });
+
+  it('stop takes its backpressure pauses off sink_paused_partitions (a linger pause was never on it)', async () => {
+    const pauser = new PartitionPauser(silentLog);
+    const before = await pausedGauge();
+    pauser.pause(fakeBatch({ partition: 0 }).payload, 1_000);
+    pauser.pause(fakeBatch({ partition: 1 }).payload, 1_000);
+    pauser.pause(fakeBatch({ partition: 2 }).payload, 1_000, 'linger');
+    expect(await pausedGauge()).toBe(before + 2);
+    pauser.stop();
+    expect(await pausedGauge()).toBe(before);
+  });
 });

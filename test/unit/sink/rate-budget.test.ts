@@ -166,6 +166,22 @@ describe('RateBudget pacing', () => {
     expect(b.tryTake(505)).toBe(true);
   });
 
+  it('keeps the refill that arrives while the caller is late when the bucket holds less than a call', () => {
+    // One of four sinks sharing 20 per 10 s: 5 calls, a bucket of a tenth = half a call. The
+    // sink comes back some time after waitMs (timers, the batch being assembled).
+    const c = clock();
+    const b = new RateBudget({ requests: 20, windowSeconds: 10, burst: 0.1 }, c);
+    b.setShare(0.25, true);
+    const times: number[] = [];
+    while (c.t < 70_000) {
+      if (b.tryTake(1)) times.push(c.t);
+      c.t += b.waitMs(1) + 200;
+    }
+    for (const t of times) expect(times.filter((s) => s > t - 10_000 && s <= t).length).toBeLessThanOrEqual(5);
+    // Steady state: the window's 5, not 5 in every 11 s.
+    expect(times.filter((t) => t >= 10_000 && t < 70_000).length).toBeGreaterThanOrEqual(30);
+  });
+
   it('lets a quarter of the window go at once and spreads the rest evenly, same total', () => {
     const c = clock();
     const b = new RateBudget({ requests: 100, windowSeconds: 10, burst: 0.25 }, c);
