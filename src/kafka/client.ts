@@ -236,9 +236,10 @@ export async function ensureTopics(
 ): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
+  let missing: string[];
   try {
     const existing = new Set(await admin.listTopics());
-    const missing = topics.filter((t) => !existing.has(t));
+    missing = topics.filter((t) => !existing.has(t));
     if (missing.length === 0) return;
     await admin.createTopics({
       // kafkajs's own wait retries LEADER_NOT_AVAILABLE only and fails on the
@@ -255,9 +256,18 @@ export async function ensureTopics(
         ],
       })),
     });
-    await waitForLeaders(admin, missing, opts.leaderWaitMs ?? TOPIC_LEADERS_WAIT_MS);
   } finally {
     await admin.disconnect();
+  }
+  // Polled by an admin that retries little: the client's own retries (up to 10 s apart) would
+  // sleep through the election this loop waits for, and under a busy broker one offsets request
+  // answered NOT_LEADER a few times held a sink's start for 20 s.
+  const probe = kafka.admin({ retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 500 } });
+  await probe.connect();
+  try {
+    await waitForLeaders(probe, missing, opts.leaderWaitMs ?? TOPIC_LEADERS_WAIT_MS);
+  } finally {
+    await probe.disconnect();
   }
 }
 

@@ -516,7 +516,26 @@ if (table.length) {
 }
 await admin.disconnect();
 await db.end();
-// The BENCH_RESULT for `npm run bench` (bench-result.ts): the table's figures and the paced p99 goal.
+/**
+ * Issue 14's goals for the drains: pg2crm at >= 0.85 of pg_recvlogical with single-row
+ * transactions and >= 0.5 with larger ones, and ahead of Debezium (rows/s ratio >= 1).
+ */
+function drainGoals(): ReturnType<typeof goal>[] {
+  const out: ReturnType<typeof goal>[] = [];
+  for (const scenario of new Set(table.map((r) => r[0]!))) {
+    const rate = (c: string) => Number(table.find((r) => r[0] === scenario && r[1] === c)?.[2] ?? Number.NaN);
+    const ours = rate('pg2crm');
+    const limit = rate('pg_recvlogical');
+    const dbz = rate('debezium');
+    if (Number.isFinite(ours) && Number.isFinite(limit)) {
+      out.push(goal(`${scenario}: pg2crm rows/s ÷ pg_recvlogical`, ours / limit, scenario === 'single-row-inserts' ? 0.85 : 0.5, 'min'));
+    }
+    if (Number.isFinite(ours) && Number.isFinite(dbz)) out.push(goal(`${scenario}: pg2crm rows/s ÷ Debezium`, ours / dbz, 1, 'min'));
+  }
+  return out;
+}
+
+// The BENCH_RESULT for `npm run bench` (bench-result.ts): the table's figures and the goals.
 printResult(
   {
     bench: 'source',
@@ -532,7 +551,7 @@ printResult(
       })),
       paced: pacedResults,
     },
-    goals: pacedResults.map((r) => goal(`commit -> Kafka ack p99 at ${r.rate} rows/s (ms)`, r.p99Ms, 250)),
+    goals: [...drainGoals(), ...pacedResults.map((r) => goal(`commit -> Kafka ack p99 at ${r.rate} rows/s (ms)`, r.p99Ms, 250))],
   },
   args['json-out'],
 );
