@@ -4,14 +4,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { parseConfig } from '../../src/config.ts';
-import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
 import type { CrmSimulator, SimRecord, SimStats } from '../../src/crm/sim-server.ts';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import { topicFor } from '../../src/events/topic-router.ts';
 import { benchCommand } from './bench-command.ts';
 import { type BenchGoal, goal, printResult } from './bench-result.ts';
 import { benchStack } from './bench-stack.ts';
 import { type ConnectorProcess, freePort, startConnector } from './connector-process.ts';
+import { WRITE_SIMULATORS } from './write-simulators.ts';
 import { sinkBenchCrms } from './sink-bench-crms.ts';
 
 /**
@@ -61,15 +60,12 @@ const GOAL_P99_MS = 250;
 const WRITERS = 4;
 /** Updates hit rows inserted this long before: never two changes of one record in a fetch. */
 const UPDATE_AGE_SECONDS = 5;
-/** The simulators that report each accepted write (SimServer.wrote); options as sink-bench-crms.ts gives them. */
-const SIMULATORS: Record<string, (opts: { port: number } & Record<string, unknown>) => Promise<CrmSimulator>> = {
-  hubspot: (opts) => startHubSpotSimulator(opts),
-  'zendesk-sell': (opts) => startZendeskSellSimulator(opts),
-};
 const crm = sinkBenchCrms.find((c) => c.kind === args.crm);
-const startSimulator = SIMULATORS[args.crm];
+const startSimulator = WRITE_SIMULATORS[args.crm];
 if (!crm || !startSimulator) {
-  console.error(`--crm ${args.crm}: choose one of ${Object.keys(SIMULATORS).join(', ')} (simulators that report each accepted write)`);
+  console.error(
+    `--crm ${args.crm}: choose one of ${Object.keys(WRITE_SIMULATORS).join(', ')} (simulators that report each accepted write)`,
+  );
   process.exit(2);
 }
 /** The CRM field that carries column `n` (the change's sequence number), as a path into the stored record. */

@@ -3,14 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig } from '../../src/config.ts';
-import { startHubSpotSimulator } from '../../src/crm/hubspot/simulator.ts';
 import type { CrmSimulator, SimStats } from '../../src/crm/sim-server.ts';
-import { startZendeskSellSimulator } from '../../src/crm/zendesk-sell/simulator.ts';
 import { topicFor } from '../../src/events/topic-router.ts';
 import { benchCommand } from './bench-command.ts';
 import { type BenchGoal, goal, printResult } from './bench-result.ts';
 import { benchStack } from './bench-stack.ts';
 import { type ConnectorProcess, freePort, MB, processMemory, scrapeMetrics, startConnector } from './connector-process.ts';
+import { WRITE_SIMULATORS } from './write-simulators.ts';
 import { sinkBenchCrms } from './sink-bench-crms.ts';
 
 /**
@@ -81,14 +80,10 @@ const LIMIT = { requests: Number(limitMatch[1]), windowSeconds: Number(limitMatc
 const GOAL_MB = 256;
 /** Heap per record of the written-hash store (npm run bench:hashes, README). */
 const HASH_BYTES_PER_RECORD = 125;
-const SIMULATORS: Record<string, (opts: { port: number } & Record<string, unknown>) => Promise<CrmSimulator>> = {
-  hubspot: (opts) => startHubSpotSimulator(opts),
-  'zendesk-sell': (opts) => startZendeskSellSimulator(opts),
-};
 const crm = sinkBenchCrms.find((c) => c.kind === args.crm);
-const startSimulator = SIMULATORS[args.crm];
+const startSimulator = WRITE_SIMULATORS[args.crm];
 if (!crm || !startSimulator) {
-  console.error(`--crm ${args.crm}: choose one of ${Object.keys(SIMULATORS).join(', ')}`);
+  console.error(`--crm ${args.crm}: choose one of ${Object.keys(WRITE_SIMULATORS).join(', ')}`);
   process.exit(2);
 }
 
