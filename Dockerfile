@@ -14,6 +14,12 @@ RUN npm run build && npm prune --omit=dev
 
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
+# Node sizes V8's old space to the whole of a container's memory limit (process.constrainedMemory()),
+# so the heap may grow until the kernel kills the process: the rest of its memory (code, Kafka
+# fetch buffers, sockets, some 100 MB) is not counted. Half the limit leaves room for that
+# (https://nodejs.org/api/cli.html#--max-old-space-size-percentagepercentage). bench:memory runs
+# the connector with these options in a 256 MB cgroup.
+ENV NODE_OPTIONS=--max-old-space-size-percentage=50
 # The shipped connectors/*.yaml take their ops port from here (`${PG2CRM_OPS_PORT:-0}`), so
 # the HEALTHCHECK below has /healthz to ask. ops.host stays loopback unless PG2CRM_OPS_HOST opens
 # it (docker-compose.yml sets 0.0.0.0 for Prometheus); the probe runs inside the container.

@@ -122,6 +122,8 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Quota over a rolling 24 h in the CRM's unit: API calls (Salesforce, HubSpot) or credits (Zoho: 1 per 10 records upserted, 500 per Bulk Write job). Unset = no daily cap.",
   'crm.limits.concurrency': 'CRM calls in flight at once, per instance.',
   'crm.limits.utilisation': "Fraction of the quota pg2crm may use; keep some for the account's other tools.",
+  'crm.limits.executionSeconds':
+    "Dynamics 365: combined execution time (seconds) per window for the credential, all instances together, counted from pg2crm's own call durations. Default 1,200 per 300 s (Dataverse's service protection limit), scaled with `windowSeconds`.",
   'crm.timeoutMs':
     'Timeout of one CRM call (connect, headers and the whole body). Each poll of an asynchronous bulk job is one call; the job itself has `crm.bulkJobTimeoutMinutes`.',
   'crm.tls':
@@ -158,7 +160,7 @@ export const DESCRIPTIONS: Record<string, string> = {
     'How long a record may wait for the record it links to (`LOOKUP_PENDING`) before it is dead-lettered; those retries are not attempts.',
   'sink.deadLetterTopic': 'Topic for records the CRM rejected or that ran out of attempts; default `<topicPrefix>.dlq`.',
   'sink.fetchMaxBytesPerPartition':
-    'Most bytes fetched per partition at once: the compaction window (more changes per record fold into one write, calls fill up); decoded memory is about 5x this for up to 4 partitions at once.',
+    'Most bytes fetched per partition at once: the compaction window (more changes per record fold into one write). The sink holds some 8x this in heap for up to 4 partitions at once: keep 4 x 8 x this well under half the container memory.',
   'sink.noopSkip': 'Skip a change whose mapped CRM fields equal what pg2crm last wrote to that record (saves quota).',
   'sink.hashTopic': 'Compacted topic of the written-field hashes for the no-op skip; default `<topicPrefix>.sink-hashes`.',
   'sink.statusTopic':

@@ -265,6 +265,12 @@ const limitsSchema = z.strictObject({
   concurrency: z.number().int().min(1).max(100).default(4),
   /** Fraction of the quota pg2crm may use; keep a little for other tools of the account. */
   utilisation: z.number().min(0.05).max(1).default(1),
+  /**
+   * Dynamics 365: combined execution time (seconds) allowed per window for this credential (all
+   * instances together), counted from pg2crm's own call durations. Default 1,200 per 300 s
+   * (Dataverse's service protection limit), scaled with `windowSeconds`. Other CRMs ignore it.
+   */
+  executionSeconds: z.number().min(0.001).optional(),
 });
 
 const crmKinds = ['zendesk-sell', 'salesforce', 'hubspot', 'dynamics', 'zoho'] as const;
@@ -456,15 +462,17 @@ const sinkSchema = z
     /** Topic for records the CRM rejected; default `<topicPrefix>.dlq`. */
     deadLetterTopic: z.string().optional(),
     /**
-     * Most bytes fetched per partition at once. A fetch is the compaction window: more changes
-     * to one record fold into one write and calls fill up; memory grows with it (about 5x in
-     * decoded form, for up to 4 partitions at once).
+     * Most bytes fetched per partition at once (Kafka's own default, `max.partition.fetch.bytes`).
+     * A fetch is the compaction window: more changes to one record fold into one write. It is
+     * also what the sink holds: kafkajs keeps a fetch's messages as objects and each record of it
+     * has a compacted write, some 8x the fetched bytes in heap, for up to 4 partitions at once.
+     * 8 MiB outgrew a 256 MB container behind a throttle (`npm run bench:memory`).
      */
     fetchMaxBytesPerPartition: z
       .number()
       .int()
       .min(64 * 1024)
-      .default(8 * 1024 * 1024),
+      .default(1024 * 1024),
     /**
      * Skip a change whose mapped CRM fields are what pg2crm last wrote to that record. The hashes
      * live in the compacted topic `hashTopic` (default `<topicPrefix>.sink-hashes`).
@@ -474,7 +482,7 @@ const sinkSchema = z
     /** Compacted topic where each sink instance reports paused partitions and budget use (read by `pg2crm status`); default `<topicPrefix>.sink-status`. */
     statusTopic: z.string().optional(),
   })
-  .default({ lingerMs: 200, maxAttempts: 8, lookupPendingSeconds: 900, noopSkip: true, fetchMaxBytesPerPartition: 8 * 1024 * 1024 });
+  .default({ lingerMs: 200, maxAttempts: 8, lookupPendingSeconds: 900, noopSkip: true, fetchMaxBytesPerPartition: 1024 * 1024 });
 
 const opsSchema = z
   .strictObject({

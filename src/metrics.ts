@@ -113,7 +113,7 @@ export const metrics = {
   }),
   writtenHashKeys: new Gauge({
     name: 'pg2crm_written_hash_keys',
-    help: "CRM records in the sink's written-hash store (no-op skip), each ~125 bytes of heap (npm run bench:hashes)",
+    help: "CRM records in the sink's written-hash store (no-op skip), each ~34 bytes of memory (npm run bench:hashes)",
     registers: [registry],
   }),
   endToEndSeconds: new Histogram({

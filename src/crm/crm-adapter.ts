@@ -116,6 +116,13 @@ export interface CrmAdapter {
    */
   warm?(records: CrmWrite[]): void;
   /**
+   * Combined execution time (seconds) the CRM allows one credential per window of
+   * `windowSeconds`, when it limits that besides requests (Dataverse: 1,200 s per 5 minutes).
+   * The sink then counts its calls' durations against it (execution-meter.ts);
+   * `crm.limits.executionSeconds` overrides it. Absent: no such limit.
+   */
+  executionSeconds?(windowSeconds: number): number;
+  /**
    * Seconds `write(records)` waits for asynchronous bulk jobs to finish, under the same
    * assumptions `cost` counts their polls with (for `pg2crm plan`). Absent: no such waits.
    */

@@ -64,8 +64,21 @@ export function quotaOf(crm: Config['crm']): QuotaFigures {
     groups: new Set(crm.credentials.map((c) => c.quotaGroup)).size,
     concurrency: limits.concurrency,
     burst: PACING_BURST,
-    execution: EXECUTION_LIMITS[crm.kind],
+    execution: executionLimit(crm),
   };
+}
+
+/**
+ * The execution-time limit: `crm.limits.executionSeconds` per configured window when set (the
+ * sink counts its calls' durations against it, execution-meter.ts), else the documented one;
+ * after utilisation, as the sink applies it.
+ */
+function executionLimit(crm: Config['crm']): ExecutionLimit | undefined {
+  const limit = EXECUTION_LIMITS[crm.kind];
+  if (!limit) return undefined;
+  const { windowSeconds, executionSeconds, utilisation } = crm.limits;
+  const set = executionSeconds === undefined ? limit : { ...limit, seconds: executionSeconds, windowSeconds };
+  return { ...set, seconds: set.seconds * utilisation };
 }
 
 export interface PlanInputs {

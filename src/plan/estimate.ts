@@ -83,8 +83,9 @@ export function dailySeconds(daily: number, q: QuotaFigures): number {
 }
 
 /**
- * Seconds the CRM's execution-time limit holds `rows` records back: a window's worth goes at
- * once (no pacing: the CRM's 429 and Retry-After stop the sink), then one more per window.
+ * Seconds the CRM's execution-time limit holds `rows` records back: a window's worth, then one
+ * more per window (the sink paces its time evenly, execution-meter.ts, so the first window's
+ * worth takes a window too: this is the least the limit costs).
  */
 export function executionSeconds(rows: number, q: QuotaFigures): number {
   if (!q.execution || rows <= 0) return 0;

@@ -4,12 +4,11 @@ import type { CrmAdapter, WriteOutcome } from '../crm/crm-adapter.ts';
 import type { AvroCodec } from '../events/avro-codec.ts';
 import type { Logger } from '../logger.ts';
 import { metrics } from '../metrics.ts';
-import { type DecodedBatch, decodeBatch } from './batch-decoder.ts';
+import { type DecodedBatch, decodeBatch, messageAt } from './batch-decoder.ts';
 import type { BatchSizer } from './batch-sizer.ts';
 import { type Call, CallPlanner, InFlight, type Pending } from './call-planner.ts';
 import { CallWriter } from './call-writer.ts';
 import type { CircuitBreaker } from './circuit-breaker.ts';
-import { compact } from './compactor.ts';
 import type { DeadLetter } from './dead-letter.ts';
 import { OffsetTracker, StallWatch } from './offset-tracker.ts';
 import { OutcomePolicy } from './outcome-policy.ts';
@@ -60,7 +59,8 @@ interface BatchRun {
   who: string;
   started: number;
   tracker: OffsetTracker;
-  messages: Map<bigint, KafkaMessage>;
+  /** The batch's messages, ascending offsets (for dead letters). */
+  messages: KafkaMessage[];
   /** Mapped fields of the mapping: a write carrying them all may be skipped by its hash later. */
   allFields: number;
 }
@@ -126,12 +126,12 @@ export class BatchWorker {
       this.log.warn({ topic: batch.topic, partition: batch.partition, err }, 'cannot decode yet; pausing');
       this.pauser.pause(payload, this.policy.backoff(this.policy.bump(batch.topic, batch.partition, offset)));
     }
-    metrics.eventsConsumed.inc(decoded.events.size);
+    metrics.eventsConsumed.inc(decoded.events);
     tracker.deadLetter(decoded.letters);
     const queue = this.queueOf(decoded, mapping, tracker);
     const who = `${batch.topic}/${batch.partition}`;
     const allFields = Object.keys(mapping.fields).length;
-    const run: BatchRun = { payload, mapping, who, started, tracker, messages: decoded.messages, allFields };
+    const run: BatchRun = { payload, mapping, who, started, tracker, messages: batch.messages, allFields };
     if (await this.forgetHashes(run, queue)) await this.drain(run, queue);
     if (queue.length === 0) this.deps.budget.withdraw(who);
     this.updateBudgetMetrics();
@@ -174,13 +174,13 @@ export class BatchWorker {
   private queueOf(decoded: DecodedBatch, mapping: MappingConfig, tracker: OffsetTracker): Pending[] {
     const queue: Pending[] = [];
     const allFields = Object.keys(mapping.fields).length;
-    for (const group of compact(decoded.changes)) {
+    for (const group of decoded.writes) {
       if (group.write && !group.restore && this.deps.hashes?.unchanged(group.write, allFields)) {
         // The CRM already holds exactly these values (written earlier by pg2crm). Not for a
         // snapshot row: `pg2crm snapshot` after a CRM wipe must write what the hashes say is there.
         metrics.noopSkipped.inc({ object: mapping.object }, group.offsets.length);
         tracker.finish(group.offsets);
-      } else if (group.write) queue.push({ group, write: group.write, event: decoded.events.get(group.firstOffset) });
+      } else if (group.write) queue.push({ group, write: group.write });
       else tracker.finish(group.offsets.filter((o) => !tracker.awaitsDeadLetter(o)));
     }
     return queue;
@@ -267,12 +267,13 @@ export class BatchWorker {
   /** Applies the policy's decision for one record; false when it is to be retried (the partition pauses there). */
   private apply(run: BatchRun, p: Pending, outcome: WriteOutcome): boolean {
     const { topic, partition } = run.payload.batch;
-    const decision = this.policy.decide(topic, partition, p, outcome, (offset) => run.messages.get(offset)!);
+    const decision = this.policy.decide(topic, partition, p, outcome, (offset) => messageAt(run.messages, offset)!);
     if (decision.action === 'done') {
       run.tracker.wrote({ write: p.write, full: p.write.op === 'upsert' && Object.keys(p.write.fields).length >= run.allFields });
       run.tracker.finish(p.group.offsets);
       metrics.recordsWritten.inc({ object: p.write.object, op: p.write.op });
-      if (p.event) metrics.endToEndSeconds.observe(Math.max(0, Date.now() - Number(p.event.source.commitTsMicros / 1000n)) / 1000);
+      const { commitMs } = p.group;
+      if (commitMs !== undefined) metrics.endToEndSeconds.observe(Math.max(0, Date.now() - commitMs) / 1000);
       return true;
     }
     if (decision.action === 'dead-letter') {

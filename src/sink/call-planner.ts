@@ -1,21 +1,20 @@
 import type { CrmAdapter, CrmWrite } from '../crm/crm-adapter.ts';
-import type { ChangeEvent } from '../events/change-event.ts';
 import { metrics } from '../metrics.ts';
 import type { BatchSizer } from './batch-sizer.ts';
 import type { CircuitBreaker } from './circuit-breaker.ts';
 import type { CompactedWrite } from './compactor.ts';
+import type { Reservation } from './execution-meter.ts';
 import type { Lane, QuotaLanes } from './quota-lanes.ts';
 import type { Spent } from './rate-budget.ts';
 
-/** One compacted write waiting to be sent, with the event it came from (end-to-end latency). */
+/** One compacted write waiting to be sent. */
 export interface Pending {
   group: CompactedWrite;
   write: CrmWrite;
-  event: ChangeEvent | undefined;
 }
 
 /** Writes sent in one CRM call, with the budget paid for it and the credential that sends it. */
-export type Call = Pending[] & { spent?: Spent; lane?: Lane; adapter?: CrmAdapter };
+export type Call = Pending[] & { spent?: Spent; lane?: Lane; adapter?: CrmAdapter; execution?: Reservation | undefined };
 
 /**
  * The calls in flight in the whole process, and waiting for one to end. Calls of all
@@ -57,7 +56,8 @@ export class InFlight {
 }
 
 /** What the planner needs of the quota lanes (quota-lanes.ts). */
-export type PlannerBudget = Pick<QuotaLanes, 'take' | 'cost' | 'maxCallCost' | 'fraction'>;
+export type PlannerBudget = Pick<QuotaLanes, 'take' | 'cost' | 'maxCallCost' | 'fraction'> &
+  Partial<Pick<QuotaLanes, 'refund' | 'maxCallWrites'>>;
 export type PlannerBreaker = Pick<CircuitBreaker, 'state' | 'waitMs' | 'tryAcquire' | 'restore'>;
 
 export interface CallPlannerDeps {
@@ -115,12 +115,14 @@ export class CallPlanner {
       if (!taken) break;
       if (!breaker.tryAcquire()) {
         // Half-open with its probe out: the call is not sent.
-        taken.lane.budget.refund(taken.spent);
+        if (budget.refund) budget.refund(taken);
+        else taken.lane.budget.refund(taken.spent);
         break;
       }
       call.spent = taken.spent;
       call.lane = taken.lane;
       call.adapter = taken.adapter;
+      call.execution = taken.execution;
       queue.splice(0, call.length);
       calls.push(call);
     }
@@ -131,7 +133,8 @@ export class CallPlanner {
   nextCall(queue: Pending[]): Pending[] {
     const { budget, sizer } = this.deps;
     const object = queue[0]!.write.object;
-    const max = sizer.size(object);
+    // Where execution time is counted (Dataverse), short calls waste less of it (execution-meter.ts).
+    const max = Math.min(sizer.size(object), budget.maxCallWrites?.() ?? Number.POSITIVE_INFINITY);
     let call: Pending[] = [];
     for (let i = 0; i < queue.length && call.length < max && queue[i]!.write.object === object; i++) call.push(queue[i]!);
     // A call must fit what the budget can pay at once, or it could never be paid for (Zoho

@@ -42,6 +42,8 @@ export class CallWriter {
     inFlight.enter();
     metrics.batchSize.observe({ object }, call.length);
     let throttled = false;
+    // Whether the CRM executed the call: only then does its duration say how long records take.
+    let executed = false;
     try {
       const outcomes = await (call.adapter ?? this.deps.adapter).write(
         call.map((p) => p.write),
@@ -55,6 +57,7 @@ export class CallWriter {
         },
       );
       metrics.crmRequests.inc({ object, outcome: 'ok' });
+      executed = !throttled;
       this.answered(object, outcomes, throttled);
       this.deps.sizer.observe(object, call.length, this.now() - t0, false);
       // Records of a throttled call that must be retried were throttled, whatever the adapter called them.
@@ -64,6 +67,8 @@ export class CallWriter {
       return this.failed(call, err, throttled, this.now() - t0);
     } finally {
       if (call.spent) call.lane?.budget.complete(call.spent);
+      // The call's wall time is what it spent of the CRM's execution-time limit, from now on.
+      if (call.execution) call.lane?.meter?.settle(call.execution, this.now() - t0, executed);
       inFlight.leave();
     }
   }

@@ -30,6 +30,8 @@ export interface CompactedWrite {
   firstOffset: bigint;
   /** An upsert folding in a snapshot row since the last delete, or replacing a delete: never skipped as unchanged. */
   restore: boolean;
+  /** Commit time (ms) of the earliest change folded in, when known: end-to-end latency. */
+  commitMs?: number;
 }
 
 export interface KeyedChange {
@@ -40,32 +42,49 @@ export interface KeyedChange {
   restore: boolean;
   /** A delete's lookup targets from its old row (REPLICA IDENTITY FULL), by lookup field: links the deleted record had. */
   held?: Record<string, string>;
+  /** Commit time of the change in PostgreSQL, ms. */
+  commitMs?: number;
 }
 
+/** Compacts a window held whole (tests, small windows); see Compactor. */
 export function compact(changes: KeyedChange[]): CompactedWrite[] {
-  const byKey = new Map<string, CompactedWrite>();
-  const out: CompactedWrite[] = [];
+  const compactor = new Compactor();
+  for (const change of changes) compactor.add(change);
+  return compactor.writes();
+}
+
+/**
+ * Compaction fed one change at a time, in offset order, so a fetch is never held as a list of
+ * decoded events: what stays is one write per record of the window (a backlog behind a
+ * throttled CRM is many fetches, and each is decoded again after every pause).
+ */
+export class Compactor {
+  private readonly byKey = new Map<string, CompactedWrite>();
+  private readonly out: CompactedWrite[] = [];
   /** Per record and lookup field: every target named in this window (see staleLinks). */
-  const named = new Map<string, Map<string, Set<string>>>();
-  for (const change of changes) {
+  private readonly named = new Map<string, Map<string, Set<string>>>();
+
+  add(change: KeyedChange): void {
     const w = change.write;
+    const commitMs = change.commitMs === undefined ? {} : { commitMs: change.commitMs };
     if (!w) {
-      out.push({ write: null, offsets: [change.offset], firstOffset: change.offset, restore: false });
-      continue;
+      this.out.push({ write: null, offsets: [change.offset], firstOffset: change.offset, restore: false, ...commitMs });
+      return;
     }
     const key = `${w.object}\u0000${w.externalId}`;
-    noteTargets(named, key, w, change.held);
-    const prev = byKey.get(key);
+    noteTargets(this.named, key, w, change.held);
+    const prev = this.byKey.get(key);
     if (!prev) {
       const first: CompactedWrite = {
         write: w,
         offsets: [change.offset],
         firstOffset: change.offset,
         restore: w.op === 'upsert' && change.restore,
+        ...commitMs,
       };
-      byKey.set(key, first);
-      out.push(first);
-      continue;
+      this.byKey.set(key, first);
+      this.out.push(first);
+      return;
     }
     prev.offsets.push(change.offset);
     const before = prev.write;
@@ -85,9 +104,13 @@ export function compact(changes: KeyedChange[]): CompactedWrite[] {
       prev.write = w;
       prev.restore = true;
     }
-    prev.write = staleLinks(prev.write, named.get(key));
+    prev.write = staleLinks(prev.write, this.named.get(key));
   }
-  return out.sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
+
+  /** The compacted writes, in the order of their first offsets. */
+  writes(): CompactedWrite[] {
+    return this.out.sort((a, b) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
+  }
 }
 
 /**
@@ -113,10 +136,11 @@ function noteTargets(
   w: CrmWrite,
   held: Record<string, string> | undefined,
 ): void {
-  let fields = named.get(key);
-  if (!fields) named.set(key, (fields = new Map()));
   const note = (field: string, target: string | null | undefined): void => {
     if (target === null || target === undefined) return;
+    // Created on the first target only: most records of a window have no lookups.
+    let fields = named.get(key);
+    if (!fields) named.set(key, (fields = new Map()));
     let set = fields.get(field);
     if (!set) fields.set(field, (set = new Set()));
     set.add(target);

@@ -1,5 +1,6 @@
 import type { CrmConfig, CrmCredential } from '../config.ts';
 import type { CrmAdapter, CrmWrite } from '../crm/crm-adapter.ts';
+import { ExecutionMeter, type Reservation } from './execution-meter.ts';
 import { RateBudget, type Spent } from './rate-budget.ts';
 
 /**
@@ -21,6 +22,8 @@ export const CALL_SHARE_OF_LIMIT = 0.1;
 export interface Lane {
   group: string;
   budget: RateBudget;
+  /** The CRM's execution-time limit of the group (Dataverse), when it has one. */
+  meter?: ExecutionMeter | undefined;
   adapters: CrmAdapter[];
   next: number;
 }
@@ -29,6 +32,8 @@ export interface Taken {
   lane: Lane;
   adapter: CrmAdapter;
   spent: Spent;
+  /** The call's share of the execution-time limit, to settle with its duration (CallWriter). */
+  execution?: Reservation | undefined;
 }
 
 export class QuotaLanes {
@@ -37,13 +42,25 @@ export class QuotaLanes {
   constructor(crm: CrmConfig, adapterFor: (credential: CrmCredential) => CrmAdapter) {
     const groups = new Map<string, CrmCredential[]>();
     for (const c of crm.credentials) groups.set(c.quotaGroup, [...(groups.get(c.quotaGroup) ?? []), c]);
-    this.lanes = [...groups].map(([group, credentials]) => ({
-      group,
-      budget: new RateBudget({ ...crm.limits, burst: PACING_BURST }),
+    this.lanes = [...groups].map(([group, credentials]) => {
+      const budget = new RateBudget({ ...crm.limits, burst: PACING_BURST });
       // Token requests (OAuth flows) go to the token endpoint, never through this budget.
-      adapters: credentials.map((c) => adapterFor(c)),
-      next: 0,
-    }));
+      const adapters = credentials.map((c) => adapterFor(c));
+      const seconds = crm.limits.executionSeconds ?? adapters[0]!.executionSeconds?.(crm.limits.windowSeconds);
+      const meter =
+        seconds === undefined
+          ? undefined
+          : new ExecutionMeter({
+              seconds,
+              windowSeconds: crm.limits.windowSeconds,
+              utilisation: crm.limits.utilisation,
+              requests: budget.quota,
+              burst: PACING_BURST,
+              // The request budget's share of the group and its back-off after a throttle apply to the time too.
+              fraction: () => budget.limit() / budget.quota,
+            });
+      return { group, budget, meter, adapters, next: 0 };
+    });
   }
 
   /** Any adapter: they differ only in their token (batch sizes, costs). */
@@ -62,19 +79,34 @@ export class QuotaLanes {
     const { requests, daily } = this.cost(writes);
     const order = [...this.lanes].sort((a, b) => b.budget.available() - a.budget.available());
     for (const lane of order) {
+      if (lane.meter && !lane.meter.canTake(writes.length)) continue;
       const spent = lane.budget.take(requests, { ...opts, daily });
       if (!spent) continue;
       for (const other of this.lanes) if (other !== lane) other.budget.withdraw(opts.who);
       const adapter = lane.adapters[lane.next++ % lane.adapters.length]!;
-      return { lane, adapter, spent };
+      return { lane, adapter, spent, execution: lane.meter?.take(writes.length) };
     }
     return undefined;
   }
 
-  /** Milliseconds until some group can pay for `writes`. */
+  /** A taken call was not sent after all: its requests and execution time are free again. */
+  refund(taken: Pick<Taken, 'lane' | 'spent' | 'execution'>): void {
+    taken.lane.budget.refund(taken.spent);
+    if (taken.execution) taken.lane.meter?.refund(taken.execution);
+  }
+
+  /** Milliseconds until some group can pay for `writes` (requests and, where counted, execution time). */
   waitMs(writes: CrmWrite[]): number {
     const { requests, daily } = this.cost(writes);
-    return Math.min(...this.lanes.map((l) => l.budget.waitMs(requests, daily)));
+    return Math.min(...this.lanes.map((l) => Math.max(l.budget.waitMs(requests, daily), l.meter?.waitMs(writes.length) ?? 0)));
+  }
+
+  /**
+   * The most records worth sending in one call where execution time is counted (Infinity
+   * elsewhere): short calls waste little of the time budget (execution-meter.ts).
+   */
+  maxCallWrites(): number {
+    return Math.max(...this.lanes.map((l) => l.meter?.maxCallRecords() ?? Number.POSITIVE_INFINITY));
   }
 
   withdraw(who: string): void {

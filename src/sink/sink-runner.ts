@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8';
 import type { Consumer, EachBatchPayload } from 'kafkajs';
 import type { Config, CrmCredential, MappingConfig } from '../config.ts';
 import type { CrmAdapter } from '../crm/crm-adapter.ts';
@@ -8,6 +9,7 @@ import { createKafka, ensureTopics, topicMaxMessageBytes } from '../kafka/client
 import { Publisher } from '../kafka/publisher.ts';
 import { componentLogger } from '../logger.ts';
 import { metrics } from '../metrics.ts';
+import { fetchHeapProblem } from './batch-decoder.ts';
 import { BatchSizer } from './batch-sizer.ts';
 import { BatchWorker } from './batch-worker.ts';
 import { BudgetShare } from './budget-share.ts';
@@ -81,9 +83,10 @@ export class SinkRunner {
       // A partition resumed after a pause is fetched only with the next fetch request; with
       // kafkajs' default 5 s wait, an idle partition elsewhere would hold it back that long.
       maxWaitTimeInMs: 250,
-      // Larger fetches compact more changes per key into one write and fill calls.
+      // A fetch is held whole while its batches are worked on: its size bounds the sink's memory
+      // (up to 4 partitions are worked on at once, partitionsConsumedConcurrently below).
       maxBytesPerPartition: config.sink.fetchMaxBytesPerPartition,
-      maxBytes: Math.max(10 * 1024 * 1024, 4 * config.sink.fetchMaxBytesPerPartition),
+      maxBytes: 4 * config.sink.fetchMaxBytesPerPartition,
       allowAutoTopicCreation: false,
     });
     this.dlq = new Publisher(this.kafka);
@@ -175,13 +178,17 @@ export class SinkRunner {
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       if (!e.payload.restart) this.onFatal?.(e.payload.error);
     });
+    const concurrently = Math.max(1, Math.min(4, this.config.crm.limits.concurrency));
+    const heapProblem = fetchHeapProblem(this.config.sink.fetchMaxBytesPerPartition, concurrently, getHeapStatistics().heap_size_limit);
+    // A warning, not a refusal: a backlog this large may never come, and the heap limit is a guess of V8's.
+    if (heapProblem) this.log.warn({ problem: heapProblem }, 'fetches may not fit in the heap');
     await this.consumer.subscribe({ topics, fromBeginning: true });
     await this.consumer.run({
       eachBatchAutoResolve: false,
       autoCommit: true,
       // commitOffsetsIfNecessary() commits only when an interval is set; a long batch commits as it goes.
       autoCommitInterval: CHECKPOINT_MS,
-      partitionsConsumedConcurrently: Math.max(1, Math.min(4, this.config.crm.limits.concurrency)),
+      partitionsConsumedConcurrently: concurrently,
       eachBatch: (payload: EachBatchPayload) => this.worker.onBatch(payload),
     });
   }

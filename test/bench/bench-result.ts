@@ -1,3 +1,4 @@
+import { loadavg } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
@@ -27,6 +28,8 @@ export interface BenchResult {
   command: string;
   /** When the run finished (ISO 8601, UTC). */
   at?: string;
+  /** The machine's load average (1 and 5 min) when the run finished: speed and latency figures move with it. */
+  loadAverage?: { oneMinute: number; fiveMinutes: number };
   /** Measured figures, flat or nested, numbers or short strings; units in the key names (`p99Ms`, `peakRssMb`). */
   figures: Record<string, unknown>;
   goals: BenchGoal[];
@@ -43,7 +46,9 @@ export function goal(name: string, value: number, limit: number, kind: 'max' | '
 
 /** Prints `result` as the final `BENCH_RESULT {json}` line on stdout and writes it to `jsonOut` when given. */
 export function printResult(result: BenchResult, jsonOut?: string): void {
-  const full: BenchResult = { ...result, at: result.at ?? new Date().toISOString() };
+  const [one = 0, five = 0] = loadavg();
+  const loadAverage = { oneMinute: Math.round(one * 100) / 100, fiveMinutes: Math.round(five * 100) / 100 };
+  const full: BenchResult = { ...result, at: result.at ?? new Date().toISOString(), loadAverage: result.loadAverage ?? loadAverage };
   const json = JSON.stringify(full);
   if (jsonOut) {
     mkdirSync(dirname(jsonOut), { recursive: true });

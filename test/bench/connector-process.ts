@@ -22,13 +22,20 @@ export interface ConnectorProcess {
   stop(): Promise<void>;
 }
 
-/** `nodeOptions`: the child's NODE_OPTIONS (e.g. `--max-old-space-size=192`), else this process's. */
-export function startConnector(configFile: string, role: Role, nodeOptions?: string): ConnectorProcess {
+/**
+ * `nodeOptions`: the child's NODE_OPTIONS (e.g. `--max-old-space-size=192`), else this process's.
+ * `cgroupDir`: a cgroup the child enters before Node starts (container-cgroup.ts), so Node sizes
+ * its heap from that cgroup's limit as it would in a container.
+ */
+export function startConnector(configFile: string, role: Role, nodeOptions?: string, cgroupDir?: string): ConnectorProcess {
   let output = '';
-  const child: ChildProcess = spawn(process.execPath, [join(root, 'bin/pg2crm.js'), 'run', '--config', configFile, '--role', role], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: nodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: nodeOptions },
-  });
+  const command = [process.execPath, join(root, 'bin/pg2crm.js'), 'run', '--config', configFile, '--role', role];
+  const env: NodeJS.ProcessEnv = nodeOptions === undefined ? { ...process.env } : { ...process.env, NODE_OPTIONS: nodeOptions };
+  // The shell moves itself into the cgroup, then becomes Node (exec keeps the pid).
+  const [file, ...args] =
+    cgroupDir === undefined ? command : ['/bin/sh', '-c', 'echo $$ > "$PG2CRM_CGROUP_PROCS" && exec "$@"', 'sh', ...command];
+  if (cgroupDir !== undefined) env.PG2CRM_CGROUP_PROCS = join(cgroupDir, 'cgroup.procs');
+  const child: ChildProcess = spawn(file!, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const keep = (d: Buffer): void => void (output = (output + d.toString()).slice(-20_000));
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);

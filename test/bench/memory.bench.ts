@@ -10,10 +10,11 @@ import { type BenchGoal, goal, printResult } from './bench-result.ts';
 import { benchStack } from './bench-stack.ts';
 import { type ConnectorProcess, freePort, MB, processMemory, scrapeMetrics, startConnector } from './connector-process.ts';
 import { WRITE_SIMULATORS } from './write-simulators.ts';
+import { type ContainerCgroup, containerCgroup, imageNodeOptions } from './container-cgroup.ts';
 import { sinkBenchCrms } from './sink-bench-crms.ts';
 
 /**
- * `npm run bench:memory [-- --changes 1000000 --records N --crm hubspot --limit 10/60 --seconds 90 --fetch-max-bytes 8388608 --node-options '--max-old-space-size=192' --json-out f.json]`:
+ * `npm run bench:memory [-- --changes 1000000 --records N --crm hubspot --limit 10/60 --seconds 90 --fetch-max-bytes 1048576 --container-mb 256 --node-options=--max-old-space-size=192 --json-out f.json]`:
  * memory of the real connector under a backlog: --changes committed in PostgreSQL (INSERT ...
  * SELECT generate_series in transactions of --chunk rows; --records rows, the rest updates of
  * them) while `pg2crm run --role source` and `pg2crm run --role sink` run as two child
@@ -30,10 +31,12 @@ import { sinkBenchCrms } from './sink-bench-crms.ts';
  * is 6 s, past the 5 s it waits inside a batch (batch-worker.ts SHORT_WAIT_MS): the partitions
  * pause between calls, the state the goal is about. At HubSpot's documented 100 per 10 s the
  * sink waits 0.1 s inside its batches instead and never pauses.
- * --fetch-max-bytes sets the sink's `sink.fetchMaxBytesPerPartition` (default 8 MiB): how much
+ * --fetch-max-bytes sets the sink's `sink.fetchMaxBytesPerPartition` (default 1 MiB): how much
  * of the backlog one fetch brings in and decodes.
- * --node-options sets the children's NODE_OPTIONS: with a heap limit (--max-old-space-size) it
- * tells memory the process holds from garbage V8 had no reason to collect yet.
+ * Each process runs as in a container of --container-mb (256): in a memory cgroup with that limit
+ * (container-cgroup.ts; the kernel kills it over the limit, and Node sizes its heap from it) with
+ * the image's NODE_OPTIONS from the Dockerfile, unless --node-options gives others. Without a
+ * limit V8 grows its heap lazily on a large machine, which says nothing of what a container needs.
  * Goal: peak RSS <= 256 MB per process.
  */
 const { values: args } = parseArgs({
@@ -46,6 +49,7 @@ const { values: args } = parseArgs({
     chunk: { type: 'string', default: '20000' },
     'capture-seconds': { type: 'string', default: '900' },
     'node-options': { type: 'string' },
+    'container-mb': { type: 'string', default: '256' },
     'fetch-max-bytes': { type: 'string' },
     'json-out': { type: 'string' },
   },
@@ -55,6 +59,9 @@ const RECORDS = Number(args.records ?? args.changes);
 const SECONDS = Number(args.seconds);
 const CHUNK = Number(args.chunk);
 const CAPTURE_SECONDS = Number(args['capture-seconds']);
+const CONTAINER_MB = Number(args['container-mb']);
+/** The children's NODE_OPTIONS: as given, else the image's (Dockerfile), so they size their heap as the image does. */
+const NODE_OPTIONS = args['node-options'] ?? imageNodeOptions();
 const limitMatch = /^(\d+)\/(\d+)$/.exec(args.limit);
 for (const [name, v] of Object.entries({
   changes: CHANGES,
@@ -62,6 +69,7 @@ for (const [name, v] of Object.entries({
   seconds: SECONDS,
   chunk: CHUNK,
   'capture-seconds': CAPTURE_SECONDS,
+  'container-mb': CONTAINER_MB,
 })) {
   if (!Number.isInteger(v) || v <= 0) {
     console.error(`--${name} must be a positive whole number`);
@@ -78,8 +86,11 @@ if (!limitMatch) {
 }
 const LIMIT = { requests: Number(limitMatch[1]), windowSeconds: Number(limitMatch[2]) };
 const GOAL_MB = 256;
-/** Heap per record of the written-hash store (npm run bench:hashes, README). */
-const HASH_BYTES_PER_RECORD = 125;
+/**
+ * Memory per record of the written-hash store at 1M records (npm run bench:hashes, README): its
+ * typed-array table, outside the V8 heap but in the RSS; 23-46 B as the table fills and doubles.
+ */
+const HASH_BYTES_PER_RECORD = 34;
 const crm = sinkBenchCrms.find((c) => c.kind === args.crm);
 const startSimulator = WRITE_SIMULATORS[args.crm];
 if (!crm || !startSimulator) {
@@ -101,6 +112,17 @@ const topic = topicFor(topicPrefix, schema, 'contacts');
 const slot = `pg2crm_${name}`;
 const groupId = `bench-memory-${runId}`;
 const tmp = mkdtempSync(join(tmpdir(), 'pg2crm-bench-memory-'));
+/** Each process in its own container-sized memory cgroup where this machine allows one. */
+const cgroups: Partial<Record<'source' | 'sink', ContainerCgroup>> = {};
+for (const role of ['source', 'sink'] as const) {
+  const cg = containerCgroup(`pg2crm-bench-memory-${runId}-${role}`, CONTAINER_MB * MB);
+  if (cg) cgroups[role] = cg;
+}
+note(
+  cgroups.source && cgroups.sink
+    ? `each process in a memory cgroup of ${CONTAINER_MB} MB (${cgroups.sink.dir}), NODE_OPTIONS=${NODE_OPTIONS ?? ''}: as in a container of that size`
+    : `no memory cgroup can be made here: the processes run without a limit (NODE_OPTIONS=${NODE_OPTIONS ?? ''}); the figures do not show what a ${CONTAINER_MB} MB container would do`,
+);
 
 function connectorConfig(baseUrl: string, opsPort: number): Record<string, unknown> {
   return {
@@ -212,7 +234,7 @@ try {
   );
   sim = await startSimulator({ port: 0, control: true, limit: LIMIT, tokens: [crm.token], ...crm.simulator });
   const [sourcePort, sinkPort] = [await freePort(), await freePort()];
-  source = startConnector(configFile('source', connectorConfig(sim.url, sourcePort)), 'source', args['node-options']);
+  source = startConnector(configFile('source', connectorConfig(sim.url, sourcePort)), 'source', NODE_OPTIONS, cgroups.source?.dir);
   for (const deadline = Date.now() + 60_000; ; ) {
     source.check('while starting');
     const { rows } = await db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot]);
@@ -220,7 +242,7 @@ try {
     if (Date.now() > deadline) throw new Error(`the source did not start streaming within 60 s; its output:\n${source.output()}`);
     await sleep(200);
   }
-  sink = startConnector(configFile('sink', connectorConfig(sim.url, sinkPort)), 'sink', args['node-options']);
+  sink = startConnector(configFile('sink', connectorConfig(sim.url, sinkPort)), 'sink', NODE_OPTIONS, cgroups.sink?.dir);
   const running = { source, sink };
   let ticks = 0;
   let sampling = false;
@@ -292,7 +314,12 @@ try {
     committedSeconds: Number(committedSeconds.toFixed(1)),
     inKafkaSeconds: Number(inKafkaSeconds.toFixed(1)),
     secondsBehindThrottle: SECONDS,
-    childNodeOptions: args['node-options'] ?? null,
+    childNodeOptions: NODE_OPTIONS ?? null,
+    containerMb: cgroups.sink ? CONTAINER_MB : null,
+    sourceOomKills: cgroups.source?.oomKills() ?? null,
+    sinkOomKills: cgroups.sink?.oomKills() ?? null,
+    sourceCgroupPeakMb: cgroups.source ? mb(cgroups.source.peakBytes()) : null,
+    sinkCgroupPeakMb: cgroups.sink ? mb(cgroups.sink.peakBytes()) : null,
     sinkFetchMaxBytesPerPartition: parseConfig(connectorConfig('http://127.0.0.1:1', 0)).sink.fetchMaxBytesPerPartition,
     sourcePeakRssMb: mb(peaks.source.hwm),
     sinkPeakRssMb: mb(peaks.sink.hwm),
@@ -333,7 +360,7 @@ try {
     `sink partitions paused (backpressure) in ${(pausedShare * 100).toFixed(0)}% of ${after.length} samples after the backlog was in Kafka; group: ${memberIds.size} member id(s), states ${JSON.stringify(figures.groupStates)} over ${describeSamples} describes`,
   );
   console.log(
-    `written-hash store: ${hashKeys} records x ${HASH_BYTES_PER_RECORD} B = ${figures.hashStoreMb} MB of the sink's heap now; ${figures.hashStoreMbAtAllRecords} MB once all ${RECORDS} records are written`,
+    `written-hash store: ${hashKeys} records x ${HASH_BYTES_PER_RECORD} B = ${figures.hashStoreMb} MB of the sink's memory now; ${figures.hashStoreMbAtAllRecords} MB once all ${RECORDS} records are written`,
   );
   const goals: BenchGoal[] = [
     goal(`source peak RSS (MB, <= ${GOAL_MB})`, figures.sourcePeakRssMb, GOAL_MB),
@@ -364,4 +391,11 @@ try {
   await admin.disconnect();
   await db.end();
   rmSync(tmp, { recursive: true, force: true });
+  for (const cg of Object.values(cgroups)) {
+    try {
+      cg.remove();
+    } catch {
+      // Still has a process in it (a child that would not stop): the kernel keeps it.
+    }
+  }
 }

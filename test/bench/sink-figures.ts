@@ -33,6 +33,8 @@ export interface Capacity {
   maxBatch: number;
   /** Budget units one full call spends (adapter.cost of maxBatch records): 1 for most CRMs, Zoho counts credits. */
   costOfFullBatch: number;
+  /** Records per window another limit allows when it binds before the requests do (Dynamics' execution time). */
+  recordsPerWindowBound?: number | undefined;
 }
 
 export const GOALS = { capacityUsed: 0.95, throttledShare: 0.005, callsPerChange: 0.1 } as const;
@@ -44,9 +46,13 @@ export function chargedPerRecord(c: Capacity): boolean {
   return c.maxBatch === 1 || c.costOfFullBatch >= c.maxBatch;
 }
 
-/** Records per second if every unit of the budget is spent on full batches. */
+/**
+ * Records per second if every unit of the budget is spent on full batches, or what another limit
+ * allows (`recordsPerWindowBound`) when that is lower.
+ */
 export function theoreticalRecordsPerSecond(c: Capacity): number {
-  return (c.requests / c.windowSeconds) * (c.maxBatch / Math.max(1, c.costOfFullBatch));
+  const byRequests = (c.requests / c.windowSeconds) * (c.maxBatch / Math.max(1, c.costOfFullBatch));
+  return c.recordsPerWindowBound === undefined ? byRequests : Math.min(byRequests, c.recordsPerWindowBound / c.windowSeconds);
 }
 
 export function figuresOf(crm: string, contender: Contender, m: Measured, theoretical: number): SinkFigures {

@@ -46,7 +46,8 @@ import {
  *                50 then a 5 s sleep, no compaction, no budget; a throttled change is retried
  *                after Retry-After (5 s when the CRM sends none) and never given up;
  *   theoretical  limit / window × records per call ÷ budget units one full call costs (1, but
- *                Zoho counts credits and Dynamics each $batch operation), computed.
+ *                Zoho counts credits), or what another limit allows when it binds first
+ *                (Dynamics' execution time, sink-bench-crms.ts `bound`), computed.
  * Workload: N records created, then M updates (Zipf: 80% of updates on 5% of the keys) go
  * through the real source (CaptureSource: slot -> Kafka) BEFORE any sink starts. Both contenders
  * start at the first update's offsets (the creates only make the keys exist in PostgreSQL), each
@@ -344,11 +345,18 @@ async function benchCrm(crm: SinkBenchCrm, start: StartSimulator, w: Workload, c
       return undefined;
     }
     const maxBatch = adapter.maxBatchSize(crm.mapping.object);
-    const capacity: Capacity = { ...crm.limit, maxBatch, costOfFullBatch: adapter.cost(sampleWrites(crm, maxBatch)) };
+    const capacity: Capacity = {
+      ...crm.limit,
+      maxBatch,
+      costOfFullBatch: adapter.cost(sampleWrites(crm, maxBatch)),
+      recordsPerWindowBound: crm.bound?.recordsPerWindow,
+    };
     const theoretical = theoreticalRecordsPerSecond(capacity);
     const interval = intervalFor(crm);
     const tf = theoreticalFigures(crm.kind, capacity);
-    console.log(line(tf, capacity, undefined, interval, { costOfFullBatch: capacity.costOfFullBatch, limitScaling: crm.scaling }));
+    const byRequests = theoreticalRecordsPerSecond({ ...capacity, recordsPerWindowBound: undefined });
+    const boundBy = byRequests > theoretical ? crm.bound!.why : 'the request limit';
+    console.log(line(tf, capacity, undefined, interval, { costOfFullBatch: capacity.costOfFullBatch, boundBy, limitScaling: crm.scaling }));
 
     note(`${crm.kind}: pg2crm sink, ${WARMUP_SECONDS} s warm-up + ${interval} s`);
     await simReset(sim);

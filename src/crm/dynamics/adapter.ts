@@ -57,6 +57,9 @@ import {
  */
 const API_MAX_BATCH = 1000;
 const FIRST_BATCH = 10;
+/** Dataverse's execution-time limit: seconds per window of seconds (api-limits). */
+const EXECUTION_SECONDS = 1200;
+const EXECUTION_WINDOW_SECONDS = 300;
 const log = componentLogger('crm.dynamics');
 
 interface HttpResponse {
@@ -199,7 +202,8 @@ export class DynamicsAdapter implements CrmAdapter {
    * "Combine the selected operations into a batch. A batch can contain up to 1000 operations and
    * will avoid the number of requests limit. However, you will need to be prepared for the
    * execution time limit." The execution-time limit (1,200 s per 5 minutes) is paced by the
-   * batch-size controller (halving on a slow batch) and by Retry-After on its 429, never by the
+   * sink, which counts its calls' durations against it (`executionSeconds`), by the batch-size
+   * controller (halving on a slow batch) and by Retry-After on its 429, never by the
    * `x-ms-ratelimit-*` headers, which "are intended for debugging purposes" (same page).
    *
    * Counted as `write` will split the records: batches of `batchSize` doubling after each full
@@ -220,6 +224,17 @@ export class DynamicsAdapter implements CrmAdapter {
       if (chunk.length === size) size = Math.min(API_MAX_BATCH, size * 2);
     }
     return requests + tables.size;
+  }
+
+  /**
+   * Dataverse's combined execution time: 1,200 s per user per 5-minute sliding window
+   * (https://learn.microsoft.com/power-apps/developer/data-platform/api-limits), at the same rate
+   * for a window configured otherwise (benches scale the window down). The sink measures its own
+   * `$batch` durations against it (sink/execution-meter.ts): Microsoft's
+   * `x-ms-ratelimit-time-remaining-xrm-requests` header is for debugging, not for pacing.
+   */
+  executionSeconds(windowSeconds: number): number {
+    return (EXECUTION_SECONDS * windowSeconds) / EXECUTION_WINDOW_SECONDS;
   }
 
   /** As `write` grows the batch size: doubled after each full $batch that was quick. */

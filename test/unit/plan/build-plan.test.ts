@@ -45,6 +45,16 @@ describe('quotaOf', () => {
     });
     expect(quotaOf(c.crm)).toMatchObject({ perWindow: 100, groups: 2, windowSeconds: 60 });
   });
+
+  it("takes Dataverse's execution time from crm.limits.executionSeconds when set, as the sink does, after utilisation", () => {
+    const dynamics = (limits: Record<string, unknown>) =>
+      config({ kind: 'dynamics', auth: undefined, credentials: [{ token: 't' }], limits });
+    expect(quotaOf(dynamics({ requests: 6000, windowSeconds: 300 }).crm).execution).toMatchObject({ seconds: 1200, windowSeconds: 300 });
+    expect(quotaOf(dynamics({ requests: 6000, windowSeconds: 300, executionSeconds: 600, utilisation: 0.5 }).crm).execution).toMatchObject({
+      seconds: 300,
+      windowSeconds: 300,
+    });
+  });
 });
 
 describe('buildPlan', () => {

@@ -1,13 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmAdapter, CrmWrite, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
-import type { ChangeEvent } from '../../../src/events/change-event.ts';
 import { BatchSizer } from '../../../src/sink/batch-sizer.ts';
 import { BatchWorker } from '../../../src/sink/batch-worker.ts';
 import { CircuitBreaker } from '../../../src/sink/circuit-breaker.ts';
 import type { DeadLetter } from '../../../src/sink/dead-letter.ts';
 import { QuotaLanes } from '../../../src/sink/quota-lanes.ts';
-import { fakeBatch, message, silentLog } from './fake-batch.ts';
+import { decode, fakeBatch, message, silentLog } from './fake-batch.ts';
 
 const TOPIC = 'erp.public.customers';
 const config = parseConfig(
@@ -22,20 +21,6 @@ const config = parseConfig(
   {},
 );
 const mapping = config.mappings[0]!;
-
-/** Message values are `<id>`; the event is an insert of that row. */
-async function decode(value: Buffer): Promise<ChangeEvent> {
-  const id = value.toString();
-  return {
-    op: 'c',
-    key: { id },
-    before: null,
-    after: { id, name: `n${id}` },
-    changed: null,
-    unchanged: [],
-    source: { lsn: '0/1', seq: 0, xid: 1, commitTsMicros: 0n, schema: 'public', table: 'customers', snapshot: false },
-  };
-}
 
 let workers: BatchWorker[] = [];
 afterEach(() => {

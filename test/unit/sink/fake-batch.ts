@@ -1,5 +1,6 @@
 import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { CrmWrite } from '../../../src/crm/crm-adapter.ts';
+import type { ChangeEvent } from '../../../src/events/change-event.ts';
 import type { Logger } from '../../../src/logger.ts';
 import type { Pending } from '../../../src/sink/call-planner.ts';
 
@@ -101,5 +102,19 @@ export function upsert(externalId: string, object = 'contacts', fields: Record<s
 /** A compacted write at `offsets` (the first is its place in the partition), ready for the planner or the policy. */
 export function pending(write: CrmWrite, offsets: (number | bigint)[]): Pending {
   const os = offsets.map((o) => BigInt(o));
-  return { group: { write, offsets: os, firstOffset: os[0]!, restore: false }, write, event: undefined };
+  return { group: { write, offsets: os, firstOffset: os[0]!, restore: false }, write };
+}
+
+/** A codec's decode for messages whose value is `<id>`: the event is an insert of that row of public.customers. */
+export async function decode(value: Buffer): Promise<ChangeEvent> {
+  const id = value.toString();
+  return {
+    op: 'c',
+    key: { id },
+    before: null,
+    after: { id, name: `n${id}` },
+    changed: null,
+    unchanged: [],
+    source: { lsn: '0/1', seq: 0, xid: 1, commitTsMicros: 0n, schema: 'public', table: 'customers', snapshot: false },
+  };
 }
