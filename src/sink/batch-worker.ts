@@ -31,6 +31,13 @@ const MAX_BATCH_MILLIS = 120_000;
 const SHORT_WAIT_MS = 5_000;
 /** Longest sleep between heartbeats while waiting inside eachBatch (heartbeat interval is 3 s). */
 const HEARTBEAT_SLICE_MS = 2_000;
+/**
+ * Longest the partitions wait for the written-hash store to (re)load after a rebalance (it takes
+ * well under a second normally, its read gives up after 2 minutes). Past it they are written
+ * without the no-op skip, which is safe while the store is loading: nothing is skipped, every
+ * written record's hash is dropped first (written-hashes.ts). Only quota is at stake, not data.
+ */
+export const HASH_LOAD_WAIT_MS = 15_000;
 
 export interface BatchWorkerDeps {
   sink: Pick<Config['sink'], 'lingerMs' | 'maxAttempts' | 'lookupPendingSeconds'>;
@@ -49,6 +56,8 @@ export interface BatchWorkerDeps {
   sendDeadLetters: (letters: DeadLetter[]) => Promise<void>;
   log: Logger;
   onFatal?: ((err: Error) => void) | undefined;
+  /** The clock of the hash-store wait (tests). */
+  now?: () => number;
 }
 
 /** One batch being worked on. */
@@ -79,10 +88,15 @@ export class BatchWorker {
   private readonly writer: CallWriter;
   private readonly policy: OutcomePolicy;
   private readonly stalls = new StallWatch();
+  private readonly now: () => number;
+  /** Since when partitions wait for the written-hash store to load (undefined: not waiting). */
+  private hashWaitSince: number | undefined;
+  private hashWaitWarned = false;
 
   constructor(deps: BatchWorkerDeps) {
     this.deps = deps;
     this.log = deps.log;
+    this.now = deps.now ?? Date.now;
     this.pauser = new PartitionPauser(deps.log);
     const { budget, breaker, sizer, adapter, log, onFatal, concurrency } = deps;
     const inFlight = this.inFlight;
@@ -102,9 +116,11 @@ export class BatchWorker {
     return this.stalls.stalled(now);
   }
 
-  /** The group rebalanced: partitions may have moved, their stall times start anew. */
+  /** The group rebalanced: partitions may have moved, their stall times start anew, and so does the wait for the hash store. */
   rebalanced(): void {
     this.stalls.clear();
+    this.hashWaitSince = undefined;
+    this.hashWaitWarned = false;
   }
 
   /** The consumer is leaving: no paused partition is resumed. */
@@ -151,10 +167,21 @@ export class BatchWorker {
       return true;
     }
     if (this.deps.hashes && !this.deps.hashes.ready()) {
-      // The written-hash store is (re)loading after a rebalance: skipping against stale hashes
-      // could drop a needed write.
-      this.pauser.pause(payload, 200);
-      return true;
+      // The written-hash store is (re)loading after a rebalance: wait a little, so that its
+      // no-op skips save quota from the first batch, but not for long (HASH_LOAD_WAIT_MS).
+      const now = this.now();
+      this.hashWaitSince ??= now;
+      if (now - this.hashWaitSince < HASH_LOAD_WAIT_MS) {
+        this.pauser.pause(payload, 200);
+        return true;
+      }
+      if (!this.hashWaitWarned) {
+        this.log.warn({ waitedMs: now - this.hashWaitSince }, 'written-hash store still loading; writing without the no-op skip meanwhile');
+        this.hashWaitWarned = true;
+      }
+    } else {
+      this.hashWaitSince = undefined;
+      this.hashWaitWarned = false;
     }
     return false;
   }

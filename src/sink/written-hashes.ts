@@ -16,8 +16,9 @@ import { Hash64Table } from './hash-table.ts';
  * the topic is co-partitioned with the change topics. The hash is produced before the change's
  * offset is committed; the store is (re)loaded from the topic on every rebalance, because a
  * partition that moved here was written by another instance meanwhile. Partitions wait for the
- * load (seconds); if it fails, nothing is skipped until the next rebalance — sending a write
- * twice is safe, skipping one that was needed is not.
+ * load (well under a second usually), at most 15 s (batch-worker.ts HASH_LOAD_WAIT_MS), then are
+ * written without skipping while it goes on; if it fails, nothing is skipped until the next
+ * rebalance — sending a write twice is safe, skipping one that was needed is not.
  *
  * A hash is kept only for writes that carried every mapped field (an update that left a
  * TOASTed column unchanged does not say what the CRM holds for it): such a write removes it.

@@ -7,6 +7,8 @@ import { CircuitBreaker } from '../../../src/sink/circuit-breaker.ts';
 import type { DeadLetter } from '../../../src/sink/dead-letter.ts';
 import { QuotaLanes } from '../../../src/sink/quota-lanes.ts';
 import { decode, fakeBatch, message, silentLog } from './fake-batch.ts';
+import type { WrittenHashes } from '../../../src/sink/written-hashes.ts';
+import { HASH_LOAD_WAIT_MS } from '../../../src/sink/batch-worker.ts';
 
 const TOPIC = 'erp.public.customers';
 const config = parseConfig(
@@ -33,7 +35,7 @@ function setup(
   answer: (externalId: string) => WriteOutcome,
   events: string[],
   sink = config.sink,
-  opts: { batch?: number; concurrency?: number } = {},
+  opts: { batch?: number; concurrency?: number; hashes?: WrittenHashes; now?: () => number } = {},
 ) {
   const batch = opts.batch ?? 10;
   const calls: CrmWrite[][] = [];
@@ -59,8 +61,9 @@ function setup(
     adapter,
     codec: { decode },
     mappingFor: (topic) => (topic === TOPIC ? mapping : undefined),
-    hashes: undefined,
+    hashes: opts.hashes,
     hashPartitions: () => 1,
+    ...(opts.now ? { now: opts.now } : {}),
     sendDeadLetters: async (l) => {
       events.push(`letters:${l.map((x) => x.offset).join(',')}`);
       letters.push(...l);
@@ -72,6 +75,37 @@ function setup(
 }
 
 describe('BatchWorker.onBatch: the story of one batch', () => {
+  it('waits for a written-hash store still loading only HASH_LOAD_WAIT_MS, then writes without the no-op skip', async () => {
+    let now = 1_000_000;
+    const forgotten: string[][] = [];
+    // A store whose load never ends (its read hangs until its 2-minute timeout): nothing is
+    // skipped while it loads, and every written record's hash is dropped first.
+    const loading = {
+      ready: () => false,
+      unchanged: () => false,
+      forgetBeforeWrite: async (_p: number, writes: CrmWrite[]) => void forgotten.push(writes.map((w) => w.externalId)),
+      remember: async () => undefined,
+    } as unknown as WrittenHashes;
+    const events: string[] = [];
+    const { worker, calls } = setup(() => ({ status: 'done' }), events, config.sink, { hashes: loading, now: () => now });
+    // Old enough not to linger; the pause timer of the first batch still runs for the later
+    // ones (the pauser ignores a second pause), so what is checked is whether a call was made.
+    const batchOf = () => fakeBatch({ topic: TOPIC, messages: [message(0, '1', Date.now() - 60_000)] });
+    const first = batchOf();
+    await worker.onBatch(first.payload);
+    expect(first.pauses).toBe(1);
+    expect(calls).toEqual([]);
+    now += HASH_LOAD_WAIT_MS - 1;
+    await worker.onBatch(batchOf().payload);
+    expect(calls).toEqual([]);
+    now += 1;
+    const third = batchOf();
+    await worker.onBatch(third.payload);
+    expect(calls.map((c) => c.map((w) => w.externalId))).toEqual([['1']]);
+    expect(forgotten).toEqual([['1']]);
+    expect(third.resolved).toEqual(['0']);
+  });
+
   it('writes the batch in one call and resolves and commits every offset', async () => {
     const fake = fakeBatch({ topic: TOPIC, messages: [message(0, '1'), message(1, '2'), message(2, '3')] });
     const { worker, calls } = setup(() => ({ status: 'done' }), fake.events);
