@@ -8,6 +8,7 @@ import { type DecodedBatch, decodeBatch, messageAt } from './batch-decoder.ts';
 import type { BatchSizer } from './batch-sizer.ts';
 import { type Call, CallPlanner, InFlight, type Pending } from './call-planner.ts';
 import { CallWriter } from './call-writer.ts';
+import { HashLoadWait } from './hash-load-wait.ts';
 import type { CircuitBreaker } from './circuit-breaker.ts';
 import type { DeadLetter } from './dead-letter.ts';
 import { OffsetTracker, StallWatch } from './offset-tracker.ts';
@@ -17,27 +18,18 @@ import type { QuotaLanes } from './quota-lanes.ts';
 import type { WrittenHashes } from './written-hashes.ts';
 
 /**
- * A fetched batch is worked on while it has work, up to this long (the next fetch and decode
- * cost a pause in writing), committing what is done every CHECKPOINT_MS; a rebalance or stop
- * ends it at once.
+ * A fetched batch is worked on while it has work, up to this long (the next fetch and decode cost
+ * a pause in writing), committing what is done every CHECKPOINT_MS; a rebalance or stop ends it.
  */
 const MAX_BATCH_MILLIS = 120_000;
 /**
  * Budget waits up to this long happen inside eachBatch (heartbeating); longer ones pause the
- * partition. A rolling window frees calls one by one as old ones age out, often every few
- * milliseconds: a pause costs a resume, a fetch and a decode each time, which at full load is
- * the difference between using the quota and leaving a tenth of it unused.
+ * partition. A rolling window frees calls one by one as old ones age out, often every few ms: a
+ * pause costs a resume, a fetch and a decode each time, a tenth of the quota at full load.
  */
 const SHORT_WAIT_MS = 5_000;
 /** Longest sleep between heartbeats while waiting inside eachBatch (heartbeat interval is 3 s). */
 const HEARTBEAT_SLICE_MS = 2_000;
-/**
- * Longest the partitions wait for the written-hash store to (re)load after a rebalance (it takes
- * well under a second normally, its read gives up after 2 minutes). Past it they are written
- * without the no-op skip, which is safe while the store is loading: nothing is skipped, every
- * written record's hash is dropped first (written-hashes.ts). Only quota is at stake, not data.
- */
-export const HASH_LOAD_WAIT_MS = 15_000;
 
 export interface BatchWorkerDeps {
   sink: Pick<Config['sink'], 'lingerMs' | 'maxAttempts' | 'lookupPendingSeconds'>;
@@ -56,8 +48,6 @@ export interface BatchWorkerDeps {
   sendDeadLetters: (letters: DeadLetter[]) => Promise<void>;
   log: Logger;
   onFatal?: ((err: Error) => void) | undefined;
-  /** The clock of the hash-store wait (tests). */
-  now?: () => number;
 }
 
 /** One batch being worked on. */
@@ -88,15 +78,11 @@ export class BatchWorker {
   private readonly writer: CallWriter;
   private readonly policy: OutcomePolicy;
   private readonly stalls = new StallWatch();
-  private readonly now: () => number;
-  /** Since when partitions wait for the written-hash store to load (undefined: not waiting). */
-  private hashWaitSince: number | undefined;
-  private hashWaitWarned = false;
+  private readonly hashLoad = new HashLoadWait();
 
   constructor(deps: BatchWorkerDeps) {
     this.deps = deps;
     this.log = deps.log;
-    this.now = deps.now ?? Date.now;
     this.pauser = new PartitionPauser(deps.log);
     const { budget, breaker, sizer, adapter, log, onFatal, concurrency } = deps;
     const inFlight = this.inFlight;
@@ -119,8 +105,7 @@ export class BatchWorker {
   /** The group rebalanced: partitions may have moved, their stall times start anew, and so does the wait for the hash store. */
   rebalanced(): void {
     this.stalls.clear();
-    this.hashWaitSince = undefined;
-    this.hashWaitWarned = false;
+    this.hashLoad.reset();
   }
 
   /** The consumer is leaving: no paused partition is resumed. */
@@ -166,22 +151,10 @@ export class BatchWorker {
       this.pauser.pause(payload, lingerMs - age, 'linger');
       return true;
     }
-    if (this.deps.hashes && !this.deps.hashes.ready()) {
-      // The written-hash store is (re)loading after a rebalance: wait a little, so that its
-      // no-op skips save quota from the first batch, but not for long (HASH_LOAD_WAIT_MS).
-      const now = this.now();
-      this.hashWaitSince ??= now;
-      if (now - this.hashWaitSince < HASH_LOAD_WAIT_MS) {
-        this.pauser.pause(payload, 200);
-        return true;
-      }
-      if (!this.hashWaitWarned) {
-        this.log.warn({ waitedMs: now - this.hashWaitSince }, 'written-hash store still loading; writing without the no-op skip meanwhile');
-        this.hashWaitWarned = true;
-      }
-    } else {
-      this.hashWaitSince = undefined;
-      this.hashWaitWarned = false;
+    // A written-hash store (re)loading after a rebalance: wait for its skips, not long (hash-load-wait.ts).
+    if (this.hashLoad.waitMore(this.deps.hashes !== undefined && !this.deps.hashes.ready(), this.log)) {
+      this.pauser.pause(payload, 200);
+      return true;
     }
     return false;
   }

@@ -16,7 +16,7 @@ import { Hash64Table } from './hash-table.ts';
  * the topic is co-partitioned with the change topics. The hash is produced before the change's
  * offset is committed; the store is (re)loaded from the topic on every rebalance, because a
  * partition that moved here was written by another instance meanwhile. Partitions wait for the
- * load (well under a second usually), at most 15 s (batch-worker.ts HASH_LOAD_WAIT_MS), then are
+ * load (well under a second usually), at most 15 s (hash-load-wait.ts), then are
  * written without skipping while it goes on; if it fails, nothing is skipped until the next
  * rebalance — sending a write twice is safe, skipping one that was needed is not.
  *

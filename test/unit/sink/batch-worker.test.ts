@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
 import type { CrmAdapter, CrmWrite, WriteOutcome } from '../../../src/crm/crm-adapter.ts';
 import { BatchSizer } from '../../../src/sink/batch-sizer.ts';
@@ -8,7 +8,7 @@ import type { DeadLetter } from '../../../src/sink/dead-letter.ts';
 import { QuotaLanes } from '../../../src/sink/quota-lanes.ts';
 import { decode, fakeBatch, message, silentLog } from './fake-batch.ts';
 import type { WrittenHashes } from '../../../src/sink/written-hashes.ts';
-import { HASH_LOAD_WAIT_MS } from '../../../src/sink/batch-worker.ts';
+import { HASH_LOAD_WAIT_MS } from '../../../src/sink/hash-load-wait.ts';
 
 const TOPIC = 'erp.public.customers';
 const config = parseConfig(
@@ -35,7 +35,7 @@ function setup(
   answer: (externalId: string) => WriteOutcome,
   events: string[],
   sink = config.sink,
-  opts: { batch?: number; concurrency?: number; hashes?: WrittenHashes; now?: () => number } = {},
+  opts: { batch?: number; concurrency?: number; hashes?: WrittenHashes } = {},
 ) {
   const batch = opts.batch ?? 10;
   const calls: CrmWrite[][] = [];
@@ -63,7 +63,6 @@ function setup(
     mappingFor: (topic) => (topic === TOPIC ? mapping : undefined),
     hashes: opts.hashes,
     hashPartitions: () => 1,
-    ...(opts.now ? { now: opts.now } : {}),
     sendDeadLetters: async (l) => {
       events.push(`letters:${l.map((x) => x.offset).join(',')}`);
       letters.push(...l);
@@ -76,7 +75,8 @@ function setup(
 
 describe('BatchWorker.onBatch: the story of one batch', () => {
   it('waits for a written-hash store still loading only HASH_LOAD_WAIT_MS, then writes without the no-op skip', async () => {
-    let now = 1_000_000;
+    let now = Date.now();
+    vi.spyOn(Date, 'now').mockImplementation(() => now);
     const forgotten: string[][] = [];
     // A store whose load never ends (its read hangs until its 2-minute timeout): nothing is
     // skipped while it loads, and every written record's hash is dropped first.
@@ -87,10 +87,10 @@ describe('BatchWorker.onBatch: the story of one batch', () => {
       remember: async () => undefined,
     } as unknown as WrittenHashes;
     const events: string[] = [];
-    const { worker, calls } = setup(() => ({ status: 'done' }), events, config.sink, { hashes: loading, now: () => now });
+    const { worker, calls } = setup(() => ({ status: 'done' }), events, config.sink, { hashes: loading });
     // Old enough not to linger; the pause timer of the first batch still runs for the later
     // ones (the pauser ignores a second pause), so what is checked is whether a call was made.
-    const batchOf = () => fakeBatch({ topic: TOPIC, messages: [message(0, '1', Date.now() - 60_000)] });
+    const batchOf = () => fakeBatch({ topic: TOPIC, messages: [message(0, '1', now - 60_000)] });
     const first = batchOf();
     await worker.onBatch(first.payload);
     expect(first.pauses).toBe(1);
@@ -104,6 +104,7 @@ describe('BatchWorker.onBatch: the story of one batch', () => {
     expect(calls.map((c) => c.map((w) => w.externalId))).toEqual([['1']]);
     expect(forgotten).toEqual([['1']]);
     expect(third.resolved).toEqual(['0']);
+    vi.restoreAllMocks();
   });
 
   it('writes the batch in one call and resolves and commits every offset', async () => {
